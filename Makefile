@@ -1,0 +1,45 @@
+# kvnet: set-up, tests and demo on a Debian 12 machine (run as root).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BUILD ?= build
+PY := $(VENV)/bin/python
+APT_PACKAGES := containernetworking-plugins iproute2 iptables nftables libvirt-daemon-system \
+	libvirt-clients libvirt-dev libxml2-utils qemu-system-x86 busybox-static pkg-config gcc \
+	cpio python3-venv python3-dev
+
+.PHONY: setup apt venv guest test test-unit demo bench clean
+
+setup: venv
+
+apt: $(BUILD)/.apt-stamp
+$(BUILD)/.apt-stamp: Makefile
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES)
+	mkdir -p $(BUILD) && touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml $(BUILD)/.apt-stamp
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# The tiny guest (Debian kernel + busybox initramfs); rebuilt when its inputs change.
+guest: venv
+	$(VENV)/bin/kvnet guest build --out $(BUILD)/guest
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: venv guest
+	$(VENV)/bin/kvnet demo --guest $(BUILD)/guest
+
+bench: venv guest
+	$(PY) -m bench
+
+clean:
+	rm -rf $(BUILD) $(VENV)

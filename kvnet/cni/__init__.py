@@ -1,0 +1,1 @@
+"""CNI programs: the protocol, delegate execution, the meta-plugin and the binding plugin."""

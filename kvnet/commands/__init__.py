@@ -1,0 +1,1 @@
+"""Subcommands of the ``kvnet`` tool; each module has ``register(subparsers)``."""

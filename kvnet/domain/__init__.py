@@ -1,0 +1,1 @@
+"""From VMI + pod facts to libvirt devices: translation (pure), rendering, splicing."""

@@ -1,0 +1,1 @@
+"""The KubeVirt virt-launcher hook sidecar (installed as ``kvnet.sidecar``)."""

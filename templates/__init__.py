@@ -1,0 +1,1 @@
+"""Jinja2 templates for libvirt device XML (installed as ``kvnet.templates``)."""

@@ -1,0 +1,76 @@
+import pytest
+
+from kvnet import naming
+
+
+@pytest.mark.parametrize(
+    ("network", "pod_iface", "tap", "bridge", "nic"),
+    [
+        ("blue", "pod16477688c0e", "tap16477688c0e", "k6t-16477688c0e", "16477688c0e-nic"),
+        ("red", "podb1f51a511f1", "tapb1f51a511f1", "k6t-b1f51a511f1", "b1f51a511f1-nic"),
+    ],
+)
+def test_hashed_names(network: str, pod_iface: str, tap: str, bridge: str, nic: str) -> None:
+    assert naming.hashed_pod_iface(network) == pod_iface
+    assert naming.tap_name(pod_iface) == tap
+    assert naming.bridge_name(pod_iface) == bridge
+    assert naming.renamed_nic(pod_iface) == nic
+    for name in (pod_iface, tap, bridge, nic):
+        assert naming.ifname_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    ("pod_iface", "tap", "bridge"),
+    [("eth0", "tap0", "k6t-eth0"), ("net1", "tap1", "k6t-net1"), ("net12", "tap12", "k6t-net12")],
+)
+def test_ordinal_and_primary_names(pod_iface: str, tap: str, bridge: str) -> None:
+    assert naming.tap_name(pod_iface) == tap
+    assert naming.bridge_name(pod_iface) == bridge
+
+
+@pytest.mark.parametrize(
+    ("names", "ordinal"),
+    [(["eth0", "net1"], True), (["eth0", "pod16477688c0e"], False), (["network1"], False), ([], False)],
+)
+def test_ordinal_detection(names: list[str], ordinal: bool) -> None:
+    assert naming.uses_ordinal_names(names) is ordinal
+
+
+@pytest.mark.parametrize(
+    ("requested", "position", "is_main", "expected"),
+    [(None, 0, True, "eth0"), (None, 2, False, "net2"), ("foo", 1, False, "foo"), ("", 3, False, "net3")],
+)
+def test_multus_ifname(requested: str | None, position: int, is_main: bool, expected: str) -> None:
+    assert naming.multus_ifname(requested, position, is_main) == expected
+
+
+def test_aliases() -> None:
+    assert naming.interface_alias("blue") == "ua-blue"
+    assert naming.sriov_alias("blue") == "ua-sriov-blue"
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("eth0", None),
+        ("a" * 15, None),
+        ("a" * 16, "longer than 15"),
+        ("", "empty"),
+        (".", ". or .."),
+        ("..", ". or .."),
+        ("a/b", "contains"),
+        ("a:b", "contains"),
+        ("a b", "contains"),
+    ],
+)
+def test_ifname_rules(name: str, problem: str | None) -> None:
+    got = naming.ifname_problem(name)
+    assert (got is None) if problem is None else (problem in (got or ""))
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [("abc", True), ("a.b-c_d", True), ("-a", False), ("../x", False), ("a/b", False), ("", False)],
+)
+def test_cni_name(name: str, ok: bool) -> None:
+    assert naming.cni_name_ok(name) is ok
