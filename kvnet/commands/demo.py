@@ -19,7 +19,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     pod_demo = importlib.import_module("kvnet.lab.pod_demo")
-    status = int(pod_demo.run(out=sys.stderr) or 0)
+    status = int(pod_demo.run(out=sys.stdout) or 0)
     if status or args.pod_only:
         return status
     try:
@@ -27,4 +27,4 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         print("kvnet demo: the VM half is not available in this build", file=sys.stderr)
         return status
-    return int(vm_demo.run(args.guest, out=sys.stderr) or 0)
+    return int(vm_demo.run(args.guest, out=sys.stdout) or 0)
