@@ -1,0 +1,260 @@
+"""SR-IOV discovery from sysfs, with an injectable root.
+
+The SR-IOV device plugin hands out VFs by PCI address; before kvnet gives one to a VM it
+wants to know what that address is: a VF of which PF, bound to ``vfio-pci`` (a guest can
+take it whole, and it has an IOMMU group) or to a kernel driver (it has a netdev), and
+its index among the PF's VFs. All of that is in ``/sys/bus/pci/devices/<addr>``:
+
+    physfn        -> ../<pf address>                   (only VFs have it)
+    driver        -> ../../../bus/pci/drivers/<name>   (absent when unbound)
+    iommu_group   -> ../../../kernel/iommu_groups/<n>
+    net/<ifname>/                                      (kernel drivers only)
+    virtfn<N>     -> ../<vf address>                   (on the PF)
+    sriov_numvfs, sriov_totalvfs                       (on the PF)
+
+Everything here reads under ``root`` (``/`` in production, a temp folder in tests and
+the demo); ``make_fake_sysfs`` builds such trees with the same relative links the
+kernel makes. Every failure is a ``DeviceError`` that names the address and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kvnet.errors import DeviceError
+from kvnet.model import PciAddress
+
+VFIO_DRIVER = "vfio-pci"
+_VIRTFN_RE = re.compile(r"^virtfn(\d+)$")
+
+
+@dataclass(frozen=True)
+class VfInfo:
+    """One SR-IOV virtual function as sysfs shows it.
+
+    ``netdevs`` is empty for a VF bound to ``vfio-pci`` (nothing moves into the pod; the
+    VM gets the PCI device) and for an unbound VF.
+    """
+
+    address: PciAddress
+    pf_address: PciAddress | None
+    vf_index: int | None
+    driver: str | None
+    iommu_group: int | None
+    netdevs: tuple[str, ...] = ()
+
+    @property
+    def is_vfio(self) -> bool:
+        """True when a guest can take this VF whole (bound to vfio-pci)."""
+        return self.driver == VFIO_DRIVER
+
+
+def pci_devices_dir(root: str = "/") -> str:
+    """``<root>/sys/bus/pci/devices``."""
+    return os.path.join(root, "sys", "bus", "pci", "devices")
+
+
+def _device_dir(address: PciAddress, root: str) -> str:
+    path = os.path.join(pci_devices_dir(root), str(address))
+    if not os.path.lexists(path):
+        raise DeviceError(f"PCI device {address}: no such device ({path} does not exist)")
+    if not os.path.isdir(path):
+        raise DeviceError(f"PCI device {address}: {path} is not a device folder (broken symlink?)")
+    return path
+
+
+def _link_target_name(dev: str, entry: str, address: PciAddress, *, required: bool) -> str | None:
+    """The last component of the symlink ``dev/entry``; None when absent and not required.
+
+    A link that exists but points nowhere is always an error: the kernel never leaves
+    dangling links in a device folder, so the tree is broken.
+    """
+    path = os.path.join(dev, entry)
+    if not os.path.lexists(path):
+        if required:
+            raise DeviceError(f"PCI device {address}: {entry} is missing ({path})")
+        return None
+    if not os.path.islink(path):
+        raise DeviceError(f"PCI device {address}: {entry} is not a symlink ({path})")
+    try:
+        target = os.readlink(path)
+    except OSError as exc:
+        raise DeviceError(f"PCI device {address}: cannot read link {entry}: {exc.strerror}") from exc
+    if not os.path.exists(path):
+        raise DeviceError(f"PCI device {address}: {entry} is a broken symlink (-> {target})")
+    name = os.path.basename(os.path.normpath(target))
+    if not name:
+        raise DeviceError(f"PCI device {address}: {entry} points to an empty name (-> {target})")
+    return name
+
+
+def _read_int(path: str, what: str, address: PciAddress) -> int:
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+    except FileNotFoundError as exc:
+        raise DeviceError(f"PCI device {address}: {what} is missing ({path})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DeviceError(f"PCI device {address}: cannot read {what} ({path}): {exc}") from exc
+    if not text.isdigit():
+        raise DeviceError(f"PCI device {address}: {what} is not a number: {text!r} ({path})")
+    return int(text)
+
+
+def _netdevs(dev: str, address: PciAddress) -> tuple[str, ...]:
+    net = os.path.join(dev, "net")
+    if not os.path.lexists(net):
+        return ()
+    try:
+        return tuple(sorted(os.listdir(net)))
+    except OSError as exc:
+        raise DeviceError(f"PCI device {address}: cannot list {net}: {exc.strerror}") from exc
+
+
+def _parse_address(text: str, what: str) -> PciAddress:
+    try:
+        return PciAddress.parse(text)
+    except DeviceError as exc:
+        raise DeviceError(f"{what}: {exc.msg}") from exc
+
+
+def _virtfn_links(pf_dev: str, pf: PciAddress) -> dict[int, str]:
+    """``{N: <vf address text>}`` from the PF's ``virtfnN`` links (broken ones are errors)."""
+    try:
+        entries = os.listdir(pf_dev)
+    except OSError as exc:
+        raise DeviceError(f"PCI device {pf}: cannot list {pf_dev}: {exc.strerror}") from exc
+    found: dict[int, str] = {}
+    for entry in entries:
+        m = _VIRTFN_RE.match(entry)
+        if m:
+            name = _link_target_name(pf_dev, entry, pf, required=True)
+            assert name is not None
+            found[int(m[1])] = name
+    return found
+
+
+def discover_vf(pci_address: str, *, root: str = "/") -> VfInfo:
+    """Read one VF's facts from sysfs; ``DeviceError`` when it is not a usable VF.
+
+    Errors: malformed address, no such device, not a VF (no ``physfn``), broken
+    ``physfn``/``driver``/``iommu_group`` links, a PF that does not list this VF among
+    its ``virtfnN`` links, a ``vfio-pci`` VF without an IOMMU group.
+    """
+    address = _parse_address(pci_address, "SR-IOV VF")
+    dev = _device_dir(address, root)
+    pf_name = _link_target_name(dev, "physfn", address, required=False)
+    if pf_name is None:
+        raise DeviceError(f"PCI device {address} is not an SR-IOV VF (it has no physfn link)")
+    pf = _parse_address(pf_name, f"PCI device {address}: physfn")
+    driver = _link_target_name(dev, "driver", address, required=False)
+    group_name = _link_target_name(dev, "iommu_group", address, required=False)
+    iommu_group: int | None = None
+    if group_name is not None:
+        if not group_name.isdigit():
+            raise DeviceError(f"PCI device {address}: iommu_group points to {group_name!r}, not a group number")
+        iommu_group = int(group_name)
+    if driver == VFIO_DRIVER and iommu_group is None:
+        raise DeviceError(f"PCI device {address} is bound to vfio-pci but has no iommu_group (IOMMU off?)")
+    pf_dev = _device_dir(pf, root)
+    index = next((n for n, vf in _virtfn_links(pf_dev, pf).items() if vf == str(address)), None)
+    if index is None:
+        raise DeviceError(f"PCI device {address}: its PF {pf} has no virtfnN link to it")
+    netdevs = () if driver == VFIO_DRIVER else _netdevs(dev, address)
+    return VfInfo(address, pf, index, driver, iommu_group, netdevs)
+
+
+def list_vfs(pf_address: str, *, root: str = "/") -> tuple[VfInfo, ...]:
+    """All VFs of a PF in VF-index order, checked against ``sriov_numvfs``."""
+    pf = _parse_address(pf_address, "SR-IOV PF")
+    pf_dev = _device_dir(pf, root)
+    numvfs = _read_int(os.path.join(pf_dev, "sriov_numvfs"), "sriov_numvfs", pf)
+    links = _virtfn_links(pf_dev, pf)
+    if sorted(links) != list(range(numvfs)):
+        raise DeviceError(
+            f"PCI device {pf}: sriov_numvfs is {numvfs} but the virtfn links are "
+            f"{['virtfn%d' % n for n in sorted(links)]}"
+        )
+    out = []
+    for n in range(numvfs):
+        vf = discover_vf(links[n], root=root)
+        if vf.pf_address != pf:
+            raise DeviceError(f"PCI device {pf}: virtfn{n} -> {vf.address}, whose physfn is {vf.pf_address}")
+        out.append(vf)
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------
+# Fake trees for tests and the demo (this machine has no SR-IOV hardware and no VFIO)
+# ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FakeVf:
+    """One VF of a fake tree: ``driver=None`` leaves it unbound."""
+
+    address: str
+    driver: str | None = VFIO_DRIVER
+    iommu_group: int | None = None
+    netdev: str | None = None
+
+
+@dataclass(frozen=True)
+class FakePf:
+    """A fake PF: its own driver and netdev, its VFs in index order."""
+
+    vfs: Sequence[FakeVf] = ()
+    driver: str = "ice"
+    netdev: str | None = None
+    total_vfs: int | None = None  # defaults to max(len(vfs), 8)
+    iommu_group: int | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)  # more plain files in the PF folder
+
+
+def _fake_device(root: str, address: str, driver: str | None, iommu_group: int | None, netdev: str | None) -> str:
+    """Create ``sys/devices/pci0000:00/<addr>`` and its ``sys/bus/pci/devices`` link."""
+    sys_dir = os.path.join(root, "sys")
+    dev = os.path.join(sys_dir, "devices", "pci0000:00", address)
+    os.makedirs(dev, exist_ok=True)
+    os.makedirs(pci_devices_dir(root), exist_ok=True)
+    bus_link = os.path.join(pci_devices_dir(root), address)
+    if not os.path.lexists(bus_link):
+        os.symlink(os.path.join("..", "..", "..", "devices", "pci0000:00", address), bus_link)
+    if driver is not None:
+        os.makedirs(os.path.join(sys_dir, "bus", "pci", "drivers", driver), exist_ok=True)
+        os.symlink(os.path.join("..", "..", "..", "bus", "pci", "drivers", driver), os.path.join(dev, "driver"))
+    if iommu_group is not None:
+        os.makedirs(os.path.join(sys_dir, "kernel", "iommu_groups", str(iommu_group)), exist_ok=True)
+        os.symlink(
+            os.path.join("..", "..", "..", "kernel", "iommu_groups", str(iommu_group)), os.path.join(dev, "iommu_group")
+        )
+    if netdev is not None:
+        os.makedirs(os.path.join(dev, "net", netdev), exist_ok=True)
+    return dev
+
+
+def make_fake_sysfs(root: str, pfs: Mapping[str, FakePf]) -> None:
+    """Build sysfs trees under ``root`` shaped like the kernel's (DESIGN §7).
+
+    ``pfs`` maps a PF address to its description. Links are relative, as the kernel
+    makes them, so the tree reads the same wherever ``root`` is.
+    """
+    for pf_text, pf in pfs.items():
+        pf_addr = str(PciAddress.parse(pf_text))
+        pf_dev = _fake_device(root, pf_addr, pf.driver, pf.iommu_group, pf.netdev)
+        total = pf.total_vfs if pf.total_vfs is not None else max(len(pf.vfs), 8)
+        with open(os.path.join(pf_dev, "sriov_totalvfs"), "w", encoding="ascii") as f:
+            f.write(f"{total}\n")
+        with open(os.path.join(pf_dev, "sriov_numvfs"), "w", encoding="ascii") as f:
+            f.write(f"{len(pf.vfs)}\n")
+        for name, text in pf.extra.items():
+            with open(os.path.join(pf_dev, name), "w", encoding="ascii") as f:
+                f.write(text)
+        for index, vf in enumerate(pf.vfs):
+            vf_addr = str(PciAddress.parse(vf.address))
+            vf_dev = _fake_device(root, vf_addr, vf.driver, vf.iommu_group, vf.netdev)
+            os.symlink(os.path.join("..", pf_addr), os.path.join(vf_dev, "physfn"))
+            os.symlink(os.path.join("..", vf_addr), os.path.join(pf_dev, f"virtfn{index}"))
