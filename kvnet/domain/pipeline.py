@@ -1,0 +1,45 @@
+"""The two calls the sidecar makes, each a pure function of its inputs.
+
+``define_domain`` serves OnDefineDomain (also called on a migration target, so it has
+no side effects); ``cloud_init_network_data`` serves PreCloudInitIso. The sidecar reads
+the pod facts (links, binding records, network-info) and passes them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kvnet.domain.netdata import guest_network_data, merge_network_data
+from kvnet.domain.render import render_plan
+from kvnet.domain.splice import kubevirt_hostdevs, splice
+from kvnet.domain.translate import plan_vm_nics
+from kvnet.domain.vmi import parse_vmi
+from kvnet.model import PodFacts, VmNicPlan
+
+
+def plan_for(vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str = "kvnet", domain_xml: bytes | str | None = None) -> VmNicPlan:
+    """Parse the VMI and translate it; hostdevs KubeVirt rendered are read from ``domain_xml``.
+
+    Without a domain (PreCloudInitIso) only the guest side is needed: hostdev sources may be unknown.
+    """
+    if domain_xml is None:
+        return plan_vm_nics(parse_vmi(vmi), facts, binding_name=binding_name, need_hostdev_sources=False)
+    hostdevs = kubevirt_hostdevs(domain_xml)
+    return plan_vm_nics(parse_vmi(vmi), facts, binding_name=binding_name, kubevirt_hostdevs=hostdevs)
+
+
+def define_domain(domain_xml: bytes | str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str = "kvnet") -> str:
+    """The domain with kvnet's NICs spliced in (replaced by alias, else appended)."""
+    plan = plan_for(vmi, facts, binding_name=binding_name, domain_xml=domain_xml)
+    return splice(domain_xml, render_plan(plan))
+
+
+def cloud_init_network_data(
+    vmi: Mapping[str, Any], facts: PodFacts, *, user_network_data: str | None, binding_name: str = "kvnet"
+) -> str | None:
+    """The guest's NetworkData: the user's, plus kvnet's bonds and addresses (None: leave it alone)."""
+    ours = guest_network_data(plan_for(vmi, facts, binding_name=binding_name))
+    if ours is None:
+        return user_network_data
+    return merge_network_data(user_network_data, ours)

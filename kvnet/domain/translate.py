@@ -1,0 +1,225 @@
+"""VMI + pod facts → the VM's NICs. Pure: no I/O, every fact comes in as data.
+
+For each interface bound to kvnet (``binding: {name: kvnet}``) the pod side decides
+the NIC kind:
+
+- a tap ``tap<x>`` made by the binding CNI → a tap NIC on it (``<interface type="ethernet">``);
+- the pod interface itself is a macvtap (made by macvtap-cni) → a tap NIC targeting it;
+- no pod interface, but network-info carries a PCI device-info (a VFIO VF) → a PCI hostdev.
+
+Anything else is a :class:`TranslationError` naming the interface and what is missing.
+Bonds (``kvnet.io/bonds``) add ``sriov: {}`` members whose hostdevs KubeVirt renders itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kvnet import naming
+from kvnet.domain.bonds import BondSpec, vmi_bonds
+from kvnet.domain.vmi import MAX_QUEUES, Vmi, VmiInterface, VmiNetwork
+from kvnet.errors import DeviceError, TranslationError
+from kvnet.model import (
+    BindingRecord,
+    GuestBond,
+    GuestIpConfig,
+    HostdevNic,
+    PciAddress,
+    PodFacts,
+    PodLink,
+    TapNic,
+    VmNic,
+    VmNicPlan,
+)
+
+VIRTIO_MODELS = ("virtio", "virtio-transitional", "virtio-non-transitional")
+# Source of an ``sriov: {}`` bond member when only its guest side matters (guest network
+# data, computed without the domain); such hostdevs are KubeVirt's and never rendered.
+UNKNOWN_SOURCE = PciAddress(0xFFFF, 0xFF, 0x1F, 7)
+
+
+def pod_iface_name(vmi: Vmi, network: VmiNetwork, facts: PodFacts) -> str:
+    """KubeVirt's pod interface for a VMI network: eth0, ``pod<hash>``, or ordinal ``net<N>``.
+
+    The ordinal scheme is detected as KubeVirt does: some pod interface is named ``net<N>``.
+    """
+    if network.default:
+        return naming.PRIMARY_POD_IFACE
+    if naming.uses_ordinal_names(facts.links):
+        position = [n.name for n in vmi.multus_secondaries()].index(network.name) + 1
+        return naming.ordinal_pod_iface(position)
+    return naming.hashed_pod_iface(network.name)
+
+
+def guest_model(iface: VmiInterface, vmi: Vmi) -> str:
+    """KubeVirt's rule: no model or ``virtio`` → virtio-(non-)transitional; others pass through."""
+    if iface.model in (None, "virtio"):
+        return "virtio-transitional" if vmi.virtio_transitional else "virtio-non-transitional"
+    return iface.model
+
+
+def _record(pod_iface: str, tap: str, links: Mapping[str, PodLink]) -> BindingRecord | None:
+    """The binding CNI's record, on whichever link of this attachment carries it."""
+    for name in (pod_iface, naming.renamed_nic(pod_iface), naming.bridge_name(pod_iface), tap):
+        link = links.get(name)
+        if link is not None and link.record is not None:
+            return link.record
+    return None
+
+
+def _queues(iface: VmiInterface, vmi: Vmi, model: str, link: PodLink) -> int | None:
+    if not vmi.multiqueue or model not in VIRTIO_MODELS:
+        return None
+    if not link.multi_queue:
+        raise TranslationError(
+            f"interface {iface.name!r}: the VMI asks for networkInterfaceMultiqueue but {link.name} is not a multi-queue tap "
+            "(set multiQueue in the binding's NetworkAttachmentDefinition)"
+        )
+    return min(vmi.vcpus, MAX_QUEUES)
+
+
+def _tap_nic(iface: VmiInterface, vmi: Vmi, facts: PodFacts, pod_iface: str) -> VmNic:
+    links = facts.links
+    tap = naming.tap_name(pod_iface)
+    info = facts.network_info.get(iface.name)
+    model = guest_model(iface, vmi)
+    common = dict(
+        name=iface.name,
+        model=model,
+        pci_address=iface.pci_address,
+        acpi_index=iface.acpi_index,
+        boot_order=iface.boot_order,
+        link_up=iface.state != "down",
+    )
+    if tap in links:
+        link = links[tap]
+        record = _record(pod_iface, tap, links)
+        mac = iface.mac or (record.original_mac if record else None) or (info.mac if info else None)
+        if mac is None:
+            raise TranslationError(
+                f"interface {iface.name!r}: no MAC for tap {tap}: no macAddress in the VMI, no binding record in the pod and no mac in network-info"
+            )
+        return TapNic(
+            target=tap,
+            mac=mac.lower(),
+            mtu=record.mtu if record else link.mtu,
+            queues=_queues(iface, vmi, model, link),
+            ip=record.ip if record else GuestIpConfig(),
+            **common,  # type: ignore[arg-type]
+        )
+    pod_link = links.get(pod_iface)
+    if pod_link is not None and pod_link.kind == "macvtap":
+        return TapNic(
+            target=pod_iface,
+            mac=(iface.mac or pod_link.mac).lower(),
+            mtu=pod_link.mtu,
+            queues=_queues(iface, vmi, model, pod_link),
+            **common,  # type: ignore[arg-type]
+        )
+    if pod_link is not None:
+        raise TranslationError(
+            f"interface {iface.name!r}: pod interface {pod_iface} has no tap {tap} (was the kvnet binding CNI run for it?) and is not a macvtap"
+        )
+    source = _pci_source(iface.name, facts)
+    if source is None:
+        if info is None:
+            raise TranslationError(
+                f"interface {iface.name!r}: pod interface {pod_iface} and tap {tap} are absent and network-info has no entry for it "
+                "(an SR-IOV NIC needs downwardAPI: device-info in the binding)"
+            )
+        raise TranslationError(
+            f"interface {iface.name!r}: pod interface {pod_iface} and tap {tap} are absent and its network-info entry has no PCI device-info"
+        )
+    mac = iface.mac or (info.mac if info else None)
+    return HostdevNic(
+        name=iface.name,
+        source=source,
+        mac=mac.lower() if mac else None,
+        pci_address=iface.pci_address,
+        boot_order=iface.boot_order,
+    )
+
+
+def _pci_source(name: str, facts: PodFacts) -> PciAddress | None:
+    info = facts.network_info.get(name)
+    if info is None or info.device_info is None or info.device_info.type != "pci":
+        return None
+    addr = info.device_info.pci_address
+    if addr is None:
+        return None
+    try:
+        return PciAddress.parse(addr)
+    except DeviceError:
+        raise TranslationError(f"interface {name!r}: network-info pci-address {addr!r} is not a PCI address") from None
+
+
+def _sriov_member(
+    iface: VmiInterface, facts: PodFacts, kubevirt_hostdevs: Mapping[str, PciAddress], bond: str, need_source: bool
+) -> HostdevNic:
+    alias = naming.sriov_alias(iface.name)
+    source = kubevirt_hostdevs.get(alias) or _pci_source(iface.name, facts)
+    if source is None and not need_source:
+        source = UNKNOWN_SOURCE
+    if source is None:
+        raise TranslationError(
+            f"interface {iface.name!r} (member of bond {bond!r}): an sriov interface, but the domain has no hostdev {alias} "
+            "and network-info has no PCI address for it"
+        )
+    return HostdevNic(
+        name=iface.name,
+        source=source,
+        mac=iface.mac,
+        pci_address=iface.pci_address,
+        boot_order=iface.boot_order,
+        rendered_by_kubevirt=True,
+    )
+
+
+def plan_vm_nics(
+    vmi: Vmi,
+    facts: PodFacts,
+    *,
+    binding_name: str = "kvnet",
+    kubevirt_hostdevs: Mapping[str, PciAddress] = {},
+    need_hostdev_sources: bool = True,
+) -> VmNicPlan:
+    """The NICs and guest bonds kvnet gives this VMI (interfaces in spec order).
+
+    ``need_hostdev_sources=False`` is for the guest network data alone: an ``sriov: {}``
+    bond member whose PCI address is unknown gets :data:`UNKNOWN_SOURCE` instead of an error.
+    """
+    specs = vmi_bonds(vmi)
+    bond_of = {m: b for b in specs for m in b.members}
+    nics: list[VmNic] = []
+    by_name: dict[str, VmNic] = {}
+    for iface in vmi.interfaces:
+        if iface.state == "absent":
+            if iface.name in bond_of:
+                raise TranslationError(f"interface {iface.name!r}: state absent, but it is a member of bond {bond_of[iface.name].name!r}")
+            continue
+        nic: VmNic | None = None
+        if iface.kind == "binding" and iface.binding == binding_name:
+            network = vmi.network(iface.name)
+            nic = _tap_nic(iface, vmi, facts, pod_iface_name(vmi, network, facts))
+        elif iface.name in bond_of:
+            if iface.kind != "sriov":
+                how = f"binding {iface.binding!r}" if iface.kind == "binding" else iface.kind
+                raise TranslationError(
+                    f"interface {iface.name!r} (member of bond {bond_of[iface.name].name!r}) uses {how}; "
+                    f"bond members must use binding {binding_name!r} or sriov"
+                )
+            nic = _sriov_member(iface, facts, kubevirt_hostdevs, bond_of[iface.name].name, need_hostdev_sources)
+        if nic is not None:
+            nics.append(nic)
+            by_name[nic.name] = nic
+    bonds = tuple(_guest_bond(spec, by_name) for spec in specs)
+    return VmNicPlan(nics=tuple(nics), bonds=bonds)
+
+
+def _guest_bond(spec: BondSpec, by_name: Mapping[str, VmNic]) -> GuestBond:
+    members = tuple(by_name[m] for m in spec.members)
+    ip = spec.ip
+    if not (ip.addresses or ip.gateways or ip.routes):
+        # no L3 on the annotation: the first member's IPAM (from its binding record) moves to the bond
+        ip = next((m.ip for m in members if m.ip.addresses or m.ip.routes or m.ip.gateways), ip)
+    return GuestBond(name=spec.name, members=members, mode=spec.mode, miimon=spec.miimon, fail_over_mac=spec.fail_over_mac, ip=ip)
