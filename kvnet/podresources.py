@@ -1,0 +1,130 @@
+"""Client of the kubelet PodResources v1 API: which devices a pod was given.
+
+A NAD with the ``k8s.v1.cni.cncf.io/resourceName`` annotation names a device-plugin
+resource (e.g. ``intel.com/sriov_netdevice``). The kubelet allocated devices of that
+resource to the pod's containers before the sandbox was networked; the meta-plugin asks
+the kubelet which ones (``List`` on ``/var/lib/kubelet/pod-resources/kubelet.sock``) and
+hands one device ID to each NAD that names the resource, in order, as Multus does.
+
+gRPC lives here (and in the stand-in server); every gRPC or socket failure becomes an
+``ApiFailure`` naming the socket and the pod.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from typing import Protocol
+
+import grpc
+
+from kvnet import podresources_pb2, podresources_pb2_grpc
+from kvnet.errors import ApiFailure, DeviceError
+
+DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # what Multus allows for a List answer
+
+
+def resource_map(response: podresources_pb2.ListPodResourcesResponse, namespace: str, pod: str) -> dict[str, list[str]]:
+    """``{resource name: sorted device IDs}`` over all containers of one pod in a List answer."""
+    found: dict[str, list[str]] = {}
+    for entry in response.pod_resources:
+        if entry.name != pod or entry.namespace != namespace:
+            continue
+        for container in entry.containers:
+            for devices in container.devices:
+                found.setdefault(devices.resource_name, []).extend(devices.device_ids)
+    return {name: sorted(ids) for name, ids in found.items()}
+
+
+class PodResourcesClient:
+    """Reads device allocations from the kubelet; one short-lived channel per call."""
+
+    def __init__(self, socket_path: str = DEFAULT_SOCKET, timeout: float = 10.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def _check_socket(self, subject: str) -> None:
+        try:
+            mode = os.stat(self.socket_path).st_mode
+        except FileNotFoundError as exc:
+            raise ApiFailure(
+                f"{subject}: kubelet PodResources socket {self.socket_path} does not exist "
+                "(is the kubelet's pod-resources folder mounted?)"
+            ) from exc
+        except OSError as exc:
+            raise ApiFailure(f"{subject}: cannot stat kubelet PodResources socket {self.socket_path}: {exc}") from exc
+        if not stat.S_ISSOCK(mode):
+            raise ApiFailure(f"{subject}: {self.socket_path} is not a unix socket")
+
+    def list(self, subject: str = "PodResources List") -> podresources_pb2.ListPodResourcesResponse:
+        """The raw ``List`` answer (all pods of the node)."""
+        self._check_socket(subject)
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        try:
+            with grpc.insecure_channel(f"unix:{self.socket_path}", options=options) as channel:
+                stub = podresources_pb2_grpc.PodResourcesListerStub(channel)
+                response: podresources_pb2.ListPodResourcesResponse = stub.List(
+                    podresources_pb2.ListPodResourcesRequest(), timeout=self.timeout
+                )
+                return response
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            name = code.name if code is not None else "UNKNOWN"
+            raise ApiFailure(
+                f"{subject}: kubelet PodResources List on {self.socket_path} failed: {name}: {details}"
+            ) from exc
+
+    def pod_resources(self, namespace: str, pod: str) -> dict[str, list[str]]:
+        """``{resource name: sorted device IDs}`` allocated to the pod's containers."""
+        return resource_map(self.list(f"pod {namespace}/{pod}"), namespace, pod)
+
+    def device_ids(self, namespace: str, pod: str, resource_name: str) -> list[str]:
+        """All device IDs of ``resource_name`` allocated to the pod, sorted; [] when none."""
+        return self.pod_resources(namespace, pod).get(resource_name, [])
+
+
+class DeviceIdSource(Protocol):
+    """What ``DeviceIdPool`` needs: ``PodResourcesClient`` or a test fake."""
+
+    def device_ids(self, namespace: str, pod: str, resource_name: str) -> list[str]: ...
+
+
+class DeviceIdPool:
+    """Hands out a pod's device IDs one NAD at a time, as Multus's resourceMap does.
+
+    The first NAD naming a resource gets its first (sorted) ID, the next NAD the
+    second, and so on. The kubelet is asked once per (pod, resource) for the life of
+    the pool: make one pool per CNI ADD.
+    """
+
+    def __init__(self, client: DeviceIdSource) -> None:
+        self._client = client
+        self._ids: dict[tuple[str, str, str], list[str]] = {}
+        self._next: dict[tuple[str, str, str], int] = {}
+
+    def take(self, namespace: str, pod: str, resource_name: str) -> str:
+        """The next unused device ID; ``DeviceError`` when there is none left."""
+        key = (namespace, pod, resource_name)
+        if key not in self._ids:
+            self._ids[key] = sorted(self._client.device_ids(namespace, pod, resource_name))
+            self._next[key] = 0
+        ids, index = self._ids[key], self._next[key]
+        if not ids:
+            raise DeviceError(
+                f"pod {namespace}/{pod}: the kubelet allocated no device of resource {resource_name!r} "
+                "(does the pod request it in its resources?)"
+            )
+        if index >= len(ids):
+            raise DeviceError(
+                f"pod {namespace}/{pod}: all {len(ids)} device(s) of resource {resource_name!r} are taken "
+                "by earlier attachments (request one per network that names the resource)"
+            )
+        self._next[key] = index + 1
+        return ids[index]
+
+    def taken(self) -> Mapping[tuple[str, str, str], tuple[str, ...]]:
+        """What was handed out so far, per (namespace, pod, resource)."""
+        return {key: tuple(ids[: self._next[key]]) for key, ids in self._ids.items()}
