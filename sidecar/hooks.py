@@ -1,0 +1,303 @@
+"""What the sidecar does on each KubeVirt hook, apart from gRPC.
+
+``KvnetHooks`` turns the bytes virt-launcher sends into a call of the domain pipeline and
+back into bytes; ``EchoHooks`` answers with its input (the no-op sidecar used to chain and
+to measure). Pod facts (network-info, /sys/class/net) and the translation are passed in as
+small Protocols, so tests give fakes and the server and the shim share one code path.
+Nothing here writes anything: OnDefineDomain also runs on migration targets, where its
+result is thrown away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from kvnet.errors import DecodeFailure, KvnetError, RenderError, TryAgainLater
+from kvnet.model import NetworkInfoEntry, PodFacts, PodLink
+
+log = logging.getLogger("kvnet.sidecar")
+
+BONDS_ANNOTATION = "kvnet.io/bonds"
+
+
+# --------------------------------------------------------------------------------------
+# Errors specific to the hook calls (they map to gRPC status codes in the server)
+# --------------------------------------------------------------------------------------
+
+
+class BadHookInput(DecodeFailure):
+    """virt-launcher sent a VMI, domain or cloud-init data that cannot be read."""
+
+
+class PodFactsUnavailable(TryAgainLater):
+    """network-info or the pod links could not be read (missing, late or malformed)."""
+
+
+# --------------------------------------------------------------------------------------
+# What the hooks need from the outside
+# --------------------------------------------------------------------------------------
+
+
+class Translator(Protocol):
+    """The domain pipeline (``kvnet.domain.pipeline``): pure functions of their inputs."""
+
+    def define_domain(
+        self, domain_xml: str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str
+    ) -> str: ...
+
+    def cloud_init_network_data(
+        self, vmi: Mapping[str, Any], facts: PodFacts, *, user_network_data: str | None, binding_name: str
+    ) -> str | None: ...
+
+
+class FactsSource(Protocol):
+    """Reads what the pod shows for the given VMI interfaces (read-only)."""
+
+    def read(self, interfaces: Sequence[str]) -> PodFacts: ...
+
+
+class Hooks(Protocol):
+    """What the gRPC server (and the shim) call; bytes in, bytes out."""
+
+    name: str
+
+    def on_define_domain(self, domain_xml: bytes, vmi_json: bytes) -> bytes: ...
+
+    def pre_cloud_init_iso(self, vmi_json: bytes, cloud_init_data: bytes, no_cloud_source: bytes) -> CloudInitResult: ...
+
+
+@dataclass(frozen=True)
+class CloudInitResult:
+    """PreCloudInitIso's answer: ``CloudInitData`` JSON and the legacy NoCloud source JSON."""
+
+    cloud_init_data: bytes
+    no_cloud_source: bytes
+
+
+# --------------------------------------------------------------------------------------
+# Parsing what virt-launcher sends
+# --------------------------------------------------------------------------------------
+
+
+def parse_vmi(vmi_json: bytes | str) -> dict[str, Any]:
+    """The VMI JSON as a dict, checked just enough to find its interfaces."""
+    try:
+        vmi = json.loads(vmi_json)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadHookInput(f"VMI JSON is malformed: {err}") from None
+    if not isinstance(vmi, dict):
+        raise BadHookInput(f"VMI JSON is a {type(vmi).__name__}, expected an object")
+    spec = vmi.get("spec")
+    if not isinstance(spec, dict):
+        raise BadHookInput(f"VMI {vmi_name(vmi)} has no spec object")
+    domain = spec.get("domain", {})
+    devices = domain.get("devices", {}) if isinstance(domain, dict) else None
+    if not isinstance(devices, dict):
+        raise BadHookInput(f"VMI {vmi_name(vmi)}: spec.domain.devices is not an object")
+    interfaces = devices.get("interfaces", [])
+    if not isinstance(interfaces, list):
+        raise BadHookInput(f"VMI {vmi_name(vmi)}: spec.domain.devices.interfaces is not a list")
+    for i, iface in enumerate(interfaces):
+        if not isinstance(iface, dict) or not isinstance(iface.get("name"), str) or not iface["name"]:
+            raise BadHookInput(f"VMI {vmi_name(vmi)}: spec.domain.devices.interfaces[{i}] has no name")
+        binding = iface.get("binding")
+        if binding is not None and not (isinstance(binding, dict) and isinstance(binding.get("name"), str)):
+            raise BadHookInput(f"VMI {vmi_name(vmi)}: interface {iface['name']}: binding must be an object with a name")
+    return vmi
+
+
+def vmi_name(vmi: Mapping[str, Any]) -> str:
+    """``namespace/name`` for log and error messages."""
+    meta = vmi.get("metadata")
+    if not isinstance(meta, Mapping):
+        return "<unnamed>"
+    return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
+
+
+def bound_interfaces(vmi: Mapping[str, Any], binding_name: str) -> list[str]:
+    """Names of the VMI interfaces whose ``binding.name`` is this plugin's name."""
+    interfaces = vmi["spec"].get("domain", {}).get("devices", {}).get("interfaces", [])
+    return [i["name"] for i in interfaces if isinstance(i.get("binding"), dict) and i["binding"].get("name") == binding_name]
+
+
+def declares_bonds(vmi: Mapping[str, Any]) -> bool:
+    annotations = vmi.get("metadata", {}).get("annotations") if isinstance(vmi.get("metadata"), dict) else None
+    return isinstance(annotations, dict) and bool(annotations.get(BONDS_ANNOTATION))
+
+
+def check_domain(domain_xml: bytes | str, *, what: str = "domain XML") -> str:
+    """The domain as text after checking it is a parseable ``<domain>``."""
+    try:
+        text = domain_xml.decode() if isinstance(domain_xml, bytes) else domain_xml
+        root = ET.fromstring(text)
+    except (UnicodeDecodeError, ET.ParseError) as err:
+        raise BadHookInput(f"{what} is malformed: {err}") from None
+    if root.tag != "domain":
+        raise BadHookInput(f"{what} has root <{root.tag}>, expected <domain>")
+    return text
+
+
+def parse_cloud_init_data(data: bytes | str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadHookInput(f"cloudInitData JSON is malformed: {err}") from None
+    if not isinstance(parsed, dict):
+        raise BadHookInput(f"cloudInitData JSON is a {type(parsed).__name__}, expected an object")
+    nd = parsed.get("NetworkData")
+    if nd is not None and not isinstance(nd, str):
+        raise BadHookInput("cloudInitData NetworkData must be a string")
+    return parsed
+
+
+# --------------------------------------------------------------------------------------
+# The hooks
+# --------------------------------------------------------------------------------------
+
+
+class EchoHooks:
+    """Answers every hook with its input: a sidecar that changes nothing."""
+
+    def __init__(self, name: str = "echo") -> None:
+        self.name = name
+
+    def on_define_domain(self, domain_xml: bytes, vmi_json: bytes) -> bytes:
+        return domain_xml
+
+    def pre_cloud_init_iso(self, vmi_json: bytes, cloud_init_data: bytes, no_cloud_source: bytes) -> CloudInitResult:
+        return CloudInitResult(cloud_init_data, no_cloud_source)
+
+
+class KvnetHooks:
+    """kvnet's answers: add the NICs of ``binding.name == name`` interfaces, and their guest network data."""
+
+    def __init__(self, name: str, facts: FactsSource, translator: Translator) -> None:
+        self.name = name
+        self.facts = facts
+        self.translator = translator
+
+    def on_define_domain(self, domain_xml: bytes, vmi_json: bytes) -> bytes:
+        vmi = parse_vmi(vmi_json)
+        domain = check_domain(domain_xml)
+        names = bound_interfaces(vmi, self.name)
+        if not names:
+            log.info("OnDefineDomain %s: no interface uses binding %s, domain unchanged", vmi_name(vmi), self.name)
+            return domain_xml
+        facts = self.facts.read(names)
+        out = self.translator.define_domain(domain, vmi, facts, binding_name=self.name)
+        try:
+            check_domain(out, what="the domain kvnet built")
+        except BadHookInput as err:
+            raise RenderError(f"interfaces {', '.join(names)}: {err.msg}") from None
+        log.info("OnDefineDomain %s: interfaces %s added", vmi_name(vmi), ", ".join(names))
+        return out.encode()
+
+    def pre_cloud_init_iso(self, vmi_json: bytes, cloud_init_data: bytes, no_cloud_source: bytes) -> CloudInitResult:
+        vmi = parse_vmi(vmi_json)
+        data = parse_cloud_init_data(cloud_init_data)
+        names = bound_interfaces(vmi, self.name)
+        if not names and not declares_bonds(vmi):
+            return CloudInitResult(cloud_init_data, no_cloud_source)
+        facts = self.facts.read(names)
+        user = data.get("NetworkData") or None
+        merged = self.translator.cloud_init_network_data(vmi, facts, user_network_data=user, binding_name=self.name)
+        if merged is None or merged == user:
+            return CloudInitResult(cloud_init_data, no_cloud_source)
+        data["NetworkData"] = merged
+        legacy = legacy_no_cloud_source(no_cloud_source, data)
+        log.info("PreCloudInitIso %s: guest network data for %s", vmi_name(vmi), ", ".join(names) or "bonds")
+        return CloudInitResult(json.dumps(data).encode(), legacy)
+
+
+def legacy_no_cloud_source(no_cloud_source: bytes, data: Mapping[str, Any]) -> bytes:
+    """The legacy ``CloudInitNoCloudSource`` answer carrying the same user and network data.
+
+    virt-launcher uses it only when the ``CloudInitData`` answer has no UserData or no
+    metadata; keeping both in step means the guest gets the network data either way.
+    """
+    try:
+        legacy = json.loads(no_cloud_source) if no_cloud_source else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        legacy = {}
+    if not isinstance(legacy, dict):
+        legacy = {}
+    if data.get("UserData"):
+        legacy["userData"] = data["UserData"]
+    legacy["networkData"] = data["NetworkData"]
+    legacy.pop("networkDataBase64", None)
+    legacy.pop("networkDataSecretRef", None)
+    return json.dumps(legacy).encode()
+
+
+# --------------------------------------------------------------------------------------
+# Pod facts: network-info (polled: KubeVirt fills it after the pod starts) and links
+# --------------------------------------------------------------------------------------
+
+
+class PodFactsReader:
+    """Reads ``/etc/podinfo/network-info`` (bounded poll) and the pod links, nothing else.
+
+    The downward-API file exists from the start but stays empty until KubeVirt writes the
+    ``kubevirt.io/network-info`` annotation; it is replaced atomically, so a file that does
+    not parse is an error, not a half-written one.
+    """
+
+    def __init__(
+        self,
+        network_info_path: str,
+        sys_class_net: str,
+        *,
+        read_links: Callable[[str], Mapping[str, PodLink]],
+        parse_network_info: Callable[[str], Mapping[str, NetworkInfoEntry]],
+        timeout: float = 30.0,
+        interval: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.network_info_path = Path(network_info_path)
+        self.sys_class_net = sys_class_net
+        self.read_links = read_links
+        self.parse_network_info = parse_network_info
+        self.timeout = timeout
+        self.interval = interval
+        self.clock = clock
+        self.sleep = sleep
+
+    def read(self, interfaces: Sequence[str]) -> PodFacts:
+        text = self._wait_network_info(interfaces)
+        try:
+            info = self.parse_network_info(text)
+        except KvnetError as err:
+            raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: network-info {self.network_info_path} is malformed: {err.msg}") from None
+        try:
+            links = self.read_links(self.sys_class_net)
+        except KvnetError as err:
+            raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: cannot read the pod links in {self.sys_class_net}: {err.msg}") from None
+        except OSError as err:
+            raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: cannot read the pod links in {self.sys_class_net}: {err}") from None
+        return PodFacts(links=dict(links), network_info=dict(info))
+
+    def _wait_network_info(self, interfaces: Sequence[str]) -> str:
+        deadline = self.clock() + self.timeout
+        while True:
+            try:
+                text = self.network_info_path.read_text()
+            except FileNotFoundError:
+                text = ""
+            except (OSError, UnicodeDecodeError) as err:
+                raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: cannot read network-info {self.network_info_path}: {err}") from None
+            if text.strip():
+                return text
+            if self.clock() >= deadline:
+                raise PodFactsUnavailable(
+                    f"interfaces {', '.join(interfaces)}: network-info {self.network_info_path} still empty after "
+                    f"{self.timeout:g} s (is the binding registered with downwardAPI: device-info?)"
+                )
+            self.sleep(self.interval)

@@ -1,0 +1,73 @@
+"""KubeVirt's sidecar-shim form: ``onDefineDomain`` and ``preCloudInitIso`` executables.
+
+KubeVirt's shim image serves the gRPC protocol itself and runs these with the call's data
+as arguments; they print the answer on stdout (errors on stderr, exit status 1). They call
+the same ``Hooks`` as ``kvnet-sidecar``, configured from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from kvnet.errors import KvnetError
+from kvnet.sidecar.hooks import Hooks
+from kvnet.sidecar.wiring import SidecarSettings, build_hooks
+
+
+def _setup() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _write(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+def on_define_domain(argv: list[str] | None = None, *, hooks: Hooks | None = None) -> int:
+    """``onDefineDomain --vmi <json> --domain <xml>``: print the domain for libvirt."""
+    p = argparse.ArgumentParser(prog="onDefineDomain")
+    p.add_argument("--vmi", required=True, help="the VMI as JSON")
+    p.add_argument("--domain", required=True, help="the domain XML")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    _setup()
+    hooks = hooks or build_hooks(SidecarSettings.from_env())
+    try:
+        out = hooks.on_define_domain(args.domain.encode(), args.vmi.encode())
+    except KvnetError as err:
+        print(f"{hooks.name} OnDefineDomain: {err.msg}", file=sys.stderr)
+        return 1
+    _write(out)
+    return 0
+
+
+def pre_cloud_init_iso(argv: list[str] | None = None, *, hooks: Hooks | None = None) -> int:
+    """``preCloudInitIso --vmi <json> --cloud-init <json>``: print the CloudInitData JSON."""
+    p = argparse.ArgumentParser(prog="preCloudInitIso")
+    p.add_argument("--vmi", required=True, help="the VMI as JSON")
+    p.add_argument("--cloud-init", required=True, help="CloudInitData as JSON")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    _setup()
+    hooks = hooks or build_hooks(SidecarSettings.from_env())
+    try:
+        legacy = _legacy_source(args.cloud_init)
+        res = hooks.pre_cloud_init_iso(args.vmi.encode(), args.cloud_init.encode(), legacy)
+    except KvnetError as err:
+        print(f"{hooks.name} PreCloudInitIso: {err.msg}", file=sys.stderr)
+        return 1
+    _write(res.cloud_init_data)
+    return 0
+
+
+def _legacy_source(cloud_init: str) -> bytes:
+    """The CloudInitNoCloudSource virt-launcher would send beside this CloudInitData."""
+    try:
+        data = json.loads(cloud_init)
+    except json.JSONDecodeError:
+        return b""
+    if not isinstance(data, dict):
+        return b""
+    legacy = {k: data[K] for k, K in (("userData", "UserData"), ("networkData", "NetworkData")) if data.get(K)}
+    return json.dumps(legacy).encode()

@@ -1,0 +1,74 @@
+"""Production defaults, shared by the gRPC sidecar and the shim commands.
+
+The heavy pieces (the domain pipeline with jinja2, the pod-facts reader) are imported
+here, when a sidecar is built, so ``kvnet.sidecar.hooks`` stays importable on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kvnet.model import PodFacts
+from kvnet.sidecar.hooks import EchoHooks, Hooks, KvnetHooks, PodFactsReader
+
+DEFAULT_NAME = "kvnet"
+DEFAULT_NETWORK_INFO = "/etc/podinfo/network-info"
+DEFAULT_SYS_CLASS_NET = "/sys/class/net"
+DEFAULT_NETWORK_INFO_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    """Where the sidecar looks; each field has an environment variable (for the shim form)."""
+
+    name: str = DEFAULT_NAME
+    network_info: str = DEFAULT_NETWORK_INFO
+    sys_class_net: str = DEFAULT_SYS_CLASS_NET
+    network_info_timeout: float = DEFAULT_NETWORK_INFO_TIMEOUT
+    echo: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SidecarSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            name=env.get("NETWORK_BINDING_PLUGIN_NAME") or DEFAULT_NAME,
+            network_info=env.get("KVNET_NETWORK_INFO") or DEFAULT_NETWORK_INFO,
+            sys_class_net=env.get("KVNET_SYS_CLASS_NET") or DEFAULT_SYS_CLASS_NET,
+            network_info_timeout=float(env.get("KVNET_NETWORK_INFO_TIMEOUT") or DEFAULT_NETWORK_INFO_TIMEOUT),
+        )
+
+
+class PipelineTranslator:
+    """``Translator`` over ``kvnet.domain.pipeline`` (imported on first use)."""
+
+    def define_domain(self, domain_xml: str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str) -> str:
+        from kvnet.domain import pipeline
+
+        return pipeline.define_domain(domain_xml, vmi, facts, binding_name=binding_name)
+
+    def cloud_init_network_data(
+        self, vmi: Mapping[str, Any], facts: PodFacts, *, user_network_data: str | None, binding_name: str
+    ) -> str | None:
+        from kvnet.domain import pipeline
+
+        return pipeline.cloud_init_network_data(vmi, facts, user_network_data=user_network_data, binding_name=binding_name)
+
+
+def build_hooks(settings: SidecarSettings) -> Hooks:
+    """The hooks object the server and the shim call."""
+    if settings.echo:
+        return EchoHooks(settings.name)
+    from kvnet.domain.networkinfo import parse_network_info
+    from kvnet.podfacts import read_pod_links
+
+    reader = PodFactsReader(
+        settings.network_info,
+        settings.sys_class_net,
+        read_links=read_pod_links,
+        parse_network_info=parse_network_info,
+        timeout=settings.network_info_timeout,
+    )
+    return KvnetHooks(settings.name, reader, PipelineTranslator())

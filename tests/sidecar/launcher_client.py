@@ -1,0 +1,138 @@
+"""A client that talks to hook sidecars the way virt-launcher does (pkg/hooks/manager.go).
+
+It scans the hooks directory, calls Info on each socket with a 1 s deadline, keeps the
+first of v1alpha3, v1alpha2, v1alpha1 the sidecar lists, and then calls the hook points:
+OnDefineDomain through every subscribed sidecar in turn (each gets the previous one's
+output), PreCloudInitIso on the first subscribed sidecar only (virt-launcher returns its
+answer), Shutdown on every v1alpha3 sidecar. One channel per call, as virt-launcher dials
+per call. Sidecars are taken in directory-listing order (Go's os.ReadDir sorts by name).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import grpc
+
+from kvnet.sidecar.proto import (
+    info_pb2,
+    info_pb2_grpc,
+    v1alpha1_pb2,
+    v1alpha1_pb2_grpc,
+    v1alpha2_pb2,
+    v1alpha2_pb2_grpc,
+    v1alpha3_pb2,
+    v1alpha3_pb2_grpc,
+)
+
+SUPPORTED = ("v1alpha3", "v1alpha2", "v1alpha1")  # newest first, as virt-launcher matches
+MODULES: dict[str, tuple[ModuleType, ModuleType]] = {
+    "v1alpha1": (v1alpha1_pb2, v1alpha1_pb2_grpc),
+    "v1alpha2": (v1alpha2_pb2, v1alpha2_pb2_grpc),
+    "v1alpha3": (v1alpha3_pb2, v1alpha3_pb2_grpc),
+}
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    socket_path: str
+    name: str
+    version: str
+    hook_points: tuple[str, ...]
+
+
+class LauncherError(Exception):
+    """What virt-launcher would log before failing the VMI."""
+
+
+def dial(path: str) -> grpc.Channel:
+    return grpc.insecure_channel(f"unix:{path}")
+
+
+def info(path: str, timeout: float = 1.0) -> Any:
+    with dial(path) as ch:
+        return info_pb2_grpc.InfoStub(ch).Info(info_pb2.InfoParams(), timeout=timeout)
+
+
+class LauncherClient:
+    def __init__(self, hooks_dir: str | os.PathLike[str]) -> None:
+        self.hooks_dir = Path(hooks_dir)
+        self.sidecars: list[Sidecar] = []
+
+    def collect(self, expected: int, timeout: float = 10.0, poll: float = 0.05) -> list[Sidecar]:
+        """Wait for ``expected`` sidecars; an Info error on a dialable socket is fatal."""
+        found: dict[str, Sidecar] = {}
+        deadline = time.monotonic() + timeout
+        while len(found) < expected:
+            if time.monotonic() > deadline:
+                raise LauncherError(f"Failed to collect all expected sidecar hook sockets within given timeout ({len(found)}/{expected})")
+            for entry in sorted(os.listdir(self.hooks_dir)):
+                path = self.hooks_dir / entry
+                if entry in found or not path.is_socket():
+                    continue  # virt-launcher retries what it cannot dial in the next round
+                try:
+                    res = info(str(path))
+                except grpc.RpcError as err:
+                    if err.code() == grpc.StatusCode.UNAVAILABLE:
+                        continue
+                    raise LauncherError(f"Failed to process sidecar socket {entry}: {err.code().name}: {err.details()}") from None
+                versions = set(res.versions)
+                version = next((v for v in SUPPORTED if v in versions), None)
+                if version is None:
+                    raise LauncherError(f"Hook sidecar does not expose a supported version. Exposed versions: {list(res.versions)}")
+                found[entry] = Sidecar(str(path), res.name, version, tuple(p.name for p in res.hookPoints))
+            if len(found) < expected:
+                time.sleep(poll)
+        self.sidecars = [found[k] for k in sorted(found)]
+        return self.sidecars
+
+    def _subscribed(self, point: str) -> list[Sidecar]:
+        return [s for s in self.sidecars if point in s.hook_points]
+
+    def on_define_domain(self, domain_xml: str | bytes, vmi: dict[str, Any] | bytes, timeout: float = 60.0) -> str:
+        xml = domain_xml.encode() if isinstance(domain_xml, str) else domain_xml
+        vmi_json = vmi if isinstance(vmi, bytes) else json.dumps(vmi).encode()
+        for sc in self._subscribed("OnDefineDomain"):
+            pb2, pb2_grpc = MODULES[sc.version]
+            with dial(sc.socket_path) as ch:
+                res = pb2_grpc.CallbacksStub(ch).OnDefineDomain(pb2.OnDefineDomainParams(domainXML=xml, vmi=vmi_json), timeout=timeout)
+            xml = res.domainXML
+        return xml.decode()
+
+    def pre_cloud_init_iso(self, vmi: dict[str, Any], cloud_init_data: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+        vmi_json = json.dumps(vmi).encode()
+        legacy = json.dumps({k: cloud_init_data[K] for k, K in (("userData", "UserData"), ("networkData", "NetworkData")) if cloud_init_data.get(K)}).encode()
+        for sc in self._subscribed("PreCloudInitIso"):
+            if sc.version == "v1alpha1":
+                continue
+            pb2, pb2_grpc = MODULES[sc.version]
+            with dial(sc.socket_path) as ch:
+                res = pb2_grpc.CallbacksStub(ch).PreCloudInitIso(
+                    pb2.PreCloudInitIsoParams(cloudInitData=json.dumps(cloud_init_data).encode(), cloudInitNoCloudSource=legacy, vmi=vmi_json),
+                    timeout=timeout,
+                )
+            return validate_cloud_init_result(cloud_init_data, res.cloudInitData, res.cloudInitNoCloudSource)
+        return cloud_init_data
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        for sc in self._subscribed("Shutdown"):
+            if sc.version != "v1alpha3":
+                continue
+            with dial(sc.socket_path) as ch:
+                v1alpha3_pb2_grpc.CallbacksStub(ch).Shutdown(v1alpha3_pb2.ShutdownParams(), timeout=timeout)
+
+
+def validate_cloud_init_result(sent: dict[str, Any], data: bytes, legacy: bytes) -> dict[str, Any]:
+    """virt-launcher's preCloudInitIsoValidateResult: fall back to the legacy source when
+    the CloudInitData answer has no UserData or no metadata."""
+    result = json.loads(data)
+    if result and result.get("UserData") and (result.get("NoCloudMetaData") or result.get("ConfigDriveMetaData")):
+        return result
+    src = json.loads(legacy) if legacy else {}
+    return {"DataSource": sent.get("DataSource"), "UserData": src.get("userData", ""), "NetworkData": src.get("networkData", "")}
