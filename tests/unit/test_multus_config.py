@@ -1,0 +1,155 @@
+"""The meta-plugin config: Multus's keys (any case), defaults and LoadNetConf messages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kvnet.cni.config import MultusConfig, parse_multus_config
+from kvnet.errors import DecodeFailure, InvalidConfig
+
+BRIDGE = {"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge", "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}}
+
+
+def test_defaults_with_delegates() -> None:
+    conf = parse_multus_config(json.dumps({"name": "multus-cni-network", "type": "kvnet", "delegates": [BRIDGE]}).encode())
+    assert conf == MultusConfig(
+        name="multus-cni-network",
+        cni_version="",
+        kubeconfig=None,
+        cluster_network=None,
+        default_networks=(),
+        delegates=(BRIDGE,),
+        conf_dir="/etc/cni/multus/net.d",
+        cni_dir="/var/lib/cni/multus",
+        bin_dir="/opt/cni/bin",
+        log_file=None,
+        log_level="panic",
+        log_to_stderr=True,
+        log_options=None,
+        readiness_indicator_file=None,
+        namespace_isolation=False,
+        global_namespaces=("default",),
+        system_namespaces=("kube-system",),
+        multus_namespace="kube-system",
+        runtime_config={},
+        capabilities={},
+        raw={"name": "multus-cni-network", "type": "kvnet", "delegates": [BRIDGE]},
+    )
+
+
+def test_every_key_any_case() -> None:
+    raw: dict[str, Any] = {
+        "NAME": "m",
+        "Type": "multus",
+        "CNIVERSION": "0.3.1",
+        "KubeConfig": "/etc/kube.conf",
+        "clusternetwork": "k8s-pod-network",
+        "DefaultNetworks": ["extra", "/etc/x.conf"],
+        "CONFDIR": "/c",
+        "cnidir": "/cache",
+        "BinDir": "/b",
+        "LOGFILE": "/var/log/multus.log",
+        "LogLevel": "DEBUG",
+        "LogToStderr": False,
+        "logoptions": {"maxAge": 5, "compress": True},
+        "ReadinessIndicatorFile": "/run/ready",
+        "NamespaceIsolation": True,
+        "GlobalNamespaces": "default, shared ,infra",
+        "SystemNamespaces": ["kube-system", "infra"],
+        "MultusNamespace": "multus",
+        "RuntimeConfig": {"portMappings": []},
+        "Capabilities": {"portMappings": True},
+        "somethingElse": 1,
+    }
+    conf = parse_multus_config(raw)
+    assert (conf.name, conf.cni_version, conf.kubeconfig, conf.cluster_network) == ("m", "0.3.1", "/etc/kube.conf", "k8s-pod-network")
+    assert conf.default_networks == ("extra", "/etc/x.conf")
+    assert (conf.conf_dir, conf.cni_dir, conf.bin_dir) == ("/c", "/cache", "/b")
+    assert (conf.log_file, conf.log_level, conf.log_to_stderr) == ("/var/log/multus.log", "debug", False)
+    assert conf.log_options == {"maxAge": 5, "compress": True}
+    assert conf.readiness_indicator_file == "/run/ready"
+    assert conf.namespace_isolation is True
+    assert conf.global_namespaces == ("default", "shared", "infra")
+    assert conf.system_namespaces == ("kube-system", "infra")
+    assert conf.multus_namespace == "multus"
+    assert conf.runtime_config == {"portMappings": []}
+    assert conf.capabilities == {"portMappings": True}
+    assert conf.delegates == ()
+    assert conf.raw is raw or conf.raw == raw
+
+
+def test_exact_key_wins_over_folded_key() -> None:
+    conf = parse_multus_config({"delegates": [BRIDGE], "confDir": "/exact", "CONFDIR": "/folded"})
+    assert conf.conf_dir == "/exact"
+
+
+@pytest.mark.parametrize(("level", "expected"), [("Verbose", "verbose"), ("error", "error"), ("PANIC", "panic"), ("chatty", "panic")])
+def test_log_level(level: str, expected: str) -> None:
+    assert parse_multus_config({"delegates": [BRIDGE], "logLevel": level}).log_level == expected
+
+
+def test_conflist_delegate_accepted() -> None:
+    conflist = {"cniVersion": "1.0.0", "name": "chain", "plugins": [{"type": "ptp"}, {"type": "portmap"}]}
+    assert parse_multus_config({"delegates": [conflist, BRIDGE]}).delegates == (conflist, BRIDGE)
+
+
+def test_namespace_rules() -> None:
+    conf = parse_multus_config({"delegates": [BRIDGE], "namespaceIsolation": True, "globalNamespaces": "shared"})
+    assert conf.namespace_allowed("a", "a")
+    assert conf.namespace_allowed("a", "shared")
+    assert not conf.namespace_allowed("a", "default")  # globalNamespaces replaces the default list
+    open_conf = parse_multus_config({"delegates": [BRIDGE]})
+    assert open_conf.namespace_allowed("a", "b")
+    assert open_conf.is_system_namespace("kube-system") and not open_conf.is_system_namespace("a")
+
+
+L = "LoadNetConf: "
+DELEGATE = L + "failed to load delegate {} config: "
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "message"),
+    [
+        (b"{", DecodeFailure, L + "failed to load netconf: unexpected end of JSON input"),
+        (b"[]", DecodeFailure, L + "failed to load netconf: json: cannot unmarshal array into Go value of type types.NetConf"),
+        ({"name": "m"}, InvalidConfig, L + "at least one delegate/clusterNetwork must be specified"),
+        ({"delegates": []}, InvalidConfig, L + "at least one delegate/clusterNetwork must be specified"),
+        (
+            {"delegates": [BRIDGE], "clusterNetwork": "x", "kubeconfig": "/k"},
+            InvalidConfig,
+            L + "delegates and clusterNetwork are exclusive: use delegates (the first is the main network) or clusterNetwork, not both",
+        ),
+        ({"clusterNetwork": "x"}, InvalidConfig, "GetDefaultNetworks: must have either Kubernetes config or delegates"),
+        (
+            {"delegates": [{"name": "x"}]},
+            InvalidConfig,
+            DELEGATE.format(0) + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field",
+        ),
+        (
+            {"delegates": [BRIDGE, {"name": "x", "plugins": [{"name": "p"}]}]},
+            InvalidConfig,
+            DELEGATE.format(1) + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: a plugin delegate must have the 'type' field",
+        ),
+        (
+            {"delegates": [{"type": 5}]},
+            InvalidConfig,
+            DELEGATE.format(0) + "LoadDelegateNetConf: error unmarshalling delegate config: json: cannot unmarshal number into Go struct field NetConf.type of type string",
+        ),
+        ({"delegates": BRIDGE}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal object into Go struct field NetConf.delegates of type []map[string]interface {}"),
+        ({"delegates": ["x"]}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.delegates of type map[string]interface {}"),
+        ({"delegates": [BRIDGE], "confDir": 1}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal number into Go struct field NetConf.confDir of type string"),
+        ({"delegates": [BRIDGE], "namespaceIsolation": "true"}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.namespaceIsolation of type bool"),
+        ({"delegates": [BRIDGE], "systemNamespaces": "kube-system"}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.systemNamespaces of type []string"),
+        ({"delegates": [BRIDGE], "capabilities": {"ips": "yes"}}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.capabilities of type bool"),
+        ({"delegates": [BRIDGE], "runtimeConfig": []}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal array into Go struct field NetConf.runtimeConfig of type types.RuntimeConfig"),
+    ],
+)
+def test_errors(raw: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as info:
+        parse_multus_config(raw)
+    assert type(info.value) is error
+    assert info.value.msg == message  # type: ignore[attr-defined]
+    assert info.value.to_cni("1.0.0")["code"] == (6 if error is DecodeFailure else 7)  # type: ignore[attr-defined]
