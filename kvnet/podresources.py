@@ -7,7 +7,9 @@ the kubelet which ones (``List`` on ``/var/lib/kubelet/pod-resources/kubelet.soc
 hands one device ID to each NAD that names the resource, in order, as Multus does.
 
 gRPC lives here (and in the stand-in server); every gRPC or socket failure becomes an
-``ApiFailure`` naming the socket and the pod.
+``ApiFailure`` naming the socket and the pod. grpc and the generated modules are imported
+on the first call, not with this module: importing them costs about a third of a second,
+which the standalone CNI binary should pay only for pods that ask for devices.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import grpc
-
-from kvnet import podresources_pb2, podresources_pb2_grpc
 from kvnet.errors import ApiFailure, DeviceError
+
+if TYPE_CHECKING:
+    from kvnet import podresources_pb2
 
 DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # what Multus allows for a List answer
@@ -60,6 +62,10 @@ class PodResourcesClient:
 
     def list(self, subject: str = "PodResources List") -> podresources_pb2.ListPodResourcesResponse:
         """The raw ``List`` answer (all pods of the node)."""
+        import grpc
+
+        from kvnet import podresources_pb2, podresources_pb2_grpc
+
         self._check_socket(subject)
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         try:

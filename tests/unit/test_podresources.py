@@ -248,3 +248,10 @@ def test_stand_in_command_line(tmp_path: Path, sock: str) -> None:
             code = proc.wait(10)
     assert code == 0
     assert not Path(sock).exists()
+
+
+def test_import_is_light() -> None:
+    """The standalone CNI binary imports this module; grpc comes only with the first call."""
+    code = "import sys, kvnet.podresources; print(sorted(m for m in ('grpc', 'google.protobuf') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
