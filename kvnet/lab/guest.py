@@ -347,7 +347,7 @@ def _dpkg_extract(deb: Path, dest: Path) -> None:
 # Guest network data: cloud-init v2 → kernel command line
 # ------------------------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:/\-]*$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:/\-]*$")  # no separators: , + @ or spaces
 _FAIL_OVER_MAC = {"none": "none", "active": "active", "follow": "follow", "0": "none", "1": "active", "2": "follow"}
 BOND_MODES = ("balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb")
 
@@ -373,19 +373,43 @@ def _addresses(entry: Mapping[str, Any], what: str) -> str:
     return "+".join(_field(a, f"{what} address") for a in addrs)
 
 
+_DEFAULT_ROUTES = ("default", "0.0.0.0/0", "::/0")
+
+
+def _routes(entry: Mapping[str, Any], what: str) -> list[Mapping[str, Any]]:
+    routes = entry.get("routes") or []
+    if not isinstance(routes, list) or not all(isinstance(r, Mapping) for r in routes):
+        raise TranslationError(f"guest network data: {what}.routes is not a list of {{to, via}}")
+    return routes
+
+
+def _ip(value: object, what: str) -> str:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError as err:
+        raise TranslationError(f"guest network data: {what} {value!r} is not an IP address") from err
+    return _field(value, what)
+
+
 def _gateway(entry: Mapping[str, Any], what: str) -> str:
     gw = entry.get("gateway4") or entry.get("gateway6")
     if not gw:
-        for route in entry.get("routes") or []:
-            if isinstance(route, Mapping) and route.get("to") in ("default", "0.0.0.0/0", "::/0"):
-                gw = route.get("via")
-                break
-    if gw:
+        gw = next((r.get("via") for r in _routes(entry, what) if r.get("to") in _DEFAULT_ROUTES), None)
+    return _ip(gw, f"{what} gateway") if gw else ""
+
+
+def _other_routes(entry: Mapping[str, Any], what: str) -> str:
+    """Non-default routes as ``<to>@<via>`` joined by ``+``."""
+    out = []
+    for r in _routes(entry, what):
+        if r.get("to") in _DEFAULT_ROUTES:
+            continue
         try:
-            ipaddress.ip_address(str(gw))
+            ipaddress.ip_network(str(r.get("to")), strict=False)
         except ValueError as err:
-            raise TranslationError(f"guest network data: {what} gateway {gw!r} is not an IP address") from err
-    return _field(gw, f"{what} gateway")
+            raise TranslationError(f"guest network data: {what} route destination {r.get('to')!r} is not a CIDR") from err
+        out.append(f"{_field(r.get('to'), f'{what} route')}@{_ip(r.get('via'), f'{what} route via')}")
+    return "+".join(out)
 
 
 def _mtu(entry: Mapping[str, Any], what: str) -> str:
@@ -400,9 +424,9 @@ def _mtu(entry: Mapping[str, Any], what: str) -> str:
 def network_cmdline(network_data: Mapping[str, Any], peers: Sequence[str] = (), stay: int = 0) -> str:
     """The guest init's command-line form of a cloud-init network-config v2 dict.
 
-    ``kvnet.eth=<id>,<mac>,<set-name>,<mtu>,<addr>+<addr>,<gateway>`` per ethernet,
-    ``kvnet.bond=<name>,<id>+<id>,<mode>,<miimon>,<fail-over-mac>,<mtu>,<addrs>,<gateway>``
-    per bond, ``kvnet.ping=<ip>+<ip>`` and ``kvnet.stay=<seconds>``. Ethernets must match
+    ``kvnet.eth=<id>,<mac>,<set-name>,<mtu>,<addr>+<addr>,<gateway>,<to>@<via>+...`` per
+    ethernet, ``kvnet.bond=<name>,<id>+<id>,<mode>,<miimon>,<fail-over-mac>,<mtu>,<addrs>,
+    <gateway>,<routes>`` per bond, ``kvnet.ping=<ip>+<ip>`` and ``kvnet.stay=<seconds>``. Ethernets must match
     by MAC (kvnet pins every MAC); DHCP keys are not applied by this guest.
     """
     data = network_data.get("network", network_data) if isinstance(network_data, Mapping) else None
@@ -426,6 +450,7 @@ def network_cmdline(network_data: Mapping[str, Any], peers: Sequence[str] = (), 
             _mtu(eth, what),
             _addresses(eth, what),
             _gateway(eth, what),
+            _other_routes(eth, what),
         ]
         tokens.append("kvnet.eth=" + ",".join(fields))
     bonds = data.get("bonds") or {}
@@ -460,6 +485,7 @@ def network_cmdline(network_data: Mapping[str, Any], peers: Sequence[str] = (), 
             _mtu(bond, what),
             _addresses(bond, what),
             _gateway(bond, what),
+            _other_routes(bond, what),
         ]
         tokens.append("kvnet.bond=" + ",".join(fields))
     if peers:
@@ -481,7 +507,7 @@ def parse_network_cmdline(cmdline: str) -> dict[str, Any]:
     for tok in cmdline.split():
         key, _, value = tok.partition("=")
         if key == "kvnet.eth":
-            eid, mac, setname, mtu, addrs, gw = (value.split(",") + [""] * 6)[:6]
+            eid, mac, setname, mtu, addrs, gw, routes = (value.split(",") + [""] * 7)[:7]
             eth: dict[str, Any] = {"match": {"macaddress": mac}}
             if setname:
                 eth["set-name"] = setname
@@ -491,9 +517,11 @@ def parse_network_cmdline(cmdline: str) -> dict[str, Any]:
                 eth["addresses"] = addrs.split("+")
             if gw:
                 eth["gateway6" if ":" in gw else "gateway4"] = gw
+            if routes:
+                eth["routes"] = _parse_routes(routes)
             ethernets[eid] = eth
         elif key == "kvnet.bond":
-            name, members, mode, miimon, fom, mtu, addrs, gw = (value.split(",") + [""] * 8)[:8]
+            name, members, mode, miimon, fom, mtu, addrs, gw, routes = (value.split(",") + [""] * 9)[:9]
             params: dict[str, Any] = {}
             if mode:
                 params["mode"] = mode
@@ -508,8 +536,14 @@ def parse_network_cmdline(cmdline: str) -> dict[str, Any]:
                 bond["addresses"] = addrs.split("+")
             if gw:
                 bond["gateway6" if ":" in gw else "gateway4"] = gw
+            if routes:
+                bond["routes"] = _parse_routes(routes)
             bonds[name] = bond
     out: dict[str, Any] = {"version": 2, "ethernets": ethernets}
     if bonds:
         out["bonds"] = bonds
     return out
+
+
+def _parse_routes(text: str) -> list[dict[str, str]]:
+    return [{"to": to, "via": via} for to, _, via in (r.partition("@") for r in text.split("+"))]

@@ -28,7 +28,8 @@ PEERS = {"brblue": "10.77.0.1/24", "brbond": "10.78.0.1/24"}
 NETWORK_DATA = {
     "version": 2,
     "ethernets": {
-        "blue": {"match": {"macaddress": NICS["blue"][2]}, "set-name": "blue", "mtu": 1400, "addresses": ["10.77.0.5/24"]},
+        "blue": {"match": {"macaddress": NICS["blue"][2]}, "set-name": "blue", "mtu": 1400, "addresses": ["10.77.0.5/24"],
+                 "routes": [{"to": "10.99.0.0/16", "via": "10.77.0.1"}]},
         "m1": {"match": {"macaddress": NICS["m1"][2]}, "set-name": "m1"},
         "m2": {"match": {"macaddress": NICS["m2"][2]}, "set-name": "m2"},
     },

@@ -187,6 +187,7 @@ V2: dict[str, Any] = {
             "interfaces": ["m1", "m2"],
             "parameters": {"mode": "active-backup", "mii-monitor-interval": 100, "fail-over-mac-policy": "active"},
             "addresses": ["10.4.0.5/24"],
+            "routes": [{"to": "10.9.0.0/16", "via": "10.4.0.1"}],
         }
     },
 }
@@ -194,17 +195,17 @@ V2: dict[str, Any] = {
 
 def test_network_cmdline_exact() -> None:
     assert guest.network_cmdline(V2, peers=["10.1.0.1", "10.4.0.1"], stay=30) == (
-        "kvnet.eth=blue,02:00:00:00:00:0a,blue,1400,10.1.0.5/24,10.1.0.1 "
-        "kvnet.eth=m1,02:00:00:00:00:b1,m1,,, "
-        "kvnet.eth=m2,02:00:00:00:00:b2,,,, "
-        "kvnet.bond=bond0,m1+m2,active-backup,100,active,,10.4.0.5/24, "
+        "kvnet.eth=blue,02:00:00:00:00:0a,blue,1400,10.1.0.5/24,10.1.0.1, "
+        "kvnet.eth=m1,02:00:00:00:00:b1,m1,,,, "
+        "kvnet.eth=m2,02:00:00:00:00:b2,,,,, "
+        "kvnet.bond=bond0,m1+m2,active-backup,100,active,,10.4.0.5/24,,10.9.0.0/16@10.4.0.1 "
         "kvnet.ping=10.1.0.1+10.4.0.1 kvnet.stay=30"
     )
 
 
 def test_network_cmdline_accepts_the_network_wrapper_and_default_route() -> None:
     data = {"network": {"version": 2, "ethernets": {"e": {"match": {"macaddress": "02:00:00:00:00:01"}, "routes": [{"to": "0.0.0.0/0", "via": "10.0.0.1"}]}}}}
-    assert guest.network_cmdline(data) == "kvnet.eth=e,02:00:00:00:00:01,,,,10.0.0.1"
+    assert guest.network_cmdline(data) == "kvnet.eth=e,02:00:00:00:00:01,,,,10.0.0.1,"
 
 
 @pytest.mark.parametrize(
@@ -218,6 +219,9 @@ def test_network_cmdline_accepts_the_network_wrapper_and_default_route() -> None
         ({"version": 2, "ethernets": {"e": {"match": {"macaddress": "02:00:00:00:00:01"}, "mtu": 20}}}, "is not an MTU"),
         ({"version": 2, "ethernets": {"e": {"match": {"macaddress": "02:00:00:00:00:01"}, "gateway4": "x"}}}, "gateway 'x' is not an IP address"),
         ({"version": 2, "ethernets": {}, "bonds": {"b": {"interfaces": ["zz"]}}}, "member 'zz' is not one of the ethernets"),
+        ({"version": 2, "ethernets": {"e": {"match": {"macaddress": "02:00:00:00:00:01"}, "routes": [{"to": "x", "via": "10.0.0.1"}]}}}, "route destination 'x' is not a CIDR"),
+        ({"version": 2, "ethernets": {"e": {"match": {"macaddress": "02:00:00:00:00:01"}, "routes": [{"to": "10.2.0.0/16", "via": "y"}]}}}, "route via 'y' is not an IP address"),
+        ({"version": 2, "ethernets": {"e": {"match": {"macaddress": "02:00:00:00:00:01"}, "routes": "x"}}}, "routes is not a list"),
         ({"version": 2, "ethernets": {}, "bonds": {"b": {"interfaces": []}}}, "bonds.b has no interfaces"),
         (
             {"version": 2, "ethernets": {"e": {"match": {"macaddress": "02:00:00:00:00:01"}}}, "bonds": {"b": {"interfaces": ["e"], "parameters": {"mode": "lacp"}}}},
@@ -240,7 +244,13 @@ _macs = st.lists(st.integers(0, 255), min_size=5, max_size=5).map(lambda b: "02:
 _cidrs = st.tuples(st.integers(1, 223), st.integers(0, 255), st.integers(1, 254), st.integers(8, 30)).map(lambda t: f"{t[0]}.{t[1]}.0.{t[2]}/{t[3]}")
 _eth = st.fixed_dictionaries(
     {"match": st.fixed_dictionaries({"macaddress": _macs})},
-    optional={"set-name": _ids, "mtu": st.integers(68, 9000), "addresses": st.lists(_cidrs, min_size=1, max_size=3), "gateway4": st.just("10.0.0.1")},
+    optional={
+        "set-name": _ids,
+        "mtu": st.integers(68, 9000),
+        "addresses": st.lists(_cidrs, min_size=1, max_size=3),
+        "gateway4": st.just("10.0.0.1"),
+        "routes": st.lists(st.fixed_dictionaries({"to": _cidrs.map(lambda c: c.rsplit(".", 1)[0] + ".0/24"), "via": st.just("10.0.0.2")}), min_size=1, max_size=2),
+    },
 )
 
 
