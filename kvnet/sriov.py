@@ -187,6 +187,30 @@ def list_vfs(pf_address: str, *, root: str = "/") -> tuple[VfInfo, ...]:
     return tuple(out)
 
 
+def netdev_pci_address(ifname: str, *, root: str = "/") -> PciAddress | None:
+    """The PCI address behind a kernel netdev (``/sys/class/net/<ifname>/device``).
+
+    None for a netdev with no PCI device (veth, bridge, tap, ...); ``DeviceError`` when
+    there is no such netdev or its ``device`` link is broken. Reads the current network
+    namespace's view of ``/sys/class/net`` when ``root`` is ``/``.
+    """
+    if not ifname or "/" in ifname or ifname in (".", ".."):
+        raise DeviceError(f"netdev {ifname!r}: not an interface name")
+    net = os.path.join(root, "sys", "class", "net", ifname)
+    if not os.path.exists(net):
+        raise DeviceError(f"netdev {ifname}: no such interface ({net} does not exist)")
+    link = os.path.join(net, "device")
+    if not os.path.lexists(link):
+        return None
+    if not os.path.exists(link):
+        raise DeviceError(f"netdev {ifname}: device is a broken symlink (-> {os.readlink(link)})")
+    name = os.path.basename(os.path.normpath(os.readlink(link)))
+    try:
+        return PciAddress.parse(name)
+    except DeviceError:
+        return None  # a device on another bus (usb, virtio, ...)
+
+
 # ------------------------------------------------------------------------------------
 # Fake trees for tests and the demo (this machine has no SR-IOV hardware and no VFIO)
 # ------------------------------------------------------------------------------------
@@ -232,7 +256,13 @@ def _fake_device(root: str, address: str, driver: str | None, iommu_group: int |
             os.path.join("..", "..", "..", "kernel", "iommu_groups", str(iommu_group)), os.path.join(dev, "iommu_group")
         )
     if netdev is not None:
-        os.makedirs(os.path.join(dev, "net", netdev), exist_ok=True)
+        net_dir = os.path.join(dev, "net", netdev)
+        os.makedirs(net_dir, exist_ok=True)
+        os.symlink(os.path.join("..", "..", "..", address), os.path.join(net_dir, "device"))
+        class_net = os.path.join(sys_dir, "class", "net")
+        os.makedirs(class_net, exist_ok=True)
+        os.symlink(os.path.join("..", "..", "devices", "pci0000:00", address, "net", netdev),
+                   os.path.join(class_net, netdev))
     return dev
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from kvnet.errors import DeviceError
 from kvnet.model import PciAddress
-from kvnet.sriov import FakePf, FakeVf, VfInfo, discover_vf, list_vfs, make_fake_sysfs
+from kvnet.sriov import FakePf, FakeVf, VfInfo, discover_vf, list_vfs, make_fake_sysfs, netdev_pci_address
 
 PF = "0000:81:00.0"
 VFS = (
@@ -216,3 +216,31 @@ def test_any_tree_round_trips(tmp_path_factory: pytest.TempPathFactory, pf: PciA
                                           enumerate(drivers)]
     for v in found:
         assert discover_vf(str(v.address).upper(), root=root) == v
+
+
+# --- netdev → PCI address ---------------------------------------------------------------
+
+
+def test_netdev_pci_address(root: str) -> None:
+    assert os.readlink(Path(root, "sys/class/net/ens1f0v2")) == "../../devices/pci0000:00/0000:81:00.4/net/ens1f0v2"
+    assert netdev_pci_address("ens1f0v2", root=root) == PciAddress(0, 0x81, 0, 4)
+    assert netdev_pci_address("ens1f0", root=root) == PciAddress(0, 0x81, 0, 0)
+    veth = Path(root, "sys/class/net/veth0")
+    veth.mkdir(parents=True)
+    assert netdev_pci_address("veth0", root=root) is None
+    virtio = Path(root, "sys/devices/virtio0")
+    virtio.mkdir()
+    (veth.parent / "eth0").mkdir()
+    (veth.parent / "eth0" / "device").symlink_to("../../../devices/virtio0")
+    assert netdev_pci_address("eth0", root=root) is None
+
+
+@pytest.mark.parametrize(
+    ("ifname", "message"),
+    [("nope0", r"netdev nope0: no such interface"), ("../x", r"netdev '\.\./x': not an interface name"),
+     ("", r"netdev '': not an interface name"), ("ens1f0v3", r"netdev ens1f0v3: device is a broken symlink")],
+)
+def test_netdev_pci_address_errors(root: str, ifname: str, message: str) -> None:
+    _relink(dev(root, "0000:81:00.5") / "net" / "ens1f0v3" / "device", "../../../0000:81:1f.7")
+    with pytest.raises(DeviceError, match=message):
+        netdev_pci_address(ifname, root=root)
