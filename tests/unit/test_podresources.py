@@ -255,3 +255,33 @@ def test_import_is_light() -> None:
     code = "import sys, kvnet.podresources; print(sorted(m for m in ('grpc', 'google.protobuf') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_flow_resource_name_to_device_info(tmp_path: Path) -> None:
+    """resourceName → device ID per NAD → dp file copied to the attachment's cni file → a VFIO VF."""
+    from kvnet.deviceinfo import cni_path, copy_dp_to_cni, remove_cni, save_dp
+    from kvnet.model import DeviceInfo
+    from kvnet.sriov import FakePf, FakeVf, discover_vf, make_fake_sysfs
+
+    sysfs, devinfo = str(tmp_path / "root"), str(tmp_path / "devinfo")
+    vfs = ["0000:81:00.2", "0000:81:00.3"]
+    make_fake_sysfs(sysfs, {"0000:81:00.0": FakePf(vfs=[FakeVf(a, iommu_group=i) for i, a in enumerate(vfs)])})
+    for vf in vfs:  # what the SR-IOV device plugin writes when it allocates
+        raw = {"type": "pci", "version": "1.1.0", "pci": {"pci-address": vf, "pf-pci-address": "0000:81:00.0"}}
+        save_dp(SRIOV, vf, DeviceInfo("pci", "1.1.0", raw), devinfo)
+    with PodResourcesStandIn(str(tmp_path / "kubelet.sock"), {POD: {SRIOV: list(reversed(vfs))}}):
+        pool = DeviceIdPool(PodResourcesClient(str(tmp_path / "kubelet.sock")))
+        got = []
+        for nad, ifname in (("vms/sriov-a", "pod5c8c6bd1f7e"), ("vms/sriov-b", "pod0a0e1e4d5b2")):
+            device_id = pool.take(*POD, SRIOV)
+            info = copy_dp_to_cni(SRIOV, device_id, nad, "cid1", ifname, devinfo)
+            assert info is not None and info.pci_address == device_id
+            assert discover_vf(info.pci_address, root=sysfs).is_vfio
+            got.append((nad, device_id, Path(cni_path(nad, "cid1", ifname, devinfo)).name))
+    assert got == [
+        ("vms/sriov-a", "0000:81:00.2", "vms-sriov-a-cid1_pod5c8c6bd1f7e"),
+        ("vms/sriov-b", "0000:81:00.3", "vms-sriov-b-cid1_pod0a0e1e4d5b2"),
+    ]
+    for nad, _, name in got:
+        remove_cni(nad, "cid1", name.rsplit("_", 1)[1], devinfo)
+    assert list(Path(devinfo, "cni").iterdir()) == []
