@@ -33,7 +33,7 @@ def _l3(ip: GuestIpConfig) -> dict[str, Any]:
         to = DEFAULT_V6 if ipaddress.ip_address(gw).version == 6 else DEFAULT_V4
         routes.append({"to": to, "via": gw})
     for dest, via in ip.routes:
-        route = {"to": dest, "via": via}
+        route = {"to": dest, "via": via} if via else {"to": dest}  # via "": a device route
         if route not in routes:
             routes.append(route)
     if routes:

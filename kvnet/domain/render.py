@@ -16,7 +16,7 @@ from importlib.resources import files
 import jinja2
 
 from kvnet.errors import RenderError
-from kvnet.model import HostdevNic, TapNic, VmNic, VmNicPlan
+from kvnet.model import HostdevNic, PciAddress, TapNic, VmNic, VmNicPlan
 
 TEMPLATES = {TapNic: ("interface_tap.xml.j2", "interface"), HostdevNic: ("hostdev_pci.xml.j2", "hostdev")}
 
@@ -66,3 +66,53 @@ def render_nic(nic: VmNic) -> ET.Element:
 def render_plan(plan: VmNicPlan) -> list[ET.Element]:
     """Elements for every NIC kvnet adds (hostdevs KubeVirt already rendered are skipped)."""
     return [render_nic(nic) for nic in plan.nics if not (isinstance(nic, HostdevNic) and nic.rendered_by_kubevirt)]
+
+
+def _pci(elem: ET.Element | None) -> PciAddress | None:
+    if elem is None:
+        return None
+    try:
+        return PciAddress(*(int(elem.get(k, ""), 16) for k in ("domain", "bus", "slot", "function")))
+    except ValueError:
+        raise RenderError(f"malformed PCI address {elem.attrib}") from None
+
+
+def _int(elem: ET.Element | None, attr: str) -> int | None:
+    value = elem.get(attr) if elem is not None else None
+    return int(value) if value is not None else None
+
+
+def nic_from_element(elem: ET.Element) -> VmNic:
+    """The guest- and host-side fields back from a rendered element (round-trip checks, tools).
+
+    The inverse of :func:`render_nic` for everything the XML carries (not the guest IP config).
+    """
+    alias = (elem.find("alias").get("name") if elem.find("alias") is not None else None) or ""  # type: ignore[union-attr]
+    if elem.tag == "interface" and elem.get("type") == "ethernet" and alias.startswith("ua-"):
+        target, model, mac = elem.find("target"), elem.find("model"), elem.find("mac")
+        if target is None or model is None or mac is None:
+            raise RenderError(f"<interface> {alias} lacks target, model or mac")
+        link = elem.find("link")
+        return TapNic(
+            name=alias[len("ua-"):],
+            target=target.get("dev", ""),
+            mac=mac.get("address", ""),
+            model=model.get("type", ""),
+            mtu=_int(elem.find("mtu"), "size"),
+            pci_address=_pci(elem.find("address")),
+            acpi_index=_int(elem.find("acpi"), "index"),
+            boot_order=_int(elem.find("boot"), "order"),
+            link_up=link is None or link.get("state") != "down",
+            queues=_int(elem.find("driver"), "queues"),
+        )
+    if elem.tag == "hostdev" and alias.startswith("ua-sriov-"):
+        source = _pci(elem.find("source/address"))
+        if source is None:
+            raise RenderError(f"<hostdev> {alias} has no source address")
+        return HostdevNic(
+            name=alias[len("ua-sriov-"):],
+            source=source,
+            pci_address=_pci(elem.find("address")),
+            boot_order=_int(elem.find("boot"), "order"),
+        )
+    raise RenderError(f"<{elem.tag}> with alias {alias!r} is not a device kvnet renders")
