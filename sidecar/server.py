@@ -91,7 +91,7 @@ def socket_path(hooks_dir: str | os.PathLike[str], name: str) -> Path:
     return path
 
 
-class _InfoServicer(info_pb2_grpc.InfoServicer):
+class _InfoServicer:
     def __init__(self, name: str) -> None:
         self.result = info_pb2.InfoResult(
             name=name,
@@ -104,7 +104,9 @@ class _InfoServicer(info_pb2_grpc.InfoServicer):
 
 
 class _Callbacks:
-    """One Callbacks servicer body, bound to the message module of one version."""
+    """The Callbacks servicer of one version (its message module); v1alpha1 registers only
+    OnDefineDomain, v1alpha2 adds PreCloudInitIso, v1alpha3 Shutdown: the generated
+    ``add_CallbacksServicer_to_server`` of each version picks the methods it knows."""
 
     def __init__(self, hooks: Hooks, pb2: ModuleType, shutdown: threading.Event) -> None:
         self.hooks = hooks
@@ -142,18 +144,6 @@ class _Callbacks:
         return self.pb2.ShutdownResult()
 
 
-class _V1alpha1(_Callbacks, v1alpha1_pb2_grpc.CallbacksServicer):
-    pass
-
-
-class _V1alpha2(_Callbacks, v1alpha2_pb2_grpc.CallbacksServicer):
-    pass
-
-
-class _V1alpha3(_Callbacks, v1alpha3_pb2_grpc.CallbacksServicer):
-    pass
-
-
 def _socket_is_live(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
@@ -173,9 +163,9 @@ class SidecarServer:
         self.shutdown_requested = threading.Event()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hook"))
         info_pb2_grpc.add_InfoServicer_to_server(_InfoServicer(hooks.name), self._server)
-        v1alpha1_pb2_grpc.add_CallbacksServicer_to_server(_V1alpha1(hooks, v1alpha1_pb2, self.shutdown_requested), self._server)
-        v1alpha2_pb2_grpc.add_CallbacksServicer_to_server(_V1alpha2(hooks, v1alpha2_pb2, self.shutdown_requested), self._server)
-        v1alpha3_pb2_grpc.add_CallbacksServicer_to_server(_V1alpha3(hooks, v1alpha3_pb2, self.shutdown_requested), self._server)
+        v1alpha1_pb2_grpc.add_CallbacksServicer_to_server(_Callbacks(hooks, v1alpha1_pb2, self.shutdown_requested), self._server)
+        v1alpha2_pb2_grpc.add_CallbacksServicer_to_server(_Callbacks(hooks, v1alpha2_pb2, self.shutdown_requested), self._server)
+        v1alpha3_pb2_grpc.add_CallbacksServicer_to_server(_Callbacks(hooks, v1alpha3_pb2, self.shutdown_requested), self._server)
         self._started = False
 
     def start(self) -> None:

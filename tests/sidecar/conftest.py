@@ -1,200 +1,19 @@
-"""Fixtures for the sidecar lanes: KubeVirt-shaped inputs, fake pod facts, sidecars.
-
-The domain and VMI look like what virt-launcher sends: the domain tab-indented with no
-XML declaration (Go's xml.MarshalIndent), the VMI with metadata, spec and status. Pod
-facts are a fake /sys/class/net tree and a network-info file in a temp folder.
-"""
+"""Fixtures for the sidecar lanes: fake pods, short hooks directories, sidecar processes."""
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from kvnet import bindrecord
-from kvnet.domain.networkinfo import parse_network_info
-from kvnet.podfacts import read_pod_links
-from kvnet.errors import TranslationError
-from kvnet.model import BindingRecord, GuestIpConfig, PodFacts
-from kvnet.naming import bridge_name, hashed_pod_iface, tap_name
-
-KUBEVIRT_DOMAIN = """<domain type="qemu" xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">
-\t<name>default_vmi-kvnet</name>
-\t<memory unit="b">134217728</memory>
-\t<os>
-\t\t<type arch="x86_64" machine="q35">hvm</type>
-\t</os>
-\t<sysinfo type="smbios">
-\t\t<system>
-\t\t\t<entry name="uuid">5d307ca9-b3ef-428c-8861-06e72d69f223</entry>
-\t\t</system>
-\t</sysinfo>
-\t<devices>
-\t\t<interface type="ethernet">
-\t\t\t<mac address="02:00:00:00:00:01"></mac>
-\t\t\t<target dev="tap0" managed="no"></target>
-\t\t\t<model type="virtio-non-transitional"></model>
-\t\t\t<mtu size="1480"></mtu>
-\t\t\t<alias name="ua-default"></alias>
-\t\t\t<rom enabled="no"></rom>
-\t\t</interface>
-\t\t<controller type="usb" index="0" model="none"></controller>
-\t\t<memballoon model="none"></memballoon>
-\t</devices>
-\t<metadata>
-\t\t<kubevirt xmlns="http://kubevirt.io">
-\t\t\t<uid>5d307ca9-b3ef-428c-8861-06e72d69f223</uid>
-\t\t</kubevirt>
-\t</metadata>
-\t<features>
-\t\t<acpi></acpi>
-\t</features>
-\t<cpu mode="host-model"></cpu>
-\t<vcpu placement="static">1</vcpu>
-</domain>"""
-
-NETWORK_INFO_EMPTY = ""
-
-
-def make_vmi(
-    networks: Mapping[str, str | None] = {"red": "kvnet"},
-    *,
-    macs: Mapping[str, str] = {},
-    annotations: Mapping[str, str] = {},
-    name: str = "vmi-kvnet",
-) -> dict[str, Any]:
-    """A VMI as virt-launcher marshals it: ``networks`` maps each secondary network to the
-    binding plugin name (``None`` = ``sriov: {}``); the pod network uses masquerade."""
-    interfaces: list[dict[str, Any]] = [{"name": "default", "masquerade": {}}]
-    nets: list[dict[str, Any]] = [{"name": "default", "pod": {}}]
-    status: list[dict[str, Any]] = [
-        {"name": "default", "interfaceName": "eth0", "ipAddress": "10.244.0.12", "ipAddresses": ["10.244.0.12"],
-         "mac": "02:00:00:00:00:01", "infoSource": "domain, guest-agent, multus-status", "queueCount": 1}
-    ]
-    for net, binding in networks.items():
-        iface: dict[str, Any] = {"name": net}
-        if binding is None:
-            iface["sriov"] = {}
-        else:
-            iface["binding"] = {"name": binding}
-        if net in macs:
-            iface["macAddress"] = macs[net]
-        interfaces.append(iface)
-        nets.append({"name": net, "multus": {"networkName": f"default/{net}-nad"}})
-        status.append({"name": net, "interfaceName": hashed_pod_iface(net), "infoSource": "multus-status", "queueCount": 1})
-    return {
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachineInstance",
-        "metadata": {
-            "name": name,
-            "namespace": "default",
-            "uid": "5d307ca9-b3ef-428c-8861-06e72d69f223",
-            "resourceVersion": "1234",
-            "generation": 1,
-            "creationTimestamp": "2026-11-28T09:00:00Z",
-            "labels": {"kubevirt.io/nodeName": "node01"},
-            "annotations": {"kubevirt.io/latest-observed-api-version": "v1", **annotations},
-            "finalizers": ["kubevirt.io/virtualMachineControllerFinalize", "foregroundDeleteVirtualMachine"],
-        },
-        "spec": {
-            "architecture": "amd64",
-            "domain": {
-                "cpu": {"cores": 1, "sockets": 1, "threads": 1, "model": "host-model"},
-                "devices": {
-                    "disks": [{"name": "containerdisk", "disk": {"bus": "virtio"}}],
-                    "interfaces": interfaces,
-                },
-                "features": {"acpi": {"enabled": True}},
-                "firmware": {"uuid": "5d307ca9-b3ef-428c-8861-06e72d69f223"},
-                "machine": {"type": "q35"},
-                "resources": {"requests": {"memory": "128Mi"}},
-            },
-            "evictionStrategy": "None",
-            "networks": nets,
-            "terminationGracePeriodSeconds": 0,
-            "volumes": [{"name": "containerdisk", "containerDisk": {"image": "quay.io/kubevirt/cirros-container-disk-demo"}}],
-        },
-        "status": {
-            "phase": "Scheduled",
-            "nodeName": "node01",
-            "interfaces": status,
-            "launcherContainerImageVersion": "quay.io/kubevirt/virt-launcher:v1.6.0",
-            "qosClass": "Burstable",
-        },
-    }
-
-
-# --------------------------------------------------------------------------------------
-# Fake pod facts: a /sys/class/net tree as kvnet.podfacts reads it, and network-info
-# --------------------------------------------------------------------------------------
-
-
-def write_link(root: Path, name: str, *, mac: str, mtu: int = 1500, up: bool = True, tun_flags: str | None = None,
-               ifalias: str = "", master: str | None = None, devtype: str | None = None) -> None:
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "address").write_text(mac + "\n")
-    (d / "mtu").write_text(f"{mtu}\n")
-    (d / "type").write_text("1\n")
-    (d / "flags").write_text("0x1003\n" if up else "0x1002\n")
-    (d / "ifalias").write_text(ifalias + "\n")
-    (d / "uevent").write_text(f"DEVTYPE={devtype}\nINTERFACE={name}\n" if devtype else f"INTERFACE={name}\n")
-    if tun_flags is not None:
-        (d / "tun_flags").write_text(tun_flags + "\n")
-    if devtype == "bridge":
-        (d / "bridge").mkdir()
-    if master is not None:
-        os.symlink(f"../{master}", d / "master")
-
-
-def add_bridge_binding(root: Path, network: str, *, original_mac: str, mtu: int = 1500, ip: GuestIpConfig = GuestIpConfig()) -> None:
-    """What kvnet-binding leaves for a bridge-path attachment (DESIGN §9)."""
-    pod = hashed_pod_iface(network)
-    br = bridge_name(pod)
-    record = bindrecord.encode(BindingRecord(original_mac=original_mac, mtu=mtu, ip=ip))
-    write_link(root, br, mac="02:6b:36:00:00:01", mtu=mtu, devtype="bridge")
-    write_link(root, pod, mac="02:6b:36:00:00:02", mtu=mtu, ifalias=record, master=br)
-    write_link(root, tap_name(pod), mac="fe:6b:36:00:00:03", mtu=mtu, tun_flags="0x1002", master=br)
-
-
-def network_info(entries: Mapping[str, Mapping[str, Any]]) -> str:
-    """KubeVirt's network-info JSON, sorted by network."""
-    return json.dumps({"interfaces": [{"network": n, **e} for n, e in sorted(entries.items())]})
-
-
-@dataclass
-class PodFiles:
-    """A pod's view for the sidecar: ``sys_class_net`` tree and ``network_info`` file."""
-
-    root: Path
-
-    @property
-    def sys_class_net(self) -> Path:
-        return self.root / "sys-class-net"
-
-    @property
-    def network_info(self) -> Path:
-        return self.root / "podinfo" / "network-info"
-
-    def env(self, *, timeout: float = 2.0, name: str | None = None) -> dict[str, str]:
-        env = {**os.environ, "KVNET_SYS_CLASS_NET": str(self.sys_class_net), "KVNET_NETWORK_INFO": str(self.network_info),
-               "KVNET_NETWORK_INFO_TIMEOUT": str(timeout)}
-        if name:
-            env["NETWORK_BINDING_PLUGIN_NAME"] = name
-        return env
+from pod_inputs import NETWORK_INFO_EMPTY, PodFiles, SidecarProcess, add_bridge_binding, network_info, sidecar_cmd, write_link
 
 
 @pytest.fixture
@@ -216,11 +35,6 @@ def bridge_pod(pod: PodFiles) -> PodFiles:
     return pod
 
 
-# --------------------------------------------------------------------------------------
-# Hooks directories and sidecar processes
-# --------------------------------------------------------------------------------------
-
-
 @pytest.fixture
 def hooks_dir() -> Iterator[Path]:
     """A short path (unix socket paths are limited to 107 bytes), always removed."""
@@ -229,20 +43,6 @@ def hooks_dir() -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
-
-
-@dataclass
-class SidecarProcess:
-    proc: subprocess.Popen[bytes]
-    socket: Path
-
-    def stderr(self) -> str:
-        return self.proc.stderr.read().decode() if self.proc.stderr else ""
-
-
-def sidecar_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "kvnet-sidecar"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "kvnet.sidecar.main"]
 
 
 @pytest.fixture
@@ -275,14 +75,3 @@ def start_sidecar(hooks_dir: Path) -> Iterator[Any]:
             for stream in (p.stdout, p.stderr):
                 if stream:
                     stream.close()
-
-
-def vmi_copy(vmi: Mapping[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(dict(vmi))
-
-
-def facts_reader(pod: PodFiles, *, timeout: float = 2.0, interval: float = 0.05) -> Any:
-    from kvnet.sidecar.hooks import PodFactsReader
-
-    return PodFactsReader(str(pod.network_info), str(pod.sys_class_net), read_links=read_pod_links,
-                          parse_network_info=parse_network_info, timeout=timeout, interval=interval)

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import (
+from pod_inputs import (
     KUBEVIRT_DOMAIN,
     PodFiles,
     add_bridge_binding,

@@ -1,0 +1,173 @@
+"""``kvnet-sidecar`` and the shim commands as processes, as the pod runs them (no root).
+
+The socket appears only once Info answers; Shutdown and SIGTERM end the process with
+status 0; the shim commands print exactly what the gRPC path returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from launcher_client import LauncherClient, info
+from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, add_bridge_binding, make_vmi, network_info, sidecar_cmd
+
+from kvnet.model import GuestIpConfig
+
+CLOUD_INIT = {
+    "DataSource": "noCloud",
+    "NoCloudMetaData": {"instance-id": "5d307ca9-b3ef-428c-8861-06e72d69f223"},
+    "ConfigDriveMetaData": None,
+    "UserData": "#cloud-config\n",
+    "NetworkData": "",
+    "DevicesData": None,
+    "VolumeName": "cloudinitdisk",
+}
+
+
+def aliases(domain_xml: str) -> set[str]:
+    return {a.get("name", "") for a in ET.fromstring(domain_xml).iter("alias")}
+
+
+def test_socket_appears_only_once_serving(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    sc = start_sidecar(env=bridge_pod.env(), wait=False)
+    seen: set[str] = set()
+    deadline = time.monotonic() + 20
+    while True:
+        entries = os.listdir(hooks_dir)
+        seen.update(entries)
+        if "kvnet.sock" in entries:
+            # the very first time the name exists, Info must answer within virt-launcher's 1 s deadline
+            assert info(str(sc.socket), timeout=1.0).name == "kvnet"
+            break
+        assert sc.proc.poll() is None, sc.stderr()
+        assert time.monotonic() < deadline, "socket never appeared"
+        time.sleep(0.001)
+    assert all(e == "kvnet.sock" or e.startswith(".kvnet-") for e in seen), seen
+    assert os.listdir(hooks_dir) == ["kvnet.sock"]  # the staging folder is gone
+
+
+def test_shutdown_exits_zero(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    sc = start_sidecar(env=bridge_pod.env())
+    client = LauncherClient(hooks_dir)
+    client.collect(1)
+    client.shutdown()
+    assert sc.proc.wait(timeout=10) == 0
+    assert not sc.socket.exists()
+    assert "Shutdown called" in sc.stderr()
+
+
+def test_sigterm_exits_zero(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    sc = start_sidecar(env=bridge_pod.env())
+    sc.proc.send_signal(signal.SIGTERM)
+    assert sc.proc.wait(timeout=10) == 0
+    assert not sc.socket.exists()
+
+
+def test_name_must_be_unique(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    start_sidecar(env=bridge_pod.env())
+    second = start_sidecar(env=bridge_pod.env(), wait=False)
+    assert second.proc.wait(timeout=20) == 1
+    assert f"kvnet-sidecar: socket {hooks_dir / 'kvnet.sock'} is already served by another sidecar" in second.stderr()
+
+
+def test_plugin_name_from_the_environment(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    env = bridge_pod.env(name="kvnet-blue")
+    proc = subprocess.Popen([*sidecar_cmd(), "--hooks-dir", str(hooks_dir)], env=env,
+                            stderr=subprocess.PIPE)
+    try:
+        client = LauncherClient(hooks_dir)
+        [sc] = client.collect(1, timeout=20)
+        assert (Path(sc.socket_path).name, sc.name) == ("kvnet-blue.sock", "kvnet-blue")
+        client.shutdown()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def test_kvnet_after_an_echo_sidecar(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    start_sidecar("--echo", name="a-echo", env=bridge_pod.env())
+    start_sidecar(env=bridge_pod.env())
+    client = LauncherClient(hooks_dir)
+    assert [s.name for s in client.collect(2)] == ["a-echo", "kvnet"]
+    out = client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi())
+    assert aliases(out) == {"ua-default", "ua-red"}
+    client.shutdown()
+
+
+# --------------------------------------------------------------------------------------
+# the shim form: same bytes as the gRPC path
+
+
+def shim(cmd: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    exe = Path(sys.executable).parent / cmd
+    return subprocess.run([str(exe), *args], env=env, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def ip_pod(bridge_pod: PodFiles) -> PodFiles:
+    add_bridge_binding(bridge_pod.sys_class_net, "blue", original_mac="02:00:00:aa:bb:02",
+                       ip=GuestIpConfig(("10.2.0.5/24",), ("10.2.0.1",)))
+    bridge_pod.network_info.write_text(network_info({"red": {}, "blue": {}}))
+    return bridge_pod
+
+
+def test_shim_on_define_domain_matches_grpc(start_sidecar: Any, hooks_dir: Path, ip_pod: PodFiles) -> None:
+    vmi = make_vmi({"red": "kvnet", "blue": "kvnet"})
+    start_sidecar(env=ip_pod.env())
+    client = LauncherClient(hooks_dir)
+    client.collect(1)
+    via_grpc = client.on_define_domain(KUBEVIRT_DOMAIN, vmi)
+    res = shim("onDefineDomain", "--vmi", json.dumps(vmi), "--domain", KUBEVIRT_DOMAIN, env=ip_pod.env())
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout.decode() == via_grpc
+    assert aliases(via_grpc) == {"ua-default", "ua-red", "ua-blue"}
+
+
+def test_shim_pre_cloud_init_iso_matches_grpc(start_sidecar: Any, hooks_dir: Path, ip_pod: PodFiles) -> None:
+    vmi = make_vmi({"red": "kvnet", "blue": "kvnet"})
+    start_sidecar(env=ip_pod.env())
+    client = LauncherClient(hooks_dir)
+    client.collect(1)
+    via_grpc = client.pre_cloud_init_iso(vmi, CLOUD_INIT)
+    res = shim("preCloudInitIso", "--vmi", json.dumps(vmi), "--cloud-init", json.dumps(CLOUD_INIT), env=ip_pod.env())
+    assert res.returncode == 0, res.stderr.decode()
+    assert json.loads(res.stdout) == via_grpc
+    assert "10.2.0.5/24" in via_grpc["NetworkData"]
+
+
+def test_shim_errors_go_to_stderr(ip_pod: PodFiles) -> None:
+    res = shim("onDefineDomain", "--vmi", "{oops", "--domain", KUBEVIRT_DOMAIN, env=ip_pod.env())
+    assert res.returncode == 1
+    assert res.stdout == b""
+    assert res.stderr.decode().strip().endswith(
+        "kvnet OnDefineDomain: VMI JSON is malformed: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)")
+    res = shim("preCloudInitIso", "--vmi", json.dumps(make_vmi()), "--cloud-init", "[]", env=ip_pod.env())
+    assert res.returncode == 1
+    assert res.stdout == b""
+    assert "kvnet PreCloudInitIso: cloudInitData JSON is a list, expected an object" in res.stderr.decode()
+
+
+def test_grpc_status_seen_by_the_launcher(start_sidecar: Any, hooks_dir: Path, pod: PodFiles) -> None:
+    """A pod the binding CNI never plumbed: the launcher gets an error naming the interface."""
+    pod.network_info.write_text(network_info({"red": {}}))
+    start_sidecar(env=pod.env())
+    client = LauncherClient(hooks_dir)
+    client.collect(1)
+    with pytest.raises(grpc.RpcError) as exc:
+        client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi())
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert exc.value.details().startswith("kvnet OnDefineDomain: ") and "red" in exc.value.details()
