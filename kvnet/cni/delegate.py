@@ -1,0 +1,478 @@
+"""Running delegate CNI plugins: lookup, VERSION negotiation, timeouts, conflists, cache.
+
+This is kvnet's libcni: the meta-plugin and the binding plugin call real CNI plugins
+through :class:`DelegateRunner`. The one side effect, executing a binary, comes in as
+an :class:`Exec` so tests can pass a fake; the default runs the plugin in its own
+process group and kills the whole group at the timeout.
+
+Debian's plugins stop at CNI 1.0.0 while kvnet's callers may speak 1.1.0, so every call
+asks the plugin which versions it speaks (once per binary), sends the highest version
+both sides know, and converts the result back to the caller's version.
+
+Stdlib only: this module is on the CNI hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kvnet.cni import libcni_cache
+from kvnet.cni.results import ALL_VERSIONS, convert_result, version_key
+from kvnet.errors import (
+    DecodeFailure,
+    DelegateFailed,
+    IncompatibleVersion,
+    InvalidConfig,
+    KvnetError,
+)
+from kvnet.naming import cni_name_ok
+
+log = logging.getLogger(__name__)
+
+FALLBACK_BIN_DIR = "/usr/lib/cni"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+KILL_GRACE = 5.0  # seconds to collect a killed plugin's pipes
+MAX_ERROR_TEXT = 4096
+
+
+@dataclass(frozen=True)
+class DelegateEnv:
+    """The runtime side of one delegate call (what becomes the CNI_* variables)."""
+
+    container_id: str
+    netns: str
+    ifname: str
+    args: str  # CNI_ARGS exactly as it is to be passed
+    path: tuple[str, ...] = ()
+
+
+class Exec(Protocol):
+    """Run ``plugin`` with ``stdin`` and exactly ``env``; return (status, stdout, stderr).
+
+    Raises :class:`ExecTimeout` once the plugin ran past ``timeout`` and was killed.
+    """
+
+    def __call__(self, plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]: ...
+
+
+class ExecTimeout(Exception):
+    """Raised by an :class:`Exec` after it killed a plugin that ran past its timeout."""
+
+    def __init__(self, plugin: str, timeout: float) -> None:
+        super().__init__(f"{plugin} ran past {timeout:g}s and was killed")
+        self.plugin = plugin
+        self.timeout = timeout
+
+
+def subprocess_exec(plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
+    """The production :class:`Exec`: its own session, whole group killed at the timeout."""
+    proc = subprocess.Popen(
+        [plugin],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        start_new_session=True,
+        close_fds=True,
+    )
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise ExecTimeout(plugin, timeout) from None
+    except BaseException:
+        _kill(proc)
+        raise
+    return proc.returncode, out, err
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the plugin's process group, then reap it without hanging on stray pipes."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.communicate(timeout=KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        # A grandchild that left the group still holds the pipes: stop reading them.
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.kill()
+        proc.wait()
+
+
+def _text(blob: bytes) -> str:
+    text = blob.decode("utf-8", errors="replace").strip()
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "..."
+
+
+def delegate_error(plugin_type: str, command: str, status: int, stdout: bytes, stderr: bytes) -> DelegateFailed:
+    """A failed plugin's error: its CNI error JSON (stdout, else stderr), else its raw text."""
+    for blob in (stdout, stderr):
+        text = blob.strip()
+        if not text:
+            continue
+        try:
+            obj = json.loads(text)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(obj, dict) and ("msg" in obj or "code" in obj):
+            code = obj.get("code")
+            msg = str(obj.get("msg") or f"error code {code}")
+            details = obj.get("details") or ""
+            good_code = code if isinstance(code, int) and not isinstance(code, bool) and code > 0 else None
+            return DelegateFailed(f"delegate {plugin_type} {command} failed: {msg}", str(details), code=good_code)
+    raw = _text(stdout) or _text(stderr)
+    if not raw:
+        raw = f"killed by signal {-status}" if status < 0 else f"exited with status {status} and no message"
+    return DelegateFailed(f"delegate {plugin_type} {command} failed: {raw}")
+
+
+def _plugin_conf_list(network: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    if "plugins" not in network:
+        return [network]
+    plugins = network["plugins"]
+    if not isinstance(plugins, list) or not plugins or not all(isinstance(p, Mapping) for p in plugins):
+        raise InvalidConfig(f"network {network.get('name')!r}: \"plugins\" must be a non-empty list of objects")
+    return plugins
+
+
+class DelegateRunner:
+    """Finds and runs delegate plugins with libcni's semantics (see docs/cni-protocol.md)."""
+
+    def __init__(
+        self,
+        bin_dirs: Sequence[str],
+        *,
+        timeout: float = 60.0,
+        exec: Exec | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        self.bin_dirs = tuple(d for d in bin_dirs if d)
+        self.timeout = timeout
+        self.exec: Exec = exec if exec is not None else subprocess_exec
+        self.cache_dir = cache_dir
+        self._versions: dict[tuple[str, int], tuple[str, ...]] = {}
+
+    # --- lookup and negotiation ---------------------------------------------------
+
+    def search_path(self, extra_path: Sequence[str] = ()) -> tuple[str, ...]:
+        """binDir(s), then CNI_PATH, then /usr/lib/cni; duplicates dropped, order kept."""
+        return tuple(dict.fromkeys([*self.bin_dirs, *(p for p in extra_path if p), FALLBACK_BIN_DIR]))
+
+    def find(self, plugin_type: str, extra_path: Sequence[str] = ()) -> str:
+        """The executable for ``plugin_type``; a type that is a path is refused."""
+        if not isinstance(plugin_type, str) or not plugin_type:
+            raise InvalidConfig("delegate config has no \"type\"")
+        if "/" in plugin_type or ".." in plugin_type or plugin_type.startswith("."):
+            raise InvalidConfig(f"invalid plugin type {plugin_type!r}: must be a plain file name")
+        dirs = self.search_path(extra_path)
+        for d in dirs:
+            candidate = os.path.join(d, plugin_type)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+        raise InvalidConfig(f"failed to find plugin {plugin_type!r} in path [{' '.join(dirs)}]")
+
+    def plugin_versions(self, plugin: str, plugin_type: str, extra_path: Sequence[str] = ()) -> tuple[str, ...]:
+        """The versions a plugin binary speaks (its VERSION answer), asked once per binary."""
+        try:
+            key = (plugin, os.stat(plugin).st_mtime_ns)
+        except OSError:
+            key = (plugin, 0)
+        known = self._versions.get(key)
+        if known is not None:
+            return known
+        env = {
+            "CNI_COMMAND": "VERSION",
+            "CNI_PATH": ":".join(self.search_path(extra_path)),
+            "PATH": os.environ.get("PATH") or DEFAULT_PATH,
+        }
+        stdin = json.dumps({"cniVersion": ALL_VERSIONS[-1]}).encode()
+        status, out, err = self._call(plugin, plugin_type, "VERSION", stdin, env)
+        if status != 0:
+            failure = delegate_error(plugin_type, "VERSION", status, out, err)
+            if "unknown CNI_COMMAND: VERSION" in failure.msg:
+                versions: tuple[str, ...] = ("0.1.0",)
+            else:
+                raise failure
+        else:
+            versions = self._decode_versions(plugin_type, out)
+        self._versions[key] = versions
+        log.debug("delegate %s (%s) speaks CNI %s", plugin_type, plugin, ", ".join(versions))
+        return versions
+
+    @staticmethod
+    def _decode_versions(plugin_type: str, out: bytes) -> tuple[str, ...]:
+        try:
+            info = json.loads(out)
+        except (ValueError, UnicodeDecodeError):
+            raise DecodeFailure(f"delegate {plugin_type} VERSION: unparseable answer {_text(out)!r}") from None
+        if not isinstance(info, dict):
+            raise DecodeFailure(f"delegate {plugin_type} VERSION: answer is not a JSON object")
+        supported = info.get("supportedVersions")
+        if isinstance(supported, list) and supported and all(isinstance(v, str) for v in supported):
+            return tuple(supported)
+        if info.get("cniVersion") == "0.1.0":
+            return ("0.1.0",)
+        raise DecodeFailure(f"delegate {plugin_type} VERSION: decoding version info: missing field supportedVersions")
+
+    def negotiate(self, plugin: str, plugin_type: str, conf_version: str, extra_path: Sequence[str] = ()) -> str:
+        """The version to send: the config's when the plugin speaks it, else the highest
+        common one below it, else the lowest common one above it."""
+        if conf_version not in ALL_VERSIONS:
+            raise IncompatibleVersion(
+                f"delegate {plugin_type}: unsupported cniVersion {conf_version!r}",
+                f"supported versions: {', '.join(ALL_VERSIONS)}",
+            )
+        theirs = self.plugin_versions(plugin, plugin_type, extra_path)
+        common = [v for v in ALL_VERSIONS if v in theirs]
+        if conf_version in common:
+            return conf_version
+        want = version_key(conf_version)
+        lower = [v for v in common if version_key(v) < want]
+        if lower:
+            return lower[-1]
+        if common:
+            return common[0]
+        raise IncompatibleVersion(
+            f"delegate {plugin_type} does not support config version {conf_version!r}",
+            f"plugin supports {', '.join(theirs)}",
+        )
+
+    # --- one plugin ---------------------------------------------------------------
+
+    def _env(self, command: str, env: DelegateEnv) -> dict[str, str]:
+        return {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": env.container_id,
+            "CNI_NETNS": env.netns,
+            "CNI_IFNAME": env.ifname,
+            "CNI_ARGS": env.args,
+            "CNI_PATH": ":".join(self.search_path(env.path)),
+            "PATH": os.environ.get("PATH") or DEFAULT_PATH,
+        }
+
+    def _call(
+        self, plugin: str, plugin_type: str, command: str, stdin: bytes, env: Mapping[str, str]
+    ) -> tuple[int, bytes, bytes]:
+        try:
+            return self.exec(plugin, stdin, env, self.timeout)
+        except ExecTimeout:
+            raise DelegateFailed(
+                f"delegate {plugin_type} {command} timed out after {self.timeout:g}s and was killed"
+            ) from None
+        except OSError as e:
+            raise DelegateFailed(f"delegate {plugin_type} {command} could not be run ({plugin}): {e}") from None
+
+    def run(self, command: str, conf: Mapping[str, Any], env: DelegateEnv) -> dict[str, Any] | None:
+        """Run one plugin conf (it has ``type``); the ADD result comes back in the conf's version.
+
+        CHECK for a plugin below 0.4.0 and STATUS/GC for a plugin below 1.1.0 are skipped
+        (None): the plugin has no such command, so there is nothing it could report.
+        """
+        plugin_type = conf.get("type")
+        if not isinstance(plugin_type, str) or not plugin_type:
+            raise InvalidConfig(f"delegate config for network {conf.get('name')!r} has no \"type\"")
+        plugin = self.find(plugin_type, env.path)
+        conf_version = conf.get("cniVersion") or "0.1.0"
+        if not isinstance(conf_version, str):
+            raise InvalidConfig(f"delegate {plugin_type}: cniVersion must be a string")
+        send_version = self.negotiate(plugin, plugin_type, conf_version, env.path)
+        floor = {"CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"}.get(command)
+        if floor and version_key(send_version) < version_key(floor):
+            log.debug("delegate %s speaks CNI %s: %s skipped", plugin_type, send_version, command)
+            return None
+        sent = dict(conf)
+        sent["cniVersion"] = send_version
+        prev = conf.get("prevResult")
+        if prev and version_key(send_version) >= (0, 3, 0):
+            sent["prevResult"] = convert_result(prev, send_version, from_version=conf_version)
+        else:
+            sent.pop("prevResult", None)
+        stdin = json.dumps(sent).encode()
+        log.debug("delegate %s %s container=%s ifname=%s as CNI %s", plugin_type, command, env.container_id, env.ifname, send_version)
+        status, out, err = self._call(plugin, plugin_type, command, stdin, self._env(command, env))
+        if status != 0:
+            raise delegate_error(plugin_type, command, status, out, err)
+        if command != "ADD":
+            return None
+        if not out.strip():
+            raise DecodeFailure(f"delegate {plugin_type} ADD returned no result")
+        try:
+            result = json.loads(out)
+        except (ValueError, UnicodeDecodeError):
+            raise DecodeFailure(f"delegate {plugin_type} ADD returned an unparseable result: {_text(out)!r}") from None
+        if not isinstance(result, dict):
+            raise DecodeFailure(f"delegate {plugin_type} ADD returned a result that is not a JSON object")
+        return convert_result(result, conf_version, from_version=send_version)
+
+    # --- a whole network (conf or conflist) ---------------------------------------
+
+    def run_network(
+        self,
+        command: str,
+        network: Mapping[str, Any],
+        env: DelegateEnv,
+        *,
+        runtime_config: Mapping[str, Any] | None = None,
+        prev_result: Mapping[str, Any] | None = None,
+        valid_attachments: Sequence[Mapping[str, str]] | None = None,
+    ) -> dict[str, Any] | None:
+        """ADD/DEL/CHECK/STATUS/GC of one network with libcni's list semantics.
+
+        ``network`` is a plugin conf or a conflist (``plugins``). ADD runs the plugins in
+        order, each getting the previous result; DEL runs them in reverse with the cached
+        result; CHECK in order with the cached result. ``runtime_config`` reaches a plugin
+        only for the capabilities it declares. ``valid_attachments`` (GC only) lists the
+        ``{"containerID", "ifname"}`` pairs that must survive.
+        """
+        name = network.get("name")
+        if not isinstance(name, str) or not cni_name_ok(name):
+            raise InvalidConfig("invalid characters found in network name" if name else "missing network name", str(name or ""))
+        version = network.get("cniVersion") or "0.1.0"
+        if not isinstance(version, str) or version not in ALL_VERSIONS:
+            raise IncompatibleVersion(f"network {name!r}: unsupported cniVersion {version!r}")
+        plugins = _plugin_conf_list(network)
+        rc = runtime_config or {}
+        prev = convert_result(prev_result, version) if prev_result else None
+
+        if command == "ADD":
+            result = prev
+            for p in plugins:
+                out = self.run("ADD", _build(p, name, version, result, rc), env)
+                if out is not None:
+                    result = out
+            final = result if result is not None else {"cniVersion": version}
+            if self.cache_dir:
+                self._cache_write(network, name, env, rc, final)
+            return final
+
+        if command == "DEL":
+            cached, cached_caps = self._cached(name, version, env)
+            if version_key(version) < (0, 4, 0):
+                cached = prev = None
+            rc_del = rc if runtime_config is not None else cached_caps
+            for p in reversed(plugins):
+                self.run("DEL", _build(p, name, version, cached if cached is not None else prev, rc_del), env)
+            if self.cache_dir:
+                libcni_cache.delete_result(self.cache_dir, name, env.container_id, env.ifname)
+            return None
+
+        if command == "CHECK":
+            if version_key(version) < (0, 4, 0):
+                raise IncompatibleVersion(f'configuration version "{version}" does not support the CHECK command')
+            cached, _ = self._cached(name, version, env)
+            for p in plugins:
+                self.run("CHECK", _build(p, name, version, cached if cached is not None else prev, rc), env)
+            return None
+
+        if command == "STATUS":
+            if version_key(version) < (1, 1, 0):
+                return None
+            for p in plugins:
+                self.run("STATUS", _build(p, name, version, None, {}), env)
+            return None
+
+        if command == "GC":
+            self._gc(network, name, version, plugins, env, valid_attachments or ())
+            return None
+
+        raise InvalidConfig(f"unknown CNI command {command!r} for network {name!r}")
+
+    def _cached(self, name: str, version: str, env: DelegateEnv) -> tuple[dict[str, Any] | None, Mapping[str, Any]]:
+        """The cached result in ``version`` and the cached capability args (or None, {})."""
+        if not self.cache_dir:
+            return None, {}
+        att = libcni_cache.read_result(self.cache_dir, name, env.container_id, env.ifname)
+        if att is None:
+            return None, {}
+        result = None
+        if att.result:
+            try:
+                result = convert_result(att.result, version)
+            except KvnetError as e:
+                log.warning("network %s container %s: cached result unusable: %s", name, env.container_id, e.msg)
+        return result, att.capability_args
+
+    def _cache_write(
+        self, network: Mapping[str, Any], name: str, env: DelegateEnv, rc: Mapping[str, Any], result: Mapping[str, Any]
+    ) -> None:
+        libcni_cache.write_result(
+            self.cache_dir or "",
+            libcni_cache.CachedAttachment(
+                network_name=name,
+                container_id=env.container_id,
+                ifname=env.ifname,
+                config=json.dumps(network).encode(),
+                netns=env.netns,
+                cni_args=libcni_cache.args_pairs(env.args),
+                capability_args=dict(rc),
+                result=result,
+            ),
+        )
+
+    def _gc(
+        self,
+        network: Mapping[str, Any],
+        name: str,
+        version: str,
+        plugins: Sequence[Mapping[str, Any]],
+        env: DelegateEnv,
+        valid: Sequence[Mapping[str, str]],
+    ) -> None:
+        """libcni's GC: DEL every cached attachment of this network that is not valid,
+        then send GC (1.1.0) to each plugin; all errors are collected, the first raised."""
+        errors: list[KvnetError] = []
+        keep = {(str(a.get("containerID", "")), str(a.get("ifname", ""))) for a in valid}
+        if self.cache_dir:
+            for att in libcni_cache.list_attachments(self.cache_dir):
+                if att.network_name != name or (att.container_id, att.ifname) in keep:
+                    continue
+                stale = DelegateEnv(
+                    att.container_id, att.netns, att.ifname, ";".join(f"{k}={v}" for k, v in att.cni_args), env.path
+                )
+                try:
+                    self.run_network("DEL", network, stale, runtime_config=att.capability_args)
+                except KvnetError as e:
+                    errors.append(e)
+        if version_key(version) >= (1, 1, 0):
+            for p in plugins:
+                conf = _build(p, name, version, None, {})
+                conf["cni.dev/valid-attachments"] = [
+                    {"containerID": c, "ifname": i} for c, i in sorted(keep)
+                ]
+                try:
+                    self.run("GC", conf, env)
+                except KvnetError as e:
+                    errors.append(e)
+        if errors:
+            first = errors[0]
+            msg = "; ".join(e.msg for e in errors)
+            raise DelegateFailed(f"network {name!r} GC: {msg}", first.details, code=first.cni_code)
+
+
+def _build(
+    plugin: Mapping[str, Any], name: str, version: str, prev: Mapping[str, Any] | None, rc: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One plugin's stdin: the list's name and version injected, prevResult, and the
+    runtimeConfig keys this plugin declared as capabilities (libcni's buildOneConfig)."""
+    conf = dict(plugin)
+    conf["name"] = name
+    conf["cniVersion"] = version
+    if prev is not None:
+        conf["prevResult"] = prev
+    caps = plugin.get("capabilities")
+    if isinstance(caps, Mapping) and rc:
+        runtime = {k: rc[k] for k, on in caps.items() if on is True and k in rc}
+        if runtime:
+            conf["runtimeConfig"] = runtime
+    return conf

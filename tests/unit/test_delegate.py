@@ -1,0 +1,596 @@
+"""Delegate execution without root: a fake Exec for the logic, small fake plugin scripts
+for the real process handling (errors on stdout/stderr, garbage, hangs past the timeout)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures_cni import make_fake_plugin, read_calls
+
+from kvnet.cni import libcni_cache
+from kvnet.cni.delegate import DelegateEnv, DelegateRunner, ExecTimeout, delegate_error
+from kvnet.cni.results import convert_result
+from kvnet.errors import DecodeFailure, DelegateFailed, IncompatibleVersion, InvalidConfig, InvalidEnvironment
+
+ENV = DelegateEnv("ctr1", "/var/run/netns/p1", "net1", "IgnoreUnknown=true;K8S_POD_NAME=p", ("/extra",))
+
+
+@dataclass
+class Call:
+    plugin: str
+    command: str
+    conf: dict[str, Any]
+    env: dict[str, str]
+
+
+@dataclass
+class FakePlugin:
+    versions: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")
+    fail: dict[str, tuple[int, bytes, bytes]] = field(default_factory=dict)
+    ip: str = "10.0.0.2/24"
+
+
+class FakeExec:
+    """An Exec that answers like a plugin would, and records every call."""
+
+    def __init__(self, plugins: Mapping[str, FakePlugin]) -> None:
+        self.plugins = dict(plugins)
+        self.calls: list[Call] = []
+
+    def __call__(self, plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
+        fake = self.plugins[os.path.basename(plugin)]
+        command = env["CNI_COMMAND"]
+        conf = json.loads(stdin) if stdin else {}
+        self.calls.append(Call(os.path.basename(plugin), command, conf, dict(env)))
+        if command == "VERSION":
+            return 0, json.dumps({"cniVersion": fake.versions[-1], "supportedVersions": list(fake.versions)}).encode(), b""
+        if command in fake.fail:
+            return fake.fail[command]
+        if conf["cniVersion"] not in fake.versions:
+            return 1, json.dumps({"code": 1, "msg": "incompatible CNI versions"}).encode(), b""
+        if command != "ADD":
+            return 0, b"", b""
+        prev = conf.get("prevResult") or {"cniVersion": conf["cniVersion"]}
+        result = convert_result(
+            {"cniVersion": "1.1.0", "interfaces": [{"name": env["CNI_IFNAME"], "sandbox": env["CNI_NETNS"],
+                                                     "mtu": 1500}],
+             "ips": [{"interface": 0, "address": fake.ip, "gateway": "10.0.0.1"}],
+             "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1", "table": 5}], "dns": {}},
+            conf["cniVersion"],
+        ) if "ips" not in prev else prev
+        return 0, json.dumps(result).encode(), b""
+
+    def commands(self, skip_version: bool = True) -> list[tuple[str, str]]:
+        return [(c.plugin, c.command) for c in self.calls if not (skip_version and c.command == "VERSION")]
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "bin"
+    d.mkdir()
+    return d
+
+
+def exe(d: Path, name: str) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / name
+    p.write_text("#!/bin/sh\nexit 0\n")
+    p.chmod(0o755)
+    return p
+
+
+def runner_with(bin_dir: Path, plugins: Mapping[str, FakePlugin], **kw: Any) -> tuple[DelegateRunner, FakeExec]:
+    for name in plugins:
+        exe(bin_dir, name)
+    fake = FakeExec(plugins)
+    return DelegateRunner([str(bin_dir)], exec=fake, **kw), fake
+
+
+# --- find ------------------------------------------------------------------------
+
+
+def test_find_search_order(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    exe(b, "p")
+    exe(c, "p")
+    runner = DelegateRunner([str(a), str(b)])
+    assert runner.find("p", [str(c)]) == str(b / "p")
+    exe(a, "p")
+    assert runner.find("p", [str(c)]) == str(a / "p")
+    assert DelegateRunner([str(tmp_path / "none")]).find("p", [str(c)]) == str(c / "p")
+
+
+def test_find_falls_back_to_usr_lib_cni(tmp_path: Path) -> None:
+    if not Path("/usr/lib/cni/bridge").exists():
+        pytest.skip("containernetworking-plugins not installed in /usr/lib/cni")
+    assert DelegateRunner([str(tmp_path)]).find("bridge") == "/usr/lib/cni/bridge"
+
+
+def test_find_skips_non_executable(tmp_path: Path) -> None:
+    p = tmp_path / "a" / "p"
+    p.parent.mkdir()
+    p.write_text("x")
+    p.chmod(0o644)
+    q = exe(tmp_path / "b", "p")
+    assert DelegateRunner([str(p.parent), str(q.parent)]).find("p") == str(q)
+
+
+@pytest.mark.parametrize("bad", ["../bin/sh", "/bin/sh", "a/b", "..", ".hidden", ""])
+def test_find_refuses_paths(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(InvalidConfig) as info:
+        DelegateRunner([str(tmp_path)]).find(bad)
+    assert info.value.cni_code == 7
+
+
+def test_find_missing_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(InvalidConfig) as info:
+        DelegateRunner([str(tmp_path)]).find("nosuchplugin", ["/x"])
+    assert info.value.msg == f"failed to find plugin 'nosuchplugin' in path [{tmp_path} /x /usr/lib/cni]"
+
+
+# --- run: env, negotiation, conversion ---------------------------------------------
+
+
+def test_env_is_exactly_cni_vars_and_path(bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CNI_COMMAND", "LEAK")
+    monkeypatch.setenv("CNI_NETNS", "/leak")
+    monkeypatch.setenv("SECRET", "x")
+    runner, fake = runner_with(bin_dir, {"p": FakePlugin()})
+    runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
+    add = [c for c in fake.calls if c.command == "ADD"][0]
+    assert add.env == {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "ctr1",
+        "CNI_NETNS": "/var/run/netns/p1",
+        "CNI_IFNAME": "net1",
+        "CNI_ARGS": "IgnoreUnknown=true;K8S_POD_NAME=p",
+        "CNI_PATH": f"{bin_dir}:/extra:/usr/lib/cni",
+        "PATH": os.environ["PATH"],
+    }
+
+
+def test_version_asked_once_per_binary(bin_dir: Path) -> None:
+    runner, fake = runner_with(bin_dir, {"p": FakePlugin(), "q": FakePlugin()})
+    conf = {"cniVersion": "1.0.0", "name": "n", "type": "p"}
+    runner.run("ADD", conf, ENV)
+    runner.run("DEL", conf, ENV)
+    runner.run("ADD", {**conf, "type": "q"}, ENV)
+    assert fake.commands(skip_version=False) == [
+        ("p", "VERSION"), ("p", "ADD"), ("p", "DEL"), ("q", "VERSION"), ("q", "ADD")]
+    assert fake.calls[0].env["CNI_COMMAND"] == "VERSION"
+
+
+@pytest.mark.parametrize("conf_version", ["1.0.0", "1.1.0"])
+def test_plugin_that_only_knows_031(bin_dir: Path, conf_version: str) -> None:
+    """A 0.3.1-only plugin gets a 0.3.1 conf (prevResult down-converted); its result is
+    up-converted to the conf's version."""
+    runner, fake = runner_with(bin_dir, {"old": FakePlugin(versions=("0.3.1",))})
+    prev = {"cniVersion": conf_version, "interfaces": [{"name": "eth0", "mtu": 9000}],
+            "ips": [{"interface": 0, "address": "10.5.0.2/16"}], "dns": {}}
+    out = runner.run("ADD", {"cniVersion": conf_version, "name": "n", "type": "old", "prevResult": prev}, ENV)
+    sent = [c for c in fake.calls if c.command == "ADD"][0].conf
+    assert sent["cniVersion"] == "0.3.1"
+    assert sent["prevResult"] == {"cniVersion": "0.3.1", "interfaces": [{"name": "eth0"}],
+                                  "ips": [{"version": "4", "interface": 0, "address": "10.5.0.2/16"}], "dns": {}}
+    assert out == {"cniVersion": conf_version, "interfaces": [{"name": "eth0"}],
+                   "ips": [{"interface": 0, "address": "10.5.0.2/16"}], "dns": {}}
+
+
+def test_result_in_conf_version_when_plugin_speaks_it(bin_dir: Path) -> None:
+    runner, fake = runner_with(bin_dir, {"p": FakePlugin(versions=("1.0.0", "1.1.0"))})
+    out = runner.run("ADD", {"cniVersion": "1.1.0", "name": "n", "type": "p"}, ENV)
+    assert [c.conf["cniVersion"] for c in fake.calls if c.command == "ADD"] == ["1.1.0"]
+    assert out is not None and out["interfaces"][0]["mtu"] == 1500 and out["routes"][0]["table"] == 5
+
+
+def test_negotiation_picks_lowest_above_when_nothing_below(bin_dir: Path) -> None:
+    runner, fake = runner_with(bin_dir, {"p": FakePlugin(versions=("0.4.0", "1.0.0"))})
+    out = runner.run("ADD", {"cniVersion": "0.2.0", "name": "n", "type": "p"}, ENV)
+    assert [c.conf["cniVersion"] for c in fake.calls if c.command == "ADD"] == ["0.4.0"]
+    assert out == {"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/24", "gateway": "10.0.0.1",
+                                                  "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}]}, "dns": {}}
+
+
+def test_no_common_version(bin_dir: Path) -> None:
+    runner, _ = runner_with(bin_dir, {"p": FakePlugin(versions=("9.9.9",))})
+    with pytest.raises(IncompatibleVersion, match="delegate p does not support config version '1.0.0'"):
+        runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
+
+
+def test_conf_version_unknown(bin_dir: Path) -> None:
+    runner, _ = runner_with(bin_dir, {"p": FakePlugin()})
+    with pytest.raises(IncompatibleVersion, match="unsupported cniVersion '0.9.0'"):
+        runner.run("ADD", {"cniVersion": "0.9.0", "name": "n", "type": "p"}, ENV)
+
+
+def test_prev_result_dropped_for_pre_030_plugins(bin_dir: Path) -> None:
+    runner, fake = runner_with(bin_dir, {"p": FakePlugin(versions=("0.2.0",))})
+    runner.run("DEL", {"cniVersion": "1.0.0", "name": "n", "type": "p", "prevResult": {"cniVersion": "1.0.0"}}, ENV)
+    sent = [c for c in fake.calls if c.command == "DEL"][0].conf
+    assert sent["cniVersion"] == "0.2.0" and "prevResult" not in sent
+
+
+def test_missing_type(bin_dir: Path) -> None:
+    runner, _ = runner_with(bin_dir, {})
+    with pytest.raises(InvalidConfig, match="delegate config for network 'n' has no \"type\""):
+        runner.run("ADD", {"cniVersion": "1.0.0", "name": "n"}, ENV)
+
+
+@pytest.mark.parametrize(
+    "failure,code,msg,details",
+    [
+        ((1, b'{"cniVersion":"1.0.0","code":7,"msg":"bad bridge","details":"vlan"}', b""), 7,
+         "delegate p ADD failed: bad bridge", "vlan"),
+        ((1, b"", b'{"code":11,"msg":"busy"}'), 11, "delegate p ADD failed: busy", ""),
+        ((1, b"not json", b'{"code":11,"msg":"busy"}'), 11, "delegate p ADD failed: busy", ""),
+        ((2, b"panic: oops", b""), 102, "delegate p ADD failed: panic: oops", ""),
+        ((2, b"", b"some words\n"), 102, "delegate p ADD failed: some words", ""),
+        ((3, b"", b""), 102, "delegate p ADD failed: exited with status 3 and no message", ""),
+        ((-9, b"", b""), 102, "delegate p ADD failed: killed by signal 9", ""),
+        ((1, b'{"code":"x","msg":"weird code"}', b""), 102, "delegate p ADD failed: weird code", ""),
+        ((1, b'{"code":0,"msg":"zero"}', b""), 102, "delegate p ADD failed: zero", ""),
+    ],
+)
+def test_delegate_errors_fake_exec(
+    bin_dir: Path, failure: tuple[int, bytes, bytes], code: int, msg: str, details: str
+) -> None:
+    runner, _ = runner_with(bin_dir, {"p": FakePlugin(fail={"ADD": failure})})
+    with pytest.raises(DelegateFailed) as info:
+        runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
+    assert (info.value.cni_code, info.value.msg, info.value.details) == (code, msg, details)
+    assert info.value.to_cni("1.0.0")["code"] == code
+
+
+def test_delegate_error_text_is_bounded() -> None:
+    err = delegate_error("p", "ADD", 1, b"x" * 100000, b"")
+    assert len(err.msg) < 5000
+
+
+def test_timeout_from_exec_becomes_delegate_failed(bin_dir: Path) -> None:
+    exe(bin_dir, "p")
+
+    def hanging(plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
+        if env["CNI_COMMAND"] == "VERSION":
+            return 0, b'{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}', b""
+        raise ExecTimeout(plugin, timeout)
+
+    runner = DelegateRunner([str(bin_dir)], exec=hanging, timeout=2.5)
+    with pytest.raises(DelegateFailed) as info:
+        runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
+    assert info.value.msg == "delegate p ADD timed out after 2.5s and was killed"
+
+
+def test_exec_oserror_becomes_delegate_failed(bin_dir: Path) -> None:
+    exe(bin_dir, "p")
+
+    def broken(plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.raises(DelegateFailed, match=r"delegate p VERSION could not be run .*Permission denied"):
+        DelegateRunner([str(bin_dir)], exec=broken).run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
+
+
+@pytest.mark.parametrize(
+    "out,msg",
+    [(b"", "delegate p ADD returned no result"), (b"{oops", "delegate p ADD returned an unparseable result"),
+     (b"[1]", "delegate p ADD returned a result that is not a JSON object")],
+)
+def test_bad_add_result(bin_dir: Path, out: bytes, msg: str) -> None:
+    runner, _ = runner_with(bin_dir, {"p": FakePlugin(fail={"ADD": (0, out, b"")})})
+    with pytest.raises(DecodeFailure) as info:
+        runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
+    assert info.value.msg.startswith(msg) and info.value.cni_code == 6
+
+
+# --- run_network: conflist semantics, runtimeConfig, cache ---------------------------
+
+CONFLIST = {
+    "cniVersion": "1.0.0",
+    "name": "mynet",
+    "plugins": [
+        {"type": "bridge", "bridge": "br0"},
+        {"type": "tuning", "capabilities": {"mac": True}},
+        {"type": "portmap", "capabilities": {"portMappings": True, "bandwidth": False}},
+    ],
+}
+PLUGINS3 = {"bridge": FakePlugin(), "tuning": FakePlugin(), "portmap": FakePlugin()}
+RC = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+      "bandwidth": {"ingressRate": 1}, "mac": "02:00:00:00:00:01", "ips": ["10.0.0.9/24"]}
+
+
+def test_conflist_add_order_prev_result_and_capabilities(bin_dir: Path, tmp_path: Path) -> None:
+    runner, fake = runner_with(bin_dir, PLUGINS3)
+    result = runner.run_network("ADD", CONFLIST, ENV, runtime_config=RC)
+    adds = [c for c in fake.calls if c.command == "ADD"]
+    assert [c.plugin for c in adds] == ["bridge", "tuning", "portmap"]
+    assert all(c.conf["name"] == "mynet" and c.conf["cniVersion"] == "1.0.0" for c in adds)
+    assert "prevResult" not in adds[0].conf
+    assert adds[1].conf["prevResult"] == result and adds[2].conf["prevResult"] == result
+    assert "runtimeConfig" not in adds[0].conf
+    assert adds[1].conf["runtimeConfig"] == {"mac": "02:00:00:00:00:01"}
+    assert adds[2].conf["runtimeConfig"] == {"portMappings": RC["portMappings"]}
+    assert result is not None and result["ips"][0]["address"] == "10.0.0.2/24"
+
+
+def test_single_conf_is_a_list_of_one(bin_dir: Path) -> None:
+    runner, fake = runner_with(bin_dir, {"macvlan": FakePlugin()})
+    out = runner.run_network("ADD", {"cniVersion": "0.4.0", "name": "m", "type": "macvlan", "master": "eth0"}, ENV)
+    assert fake.commands() == [("macvlan", "ADD")]
+    assert out is not None and out["cniVersion"] == "0.4.0" and out["ips"][0]["version"] == "4"
+
+
+def test_add_writes_libcni_cache_and_del_reads_and_removes_it(bin_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    runner, fake = runner_with(bin_dir, PLUGINS3, cache_dir=str(cache))
+    result = runner.run_network("ADD", CONFLIST, ENV, runtime_config=RC)
+    path = cache / "results" / "mynet-ctr1-net1"
+    doc = json.loads(path.read_text())
+    assert doc == {
+        "kind": "cniCacheV1",
+        "containerId": "ctr1",
+        "config": base64.b64encode(json.dumps(CONFLIST).encode()).decode(),
+        "ifName": "net1",
+        "networkName": "mynet",
+        "netns": "/var/run/netns/p1",
+        "cniArgs": [["IgnoreUnknown", "true"], ["K8S_POD_NAME", "p"]],
+        "capabilityArgs": RC,
+        "result": result,
+    }
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+    fake.calls.clear()
+    runner.run_network("DEL", CONFLIST, ENV)
+    dels = [c for c in fake.calls if c.command == "DEL"]
+    assert [c.plugin for c in dels] == ["portmap", "tuning", "bridge"]
+    assert all(c.conf["prevResult"] == result for c in dels)
+    # the cached capability args are used when the caller has none
+    assert dels[0].conf["runtimeConfig"] == {"portMappings": RC["portMappings"]}
+    assert not path.exists()
+
+
+def test_del_without_cache_still_calls_plugins(bin_dir: Path, tmp_path: Path) -> None:
+    runner, fake = runner_with(bin_dir, PLUGINS3, cache_dir=str(tmp_path / "empty"))
+    runner.run_network("DEL", CONFLIST, ENV)
+    assert fake.commands() == [("portmap", "DEL"), ("tuning", "DEL"), ("bridge", "DEL")]
+    assert all("prevResult" not in c.conf for c in fake.calls if c.command == "DEL")
+
+
+def test_del_uses_given_prev_result_when_no_cache(bin_dir: Path) -> None:
+    runner, fake = runner_with(bin_dir, PLUGINS3)
+    prev = {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.7/24"}]}
+    runner.run_network("DEL", CONFLIST, ENV, prev_result=prev)
+    assert all(c.conf["prevResult"] == {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.7/24"}]}
+               for c in fake.calls if c.command == "DEL")
+
+
+def test_del_stops_at_first_failure_and_keeps_cache(bin_dir: Path, tmp_path: Path) -> None:
+    plugins = {**PLUGINS3, "tuning": FakePlugin(fail={"DEL": (1, b'{"code":5,"msg":"io"}', b"")})}
+    runner, fake = runner_with(bin_dir, plugins, cache_dir=str(tmp_path / "c"))
+    runner.run_network("ADD", CONFLIST, ENV)
+    with pytest.raises(DelegateFailed, match="delegate tuning DEL failed: io"):
+        runner.run_network("DEL", CONFLIST, ENV)
+    assert (tmp_path / "c" / "results" / "mynet-ctr1-net1").exists()
+
+
+def test_check_in_order_with_cached_result(bin_dir: Path, tmp_path: Path) -> None:
+    runner, fake = runner_with(bin_dir, PLUGINS3, cache_dir=str(tmp_path / "c"))
+    result = runner.run_network("ADD", CONFLIST, ENV)
+    fake.calls.clear()
+    runner.run_network("CHECK", CONFLIST, ENV)
+    checks = [c for c in fake.calls if c.command == "CHECK"]
+    assert [c.plugin for c in checks] == ["bridge", "tuning", "portmap"]
+    assert all(c.conf["prevResult"] == result for c in checks)
+
+
+def test_check_needs_040(bin_dir: Path) -> None:
+    runner, _ = runner_with(bin_dir, PLUGINS3)
+    with pytest.raises(IncompatibleVersion, match='configuration version "0.3.1" does not support the CHECK command'):
+        runner.run_network("CHECK", {**CONFLIST, "cniVersion": "0.3.1"}, ENV)
+
+
+def test_check_skipped_for_plugin_below_040(bin_dir: Path) -> None:
+    runner, fake = runner_with(bin_dir, {"old": FakePlugin(versions=("0.3.1",)), "new": FakePlugin()})
+    net = {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "old"}, {"type": "new"}]}
+    runner.run_network("CHECK", net, ENV, prev_result={"cniVersion": "1.0.0"})
+    assert fake.commands() == [("new", "CHECK")]
+
+
+def test_status_only_for_11_plugins(bin_dir: Path) -> None:
+    runner, fake = runner_with(bin_dir, {"old": FakePlugin(), "new": FakePlugin(versions=("1.0.0", "1.1.0"))})
+    net = {"cniVersion": "1.1.0", "name": "n", "plugins": [{"type": "old"}, {"type": "new"}]}
+    runner.run_network("STATUS", net, DelegateEnv("", "", "", ""))
+    assert fake.commands() == [("new", "STATUS")]
+    fake.calls.clear()
+    runner.run_network("STATUS", {**net, "cniVersion": "1.0.0"}, DelegateEnv("", "", "", ""))
+    assert fake.calls == []
+
+
+def test_status_failure_reported(bin_dir: Path) -> None:
+    plugins = {"new": FakePlugin(versions=("1.1.0",), fail={"STATUS": (1, b'{"code":50,"msg":"not ready"}', b"")})}
+    runner, _ = runner_with(bin_dir, plugins)
+    with pytest.raises(DelegateFailed) as info:
+        runner.run_network("STATUS", {"cniVersion": "1.1.0", "name": "n", "type": "new"}, DelegateEnv("", "", "", ""))
+    assert info.value.cni_code == 50 and info.value.msg == "delegate new STATUS failed: not ready"
+
+
+def test_gc_deletes_stale_cached_attachments_and_sends_gc(bin_dir: Path, tmp_path: Path) -> None:
+    plugins = {"old": FakePlugin(), "new": FakePlugin(versions=("1.0.0", "1.1.0"))}
+    runner, fake = runner_with(bin_dir, plugins, cache_dir=str(tmp_path / "c"))
+    net = {"cniVersion": "1.1.0", "name": "n", "plugins": [{"type": "old"}, {"type": "new"}]}
+    other = {"cniVersion": "1.1.0", "name": "other", "type": "new"}
+    for cid in ("keep", "stale"):
+        runner.run_network("ADD", net, DelegateEnv(cid, f"/ns/{cid}", "eth0", f"K8S_POD_NAME={cid}"))
+    runner.run_network("ADD", other, DelegateEnv("stale", "/ns/stale", "eth1", ""))
+    fake.calls.clear()
+    runner.run_network("GC", net, DelegateEnv("", "", "", ""),
+                       valid_attachments=[{"containerID": "keep", "ifname": "eth0"}])
+    dels = [c for c in fake.calls if c.command == "DEL"]
+    assert [(c.plugin, c.env["CNI_CONTAINERID"], c.env["CNI_ARGS"]) for c in dels] == [
+        ("new", "stale", "K8S_POD_NAME=stale"), ("old", "stale", "K8S_POD_NAME=stale")]
+    gcs = [c for c in fake.calls if c.command == "GC"]
+    assert [c.plugin for c in gcs] == ["new"]
+    assert gcs[0].conf["cni.dev/valid-attachments"] == [{"containerID": "keep", "ifname": "eth0"}]
+    left = sorted(p.name for p in (tmp_path / "c" / "results").iterdir())
+    assert left == ["n-keep-eth0", "other-stale-eth1"]
+
+
+@pytest.mark.parametrize(
+    "network,exc,msg",
+    [
+        ({"cniVersion": "1.0.0", "type": "x"}, InvalidConfig, "missing network name"),
+        ({"cniVersion": "1.0.0", "name": "../up", "type": "x"}, InvalidConfig, "invalid characters found in network name"),
+        ({"cniVersion": "7.0.0", "name": "n", "type": "x"}, IncompatibleVersion, "network 'n': unsupported cniVersion"),
+        ({"cniVersion": "1.0.0", "name": "n", "plugins": []}, InvalidConfig, "\"plugins\" must be a non-empty list"),
+        ({"cniVersion": "1.0.0", "name": "n", "plugins": ["bridge"]}, InvalidConfig, "\"plugins\" must be"),
+    ],
+)
+def test_bad_networks(bin_dir: Path, network: dict[str, Any], exc: type[Exception], msg: str) -> None:
+    runner, _ = runner_with(bin_dir, {})
+    with pytest.raises(exc, match=msg):
+        runner.run_network("ADD", network, ENV)
+
+
+def test_cache_path_cannot_escape(tmp_path: Path) -> None:
+    with pytest.raises(InvalidEnvironment):
+        libcni_cache.cache_path(tmp_path, "n", "../../etc", "eth0")
+    with pytest.raises(InvalidConfig):
+        libcni_cache.cache_path(tmp_path, "../n", "c", "eth0")
+    with pytest.raises(InvalidEnvironment):
+        libcni_cache.cache_path(tmp_path, "n", "c", "a/b")
+
+
+def test_cache_reads_files_written_by_libcni(tmp_path: Path) -> None:
+    """A file as libcni writes it (Go's []byte as base64, compact JSON) reads back."""
+    conf = b'{"cniVersion":"1.0.0","name":"n","type":"bridge"}'
+    doc = {"kind": "cniCacheV1", "containerId": "c1", "config": base64.b64encode(conf).decode(), "ifName": "eth0",
+           "networkName": "n", "netns": "/ns", "cniArgs": [["K8S_POD_NAME", "p"]],
+           "result": {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}], "dns": {}}}
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "n-c1-eth0").write_text(json.dumps(doc, separators=(",", ":")))
+    att = libcni_cache.read_result(tmp_path, "n", "c1", "eth0")
+    assert att == libcni_cache.CachedAttachment("n", "c1", "eth0", conf, "/ns", (("K8S_POD_NAME", "p"),), {},
+                                                doc["result"])
+    assert libcni_cache.list_attachments(tmp_path, "c1") == [att]
+    assert libcni_cache.list_attachments(tmp_path, "c2") == []
+
+
+def test_cache_reads_legacy_bare_result(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "n-c1-eth0").write_text('{"cniVersion":"0.4.0","ips":[]}')
+    att = libcni_cache.read_result(tmp_path, "n", "c1", "eth0")
+    assert att is not None and att.result == {"cniVersion": "0.4.0", "ips": []}
+
+
+def test_cache_unreadable_is_none(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "n-c1-eth0").write_text("{broken")
+    assert libcni_cache.read_result(tmp_path, "n", "c1", "eth0") is None
+    assert libcni_cache.delete_result(tmp_path, "n", "c1", "eth0") is True
+    assert libcni_cache.delete_result(tmp_path, "n", "c1", "eth0") is False
+
+
+# --- real processes: small fake plugin scripts --------------------------------------
+
+CONF = {"cniVersion": "1.0.0", "name": "n", "type": "fake"}
+
+
+def test_script_success_and_env(tmp_path: Path) -> None:
+    record = tmp_path / "calls.jsonl"
+    make_fake_plugin(tmp_path / "bin", "fake", record=str(record))
+    out = DelegateRunner([str(tmp_path / "bin")], timeout=20).run("ADD", CONF, ENV)
+    assert out is not None and out["cniVersion"] == "1.0.0" and out["interfaces"][0]["name"] == "net1"
+    calls = read_calls(record)
+    assert [c["command"] for c in calls] == ["VERSION", "ADD"]
+    # nothing but CNI_* and PATH reaches the plugin (the shell wrapper adds PWD and SHLVL,
+    # Python's C-locale coercion adds LC_CTYPE)
+    assert set(calls[1]["env_keys"]) - {"PWD", "SHLVL", "_", "LC_CTYPE"} == {
+        "CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH", "PATH"}
+    assert json.loads(calls[1]["stdin"]) == CONF
+
+
+@pytest.mark.parametrize(
+    "mode,code,msg,details",
+    [
+        ("error-stdout", 117, "delegate fake ADD failed: fake failure", "on stdout"),
+        ("error-stderr", 118, "delegate fake ADD failed: fake failure on stderr", ""),
+        ("garbage-stdout", 102, "delegate fake ADD failed: panic: something broke\ngoroutine 1 [running]", ""),
+        ("garbage-stderr", 102, "delegate fake ADD failed: plain words on stderr", ""),
+        ("silent-fail", 102, "delegate fake ADD failed: exited with status 4 and no message", ""),
+    ],
+)
+def test_script_errors(tmp_path: Path, mode: str, code: int, msg: str, details: str) -> None:
+    make_fake_plugin(tmp_path / "bin", "fake", modes={"ADD": mode})
+    with pytest.raises(DelegateFailed) as info:
+        DelegateRunner([str(tmp_path / "bin")], timeout=20).run("ADD", CONF, ENV)
+    assert (info.value.cni_code, info.value.msg, info.value.details) == (code, msg, details)
+
+
+def test_script_non_json_result(tmp_path: Path) -> None:
+    make_fake_plugin(tmp_path / "bin", "fake", modes={"ADD": "bad-json-result"})
+    with pytest.raises(DecodeFailure, match="delegate fake ADD returned an unparseable result: '{not json'"):
+        DelegateRunner([str(tmp_path / "bin")], timeout=20).run("ADD", CONF, ENV)
+
+
+def test_script_result_without_version_is_the_sent_version(tmp_path: Path) -> None:
+    make_fake_plugin(tmp_path / "bin", "fake", versions=["0.3.1"], modes={"ADD": "no-version-result"})
+    out = DelegateRunner([str(tmp_path / "bin")], timeout=20).run("ADD", {**CONF, "cniVersion": "1.1.0"}, ENV)
+    assert out is not None and out["cniVersion"] == "1.1.0"
+    assert out["ips"] == [{"interface": 0, "address": "10.1.2.3/24", "gateway": "10.1.2.1"}]
+
+
+def test_script_pre_020_version_answer(tmp_path: Path) -> None:
+    record = tmp_path / "calls.jsonl"
+    make_fake_plugin(tmp_path / "bin", "fake", no_version=True, versions=["0.1.0"], record=str(record))
+    out = DelegateRunner([str(tmp_path / "bin")], timeout=20).run("ADD", {**CONF, "cniVersion": "0.4.0"}, ENV)
+    assert json.loads(read_calls(record)[1]["stdin"])["cniVersion"] == "0.1.0"
+    assert out is not None and out["ips"] == [{"version": "4", "address": "10.1.2.3/24", "gateway": "10.1.2.1"}]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); it is dead for our purpose
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_script_hang_is_killed_with_its_children(tmp_path: Path) -> None:
+    record = tmp_path / "calls.jsonl"
+    make_fake_plugin(tmp_path / "bin", "fake", modes={"ADD": "hang"}, record=str(record))
+    runner = DelegateRunner([str(tmp_path / "bin")], timeout=1.5)
+    runner.plugin_versions(runner.find("fake"), "fake")  # warm: time only the ADD
+    start = time.monotonic()
+    with pytest.raises(DelegateFailed) as info:
+        runner.run("ADD", CONF, ENV)
+    elapsed = time.monotonic() - start
+    assert info.value.msg == "delegate fake ADD timed out after 1.5s and was killed"
+    assert 1.4 < elapsed < 6
+    add = [c for c in read_calls(record) if c["command"] == "ADD"][0]
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and (_alive(add["pid"]) or _alive(add["child_pid"])):
+        time.sleep(0.05)
+    assert not _alive(add["pid"]), "the plugin must be killed"
+    assert not _alive(add["child_pid"]), "the plugin's children must be killed with it"
+
+
+def test_script_killed_by_signal(tmp_path: Path) -> None:
+    make_fake_plugin(tmp_path / "bin", "fake", modes={"DEL": "signal"})
+    with pytest.raises(DelegateFailed) as info:
+        DelegateRunner([str(tmp_path / "bin")], timeout=20).run("DEL", CONF, ENV)
+    # the shell wrapper execs python, so the status is the signal itself
+    assert info.value.msg == "delegate fake DEL failed: killed by signal 9"
