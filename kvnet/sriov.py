@@ -66,16 +66,14 @@ def _device_dir(address: PciAddress, root: str) -> str:
     return path
 
 
-def _link_target_name(dev: str, entry: str, address: PciAddress, *, required: bool) -> str | None:
-    """The last component of the symlink ``dev/entry``; None when absent and not required.
+def _link_target_name(dev: str, entry: str, address: PciAddress) -> str | None:
+    """The last component of the symlink ``dev/entry``; None when there is no such entry.
 
     A link that exists but points nowhere is always an error: the kernel never leaves
     dangling links in a device folder, so the tree is broken.
     """
     path = os.path.join(dev, entry)
     if not os.path.lexists(path):
-        if required:
-            raise DeviceError(f"PCI device {address}: {entry} is missing ({path})")
         return None
     if not os.path.islink(path):
         raise DeviceError(f"PCI device {address}: {entry} is not a symlink ({path})")
@@ -131,9 +129,9 @@ def _virtfn_links(pf_dev: str, pf: PciAddress) -> dict[int, str]:
     for entry in entries:
         m = _VIRTFN_RE.match(entry)
         if m:
-            name = _link_target_name(pf_dev, entry, pf, required=True)
-            assert name is not None
-            found[int(m[1])] = name
+            name = _link_target_name(pf_dev, entry, pf)
+            if name is not None:  # None only if the link vanished since listdir
+                found[int(m[1])] = name
     return found
 
 
@@ -146,12 +144,12 @@ def discover_vf(pci_address: str, *, root: str = "/") -> VfInfo:
     """
     address = _parse_address(pci_address, "SR-IOV VF")
     dev = _device_dir(address, root)
-    pf_name = _link_target_name(dev, "physfn", address, required=False)
+    pf_name = _link_target_name(dev, "physfn", address)
     if pf_name is None:
         raise DeviceError(f"PCI device {address} is not an SR-IOV VF (it has no physfn link)")
     pf = _parse_address(pf_name, f"PCI device {address}: physfn")
-    driver = _link_target_name(dev, "driver", address, required=False)
-    group_name = _link_target_name(dev, "iommu_group", address, required=False)
+    driver = _link_target_name(dev, "driver", address)
+    group_name = _link_target_name(dev, "iommu_group", address)
     iommu_group: int | None = None
     if group_name is not None:
         if not group_name.isdigit():
@@ -168,10 +166,13 @@ def discover_vf(pci_address: str, *, root: str = "/") -> VfInfo:
 
 
 def list_vfs(pf_address: str, *, root: str = "/") -> tuple[VfInfo, ...]:
-    """All VFs of a PF in VF-index order, checked against ``sriov_numvfs``."""
+    """All VFs of a PF in VF-index order, checked against ``sriov_numvfs``/``sriov_totalvfs``."""
     pf = _parse_address(pf_address, "SR-IOV PF")
     pf_dev = _device_dir(pf, root)
     numvfs = _read_int(os.path.join(pf_dev, "sriov_numvfs"), "sriov_numvfs", pf)
+    total = _read_int(os.path.join(pf_dev, "sriov_totalvfs"), "sriov_totalvfs", pf)
+    if numvfs > total:
+        raise DeviceError(f"PCI device {pf}: sriov_numvfs {numvfs} is more than sriov_totalvfs {total}")
     links = _virtfn_links(pf_dev, pf)
     if sorted(links) != list(range(numvfs)):
         raise DeviceError(
