@@ -75,3 +75,26 @@ def start_sidecar(hooks_dir: Path) -> Iterator[Any]:
             for stream in (p.stdout, p.stderr):
                 if stream:
                     stream.close()
+
+
+@pytest.fixture
+def serve_kvnet(hooks_dir: Path) -> Iterator[Any]:
+    """Serve kvnet's real hooks in-process for a pod: ``serve_kvnet(pod, name="kvnet")``."""
+    from kvnet.sidecar.hooks import KvnetHooks
+    from kvnet.sidecar.server import SidecarServer, socket_path
+    from kvnet.sidecar.wiring import PipelineTranslator
+    from pod_inputs import facts_reader
+
+    servers: list[Any] = []
+
+    def serve(pod: PodFiles, name: str = "kvnet", timeout: float = 2.0) -> Any:
+        server = SidecarServer(KvnetHooks(name, facts_reader(pod, timeout=timeout), PipelineTranslator()), socket_path(hooks_dir, name))
+        server.start()
+        servers.append(server)
+        return server
+
+    try:
+        yield serve
+    finally:
+        for s in servers:
+            s.stop(0)
