@@ -423,3 +423,51 @@ def test_socket_path_rules(name: str, problem: str | None) -> None:
 
 def test_socket_path_default() -> None:
     assert str(socket_path("/var/run/kubevirt-hooks", "kvnet")) == "/var/run/kubevirt-hooks/kvnet.sock"
+
+
+# --------------------------------------------------------------------------------------
+# guest bonds (kvnet.io/bonds): members may be sriov: {} interfaces KubeVirt already added
+
+BONDS = json.dumps([{"name": "bond0", "members": ["sr1", "sr2"], "mode": "active-backup", "miimon": 100,
+                     "failOverMac": "active", "addresses": ["10.3.0.5/24"], "gateways": ["10.3.0.1"]}])
+SRIOV_HOSTDEVS = "".join(
+    f'\t\t<hostdev mode="subsystem" type="pci" managed="no">\n\t\t\t<source>\n'
+    f'\t\t\t\t<address domain="0x0000" bus="0x3b" slot="0x02" function="0x{fn}"></address>\n'
+    f'\t\t\t</source>\n\t\t\t<alias name="ua-sriov-{name}"></alias>\n\t\t</hostdev>\n'
+    for name, fn in (("sr1", 4), ("sr2", 5)))
+
+
+@pytest.fixture
+def bond_pod(pod: PodFiles) -> PodFiles:
+    pod.network_info.write_text(network_info({
+        n: {"deviceInfo": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": f"0000:3b:02.{fn}"}}}
+        for n, fn in (("sr1", 4), ("sr2", 5))}))
+    return pod
+
+
+def bond_vmi() -> dict[str, Any]:
+    return make_vmi({"sr1": None, "sr2": None}, macs={"sr1": "02:00:00:00:b0:01", "sr2": "02:00:00:00:b0:02"},
+                    annotations={"kvnet.io/bonds": BONDS})
+
+
+def test_bond_of_sriov_members(serve: Any, hooks_dir: Path, bond_pod: PodFiles) -> None:
+    serve(kvnet_hooks(bond_pod))
+    client = LauncherClient(hooks_dir)
+    client.collect(1)
+    domain = KUBEVIRT_DOMAIN.replace("\t</devices>", SRIOV_HOSTDEVS + "\t</devices>")
+    # the hostdevs are KubeVirt's: the domain goes back as it came
+    assert client.on_define_domain(domain, bond_vmi()) == domain
+    nd = client.pre_cloud_init_iso(bond_vmi(), CLOUD_INIT)["NetworkData"]
+    for expected in ("bond0", "02:00:00:00:b0:01", "02:00:00:00:b0:02", "active-backup", "10.3.0.5/24"):
+        assert expected in nd
+
+
+def test_bond_with_an_unknown_member(serve: Any, hooks_dir: Path, bond_pod: PodFiles) -> None:
+    serve(kvnet_hooks(bond_pod))
+    client = LauncherClient(hooks_dir)
+    client.collect(1)
+    vmi = bond_vmi()
+    vmi["metadata"]["annotations"]["kvnet.io/bonds"] = BONDS.replace('"sr2"', '"sr9"')
+    err = rpc_error(lambda: client.pre_cloud_init_iso(vmi, CLOUD_INIT))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("kvnet PreCloudInitIso: ") and "sr9" in err.details()
