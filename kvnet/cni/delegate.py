@@ -73,8 +73,14 @@ class ExecTimeout(Exception):
 
 def subprocess_exec(plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
     """The production :class:`Exec`: its own session, whole group killed at the timeout."""
+    return exec_argv([plugin], stdin, env, timeout)
+
+
+def exec_argv(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
+    """Run ``argv`` as :func:`subprocess_exec` runs a plugin (for wrappers such as
+    ``ip netns exec <ns> <plugin>``); raises :class:`ExecTimeout` naming ``argv[-1]``."""
     proc = subprocess.Popen(
-        [plugin],
+        list(argv),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -86,7 +92,7 @@ def subprocess_exec(plugin: str, stdin: bytes, env: Mapping[str, str], timeout: 
         out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill(proc)
-        raise ExecTimeout(plugin, timeout) from None
+        raise ExecTimeout(argv[-1], timeout) from None
     except BaseException:
         _kill(proc)
         raise
