@@ -60,7 +60,7 @@ class PodResourcesClient:
         if not stat.S_ISSOCK(mode):
             raise ApiFailure(f"{subject}: {self.socket_path} is not a unix socket")
 
-    def list(self, subject: str = "PodResources List") -> podresources_pb2.ListPodResourcesResponse:
+    def list_pods(self, subject: str = "PodResources List") -> podresources_pb2.ListPodResourcesResponse:
         """The raw ``List`` answer (all pods of the node)."""
         import grpc
 
@@ -85,7 +85,7 @@ class PodResourcesClient:
 
     def pod_resources(self, namespace: str, pod: str) -> dict[str, list[str]]:
         """``{resource name: sorted device IDs}`` allocated to the pod's containers."""
-        return resource_map(self.list(f"pod {namespace}/{pod}"), namespace, pod)
+        return resource_map(self.list_pods(f"pod {namespace}/{pod}"), namespace, pod)
 
     def device_ids(self, namespace: str, pod: str, resource_name: str) -> list[str]:
         """All device IDs of ``resource_name`` allocated to the pod, sorted; [] when none."""

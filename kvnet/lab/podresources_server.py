@@ -63,10 +63,11 @@ class _Servicer(pb_grpc.PodResourcesListerServicer):
 
     def Get(self, request: pb.GetPodResourcesRequest, context: grpc.ServicerContext) -> pb.GetPodResourcesResponse:
         self._owner.calls.append("Get")
-        containers = self._owner.snapshot().get((request.pod_namespace, request.pod_name))
-        if containers is None:
+        table = self._owner.snapshot()
+        key = (request.pod_namespace, request.pod_name)
+        if key not in table:
             context.abort(grpc.StatusCode.NOT_FOUND, f"pod {request.pod_name} not found in {request.pod_namespace}")
-        return pb.GetPodResourcesResponse(pod_resources=_pod_message(request.pod_namespace, request.pod_name, containers))
+        return pb.GetPodResourcesResponse(pod_resources=_pod_message(*key, table[key]))
 
     def GetAllocatableResources(
         self, request: pb.AllocatableResourcesRequest, context: grpc.ServicerContext

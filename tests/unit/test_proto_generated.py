@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-GENERATED = ("kvnet/podresources_pb2.py", "kvnet/podresources_pb2_grpc.py")
+GENERATED = ("kvnet/podresources_pb2.py", "kvnet/podresources_pb2_grpc.py", "kvnet/podresources_pb2.pyi")
 
 # Lines that only record which protoc / grpcio-tools release generated the file.
 _VERSION_LINES = re.compile(
@@ -29,7 +29,7 @@ def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("protoc")
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I", str(REPO), f"--python_out={out}",
-         f"--grpc_python_out={out}", str(REPO / "kvnet/podresources.proto")],
+         f"--grpc_python_out={out}", f"--pyi_out={out}", str(REPO / "kvnet/podresources.proto")],
         check=True, capture_output=True, text=True,
     )
     return out
@@ -41,7 +41,7 @@ def test_generated_matches_proto(regenerated: Path, name: str) -> None:
     committed = (REPO / name).read_text()
     assert _mask_versions(fresh) == _mask_versions(committed), (
         f"{name} is out of date with kvnet/podresources.proto; regenerate it from the repository root with: "
-        "python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. kvnet/podresources.proto"
+        "python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. kvnet/podresources.proto"
     )
 
 
