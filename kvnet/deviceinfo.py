@@ -24,6 +24,7 @@ from typing import Any
 
 from kvnet.errors import DecodeFailure, DeviceError, InvalidConfig, IOFailure
 from kvnet.model import DeviceInfo, PciAddress
+from kvnet.sriov import VfInfo
 
 DEVINFO_ROOT = "/var/run/k8s.cni.cncf.io/devinfo"
 DP_SUBDIR = "dp"
@@ -100,6 +101,15 @@ def parse_device_info(data: bytes | str | Mapping[str, Any], *, source: str = "o
     if dtype == "pci":
         _check_pci_block(obj.get("pci"), source)
     return DeviceInfo(type=dtype, version=version, raw=dict(obj))
+
+
+def vf_device_info(vf: VfInfo, version: str = "1.1.0") -> DeviceInfo:
+    """The object the SR-IOV device plugin writes for a VF (empty fields left out, as Go's
+    ``omitempty`` does); used by the stand-in device plugin of tests and the demo."""
+    pci = {"pci-address": str(vf.address)}
+    if vf.pf_address is not None:
+        pci["pf-pci-address"] = str(vf.pf_address)
+    return parse_device_info({"type": "pci", "version": version, "pci": pci}, source=f"VF {vf.address}")
 
 
 def device_info_json(info: DeviceInfo) -> bytes:

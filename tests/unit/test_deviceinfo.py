@@ -23,9 +23,11 @@ from kvnet.deviceinfo import (
     pcidevice_env_name,
     remove_cni,
     save_dp,
+    vf_device_info,
 )
 from kvnet.errors import DecodeFailure, InvalidConfig, IOFailure
-from kvnet.model import DeviceInfo
+from kvnet.model import DeviceInfo, PciAddress
+from kvnet.sriov import VfInfo
 
 RES = "intel.com/intel_sriov_netdevice"
 VF = "0000:81:00.2"
@@ -246,3 +248,13 @@ def test_unreadable_and_unwritable(tmp_path: Path) -> None:
     Path(cni_path("n", "c", "j", str(tmp_path / "x"))).mkdir(parents=True)
     with pytest.raises(IOFailure, match="cannot remove"):
         remove_cni("n", "c", "j", str(tmp_path / "x"))
+
+
+def test_vf_device_info() -> None:
+    vf = VfInfo(PciAddress(0, 0x81, 0, 2), PciAddress(0, 0x81, 0, 0), 0, "vfio-pci", 60)
+    info = vf_device_info(vf)
+    assert json.loads(device_info_json(info)) == {
+        "type": "pci", "version": "1.1.0", "pci": {"pci-address": VF, "pf-pci-address": "0000:81:00.0"}
+    }
+    orphan = VfInfo(PciAddress(0, 0x81, 0, 2), None, None, None, None)
+    assert vf_device_info(orphan, version="1.0.0").raw == {"type": "pci", "version": "1.0.0", "pci": {"pci-address": VF}}

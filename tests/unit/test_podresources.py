@@ -259,16 +259,14 @@ def test_import_is_light() -> None:
 
 def test_flow_resource_name_to_device_info(tmp_path: Path) -> None:
     """resourceName → device ID per NAD → dp file copied to the attachment's cni file → a VFIO VF."""
-    from kvnet.deviceinfo import cni_path, copy_dp_to_cni, remove_cni, save_dp
-    from kvnet.model import DeviceInfo
-    from kvnet.sriov import FakePf, FakeVf, discover_vf, make_fake_sysfs
+    from kvnet.deviceinfo import cni_path, copy_dp_to_cni, remove_cni, save_dp, vf_device_info
+    from kvnet.sriov import FakePf, FakeVf, discover_vf, list_vfs, make_fake_sysfs
 
     sysfs, devinfo = str(tmp_path / "root"), str(tmp_path / "devinfo")
     vfs = ["0000:81:00.2", "0000:81:00.3"]
     make_fake_sysfs(sysfs, {"0000:81:00.0": FakePf(vfs=[FakeVf(a, iommu_group=i) for i, a in enumerate(vfs)])})
-    for vf in vfs:  # what the SR-IOV device plugin writes when it allocates
-        raw = {"type": "pci", "version": "1.1.0", "pci": {"pci-address": vf, "pf-pci-address": "0000:81:00.0"}}
-        save_dp(SRIOV, vf, DeviceInfo("pci", "1.1.0", raw), devinfo)
+    for vf in list_vfs("0000:81:00.0", root=sysfs):  # what the SR-IOV device plugin writes
+        save_dp(SRIOV, str(vf.address), vf_device_info(vf), devinfo)
     with PodResourcesStandIn(str(tmp_path / "kubelet.sock"), {POD: {SRIOV: list(reversed(vfs))}}):
         pool = DeviceIdPool(PodResourcesClient(str(tmp_path / "kubelet.sock")))
         got = []
