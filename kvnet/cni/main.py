@@ -1,0 +1,133 @@
+"""``kvnet-cni``: the meta-plugin as a standalone CNI binary (config ``"type": "kvnet"``).
+
+Thin: it builds the production side effects from the config (a light API client from
+``kubeconfig``, a delegate runner over ``binDir``, ``CNI_PATH`` and ``/usr/lib/cni``,
+Multus-style logging) and hands every command to :mod:`kvnet.cni.meta`. Installed under
+the name ``multus`` it runs an existing Multus config unchanged. The hot path imports
+no heavy library (no kubernetes client, pyroute2, grpc, jinja2 or libvirt): a CNI
+binary starts once per call. The thick-mode daemon reuses :func:`make_handlers` with
+long-lived clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kvnet.cni import meta
+from kvnet.cni.config import MultusConfig, parse_multus_config
+from kvnet.cni.delegate import FALLBACK_BIN_DIR, DelegateRunner
+from kvnet.cni.protocol import CniRequest, Handler, plugin_main
+
+ABOUT = "kvnet meta-plugin (Multus-compatible) that delegates to other CNI plugins"
+DEFAULT_DELEGATE_TIMEOUT = 60.0
+_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "error": logging.ERROR, "panic": logging.CRITICAL}
+_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+
+ApiFactory = Callable[[str], "meta.KubeApi"]
+RunnerFactory = Callable[[MultusConfig, CniRequest], "meta.Runner"]
+SeamsFactory = Callable[[MultusConfig], meta.Seams]
+
+_configured: tuple[Any, ...] | None = None
+
+
+def setup_logging(conf: MultusConfig) -> None:
+    """Multus's ``logFile``/``logLevel``/``logToStderr``; never stdout (the result channel)."""
+    global _configured
+    key = (conf.log_file, conf.log_level, conf.log_to_stderr)
+    if key == _configured:
+        return
+    logger = logging.getLogger("kvnet")
+    for h in list(logger.handlers):
+        if getattr(h, "_kvnet_cni", False):
+            logger.removeHandler(h)
+            h.close()
+    handlers: list[logging.Handler] = []
+    if conf.log_to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if conf.log_file:
+        try:
+            handlers.append(logging.FileHandler(conf.log_file))
+        except OSError as err:
+            sys.stderr.write(f"kvnet: cannot open logFile {conf.log_file}: {err}\n")
+    for h in handlers:
+        h.setFormatter(logging.Formatter(_FORMAT))
+        h._kvnet_cni = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+    logger.setLevel(_LEVELS.get(conf.log_level, logging.CRITICAL))
+    logger.propagate = False
+    _configured = key
+
+
+def light_api(kubeconfig: str) -> meta.KubeApi:
+    from kvnet import k8s
+
+    return k8s.light_api(kubeconfig)
+
+
+def delegate_timeout(conf: MultusConfig) -> float:
+    """kvnet's own ``delegateTimeout`` key (seconds; Multus ignores unknown keys)."""
+    value = conf.raw.get("delegateTimeout")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return DEFAULT_DELEGATE_TIMEOUT
+
+
+def new_runner(conf: MultusConfig, request: CniRequest) -> meta.Runner:
+    """binDir first, then CNI_PATH (added per call by the runner), then /usr/lib/cni."""
+    return DelegateRunner([conf.bin_dir, FALLBACK_BIN_DIR], timeout=delegate_timeout(conf), cache_dir=conf.cni_dir)
+
+
+def default_seams(conf: MultusConfig) -> meta.Seams:
+    return meta.Seams(devinfo=meta.DeviceInfoFiles(), routes=meta.IpRouteEditor())
+
+
+def overlay_config(request_conf: Mapping[str, Any], daemon_conf: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The config to act on: the daemon's own config (thick mode) wins over the request's,
+    except ``cniVersion``, ``name`` and ``type``, which stay the runtime's."""
+    if not daemon_conf:
+        return request_conf
+    merged = dict(request_conf)
+    for key, value in daemon_conf.items():
+        if key.lower() not in ("cniversion", "name", "type"):
+            merged[key] = value
+    return merged
+
+
+def make_handlers(
+    api_for: ApiFactory = light_api,
+    runner_for: RunnerFactory = new_runner,
+    seams_for: SeamsFactory = default_seams,
+    daemon_conf: Mapping[str, Any] | None = None,
+) -> dict[str, Handler]:
+    """The five CNI commands bound to :mod:`kvnet.cni.meta` with the given side effects."""
+
+    def bind(fn: Callable[..., Any]) -> Handler:
+        def handler(request: CniRequest) -> Mapping[str, Any] | None:
+            conf = parse_multus_config(overlay_config(request.config, daemon_conf))
+            setup_logging(conf)
+            api = api_for(conf.kubeconfig) if conf.kubeconfig else None
+            out: Mapping[str, Any] | None = fn(
+                request, conf=conf, api=api, runner=runner_for(conf, request), seams=seams_for(conf)
+            )
+            return out
+
+        return handler
+
+    return {
+        "ADD": bind(meta.add),
+        "DEL": bind(meta.delete),
+        "CHECK": bind(meta.check),
+        "STATUS": bind(meta.status),
+        "GC": bind(meta.gc),
+    }
+
+
+def main() -> int:
+    return plugin_main(make_handlers(), about=ABOUT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

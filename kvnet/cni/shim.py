@@ -1,0 +1,123 @@
+"""``kvnet-shim``: the thick-mode CNI binary. Standard library only, on purpose.
+
+Like Multus's ``multus-shim`` it does no networking itself: it sends the CNI call (the
+``CNI_*`` environment and the stdin config) as JSON over HTTP on a unix socket to
+``kvnet daemon``, prints what the daemon answers and exits with its status. The daemon
+runs the same meta-plugin code with long-lived clients, so a call costs a Python start
+with nothing but the standard library plus one round trip.
+
+Socket: the config's ``socketPath``, else ``<socketDir>/kvnet.sock``, else
+``/run/kvnet/kvnet.sock``. VERSION is answered locally. An unreachable daemon is a CNI
+error with code 11 (try again later), so the runtime retries.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULT_SOCKET = "/run/kvnet/kvnet.sock"
+SOCKET_NAME = "kvnet.sock"
+REQUEST_PATH = "/cni"
+TIMEOUT = 600.0  # seconds; the daemon applies its own per-delegate timeouts
+SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+TRY_AGAIN_LATER = 11
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over a unix stream socket."""
+
+    def __init__(self, path: str, timeout: float = TIMEOUT) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def socket_path(config: Mapping[str, Any]) -> str:
+    path = config.get("socketPath")
+    if isinstance(path, str) and path:
+        return path
+    folder = config.get("socketDir")
+    if isinstance(folder, str) and folder:
+        return os.path.join(folder, SOCKET_NAME)
+    return DEFAULT_SOCKET
+
+
+def _version_of(stdin: bytes) -> str:
+    try:
+        conf = json.loads(stdin)
+        v = conf.get("cniVersion") if isinstance(conf, dict) else None
+    except ValueError:
+        v = None
+    return v if isinstance(v, str) and v else "1.0.0"
+
+
+def call_daemon(path: str, env: Mapping[str, str], stdin: bytes, timeout: float = TIMEOUT) -> tuple[int, str]:
+    """One CNI call through the daemon: (exit status, stdout text)."""
+    body = json.dumps({"env": dict(env), "stdin": stdin.decode("utf-8", errors="surrogateescape")})
+    conn = UnixHTTPConnection(path, timeout)
+    try:
+        conn.request("POST", REQUEST_PATH, body=body.encode("utf-8", errors="surrogateescape"),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise ConnectionError(f"daemon answered HTTP {resp.status}: {data.decode(errors='replace')[:500]}")
+    answer = json.loads(data)
+    return int(answer["exit"]), str(answer.get("stdout", ""))
+
+
+def run(environ: Mapping[str, str], stdin: bytes, stdout: Any) -> int:
+    """The shim's whole job, with its inputs passed in (tests call this directly)."""
+    command = environ.get("CNI_COMMAND", "")
+    if command == "VERSION":
+        stdout.write(json.dumps({"cniVersion": "1.1.0", "supportedVersions": list(SUPPORTED_VERSIONS)}) + "\n")
+        return 0
+    if not command:
+        sys.stderr.write("kvnet-shim: thick-mode CNI shim for the kvnet daemon\n")
+        return 0
+    try:
+        conf = json.loads(stdin) if stdin else {}
+    except ValueError:
+        conf = {}
+    path = socket_path(conf if isinstance(conf, dict) else {})
+    env = {k: v for k, v in environ.items() if k.startswith("CNI_")}
+    try:
+        status, out = call_daemon(path, env, stdin)
+    except (OSError, ConnectionError, ValueError, KeyError, http.client.HTTPException) as err:
+        error = {
+            "cniVersion": _version_of(stdin),
+            "code": TRY_AGAIN_LATER,
+            "msg": f"kvnet-shim: cannot reach the kvnet daemon at {path}: {err}",
+            "details": "start it with: kvnet daemon --socket " + path,
+        }
+        stdout.write(json.dumps(error) + "\n")
+        return 1
+    stdout.write(out)
+    stdout.flush()
+    return status
+
+
+def main() -> int:
+    stdin = b"" if os.environ.get("CNI_COMMAND") == "VERSION" else sys.stdin.buffer.read()
+    return run(os.environ, stdin, sys.stdout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""``kvnet daemon``: run the thick-mode meta-plugin server for ``kvnet-shim``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from typing import Any
+
+from kvnet.errors import InvalidConfig
+
+DEFAULT_SOCKET = "/run/kvnet/kvnet.sock"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"unix socket to listen on (default {DEFAULT_SOCKET})")
+    parser.add_argument(
+        "--config",
+        help="a kvnet/Multus config file (JSON); its keys override the ones the shim sends, "
+        "except cniVersion, name and type",
+    )
+    parser.set_defaults(func=run)
+
+
+def load_config(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise InvalidConfig(f"kvnet daemon: cannot load --config {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise InvalidConfig(f"kvnet daemon: --config {path} is not a JSON object")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    from kvnet.cni.daemon import CniDaemon
+
+    daemon = CniDaemon(args.socket, daemon_conf=load_config(args.config))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    daemon.start()
+    try:
+        stop.wait()
+    finally:
+        daemon.stop()
+    return 0

@@ -1,0 +1,659 @@
+"""The meta-plugin's Multus semantics, driven with a fake API and a recording fake runner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvnet.cni import cache, meta
+from kvnet.cni.config import parse_multus_config
+from kvnet.cni.delegate import DelegateEnv
+from kvnet.cni.meta import Seams
+from kvnet.cni.protocol import parse_request
+from kvnet.errors import (
+    ApiFailure,
+    DelegateFailed,
+    InvalidAnnotation,
+    InvalidConfig,
+    InvalidEnvironment,
+    NetworkNotFound,
+    StatusNotAvailable,
+    TryAgainLater,
+    UnknownContainer,
+)
+from kvnet.model import DeviceInfo
+
+NETWORKS = "k8s.v1.cni.cncf.io/networks"
+DEFAULT_NET = "v1.multus-cni.io/default-network"
+
+
+# ------------------------------------------------------------------------------------
+# fakes
+# ------------------------------------------------------------------------------------
+
+
+class FakeApi:
+    def __init__(self, pods: Sequence[Mapping[str, Any]] = (), nads: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in pods}
+        self.nads = {(n["metadata"]["namespace"], n["metadata"]["name"]): n for n in nads}
+        self.status: dict[tuple[str, str], str] = {}
+        self.down = False
+        self.status_fails = False
+        self.calls: list[tuple[str, ...]] = []
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        self.calls.append(("get_pod", namespace, name))
+        if self.down:
+            raise ApiFailure("connection refused")
+        return self.pods.get((namespace, name))
+
+    def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        self.calls.append(("get_nad", namespace, name))
+        if self.down:
+            raise ApiFailure("connection refused")
+        return self.nads.get((namespace, name))
+
+    def set_network_status(self, namespace: str, name: str, value: str) -> None:
+        if self.down or self.status_fails:
+            raise ApiFailure("pods/status: 500")
+        self.status[(namespace, name)] = value
+
+
+class FakeRunner:
+    """Records every call; an ADD result echoes the interface; can fail on a network."""
+
+    def __init__(self, fail_add: str = "", fail_del: Sequence[str] = (), cni_dir: Path | None = None) -> None:
+        self.calls: list[tuple[str, str, DelegateEnv, dict[str, Any], dict[str, Any]]] = []
+        self.fail_add = fail_add
+        self.fail_del = set(fail_del)
+        self.cni_dir = cni_dir
+        self.cache_seen_at_first_call: bool | None = None
+        self.valid: Any = None
+
+    def run_network(self, command: str, network: Mapping[str, Any], env: DelegateEnv, *,
+                    runtime_config: Mapping[str, Any] | None = None, prev_result: Mapping[str, Any] | None = None,
+                    valid_attachments: Sequence[Mapping[str, str]] | None = None) -> dict[str, Any] | None:
+        if self.cache_seen_at_first_call is None and self.cni_dir is not None:
+            self.cache_seen_at_first_call = (self.cni_dir / env.container_id).exists()
+        name = str(network.get("name"))
+        self.calls.append((command, name, env, dict(runtime_config or {}), dict(network)))
+        self.valid = valid_attachments
+        if command == "ADD":
+            if name == self.fail_add:
+                raise DelegateFailed(f"plugin type=\"bridge\" failed (add): boom on {name}", code=11)
+            n = len([c for c in self.calls if c[0] == "ADD"])
+            return {
+                "cniVersion": "1.0.0",
+                "interfaces": [{"name": env.ifname, "mac": f"0a:00:00:00:00:{n:02x}", "sandbox": env.netns}],
+                "ips": [{"address": f"10.{n}.0.5/24", "gateway": f"10.{n}.0.1", "interface": 0}],
+                "routes": [{"dst": "0.0.0.0/0", "gw": f"10.{n}.0.1"}],
+                "dns": {},
+            }
+        if command == "DEL" and name in self.fail_del:
+            raise DelegateFailed(f"del failed on {name}")
+        return None
+
+    def adds(self) -> list[tuple[str, str]]:
+        return [(c[1], c[2].ifname) for c in self.calls if c[0] == "ADD"]
+
+    def dels(self) -> list[tuple[str, str]]:
+        return [(c[1], c[2].ifname) for c in self.calls if c[0] == "DEL"]
+
+
+class FakeRoutes:
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, ...]] = []
+
+    def delete_default(self, netns: str, ifname: str, family: int) -> None:
+        self.ops.append(("del", ifname, str(family)))
+
+    def set_default(self, netns: str, ifname: str, gateway: str) -> None:
+        self.ops.append(("set", ifname, gateway))
+
+
+class FakeAllocator:
+    def __init__(self, ids: dict[str, list[str]]) -> None:
+        self.ids = ids
+
+    def device_ids(self, namespace: str, pod: str, resource_name: str) -> list[str]:
+        return list(self.ids.get(resource_name, []))
+
+
+class FakeDevinfo:
+    def __init__(self) -> None:
+        self.copied: list[tuple[str, ...]] = []
+        self.removed: list[tuple[str, ...]] = []
+
+    def cni_file(self, network: str, container_id: str, ifname: str) -> str:
+        return f"/devinfo/cni/{network.replace('/', '-')}-{container_id}_{ifname}"
+
+    def copy_from_dp(self, resource_name: str, device_id: str, network: str, container_id: str, ifname: str) -> None:
+        self.copied.append((resource_name, device_id, network, ifname))
+
+    def load(self, network: str, container_id: str, ifname: str) -> DeviceInfo | None:
+        return DeviceInfo("pci", "1.1.0", {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:3b:02.4"}})
+
+    def remove(self, network: str, container_id: str, ifname: str) -> None:
+        self.removed.append((network, ifname))
+
+
+# ------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------
+
+
+def pod(name: str = "web", ns: str = "default", uid: str = "uid-1", **annotations: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": ns, "uid": uid, "annotations": dict(annotations)}}
+
+
+def nad(name: str, ns: str = "default", config: Mapping[str, Any] | None = None, resource: str = "") -> dict[str, Any]:
+    meta_: dict[str, Any] = {"name": name, "namespace": ns}
+    if resource:
+        meta_["annotations"] = {"k8s.v1.cni.cncf.io/resourceName": resource}
+    cfg = config if config is not None else {"cniVersion": "1.0.0", "type": "bridge", "bridge": f"br-{name}"[:15]}
+    return {"metadata": meta_, "spec": {"config": json.dumps(cfg)}}
+
+
+MAIN = {"cniVersion": "1.0.0", "name": "main-net", "type": "ptp", "ipam": {"type": "host-local", "subnet": "10.0.0.0/24"}}
+
+
+def config(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    out = {"cniVersion": "1.0.0", "name": "kvnet", "type": "kvnet", "kubeconfig": "/k", "delegates": [MAIN],
+           "cniDir": str(tmp_path / "cache"), "confDir": str(tmp_path / "conf")}
+    out.update(extra)
+    return out
+
+
+def request(cfg: Mapping[str, Any], command: str = "ADD", *, container: str = "c0ffee", netns: str = "/var/run/netns/p",
+            args: str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1"):
+    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_NETNS": netns, "CNI_IFNAME": "eth0",
+           "CNI_ARGS": args, "CNI_PATH": "/opt/cni/bin"}
+    return parse_request(env, json.dumps(cfg).encode())
+
+
+def run(cmd: str, cfg: Mapping[str, Any], api: FakeApi | None, runner: FakeRunner, seams: Seams = Seams(), **kw: Any):
+    fn = {"ADD": meta.add, "DEL": meta.delete, "CHECK": meta.check, "STATUS": meta.status, "GC": meta.gc}[cmd]
+    return fn(request(cfg, cmd, **kw), conf=parse_multus_config(cfg), api=api, runner=runner, seams=seams)
+
+
+# ------------------------------------------------------------------------------------
+# ADD
+# ------------------------------------------------------------------------------------
+
+
+def test_add_names_order_and_cni_args(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a@foo,b,other/c"})], [nad("a"), nad("b"), nad("c", "other")])
+    runner = FakeRunner(cni_dir=tmp_path / "cache")
+    result = run("ADD", config(tmp_path), api, runner)
+    # interface names: requested, else net<position in the full list>
+    assert runner.adds() == [("main-net", "eth0"), ("a", "foo"), ("b", "net2"), ("c", "net3")]
+    envs = [c[2] for c in runner.calls]
+    assert envs[1].args == (
+        "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=c0ffee;"
+        "K8S_POD_UID=uid-1;IgnoreUnknown=1"
+    )
+    assert all(e.container_id == "c0ffee" and e.netns == "/var/run/netns/p" and e.path == ("/opt/cni/bin",) for e in envs)
+    # the main network's result is returned
+    assert result["interfaces"][0]["name"] == "eth0" and result["ips"][0]["address"] == "10.1.0.5/24"
+    # the cache was there before the first delegate ran, and stays for DEL
+    assert runner.cache_seen_at_first_call is True
+    cached = cache.load(tmp_path / "cache", "c0ffee")
+    assert [d.name for d in cached] == ["main-net", "default/a", "default/b", "other/c"]
+    assert cached[1].ifname_request == "foo"
+    # network-status written, Multus's format, main network default
+    status = json.loads(api.status[("default", "web")])
+    assert [(s["name"], s["interface"], s.get("default", False)) for s in status] == [
+        ("main-net", "eth0", True), ("default/a", "foo", False), ("default/b", "net2", False), ("other/c", "net3", False)]
+    assert status[1]["ips"] == ["10.2.0.5"] and status[1]["dns"] == {}
+
+
+def test_empty_cni_args_values_filled_and_extra_args_kept(tmp_path: Path) -> None:
+    api = FakeApi([pod()])
+    runner = FakeRunner()
+    run("ADD", config(tmp_path), api, runner,
+        args="K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=bar=baz")
+    assert runner.calls[0][2].args == (
+        "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=;K8S_POD_UID=;FOO=bar=baz")
+
+
+def test_pod_not_found_gives_empty_result_and_runs_nothing(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    result = run("ADD", config(tmp_path), FakeApi(), runner)
+    assert result == {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/var/run/netns/p"}], "dns": {}}
+    assert runner.calls == [] and not (tmp_path / "cache").exists()
+
+
+def test_no_api_runs_config_delegates_only(tmp_path: Path) -> None:
+    cfg = config(tmp_path, delegates=[MAIN, {"cniVersion": "1.0.0", "name": "second", "type": "bridge"}])
+    cfg.pop("kubeconfig")
+    runner = FakeRunner()
+    run("ADD", cfg, None, runner)
+    assert runner.adds() == [("main-net", "eth0"), ("second", "net1")]
+
+
+def test_pod_uid_mismatch_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UnknownContainer) as err:
+        run("ADD", config(tmp_path), FakeApi([pod(uid="other")]), FakeRunner())
+    assert err.value.msg == "kvnet: [default/web/uid-1]: expected pod UID 'uid-1' but got 'other' from Kube API"
+
+
+def test_runtime_config_only_for_selections_not_main(tmp_path: Path) -> None:
+    sel = [{"name": "a", "ips": ["10.9.0.7/24"], "mac": "02:00:00:00:00:07", "portMappings": [
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}], "bandwidth": {"ingressRate": 1000, "ingressBurst": 10,
+        "egressRate": 1000, "egressBurst": 10}, "infiniband-guid": "c2:11:22:33:44:55:66:77", "deviceID": "0000:01:00.1",
+        "cni-args": {"logicNetworkName": "blue", "n": 1}}]
+    cfg = config(tmp_path, runtimeConfig={"portMappings": [{"hostPort": 1, "containerPort": 2}]})
+    api = FakeApi([pod(**{NETWORKS: json.dumps(sel)})], [nad("a", config={
+        "cniVersion": "1.0.0", "type": "bridge", "args": {"cni": {"n": 0, "keep": True}}})])
+    runner = FakeRunner()
+    devinfo = FakeDevinfo()
+    run("ADD", cfg, api, runner, Seams(devinfo=devinfo))
+    main_rc, sel_rc = runner.calls[0][3], runner.calls[1][3]
+    assert main_rc == {"portMappings": [{"hostPort": 1, "containerPort": 2}]}
+    assert sel_rc == {
+        "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+        "bandwidth": {"ingressRate": 1000, "ingressBurst": 10, "egressRate": 1000, "egressBurst": 10},
+        "ips": ["10.9.0.7/24"], "mac": "02:00:00:00:00:07", "infinibandGUID": "c2:11:22:33:44:55:66:77",
+        "deviceID": "0000:01:00.1", "CNIDeviceInfoFile": "/devinfo/cni/default-a-c0ffee_net1",
+    }
+    # cni-args merged into args.cni; the deprecated MAC/IP CNI_ARGS are appended
+    assert runner.calls[1][4]["args"] == {"cni": {"n": 1, "keep": True, "logicNetworkName": "blue"}}
+    assert runner.calls[1][2].args.endswith(";MAC=02:00:00:00:00:07;IP=10.9.0.7/24")
+    # device-info ends up in network-status
+    status = json.loads(api.status[("default", "web")])
+    assert status[1]["device-info"]["pci"]["pci-address"] == "0000:3b:02.4"
+
+
+def test_cni_args_in_every_conflist_plugin(tmp_path: Path) -> None:
+    chain = {"cniVersion": "1.0.0", "plugins": [{"type": "bridge"}, {"type": "tuning", "args": {"x": 1}}]}
+    api = FakeApi([pod(**{NETWORKS: '[{"name":"chain","cni-args":{"k":"v"}}]'})], [nad("chain", config=chain)])
+    runner = FakeRunner()
+    run("ADD", config(tmp_path), api, runner)
+    sent = runner.calls[1][4]
+    assert sent["name"] == "chain"  # NAD name injected
+    assert [p["args"] for p in sent["plugins"]] == [{"cni": {"k": "v"}}, {"x": 1, "cni": {"k": "v"}}]
+
+
+def test_cluster_network_default_networks_and_system_namespaces(tmp_path: Path) -> None:
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    (conf_dir / "10-file.conf").write_text(json.dumps({"cniVersion": "1.0.0", "name": "filenet", "type": "ptp"}))
+    cfg = config(tmp_path, clusterNetwork="cluster", defaultNetworks=["filenet"])
+    cfg.pop("delegates")
+    nads = [nad("cluster", "kube-system"), nad("x")]
+    runner = FakeRunner()
+    run("ADD", cfg, FakeApi([pod(**{NETWORKS: "x"})], nads), runner)
+    assert runner.adds() == [("cluster", "eth0"), ("filenet", "net1"), ("x", "net2")]
+    # a pod in a system namespace gets no defaultNetworks, and no network-status
+    runner = FakeRunner()
+    api = FakeApi([pod(ns="kube-system")], nads)
+    run("ADD", cfg, api, runner, args="K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=web;K8S_POD_UID=uid-1", container="c2")
+    assert runner.adds() == [("cluster", "eth0")] and api.status == {}
+
+
+def test_default_network_annotation_replaces_main(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{DEFAULT_NET: "alt", NETWORKS: "a"})], [nad("alt", "kube-system"), nad("a")])
+    runner = FakeRunner()
+    run("ADD", config(tmp_path), api, runner)
+    assert runner.adds() == [("alt", "eth0"), ("a", "net1")]
+    assert json.loads(api.status[("default", "web")])[0]["name"] == "kube-system/alt"
+
+
+def test_namespace_isolation(tmp_path: Path) -> None:
+    cfg = config(tmp_path, namespaceIsolation=True, globalNamespaces="shared, other2")
+    nads = [nad("a", "other"), nad("b", "shared"), nad("c")]
+    with pytest.raises(InvalidAnnotation) as err:
+        run("ADD", cfg, FakeApi([pod(**{NETWORKS: "c,other/a"})], nads), FakeRunner())
+    assert err.value.msg == (
+        "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: GetNetworkDelegates: namespace isolation "
+        "enabled, annotation violates permission, pod is in namespace default but refers to target namespace other")
+    assert err.value.cni_code == 7
+    assert not (tmp_path / "cache").exists()
+    runner = FakeRunner()
+    run("ADD", cfg, FakeApi([pod(**{NETWORKS: "c,shared/b"})], nads), runner)
+    assert runner.adds()[1:] == [("c", "net1"), ("b", "net2")]
+
+
+def test_missing_nad_error_and_code(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    with pytest.raises(NetworkNotFound) as err:
+        run("ADD", config(tmp_path), FakeApi([pod(**{NETWORKS: "nope"})]), runner)
+    assert err.value.cni_code == 101
+    assert err.value.msg == (
+        "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: GetNetworkDelegates: failed getting the "
+        "delegate: getKubernetesDelegate: cannot find a network-attachment-definition (nope) in namespace (default): "
+        "network-attachment-definitions.k8s.cni.cncf.io \"nope\" not found")
+    assert runner.calls == [] and not (tmp_path / "cache").exists()
+
+
+def test_malformed_annotation_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidAnnotation) as err:
+        run("ADD", config(tmp_path), FakeApi([pod(**{NETWORKS: "[{"})]), FakeRunner())
+    assert err.value.msg.startswith("kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: "
+                                    "parsePodNetworkAnnotation: failed to parse pod Network Attachment Selection")
+    assert err.value.cni_code == 7
+
+
+def test_rollback_in_reverse_up_to_failed_one(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a,b,c"})], [nad("a"), nad("b"), nad("c")])
+    runner = FakeRunner(fail_add="b", fail_del=["a"])
+    with pytest.raises(DelegateFailed) as err:
+        run("ADD", config(tmp_path), api, runner)
+    assert err.value.cni_code == 11  # the delegate's own code
+    assert err.value.msg == ("kvnet: [default/web:b]: error adding container to network 'b': "
+                             "plugin type=\"bridge\" failed (add): boom on b")
+    assert runner.adds() == [("main-net", "eth0"), ("a", "net1"), ("b", "net2")]
+    # every delegate up to and including the failed one, reverse order, not stopping at a failed DEL
+    assert runner.dels() == [("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
+    assert cache.load(tmp_path / "cache", "c0ffee") is None and api.status == {}
+
+
+def test_status_write_failure_fails_add_and_undoes_it(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
+    api.status_fails = True
+    runner = FakeRunner()
+    with pytest.raises(ApiFailure) as err:
+        run("ADD", config(tmp_path), api, runner)
+    assert err.value.msg == "kvnet: [default/web/uid-1]: error setting the networks status: pods/status: 500"
+    assert runner.dels() == [("a", "net1"), ("main-net", "eth0")]
+    assert cache.load(tmp_path / "cache", "c0ffee") is None
+
+
+def test_duplicate_interface_rejected_before_anything_runs(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a@net2,b"})], [nad("a"), nad("b")])
+    runner = FakeRunner()
+    with pytest.raises(InvalidConfig) as err:
+        run("ADD", config(tmp_path), api, runner)
+    assert "interface name net2 is requested by both default/a and default/b" in err.value.msg
+    assert runner.calls == []
+
+
+def test_default_route_moves(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: '[{"name":"a","default-route":["10.2.0.1"]},{"name":"b"}]'})], [nad("a"), nad("b")])
+    runner = FakeRunner()
+    routes = FakeRoutes()
+    result = run("ADD", config(tmp_path), api, runner, Seams(routes=routes))
+    assert routes.ops == [("del", "eth0", "4"), ("del", "eth0", "6"), ("del", "net1", "4"), ("del", "net1", "6"),
+                          ("set", "net1", "10.2.0.1"), ("del", "net2", "4"), ("del", "net2", "6")]
+    assert result["routes"] == []  # the main network lost its default route
+    status = json.loads(api.status[("default", "web")])
+    assert status[1]["gateway"] == ["10.2.0.1"] and "gateway" not in status[0]
+    cached = cache.load(tmp_path / "cache", "c0ffee")
+    assert [(d.is_filter_v4_gateway, d.is_filter_v6_gateway) for d in cached] == [(True, True), (False, True), (True, True)]
+    with pytest.raises(InvalidAnnotation) as err:
+        run("ADD", config(tmp_path), FakeApi([pod(**{NETWORKS: '[{"name":"a","default-route":["10.2.0.1"]},'
+                                                   '{"name":"b","default-route":["10.3.0.1"]}]'})], [nad("a"), nad("b")]),
+            FakeRunner(), Seams(routes=routes), container="c2")
+    assert err.value.msg.endswith("multus does not support ECMP for default-route")
+
+
+def test_resource_name_needs_an_allocator(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "sriov"})], [nad("sriov", resource="intel.com/sriov")])
+    with pytest.raises(InvalidConfig) as err:
+        run("ADD", config(tmp_path), api, FakeRunner())
+    assert ("network default/sriov asks for devices of resource 'intel.com/sriov' but no device allocator"
+            in err.value.msg)
+
+
+def test_device_ids_consumed_in_order(tmp_path: Path) -> None:
+    nads = [nad("s1", resource="r/x", config={"cniVersion": "1.0.0", "type": "sriov"}),
+            nad("s2", resource="r/x", config={"cniVersion": "1.0.0", "plugins": [{"type": "sriov"}, {"type": "tuning"}]})]
+    api = FakeApi([pod(**{NETWORKS: "s1,s2"})], nads)
+    runner = FakeRunner()
+    devinfo = FakeDevinfo()
+    run("ADD", config(tmp_path), api, runner, Seams(allocator=FakeAllocator({"r/x": ["0000:00:01.1", "0000:00:01.2"]}),
+                                                     devinfo=devinfo))
+    assert runner.calls[1][4]["deviceID"] == "0000:00:01.1" and runner.calls[1][4]["pciBusID"] == "0000:00:01.1"
+    assert [p["deviceID"] for p in runner.calls[2][4]["plugins"]] == ["0000:00:01.2"] * 2
+    assert runner.calls[2][3]["deviceID"] == "0000:00:01.2"
+    assert devinfo.copied == [("r/x", "0000:00:01.1", "default/s1", "net1"), ("r/x", "0000:00:01.2", "default/s2", "net2")]
+    cached = cache.load(tmp_path / "cache", "c0ffee")
+    assert [(d.device_id, d.resource_name) for d in cached[1:]] == [("0000:00:01.1", "r/x"), ("0000:00:01.2", "r/x")]
+
+
+def test_readiness_indicator_waits_bounded(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+        if now[0] >= 3:
+            ready.write_text("")
+
+    seams = Seams(sleep=sleep, clock=lambda: now[0], readiness_timeout=10)
+    runner = FakeRunner()
+    run("ADD", config(tmp_path, readinessindicatorfile=str(ready)), FakeApi([pod()]), runner, seams)
+    assert slept == [1.0, 1.0, 1.0] and runner.adds() == [("main-net", "eth0")]
+    ready.unlink()
+    now[0] = 0.0
+    seams = Seams(sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0], readiness_timeout=5)
+    with pytest.raises(TryAgainLater) as err:
+        run("ADD", config(tmp_path, readinessindicatorfile=str(ready)), FakeApi([pod()]), FakeRunner(), seams)
+    assert f"still waiting for readinessindicatorfile @ {ready}" in err.value.msg and err.value.cni_code == 11
+
+
+def test_api_down_on_add_is_an_error(tmp_path: Path) -> None:
+    api = FakeApi([pod()])
+    api.down = True
+    with pytest.raises(ApiFailure) as err:
+        run("ADD", config(tmp_path), api, FakeRunner())
+    assert err.value.msg == "kvnet: [default/web/uid-1]: error getting pod: connection refused"
+
+
+def _raw_request(cfg: Mapping[str, Any], command: str, container: str):  # type: ignore[no-untyped-def]
+    """A request that skipped env validation (as a buggy runtime or a forged daemon call could send)."""
+    from dataclasses import replace
+
+    return replace(request(cfg, command), container_id=container)
+
+
+@pytest.mark.parametrize("container", ["../x", "a/b", "..", "ok\n"])
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])
+def test_container_id_escaping_cache_rejected(tmp_path: Path, container: str, command: str) -> None:
+    cfg = config(tmp_path)
+    fn = {"ADD": meta.add, "DEL": meta.delete, "CHECK": meta.check}[command]
+    runner = FakeRunner()
+    with pytest.raises(InvalidEnvironment) as err:
+        fn(_raw_request(cfg, command, container), conf=parse_multus_config(cfg), api=FakeApi([pod()]), runner=runner)
+    assert repr(container) in err.value.msg and err.value.cni_code == 4
+    assert runner.calls == [] and not (tmp_path / "cache").exists()
+
+
+def test_bad_network_name_in_nad_config_rejected(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a", config={"cniVersion": "1.0.0", "name": "../../etc", "type": "bridge"})])
+    runner = FakeRunner()
+    with pytest.raises(InvalidConfig) as err:
+        run("ADD", config(tmp_path), api, runner)
+    assert "net-attach-def default/a: invalid characters found in network name '../../etc'" in err.value.msg
+    assert runner.calls == [] and not (tmp_path / "cache").exists()
+
+
+# ------------------------------------------------------------------------------------
+# DEL, CHECK, STATUS, GC
+# ------------------------------------------------------------------------------------
+
+
+def test_del_from_cache_with_pod_gone_and_api_down(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a@foo,b"})], [nad("a"), nad("b")])
+    run("ADD", config(tmp_path), api, FakeRunner())
+    api.down = True
+    runner = FakeRunner()
+    assert run("DEL", config(tmp_path), api, runner) is None
+    assert runner.dels() == [("b", "net2"), ("a", "foo"), ("main-net", "eth0")]
+    assert cache.load(tmp_path / "cache", "c0ffee") is None
+    # DEL twice: no cache and no pod is a success
+    runner = FakeRunner()
+    run("DEL", config(tmp_path), api, runner)
+    assert runner.calls == []
+
+
+def test_del_never_stops_at_one_failure(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a,b"})], [nad("a"), nad("b")])
+    run("ADD", config(tmp_path), api, FakeRunner())
+    runner = FakeRunner(fail_del=["b", "a"])
+    with pytest.raises(DelegateFailed) as err:
+        run("DEL", config(tmp_path), api, runner)
+    assert runner.dels() == [("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
+    assert err.value.msg == ("kvnet: [default/web/uid-1]: delegateDel: error invoking DelegateDel - 'bridge': del failed "
+                             "on b / delegateDel: error invoking DelegateDel - 'bridge': del failed on a")
+    assert cache.load(tmp_path / "cache", "c0ffee") is None
+
+
+def test_del_keeps_cache_with_retry_delete_on_error(tmp_path: Path) -> None:
+    cfg = config(tmp_path, retryDeleteOnError=True)
+    api = FakeApi([pod()])
+    run("ADD", cfg, api, FakeRunner())
+    with pytest.raises(DelegateFailed):
+        run("DEL", cfg, api, FakeRunner(fail_del=["main-net"]))
+    assert cache.load(tmp_path / "cache", "c0ffee") is not None
+
+
+def test_del_unsets_status_when_netns_exists(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
+    netns = tmp_path / "netns"
+    netns.write_text("")
+    run("ADD", config(tmp_path), api, FakeRunner(), netns=str(netns))
+    assert api.status[("default", "web")] != "[]"
+    run("DEL", config(tmp_path), api, FakeRunner(), netns=str(netns))
+    assert api.status[("default", "web")] == "[]"
+
+
+def test_del_without_cache_recomputes_from_pod(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
+    runner = FakeRunner()
+    run("DEL", config(tmp_path), api, runner)
+    assert runner.dels() == [("a", "net1"), ("main-net", "eth0")]
+
+
+def test_del_of_a_multus_written_cache(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cache_golden", Path(__file__).with_name("test_cache.py"))
+    assert spec is not None and spec.loader is not None
+    golden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(golden)
+    MULTUS_CACHE = golden.MULTUS_CACHE
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "c0ffee").write_text(MULTUS_CACHE)
+    runner = FakeRunner()
+    devinfo = FakeDevinfo()
+    run("DEL", config(tmp_path), None, runner, Seams(devinfo=devinfo))
+    assert runner.dels() == [("sriov-net", "net2"), ("macvlan-conf", "mv0"), ("cbr0", "eth0")]
+    # the conflist got the full config back, and the SR-IOV delegate its device info file cleaned
+    assert runner.calls[2][4]["plugins"][0]["bridge"] == "cni0"
+    assert runner.calls[0][3]["deviceID"] == "0000:3b:02.4"
+    assert devinfo.removed == [("kube-system/sriov-net", "net2")]
+    assert not (tmp_path / "cache" / "c0ffee").exists()
+
+
+def test_check_from_cache_in_order(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
+    run("ADD", config(tmp_path), api, FakeRunner())
+    runner = FakeRunner()
+    run("CHECK", config(tmp_path), api, runner)
+    assert [(c[0], c[1], c[2].ifname) for c in runner.calls] == [("CHECK", "main-net", "eth0"), ("CHECK", "a", "net1")]
+    with pytest.raises(UnknownContainer) as err:
+        run("CHECK", config(tmp_path), api, FakeRunner(), container="other")
+    assert err.value.cni_code == 3 and "no cached delegates for container other" in err.value.msg
+
+
+def test_status_and_gc_act_on_main_network(tmp_path: Path) -> None:
+    cfg = config(tmp_path, cniVersion="1.1.0", readinessindicatorfile=str(tmp_path / "ready"))
+    with pytest.raises(StatusNotAvailable) as err:
+        run("STATUS", cfg, None, FakeRunner())
+    assert err.value.cni_code == 50 and "does not exist" in err.value.msg
+    (tmp_path / "ready").write_text("")
+    runner = FakeRunner()
+    run("STATUS", cfg, None, runner)
+    assert [(c[0], c[1]) for c in runner.calls] == [("STATUS", "main-net")]
+    cfg["cni.dev/valid-attachments"] = [{"containerID": "c1", "ifname": "eth0"}]
+    runner = FakeRunner()
+    run("GC", cfg, None, runner)
+    assert [(c[0], c[1]) for c in runner.calls] == [("GC", "main-net")]
+    assert runner.valid == [{"containerID": "c1", "ifname": "eth0"}]
+
+
+# ------------------------------------------------------------------------------------
+# the entry point
+# ------------------------------------------------------------------------------------
+
+
+def test_main_hot_path_imports_no_heavy_library() -> None:
+    code = (
+        "import sys, kvnet.cni.main\n"
+        "heavy = [m for m in ('kubernetes', 'libvirt', 'jinja2', 'grpc', 'pyroute2') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_shim_imports_stdlib_only() -> None:
+    code = (
+        "import sys; before = set(sys.modules)\n"
+        "import kvnet.cni.shim\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith('kvnet') and m not in "
+        "('kvnet', 'kvnet.cni', 'kvnet.cni.shim')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------
+# thick mode without root: shim -> daemon -> the same meta code, with fakes
+# ------------------------------------------------------------------------------------
+
+
+def test_shim_through_daemon_runs_the_same_add(tmp_path: Path) -> None:
+    import io
+
+    from kvnet.cni import main as cni_main
+    from kvnet.cni import shim
+    from kvnet.cni.daemon import CniDaemon
+
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
+    runner = FakeRunner()
+    handlers = cni_main.make_handlers(api_for=lambda _k: api, runner_for=lambda _c, _r: runner,
+                                      seams_for=lambda _c: Seams())
+    sock = str(tmp_path / "run" / "kvnet.sock")
+    cfg = {**config(tmp_path), "socketPath": sock}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/var/run/netns/p", "CNI_IFNAME": "eth0",
+           "CNI_PATH": "/opt/cni/bin", "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID=uid-1",
+           "HOME": "/root"}
+    with CniDaemon(sock, handlers=handlers):
+        out = io.StringIO()
+        assert shim.run(env, json.dumps(cfg).encode(), out) == 0
+        result = json.loads(out.getvalue())
+        assert result["cniVersion"] == "1.0.0" and result["interfaces"][0]["name"] == "eth0"
+        assert runner.adds() == [("main-net", "eth0"), ("a", "net1")]
+        # errors travel back as the CNI error object with the exit status
+        out = io.StringIO()
+        assert shim.run({**env, "CNI_CONTAINERID": "bad/id"}, json.dumps(cfg).encode(), out) == 1
+        assert json.loads(out.getvalue())["code"] == 4
+        out = io.StringIO()
+        assert shim.run({"CNI_COMMAND": "VERSION"}, b"", out) == 0
+        assert "1.1.0" in json.loads(out.getvalue())["supportedVersions"]
+    assert not Path(sock).exists()
+
+
+def test_shim_without_daemon_is_try_again_later(tmp_path: Path) -> None:
+    import io
+
+    from kvnet.cni import shim
+
+    sock = str(tmp_path / "none.sock")
+    out = io.StringIO()
+    cfg = {"cniVersion": "0.4.0", "name": "x", "type": "kvnet-shim", "socketPath": sock}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/n", "CNI_IFNAME": "eth0", "CNI_PATH": "/p"}
+    assert shim.run(env, json.dumps(cfg).encode(), out) == 1
+    err = json.loads(out.getvalue())
+    assert err["code"] == 11 and err["cniVersion"] == "0.4.0"
+    assert err["msg"].startswith(f"kvnet-shim: cannot reach the kvnet daemon at {sock}: ")
