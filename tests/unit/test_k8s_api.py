@@ -1,0 +1,382 @@
+"""The API clients against the API stand-in over real HTTP on 127.0.0.1 (no root needed).
+
+One contract, two clients: ``light_api`` (stdlib) and ``client_api`` (the official
+kubernetes client) must behave the same. Then the stand-in's own HTTP behaviour:
+Status bodies, conflicts on a stale resourceVersion, patches, create/delete, discovery.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvnet import k8s
+from kvnet.annotations import NETWORK_STATUS
+from kvnet.errors import ApiFailure, InvalidConfig
+from kvnet.lab.apiserver import ApiStandIn
+
+POD: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "web", "namespace": "pods", "annotations": {"k8s.v1.cni.cncf.io/networks": "blue", "keep": "me"}},
+    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    "status": {"phase": "Pending"},
+}
+NAD: dict[str, Any] = {
+    "apiVersion": "k8s.cni.cncf.io/v1",
+    "kind": "NetworkAttachmentDefinition",
+    "metadata": {"name": "blue", "namespace": "pods", "annotations": {"k8s.v1.cni.cncf.io/resourceName": "intel.com/vf"}},
+    "spec": {"config": '{"cniVersion":"1.0.0","type":"bridge"}'},
+}
+STATUS_VALUE = '[{\n    "name": "pods/blue",\n    "interface": "net1",\n    "dns": {}\n}]'
+
+Factory = Callable[[str], k8s.KubeApi]
+
+
+def make_light(kubeconfig: str) -> k8s.KubeApi:
+    return k8s.light_api(kubeconfig, timeout=5.0)
+
+
+def make_client(kubeconfig: str) -> k8s.KubeApi:
+    return k8s.client_api(kubeconfig, timeout=5.0)
+
+
+@pytest.fixture
+def standin() -> Iterator[ApiStandIn]:
+    with ApiStandIn() as server:
+        server.load([POD, NAD])
+        yield server
+
+
+@pytest.fixture
+def kubeconfig(standin: ApiStandIn, tmp_path: Path) -> str:
+    path = str(tmp_path / "kubeconfig")
+    standin.write_kubeconfig(path)
+    return path
+
+
+@pytest.fixture(params=[make_light, make_client], ids=["light_api", "client_api"])
+def factory(request: pytest.FixtureRequest) -> Factory:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def api(factory: Factory, kubeconfig: str) -> Iterator[k8s.KubeApi]:
+    client = factory(kubeconfig)
+    client.sleep = lambda _s: None  # type: ignore[attr-defined]  # no waiting between retries
+    yield client
+    close = getattr(client, "close", None)
+    if close:
+        close()
+
+
+# --- the contract ----------------------------------------------------------------------------
+
+
+def test_get_pod_and_nad(api: k8s.KubeApi) -> None:
+    pod = api.get_pod("pods", "web")
+    assert pod is not None
+    assert pod["metadata"]["name"] == "web" and pod["metadata"]["annotations"]["keep"] == "me"
+    assert pod["metadata"]["uid"] and pod["metadata"]["resourceVersion"]
+    nad = api.get_nad("pods", "blue")
+    assert nad is not None
+    assert nad["spec"]["config"] == NAD["spec"]["config"]
+    assert nad["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"] == "intel.com/vf"
+
+
+def test_not_found_is_none(api: k8s.KubeApi, standin: ApiStandIn) -> None:
+    assert api.get_pod("pods", "nope") is None
+    assert api.get_pod("elsewhere", "web") is None
+    assert api.get_nad("pods", "nope") is None
+    assert ("GET", "/apis/k8s.cni.cncf.io/v1/namespaces/pods/network-attachment-definitions/nope") in standin.requests
+
+
+def test_status_written_through_subresource(api: k8s.KubeApi, standin: ApiStandIn) -> None:
+    before = standin.get("pod", "pods", "web")
+    assert before is not None
+    api.set_network_status("pods", "web", STATUS_VALUE)
+    after = standin.get("pod", "pods", "web")
+    assert after is not None
+    assert after["metadata"]["annotations"] == {**POD["metadata"]["annotations"], NETWORK_STATUS: STATUS_VALUE}
+    assert int(after["metadata"]["resourceVersion"]) > int(before["metadata"]["resourceVersion"])
+    assert after["spec"] == POD["spec"] and after["status"] == POD["status"]
+    assert [r for r in standin.requests if r[0] == "PUT"] == [("PUT", "/api/v1/namespaces/pods/pods/web/status")]
+    # and readable back through the same client
+    pod = api.get_pod("pods", "web")
+    assert pod is not None and pod["metadata"]["annotations"][NETWORK_STATUS] == STATUS_VALUE
+
+
+def test_one_conflict_is_retried(api: k8s.KubeApi, standin: ApiStandIn) -> None:
+    standin.fail_next(409, method="PUT", path="/status")
+    api.set_network_status("pods", "web", STATUS_VALUE)
+    pod = standin.get("pod", "pods", "web")
+    assert pod is not None and pod["metadata"]["annotations"][NETWORK_STATUS] == STATUS_VALUE
+    assert standin.requests[-4:] == [
+        ("GET", "/api/v1/namespaces/pods/pods/web"),
+        ("PUT", "/api/v1/namespaces/pods/pods/web/status"),
+        ("GET", "/api/v1/namespaces/pods/pods/web"),
+        ("PUT", "/api/v1/namespaces/pods/pods/web/status"),
+    ]
+
+
+def test_concurrent_writer_wins_then_we_retry(api: k8s.KubeApi, standin: ApiStandIn) -> None:
+    # someone else writes between our GET and PUT: the stand-in answers a real 409 (stale version)
+    real_get = api.get_pod
+    writes = []
+
+    def racing_get(namespace: str, name: str) -> Any:
+        pod = real_get(namespace, name)
+        if not writes:
+            writes.append(1)
+            conn = http.client.HTTPConnection("127.0.0.1", standin.port, timeout=5)
+            body = json.dumps({"metadata": {"annotations": {"other": "writer"}}})
+            conn.request("PATCH", "/api/v1/namespaces/pods/pods/web/status", body, {"Content-Type": "application/merge-patch+json"})
+            assert conn.getresponse().status == 200
+            conn.close()
+        return pod
+
+    api.get_pod = racing_get  # type: ignore[method-assign]
+    api.set_network_status("pods", "web", STATUS_VALUE)
+    pod = standin.get("pod", "pods", "web")
+    assert pod is not None
+    assert pod["metadata"]["annotations"]["other"] == "writer"  # the other write survived
+    assert pod["metadata"]["annotations"][NETWORK_STATUS] == STATUS_VALUE
+    assert [r[0] for r in standin.requests].count("PUT") == 2
+
+
+def test_endless_conflicts_fail(api: k8s.KubeApi, standin: ApiStandIn) -> None:
+    standin.fail_next(409, method="PUT", times=10)
+    with pytest.raises(ApiFailure) as info:
+        api.set_network_status("pods", "web", STATUS_VALUE)
+    assert info.value.msg == "status update failed for pod pods/web: still conflicting after 5 attempts"
+    assert info.value.cni_code == 103
+    assert [r[0] for r in standin.requests].count("PUT") == 5
+
+
+def test_status_of_missing_pod_is_not_an_error(api: k8s.KubeApi, standin: ApiStandIn) -> None:
+    api.set_network_status("pods", "gone", STATUS_VALUE)
+    assert standin.requests[-1] == ("GET", "/api/v1/namespaces/pods/pods/gone")
+    # deleted between GET and PUT: also fine
+    standin.fail_next(404, method="PUT")
+    api.set_network_status("pods", "web", STATUS_VALUE)
+
+
+@pytest.mark.parametrize(("code", "text"), [(500, "500 Internal error occurred: injected failure"), (403, "403 forbidden: injected failure")])
+def test_server_errors_are_api_failures(api: k8s.KubeApi, standin: ApiStandIn, code: int, text: str) -> None:
+    standin.fail_next(code, method="GET")
+    with pytest.raises(ApiFailure) as info:
+        api.get_pod("pods", "web")
+    assert info.value.msg == f"Kubernetes API GET /api/v1/namespaces/pods/pods/web: {text}"
+    standin.fail_next(code, path="/status")
+    with pytest.raises(ApiFailure, match=str(code)):
+        api.set_network_status("pods", "web", STATUS_VALUE)
+    standin.fail_next(code)
+    with pytest.raises(ApiFailure, match=str(code)):
+        api.get_nad("pods", "blue")
+
+
+def test_api_down(factory: Factory, standin: ApiStandIn, kubeconfig: str) -> None:
+    client = factory(kubeconfig)
+    standin.stop()
+    for call in (lambda: client.get_pod("pods", "web"), lambda: client.get_nad("pods", "blue"),
+                 lambda: client.set_network_status("pods", "web", "[]")):
+        with pytest.raises(ApiFailure) as info:
+            call()
+        assert "Connection refused" in info.value.msg
+        assert info.value.to_cni("1.0.0")["code"] == 103
+
+
+def test_timeout(factory: Factory, tmp_path: Path) -> None:
+    # a server that accepts and never answers
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        path = tmp_path / "kubeconfig"
+        server = ApiStandIn(port=sock.getsockname()[1])
+        server.write_kubeconfig(str(path))
+        client = k8s.light_api(str(path), timeout=0.3) if factory is make_light else k8s.client_api(str(path), timeout=0.3)
+        start = time.monotonic()
+        with pytest.raises(ApiFailure, match="timed out|Read timed out"):
+            client.get_pod("pods", "web")
+        assert time.monotonic() - start < 3
+
+
+def test_bearer_token(factory: Factory, tmp_path: Path) -> None:
+    with ApiStandIn(token="s3cret") as server:
+        server.load([POD])
+        good = tmp_path / "good"
+        server.write_kubeconfig(str(good))
+        pod = factory(str(good)).get_pod("pods", "web")
+        assert pod is not None and pod["metadata"]["name"] == "web"
+        server.token = "other"
+        with pytest.raises(ApiFailure, match="401 Unauthorized"):
+            factory(str(good)).get_pod("pods", "web")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read kubeconfig {path}: No such file or directory"),
+        ("a: [", "kubeconfig {path} is not valid YAML"),
+        ("current-context: x\ncontexts: []\n", "kubeconfig {path}: no context named 'x'"),
+        ("- 1\n", "kubeconfig {path} is not a kubeconfig (expected a mapping)"),
+    ],
+)
+def test_bad_kubeconfig_light(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "kc"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InvalidConfig) as info:
+        k8s.light_api(str(path))
+    assert info.value.msg.startswith(message.format(path=path))
+
+
+def test_bad_kubeconfig_client(tmp_path: Path) -> None:
+    with pytest.raises(InvalidConfig, match="cannot use kubeconfig"):
+        k8s.client_api(str(tmp_path / "missing"))
+
+
+def test_kubeconfig_details(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("tok-from-file\n")
+    (tmp_path / "kc").write_text(
+        """
+apiVersion: v1
+kind: Config
+current-context: ctx
+contexts: [{name: ctx, context: {cluster: c1, user: u1}}]
+clusters: [{name: c1, cluster: {server: "https://10.0.0.1:6443/", insecure-skip-tls-verify: true, tls-server-name: api.local}}]
+users: [{name: u1, user: {tokenFile: token, client-key: keys/k.pem}}]
+"""
+    )
+    conf = k8s.load_kubeconfig(str(tmp_path / "kc"))
+    assert conf.server == "https://10.0.0.1:6443"
+    assert conf.insecure and conf.tls_server_name == "api.local"
+    assert conf.token == "tok-from-file"
+    assert conf.key_file == str(tmp_path / "keys" / "k.pem")
+
+
+def test_exec_credentials_are_refused_by_light_client(tmp_path: Path) -> None:
+    (tmp_path / "kc").write_text(
+        "current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'https://x'}}]\nusers: [{name: u, user: {exec: {command: aws}}}]\n"
+    )
+    with pytest.raises(InvalidConfig, match="exec/auth-provider"):
+        k8s.light_api(str(tmp_path / "kc"))
+
+
+def test_light_client_does_not_import_kubernetes(kubeconfig: str) -> None:
+    code = (
+        "import sys; from kvnet import k8s; api = k8s.light_api(sys.argv[1]); "
+        "assert api.get_pod('pods', 'web'); print('kubernetes' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, kubeconfig], capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.strip() == "False"
+
+
+# --- TLS with client certificates (openssl makes the certificates) ------------------------------
+
+
+# --- the stand-in's own HTTP behaviour ------------------------------------------------------------
+
+
+def call(server: ApiStandIn, method: str, path: str, body: Any = None, content_type: str = "application/json") -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        data = json.dumps(body) if body is not None else None
+        conn.request(method, path, data, {"Content-Type": content_type} if data else {})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_standin_404_status_like_the_real_server(standin: ApiStandIn) -> None:
+    assert call(standin, "GET", "/api/v1/namespaces/pods/pods/nope") == (
+        404,
+        {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": 'pods "nope" not found',
+         "reason": "NotFound", "details": {"name": "nope", "kind": "pods"}, "code": 404},
+    )
+    code, body = call(standin, "GET", "/apis/k8s.cni.cncf.io/v1/namespaces/pods/network-attachment-definitions/x")
+    assert code == 404
+    assert body["message"] == 'network-attachment-definitions.k8s.cni.cncf.io "x" not found'
+    assert body["details"] == {"name": "x", "kind": "network-attachment-definitions", "group": "k8s.cni.cncf.io"}
+    assert call(standin, "GET", "/api/v1/nodes")[0] == 404
+
+
+def test_standin_409_on_stale_resource_version(standin: ApiStandIn) -> None:
+    pod = standin.get("pod", "pods", "web")
+    assert pod is not None
+    stale = json.loads(json.dumps(pod))
+    code, first = call(standin, "PUT", "/api/v1/namespaces/pods/pods/web/status", pod)
+    assert code == 200 and int(first["metadata"]["resourceVersion"]) > int(pod["metadata"]["resourceVersion"])
+    code, body = call(standin, "PUT", "/api/v1/namespaces/pods/pods/web/status", stale)
+    assert code == 409 and body["reason"] == "Conflict"
+    assert body["message"] == (
+        'Operation cannot be fulfilled on pods "web": the object has been modified; '
+        "please apply your changes to the latest version and try again"
+    )
+
+
+def test_standin_status_put_keeps_spec(standin: ApiStandIn) -> None:
+    pod = standin.get("pod", "pods", "web")
+    assert pod is not None
+    changed = json.loads(json.dumps(pod))
+    changed["spec"] = {"containers": []}
+    changed["status"] = {"phase": "Running"}
+    code, body = call(standin, "PUT", "/api/v1/namespaces/pods/pods/web/status", changed)
+    assert code == 200 and body["spec"] == POD["spec"] and body["status"] == {"phase": "Running"}
+
+
+@pytest.mark.parametrize("ctype", ["application/merge-patch+json", "application/strategic-merge-patch+json"])
+def test_standin_patch_annotations(standin: ApiStandIn, ctype: str) -> None:
+    patch = {"metadata": {"annotations": {NETWORK_STATUS: "[]", "keep": None}}}
+    code, body = call(standin, "PATCH", "/api/v1/namespaces/pods/pods/web/status", patch, ctype)
+    assert code == 200
+    assert body["metadata"]["annotations"] == {"k8s.v1.cni.cncf.io/networks": "blue", NETWORK_STATUS: "[]"}
+    code, body = call(standin, "PATCH", "/api/v1/namespaces/pods/pods/web/status", patch, "application/json-patch+json")
+    assert code == 415
+
+
+def test_standin_create_list_delete(standin: ApiStandIn) -> None:
+    nad = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition", "metadata": {"name": "red"}, "spec": {"config": "{}"}}
+    base = "/apis/k8s.cni.cncf.io/v1/namespaces/pods/network-attachment-definitions"
+    code, created = call(standin, "POST", base, nad)
+    assert code == 201 and created["metadata"]["namespace"] == "pods" and created["metadata"]["uid"]
+    assert call(standin, "POST", base, nad)[0] == 409
+    code, listed = call(standin, "GET", base)
+    assert code == 200 and listed["kind"] == "NetworkAttachmentDefinitionList"
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["blue", "red"]
+    assert call(standin, "DELETE", base + "/red")[0] == 200
+    assert call(standin, "DELETE", base + "/red")[0] == 404
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p2", "namespace": "other"}}
+    assert call(standin, "POST", "/api/v1/namespaces/pods/pods", pod)[0] == 400  # namespace mismatch
+    assert call(standin, "POST", "/api/v1/namespaces/other/pods", pod)[0] == 201
+    assert standin.get("Pod", "other", "p2") is not None
+    assert call(standin, "DELETE", "/api/v1/namespaces/other/pods/p2")[0] == 200
+    assert standin.get("Pod", "other", "p2") is None
+
+
+def test_standin_discovery(standin: ApiStandIn) -> None:
+    assert call(standin, "GET", "/version")[1]["gitVersion"].endswith("kvnet-standin")
+    assert call(standin, "GET", "/api")[1]["versions"] == ["v1"]
+    groups = call(standin, "GET", "/apis")[1]["groups"]
+    assert [g["name"] for g in groups] == ["k8s.cni.cncf.io"]
+    resources = call(standin, "GET", "/apis/k8s.cni.cncf.io/v1")[1]["resources"]
+    assert resources[0]["name"] == "network-attachment-definitions" and resources[0]["shortNames"] == ["net-attach-def"]
+
+
+def test_standin_load_rejects_other_kinds() -> None:
+    server = ApiStandIn()
+    with pytest.raises(ValueError, match="not 'Service'"):
+        server.load([{"kind": "Service", "metadata": {"name": "s"}}])
+    server.load([{"kind": "List", "items": [POD]}])
+    assert server.get("pod", "pods", "web") is not None
