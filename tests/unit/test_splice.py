@@ -1,0 +1,151 @@
+"""Splicing into KubeVirt's domain: replace by alias, else append; the rest untouched."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from kvnet.domain.render import render_nic
+from kvnet.domain.splice import kubevirt_hostdevs, splice
+from kvnet.errors import RenderError
+from kvnet.model import PciAddress, TapNic
+
+# as virt-launcher sends it: tab-indented, no XML header, a qemu: namespace, a comment
+DOMAIN = """<domain type="kvm" xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">
+\t<name>ns_vm1</name>
+\t<!-- kept -->
+\t<devices>
+\t\t<interface type="ethernet">
+\t\t\t<target dev="tap0" managed="no"></target>
+\t\t\t<model type="virtio-non-transitional"></model>
+\t\t\t<mac address="02:00:00:00:00:01"></mac>
+\t\t\t<alias name="ua-default"></alias>
+\t\t</interface>
+\t\t<interface type="ethernet">
+\t\t\t<target dev="tapold" managed="no"></target>
+\t\t\t<model type="e1000"></model>
+\t\t\t<mac address="02:00:00:00:00:99"></mac>
+\t\t\t<alias name="ua-blue"></alias>
+\t\t</interface>
+\t\t<hostdev type="pci" managed="no" mode="subsystem">
+\t\t\t<source>
+\t\t\t\t<address type="pci" domain="0x0000" bus="0x81" slot="0x10" function="0x2"></address>
+\t\t\t</source>
+\t\t\t<alias name="ua-sriov-sa"></alias>
+\t\t</hostdev>
+\t\t<hostdev type="pci" managed="no" mode="subsystem">
+\t\t\t<source>
+\t\t\t\t<address type="pci" domain="0x0000" bus="0x00" slot="0x02" function="0x0"></address>
+\t\t\t</source>
+\t\t\t<alias name="hostdev0"></alias>
+\t\t</hostdev>
+\t</devices>
+\t<qemu:commandline>
+\t\t<qemu:arg value="-nodefaults"></qemu:arg>
+\t</qemu:commandline>
+</domain>"""
+
+BLUE = TapNic(name="blue", target="tap16477688c0e", mac="02:00:00:00:00:02")
+RED = TapNic(name="red", target="tapb1f51a511f1", mac="02:00:00:00:00:03")
+
+
+def c14n(text: str) -> str:
+    return ET.canonicalize(text, strip_text=True)
+
+
+def test_replace_by_alias_and_append() -> None:
+    out = splice(DOMAIN, [render_nic(BLUE), render_nic(RED)])
+    root = ET.fromstring(out)
+    devs = root.find("devices")
+    assert devs is not None
+    assert [e.find("alias").get("name") for e in devs] == ["ua-default", "ua-blue", "ua-sriov-sa", "hostdev0", "ua-red"]  # type: ignore[union-attr]
+    blue = devs[1]
+    assert blue.find("target").get("dev") == "tap16477688c0e"  # type: ignore[union-attr]
+    assert blue.find("model").get("type") == "virtio-non-transitional"  # type: ignore[union-attr]
+
+
+def test_rest_of_domain_left_as_it_was() -> None:
+    out = splice(DOMAIN, [render_nic(RED)])
+    assert not out.startswith("<?xml")
+    assert "<!-- kept -->" in out
+    assert "<qemu:commandline>" in out and 'xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0"' in out
+    # without the appended device the domain is the same document
+    root = ET.fromstring(out)
+    devs = root.find("devices")
+    devs.remove(devs[-1])  # type: ignore[union-attr]
+    assert c14n(ET.tostring(root, encoding="unicode")) == c14n(DOMAIN)
+    # the new device follows KubeVirt's tab indentation
+    assert "\n\t\t<interface type=\"ethernet\">\n\t\t\t<target dev=\"tapb1f51a511f1\"" in out
+    assert out.rstrip().endswith("</domain>")
+
+
+def test_input_is_not_modified_and_bytes_accepted() -> None:
+    elem = render_nic(BLUE)
+    before = ET.tostring(elem)
+    out = splice(DOMAIN.encode(), [elem])
+    assert ET.tostring(elem) == before
+    assert splice(out, [elem]) == out  # idempotent: splicing again replaces the same device
+
+
+def test_empty_devices() -> None:
+    out = splice("<domain><name>x</name><devices/></domain>", [render_nic(BLUE)])
+    assert [e.tag for e in ET.fromstring(out).find("devices")] == ["interface"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("domain", "message"),
+    [
+        ("<domain><devices>", "the domain XML does not parse"),
+        ("", "the domain XML does not parse"),
+        ("<network/>", "the domain XML has root <network>, expected <domain>"),
+        ("<domain><name>x</name></domain>", "domain 'x' has no <devices>"),
+    ],
+)
+def test_bad_domain(domain: str, message: str) -> None:
+    with pytest.raises(RenderError) as err:
+        splice(domain, [render_nic(BLUE)])
+    assert err.value.msg.startswith(message)
+
+
+def test_device_without_alias() -> None:
+    with pytest.raises(RenderError, match="cannot splice <interface> without an <alias name>"):
+        splice(DOMAIN, [ET.fromstring('<interface type="ethernet"/>')])
+
+
+def test_kubevirt_hostdevs() -> None:
+    assert kubevirt_hostdevs(DOMAIN) == {"ua-sriov-sa": PciAddress(0, 0x81, 0x10, 2)}
+    with pytest.raises(RenderError, match="hostdev ua-sriov-x in the domain has no source address"):
+        kubevirt_hostdevs('<domain><devices><hostdev><alias name="ua-sriov-x"/></hostdev></devices></domain>')
+    with pytest.raises(RenderError, match="malformed source address"):
+        kubevirt_hostdevs('<domain><devices><hostdev><source><address domain="zz"/></source><alias name="ua-sriov-x"/></hostdev></devices></domain>')
+
+
+def test_define_domain_pipeline() -> None:
+    """The sidecar's OnDefineDomain call: parse VMI, read KubeVirt's hostdevs, render, splice."""
+    from kvnet.domain.pipeline import define_domain
+    from kvnet.model import BindingRecord, PodFacts, PodLink
+
+    vmi = {
+        "metadata": {"name": "vm1", "namespace": "ns", "annotations": {"kvnet.io/bonds": '[{"name": "bond0", "members": ["blue", "sa"]}]'}},
+        "spec": {
+            "networks": [{"name": "default", "pod": {}}, {"name": "blue", "multus": {"networkName": "b"}}, {"name": "sa", "multus": {"networkName": "s"}}],
+            "domain": {"devices": {"interfaces": [
+                {"name": "default", "masquerade": {}},
+                {"name": "blue", "binding": {"name": "kvnet"}, "macAddress": "02:00:00:00:00:0b"},
+                {"name": "sa", "sriov": {}, "macAddress": "02:00:00:00:00:0a"},
+            ]}},
+        },
+    }
+    links = {
+        "pod16477688c0e": PodLink(name="pod16477688c0e", mac="02:ab:00:00:00:01", mtu=1400, record=BindingRecord(original_mac="0a:58:00:00:00:01", mtu=1400)),
+        "tap16477688c0e": PodLink(name="tap16477688c0e", mac="fe:00:00:00:00:01", mtu=1400, kind="tun"),
+    }
+    out = define_domain(DOMAIN.encode(), vmi, PodFacts(links=links))
+    devs = ET.fromstring(out).find("devices")
+    assert devs is not None
+    blue = devs[1]
+    assert blue.find("alias").get("name") == "ua-blue"  # type: ignore[union-attr]
+    assert blue.find("mac").get("address") == "02:00:00:00:00:0b"  # type: ignore[union-attr]
+    assert blue.find("mtu").get("size") == "1400"  # type: ignore[union-attr]
+    assert len(devs) == 4  # the sriov member's hostdev stays KubeVirt's, not duplicated
