@@ -1,0 +1,434 @@
+"""The binding's pure parts (config, pod interface name, plan) and add/delete/check on a fake netns."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from kvnet import bindrecord
+from kvnet.cni import binding
+from kvnet.cni.binding import BindingConfig, DesiredPlumbing, ObservedPodLink, TapSpec, find_pod_iface, plan, swapped_mac
+from kvnet.errors import DecodeFailure, InvalidConfig, NetlinkFailure
+from kvnet.model import BindingRecord, GuestIpConfig
+from kvnet.netlink import AddressState, LinkState, NetnsMissing, RouteState
+
+BLUE = "pod16477688c0e"
+MAC = "0a:58:0a:4d:00:02"
+
+
+def veth(**kw: Any) -> LinkState:
+    return replace(LinkState(BLUE, 2, MAC, 1400, kind="veth", up=True), **kw)
+
+
+def observed(link: LinkState | None = None, **kw: Any) -> ObservedPodLink:
+    base = ObservedPodLink(
+        link or veth(),
+        (AddressState("10.77.0.2/24"), AddressState("fe80::858:aff:fe4d:2/64", 253)),
+        (
+            RouteState("0.0.0.0/0", "10.77.0.1", 3),
+            RouteState("10.77.0.0/24", None, 2),
+            RouteState("10.88.0.0/16", "10.77.0.1", 3),
+            RouteState("fe80::/64", None, 2),
+        ),
+    )
+    return replace(base, **kw)
+
+
+RECORD = BindingRecord(MAC, 1400, GuestIpConfig(("10.77.0.2/24",), ("10.77.0.1",), (("10.88.0.0/16", "10.77.0.1"),)))
+
+
+# --- config --------------------------------------------------------------------------
+
+
+def test_config_defaults() -> None:
+    assert BindingConfig.parse({"name": "b"}) == BindingConfig("auto", False, 107, 107, None, "error")
+
+
+def test_config_all_keys() -> None:
+    conf = {"mode": "redirect", "multiQueue": True, "tapOwner": {"uid": 0, "gid": 36}, "logFile": "/var/log/b.log", "logLevel": "debug"}
+    assert BindingConfig.parse(conf) == BindingConfig("redirect", True, 0, 36, "/var/log/b.log", "debug")
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"mode": "macvtap"}, "binding conf 'b': mode 'macvtap' is not one of auto, bridge, redirect"),
+        ({"multiQueue": "yes"}, "binding conf 'b': multiQueue must be true or false, got 'yes'"),
+        ({"tapOwner": 107}, "binding conf 'b': tapOwner must be an object"),
+        ({"tapOwner": {"uid": -1}}, "binding conf 'b': tapOwner.uid must be a non-negative integer, got -1"),
+        ({"tapOwner": {"gid": True}}, "binding conf 'b': tapOwner.gid must be a non-negative integer, got True"),
+        ({"logFile": ""}, "binding conf 'b': logFile must be a path, got ''"),
+        ({"logLevel": "loud"}, "binding conf 'b': logLevel 'loud' is not one of debug, verbose, error, panic"),
+    ],
+)
+def test_config_errors(conf: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidConfig) as err:
+        BindingConfig.parse({"name": "b", **conf})
+    assert err.value.msg.startswith(message)
+    assert err.value.cni_code == 7
+
+
+@pytest.mark.parametrize(
+    "conf", [{}, {"args": {}}, {"args": {"cni": {}}}, {"args": {"cni": {"logicNetworkName": ""}}}, {"args": {"cni": {"logicNetworkName": 3}}}]
+)
+def test_logic_network_name_missing(conf: dict[str, Any]) -> None:
+    with pytest.raises(InvalidConfig, match=r"binding conf 'b': args.cni.logicNetworkName is missing"):
+        binding.logic_network_name({"name": "b", **conf})
+
+
+# --- names ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("links", "ifname", "expected"),
+    [
+        (("lo", "eth0", BLUE), "net2", BLUE),
+        (("lo", "eth0", "net1", BLUE), "net2", BLUE),  # hashed wins when both exist
+        (("lo", "eth0", "net1"), "net2", "net1"),  # ordinal pod: the entry before this one
+        (("lo", "eth0", "net1", "net2", "net3"), "net4", "net3"),
+        (("lo", "eth0", "net1"), "net1", BLUE),  # no net0: fall back to the hashed name
+        (("lo", "eth0"), "net2", BLUE),  # nothing there (a VFIO VF): the hashed name, absent
+        (("lo", "eth0", "net1"), "eth1", BLUE),
+    ],
+)
+def test_find_pod_iface(links: tuple[str, ...], ifname: str, expected: str) -> None:
+    assert find_pod_iface(links, "blue", ifname) == expected
+
+
+@pytest.mark.parametrize("mac", [MAC, "02:00:00:00:00:01", "ff:ff:ff:ff:ff:ff", "0A:58:0A:4D:00:02"])
+def test_swapped_mac_is_local_unicast_stable_and_different(mac: str) -> None:
+    new = swapped_mac(mac)
+    first = int(new[:2], 16)
+    assert first & 0x02 and not first & 0x01
+    assert new != mac.lower() and new == swapped_mac(mac.upper())
+
+
+# --- plan ----------------------------------------------------------------------------
+
+CFG = BindingConfig()
+
+
+@pytest.mark.parametrize(
+    ("obs", "config", "expected"),
+    [
+        pytest.param(
+            observed(),
+            CFG,
+            DesiredPlumbing("blue", BLUE, "bridge", "auto for a veth pod link", RECORD,
+                            TapSpec("tap16477688c0e", 1400, 107, 107, False), "k6t-16477688c0e", swapped_mac(MAC)),
+            id="veth-bridge-mac-swap",
+        ),
+        pytest.param(
+            observed(veth(kind="macvlan")),
+            CFG,
+            DesiredPlumbing("blue", BLUE, "redirect", "auto for a macvlan pod link", RECORD,
+                            TapSpec("tap16477688c0e", 1400, 107, 107, False), None, MAC),
+            id="macvlan-redirect",
+        ),
+        pytest.param(
+            observed(veth(kind="ipvlan")), CFG,
+            DesiredPlumbing("blue", BLUE, "redirect", "auto for a ipvlan pod link", RECORD,
+                            TapSpec("tap16477688c0e", 1400, 107, 107, False), None, MAC),
+            id="ipvlan-redirect",
+        ),
+        pytest.param(
+            observed(veth(kind="", mtu=9000)),
+            BindingConfig(multi_queue=True, tap_uid=0, tap_gid=36),
+            DesiredPlumbing("blue", BLUE, "bridge", "auto for a physical pod link", replace(RECORD, mtu=9000),
+                            TapSpec("tap16477688c0e", 9000, 0, 36, True), "k6t-16477688c0e", swapped_mac(MAC)),
+            id="physical-multiqueue-owner-mtu",
+        ),
+        pytest.param(
+            observed(veth(kind="macvlan")), BindingConfig(mode="bridge"),
+            DesiredPlumbing("blue", BLUE, "bridge", "set in the binding conf", RECORD,
+                            TapSpec("tap16477688c0e", 1400, 107, 107, False), "k6t-16477688c0e", swapped_mac(MAC)),
+            id="mode-override",
+        ),
+        pytest.param(
+            observed(veth(kind="macvtap")), BindingConfig(mode="bridge"),
+            DesiredPlumbing("blue", BLUE, "none", f"pod link {BLUE} is a macvtap: the VM uses it directly"),
+            id="macvtap-nothing",
+        ),
+        pytest.param(
+            observed(veth(kind="tun")), CFG,
+            DesiredPlumbing("blue", BLUE, "none", f"pod link {BLUE} is a tun: the VM uses it directly"),
+            id="tap-nothing",
+        ),
+        pytest.param(
+            None, CFG, DesiredPlumbing("blue", BLUE, "none", f"no pod link {BLUE} (a VFIO VF, or no netdev)"), id="absent-nothing"
+        ),
+        pytest.param(
+            observed(veth(mac=swapped_mac(MAC), master="k6t-16477688c0e", alias=bindrecord.encode(RECORD)), addresses=(), routes=()),
+            CFG,
+            DesiredPlumbing("blue", BLUE, "bridge", "auto for a veth pod link", RECORD,
+                            TapSpec("tap16477688c0e", 1400, 107, 107, False), "k6t-16477688c0e", swapped_mac(MAC)),
+            id="already-plumbed-same-plan",
+        ),
+        pytest.param(
+            observed(addresses=(), routes=()),
+            CFG,
+            DesiredPlumbing("blue", BLUE, "bridge", "auto for a veth pod link", BindingRecord(MAC, 1400),
+                            TapSpec("tap16477688c0e", 1400, 107, 107, False), "k6t-16477688c0e", swapped_mac(MAC)),
+            id="no-ipam-pure-l2",
+        ),
+    ],
+)
+def test_plan(obs: ObservedPodLink | None, config: BindingConfig, expected: DesiredPlumbing) -> None:
+    assert plan(obs, "blue", config, pod_iface=BLUE) == expected
+    assert expected.describe().startswith(f"network blue ({BLUE}): ")
+
+
+def test_plan_ipv6_gateway_and_device_route() -> None:
+    obs = observed(
+        addresses=(AddressState("fd00::2/64"), AddressState("fe80::1/64", 253)),
+        routes=(RouteState("::/0", "fd00::1", 3), RouteState("fd00:9::/64", None, 3), RouteState("fd00::/64", None, 2), RouteState("ff00::/8", None, 3)),
+    )
+    record = plan(obs, "blue", CFG, pod_iface=BLUE).record
+    assert record == BindingRecord(MAC, 1400, GuestIpConfig(("fd00::2/64",), ("fd00::1",), (("fd00:9::/64", ""),)))
+
+
+@pytest.mark.parametrize(
+    ("obs", "error", "message"),
+    [
+        (observed(veth(kind="bridge")), InvalidConfig, f"network blue: pod interface {BLUE} is a bridge; kvnet-binding cannot bind it"),
+        (observed(veth(alias="uplink to rack 3")), InvalidConfig, f"network blue: pod interface {BLUE} already carries an ifalias not written by kvnet"),
+        (observed(veth(alias='{"kvnet":9}')), DecodeFailure, f"network blue: pod interface {BLUE}: unsupported kvnet binding record version 9"),
+        (
+            observed(routes=tuple(RouteState(f"fd00:{i:x}::/64", "fd00::1", 3) for i in range(9))),
+            InvalidConfig,
+            f"network blue: pod interface {BLUE}: binding record for MAC {MAC} is",
+        ),
+    ],
+)
+def test_plan_errors(obs: ObservedPodLink, error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as err:
+        plan(obs, "blue", CFG, pod_iface=BLUE)
+    assert str(err.value).startswith(message)
+
+
+def test_plan_refuses_an_ordinal_name_whose_tap_name_is_too_long() -> None:
+    long = "net123456789012"
+    with pytest.raises(InvalidConfig, match="cannot name the tap"):
+        plan(observed(veth(name=long)), "blue", CFG, pod_iface=long + "x")
+
+
+# --- add / delete / check on a fake netns ----------------------------------------------
+
+
+@dataclass
+class FakeNetns:
+    """An in-memory netns with the PodNetlink operations; ``fail_on`` makes one op fail."""
+
+    links: dict[str, LinkState] = field(default_factory=dict)
+    addrs: dict[str, list[AddressState]] = field(default_factory=dict)
+    rts: dict[str, list[RouteState]] = field(default_factory=dict)
+    tc: dict[str, str] = field(default_factory=dict)
+    fail_on: str = ""
+    calls: list[str] = field(default_factory=list)
+
+    def _op(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.fail_on:
+            raise NetlinkFailure(f"{name} failed (injected)")
+
+    def _set(self, name: str, **kw: Any) -> None:
+        if name not in self.links:
+            raise NetlinkFailure(f"link {name} not found")
+        self.links[name] = replace(self.links[name], **kw)
+
+    def link(self, name: str) -> LinkState | None:
+        return self.links.get(name)
+
+    def link_names(self) -> tuple[str, ...]:
+        return tuple(self.links)
+
+    def addresses(self, name: str) -> tuple[AddressState, ...]:
+        return tuple(self.addrs.get(name, []))
+
+    def routes(self, name: str) -> tuple[RouteState, ...]:
+        return tuple(self.rts.get(name, []))
+
+    def tc_redirect_target(self, name: str) -> str | None:
+        return self.tc.get(name)
+
+    def create_bridge(self, name: str, *, mtu: int) -> None:
+        self._op("create_bridge")
+        self.links[name] = LinkState(name, 10, "02:00:00:00:00:10", mtu, kind="bridge")
+
+    def create_tap(self, name: str, *, owner_uid: int, owner_gid: int, multi_queue: bool, mtu: int) -> None:
+        self._op("create_tap")
+        self.links[name] = LinkState(name, 11, "02:00:00:00:00:11", mtu, "tun", multi_queue=multi_queue, owner=owner_uid, group=owner_gid)
+
+    def set_master(self, name: str, master: str | None) -> None:
+        self._op("set_master")
+        self._set(name, master=master)
+
+    def set_mac(self, name: str, mac: str) -> None:
+        self._op("set_mac")
+        self._set(name, mac=mac)
+
+    def set_up(self, name: str, up: bool = True) -> None:
+        self._set(name, up=up)
+
+    def set_alias(self, name: str, alias: str) -> None:
+        self._op("set_alias")
+        self._set(name, alias=alias)
+
+    def add_address(self, name: str, cidr: str) -> None:
+        self.addrs.setdefault(name, []).append(AddressState(cidr))
+        self.rts.setdefault(name, []).append(RouteState(str(ipaddress.ip_interface(cidr).network), None, 2))
+
+    def remove_address(self, name: str, cidr: str) -> None:
+        self._op("remove_address")
+        self.addrs[name] = [a for a in self.addrs[name] if a.cidr != cidr]
+        self.rts[name] = [r for r in self.rts.get(name, []) if r.proto != 2 or ":" in r.dst]
+
+    def add_route(self, name: str, route: RouteState) -> None:
+        self.rts.setdefault(name, []).append(RouteState(route.dst, route.gateway, 3))
+
+    def remove_route(self, name: str, route: Any) -> None:
+        self._op("remove_route")
+        self.rts[name] = [r for r in self.rts[name] if (r.dst, r.gateway) != (route.dst, route.gateway)]
+
+    def delete_link(self, name: str) -> None:
+        self._op("delete_link")
+        self.links.pop(name, None)
+        self.tc.pop(name, None)  # the kernel drops a deleted link's qdiscs
+
+    def tc_redirect(self, name: str, to: str) -> None:
+        self._op("tc_redirect")
+        self.tc[name] = to
+
+    def clear_tc(self, name: str) -> None:
+        self.tc.pop(name, None)
+
+    def state(self) -> tuple[Any, ...]:
+        return (
+            dict(self.links),
+            {k: sorted(a.cidr for a in v) for k, v in self.addrs.items()},
+            {k: sorted((r.dst, r.gateway or "") for r in v) for k, v in self.rts.items()},
+            dict(self.tc),
+        )
+
+
+def fake_pod(kind: str = "veth") -> FakeNetns:
+    ns = FakeNetns()
+    ns.links = {"lo": LinkState("lo", 1, "00:00:00:00:00:00", 65536, up=True), BLUE: veth(kind=kind)}
+    ns.addrs = {BLUE: [AddressState("10.77.0.2/24")]}
+    ns.rts = {BLUE: [RouteState("10.77.0.0/24", None, 2), RouteState("0.0.0.0/0", "10.77.0.1", 3), RouteState("10.88.0.0/16", "10.77.0.1", 3)]}
+    return ns
+
+
+@dataclass(frozen=True)
+class Req:
+    netns: str = "/var/run/netns/pod"
+    container_id: str = "c1"
+    ifname: str = "net2"
+    config: Any = field(default_factory=lambda: {"cniVersion": "0.4.0", "name": "kvnet-binding", "args": {"cni": {"logicNetworkName": "blue"}}})
+
+
+def opener(ns: FakeNetns | None) -> Any:
+    @contextmanager
+    def open_(path: str) -> Iterator[FakeNetns]:
+        if ns is None:
+            raise NetnsMissing(f"network namespace {path} does not exist")
+        yield ns
+
+    return open_
+
+
+@pytest.mark.parametrize("kind", ["veth", "macvlan"])
+def test_add_is_idempotent_and_delete_restores(kind: str) -> None:
+    ns = fake_pod(kind)
+    before = ns.state()
+    assert binding.add(Req(), nl=opener(ns)) == {"cniVersion": "0.4.0"}
+    plumbed = ns.state()
+    assert ns.links[BLUE].alias == bindrecord.encode(RECORD)
+    assert ns.addrs[BLUE] == [] and ns.rts[BLUE] == []
+    assert binding.add(Req(), nl=opener(ns)) == {"cniVersion": "0.4.0"}
+    assert ns.state() == plumbed
+    binding.check(Req(), nl=opener(ns))
+    binding.delete(Req(), nl=opener(ns))
+    assert ns.state() == before
+    binding.delete(Req(), nl=opener(ns))
+    assert ns.state() == before
+
+
+@pytest.mark.parametrize("step", ["create_bridge", "create_tap", "set_master", "set_mac", "remove_address", "remove_route"])
+def test_failed_add_undoes_every_step(step: str) -> None:
+    ns = fake_pod()
+    before = ns.state()
+    ns.fail_on = step
+    with pytest.raises(NetlinkFailure, match="injected"):
+        binding.add(Req(), nl=opener(ns))
+    assert ns.state() == before
+
+
+def test_failed_redirect_add_undoes_tc() -> None:
+    ns = fake_pod("macvlan")
+    before = ns.state()
+    calls = 0
+    real = ns.tc_redirect
+
+    def second_fails(name: str, to: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise NetlinkFailure("tc failed (injected)")
+        real(name, to)
+
+    ns.tc_redirect = second_fails  # type: ignore[method-assign]
+    with pytest.raises(NetlinkFailure):
+        binding.add(Req(), nl=opener(ns))
+    assert ns.state() == before
+
+
+def test_delete_when_netns_is_gone_or_empty() -> None:
+    binding.delete(Req(), nl=opener(None))
+    binding.delete(replace(Req(), netns=""), nl=opener(None))
+    empty = FakeNetns(links={"lo": LinkState("lo", 1, "00:00:00:00:00:00", 65536)})
+    binding.delete(Req(), nl=opener(empty))
+    assert empty.calls == []
+
+
+def test_delete_removes_orphan_tap_and_bridge_when_the_pod_link_is_gone() -> None:
+    ns = fake_pod()
+    binding.add(Req(), nl=opener(ns))
+    del ns.links[BLUE]
+    binding.delete(Req(), nl=opener(ns))
+    assert list(ns.links) == ["lo"]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda ns: ns._set(BLUE, mac=MAC), f"network blue: pod interface {BLUE} has MAC {MAC}, expected {swapped_mac(MAC)}"),
+        (lambda ns: ns.add_address(BLUE, "10.77.0.2/24"), f"network blue: pod interface {BLUE} still has addresses ['10.77.0.2/24']"),
+        (lambda ns: ns.links.pop("tap16477688c0e"), "network blue: tap tap16477688c0e is missing"),
+        (lambda ns: ns._set("tap16477688c0e", mtu=1500), "network blue: tap tap16477688c0e has MTU 1500, expected 1400"),
+        (lambda ns: ns.links.pop("k6t-16477688c0e"), "network blue: bridge k6t-16477688c0e is missing"),
+        (lambda ns: ns._set(BLUE, master=None), f"network blue: {BLUE} is not a port of k6t-16477688c0e (master None)"),
+        (lambda ns: ns._set(BLUE, alias=""), f"network blue: pod interface {BLUE} carries no kvnet binding record"),
+    ],
+)
+def test_check_names_what_drifted(breakage: Any, message: str) -> None:
+    ns = fake_pod()
+    binding.add(Req(), nl=opener(ns))
+    breakage(ns)
+    with pytest.raises(binding.PlumbingDrift) as err:
+        binding.check(Req(), nl=opener(ns))
+    assert err.value.msg == message
+    assert err.value.cni_code == 104
+
+
+def test_check_redirect_targets() -> None:
+    ns = fake_pod("macvlan")
+    binding.add(Req(), nl=opener(ns))
+    ns.tc.pop("tap16477688c0e")
+    with pytest.raises(binding.PlumbingDrift, match=f"ingress of tap16477688c0e is redirected to None, expected {BLUE}"):
+        binding.check(Req(), nl=opener(ns))
