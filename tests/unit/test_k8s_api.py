@@ -380,3 +380,50 @@ def test_standin_load_rejects_other_kinds() -> None:
         server.load([{"kind": "Service", "metadata": {"name": "s"}}])
     server.load([{"kind": "List", "items": [POD]}])
     assert server.get("pod", "pods", "web") is not None
+
+
+# --- `kvnet apiserver` ----------------------------------------------------------------------------
+
+
+def test_apiserver_command(kvnet_bin_dir: str, tmp_path: Path) -> None:
+    objects = tmp_path / "objects.yaml"
+    objects.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: pods}\n---\n"
+        "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\n"
+        "metadata: {name: blue, namespace: pods}\nspec: {config: '{\"type\": \"bridge\"}'}\n"
+    )
+    kubeconfig = tmp_path / "kubeconfig"
+    proc = subprocess.Popen(
+        [f"{kvnet_bin_dir}/kvnet", "apiserver", "--listen", "127.0.0.1:0", "--load", str(objects),
+         "--kubeconfig", str(kubeconfig), "--ready"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = ""
+        while not line.startswith("ready "):
+            line = proc.stderr.readline()
+            assert line, "kvnet apiserver exited before it was ready"
+        api = k8s.light_api(str(kubeconfig))
+        nad = api.get_nad("pods", "blue")
+        assert nad is not None and nad["spec"]["config"] == '{"type": "bridge"}'
+        api.set_network_status("pods", "web", "[]")
+        pod = api.get_pod("pods", "web")
+        assert pod is not None and pod["metadata"]["annotations"] == {NETWORK_STATUS: "[]"}
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert out == ""  # nothing on stdout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_apiserver_command_bad_file(kvnet_bin_dir: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Service\nmetadata: {name: s}\n")
+    out = subprocess.run([f"{kvnet_bin_dir}/kvnet", "apiserver", "--listen", "127.0.0.1:0", "--load", str(bad)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and out.stdout == ""
+    assert "serves pods and network-attachment-definitions, not 'Service'" in out.stderr

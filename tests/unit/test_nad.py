@@ -164,3 +164,23 @@ def test_conf_dir_errors(name: str, files: dict[str, Any], error: type[Exception
         delegate_from_conf_dir(name, "/cni", read_file=d.read_file, list_dir=d.list_dir)
     assert type(info.value) is error
     assert info.value.msg == message  # type: ignore[attr-defined]
+
+
+def test_crd_matches_upstream_names() -> None:
+    import yaml
+
+    crd = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "network-attachment-definition.yaml").read_text())
+    assert crd["apiVersion"] == "apiextensions.k8s.io/v1" and crd["kind"] == "CustomResourceDefinition"
+    assert crd["metadata"]["name"] == "network-attachment-definitions.k8s.cni.cncf.io"
+    spec = crd["spec"]
+    assert (spec["group"], spec["scope"]) == ("k8s.cni.cncf.io", "Namespaced")
+    assert spec["names"] == {
+        "plural": "network-attachment-definitions",
+        "singular": "network-attachment-definition",
+        "kind": "NetworkAttachmentDefinition",
+        "shortNames": ["net-attach-def"],
+    }
+    (version,) = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
+    props = version["schema"]["openAPIV3Schema"]["properties"]
+    assert props["spec"]["properties"]["config"]["type"] == "string"
