@@ -40,6 +40,7 @@ FALLBACK_BIN_DIR = "/usr/lib/cni"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_GRACE = 5.0  # seconds to collect a killed plugin's pipes
 MAX_ERROR_TEXT = 4096
+_RESULT_KEYS = frozenset({"interfaces", "ips", "routes", "ip4", "ip6"})
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,9 @@ class DelegateRunner:
             raise DecodeFailure(f"delegate {plugin_type} ADD returned an unparseable result: {_text(out)!r}") from None
         if not isinstance(result, dict):
             raise DecodeFailure(f"delegate {plugin_type} ADD returned a result that is not a JSON object")
+        if "code" in result and "msg" in result and not _RESULT_KEYS & result.keys():
+            # an error object with exit status 0: still an error
+            raise delegate_error(plugin_type, command, status, out, b"")
         return convert_result(result, conf_version, from_version=send_version)
 
     # --- a whole network (conf or conflist) ---------------------------------------

@@ -207,8 +207,9 @@ def plugin_main(
 ) -> int:
     """Run one CNI invocation: parse, answer VERSION, dispatch, print; return the exit status.
 
-    A handler returns the result (or None for DEL/CHECK/STATUS/GC). A known command with
-    no handler succeeds silently, like skel with a nil callback. Errors become the CNI
+    A handler returns the ADD result; whatever DEL/CHECK/STATUS/GC handlers return is
+    not printed (those commands have no output). A known command with no handler
+    succeeds silently, like skel with a nil callback. Errors become the CNI
     error object on stdout and exit status 1: :class:`KvnetError` with its own code, any
     other exception with code 999 and a log line on stderr.
     """
@@ -231,10 +232,7 @@ def plugin_main(
         handler = handlers.get(request.command)
         result = handler(request) if handler is not None else None
         if result is not None and request.command == "ADD":
-            result = _in_version(result, request.cni_version)
-            _print(result, out)
-        elif result is not None:
-            _print(result, out)
+            _print(_in_version(result, request.cni_version), out)
         return 0
     except KvnetError as e:
         _print(e.to_cni(_error_version(raw, supported_versions)), out)

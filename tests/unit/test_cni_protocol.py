@@ -242,10 +242,16 @@ def test_result_without_version_gets_the_request_version() -> None:
     assert out == {"dns": {}, "cniVersion": "0.4.0"}
 
 
-def test_del_prints_nothing() -> None:
+@pytest.mark.parametrize("command", ["DEL", "CHECK"])
+def test_non_add_commands_print_nothing(command: str) -> None:
     called: list[str] = []
-    rc, out = run_main({"DEL": lambda req: called.append(req.command)}, env(CNI_COMMAND="DEL"), stdin())
-    assert (rc, out, called) == (0, None, ["DEL"])
+
+    def handler(req: CniRequest) -> dict[str, Any]:
+        called.append(req.command)
+        return {"cniVersion": "1.0.0", "something": "ignored"}
+
+    rc, out = run_main({command: handler}, env(CNI_COMMAND=command), stdin())
+    assert (rc, out, called) == (0, None, [command])
 
 
 def test_command_without_handler_succeeds_silently() -> None:

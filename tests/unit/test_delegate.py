@@ -594,3 +594,10 @@ def test_script_killed_by_signal(tmp_path: Path) -> None:
         DelegateRunner([str(tmp_path / "bin")], timeout=20).run("DEL", CONF, ENV)
     # the shell wrapper execs python, so the status is the signal itself
     assert info.value.msg == "delegate fake DEL failed: killed by signal 9"
+
+
+def test_error_object_with_status_zero_is_still_an_error(bin_dir: Path) -> None:
+    runner, _ = runner_with(bin_dir, {"p": FakePlugin(fail={"ADD": (0, b'{"code":7,"msg":"no master"}', b"")})})
+    with pytest.raises(DelegateFailed) as info:
+        runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
+    assert (info.value.cni_code, info.value.msg) == (7, "delegate p ADD failed: no master")
