@@ -25,6 +25,7 @@ ETH_P_ALL = 0x0003
 INGRESS = 0xFFFF0000
 IFF_UP = 0x1
 RT_TABLE_MAIN = 254
+RTPROT_BOOT = 3
 RTPROT_KERNEL = 2
 
 P = ParamSpec("P")
@@ -191,13 +192,19 @@ class PodNetns:
 
     # --- writing -------------------------------------------------------------------
 
+    def _no_ipv6_addresses(self, index: int) -> None:
+        """addrgenmode none: a pure L2 link gets no IPv6 link-local, so it never talks on its own."""
+        self._ipr.link("set", index=index, IFLA_AF_SPEC={"attrs": [["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", 1]]}]]})
+
     @_translated("create bridge")
     def create_bridge(self, name: str, *, mtu: int) -> None:
+        """A bridge with no addresses of its own (created down; IPv6 link-local off)."""
         self._ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+        self._no_ipv6_addresses(self._require(name))
 
     @_translated("create tap")
     def create_tap(self, name: str, *, owner_uid: int, owner_gid: int, multi_queue: bool, mtu: int) -> None:
-        """A persistent tap as KubeVirt makes it (no PI header, vnet header)."""
+        """A persistent tap as KubeVirt makes it (no PI header, vnet header), IPv6 link-local off."""
         self._ipr.link(
             "add",
             ifname=name,
@@ -207,7 +214,9 @@ class PodNetns:
             gid=owner_gid,
             ifr={"no_pi": True, "vnet_hdr": True, "multi_queue": multi_queue, "one_queue": False},
         )
-        self._ipr.link("set", index=self._require(name), mtu=mtu)
+        index = self._require(name)
+        self._ipr.link("set", index=index, mtu=mtu)
+        self._no_ipv6_addresses(index)
 
     @_translated("set master of")
     def set_master(self, name: str, master: str | None) -> None:
@@ -219,7 +228,9 @@ class PodNetns:
 
     @_translated("set MTU of")
     def set_mtu(self, name: str, mtu: int) -> None:
-        self._ipr.link("set", index=self._require(name), mtu=mtu)
+        index = self._require(name)
+        self._ipr.link("set", index=index, mtu=mtu)
+        self._no_ipv6_addresses(index)
 
     @_translated("set state of")
     def set_up(self, name: str, up: bool = True) -> None:
@@ -246,8 +257,7 @@ class PodNetns:
             kwargs["gateway"] = route.gateway
         if route.priority is not None:
             kwargs["priority"] = route.priority
-        if route.proto:
-            kwargs["proto"] = route.proto
+        kwargs["proto"] = route.proto or RTPROT_BOOT  # what `ip route add` and the CNI plugins leave
         self._ipr.route("add", **kwargs)
 
     @_translated("remove route via")

@@ -103,7 +103,7 @@ def snapshot(ns: str, name: str) -> dict[str, Any]:
         f"{a['local']}/{a['prefixlen']}" for a in ip_json(ns, "addr", "show", "dev", name)[0]["addr_info"] if a["scope"] == "global"
     )
     routes = sorted(
-        (r["dst"], r.get("gateway", ""))
+        (r["dst"], r.get("gateway", ""), r.get("protocol", "boot"))
         for fam in ("-4", "-6")
         for r in ip_json(ns, fam, "route", "show", "dev", name)
         if not r["dst"].startswith(("fe80", "ff00"))
@@ -217,7 +217,7 @@ def test_bridge_mode_add_check_del(
     before = snapshot(pod.name, BLUE)
     pod_ip = attach["ips"][0]["address"]
     assert before["addresses"] == [pod_ip]
-    assert ("default", "10.77.0.1") in before["routes"] and ("10.88.0.0/16", "10.77.0.1") in before["routes"]
+    assert ("default", "10.77.0.1", "boot") in before["routes"] and ("10.88.0.0/16", "10.77.0.1", "boot") in before["routes"]
 
     rc, result = run_cni(binary, "ADD", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir)
     assert rc == 0, result
@@ -230,6 +230,8 @@ def test_bridge_mode_add_check_del(
     assert sysfs(pod.name, "/sys/class/net/tap16477688c0e/owner") == "107"
     assert sysfs(pod.name, "/sys/class/net/tap16477688c0e/group") == "107"
     assert int(sysfs(pod.name, "/sys/class/net/tap16477688c0e/tun_flags"), 16) & 0x0100 == 0
+    for l2_only in ("k6t-16477688c0e", "tap16477688c0e"):  # no IPv6 link-local: they never talk themselves
+        assert ip_json(pod.name, "addr", "show", "dev", l2_only)[0]["addr_info"] == []
     new_mac = pod_link["address"]
     assert new_mac != before["mac"] and int(new_mac[:2], 16) & 0x02  # locally administered
     plumbed = snapshot(pod.name, BLUE)
