@@ -373,6 +373,8 @@ class ClientApi(_RetryingStatusWriter):
             resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
             return resp.status, resp.data
         except self._api_exception as err:  # type: ignore[misc]
+            if not err.status:  # the client's own failure (TLS, bad request body), no HTTP answer
+                raise ApiFailure(f"Kubernetes API {what} at {self.server}: {err.reason}") from None
             body = err.body if isinstance(err.body, bytes) else str(err.body or "").encode()
             return int(err.status or 0), body
         except self._transport_errors as err:

@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import re
+import ssl
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -54,6 +55,18 @@ _KINDS = {
     NAD_PLURAL: NAD_PLURAL,
 }
 _MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
+
+
+@dataclass(frozen=True)
+class StandInTls:
+    """Serve HTTPS: the server's certificate and key, the CA that signed it (written into
+    kubeconfigs), and optionally a client certificate the stand-in then requires."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
 
 
 @dataclass
@@ -323,27 +336,43 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, out)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A broken client connection (reset, failed TLS handshake) is the client's problem."""
+        log.debug("API stand-in: error serving %s", client_address, exc_info=True)
+
+
 class ApiStandIn:
     """The in-memory API stand-in on ``host:port`` (0 = a free port), run in a thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
+                 tls: StandInTls | None = None) -> None:
         self.host = host
         self.port = port
         self.token = token
+        self.tls = tls
         self._store = _Store()
         self._faults: list[_Fault] = []
         self._requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         handler = type("StandInHandler", (_Handler,), {"standin": self})
-        server = ThreadingHTTPServer((self.host, self.port), handler)
-        server.daemon_threads = True
-        server.block_on_close = False
+        server = _Server((self.host, self.port), handler)
+        if self.tls is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.tls.cert_file, self.tls.key_file)
+            if self.tls.client_cert_file:
+                ctx.load_verify_locations(self.tls.ca_file)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
         self._server = server
         self.port = server.server_address[1]
         self._thread = threading.Thread(
@@ -371,15 +400,21 @@ class ApiStandIn:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def write_kubeconfig(self, path: str) -> None:
         """A kubeconfig pointing at this stand-in (with the bearer token if one is set)."""
         user: dict[str, Any] = {"token": self.token} if self.token else {}
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.tls is not None:
+            cluster["certificate-authority"] = self.tls.ca_file
+            if self.tls.client_cert_file:
+                user["client-certificate"] = self.tls.client_cert_file
+                user["client-key"] = self.tls.client_key_file
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "kvnet-standin", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "kvnet-standin", "cluster": cluster}],
             "users": [{"name": "kvnet-standin", "user": user}],
             "contexts": [{"name": "kvnet-standin", "context": {"cluster": "kvnet-standin", "user": "kvnet-standin"}}],
             "current-context": "kvnet-standin",

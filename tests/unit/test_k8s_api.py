@@ -7,8 +7,10 @@ Status bodies, conflicts on a stale resourceVersion, patches, create/delete, dis
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kvnet import k8s
 from kvnet.annotations import NETWORK_STATUS
 from kvnet.errors import ApiFailure, InvalidConfig
-from kvnet.lab.apiserver import ApiStandIn
+from kvnet.lab.apiserver import ApiStandIn, StandInTls
 
 POD: dict[str, Any] = {
     "apiVersion": "v1",
@@ -283,6 +286,74 @@ def test_light_client_does_not_import_kubernetes(kubeconfig: str) -> None:
 
 
 # --- TLS with client certificates (openssl makes the certificates) ------------------------------
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (EC keys: fast)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make test certificates")
+    d = tmp_path_factory.mktemp("pki")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=kvnet test CA", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name, subj in (("server", "/CN=127.0.0.1"), ("client", "/CN=kvnet-cni")):
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subj, cwd=d)
+        extra = ["-extfile", "san.ext"] if name == "server" else []
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.crt", "-days", "2", *extra, cwd=d)
+    return d
+
+
+def tls_of(pki: Path, *, client: bool) -> StandInTls:
+    return StandInTls(
+        cert_file=str(pki / "server.crt"), key_file=str(pki / "server.key"), ca_file=str(pki / "ca.crt"),
+        client_cert_file=str(pki / "client.crt") if client else None,
+        client_key_file=str(pki / "client.key") if client else None,
+    )
+
+
+def test_https_with_ca_and_client_certificate(factory: Factory, pki: Path, tmp_path: Path) -> None:
+    with ApiStandIn(tls=tls_of(pki, client=True)) as server:
+        server.load([POD])
+        kubeconfig = tmp_path / "kc"
+        server.write_kubeconfig(str(kubeconfig))
+        assert server.url.startswith("https://127.0.0.1:")
+        api = factory(str(kubeconfig))
+        api.set_network_status("pods", "web", "[]")
+        pod = api.get_pod("pods", "web")
+        assert pod is not None and pod["metadata"]["annotations"][NETWORK_STATUS] == "[]"
+
+
+def test_https_with_embedded_data(factory: Factory, pki: Path, tmp_path: Path) -> None:
+    """``*-data`` keys (base64) instead of file paths, as kubeadm writes them."""
+    with ApiStandIn(tls=tls_of(pki, client=True)) as server:
+        server.load([POD])
+        b64 = lambda name: base64.b64encode((pki / name).read_bytes()).decode()  # noqa: E731
+        kubeconfig = tmp_path / "kc"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            "clusters": [{"name": "k", "cluster": {"server": server.url, "certificate-authority-data": b64("ca.crt")}}],
+            "users": [{"name": "u", "user": {"client-certificate-data": b64("client.crt"), "client-key-data": b64("client.key")}}],
+        }))
+        pod = factory(str(kubeconfig)).get_pod("pods", "web")
+        assert pod is not None and pod["metadata"]["name"] == "web"
+
+
+def test_https_unknown_ca_is_refused(factory: Factory, pki: Path, tmp_path: Path) -> None:
+    with ApiStandIn(tls=tls_of(pki, client=False)) as server:
+        server.load([POD])
+        kubeconfig = tmp_path / "kc"
+        server.write_kubeconfig(str(kubeconfig))
+        text = kubeconfig.read_text().replace(str(pki / "ca.crt"), str(pki / "server.crt"))
+        kubeconfig.write_text(text)  # trust the wrong certificate
+        with pytest.raises(ApiFailure, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            factory(str(kubeconfig)).get_pod("pods", "web")
 
 
 # --- the stand-in's own HTTP behaviour ------------------------------------------------------------
