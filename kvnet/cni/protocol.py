@@ -50,6 +50,22 @@ _COMMAND_FLOOR = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 Handler = Callable[["CniRequest"], "Mapping[str, Any] | None"]
 
 
+class InvalidNetNS(KvnetError):
+    """CNI_NETNS names the plugin's own network namespace (spec code 8)."""
+
+    cni_code = 8
+
+
+def is_own_netns(netns: str, own: str = "/proc/self/ns/net") -> bool:
+    """True when ``netns`` is the namespace this process runs in (skel's CheckNetNS);
+    a path that cannot be opened is not ours (DEL of a netns already gone is fine)."""
+    try:
+        a, b = os.stat(netns), os.stat(own)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 @dataclass(frozen=True)
 class CniRequest:
     """One invocation of a CNI plugin, validated: env variables plus the stdin config."""
@@ -95,7 +111,7 @@ def validate_ifname(ifname: str) -> None:
     """libcni's ``ValidateInterfaceName`` rules and messages (details name the value)."""
     if not ifname:
         raise InvalidEnvironment("interface name is empty")
-    if len(ifname) > MAX_IFNAME:
+    if len(ifname.encode("utf-8", "surrogateescape")) > MAX_IFNAME:  # bytes, as the kernel and libcni count
         raise InvalidEnvironment(
             "interface name is too long", f"interface name {ifname!r} should be less than {MAX_IFNAME + 1} characters"
         )
@@ -229,6 +245,8 @@ def plugin_main(
         if request.command == "VERSION":
             _print(version_info(supported_versions), out)
             return 0
+        if request.command in ("ADD", "DEL") and request.netns and is_own_netns(request.netns):
+            raise InvalidNetNS("plugin's netns and netns from CNI_NETNS should not be the same", request.netns)
         handler = handlers.get(request.command)
         result = handler(request) if handler is not None else None
         if result is not None and request.command == "ADD":

@@ -304,3 +304,57 @@ def test_about_printed_to_stderr_without_command(capsys: pytest.CaptureFixture[s
 def test_missing_command_without_about_is_an_error() -> None:
     rc, out = run_main({}, {})
     assert rc == 1 and out["code"] == 4
+
+
+def test_own_netns_is_refused_before_the_handler_runs() -> None:
+    called: list[str] = []
+    rc, out = run_main({"ADD": lambda req: called.append("ADD")}, env(CNI_NETNS="/proc/self/ns/net"), stdin())
+    assert rc == 1 and called == []
+    assert out == {"cniVersion": "1.0.0", "code": 8,
+                   "msg": "plugin's netns and netns from CNI_NETNS should not be the same",
+                   "details": "/proc/self/ns/net"}
+
+
+def test_is_own_netns(tmp_path: Any) -> None:
+    from kvnet.cni.protocol import is_own_netns
+
+    assert is_own_netns("/proc/self/ns/net")
+    assert not is_own_netns(str(tmp_path / "missing"))
+    assert not is_own_netns(str(tmp_path))
+
+
+_ascii = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=20)
+
+
+@given(_ascii)
+def test_ifname_validation_agrees_with_naming_rules(name: str) -> None:
+    from kvnet.cni.protocol import validate_ifname
+    from kvnet.errors import InvalidEnvironment
+    from kvnet.naming import ifname_problem
+
+    try:
+        validate_ifname(name)
+        ok = True
+    except InvalidEnvironment:
+        ok = False
+    assert ok == (ifname_problem(name) is None)
+
+
+@given(_ascii)
+def test_container_id_validation_agrees_with_naming_rules(cid: str) -> None:
+    from kvnet.cni.protocol import validate_container_id
+    from kvnet.naming import cni_name_ok
+
+    try:
+        validate_container_id(cid)
+        ok = True
+    except KvnetError:
+        ok = False
+    assert ok == cni_name_ok(cid)
+
+
+def test_ifname_length_counts_bytes() -> None:
+    """15 bytes is the kernel's limit: eight two-byte characters are too long."""
+    err = error_of(env(CNI_IFNAME="ä" * 8), stdin())
+    assert (err.cni_code, err.msg) == (4, "interface name is too long")
+    parse_request(env(CNI_IFNAME="ä" * 7), stdin())
