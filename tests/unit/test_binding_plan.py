@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kvnet import bindrecord
 from kvnet.cni import binding
@@ -432,3 +435,12 @@ def test_check_redirect_targets() -> None:
     ns.tc.pop("tap16477688c0e")
     with pytest.raises(binding.PlumbingDrift, match=f"ingress of tap16477688c0e is redirected to None, expected {BLUE}"):
         binding.check(Req(), nl=opener(ns))
+
+
+def test_shipped_binding_nad_parses() -> None:
+    """deploy/binding-nad.yaml holds a conf the binding accepts, with the documented keys."""
+    nad = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "binding-nad.yaml").read_text())
+    assert (nad["apiVersion"], nad["kind"]) == ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")
+    conf = json.loads(nad["spec"]["config"])
+    assert conf["type"] == "kvnet-binding" and conf["name"] == nad["metadata"]["name"]
+    assert BindingConfig.parse(conf) == BindingConfig()
