@@ -188,7 +188,8 @@ def assumed_pod_links(vmi: Vmi, nads: Mapping[str, Mapping[str, Any]], info: Map
         if (entry and entry.device_info and entry.device_info.type == "pci") or RESOURCE_NAME in annotations or conf.get("type") == "sriov":
             continue
         mac = (entry.mac if entry and entry.mac else None) or placeholder_mac(vmi, iface.name)
-        mtu = conf.get("mtu") if isinstance(conf.get("mtu"), int) else (entry.mtu if entry and entry.mtu else DEFAULT_MTU)
+        nad_mtu = conf.get("mtu")
+        mtu: int = nad_mtu if isinstance(nad_mtu, int) else (entry.mtu if entry and entry.mtu else DEFAULT_MTU)
         if conf.get("type") == "macvtap":
             links[pod_iface] = PodLink(name=pod_iface, mac=iface.mac or mac, mtu=mtu, kind="macvtap")
             continue

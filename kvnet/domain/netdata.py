@@ -81,7 +81,7 @@ def guest_network_data(plan: VmNicPlan) -> dict[str, Any] | None:
 
 
 def dump(data: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False)
+    return str(yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False))
 
 
 def _macs(section: Any) -> dict[str, str]:

@@ -21,7 +21,7 @@ SRIOV_ALIAS_PREFIX = "ua-sriov-"
 
 def _register_namespaces(text: str) -> None:
     """Keep the domain's own prefixes (``qemu:``) instead of ElementTree's ``ns0:``."""
-    for _, (prefix, uri) in ET.iterparse(io.StringIO(text), events=("start-ns",)):  # type: ignore[misc]
+    for _, (prefix, uri) in ET.iterparse(io.StringIO(text), events=("start-ns",)):
         if prefix:
             ET.register_namespace(prefix, uri)
 

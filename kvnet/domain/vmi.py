@@ -281,9 +281,9 @@ def _check_unique(networks: tuple[VmiNetwork, ...], interfaces: tuple[VmiInterfa
     if sum(1 for n in networks if n.default) > 1:
         raise TranslationError("spec.networks has more than one default (pod or multus.default) network")
     seen.clear()
-    macs: dict[str, str] = {}
-    boots: dict[int, str] = {}
-    acpis: dict[int, str] = {}
+    macs: dict[object, str] = {}
+    boots: dict[object, str] = {}
+    acpis: dict[object, str] = {}
     for i in interfaces:
         if i.name in seen:
             raise TranslationError(f"interface {i.name!r} is declared twice in spec.domain.devices.interfaces")
@@ -291,6 +291,6 @@ def _check_unique(networks: tuple[VmiNetwork, ...], interfaces: tuple[VmiInterfa
         for value, table, what in ((i.mac, macs, "macAddress"), (i.boot_order, boots, "bootOrder"), (i.acpi_index, acpis, "acpiIndex")):
             if value is None:
                 continue
-            if value in table:  # type: ignore[operator]
-                raise TranslationError(f"interface {i.name!r}: {what} {value!r} is already used by interface {table[value]!r}")  # type: ignore[index]
-            table[value] = i.name  # type: ignore[index]
+            if value in table:
+                raise TranslationError(f"interface {i.name!r}: {what} {value!r} is already used by interface {table[value]!r}")
+            table[value] = i.name
