@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from kvnet import annotations as ann
-from kvnet.cni import cache
+from kvnet.cni import cache, libcni_cache
 from kvnet.cni.cache import CachedDelegate
 from kvnet.cni.config import MultusConfig
 from kvnet.cni.delegate import DelegateEnv
@@ -549,14 +549,23 @@ def _delete_all(
     last: int,
     runner: Runner,
     seams: Seams,
+    *,
+    cached_caps: bool = False,
 ) -> list[str]:
-    """``delPlugins``: DEL delegates ``last`` .. 0 in reverse; every one is tried."""
+    """``delPlugins``: DEL delegates ``last`` .. 0 in reverse; every one is tried.
+
+    With ``cached_caps`` (DEL from the delegate cache, which does not keep port
+    mappings or bandwidth) the capability args libcni cached at ADD fill the gaps, so
+    portmap and bandwidth can tear down what they set up.
+    """
     errors: list[str] = []
     for idx in range(last, -1, -1):
         d = delegates[idx]
         ifname = ifname_of(d, idx, request.ifname)
         env = DelegateEnv(request.container_id, request.netns, ifname, delegate_cni_args(request, pa, d), request.path)
         rc = runtime_config(conf, d, request.container_id, ifname, seams.devinfo)
+        if cached_caps:
+            rc = {**_cached_capability_args(conf, d, request.container_id, ifname), **rc}
         try:
             runner.run_network("DEL", d.conf, env, runtime_config=rc)
             log.info("pod %s: deleted %s (%s) from %s", pa.label, ifname, d.plugin_type, d.name)
@@ -571,6 +580,14 @@ def _delete_all(
             except KvnetError as err:
                 log.debug("pod %s: device-info of %s: %s", pa.label, d.name, err.msg)
     return errors
+
+
+def _cached_capability_args(conf: MultusConfig, d: CachedDelegate, container_id: str, ifname: str) -> dict[str, Any]:
+    try:
+        att = libcni_cache.read_result(conf.cni_dir, d.network_name, container_id, ifname)
+    except KvnetError:
+        return {}
+    return dict(att.capability_args) if att is not None else {}
 
 
 def _move_default_route(
@@ -724,7 +741,9 @@ def delete(
             api.set_network_status(pa.namespace, pa.name, EMPTY_STATUS)
         except KvnetError as err:
             log.error("pod %s: error unsetting the networks status: %s", pa.label, err.msg)
-    errors = _delete_all(request, conf, pa, delegates, len(delegates) - 1, runner, seams) if delegates else []
+    errors = (
+        _delete_all(request, conf, pa, delegates, len(delegates) - 1, runner, seams, cached_caps=True) if delegates else []
+    )
     retry = conf.raw.get("retryDeleteOnError") is True
     if from_cache and not (errors and retry):
         cache.remove(conf.cni_dir, request.container_id)

@@ -1,0 +1,250 @@
+"""The meta-plugin end to end: a real ``kvnet-cni`` subprocess, real reference plugins,
+NADs and pods served by the API stand-in, in a node and a pod network namespace (root).
+
+``kvnet-cni`` runs inside the node netns (bridges, the macvlan uplink and portmap's
+iptables chains die with it) with CNI_NETNS pointing at the pod netns, exactly as a
+runtime calls it. host-local leases, the delegate cache and libcni's results live in
+temp folders, never in the host's /var/lib/cni.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvnet.lab.pod_demo import IP, PodLab, in_ns
+
+pytestmark = pytest.mark.root
+
+# A CNI plugin that records what it was given (stdin + CNI_* env) and answers like a
+# plugin: "fail" in its config makes it fail, "hang" makes it sleep that many seconds.
+RECORDER = '''#!{python}
+import json, os, sys, time
+cmd = os.environ.get("CNI_COMMAND", "")
+if cmd == "VERSION":
+    print(json.dumps({{"cniVersion": "1.0.0", "supportedVersions": ["0.3.1", "0.4.0", "1.0.0"]}}))
+    sys.exit(0)
+conf = json.loads(sys.stdin.read() or "{{}}")
+record = {{"env": {{k: v for k, v in os.environ.items() if k.startswith("CNI_")}}, "stdin": conf}}
+folder = conf.get("recordDir") or "/nonexistent"
+with open(os.path.join(folder, "%s-%s-%d.json" % (cmd, os.environ.get("CNI_IFNAME", ""), time.monotonic_ns())), "w") as f:
+    json.dump(record, f)
+if conf.get("hang") and cmd == "ADD":
+    time.sleep(float(conf["hang"]))
+if conf.get("fail") and cmd == "ADD":
+    print(json.dumps({{"cniVersion": conf.get("cniVersion"), "code": 7, "msg": "recorder told to fail"}}))
+    sys.exit(1)
+if cmd == "ADD":
+    print(json.dumps({{"cniVersion": conf.get("cniVersion"), "interfaces": [{{"name": os.environ["CNI_IFNAME"],
+                      "sandbox": os.environ["CNI_NETNS"]}}], "ips": [], "dns": {{}}}}))
+'''
+
+
+@pytest.fixture
+def lab(netns_factory: Callable[..., Any], cni_bin_dir: str, kvnet_bin_dir: str, tmp_path: Path) -> Iterator[PodLab]:
+    node = netns_factory("kvnode")
+    pod = netns_factory("kvpod")
+    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir) as lab:
+        rec = lab.bin_dir / "recorder"
+        rec.write_text(RECORDER.format(python=sys.executable))
+        rec.chmod(0o755)
+        (tmp_path / "records").mkdir()
+        yield lab
+
+
+def records(lab: PodLab, command: str = "") -> list[dict[str, Any]]:
+    files = sorted((lab.workdir / "records").glob(f"{command}*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    return [json.loads(p.read_text()) for p in files]
+
+
+def main_bridge(subnet: str = "10.60.0.0/24") -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "name": "main", "type": "bridge", "bridge": "kvt-main", "isGateway": True,
+            "isDefaultGateway": True, "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]]}}
+
+
+def addrs(lab: PodLab) -> dict[str, list[str]]:
+    return {link["ifname"]: [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", []) if a["family"] == "inet"]
+            for link in lab.pod_addresses()}
+
+
+def routes(lab: PodLab) -> list[dict[str, Any]]:
+    return json.loads(in_ns(lab.pod, IP, "-j", "route").stdout or "[]")
+
+
+def test_real_chain_through_nads_and_clean_del(lab: PodLab) -> None:
+    lab.add_nad("blue", {"cniVersion": "1.0.0", "plugins": [
+        {"type": "bridge", "bridge": "kvt-blue", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.61.0.0/24"}]]}},
+        {"type": "tuning", "sysctl": {"net.ipv4.conf.blue0.arp_notify": "1"}}]})
+    in_ns(lab.node, IP, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")
+    in_ns(lab.node, IP, "link", "set", "uplink0", "up")
+    lab.add_nad("mv", {"cniVersion": "1.0.0", "type": "macvlan", "master": "uplink0", "mode": "bridge",
+                       "capabilities": {"ips": True}, "ipam": {"type": "static"}})
+    lab.add_nad("pp", {"cniVersion": "0.4.0", "type": "ptp",
+                       "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.63.0.0/24"}]]}})
+    uid = lab.add_pod("web", json.dumps([{"name": "blue", "interface": "blue0"},
+                                         {"name": "mv", "ips": ["10.62.0.9/24"]}, {"name": "pp"}]))
+    conf = lab.config([main_bridge()])
+    rc, result, err = lab.cni("ADD", conf, container="ctr1", pod="web", uid=uid)
+    assert rc == 0, (result, err)
+    # the main network's result, in the config's version
+    assert result["cniVersion"] == "1.0.0"
+    assert [i["name"] for i in result["interfaces"] if i.get("sandbox")] == ["eth0"]
+    assert [ip["address"] for ip in result["ips"]] == ["10.60.0.2/24"]
+    # links and addresses in the pod, named eth0 / requested / net<position>
+    assert addrs(lab) == {"lo": ["127.0.0.1/8"], "eth0": ["10.60.0.2/24"], "blue0": ["10.61.0.2/24"],
+                          "net2": ["10.62.0.9/24"], "net3": ["10.63.0.2/24"]}
+    assert in_ns(lab.pod, "cat", "/proc/sys/net/ipv4/conf/blue0/arp_notify").stdout.strip() == "1"
+    got = {(r["dst"], r.get("gateway"), r["dev"]) for r in routes(lab)}
+    assert ("default", "10.60.0.1", "eth0") in got and ("10.63.0.0/24", "10.63.0.1", "net3") in got
+    # network-status through the API stand-in
+    status = lab.status("web")
+    assert [(s["name"], s["interface"], s["ips"], s.get("default", False)) for s in status] == [
+        ("main", "eth0", ["10.60.0.2"], True), ("default/blue", "blue0", ["10.61.0.2"], False),
+        ("default/mv", "net2", ["10.62.0.9"], False), ("default/pp", "net3", ["10.63.0.2"], False)]
+    assert all(s["dns"] == {} for s in status)
+    # the cache is Multus's format, and CHECK passes on the real plugins
+    cached = json.loads((lab.cni_dir / "ctr1").read_text())
+    assert [d["Name"] for d in cached] == ["main", "default/blue", "default/mv", "default/pp"]
+    assert lab.leftovers()["host-local leases"] != []
+    rc, out, err = lab.cni("CHECK", conf, container="ctr1", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+
+    rc, out, err = lab.cni("DEL", conf, container="ctr1", pod="web", uid=uid)
+    assert rc == 0 and out is None, (out, err)
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    assert lab.status("web") == []
+    # DEL twice is fine
+    rc, out, err = lab.cni("DEL", conf, container="ctr1", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+
+
+def test_portmap_bandwidth_and_what_delegates_receive(lab: PodLab) -> None:
+    lab.add_nad("svc", {"cniVersion": "1.0.0", "plugins": [
+        {"type": "ptp", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.64.0.0/24"}]]}},
+        {"type": "portmap", "capabilities": {"portMappings": True}},
+        {"type": "bandwidth", "capabilities": {"bandwidth": True}}]})
+    lab.add_nad("rec", {"cniVersion": "1.0.0", "type": "recorder", "recordDir": str(lab.workdir / "records"),
+                        "capabilities": {"mac": True}})
+    sel = [{"name": "svc", "portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}],
+            "bandwidth": {"ingressRate": 1000000, "ingressBurst": 100000, "egressRate": 1000000, "egressBurst": 100000}},
+           {"name": "rec", "mac": "02:00:00:00:00:42", "ips": ["10.9.9.9/24"], "cni-args": {"logicNetworkName": "blue"}}]
+    uid = lab.add_pod("svc", json.dumps(sel))
+    conf = lab.config([main_bridge("10.65.0.0/24")])
+    rc, result, err = lab.cni("ADD", conf, container="ctr2", pod="svc", uid=uid)
+    assert rc == 0, (result, err)
+    nat = in_ns(lab.node, "iptables", "-t", "nat", "-S").stdout
+    assert "--dport 18080" in nat and "10.64.0.2:80" in nat
+    qdiscs = in_ns(lab.node, "tc", "qdisc", "show").stdout
+    assert "tbf" in qdiscs
+    # what the recording delegate got: env, args.cni, only the capabilities it declared
+    (rec,) = records(lab, "ADD")
+    assert rec["env"]["CNI_IFNAME"] == "net2" and rec["env"]["CNI_NETNS"] == lab.pod.path
+    assert rec["env"]["CNI_CONTAINERID"] == "ctr2"
+    assert rec["env"]["CNI_ARGS"] == (
+        f"IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=svc;K8S_POD_INFRA_CONTAINER_ID=ctr2;K8S_POD_UID={uid};"
+        "IgnoreUnknown=1;MAC=02:00:00:00:00:42;IP=10.9.9.9/24")
+    assert rec["stdin"]["args"] == {"cni": {"logicNetworkName": "blue"}}
+    assert rec["stdin"]["runtimeConfig"] == {"mac": "02:00:00:00:00:42"}
+    assert rec["stdin"]["name"] == "rec" and rec["stdin"]["cniVersion"] == "1.0.0"
+
+    rc, out, err = lab.cni("DEL", conf, container="ctr2", pod="svc", uid=uid)
+    assert rc == 0, (out, err)
+    assert "18080" not in in_ns(lab.node, "iptables", "-t", "nat", "-S").stdout
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net2"]
+
+
+def test_rollback_after_failing_third_delegate_leaves_nothing(lab: PodLab) -> None:
+    lab.add_nad("blue", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue",
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.66.0.0/24"}]]}})
+    lab.add_nad("bad", {"cniVersion": "1.0.0", "type": "recorder", "recordDir": str(lab.workdir / "records"),
+                        "fail": True})
+    lab.add_nad("never", {"cniVersion": "1.0.0", "type": "recorder", "recordDir": str(lab.workdir / "records")})
+    uid = lab.add_pod("web", "blue,bad,never")
+    conf = lab.config([main_bridge("10.67.0.0/24")])
+    rc, out, err = lab.cni("ADD", conf, container="ctr3", pod="web", uid=uid)
+    assert rc == 1
+    assert out["code"] == 7
+    assert out["msg"] == ("kvnet: [default/web:bad]: error adding container to network 'bad': "
+                          "delegate recorder ADD failed: recorder told to fail")
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    # the failed delegate was deleted too, the fourth never ran, no veth left on the node
+    assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net2"]
+    assert [r["env"]["CNI_IFNAME"] for r in records(lab, "ADD")] == ["net2"]
+    node_links = json.loads(in_ns(lab.node, IP, "-j", "link", "show", "type", "veth").stdout)
+    assert [link["ifname"] for link in node_links] == [lab.node_veth]
+    assert lab.status("web") is None
+
+
+def test_del_with_api_down(lab: PodLab) -> None:
+    lab.add_nad("blue", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue",
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.68.0.0/24"}]]}})
+    uid = lab.add_pod("web", "blue")
+    conf = lab.config([main_bridge("10.69.0.0/24")])
+    rc, out, err = lab.cni("ADD", conf, container="ctr4", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert addrs(lab)["net1"] == ["10.68.0.2/24"]
+    lab.api.stop()
+    t0 = time.monotonic()
+    rc, out, err = lab.cni("DEL", conf, container="ctr4", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert time.monotonic() - t0 < 30
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+
+
+def test_pod_not_found_is_an_empty_success(lab: PodLab) -> None:
+    conf = lab.config([main_bridge("10.70.0.0/24")])
+    rc, out, err = lab.cni("ADD", conf, container="ctr5", pod="ghost")
+    assert rc == 0, err
+    assert out == {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": lab.pod.path}], "dns": {}}
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+
+
+def test_hanging_delegate_killed_at_timeout_and_rolled_back(lab: PodLab) -> None:
+    lab.add_nad("slow", {"cniVersion": "1.0.0", "type": "recorder", "recordDir": str(lab.workdir / "records"),
+                         "hang": 60})
+    uid = lab.add_pod("web", "slow")
+    conf = lab.config([main_bridge("10.71.0.0/24")], delegateTimeout=2)
+    t0 = time.monotonic()
+    rc, out, err = lab.cni("ADD", conf, container="ctr6", pod="web", uid=uid)
+    took = time.monotonic() - t0
+    assert rc == 1 and took < 20, (out, err)
+    assert out["msg"].startswith("kvnet: [default/web:slow]: error adding container to network 'slow': ")
+    assert out["msg"].endswith("delegate recorder ADD timed out after 2s and was killed")
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net1"]
+
+
+def test_bad_annotation_is_a_config_error_and_leaves_nothing(lab: PodLab) -> None:
+    uid = lab.add_pod("web", '[{"name": "x", "interface": "way-too-long-name0"}]')
+    conf = lab.config([main_bridge("10.72.0.0/24")])
+    rc, out, err = lab.cni("ADD", conf, container="ctr7", pod="web", uid=uid)
+    assert rc == 1 and out["code"] == 7, (out, err)
+    assert out["msg"].startswith("kvnet: [default/web/" + uid + "]: error loading k8s delegates k8s args: ")
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+
+
+def test_multus_name_and_config(lab: PodLab) -> None:
+    """Installed as ``multus`` with a Multus config (type multus, clusterNetwork from confDir)."""
+    (lab.bin_dir / "multus").symlink_to(os.readlink(lab.bin_dir / "kvnet-cni"))
+    conf_dir = lab.workdir / "conf"
+    conf_dir.mkdir()
+    (conf_dir / "10-main.conf").write_text(json.dumps(
+        {**main_bridge("10.73.0.0/24"), "ipam": {"type": "host-local", "dataDir": str(lab.data_dir),
+                                                 "ranges": [[{"subnet": "10.73.0.0/24"}]]}}))
+    uid = lab.add_pod("web")
+    conf = {"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus", "kubeconfig": str(lab.kubeconfig),
+            "clusterNetwork": "main", "confDir": str(conf_dir), "cniDir": str(lab.cni_dir), "binDir": str(lab.bin_dir)}
+    rc, out, err = lab.cni("ADD", conf, container="ctr8", pod="web", uid=uid, binary="multus")
+    assert rc == 0, (out, err)
+    assert out["cniVersion"] == "0.3.1" and out["ips"][0]["address"] == "10.73.0.2/24"
+    rc, out, err = lab.cni("DEL", conf, container="ctr8", pod="web", uid=uid, binary="multus")
+    assert rc == 0, (out, err)
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
