@@ -42,19 +42,24 @@ class SidecarSettings:
 
 
 class PipelineTranslator:
-    """``Translator`` over ``kvnet.domain.pipeline`` (imported on first use)."""
+    """``Translator`` over ``kvnet.domain.pipeline``.
 
-    def define_domain(self, domain_xml: str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str) -> str:
+    The pipeline (jinja2, templates, PyYAML) is imported when the translator is built, so a
+    broken install fails at start-up, before the socket appears, not at the first VM.
+    """
+
+    def __init__(self) -> None:
         from kvnet.domain import pipeline
 
-        return pipeline.define_domain(domain_xml, vmi, facts, binding_name=binding_name)
+        self._pipeline = pipeline
+
+    def define_domain(self, domain_xml: str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str) -> str:
+        return self._pipeline.define_domain(domain_xml, vmi, facts, binding_name=binding_name)
 
     def cloud_init_network_data(
         self, vmi: Mapping[str, Any], facts: PodFacts, *, user_network_data: str | None, binding_name: str
     ) -> str | None:
-        from kvnet.domain import pipeline
-
-        return pipeline.cloud_init_network_data(vmi, facts, user_network_data=user_network_data, binding_name=binding_name)
+        return self._pipeline.cloud_init_network_data(vmi, facts, user_network_data=user_network_data, binding_name=binding_name)
 
 
 def build_hooks(settings: SidecarSettings) -> Hooks:
