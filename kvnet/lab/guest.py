@@ -265,7 +265,7 @@ def _stamp(package: str, version: str, init: bytes) -> dict[str, Any]:
 
 def load(out: Path) -> GuestImage:
     """The guest already built in ``out`` (raises InvalidEnvironment when there is none)."""
-    out = Path(out)
+    out = Path(out).resolve()
     try:
         stamp = json.loads((out / STAMP).read_text())
     except (OSError, ValueError) as err:

@@ -1,0 +1,92 @@
+"""The whole path with assertions: kvnet-cni ADD through the real plugins and
+kvnet-binding, the sidecar over gRPC, libvirtd in the pod netns, the guest under QEMU.
+
+Each scenario boots its guest once; every assertion message carries the NIC table, the
+error and the guest's console log. Teardown runs inside ``run_scenario`` whatever
+happens, and its leftovers (netns, links, leases, cache files, domains, processes) are
+part of the result."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kvnet.lab import guest, vm_demo
+
+pytestmark = [pytest.mark.root, pytest.mark.vm]
+
+PIECES = {
+    "kvnet.cni.main": "kvnet-cni (meta-plugin)",
+    "kvnet.cni.binding_main": "kvnet-binding",
+    "kvnet.sidecar.main": "kvnet-sidecar",
+    "kvnet.lab.libvirtd": "libvirtd harness",
+    "kvnet.lab.apiserver": "API stand-in",
+}
+
+
+@pytest.fixture
+def pieces() -> None:
+    """Skip, naming the piece, when part of the path is not in this tree."""
+    for module, what in PIECES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pytest.skip(f"{what} not available ({module})")
+    if not shutil.which("libvirtd"):
+        pytest.skip("libvirtd not installed (apt-get install libvirt-daemon-system)")
+
+
+def our_netns(before: set[str]) -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout.split()
+    return {n for n in listed if n.startswith("kvd-")} - before
+
+
+def test_vm_gets_every_nic_and_the_bond_fails_over(
+    guest_image: guest.GuestImage, pieces: None, netns_factory: Callable[[str], object]
+) -> None:
+    before = our_netns(set())
+    scenario = vm_demo.default_scenario()
+    result = vm_demo.run_scenario(guest_image.kernel.parent, scenario, netns_factory=netns_factory)  # type: ignore[arg-type]
+    why = result.explain()
+    assert result.error is None, why
+    assert [r.network for r in result.rows] == [n.name for n in scenario.nets], why
+    for row in result.rows:
+        # every NIC in the guest, with the MAC the domain XML gave it
+        assert row.guest_mac == row.domain_mac and row.guest_name == row.network, f"{row.network}: {why}"
+        # the attachment's IPAM address (network-status) is the guest's address
+        if row.ipam_address is not None:
+            assert row.guest_address == f"{row.ipam_address}/24", f"{row.network}: {why}"
+        # and a ping to the peer on that network crossed the pod
+        assert row.ping is True, f"{row.network}: {why}"
+    pinned = {n.name: n.mac for n in scenario.nets if n.mac}
+    assert {r.network: r.domain_mac for r in result.rows if r.network in pinned} == pinned, why
+    bond_rows = [r for r in result.rows if "bond0" in r.kind]
+    assert {r.guest_address for r in bond_rows} == {"10.84.0.5/24"}, why
+    assert not result.guest_errors, why
+    failover = result.failover
+    assert failover is not None and failover.before in ("bond-a", "bond-b"), why
+    assert failover.after == ({"bond-a", "bond-b"} - {failover.before}).pop(), why
+    assert failover.ping_after is True, why
+    assert result.leftovers == [], why
+    assert our_netns(before) == set(), why
+    assert {"cni_add", "sidecar_hooks", "define_start", "guest_nics", "cni_del"} <= set(result.timings), why
+
+
+def test_a_guest_that_does_not_boot_fails_with_its_console_and_still_tears_down(
+    guest_image: guest.GuestImage, pieces: None, netns_factory: Callable[[str], object], tmp_path: Path
+) -> None:
+    broken = tmp_path / "guest"
+    shutil.copytree(guest_image.kernel.parent, broken)
+    (broken / "initrd.gz").write_bytes(b"not an initramfs")
+    scenario = vm_demo.bridge_scenario(1)
+    result = vm_demo.run_scenario(broken, scenario, netns_factory=netns_factory, failover=False)  # type: ignore[arg-type]
+    assert result.error is not None and "did not report its NICs" in result.error, result.explain()
+    assert "Kernel panic" in result.console_text or "VFS" in result.console_text, result.explain()
+    assert "guest console" in result.explain() and "Kernel panic" in result.explain()
+    assert not result.ok
+    assert result.leftovers == [], result.explain()
