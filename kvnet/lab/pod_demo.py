@@ -169,7 +169,8 @@ class PodLab:
         uid = uid or str(uuid.uuid4())
         notes = {"k8s.v1.cni.cncf.io/networks": networks} if networks else {}
         self.api.load([{"kind": "Pod", "metadata": {"name": name, "namespace": namespace, "uid": uid,
-                                                    "annotations": notes}}])
+                                                    "annotations": notes},
+                        "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]}}])
         return uid
 
     def config(self, delegates: Iterable[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
