@@ -10,6 +10,7 @@ What it returns are frozen dataclasses, so callers never hold pyroute2 messages.
 from __future__ import annotations
 
 import functools
+import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -90,12 +91,20 @@ def _translated(op: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
             except (NetlinkError, OSError) as err:
                 self = args[0]
                 assert isinstance(self, PodNetns)
-                target = " ".join(str(a) for a in args[1:3])
-                raise NetlinkFailure(f"{op} {target} in netns {self.path}: {_describe(err)}") from None
+                raise NetlinkFailure(f"{op} {_subject(args[1:])} in netns {self.path}: {_describe(err)}") from None
 
         return inner
 
     return wrap
+
+
+def _subject(args: tuple[object, ...]) -> str:
+    """``link (detail, ...)`` for an error message."""
+    if not args:
+        return ""
+    extra = [f"{a.dst} via {a.gateway}" if isinstance(a, RouteState) and a.gateway else
+             a.dst if isinstance(a, RouteState) else str(a) for a in args[1:]]
+    return f"{args[0]} ({', '.join(extra)})" if extra else str(args[0])
 
 
 def _describe(err: BaseException) -> str:
@@ -250,7 +259,7 @@ class PodNetns:
         address, prefix = cidr.split("/")
         self._ipr.addr("del", index=self._require(name), address=address, prefixlen=int(prefix))
 
-    @_translated("add route via")
+    @_translated("add route on")
     def add_route(self, name: str, route: RouteState) -> None:
         kwargs: dict[str, Any] = {"dst": route.dst, "oif": self._require(name), "table": RT_TABLE_MAIN}
         if route.gateway:
@@ -260,7 +269,7 @@ class PodNetns:
         kwargs["proto"] = route.proto or RTPROT_BOOT  # what `ip route add` and the CNI plugins leave
         self._ipr.route("add", **kwargs)
 
-    @_translated("remove route via")
+    @_translated("remove route on")
     def remove_route(self, name: str, route: RouteState) -> None:
         kwargs: dict[str, Any] = {"dst": route.dst, "oif": self._require(name), "table": RT_TABLE_MAIN}
         if route.gateway:
@@ -275,7 +284,7 @@ class PodNetns:
         if index is not None:
             self._ipr.link("del", index=index)
 
-    @_translated("redirect traffic from")
+    @_translated("redirect ingress of")
     def tc_redirect(self, name: str, to: str) -> None:
         """Ingress qdisc on ``name`` and a match-all u32 filter redirecting to ``to``'s egress."""
         index, target = self._require(name), self._require(to)
@@ -312,6 +321,8 @@ def _mirred_parms(act: Any) -> dict[str, Any] | None:
 @contextmanager
 def open_netns(path: str) -> Iterator[PodNetns]:
     """A ``PodNetns`` for the netns at ``path`` (``/var/run/netns/x``, ``/proc/N/ns/net``)."""
+    if not os.path.exists(path):  # checked first: pyroute2 leaks its event loop when this fails inside
+        raise NetnsMissing(f"network namespace {path} does not exist")
     try:
         ipr = IPRoute(netns=path, flags=0)
     except FileNotFoundError:

@@ -34,7 +34,7 @@ from kvnet import bindrecord
 from kvnet.errors import DecodeFailure, InvalidConfig, NetlinkFailure
 from kvnet.model import BindingRecord, GuestIpConfig
 from kvnet.naming import bridge_name, hashed_pod_iface, ifname_problem, tap_name
-from kvnet.netlink import NetnsMissing, RouteState, open_netns
+from kvnet.netlink import AddressState, LinkState, NetnsMissing, RouteState, open_netns
 
 log = logging.getLogger("kvnet.binding")
 
@@ -54,38 +54,13 @@ class PlumbingDrift(NetlinkFailure):
 # ------------------------------------------------------------------------------------
 
 
-class LinkLike(Protocol):
-    name: str
-    mac: str
-    mtu: int
-    kind: str
-    master: str | None
-    up: bool
-    alias: str
-    multi_queue: bool
-    owner: int | None
-    group: int | None
-
-
-class AddressLike(Protocol):
-    cidr: str
-    scope: int
-
-
-class RouteLike(Protocol):
-    dst: str
-    gateway: str | None
-    proto: int
-    priority: int | None
-
-
 class PodNetlink(Protocol):
     """The netlink operations the binding uses, on one open netns."""
 
-    def link(self, name: str) -> LinkLike | None: ...
+    def link(self, name: str) -> LinkState | None: ...
     def link_names(self) -> tuple[str, ...]: ...
-    def addresses(self, name: str) -> tuple[AddressLike, ...]: ...
-    def routes(self, name: str) -> tuple[RouteLike, ...]: ...
+    def addresses(self, name: str) -> tuple[AddressState, ...]: ...
+    def routes(self, name: str) -> tuple[RouteState, ...]: ...
     def tc_redirect_target(self, name: str) -> str | None: ...
     def create_bridge(self, name: str, *, mtu: int) -> None: ...
     def create_tap(self, name: str, *, owner_uid: int, owner_gid: int, multi_queue: bool, mtu: int) -> None: ...
@@ -96,7 +71,7 @@ class PodNetlink(Protocol):
     def add_address(self, name: str, cidr: str) -> None: ...
     def remove_address(self, name: str, cidr: str) -> None: ...
     def add_route(self, name: str, route: RouteState) -> None: ...
-    def remove_route(self, name: str, route: RouteLike) -> None: ...
+    def remove_route(self, name: str, route: RouteState) -> None: ...
     def delete_link(self, name: str) -> None: ...
     def tc_redirect(self, name: str, to: str) -> None: ...
     def clear_tc(self, name: str) -> None: ...
@@ -166,9 +141,9 @@ class BindingConfig:
 class ObservedPodLink:
     """The pod interface as read before planning: the link, its addresses and routes."""
 
-    link: LinkLike
-    addresses: tuple[AddressLike, ...] = ()
-    routes: tuple[RouteLike, ...] = ()
+    link: LinkState
+    addresses: tuple[AddressState, ...] = ()
+    routes: tuple[RouteState, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -262,7 +237,7 @@ def _is_default(dst: str) -> bool:
     return dst in ("0.0.0.0/0", "::/0")
 
 
-def _kept_route(route: RouteLike) -> bool:
+def _kept_route(route: RouteState) -> bool:
     """Routes the record keeps: not the kernel's connected ones, not IPv6 link-local/multicast."""
     if route.proto == RTPROT_KERNEL:
         return False
@@ -270,7 +245,7 @@ def _kept_route(route: RouteLike) -> bool:
     return not (net.version == 6 and (net.is_link_local or net.is_multicast))
 
 
-def _global(addresses: tuple[AddressLike, ...]) -> tuple[str, ...]:
+def _global(addresses: tuple[AddressState, ...]) -> tuple[str, ...]:
     return tuple(a.cidr for a in addresses if a.scope == 0 and not ipaddress.ip_interface(a.cidr).is_link_local)
 
 

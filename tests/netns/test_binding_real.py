@@ -123,7 +123,8 @@ def pod_facts(ns: str) -> dict[str, Any]:
         "print(json.dumps({k: dataclasses.asdict(v) for k, v in read_pod_links().items()}))"
     )
     out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+    facts: dict[str, Any] = json.loads(out.stdout)
+    return facts
 
 
 class Guest:
@@ -403,3 +404,33 @@ def test_macvtap_pod_link_is_left_alone(netns: Any, kvnet_bin_dir: str, cni_bin_
     rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf("blue"), netns=netns.path, ifname="net2", path=cni_bin_dir)
     assert (rc, result) == (0, {"cniVersion": "1.0.0"})
     assert snapshot(netns.name, BLUE) == before and link(netns.name, "tap16477688c0e") is None
+
+
+# --- the netlink boundary -------------------------------------------------------------
+
+
+def test_netlink_errors_become_netlink_failure_naming_link_and_netns(netns: Any) -> None:
+    """Every pyroute2/OS error leaves kvnet.netlink as NetlinkFailure (code 104) with its subject."""
+    from kvnet.errors import NetlinkFailure
+    from kvnet.netlink import NetnsMissing, RouteState, open_netns
+
+    with pytest.raises(NetnsMissing, match=r"^network namespace /var/run/netns/kvt-gone does not exist$"):
+        with open_netns("/var/run/netns/kvt-gone"):
+            pass
+    with open_netns(netns.path) as ns:
+        ns.create_bridge("k6t-x", mtu=1400)
+        with pytest.raises(NetlinkFailure) as err:
+            ns.create_bridge("k6t-x", mtu=1400)
+        assert err.value.msg == f"create bridge k6t-x in netns {netns.path}: File exists (errno 17)"
+        with pytest.raises(NetlinkFailure) as err:
+            ns.set_mac("nothere", "02:00:00:00:00:01")
+        assert err.value.msg == f"link nothere not found in netns {netns.path}"
+        with pytest.raises(NetlinkFailure) as err:
+            ns.add_route("k6t-x", RouteState("10.9.0.0/16", "10.1.0.1"))
+        assert err.value.msg.startswith(f"add route on k6t-x (10.9.0.0/16 via 10.1.0.1) in netns {netns.path}: ")
+        assert err.value.cni_code == 104
+        with pytest.raises(NetlinkFailure, match=r"^set MTU of k6t-x \(100000\) in netns .*: Invalid argument \(errno 22\)"):
+            ns.set_mtu("k6t-x", 100000)
+        ns.delete_link("k6t-x")
+        ns.delete_link("k6t-x")  # already gone: fine
+        assert ns.link("k6t-x") is None
