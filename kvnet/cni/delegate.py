@@ -32,6 +32,7 @@ from kvnet.errors import (
     InvalidConfig,
     KvnetError,
 )
+from kvnet.cni.protocol import validate_container_id, validate_ifname
 from kvnet.naming import cni_name_ok
 
 log = logging.getLogger(__name__)
@@ -356,6 +357,9 @@ class DelegateRunner:
         prev = convert_result(prev_result, version) if prev_result else None
 
         if command == "ADD":
+            # libcni's addNetwork checks these before running anything
+            validate_container_id(env.container_id)
+            validate_ifname(env.ifname)
             result = prev
             for p in plugins:
                 out = self.run("ADD", _build(p, name, version, result, rc), env)

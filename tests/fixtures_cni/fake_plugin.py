@@ -6,7 +6,7 @@ Settings (all optional): ``versions`` (what VERSION answers), ``no_version`` (an
 VERSION like a pre-0.2 plugin), ``modes`` ({command: mode}), ``result`` (the ADD result to
 print), ``record`` (a file to append one JSON line per call: command, CNI_* env, stdin).
 Modes: ok, error-stdout, error-stderr, garbage-stdout, garbage-stderr, silent-fail,
-bad-json-result, empty-result, no-version-result, hang, signal.
+bad-json-result, empty-result, no-version-result, hang, hang-escape, signal.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def main() -> int:
     record = settings.get("record")
     mode = settings.get("modes", {}).get(command, "ok")
     child_pid = None
-    if mode == "hang":
-        child = subprocess.Popen(["sleep", "300"])
+    if mode in ("hang", "hang-escape"):
+        # hang-escape: the child leaves the process group and keeps our stdout open
+        child = subprocess.Popen(["sleep", "300"], start_new_session=(mode == "hang-escape"))
         child_pid = child.pid
     if record:
         with open(record, "a") as f:
@@ -84,7 +85,7 @@ def main() -> int:
         return 4
     if mode == "signal":
         os.kill(os.getpid(), signal.SIGKILL)
-    if mode == "hang":
+    if mode in ("hang", "hang-escape"):
         time.sleep(300)
         return 0
     if command != "ADD":

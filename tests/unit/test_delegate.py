@@ -19,7 +19,14 @@ from fixtures_cni import make_fake_plugin, read_calls
 from kvnet.cni import libcni_cache
 from kvnet.cni.delegate import DelegateEnv, DelegateRunner, ExecTimeout, delegate_error
 from kvnet.cni.results import convert_result
-from kvnet.errors import DecodeFailure, DelegateFailed, IncompatibleVersion, InvalidConfig, InvalidEnvironment
+from kvnet.errors import (
+    DecodeFailure,
+    DelegateFailed,
+    IncompatibleVersion,
+    InvalidConfig,
+    InvalidEnvironment,
+    KvnetError,
+)
 
 ENV = DelegateEnv("ctr1", "/var/run/netns/p1", "net1", "IgnoreUnknown=true;K8S_POD_NAME=p", ("/extra",))
 
@@ -601,3 +608,44 @@ def test_error_object_with_status_zero_is_still_an_error(bin_dir: Path) -> None:
     with pytest.raises(DelegateFailed) as info:
         runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
     assert (info.value.cni_code, info.value.msg) == (7, "delegate p ADD failed: no master")
+
+
+def test_script_hang_with_escaped_child_does_not_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grandchild in its own session survives the group kill and holds the pipes: the
+    runner stops reading after the grace period instead of waiting for it."""
+    import kvnet.cni.delegate as delegate
+
+    monkeypatch.setattr(delegate, "KILL_GRACE", 0.5)
+    record = tmp_path / "calls.jsonl"
+    make_fake_plugin(tmp_path / "bin", "fake", modes={"ADD": "hang-escape"}, record=str(record))
+    runner = DelegateRunner([str(tmp_path / "bin")], timeout=1.0)
+    runner.plugin_versions(runner.find("fake"), "fake")
+    start = time.monotonic()
+    try:
+        with pytest.raises(DelegateFailed, match="timed out after 1s and was killed"):
+            runner.run("ADD", CONF, ENV)
+        assert time.monotonic() - start < 5
+        add = [c for c in read_calls(record) if c["command"] == "ADD"][0]
+        assert not _alive(add["pid"])
+    finally:
+        for call in read_calls(record):
+            if call.get("child_pid"):
+                try:
+                    os.kill(call["child_pid"], 9)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.mark.parametrize(
+    "env,msg",
+    [(DelegateEnv("../x", "/ns", "eth0", ""), "invalid characters in containerID"),
+     (DelegateEnv("", "/ns", "eth0", ""), "missing containerID"),
+     (DelegateEnv("c1", "/ns", "eth0:1", ""), "interface name contains / or : or whitespace characters"),
+     (DelegateEnv("c1", "/ns", "", ""), "interface name is empty")],
+)
+def test_add_validates_container_and_ifname_before_running(bin_dir: Path, env: DelegateEnv, msg: str) -> None:
+    runner, fake = runner_with(bin_dir, {"p": FakePlugin()})
+    with pytest.raises(KvnetError) as info:
+        runner.run_network("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, env)
+    assert info.value.msg == msg and info.value.cni_code in (3, 4)
+    assert fake.calls == []
