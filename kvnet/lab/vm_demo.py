@@ -248,7 +248,8 @@ def launcher_pod(scenario: Scenario, uid: str = "00000000-0000-4000-8000-0000000
             "namespace": NAMESPACE,
             "uid": uid,
             "labels": {"kubevirt.io": "virt-launcher", "vm.kubevirt.io/name": scenario.vmi_name},
-            "annotations": {NETWORKS_ANNOTATION: json.dumps(networks_annotation(scenario))},
+            # Go's json.Marshal: compact, fields in NetworkSelectionElement order
+            "annotations": {NETWORKS_ANNOTATION: json.dumps(networks_annotation(scenario), separators=(",", ":"))},
         },
         "spec": {"containers": [{"name": "compute", "image": "quay.io/kubevirt/virt-launcher"}, {"name": "hook-sidecar-0", "image": "kvnet-sidecar"}]},
         "status": {"phase": "Pending"},

@@ -1,0 +1,107 @@
+"""The VM demo's pure parts, without root: the objects it loads (kept equal to
+examples/vm-demo), the networks annotation KubeVirt would write, the launcher domain
+(checked against libvirt's schema), reading NICs back from a domain, the result table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kvnet import naming
+from kvnet.lab import guest, vm_demo
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "vm-demo"
+
+
+@pytest.mark.parametrize("name", ["nads.yaml", "vmi.yaml", "pod.yaml"])
+def test_examples_are_what_the_demo_loads(name: str) -> None:
+    on_disk = [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+    assert on_disk == vm_demo.example_objects()[name]
+
+
+def test_networks_annotation_is_kubevirts() -> None:
+    pod = vm_demo.launcher_pod(vm_demo.default_scenario())
+    text = pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]
+    assert text.startswith(
+        '[{"name":"blue-net","namespace":"default","interface":"pod16477688c0e"},'
+        '{"name":"kvnet-binding","namespace":"default","cni-args":{"logicNetworkName":"blue"}},'
+    )
+    entries = json.loads(text)
+    assert len(entries) == 10
+    assert entries[6] == {"name": "bond-a-net", "namespace": "default", "mac": "02:6b:76:00:00:a1", "interface": naming.hashed_pod_iface("bond-a")}
+    assert list(entries[6]) == ["name", "namespace", "mac", "interface"]
+    assert all("interface" not in e for e in entries[1::2])
+
+
+def test_peers_one_per_segment() -> None:
+    s = vm_demo.default_scenario()
+    assert [(p.segment, p.address) for p in s.peers()] == [
+        ("kvb-blue", "10.81.0.2/24"),
+        ("kvm-green", "10.82.0.2/24"),
+        ("kvb-red", "10.83.0.2/24"),
+        ("kvb-bond", "10.84.0.2/24"),
+    ]
+    assert s.expected_peer("bond-b") == s.expected_peer("bond-a")
+    assert [n.subnet for n in vm_demo.bridge_scenario(8).nets][-1] == "10.108.0.0/24"
+
+
+def test_nad_configs() -> None:
+    s = vm_demo.default_scenario()
+    conf = vm_demo.bridge_nad_config(s.net("green"), "/x")
+    assert conf == {
+        "cniVersion": "1.0.0", "name": "green-net", "type": "macvlan", "master": "kvm-green", "mode": "bridge",
+        "ipam": {"type": "host-local", "subnet": "10.82.0.0/24", "rangeStart": "10.82.0.10", "dataDir": "/x"},
+    }
+    assert "ipam" not in vm_demo.bridge_nad_config(s.net("bond-a"), "/x")
+
+
+def domain(tmp_path: Path) -> str:
+    image = guest.GuestImage(tmp_path / "vmlinux", tmp_path / "initrd.gz", "p", "v", True)
+    return vm_demo.launcher_domain("default_vmi", "00000000-0000-4000-8000-000000000001", image, image.cmdline("kvnet.stay=5"), tmp_path / "c.log", tmp_path / "s.sock")
+
+
+def test_launcher_domain_shape(tmp_path: Path) -> None:
+    xml = domain(tmp_path)
+    assert xml.startswith('<domain type="qemu">\n\t<name>default_vmi</name>')
+    assert '<type arch="x86_64" machine="q35">hvm</type>' in xml and "<acpi />" in xml
+    assert f"<cmdline>{guest.BASE_CMDLINE} kvnet.stay=5</cmdline>" in xml
+
+
+def test_launcher_domain_passes_libvirts_schema(tmp_path: Path) -> None:
+    if not shutil.which("virt-xml-validate"):
+        pytest.skip("virt-xml-validate not installed (apt-get install libvirt-clients libxml2-utils)")
+    path = tmp_path / "d.xml"
+    path.write_text(domain(tmp_path))
+    done = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_domain_nics_reads_aliases() -> None:
+    xml = """<domain><devices>
+      <interface type="ethernet"><mac address="02:AA:00:00:00:01"/><target dev="tap16477688c0e" managed="no"/><mtu size="1400"/><alias name="ua-blue"/></interface>
+      <interface type="ethernet"><mac address="02:aa:00:00:00:02"/><alias name="net0"/></interface>
+    </devices></domain>"""
+    assert vm_demo.domain_nics(xml) == {"blue": vm_demo.DomainNic("ua-blue", "02:aa:00:00:00:01", "tap16477688c0e", 1400)}
+
+
+def test_table_and_verdicts() -> None:
+    result = vm_demo.DemoResult(vm_demo.bridge_scenario(2))
+    result.rows = [
+        vm_demo.NicRow("net1", "bridge", "02:00:00:00:00:01", "net1", "02:00:00:00:00:01", "10.101.0.10", "10.101.0.10/24", "10.101.0.2", True),
+        vm_demo.NicRow("net2", "bridge", "02:00:00:00:00:02", None, None, "10.102.0.10", None, "10.102.0.2", None),
+    ]
+    result.failover = vm_demo.Failover("bond0", "a", "a", True)
+    table = vm_demo.format_table(result)
+    assert "MISSING" in table and "02:00:00:00:00:02 != -" in table
+    assert "failover bond0: active a -> a, ping after: ok (FAILED)" in table
+    assert result.rows[0].ok and not result.rows[1].ok and not result.ok
+    result.rows = result.rows[:1]
+    result.failover = vm_demo.Failover("bond0", "a", "b", True)
+    assert result.ok
+    result.leftovers = ["netns kvd-1"]
+    assert not result.ok and "left behind:\n  netns kvd-1" in result.explain()
