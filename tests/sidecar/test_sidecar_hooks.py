@@ -1,0 +1,187 @@
+"""The hook layer without gRPC: input checks (table + hypothesis), the network-info poll
+with a fake clock, and the legacy cloud-init answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, make_vmi
+
+from kvnet.errors import KvnetError
+from kvnet.model import PodFacts
+from kvnet.sidecar.hooks import (
+    BadHookInput,
+    KvnetHooks,
+    PodFactsReader,
+    PodFactsUnavailable,
+    bound_interfaces,
+    check_domain,
+    legacy_no_cloud_source,
+    parse_cloud_init_data,
+    parse_vmi,
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["spec", "domain", "devices", "interfaces", "name", "binding", "metadata", "annotations",
+                         "kvnet.io/bonds", "namespace", "x"]), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+@settings(max_examples=300, deadline=None)
+def test_parse_vmi_accepts_or_names_the_problem(value: Any) -> None:
+    try:
+        vmi = parse_vmi(json.dumps(value).encode())
+    except BadHookInput as err:
+        assert err.msg.startswith("VMI ")
+    else:
+        bound_interfaces(vmi, "kvnet")  # whatever parse_vmi accepts, the interface scan can read
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=200, deadline=None)
+def test_garbage_bytes_are_bad_input(data: bytes) -> None:
+    for call in (parse_vmi, check_domain, parse_cloud_init_data):
+        try:
+            call(data)
+        except BadHookInput:
+            pass
+
+
+class _Recorder:
+    """A translator that records what it was asked; it adds nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def define_domain(self, domain_xml: str, vmi: Any, facts: PodFacts, *, binding_name: str) -> str:
+        self.calls.append(binding_name)
+        return domain_xml
+
+    def cloud_init_network_data(self, vmi: Any, facts: PodFacts, *, user_network_data: str | None, binding_name: str) -> str | None:
+        self.calls.append(f"ci:{user_network_data}")
+        return (user_network_data or "") + "# kvnet\n"
+
+
+class _NoFacts:
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read(self, interfaces: Any) -> PodFacts:
+        self.reads += 1
+        return PodFacts()
+
+
+@given(json_values)
+@settings(max_examples=300, deadline=None)
+def test_on_define_domain_only_raises_kvnet_errors(value: Any) -> None:
+    hooks = KvnetHooks("kvnet", _NoFacts(), _Recorder())
+    try:
+        hooks.on_define_domain(KUBEVIRT_DOMAIN.encode(), json.dumps(value).encode())
+        hooks.pre_cloud_init_iso(json.dumps(value).encode(), b'{"UserData": "x"}', b"")
+    except KvnetError:
+        pass
+
+
+def test_bound_interfaces_by_binding_name() -> None:
+    vmi = make_vmi({"red": "kvnet", "blue": "kvnet-b", "green": None, "pink": "kvnet"})
+    assert bound_interfaces(vmi, "kvnet") == ["red", "pink"]
+    assert bound_interfaces(vmi, "kvnet-b") == ["blue"]
+    assert bound_interfaces(vmi, "passt") == []
+
+
+def test_no_facts_read_without_kvnet_interfaces() -> None:
+    facts, translator = _NoFacts(), _Recorder()
+    hooks = KvnetHooks("kvnet", facts, translator)
+    vmi = json.dumps(make_vmi({"red": None})).encode()
+    assert hooks.on_define_domain(KUBEVIRT_DOMAIN.encode(), vmi) == KUBEVIRT_DOMAIN.encode()
+    res = hooks.pre_cloud_init_iso(vmi, b'{"UserData": "u", "NetworkData": "n"}', b'{"userData": "u"}')
+    assert (res.cloud_init_data, res.no_cloud_source) == (b'{"UserData": "u", "NetworkData": "n"}', b'{"userData": "u"}')
+    assert (facts.reads, translator.calls) == (0, [])
+
+
+def test_bonds_annotation_alone_asks_for_network_data() -> None:
+    facts, translator = _NoFacts(), _Recorder()
+    hooks = KvnetHooks("kvnet", facts, translator)
+    vmi = json.dumps(make_vmi({"sr1": None}, annotations={"kvnet.io/bonds": "[]x"})).encode()
+    res = hooks.pre_cloud_init_iso(vmi, json.dumps({"UserData": "u", "NetworkData": "mine\n"}).encode(), b"")
+    assert json.loads(res.cloud_init_data)["NetworkData"] == "mine\n# kvnet\n"
+    assert translator.calls == ["ci:mine\n"]
+
+
+@pytest.mark.parametrize(("legacy", "data", "expected"), [
+    (b"", {"UserData": "u", "NetworkData": "n"}, {"userData": "u", "networkData": "n"}),
+    (b'{"userData": "old", "networkDataBase64": "eA=="}', {"UserData": "u", "NetworkData": "n"}, {"userData": "u", "networkData": "n"}),
+    (b'{"userDataBase64": "dQ=="}', {"UserData": "", "NetworkData": "n"}, {"userDataBase64": "dQ==", "networkData": "n"}),
+    (b"not json", {"NetworkData": "n"}, {"networkData": "n"}),
+])
+def test_legacy_answer(legacy: bytes, data: dict[str, str], expected: dict[str, str]) -> None:
+    assert json.loads(legacy_no_cloud_source(legacy, data)) == expected
+
+
+# --------------------------------------------------------------------------------------
+# the bounded poll, on a fake clock
+
+
+class _Clock:
+    def __init__(self, on_sleep: Any = None) -> None:
+        self.now = 0.0
+        self.sleeps = 0
+        self.on_sleep = on_sleep
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.sleeps += 1
+        if self.on_sleep:
+            self.on_sleep(self.sleeps)
+
+
+def reader(pod: PodFiles, clock: _Clock, timeout: float = 3.0) -> PodFactsReader:
+    return PodFactsReader(str(pod.network_info), str(pod.sys_class_net), read_links=lambda root: {},
+                          parse_network_info=lambda text: {}, timeout=timeout, interval=0.5, clock=clock, sleep=clock.sleep)
+
+
+def test_poll_waits_for_content(pod: PodFiles) -> None:
+    clock = _Clock(on_sleep=lambda n: n == 3 and pod.network_info.write_text('{"interfaces": []}'))
+    reader(pod, clock).read(["red"])
+    assert clock.sleeps == 3
+
+
+def test_poll_gives_up_at_the_bound(pod: PodFiles) -> None:
+    clock = _Clock()
+    with pytest.raises(PodFactsUnavailable) as exc:
+        reader(pod, clock, timeout=3.0).read(["red", "blue"])
+    assert clock.now == pytest.approx(3.0)
+    assert exc.value.msg == (f"interfaces red, blue: network-info {pod.network_info} still empty after 3 s "
+                             "(is the binding registered with downwardAPI: device-info?)")
+
+
+def test_unreadable_network_info(pod: PodFiles) -> None:
+    pod.network_info.unlink()
+    pod.network_info.mkdir()  # a folder where the file should be
+    with pytest.raises(PodFactsUnavailable) as exc:
+        reader(pod, _Clock()).read(["red"])
+    assert exc.value.msg.startswith(f"interfaces red: cannot read network-info {pod.network_info}: ")
+
+
+def test_unreadable_links(pod: PodFiles, tmp_path: Path) -> None:
+    pod.network_info.write_text('{"interfaces": []}')
+
+    def broken(root: str) -> Any:
+        raise PermissionError(13, "Permission denied", root)
+
+    r = PodFactsReader(str(pod.network_info), "/nowhere", read_links=broken, parse_network_info=lambda t: {})
+    with pytest.raises(PodFactsUnavailable) as exc:
+        r.read(["red"])
+    assert exc.value.msg == "interfaces red: cannot read the pod links in /nowhere: [Errno 13] Permission denied: '/nowhere'"
