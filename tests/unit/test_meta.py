@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -657,3 +658,50 @@ def test_shim_without_daemon_is_try_again_later(tmp_path: Path) -> None:
     err = json.loads(out.getvalue())
     assert err["code"] == 11 and err["cniVersion"] == "0.4.0"
     assert err["msg"].startswith(f"kvnet-shim: cannot reach the kvnet daemon at {sock}: ")
+
+
+# ------------------------------------------------------------------------------------
+# kvnet install
+# ------------------------------------------------------------------------------------
+
+
+def _install(tmp_path: Path, *extra: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from kvnet import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = cli.main(["install", "--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "net.d"),
+                       "--cni-dir", str(tmp_path / "cache"), *extra])
+    return rc, out.getvalue()
+
+
+def test_install_links_programs_and_wraps_the_default_network(tmp_path: Path) -> None:
+    (tmp_path / "net.d").mkdir()
+    flannel = {"cniVersion": "0.3.1", "name": "cbr0", "plugins": [{"type": "flannel"}, {"type": "portmap"}]}
+    (tmp_path / "net.d" / "10-flannel.conflist").write_text(json.dumps(flannel))
+    rc, out = _install(tmp_path, "--kubeconfig", "/etc/kvnet/kubeconfig")
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["kvnet", "kvnet-binding", "kvnet-shim"]
+    assert os.path.basename(os.readlink(tmp_path / "bin" / "kvnet")) == "kvnet-cni"
+    conf = json.loads((tmp_path / "net.d" / "00-kvnet.conflist").read_text())
+    assert conf["plugins"] == [{"type": "kvnet", "cniDir": str(tmp_path / "cache"), "binDir": str(tmp_path / "bin"),
+                                "logToStderr": True, "logLevel": "error", "kubeconfig": "/etc/kvnet/kubeconfig",
+                                "delegates": [flannel]}]
+    # the written plugin config is one the meta-plugin accepts
+    assert parse_multus_config({**conf["plugins"][0], "name": conf["name"]}).delegates[0]["name"] == "cbr0"
+    assert out.count("installed:") == 4
+    rc, out = _install(tmp_path, "--kubeconfig", "/etc/kvnet/kubeconfig")
+    assert rc == 0 and out.count("unchanged:") == 4  # idempotent
+
+
+def test_install_thick_and_errors(tmp_path: Path) -> None:
+    rc, _ = _install(tmp_path)
+    assert rc == 1  # no default network to wrap
+    rc, _ = _install(tmp_path, "--mode", "thick", "--kubeconfig", "/k", "--cluster-network", "cbr0")
+    assert rc == 0
+    conf = json.loads((tmp_path / "net.d" / "00-kvnet.conflist").read_text())
+    assert conf["plugins"][0]["type"] == "kvnet-shim" and conf["plugins"][0]["socketPath"] == "/run/kvnet/kvnet.sock"
+    assert conf["plugins"][0]["clusterNetwork"] == "cbr0"
