@@ -434,3 +434,87 @@ def test_netlink_errors_become_netlink_failure_naming_link_and_netns(netns: Any)
         ns.delete_link("k6t-x")
         ns.delete_link("k6t-x")  # already gone: fine
         assert ns.link("k6t-x") is None
+
+
+# --- more shapes: dual stack, ordinal names, two attachments --------------------------
+
+
+def test_dual_stack_record_and_exact_restore(
+    netns_factory: Callable[[str], Any], kvnet_bin_dir: str, cni_bin_dir: str, tmp_path: Path
+) -> None:
+    node, pod = netns_factory("kvnode"), netns_factory("kvpod")
+    conf = bridge_conf(tmp_path)
+    conf["ipam"] = {
+        "type": "host-local",
+        "ranges": [[{"subnet": "10.77.0.0/24"}], [{"subnet": "fd77::/64"}]],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+        "dataDir": str(tmp_path / "ipam"),
+    }
+    rc, attach = run_cni(f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname=BLUE, path=cni_bin_dir, node=node.name)
+    assert rc == 0, attach
+    try:
+        binary = f"{kvnet_bin_dir}/kvnet-binding"
+        before = snapshot(pod.name, BLUE)
+        assert len(before["addresses"]) == 2
+        rc, result = run_cni(binary, "ADD", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir)
+        assert rc == 0, result
+        plumbed = snapshot(pod.name, BLUE)
+        assert plumbed["addresses"] == [] and plumbed["routes"] == []
+        ip = pod_facts(pod.name)[BLUE]["record"]["ip"]
+        assert sorted(ip["addresses"]) == sorted(a["address"] for a in attach["ips"])
+        assert sorted(ip["gateways"]) == ["10.77.0.1", "fd77::1"]
+        rc, result = run_cni(binary, "DEL", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir)
+        assert rc == 0, result
+        assert snapshot(pod.name, BLUE) == before
+    finally:
+        run_cni(f"{cni_bin_dir}/bridge", "DEL", conf, netns=pod.path, ifname=BLUE, path=cni_bin_dir, node=node.name)
+
+
+def test_ordinal_pod_interface(netns_factory: Callable[[str], Any], kvnet_bin_dir: str, cni_bin_dir: str, tmp_path: Path) -> None:
+    """An older pod: the attachment is net1, the binding entry right after it is net2."""
+    node, pod = netns_factory("kvnode"), netns_factory("kvpod")
+    conf = bridge_conf(tmp_path)
+    rc, attach = run_cni(f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname="net1", path=cni_bin_dir, node=node.name)
+    assert rc == 0, attach
+    try:
+        before = snapshot(pod.name, "net1")
+        binary = f"{kvnet_bin_dir}/kvnet-binding"
+        rc, result = run_cni(binary, "ADD", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir)
+        assert rc == 0, result
+        assert link(pod.name, "tap1") is not None and link(pod.name, "k6t-net1") is not None
+        assert snapshot(pod.name, "net1")["master"] == "k6t-net1"
+        rc, result = run_cni(binary, "DEL", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir)
+        assert rc == 0, result
+        assert snapshot(pod.name, "net1") == before and link(pod.name, "tap1") is None
+    finally:
+        run_cni(f"{cni_bin_dir}/bridge", "DEL", conf, netns=pod.path, ifname="net1", path=cni_bin_dir, node=node.name)
+
+
+def test_two_attachments_are_independent(
+    netns_factory: Callable[[str], Any], kvnet_bin_dir: str, cni_bin_dir: str, tmp_path: Path
+) -> None:
+    node, pod = netns_factory("kvnode"), netns_factory("kvpod")
+    blue = bridge_conf(tmp_path)
+    red = {**bridge_conf(tmp_path), "name": "red-net", "bridge": "kvbr1", "mtu": 1500}
+    red["ipam"] = {"type": "host-local", "subnet": "10.78.0.0/24", "dataDir": str(tmp_path / "ipam")}
+    for conf, ifname in ((blue, BLUE), (red, RED)):
+        rc, out = run_cni(f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname=ifname, path=cni_bin_dir, node=node.name)
+        assert rc == 0, out
+    try:
+        binary = f"{kvnet_bin_dir}/kvnet-binding"
+        before_blue = snapshot(pod.name, BLUE)
+        for network, ifname in (("blue", "net2"), ("red", "net4")):
+            rc, result = run_cni(binary, "ADD", binding_conf(network), netns=pod.path, ifname=ifname, path=cni_bin_dir)
+            assert rc == 0, result
+        assert link(pod.name, "tapb1f51a511f1")["mtu"] == 1500  # type: ignore[index]
+        assert link(pod.name, "tap16477688c0e")["mtu"] == 1400  # type: ignore[index]
+        red_plumbed = snapshot(pod.name, RED)
+        rc, result = run_cni(binary, "DEL", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir)
+        assert rc == 0, result
+        assert snapshot(pod.name, BLUE) == before_blue
+        assert snapshot(pod.name, RED) == red_plumbed and link(pod.name, "k6t-b1f51a511f1") is not None
+        rc, result = run_cni(binary, "CHECK", binding_conf("red"), netns=pod.path, ifname="net4", path=cni_bin_dir)
+        assert rc == 0, result
+    finally:
+        for conf, ifname in ((red, RED), (blue, BLUE)):
+            run_cni(f"{cni_bin_dir}/bridge", "DEL", conf, netns=pod.path, ifname=ifname, path=cni_bin_dir, node=node.name)
