@@ -164,12 +164,17 @@ class DelegateRunner:
         timeout: float = 60.0,
         exec: Exec | None = None,
         cache_dir: str | None = None,
+        versions_file: str | None = None,
     ) -> None:
+        """``versions_file`` (optional) keeps the VERSION answers across processes, so a
+        short-lived CNI binary asks each plugin binary once per install, not once per call."""
         self.bin_dirs = tuple(d for d in bin_dirs if d)
         self.timeout = timeout
         self.exec: Exec = exec if exec is not None else subprocess_exec
         self.cache_dir = cache_dir
-        self._versions: dict[tuple[str, int], tuple[str, ...]] = {}
+        self.versions_file = versions_file
+        self._versions: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._stored: dict[str, Any] | None = None
 
     # --- lookup and negotiation ---------------------------------------------------
 
@@ -191,13 +196,17 @@ class DelegateRunner:
         raise InvalidConfig(f"failed to find plugin {plugin_type!r} in path [{' '.join(dirs)}]")
 
     def plugin_versions(self, plugin: str, plugin_type: str, extra_path: Sequence[str] = ()) -> tuple[str, ...]:
-        """The versions a plugin binary speaks (its VERSION answer), asked once per binary."""
+        """The versions a plugin binary speaks (its VERSION answer), asked once per binary
+        (per path, inode, size and modification time: a replaced binary is asked again)."""
         try:
-            key = (plugin, os.stat(plugin).st_mtime_ns)
+            st = os.stat(plugin)
+            stamp = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
         except OSError:
-            key = (plugin, 0)
-        known = self._versions.get(key)
+            stamp = ""
+        key = (plugin, stamp)
+        known = self._versions.get(key) or self._stored_versions(plugin, stamp)
         if known is not None:
+            self._versions[key] = known
             return known
         env = {
             "CNI_COMMAND": "VERSION",
@@ -215,8 +224,46 @@ class DelegateRunner:
         else:
             versions = self._decode_versions(plugin_type, out)
         self._versions[key] = versions
+        self._store_versions(plugin, stamp, versions)
         log.debug("delegate %s (%s) speaks CNI %s", plugin_type, plugin, ", ".join(versions))
         return versions
+
+    def _stored_versions(self, plugin: str, stamp: str) -> tuple[str, ...] | None:
+        if not self.versions_file or not stamp:
+            return None
+        if self._stored is None:
+            try:
+                with open(self.versions_file, "rb") as f:
+                    loaded = json.load(f)
+            except (OSError, ValueError):
+                loaded = {}
+            self._stored = loaded if isinstance(loaded, dict) else {}
+        entry = self._stored.get(plugin)
+        if isinstance(entry, dict) and entry.get("stamp") == stamp:
+            versions = entry.get("versions")
+            if isinstance(versions, list) and versions and all(isinstance(v, str) for v in versions):
+                return tuple(versions)
+        return None
+
+    def _store_versions(self, plugin: str, stamp: str, versions: tuple[str, ...]) -> None:
+        """Best effort: a file that cannot be written only costs a VERSION call next time."""
+        if not self.versions_file or not stamp:
+            return
+        stored = dict(self._stored or {})
+        stored[plugin] = {"stamp": stamp, "versions": list(versions)}
+        self._stored = stored
+        tmp = f"{self.versions_file}.tmp{os.getpid()}"
+        try:
+            os.makedirs(os.path.dirname(self.versions_file) or ".", mode=0o700, exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump(stored, f)
+            os.replace(tmp, self.versions_file)
+        except OSError as e:
+            log.warning("cannot keep plugin versions in %s: %s", self.versions_file, e)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
     @staticmethod
     def _decode_versions(plugin_type: str, out: bytes) -> tuple[str, ...]:

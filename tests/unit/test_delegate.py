@@ -649,3 +649,37 @@ def test_add_validates_container_and_ifname_before_running(bin_dir: Path, env: D
         runner.run_network("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, env)
     assert info.value.msg == msg and info.value.cni_code in (3, 4)
     assert fake.calls == []
+
+
+def test_versions_file_spares_version_calls_across_runners(bin_dir: Path, tmp_path: Path) -> None:
+    vfile = tmp_path / "state" / "versions.json"
+    conf = {"cniVersion": "1.0.0", "name": "n", "type": "p"}
+    first, fake1 = runner_with(bin_dir, {"p": FakePlugin(versions=("0.4.0", "1.0.0"))}, versions_file=str(vfile))
+    first.run("ADD", conf, ENV)
+    assert fake1.commands(skip_version=False) == [("p", "VERSION"), ("p", "ADD")]
+    stored = json.loads(vfile.read_text())
+    assert stored[str(bin_dir / "p")]["versions"] == ["0.4.0", "1.0.0"]
+
+    fake2 = FakeExec({"p": FakePlugin(versions=("0.4.0", "1.0.0"))})
+    DelegateRunner([str(bin_dir)], exec=fake2, versions_file=str(vfile)).run("ADD", conf, ENV)
+    assert fake2.commands(skip_version=False) == [("p", "ADD")]
+
+    # a replaced binary is asked again
+    (bin_dir / "p").unlink()
+    exe(bin_dir, "p").write_text("#!/bin/sh\n# new build\nexit 0\n")
+    fake3 = FakeExec({"p": FakePlugin(versions=("1.0.0", "1.1.0"))})
+    DelegateRunner([str(bin_dir)], exec=fake3, versions_file=str(vfile)).run("ADD", {**conf, "cniVersion": "1.1.0"}, ENV)
+    assert fake3.commands(skip_version=False) == [("p", "VERSION"), ("p", "ADD")]
+    assert [c.conf["cniVersion"] for c in fake3.calls if c.command == "ADD"] == ["1.1.0"]
+
+
+def test_versions_file_unwritable_or_corrupt_is_harmless(bin_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "corrupt.json"
+    bad.write_text("{nope")
+    runner, fake = runner_with(bin_dir, {"p": FakePlugin()}, versions_file=str(bad))
+    runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
+    assert fake.commands(skip_version=False)[0] == ("p", "VERSION")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    runner2, _ = runner_with(bin_dir, {"p": FakePlugin()}, versions_file=str(blocked / "sub" / "v.json"))
+    runner2.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
