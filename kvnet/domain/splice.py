@@ -1,17 +1,20 @@
 """Put rendered devices into the domain XML KubeVirt hands the sidecar.
 
-Works on a copy: a device whose ``<alias name>`` matches one of ours is replaced in
-place, anything else is appended to ``<devices>``; everything else (comments, namespaced
-``qemu:`` elements, attribute order) is left as it was. KubeVirt's domain arrives
-tab-indented with no XML header, and goes back the same way.
+Works on the text, not on a re-serialised tree: a device under ``<devices>`` whose
+``<alias name>`` matches one of ours is replaced in place, anything else is appended
+after the last device, and every other byte of the domain (comments, namespaces such as
+KubeVirt's ``<metadata><kubevirt xmlns="http://kubevirt.io">``, ``qemu:`` elements,
+attribute order and quoting, whitespace) stays exactly as it was. ElementTree would
+rewrite default namespaces as ``ns0:``, which is why the splice does not go through it.
+KubeVirt's domain arrives tab-indented with no XML header; new devices follow its indent.
 """
 
 from __future__ import annotations
 
-import copy
-import io
 import xml.etree.ElementTree as ET
+import xml.parsers.expat
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from kvnet.errors import RenderError
 from kvnet.model import PciAddress
@@ -19,22 +22,11 @@ from kvnet.model import PciAddress
 SRIOV_ALIAS_PREFIX = "ua-sriov-"
 
 
-def _register_namespaces(text: str) -> None:
-    """Keep the domain's own prefixes (``qemu:``) instead of ElementTree's ``ns0:``."""
-    for _, (prefix, uri) in ET.iterparse(io.StringIO(text), events=("start-ns",)):
-        if prefix:
-            ET.register_namespace(prefix, uri)
-
-
 def parse_domain(domain_xml: str | bytes) -> ET.Element:
-    """Parse a ``<domain>`` keeping comments and processing instructions."""
-    text = domain_xml.decode() if isinstance(domain_xml, bytes) else domain_xml
+    """Parse a ``<domain>`` (read-only use: the splice never writes this tree back)."""
     try:
-        _register_namespaces(text)
-        parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True))
-        parser.feed(text)
-        root = parser.close()
-    except (ET.ParseError, UnicodeDecodeError) as err:
+        root = ET.fromstring(domain_xml)
+    except ET.ParseError as err:
         raise RenderError(f"the domain XML does not parse: {err}") from None
     if root.tag != "domain":
         raise RenderError(f"the domain XML has root <{root.tag}>, expected <domain>")
@@ -53,42 +45,152 @@ def _alias(elem: ET.Element) -> str | None:
     return alias.get("name") if alias is not None else None
 
 
-def _indent_unit(devices: ET.Element) -> str:
-    """The domain's own indent step (KubeVirt: a tab), read from the whitespace before a device."""
-    inner = (devices.text or "").rsplit("\n", 1)[-1]
-    if inner and not inner.strip() and len(inner) % 2 == 0:
-        return inner[: len(inner) // 2]
-    return "\t"
+@dataclass
+class _Span:
+    """Byte offsets of one element in the document (``end`` exclusive)."""
+
+    start: int
+    end: int = -1
+    alias: str | None = None
+
+
+@dataclass
+class _Layout:
+    devices: _Span
+    devices_empty: bool  # written as <devices/>
+    devices_open_end: int  # just after the <devices ...> start tag
+    children: list[_Span]
+
+
+def _tag_end(data: bytes, start: int) -> int:
+    """Index just after the ``>`` of the tag at ``start`` (quotes in attribute values skipped)."""
+    quote = 0
+    for i in range(start + 1, len(data)):
+        c = data[i]
+        if quote:
+            if c == quote:
+                quote = 0
+        elif c in (0x22, 0x27):  # " '
+            quote = c
+        elif c == 0x3E:  # >
+            return i + 1
+    raise RenderError("the domain XML has an unterminated tag")
+
+
+def _layout(data: bytes) -> _Layout:
+    parser = xml.parsers.expat.ParserCreate()
+    stack: list[str] = []
+    state: dict[str, object] = {}
+    children: list[_Span] = []
+
+    def on_start(name: str, attrs: dict[str, str]) -> None:
+        stack.append(name)
+        here = parser.CurrentByteIndex
+        if stack == ["domain", "devices"] and "devices" not in state:
+            end = _tag_end(data, here)
+            empty = data[end - 2 : end] == b"/>"
+            state["devices"] = _Span(here, end if empty else -1)
+            state["open_end"] = end
+            state["empty"] = empty
+        elif len(stack) == 3 and stack[:2] == ["domain", "devices"] and state.get("devices") is not None and "closed" not in state:
+            child = _Span(here)
+            end = _tag_end(data, here)
+            if data[end - 2 : end] == b"/>":
+                child.end = end  # <x/>: expat reports its end after the tag
+            children.append(child)
+        elif len(stack) == 4 and stack[:2] == ["domain", "devices"] and name == "alias" and children and "closed" not in state:
+            if children[-1].alias is None:
+                children[-1].alias = attrs.get("name")
+
+    def on_end(name: str) -> None:
+        here = parser.CurrentByteIndex
+        depth = len(stack)
+        stack.pop()
+        if depth not in (2, 3) or "closed" in state or state.get("devices") is None:
+            return
+        span = children[-1] if depth == 3 else state["devices"]
+        assert isinstance(span, _Span)
+        if span.end < 0:  # an explicit end tag starts here
+            span.end = data.index(b">", here) + 1
+        if depth == 2:
+            state["closed"] = True
+
+    parser.StartElementHandler = on_start
+    parser.EndElementHandler = on_end
+    try:
+        parser.Parse(data, True)
+    except xml.parsers.expat.ExpatError as err:
+        raise RenderError(f"the domain XML does not parse: {err}") from None
+    span = state.get("devices")
+    if not isinstance(span, _Span):
+        raise RenderError("the domain has no <devices>")
+    open_end = state["open_end"]
+    assert isinstance(open_end, int)
+    return _Layout(span, bool(state["empty"]), open_end, children)
+
+
+def _line_indent(data: bytes, pos: int) -> bytes:
+    """The whitespace between the last newline before ``pos`` and ``pos`` (b"" if not only whitespace)."""
+    line_start = data.rfind(b"\n", 0, pos) + 1
+    lead = data[line_start:pos]
+    return lead if lead.strip() == b"" else b""
+
+
+def _device_text(elem: ET.Element, unit: str, indent: str) -> bytes:
+    copy = ET.fromstring(ET.tostring(elem))  # never touch the caller's element
+    ET.indent(copy, space=unit)
+    return ET.tostring(copy, encoding="unicode").replace("\n", "\n" + indent).encode()
 
 
 def splice(domain_xml: str | bytes, devices: Sequence[ET.Element]) -> str:
-    """The domain with ``devices`` replaced by alias or appended; the input is not modified."""
-    root = parse_domain(domain_xml)
-    devs = _devices(root)
-    unit = _indent_unit(devs)
-    children = list(devs)
+    """The domain with ``devices`` replaced by alias or appended; everything else byte for byte."""
+    data = domain_xml.encode() if isinstance(domain_xml, str) else bytes(domain_xml)
+    root = parse_domain(data)
+    _devices(root)  # the specific error for a domain without <devices>
+    layout = _layout(data)
+    devices_indent = _line_indent(data, layout.devices.start).decode()
+    unit = devices_indent or "\t"
+    if layout.children:
+        child_indent = _line_indent(data, layout.children[0].start).decode() or devices_indent + unit
+    else:
+        child_indent = devices_indent + unit
+    replaced: dict[int, bytes] = {}
+    appended: list[tuple[str, bytes]] = []
     for new in devices:
         alias = _alias(new)
         if not alias:
             raise RenderError(f"cannot splice <{new.tag}> without an <alias name>")
-        elem = copy.deepcopy(new)
-        ET.indent(elem, space=unit, level=2)
-        index = next((i for i, old in enumerate(children) if _alias(old) == alias), None)
+        text = _device_text(new, unit, child_indent)
+        index = next((i for i, old in enumerate(layout.children) if old.alias == alias), None)
         if index is not None:
-            elem.tail = children[index].tail
-            devs.remove(children[index])
-            devs.insert(index, elem)
-            children[index] = elem
+            replaced[index] = text
+            continue
+        pos = next((i for i, (a, _) in enumerate(appended) if a == alias), None)
+        if pos is not None:
+            appended[pos] = (alias, text)
         else:
-            if children:
-                elem.tail = children[-1].tail
-                children[-1].tail = "\n" + unit * 2
-            else:
-                devs.text = "\n" + unit * 2
-                elem.tail = "\n" + unit
-            devs.append(elem)
-            children.append(elem)
-    return ET.tostring(root, encoding="unicode")
+            appended.append((alias, text))
+    out: list[bytes] = []
+    cursor = 0
+    for i, child in enumerate(layout.children):
+        if i in replaced:
+            out += [data[cursor : child.start], replaced[i]]
+            cursor = child.end
+    block = b"".join(b"\n" + child_indent.encode() + text for _, text in appended)
+    if layout.devices_empty:
+        out += [data[cursor : layout.devices.start], b"<devices>", block, b"\n" + devices_indent.encode(), b"</devices>"]
+        cursor = layout.devices.end
+    elif block:
+        insert_at = layout.children[-1].end if layout.children else layout.devices_open_end
+        out += [data[cursor:insert_at], block]
+        cursor = insert_at
+        if not layout.children:
+            # an empty <devices></devices>: put the end tag back on its own line
+            rest = data[cursor : layout.devices.end]
+            if not rest.startswith(b"\n"):
+                out.append(b"\n" + devices_indent.encode())
+    out.append(data[cursor:])
+    return b"".join(out).decode()
 
 
 def kubevirt_hostdevs(domain_xml: str | bytes) -> dict[str, PciAddress]:

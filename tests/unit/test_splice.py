@@ -67,17 +67,66 @@ def test_replace_by_alias_and_append() -> None:
 
 def test_rest_of_domain_left_as_it_was() -> None:
     out = splice(DOMAIN, [render_nic(RED)])
-    assert not out.startswith("<?xml")
-    assert "<!-- kept -->" in out
-    assert "<qemu:commandline>" in out and 'xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0"' in out
-    # without the appended device the domain is the same document
-    root = ET.fromstring(out)
-    devs = root.find("devices")
-    devs.remove(devs[-1])  # type: ignore[union-attr]
-    assert c14n(ET.tostring(root, encoding="unicode")) == c14n(DOMAIN)
+    cut = DOMAIN.index("\n\t</devices>")
+    # everything before and after the appended device is the input, byte for byte
+    assert out.startswith(DOMAIN[:cut]) and out.endswith(DOMAIN[cut:])
+    added = out[cut : len(out) - (len(DOMAIN) - cut)]
     # the new device follows KubeVirt's tab indentation
-    assert "\n\t\t<interface type=\"ethernet\">\n\t\t\t<target dev=\"tapb1f51a511f1\"" in out
-    assert out.rstrip().endswith("</domain>")
+    assert added.startswith('\n\t\t<interface type="ethernet">\n\t\t\t<target dev="tapb1f51a511f1"')
+    assert added.endswith("\n\t\t</interface>")
+    assert c14n(added) == c14n(ET.tostring(render_nic(RED), encoding="unicode"))
+
+
+KUBEVIRT_METADATA = DOMAIN.replace(
+    "\t<!-- kept -->\n",
+    '\t<metadata>\n\t\t<kubevirt xmlns="http://kubevirt.io">\n\t\t\t<uid>1234</uid>\n\t\t</kubevirt>\n\t</metadata>\n',
+)
+
+
+def test_default_namespaces_survive_repeated_splices() -> None:
+    """KubeVirt's <metadata><kubevirt xmlns=...>: kept as written, also when a second sidecar splices again."""
+    once = splice(KUBEVIRT_METADATA, [render_nic(BLUE)])
+    twice = splice(once, [render_nic(RED)])
+    assert '<kubevirt xmlns="http://kubevirt.io">' in twice and "ns0" not in twice
+    assert [e.find("alias").get("name") for e in ET.fromstring(twice).find("devices")] == [  # type: ignore[union-attr]
+        "ua-default", "ua-blue", "ua-sriov-sa", "hostdev0", "ua-red"]
+    assert kubevirt_hostdevs(twice) == {"ua-sriov-sa": PciAddress(0, 0x81, 0x10, 2)}
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "<domain><devices/></domain>",
+        "<domain>\n  <devices></devices>\n</domain>",
+        "<domain>\n  <devices>\n  </devices>\n</domain>",
+        "<?xml version='1.0' encoding='utf-8'?>\n<domain><devices><disk/></devices><devices/></domain>",
+    ],
+)
+def test_odd_devices(domain: str) -> None:
+    out = splice(domain, [render_nic(BLUE)])
+    devs = ET.fromstring(out.encode()).find("devices")
+    assert devs is not None and devs[-1].tag == "interface"
+    assert splice(out, [render_nic(BLUE)]) == out
+
+
+def test_replacing_keeps_surroundings() -> None:
+    out = splice(DOMAIN, [render_nic(BLUE)])
+    before, after = DOMAIN.split("\t\t<interface type=\"ethernet\">\n\t\t\t<target dev=\"tapold\"")
+    after = after[after.index("</interface>") + len("</interface>"):]
+    assert out.startswith(before) and out.endswith(after)
+
+
+def test_same_alias_twice_in_one_call() -> None:
+    out = splice(DOMAIN, [render_nic(RED), render_nic(replace_mac(RED, "02:00:00:00:00:33"))])
+    devs = ET.fromstring(out).find("devices")
+    reds = [e for e in devs if e.find("alias").get("name") == "ua-red"]  # type: ignore[union-attr]
+    assert len(reds) == 1 and reds[0].find("mac").get("address") == "02:00:00:00:00:33"  # type: ignore[union-attr]
+
+
+def replace_mac(nic: TapNic, mac: str) -> TapNic:
+    from dataclasses import replace
+
+    return replace(nic, mac=mac)
 
 
 def test_input_is_not_modified_and_bytes_accepted() -> None:
