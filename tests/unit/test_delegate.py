@@ -683,3 +683,25 @@ def test_versions_file_unwritable_or_corrupt_is_harmless(bin_dir: Path, tmp_path
     blocked.write_text("")
     runner2, _ = runner_with(bin_dir, {"p": FakePlugin()}, versions_file=str(blocked / "sub" / "v.json"))
     runner2.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
+
+
+@pytest.mark.parametrize("conf_version", ["1.0.0", "1.1.0"])
+def test_script_that_only_knows_031(tmp_path: Path, conf_version: str) -> None:
+    """A real process that speaks only 0.3.1: it is sent 0.3.1 (prevResult too) and its
+    0.3.1 result comes back in the conf's version."""
+    record = tmp_path / "calls.jsonl"
+    make_fake_plugin(tmp_path / "bin", "fake", versions=["0.3.1"], record=str(record))
+    prev = {"cniVersion": conf_version, "interfaces": [{"name": "br0"}], "ips": [{"address": "fd00::5/64"}], "dns": {}}
+    out = DelegateRunner([str(tmp_path / "bin")], timeout=20).run(
+        "ADD", {**CONF, "cniVersion": conf_version, "prevResult": prev}, ENV)
+    sent = json.loads([c for c in read_calls(record) if c["command"] == "ADD"][0]["stdin"])
+    assert sent["cniVersion"] == "0.3.1"
+    assert sent["prevResult"] == {"cniVersion": "0.3.1", "interfaces": [{"name": "br0"}],
+                                  "ips": [{"version": "6", "address": "fd00::5/64"}], "dns": {}}
+    assert out == {
+        "cniVersion": conf_version,
+        "interfaces": [{"name": "net1", "mac": "0a:58:0a:01:02:03", "sandbox": "/var/run/netns/p1"}],
+        "ips": [{"interface": 0, "address": "10.1.2.3/24", "gateway": "10.1.2.1"}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.2.1"}],
+        "dns": {},
+    }
