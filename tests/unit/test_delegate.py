@@ -705,3 +705,15 @@ def test_script_that_only_knows_031(tmp_path: Path, conf_version: str) -> None:
         "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.2.1"}],
         "dns": {},
     }
+
+
+def test_real_exec_of_a_non_executable_format(tmp_path: Path) -> None:
+    """ENOEXEC from the kernel (no shebang, not ELF) is translated at the exec boundary."""
+    bad = tmp_path / "bin" / "fake"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\x00\x01\x02 not a program")
+    bad.chmod(0o755)
+    with pytest.raises(DelegateFailed) as info:
+        DelegateRunner([str(bad.parent)], timeout=5).run("ADD", CONF, ENV)
+    assert info.value.msg.startswith(f"delegate fake VERSION could not be run ({bad}): ")
+    assert "Exec format error" in info.value.msg
