@@ -99,6 +99,7 @@ def _tap_nic(iface: VmiInterface, vmi: Vmi, facts: PodFacts, pod_iface: str) -> 
             raise TranslationError(
                 f"interface {iface.name!r}: no MAC for tap {tap}: no macAddress in the VMI, no binding record in the pod and no mac in network-info"
             )
+        _check_redirect_mac(iface, links.get(pod_iface), link, mac)
         return TapNic(
             target=tap,
             mac=mac.lower(),
@@ -138,6 +139,24 @@ def _tap_nic(iface: VmiInterface, vmi: Vmi, facts: PodFacts, pod_iface: str) -> 
         pci_address=iface.pci_address,
         boot_order=iface.boot_order,
     )
+
+
+REDIRECT_KINDS = ("macvlan", "ipvlan")
+
+
+def _check_redirect_mac(iface: VmiInterface, pod_link: PodLink | None, tap: PodLink, mac: str) -> None:
+    """Redirect mode (tap not in a bridge, pod link a macvlan): the guest must use the pod link's MAC.
+
+    A macvlan only receives frames for its own MAC, so a different guest MAC gets nothing back.
+    """
+    if pod_link is None or pod_link.kind not in REDIRECT_KINDS or tap.master is not None:
+        return
+    if mac.lower() != pod_link.mac.lower():
+        raise TranslationError(
+            f"interface {iface.name!r}: pod interface {pod_link.name} is a {pod_link.kind} redirected to {tap.name}, which only receives "
+            f"frames for its own MAC {pod_link.mac}, but the guest would use {mac.lower()} (give the attachment the VMI's macAddress, "
+            "or drop macAddress)"
+        )
 
 
 def _pci_source(name: str, facts: PodFacts) -> PciAddress | None:

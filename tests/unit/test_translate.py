@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from kvnet import naming
+from kvnet.domain.render import nic_from_element, render_plan
+from kvnet.domain.splice import splice
 from kvnet.domain.translate import UNKNOWN_SOURCE, plan_vm_nics
 from kvnet.domain.vmi import parse_vmi
 from kvnet.errors import TranslationError
@@ -79,6 +85,26 @@ def test_multiqueue_ignored_for_non_virtio_and_when_not_asked() -> None:
     assert isinstance(nic, TapNic) and nic.queues is None
     (nic,) = plan_vm_nics(vmi(), PodFacts(links=tapped(multi_queue=True))).nics
     assert isinstance(nic, TapNic) and nic.queues is None
+
+
+def test_redirect_mode_keeps_the_macvlan_mac() -> None:
+    rec = BindingRecord(original_mac="0a:58:0a:01:00:05", mtu=1500)
+    links = {
+        POD: PodLink(name=POD, mac="0a:58:0a:01:00:05", mtu=1500, kind="macvlan", record=rec),
+        TAP: PodLink(name=TAP, mac="fe:54:00:00:00:01", mtu=1500, kind="tun"),
+    }
+    (nic,) = plan_vm_nics(vmi(), PodFacts(links=links)).nics
+    assert nic.mac == "0a:58:0a:01:00:05"
+    (nic,) = plan_vm_nics(vmi(macAddress="0A:58:0A:01:00:05"), PodFacts(links=links)).nics  # the same MAC is fine
+    with pytest.raises(TranslationError) as err:
+        plan_vm_nics(vmi(macAddress="02:00:00:00:00:01"), PodFacts(links=links))
+    assert err.value.msg == (
+        "interface 'blue': pod interface pod16477688c0e is a macvlan redirected to tap16477688c0e, which only receives frames for "
+        "its own MAC 0a:58:0a:01:00:05, but the guest would use 02:00:00:00:00:01 (give the attachment the VMI's macAddress, or drop macAddress)"
+    )
+    # bridge mode (the tap is a bridge port): the VMI's MAC is the guest's, whatever the pod link has
+    bridged = {**links, TAP: replace(links[TAP], master="k6t-16477688c0e")}
+    assert plan_vm_nics(vmi(macAddress="02:00:00:00:00:01"), PodFacts(links=bridged)).nics[0].mac == "02:00:00:00:00:01"
 
 
 def test_macvtap_is_targeted_directly() -> None:
@@ -180,3 +206,40 @@ def test_absent_bond_member() -> None:
     with pytest.raises(TranslationError) as err:
         plan_vm_nics(v, PodFacts())
     assert err.value.msg == "interface 'blue': state absent, but it is a member of bond 'bond0'"
+
+
+# --- properties -----------------------------------------------------------------------
+
+_names = st.lists(st.from_regex(r"[a-z][a-z0-9]{0,8}(-[a-z0-9]{1,4})?", fullmatch=True), min_size=1, max_size=8, unique=True)
+_macs = st.lists(st.integers(0, 255), min_size=5, max_size=5).map(lambda o: "02:" + ":".join(f"{b:02x}" for b in o))
+
+
+@settings(max_examples=60, deadline=None)
+@given(_names, st.data())
+def test_every_kvnet_interface_becomes_one_nic(names: list[str], data: st.DataObject) -> None:
+    """Random mixes of taps, macvtaps and VFs: one NIC per interface, in order, kind by pod facts."""
+    kinds = [data.draw(st.sampled_from(["tap", "macvtap", "vf"])) for _ in names]
+    macs = data.draw(st.lists(_macs, min_size=len(names), max_size=len(names), unique=True))
+    ifaces = [{"name": n, "binding": {"name": "kvnet"}} for n in names]
+    doc = parse_vmi({"metadata": {"name": "vm"}, "spec": {
+        "networks": [{"name": n, "multus": {"networkName": n}} for n in names],
+        "domain": {"devices": {"interfaces": ifaces}}}})
+    links: dict[str, PodLink] = {}
+    info: dict[str, NetworkInfoEntry] = {}
+    for i, (name, kind, mac) in enumerate(zip(names, kinds, macs)):
+        pod = naming.hashed_pod_iface(name)
+        if kind == "tap":
+            links.update(tapped(record=BindingRecord(original_mac=mac, mtu=1500), pod=pod, tap=naming.tap_name(pod)))
+        elif kind == "macvtap":
+            links[pod] = PodLink(name=pod, mac=mac, mtu=1500, kind="macvtap")
+        else:
+            info.update(vf_info(name, f"0000:81:{i:02x}.1", mac))
+    plan = plan_vm_nics(doc, PodFacts(links=links, network_info=info))
+    assert [n.name for n in plan.nics] == names
+    for nic, kind, mac in zip(plan.nics, kinds, macs):
+        assert isinstance(nic, HostdevNic if kind == "vf" else TapNic)
+        assert nic.mac == mac
+    elements = render_plan(plan)
+    assert [nic_from_element(e).name for e in elements] == names
+    out = splice("<domain><name>vm</name><devices></devices></domain>", elements)
+    assert splice(out, elements) == out  # splicing is idempotent: replaced by alias
