@@ -518,3 +518,40 @@ def test_two_attachments_are_independent(
     finally:
         for conf, ifname in ((red, RED), (blue, BLUE)):
             run_cni(f"{cni_bin_dir}/bridge", "DEL", conf, netns=pod.path, ifname=ifname, path=cni_bin_dir, node=node.name)
+
+
+# --- under the kvnet meta-plugin, as KubeVirt asks for it -------------------------------
+
+
+def test_under_kvnet_meta_plugin_with_kubevirt_annotation(
+    netns_factory: Callable[[str], Any], kvnet_bin_dir: str, cni_bin_dir: str, tmp_path: Path
+) -> None:
+    """The networks annotation KubeVirt writes for `binding: {name: kvnet}`: the attachment
+    with interface pod<hash>, then the binding NAD with cni-args.logicNetworkName."""
+    from kvnet.lab.pod_demo import PodLab
+
+    node, pod = netns_factory("kvnode"), netns_factory("kvpod")
+    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir) as lab:
+        lab.add_nad("blue-net", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue", "isGateway": True,
+                                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.64.0.0/24"}]]}})
+        lab.add_nad("kvnet-binding", {"cniVersion": "1.0.0", "type": "kvnet-binding"})
+        networks = [{"name": "blue-net", "namespace": "default", "interface": BLUE},
+                    {"name": "kvnet-binding", "namespace": "default", "cni-args": {"logicNetworkName": "blue"}}]
+        uid = lab.add_pod("virt-launcher-vm1", json.dumps(networks))
+        conf = lab.config([{"cniVersion": "1.0.0", "name": "main", "type": "loopback"}])
+        rc, result, err = lab.cni("ADD", conf, container="ctr1", pod="virt-launcher-vm1", uid=uid)
+        assert rc == 0, (result, err)
+        assert sorted(lab.pod_links()) == sorted(["lo", BLUE, "k6t-16477688c0e", "tap16477688c0e"])
+        status = lab.status("virt-launcher-vm1")
+        assert status is not None
+        by_name = {s["name"]: s for s in status}
+        assert by_name["default/blue-net"]["interface"] == BLUE and by_name["default/blue-net"]["ips"] == ["10.64.0.2"]
+        assert "interface" not in by_name.get("default/kvnet-binding", {})  # the binding reports no interface
+        record = pod_facts(pod.name)[BLUE]["record"]
+        assert record["original_mac"] == by_name["default/blue-net"]["mac"]
+        assert record["ip"]["addresses"] == ["10.64.0.2/24"]
+        # No pod-wide CHECK here: the bridge plugin's own CHECK compares the pod link with its
+        # cached result (MAC, addresses), which the binding moved on purpose (docs/binding.md).
+        rc, out, err = lab.cni("DEL", conf, container="ctr1", pod="virt-launcher-vm1", uid=uid)
+        assert rc == 0, (out, err)
+        assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
