@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,8 @@ from kvnet.domain.translate import plan_vm_nics, pod_iface_name
 from kvnet.domain.vmi import Vmi, parse_vmi
 from kvnet.errors import DecodeFailure, IOFailure, NetworkNotFound
 from kvnet.model import BindingRecord, GuestIpConfig, NetworkInfoEntry, PodFacts, PodLink, is_mac
+
+log = logging.getLogger(__name__)
 
 VM_KINDS = ("VirtualMachine", "VirtualMachineInstance")
 NAD_KIND = "NetworkAttachmentDefinition"
@@ -187,7 +190,11 @@ def assumed_pod_links(vmi: Vmi, nads: Mapping[str, Mapping[str, Any]], info: Map
         annotations = ((nad or {}).get("metadata") or {}).get("annotations") or {}
         if (entry and entry.device_info and entry.device_info.type == "pci") or RESOURCE_NAME in annotations or conf.get("type") == "sriov":
             continue
-        mac = (entry.mac if entry and entry.mac else None) or placeholder_mac(vmi, iface.name)
+        mac = entry.mac if entry and entry.mac else None
+        if mac is None:
+            mac = placeholder_mac(vmi, iface.name)
+            if iface.mac is None:
+                log.info("interface %r: no macAddress and no network-info mac: %s stands in for the MAC the attachment will get", iface.name, mac)
         nad_mtu = conf.get("mtu")
         mtu: int = nad_mtu if isinstance(nad_mtu, int) else (entry.mtu if entry and entry.mtu else DEFAULT_MTU)
         if conf.get("type") == "macvtap":
@@ -248,7 +255,9 @@ def render_outputs(args: argparse.Namespace) -> tuple[str, str | None]:
     domain = _read(args.domain) if args.domain else None
     hostdevs = kubevirt_hostdevs(domain) if domain is not None else {}
     facts = PodFacts(links=links, network_info=info)
-    plan = plan_vm_nics(vmi, facts, binding_name=args.binding_name, kubevirt_hostdevs=hostdevs)
+    # without a domain, the hostdevs of sriov: {} bond members are KubeVirt's to render: their
+    # PCI addresses do not change the output, so they may be unknown
+    plan = plan_vm_nics(vmi, facts, binding_name=args.binding_name, kubevirt_hostdevs=hostdevs, need_hostdev_sources=domain is not None)
     elements = render_plan(plan)
     if domain is not None:
         xml_text = splice(domain, elements)

@@ -78,6 +78,19 @@ def test_separate_nad_files_and_missing_nad(capsys: pytest.CaptureFixture[str], 
     assert code == 0, err
 
 
+def test_sriov_bond_members_offline(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """Without a domain the sriov: {} members' hostdevs are KubeVirt's: their PCI addresses are not needed."""
+    docs = list(yaml.safe_load_all(Path(EXAMPLE).read_text()))
+    ifaces = docs[0]["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
+    docs[0]["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"] = [i for i in ifaces if i["name"] != "vf"]
+    docs[0]["spec"]["template"]["spec"]["networks"] = [n for n in docs[0]["spec"]["template"]["spec"]["networks"] if n["name"] != "vf"]
+    (tmp_path / "vm.yaml").write_text(yaml.safe_dump_all(docs))
+    code, out, err = render(capsys, str(tmp_path / "vm.yaml"), "--only", "network-data")
+    assert code == 0, err
+    assert yaml.safe_load(out)["bonds"]["bond0"]["interfaces"] == ["sriov-a", "sriov-b"]
+    assert "interface 'blue': no macAddress and no network-info mac" in caplog.text  # a placeholder MAC is said so
+
+
 def test_sriov_needs_network_info(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = render(capsys, EXAMPLE)
     assert code == 1 and out == ""
