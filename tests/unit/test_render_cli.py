@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -85,6 +86,7 @@ def test_sriov_bond_members_offline(capsys: pytest.CaptureFixture[str], caplog: 
     docs[0]["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"] = [i for i in ifaces if i["name"] != "vf"]
     docs[0]["spec"]["template"]["spec"]["networks"] = [n for n in docs[0]["spec"]["template"]["spec"]["networks"] if n["name"] != "vf"]
     (tmp_path / "vm.yaml").write_text(yaml.safe_dump_all(docs))
+    caplog.set_level(logging.INFO, logger="kvnet.commands.render")
     code, out, err = render(capsys, str(tmp_path / "vm.yaml"), "--only", "network-data")
     assert code == 0, err
     assert yaml.safe_load(out)["bonds"]["bond0"]["interfaces"] == ["sriov-a", "sriov-b"]
