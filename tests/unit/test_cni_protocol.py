@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvnet.cni.protocol import (
@@ -18,6 +18,9 @@ from kvnet.cni.protocol import (
     plugin_main,
 )
 from kvnet.errors import DelegateFailed, KvnetError
+
+# a loaded CI machine must not turn slowness into hypothesis failures
+NO_DEADLINE = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 
 CONF = {"cniVersion": "1.0.0", "name": "net1", "type": "kvnet"}
 
@@ -180,6 +183,7 @@ _key = st.text(alphabet=st.characters(blacklist_characters=";=", blacklist_categ
 _val = st.text(alphabet=st.characters(blacklist_characters=";", blacklist_categories=("Cs",)))
 
 
+@NO_DEADLINE
 @given(st.lists(st.tuples(_key, _val), max_size=8))
 def test_cni_args_round_trip(pairs: list[tuple[str, str]]) -> None:
     raw = ";".join(f"{k}={v}" for k, v in pairs)
@@ -326,6 +330,7 @@ def test_is_own_netns(tmp_path: Any) -> None:
 _ascii = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=20)
 
 
+@NO_DEADLINE
 @given(_ascii)
 def test_ifname_validation_agrees_with_naming_rules(name: str) -> None:
     from kvnet.cni.protocol import validate_ifname
@@ -340,6 +345,7 @@ def test_ifname_validation_agrees_with_naming_rules(name: str) -> None:
     assert ok == (ifname_problem(name) is None)
 
 
+@NO_DEADLINE
 @given(_ascii)
 def test_container_id_validation_agrees_with_naming_rules(cid: str) -> None:
     from kvnet.cni.protocol import validate_container_id

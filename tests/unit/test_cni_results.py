@@ -6,11 +6,14 @@ import copy
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvnet.cni.results import ALL_VERSIONS, convert_result, empty_result, result_version, version_key
 from kvnet.errors import DecodeFailure, IncompatibleVersion
+
+# a loaded CI machine must not turn slowness into hypothesis failures
+NO_DEADLINE = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 
 R11: dict[str, Any] = {
     "cniVersion": "1.1.0",
@@ -260,6 +263,7 @@ def _strip_11(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@NO_DEADLINE
 @given(results_11(), st.sampled_from(["0.3.0", "0.3.1", "0.4.0", "1.0.0"]))
 def test_down_then_up_keeps_the_shared_fields(result: dict[str, Any], low: str) -> None:
     """1.1.0 → 0.3.x/0.4.0/1.0.0 → 1.1.0 loses exactly the 1.1-only fields."""
@@ -268,6 +272,7 @@ def test_down_then_up_keeps_the_shared_fields(result: dict[str, Any], low: str) 
     assert {k: v for k, v in back.items() if k != "cniVersion"} == _strip_11(result)
 
 
+@NO_DEADLINE
 @given(results_11(), st.sampled_from(["0.3.0", "0.3.1", "0.4.0", "1.0.0"]), st.sampled_from(["1.0.0", "1.1.0"]))
 def test_up_then_down_is_identity(result: dict[str, Any], low: str, high: str) -> None:
     """A result in a lower version, taken up and back down, is unchanged."""
@@ -275,6 +280,7 @@ def test_up_then_down_is_identity(result: dict[str, Any], low: str, high: str) -
     assert convert_result(convert_result(lower, high), low) == lower
 
 
+@NO_DEADLINE
 @given(results_11())
 def test_11_only_fields_never_reach_10(result: dict[str, Any]) -> None:
     out = convert_result(result, "1.0.0")
@@ -282,6 +288,7 @@ def test_11_only_fields_never_reach_10(result: dict[str, Any]) -> None:
     assert all(set(r) <= {"dst", "gw"} for r in out.get("routes", []))
 
 
+@NO_DEADLINE
 @given(results_11())
 def test_040_ip_version_matches_address_family(result: dict[str, Any]) -> None:
     out = convert_result(result, "0.4.0")
@@ -289,6 +296,7 @@ def test_040_ip_version_matches_address_family(result: dict[str, Any]) -> None:
         assert ip["version"] == ("6" if ":" in ip["address"] else "4")
 
 
+@NO_DEADLINE
 @given(results_11(), st.sampled_from(["0.1.0", "0.2.0"]))
 def test_020_keeps_first_address_per_family(result: dict[str, Any], old: str) -> None:
     ips = result.get("ips", [])
