@@ -90,18 +90,35 @@ def parse_mac_ok(text: str) -> bool:
     return n in (6, 8, 20)
 
 
-def go_json_error(text: str, err: json.JSONDecodeError) -> str:
-    """A JSON syntax error in Go's words where they are fixed, else with the decoder's detail."""
-    if err.pos >= len(text.rstrip()):
-        return "unexpected end of JSON input"
-    return f"invalid character {text[err.pos]!r} at offset {err.pos + 1}: {err.msg}"
+class GoJsonError(ValueError):
+    """Text that Go's ``encoding/json`` would refuse, with Go's wording where it is fixed."""
+
+
+def _no_constants(name: str) -> Any:
+    if name.startswith("-"):
+        raise GoJsonError(f"invalid character {name[1]!r} in numeric literal")
+    raise GoJsonError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def go_loads(text: str) -> Any:
+    """``json.loads`` that refuses what Go refuses (``NaN``, ``Infinity``) and words errors like Go.
+
+    Truncated input is ``unexpected end of JSON input``; other syntax errors carry the
+    offending character and offset with Python's detail.
+    """
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as err:
+        if err.pos >= len(text.rstrip()):
+            raise GoJsonError("unexpected end of JSON input") from None
+        raise GoJsonError(f"invalid character {text[err.pos]!r} at offset {err.pos + 1}: {err.msg}") from None
 
 
 def _loads(text: str, prefix: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InvalidAnnotation(prefix + go_json_error(text, err)) from None
+        return go_loads(text)
+    except GoJsonError as err:
+        raise InvalidAnnotation(prefix + str(err)) from None
 
 
 # ------------------------------------------------------------------------------------
@@ -473,15 +490,20 @@ def _bare_ip(address: object) -> str | None:
 
 def _result_parts(result: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]], list[Mapping[str, Any]]]:
     """Interfaces, ips and routes of any CNI result version (0.1.0/0.2.0 ``ip4``/``ip6`` too)."""
-    ifaces = [i for i in result.get("interfaces") or [] if isinstance(i, Mapping)]
-    ips = [i for i in result.get("ips") or [] if isinstance(i, Mapping)]
-    routes = [r for r in result.get("routes") or [] if isinstance(r, Mapping)]
+    def maps(value: object) -> list[Mapping[str, Any]]:
+        return [i for i in value if isinstance(i, Mapping)] if isinstance(value, list) else []
+
+    ifaces, ips, routes = maps(result.get("interfaces")), maps(result.get("ips")), maps(result.get("routes"))
     for key in ("ip4", "ip6"):
         old = result.get(key)
         if isinstance(old, Mapping):
             ips.append({"address": old.get("ip"), "gateway": old.get("gateway")})
-            routes.extend(r for r in old.get("routes") or [] if isinstance(r, Mapping))
+            routes.extend(maps(old.get("routes")))
     return ifaces, ips, routes
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def status_from_result(
@@ -521,8 +543,8 @@ def status_from_result(
         mtu: int | None = None
         for iface in ifaces:
             if iface.get("sandbox"):
-                name = str(iface.get("name") or "") or None
-                mac = str(iface.get("mac") or "") or None
+                name = _text(iface.get("name"))
+                mac = _text(iface.get("mac"))
                 mtu = mtu_of(iface)
         return (
             NetworkStatus(
@@ -559,8 +581,8 @@ def status_from_result(
         index_map[i] = len(entries)
         entries.append(
             {
-                "interface": str(iface.get("name") or "") or None,
-                "mac": str(iface.get("mac") or "") or None,
+                "interface": _text(iface.get("name")),
+                "mac": _text(iface.get("mac")),
                 "mtu": mtu_of(iface),
                 "default": is_default,
                 "ips": [],

@@ -8,14 +8,13 @@ dicts instead of touching the disk. Every bad config names the NAD or file it ca
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvnet.annotations import RESOURCE_NAME, go_json_error, go_json_kind
+from kvnet.annotations import RESOURCE_NAME, GoJsonError, go_json_kind, go_loads
 from kvnet.cni.config import delegate_problem
 from kvnet.errors import InvalidConfig, IOFailure, NetworkNotFound
 from kvnet.naming import cni_name_ok
@@ -70,9 +69,9 @@ def conf_files(conf_dir: str, list_dir: ListDir, exts: Sequence[str] = _CONF_EXT
 def _decode_object(data: bytes | str, what: str) -> dict[str, Any]:
     text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InvalidConfig(f"{what}: {go_json_error(text, err)}") from None
+        value = go_loads(text)
+    except GoJsonError as err:
+        raise InvalidConfig(f"{what}: {err}") from None
     if not isinstance(value, dict):
         raise InvalidConfig(
             f"{what}: json: cannot unmarshal {go_json_kind(value)} into Go value of type map[string]interface {{}}"

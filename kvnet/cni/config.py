@@ -9,12 +9,11 @@ that are not a JSON object of the right types) with Multus's ``LoadNetConf`` mes
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kvnet.annotations import GoTypeError, go_fields, go_json_error, go_json_kind, go_type_error
+from kvnet.annotations import GoJsonError, GoTypeError, go_fields, go_json_kind, go_loads, go_type_error
 from kvnet.errors import DecodeFailure, InvalidConfig
 
 DEFAULT_CNI_DIR = "/var/lib/cni/multus"
@@ -165,9 +164,9 @@ def parse_multus_config(data: bytes | Mapping[str, Any]) -> MultusConfig:
     if isinstance(data, (bytes, bytearray)):
         text = bytes(data).decode("utf-8", errors="replace")
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DecodeFailure(f"{_PREFIX}failed to load netconf: {go_json_error(text, err)}") from None
+            raw = go_loads(text)
+        except GoJsonError as err:
+            raise DecodeFailure(f"{_PREFIX}failed to load netconf: {err}") from None
     else:
         raw = dict(data)
     if not isinstance(raw, dict):

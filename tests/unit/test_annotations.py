@@ -246,14 +246,14 @@ full_selection = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(full_selection, min_size=1, max_size=4))
 def test_json_round_trip(selections: list[NetworkSelection]) -> None:
     text = ann.format_networks_json(selections)
     assert ann.parse_networks(text, "elsewhere") == tuple(selections)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(short_selection, min_size=1, max_size=5), st.sampled_from([",", ", ", " , "]))
 def test_short_round_trip(selections: list[NetworkSelection], sep: str) -> None:
     text = ann.format_networks_short(selections).replace(",", sep)
@@ -268,7 +268,7 @@ def test_short_and_json_agree(selections: list[NetworkSelection]) -> None:
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=40))
 def test_parser_never_crashes(value: str) -> None:
     try:
@@ -458,7 +458,7 @@ status = st.builds(
 KEY_ORDER = ["name", "interface", "ips", "mac", "mtu", "default", "dns", "device-info", "gateway"]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(status, max_size=4))
 def test_status_round_trip_and_key_order(statuses: list[NetworkStatus]) -> None:
     text = ann.format_network_status(statuses)
@@ -468,3 +468,68 @@ def test_status_round_trip_and_key_order(statuses: list[NetworkStatus]) -> None:
         assert "dns" in keys  # always present, {} when empty
         assert keys == [k for k in KEY_ORDER if k in keys]
         assert all(element[k] not in ("", [], 0, False, None) for k in keys if k != "dns")
+
+
+# --- fuzz: any JSON gives a result or a kvnet error, never a crash -------------------------------
+
+ELEMENT_KEYS = ["name", "namespace", "ips", "mac", "infiniband-guid", "interface", "portMappings", "bandwidth",
+                "deviceID", "cni-args", "default-route", "Name", "hostPort", "ingressRate"]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 70000) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["a", "10.0.0.1", "10.0.0.1/24", "02:00:00:00:00:01", "", "eth0", "A"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(ELEMENT_KEYS), children, max_size=5),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(ELEMENT_KEYS), json_values, max_size=6), max_size=3) | json_values)
+def test_any_json_annotation_is_parsed_or_refused(value: Any) -> None:
+    try:
+        ann.parse_networks(json.dumps(value), "pods")
+    except InvalidAnnotation as err:
+        assert err.msg
+
+
+STATUS_KEYS = ["name", "interface", "ips", "mac", "mtu", "default", "dns", "device-info", "gateway", "nameservers", "pci"]
+RESULT_KEYS = ["cniVersion", "interfaces", "ips", "routes", "dns", "name", "mac", "sandbox", "mtu", "address",
+               "gateway", "interface", "dst", "gw", "ip4", "ip6", "ip"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(STATUS_KEYS), json_values, max_size=6), max_size=3) | json_values)
+def test_any_json_status_is_parsed_or_refused(value: Any) -> None:
+    try:
+        statuses = ann.parse_network_status(json.dumps(value))
+    except InvalidAnnotation as err:
+        assert err.msg
+    else:
+        assert ann.parse_network_status(ann.format_network_status(statuses)) == statuses
+
+
+result_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 3) | st.sampled_from(["10.0.0.1/24", "0.0.0.0/0", "::/0", "fd00::1", "x", "/ns", ""]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(RESULT_KEYS), children, max_size=6),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.sampled_from(RESULT_KEYS), result_values, max_size=6), st.booleans())
+def test_status_from_any_result_never_crashes(result: dict[str, Any], default: bool) -> None:
+    statuses = ann.status_from_result("ns/x", result, ifname="net1", default=default)
+    assert ann.parse_network_status(ann.format_network_status(statuses)) == statuses
+
+
+@pytest.mark.parametrize(
+    ("constant", "go_error"),
+    [
+        ("NaN", "invalid character 'N' looking for beginning of value"),
+        ("Infinity", "invalid character 'I' looking for beginning of value"),
+        ("-Infinity", "invalid character 'I' in numeric literal"),
+    ],
+)
+def test_json_constants_refused_like_go(constant: str, go_error: str) -> None:
+    with pytest.raises(InvalidAnnotation) as info:
+        ann.parse_networks(f'[{{"name":"a","bandwidth":{{"ingressRate":{constant}}}}}]', "pods")
+    assert info.value.msg == JS + go_error
