@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from kvnet.cni.delegate import DelegateEnv, DelegateRunner, exec_argv
+from kvnet.cni.results import version_key
 from kvnet.errors import DelegateFailed
 
 pytestmark = pytest.mark.root
@@ -229,3 +230,26 @@ def test_two_attachments_in_one_pod(lab: Lab) -> None:
     assert not ({"net1", "net2"} & {link["ifname"] for link in lab.ipj("link", "show")})
     assert list((lab.cache_dir / "results").iterdir()) == []
     assert leases(lab, "blue") == [] and leases(lab, "red") == []
+
+
+@pytest.mark.parametrize("version", ["0.2.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+def test_every_config_version_through_the_real_bridge(lab: Lab, version: str) -> None:
+    """The real bridge's output comes back in each config version's own result shape."""
+    net = {"cniVersion": version, "name": "blue", **bridge_conf(lab)}
+    result = lab.runner.run_network("ADD", net, lab.env())
+    assert result is not None and result["cniVersion"] == version
+    sent = lab.exec.sent("ADD")[0][1]["cniVersion"]
+    assert sent == ("1.0.0" if version == "1.1.0" else version)
+    if version == "0.2.0":
+        assert result["ip4"]["ip"] == "10.77.0.2/24" and result["ip4"]["gateway"] == "10.77.0.1"
+        assert "interfaces" not in result
+    else:
+        ip = result["ips"][0]
+        assert ip["address"] == "10.77.0.2/24"
+        assert ("version" in ip) == version.startswith("0.")
+        assert result["interfaces"][ip["interface"]]["name"] == "net1"
+    if version_key(version) >= (0, 4, 0):
+        lab.runner.run_network("CHECK", net, lab.env())
+    lab.runner.run_network("DEL", net, lab.env())
+    assert "net1" not in {link["ifname"] for link in lab.ipj("link", "show")}
+    assert leases(lab, "blue") == []
