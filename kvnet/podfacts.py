@@ -65,7 +65,7 @@ def read_link(path: Path, *, driver_of: DriverLookup | None = None) -> PodLink |
     mac, mtu_text, type_text = _read(path / "address"), _read(path / "mtu"), _read(path / "type")
     if mac is None or mtu_text is None:
         return None
-    if type_text is not None and type_text.isdigit() and int(type_text) == ARPHRD_LOOPBACK:
+    if _dec(type_text) == ARPHRD_LOOPBACK:
         return None
     flags = _hex(_read(path / "flags")) or 0
     tun_flags = _hex(_read(path / "tun_flags"))
@@ -78,7 +78,7 @@ def read_link(path: Path, *, driver_of: DriverLookup | None = None) -> PodLink |
     return PodLink(
         name=name,
         mac=mac.lower(),
-        mtu=int(mtu_text) if mtu_text.isdigit() else 0,
+        mtu=_dec(mtu_text) or 0,
         kind=_kind(path, driver_of),
         master=os.path.basename(os.readlink(master)) if master.is_symlink() else None,
         up=bool(flags & IFF_UP),
@@ -111,14 +111,20 @@ def _uevent(path: Path) -> dict[str, str]:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text().strip()
+        return path.read_bytes().decode(errors="replace").strip()  # an ifalias may hold any bytes
     except OSError:  # vanished, or not readable by this user
         return None
 
 
+def _dec(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isascii() and text.isdigit() else None
+
+
 def _hex(text: str | None) -> int | None:
+    if not text or not text.isascii():
+        return None
     try:
-        return int(text, 16) if text else None
+        return int(text, 16)
     except ValueError:
         return None
 

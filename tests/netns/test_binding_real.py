@@ -248,6 +248,8 @@ def test_bridge_mode_add_check_del(
     }
     assert facts["tap16477688c0e"]["kind"] == "tun" and facts["tap16477688c0e"]["multi_queue"] is False
     assert facts["k6t-16477688c0e"]["kind"] == "bridge" and facts[BLUE]["kind"] == "veth"
+    assert facts[BLUE]["master"] == facts["tap16477688c0e"]["master"] == "k6t-16477688c0e"
+    assert facts[BLUE]["mac"] == new_mac and facts[BLUE]["mtu"] == 1400
 
     # Frames for the original MAC really reach the tap: a "guest" with that MAC answers a ping.
     guest = guest_factory(pod.name, "tap16477688c0e", pod_ip.split("/")[0], before["mac"])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kvnet import bindrecord
 from kvnet.errors import DecodeFailure
@@ -114,6 +117,12 @@ def test_malformed_record_names_the_link(tmp_path: Path) -> None:
         read_pod_links(str(tmp_path))
 
 
+def test_alias_with_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    d = make_link(tmp_path, "eth0")
+    (d / "ifalias").write_bytes(b"\xff\xfe rack\n")
+    assert read_pod_links(str(tmp_path))["eth0"].record is None
+
+
 def test_a_link_that_vanished_is_left_out(tmp_path: Path) -> None:
     make_link(tmp_path, "eth0")
     (tmp_path / "gone").mkdir()  # the folder is there, its files are not (link deleted mid-read)
@@ -129,3 +138,29 @@ def test_real_sysfs_has_loopback_left_out() -> None:
     links = read_pod_links()
     assert "lo" not in links
     assert all(link.mtu > 0 for link in links.values())
+
+
+_files = st.fixed_dictionaries(
+    {},
+    optional={n: st.text(max_size=40) for n in ("address", "mtu", "flags", "type", "uevent", "ifalias", "tun_flags")},
+)
+
+
+@given(_files, st.booleans())
+def test_any_file_contents_give_a_link_or_nothing(files: dict[str, str], macvtap: bool) -> None:
+    """Whatever sysfs holds, the reader returns links or raises DecodeFailure for a bad record."""
+    with tempfile.TemporaryDirectory() as root:
+        d = Path(root, "x0")
+        d.mkdir()
+        for name, text in files.items():
+            (d / name).write_text(text, errors="surrogateescape")
+        if macvtap:
+            (d / "macvtap").mkdir()
+        try:
+            links = read_pod_links(root)
+        except DecodeFailure:
+            assert bindrecord.is_tagged(files.get("ifalias", "").strip())
+            return
+        assert set(links) <= {"x0"}
+        for link in links.values():
+            assert link.mtu >= 0 and link.kind in ("", "tun", "macvtap", "bridge", "vlan", "bond", "vxlan")
