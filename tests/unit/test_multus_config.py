@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvnet.cni.config import MultusConfig, parse_multus_config
-from kvnet.errors import DecodeFailure, InvalidConfig
+from kvnet.errors import DecodeFailure, InvalidConfig, KvnetError
 
 BRIDGE = {"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge", "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}}
 
@@ -153,3 +155,28 @@ def test_errors(raw: Any, error: type[Exception], message: str) -> None:
     assert type(info.value) is error
     assert info.value.msg == message  # type: ignore[attr-defined]
     assert info.value.to_cni("1.0.0")["code"] == (6 if error is DecodeFailure else 7)  # type: ignore[attr-defined]
+
+
+# --- fuzz: any JSON object gives a config or a kvnet error -------------------------------------
+
+
+CONFIG_KEYS = ["name", "type", "cniVersion", "kubeconfig", "clusterNetwork", "defaultNetworks", "delegates", "confDir",
+               "cniDir", "binDir", "logLevel", "logToStderr", "logOptions", "readinessindicatorfile",
+               "namespaceIsolation", "globalNamespaces", "systemNamespaces", "multusNamespace", "runtimeConfig",
+               "capabilities", "plugins", "Delegates"]
+values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["", "x", "bridge", "/k", "a,b"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(CONFIG_KEYS), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(CONFIG_KEYS), values, max_size=8))
+def test_any_config_is_parsed_or_refused(raw: dict[str, Any]) -> None:
+    try:
+        conf = parse_multus_config(json.dumps(raw).encode())
+    except KvnetError as err:
+        assert err.cni_code in (6, 7) and err.msg
+    else:
+        assert conf.delegates or conf.cluster_network

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kvnet.errors import InvalidConfig, NetworkNotFound
+from kvnet.errors import InvalidConfig, KvnetError, NetworkNotFound
 from kvnet.nad import Delegate, delegate_from_conf_dir, delegate_from_nad
 
 
@@ -184,3 +186,30 @@ def test_crd_matches_upstream_names() -> None:
     assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
     props = version["schema"]["openAPIV3Schema"]["properties"]
     assert props["spec"]["properties"]["config"]["type"] == "string"
+
+
+# --- fuzz: any NAD object gives a delegate or a kvnet error ---------------------------------------
+
+
+conf_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-1, 2) | st.sampled_from(["", "bridge", "blue", "a b"]),
+    lambda children: st.lists(children, max_size=2)
+    | st.dictionaries(st.sampled_from(["name", "type", "plugins", "cniVersion"]), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(st.none(), st.text(max_size=5), conf_values.map(json.dumps)),
+    st.sampled_from(["blue", "", "Blue", None]),
+)
+def test_any_nad_gives_delegate_or_error(config: str | None, name: str | None) -> None:
+    obj = {"metadata": {"name": name, "namespace": "pods"}, "spec": {"config": config}}
+    d = FakeDir({"/cni/a.conf": {"name": "blue", "type": "bridge"}})
+    try:
+        got = delegate_from_nad(obj, "/cni", read_file=d.read_file, list_dir=d.list_dir)
+    except KvnetError as err:
+        assert err.cni_code in (7, 101) and err.msg
+    else:
+        assert got.name == f"pods/{name}" and got.conf_name
