@@ -364,3 +364,20 @@ def test_ifname_length_counts_bytes() -> None:
     err = error_of(env(CNI_IFNAME="ä" * 8), stdin())
     assert (err.cni_code, err.msg) == (4, "interface name is too long")
     parse_request(env(CNI_IFNAME="ä" * 7), stdin())
+
+
+_env_keys = st.sampled_from(["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"])
+_env_vals = st.sampled_from(["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "", "x", "../x", "eth0", "a=b;c"]) | st.text(
+    max_size=20)
+
+
+@NO_DEADLINE
+@given(st.dictionaries(_env_keys, _env_vals), st.binary(max_size=64) | st.sampled_from([stdin(), b"{}", b"null"]))
+def test_any_env_and_stdin_fail_only_with_kvnet_errors(environ: dict[str, str], data: bytes) -> None:
+    """Whatever a runtime sends, the answer is a request or a CNI error, never a crash."""
+    try:
+        req = parse_request(environ, data)
+    except KvnetError as e:
+        assert e.cni_code in (1, 3, 4, 6, 7) and e.msg
+        return
+    assert req.command in ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")

@@ -311,3 +311,24 @@ def test_020_keeps_first_address_per_family(result: dict[str, Any], old: str) ->
     assert (out.get("ip6") or {}).get("ip") == (first6 or {}).get("address")
     # and back up: the 0.2.0 result is a fixed point of up-then-down
     assert convert_result(convert_result(out, "1.1.0"), old) == out
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+_keys = st.sampled_from(["cniVersion", "interfaces", "ips", "routes", "dns", "ip4", "ip6", "other"])
+
+
+@NO_DEADLINE
+@given(st.dictionaries(_keys, _json | st.sampled_from(ALL_VERSIONS), max_size=6), st.sampled_from(ALL_VERSIONS))
+def test_arbitrary_input_fails_only_with_kvnet_errors(result: dict[str, Any], to: str) -> None:
+    """Garbage from a delegate becomes a CNI error (decode / version), never a crash."""
+    from kvnet.errors import KvnetError
+
+    try:
+        out = convert_result(result, to)
+    except KvnetError:
+        return
+    assert out["cniVersion"] == to

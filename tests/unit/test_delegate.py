@@ -717,3 +717,13 @@ def test_real_exec_of_a_non_executable_format(tmp_path: Path) -> None:
         DelegateRunner([str(bad.parent)], timeout=5).run("ADD", CONF, ENV)
     assert info.value.msg.startswith(f"delegate fake VERSION could not be run ({bad}): ")
     assert "Exec format error" in info.value.msg
+
+
+@pytest.mark.parametrize("status", [1, 2, -9])
+def test_delegate_error_never_crashes_on_odd_output(status: int) -> None:
+    odd = [b"", b"null", b"[]", b'"text"', b"{}", b'{"code": null}', b'{"msg": 5}', b'{"code": true, "msg": "x"}',
+           b"\xff\xfe\x00", b'{"code": 7, "msg": "m", "details": {"nested": 1}}']
+    for out in odd:
+        for err in odd:
+            e = delegate_error("p", "ADD", status, out, err)
+            assert e.msg.startswith("delegate p ADD failed: ") and e.cni_code > 0
