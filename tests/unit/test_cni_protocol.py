@@ -381,3 +381,16 @@ def test_any_env_and_stdin_fail_only_with_kvnet_errors(environ: dict[str, str], 
         assert e.cni_code in (1, 3, 4, 6, 7) and e.msg
         return
     assert req.command in ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
+
+
+@NO_DEADLINE
+@given(st.dictionaries(_env_keys, _env_vals), st.binary(max_size=64) | st.sampled_from([stdin(), b"{}"]))
+def test_plugin_main_stdout_is_always_one_json_object(environ: dict[str, str], data: bytes) -> None:
+    handlers = {"ADD": lambda req: {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/24"}]}}
+    rc, out = run_main(handlers, {**environ, "CNI_NETNS": "/nonexistent/ns"} if "CNI_NETNS" in environ else environ,
+                       data)
+    assert rc in (0, 1)
+    if rc == 1:
+        assert isinstance(out, dict) and {"cniVersion", "code", "msg"} <= out.keys()
+    else:
+        assert out is None or isinstance(out, dict) and "cniVersion" in out
