@@ -68,28 +68,29 @@ def decode(text: str | None) -> BindingRecord | None:
     """
     if text is None or not is_tagged(text):
         return None
+    shown = text if len(text) <= MAX_BYTES else text[:MAX_BYTES] + "..."
     try:
         body = json.loads(text)
-    except ValueError as err:
-        raise DecodeFailure(f"malformed kvnet binding record {text!r}: {err}") from None
+    except (ValueError, RecursionError) as err:
+        raise DecodeFailure(f"malformed kvnet binding record {shown!r}: {err or type(err).__name__}") from None
     if not isinstance(body, dict):
-        raise DecodeFailure(f"malformed kvnet binding record {text!r}: not an object")
+        raise DecodeFailure(f"malformed kvnet binding record {shown!r}: not an object")
     version = body.get("kvnet")
     if version != VERSION or isinstance(version, bool):
         raise DecodeFailure(f"unsupported kvnet binding record version {version!r} (this kvnet reads {VERSION})")
     unknown = sorted(set(body) - {"kvnet", "mac", "mtu", "ip", "gw", "rt"})
     if unknown:
-        raise DecodeFailure(f"malformed kvnet binding record {text!r}: unknown keys {unknown}")
+        raise DecodeFailure(f"malformed kvnet binding record {shown!r}: unknown keys {unknown}")
     mac, mtu = body.get("mac"), body.get("mtu")
     ips, gws, rts = body.get("ip", []), body.get("gw", []), body.get("rt", [])
     if not (_str_list(ips) and _str_list(gws) and isinstance(rts, list)):
-        raise DecodeFailure(f"malformed kvnet binding record {text!r}: ip, gw and rt must be lists of strings")
+        raise DecodeFailure(f"malformed kvnet binding record {shown!r}: ip, gw and rt must be lists of strings")
     if not all(isinstance(r, list) and len(r) == 2 and _str_list(r) for r in rts):
-        raise DecodeFailure(f"malformed kvnet binding record {text!r}: each rt entry must be [dst, via]")
+        raise DecodeFailure(f"malformed kvnet binding record {shown!r}: each rt entry must be [dst, via]")
     ip = GuestIpConfig(tuple(ips), tuple(gws), tuple((r[0], r[1]) for r in rts))
     problem = _problem(mac, mtu, ip)
     if problem:
-        raise DecodeFailure(f"malformed kvnet binding record {text!r}: {problem}")
+        raise DecodeFailure(f"malformed kvnet binding record {shown!r}: {problem}")
     assert isinstance(mac, str) and isinstance(mtu, int)
     return BindingRecord(original_mac=mac, mtu=mtu, ip=ip, version=VERSION)
 

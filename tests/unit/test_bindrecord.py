@@ -70,6 +70,11 @@ def test_decode_malformed_kvnet_record(text: str, message: str) -> None:
     assert err.value.cni_code == 6
 
 
+def test_decode_deeply_nested_input_is_a_decode_failure() -> None:
+    with pytest.raises(DecodeFailure, match="malformed kvnet binding record"):
+        bindrecord.decode(bindrecord.TAG + "[" * 100_000)
+
+
 @pytest.mark.parametrize(
     ("record", "message"),
     [
