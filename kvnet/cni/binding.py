@@ -423,10 +423,15 @@ def _restore_l3(ns: PodNetlink, pod: str, record: BindingRecord) -> None:
 def delete(request: Request, *, nl: NetnsOpener = open_netns) -> None:
     """DEL: give the pod link back exactly as the attachment's plugin made it; idempotent.
 
-    Fine when the netns, the pod link, the tap or the bridge are already gone.
+    Fine when the netns, the pod link, the tap or the bridge are already gone. A conf
+    without ``logicNetworkName`` names no pod link: DEL logs it and succeeds, so a pod's
+    teardown is never blocked by a conf that ADD would have refused anyway.
     """
-    network = logic_network_name(request.config)
-    BindingConfig.parse(request.config)
+    try:
+        network = logic_network_name(request.config)
+    except InvalidConfig as err:
+        log.error("DEL container %s: %s; nothing to undo", request.container_id, err.msg)
+        return
     if not request.netns:
         return
     try:

@@ -399,6 +399,14 @@ def test_delete_when_netns_is_gone_or_empty() -> None:
     assert empty.calls == []
 
 
+def test_delete_without_logic_network_name_succeeds_and_touches_nothing() -> None:
+    ns = fake_pod()
+    binding.add(Req(), nl=opener(ns))
+    plumbed, calls = ns.state(), len(ns.calls)
+    binding.delete(replace(Req(), config={"name": "kvnet-binding"}), nl=opener(ns))
+    assert ns.state() == plumbed and len(ns.calls) == calls
+
+
 def test_delete_removes_orphan_tap_and_bridge_when_the_pod_link_is_gone() -> None:
     ns = fake_pod()
     binding.add(Req(), nl=opener(ns))
