@@ -157,7 +157,7 @@ def load_kubeconfig(path: str) -> KubeConfig:
     """Read the current context of a kubeconfig (relative paths are relative to the file)."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when present
     except OSError as err:
         raise InvalidConfig(f"cannot read kubeconfig {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
