@@ -76,7 +76,7 @@ def ifname_problem(name: object) -> str | None:
     """Why ``name`` is not a valid interface name (CNI spec rules), or None."""
     if not isinstance(name, str) or not name:
         return "interface name is empty"
-    if len(name) > MAX_IFNAME:
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_IFNAME:  # bytes, as the kernel counts
         return f"interface name {name!r} is longer than {MAX_IFNAME} characters"
     if name in (".", ".."):
         return f"interface name {name!r} is . or .."

@@ -55,6 +55,7 @@ def test_aliases() -> None:
         ("eth0", None),
         ("a" * 15, None),
         ("a" * 16, "longer than 15"),
+        ("é" * 8, "longer than 15"),
         ("", "empty"),
         (".", ". or .."),
         ("..", ". or .."),
