@@ -445,26 +445,29 @@ def _undo_binding(ns: PodNetlink, network: str, request: Request) -> None:
     pod = find_pod_iface(ns.link_names(), network, request.ifname)
     tap, bridge = tap_name(pod), bridge_name(pod)
     link = ns.link(pod)
+    ours = link is not None and bindrecord.is_tagged(link.alias)
     record = None
-    if link is not None:
+    if link is not None and ours:
         try:
             record = bindrecord.decode(link.alias)
-        except DecodeFailure as err:
-            raise DecodeFailure(f"network {network}: pod interface {pod}: {err.msg}") from None
+        except DecodeFailure as err:  # cannot restore, but still take our plumbing away
+            log.error("DEL container %s network %s: pod interface %s: %s; its MAC and addresses are not restored",
+                      request.container_id, network, pod, err.msg)
     log.info("DEL container %s network %s (%s): %s", request.container_id, network, pod,
              "restoring from the record" if record else "no record on the pod link")
-    if link is not None and record is not None:
+    if link is not None and ours:
         ns.clear_tc(pod)
         if link.master is not None:
             ns.set_master(pod, None)
-        if link.mac != record.original_mac:
+        if record is not None and link.mac != record.original_mac:
             ns.set_mac(pod, record.original_mac)
     for name, kind in ((tap, "tun"), (bridge, "bridge")):
         existing = ns.link(name)
         if existing is not None and existing.kind == kind:
             ns.delete_link(name)
-    if link is not None and record is not None:
-        _restore_l3(ns, pod, record)
+    if link is not None and ours:
+        if record is not None:
+            _restore_l3(ns, pod, record)
         ns.set_alias(pod, "")
 
 

@@ -407,6 +407,24 @@ def test_delete_without_logic_network_name_succeeds_and_touches_nothing() -> Non
     assert ns.state() == plumbed and len(ns.calls) == calls
 
 
+def test_delete_with_a_corrupt_record_still_unplumbs() -> None:
+    ns = fake_pod()
+    binding.add(Req(), nl=opener(ns))
+    ns._set(BLUE, alias='{"kvnet":1,"mac":"broken"}')
+    binding.delete(Req(), nl=opener(ns))
+    assert list(ns.links) == ["lo", BLUE]
+    assert ns.links[BLUE].master is None and ns.links[BLUE].alias == ""
+    assert ns.links[BLUE].mac == swapped_mac(MAC)  # nothing to restore it from
+
+
+def test_delete_leaves_a_foreign_alias_and_link_alone() -> None:
+    ns = fake_pod()
+    ns._set(BLUE, alias="uplink to rack 3", master="somebody-elses-bridge")
+    before = ns.state()
+    binding.delete(Req(), nl=opener(ns))
+    assert ns.state() == before
+
+
 def test_delete_removes_orphan_tap_and_bridge_when_the_pod_link_is_gone() -> None:
     ns = fake_pod()
     binding.add(Req(), nl=opener(ns))
