@@ -82,9 +82,8 @@ def _status_message(body: bytes | str | None, fallback: str) -> str:
         data = json.loads(body) if body else None
     except ValueError:
         data = None
-    if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return data["message"]
-    return fallback
+    message = data.get("message") if isinstance(data, dict) else None
+    return message if isinstance(message, str) else fallback
 
 
 class _RetryingStatusWriter:
@@ -372,7 +371,7 @@ class ClientApi(_RetryingStatusWriter):
         try:
             resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
             return resp.status, resp.data
-        except self._api_exception as err:  # type: ignore[misc]
+        except self._api_exception as err:
             if not err.status:  # the client's own failure (TLS, bad request body), no HTTP answer
                 raise ApiFailure(f"Kubernetes API {what} at {self.server}: {err.reason}") from None
             body = err.body if isinstance(err.body, bytes) else str(err.body or "").encode()

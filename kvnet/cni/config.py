@@ -151,8 +151,8 @@ def delegate_problem(conf: Mapping[str, Any]) -> str | None:
         return "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field"
     for plugin in plugins:
         if not isinstance(plugin, dict):
-            err = f"json: cannot unmarshal {go_json_kind(plugin)} into Go value of type types.NetConf"
-            return f"LoadDelegateNetConf: failed with: LoadDelegateNetConfList: error unmarshalling delegate conflist: {err}"
+            why = f"json: cannot unmarshal {go_json_kind(plugin)} into Go value of type types.NetConf"
+            return f"LoadDelegateNetConf: failed with: LoadDelegateNetConfList: error unmarshalling delegate conflist: {why}"
     first = plugins[0].get("type")
     if not isinstance(first, str) or not first:
         return "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: a plugin delegate must have the 'type' field"

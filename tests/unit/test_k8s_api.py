@@ -134,7 +134,7 @@ def test_one_conflict_is_retried(api: k8s.KubeApi, standin: ApiStandIn) -> None:
 def test_concurrent_writer_wins_then_we_retry(api: k8s.KubeApi, standin: ApiStandIn) -> None:
     # someone else writes between our GET and PUT: the stand-in answers a real 409 (stale version)
     real_get = api.get_pod
-    writes = []
+    writes: list[int] = []
 
     def racing_get(namespace: str, name: str) -> Any:
         pod = real_get(namespace, name)
