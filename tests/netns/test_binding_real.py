@@ -291,6 +291,21 @@ def test_multi_queue_and_owner_from_conf(bridged_pod: tuple[Any, Any, dict[str, 
     assert rc == 1 and result["msg"] == "network blue: tap tap16477688c0e multi-queue is True, expected False"
 
 
+def test_log_file_gets_the_plan_once_and_stdout_only_the_result(
+    bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str, tmp_path: Path
+) -> None:
+    _, pod, _ = bridged_pod
+    log_file = tmp_path / "binding.log"
+    conf = binding_conf("blue", logFile=str(log_file), logLevel="verbose")
+    rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", conf, netns=pod.path, ifname="net2", path=cni_bin_dir)
+    assert (rc, result) == (0, {"cniVersion": "1.0.0"})  # json.loads of stdout: nothing else was printed
+    lines = log_file.read_text().splitlines()
+    plans = [line for line in lines if "ADD container" in line]
+    assert len(plans) == 1
+    assert f"ADD container {CID}: network blue ({BLUE}): bridge mode (auto for a veth pod link)" in plans[0]
+    assert "tap tap16477688c0e mtu 1400 owner 107:107" in plans[0]
+
+
 def test_failed_add_leaves_the_pod_as_the_bridge_plugin_made_it(
     bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str
 ) -> None:
