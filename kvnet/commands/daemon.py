@@ -20,6 +20,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="a kvnet/Multus config file (JSON); its keys override the ones the shim sends, "
         "except cniVersion, name and type",
     )
+    parser.add_argument(
+        "--api", choices=("client", "light"), default="client",
+        help="Kubernetes client kept for the daemon's life: the official client (default) or kvnet's stdlib one",
+    )
     parser.set_defaults(func=run)
 
 
@@ -37,9 +41,11 @@ def load_config(path: str | None) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kvnet.cni.daemon import CniDaemon
+    from kvnet.cni.daemon import CniDaemon, LongLived, client_api
+    from kvnet.cni.main import light_api
 
-    daemon = CniDaemon(args.socket, daemon_conf=load_config(args.config))
+    factory = light_api if args.api == "light" else client_api
+    daemon = CniDaemon(args.socket, daemon_conf=load_config(args.config), long_lived=LongLived(factory))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -199,8 +199,9 @@ class PodLab:
 
     def cni(self, command: str, config: Mapping[str, Any], *, container: str, pod: str, uid: str = "",
             namespace: str = "default", ifname: str = "eth0", binary: str = "kvnet-cni",
-            netns: str | None = None, timeout: float = 120) -> tuple[int, Any, str]:
-        """Run ``binary`` inside the node netns; (exit status, parsed stdout or None, stderr)."""
+            netns: str | None = None, timeout: float = 120, in_node: bool = True) -> tuple[int, Any, str]:
+        """Run ``binary`` inside the node netns (or, ``in_node=False``, where we are: enough
+        for ``kvnet-shim``, which only talks to its daemon); (exit status, stdout JSON or None, stderr)."""
         env = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "CNI_COMMAND": command,
@@ -211,8 +212,9 @@ class PodLab:
             "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod};"
                         f"K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={uid}",
         }
+        prefix = [IP, "netns", "exec", self.node.name] if in_node else []
         proc = subprocess.run(
-            [IP, "netns", "exec", self.node.name, str(self.bin_dir / binary)],
+            [*prefix, str(self.bin_dir / binary)],
             input=json.dumps(config).encode(), env=env, capture_output=True, timeout=timeout, check=False,
         )
         out = proc.stdout.decode()

@@ -1,0 +1,262 @@
+"""ADD+DEL wall time of the meta-plugin for 1, 10 and 100 attachments.
+
+Two delegates: a no-op shell plugin (what remains is the meta-plugin's own cost plus a
+``/bin/sh`` exec per plugin call) and the real bridge plugin with host-local IPAM. Two
+modes side by side: the standalone ``kvnet-cni`` binary (a Python start per call) and
+thick mode (``kvnet-shim`` to a ``kvnet daemon`` with long-lived clients). Everything
+runs as a runtime would run it: env + stdin, in a node netns, against the API stand-in.
+
+Per-attachment cost is the slope between 10 and 100 attachments; the fixed cost per
+call is what is left at 1 attachment. The kvnet overhead columns subtract the no-op
+plugin's own exec time (measured here by calling it directly) from the no-op rows.
+
+Run as root: ``.venv/bin/python -m bench.meta_cni`` (writes docs/bench/meta_cni.md).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvnet.cni.shim import UnixHTTPConnection
+from kvnet.lab.pod_demo import IP, Ns, PodLab
+
+SIZES = (1, 10, 100)
+REPS = {("noop", 1): 10, ("noop", 10): 5, ("noop", 100): 2, ("bridge", 1): 5, ("bridge", 10): 2, ("bridge", 100): 1}
+MODES = (
+    ("standalone kvnet-cni", "kvnet-cni", ""),
+    ("thick, official client", "kvnet-shim", ""),
+    ("thick, light client", "kvnet-shim", ".light"),
+)
+OUT = Path(__file__).resolve().parents[1] / "docs" / "bench" / "meta_cni.md"
+
+NOOP = """#!/bin/sh
+case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.3.1","0.4.0","1.0.0"]}' ;;
+ADD) cat >/dev/null; echo '{"cniVersion":"1.0.0","interfaces":[{"name":"'"$CNI_IFNAME"'","sandbox":"'"$CNI_NETNS"'"}],"dns":{}}' ;;
+*) cat >/dev/null ;;
+esac
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    mode: str
+    delegate: str
+    attachments: int
+    reps: int
+    add_ms: float
+    del_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.add_ms + self.del_ms
+
+
+@contextmanager
+def namespaces() -> Iterator[tuple[Ns, Ns]]:
+    made: list[Ns] = []
+    try:
+        for prefix in ("kvbench-node", "kvbench-pod"):
+            name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+            subprocess.run([IP, "netns", "add", name], check=True)
+            made.append(Ns(name, f"/var/run/netns/{name}"))
+            subprocess.run([IP, "netns", "exec", name, IP, "link", "set", "lo", "up"], check=True)
+        yield made[0], made[1]
+    finally:
+        for ns in reversed(made):
+            subprocess.run([IP, "netns", "delete", ns.name], check=False, capture_output=True)
+
+
+@contextmanager
+def daemon(lab: PodLab, kvnet_bin: str, sock: str, api: str) -> Iterator[None]:
+    proc = subprocess.Popen([IP, "netns", "exec", lab.node.name, os.path.join(kvnet_bin, "kvnet"), "daemon",
+                             "--socket", sock, "--api", api], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if os.path.exists(sock):
+                conn = UnixHTTPConnection(sock, timeout=2)
+                try:
+                    conn.request("GET", "/healthz")
+                    if conn.getresponse().status == 200:
+                        break
+                except (OSError, http.client.HTTPException):
+                    pass
+                finally:
+                    conn.close()
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("kvnet daemon did not come up")
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def setup_networks(lab: PodLab, n_max: int) -> None:
+    noop = lab.bin_dir / "noop"
+    noop.write_text(NOOP)
+    noop.chmod(0o755)
+    lab.add_nad("noop", {"cniVersion": "1.0.0", "type": "noop"})
+    lab.add_nad("br", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvbench-br",
+                       "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.200.0.0/16"}]]}})
+    for delegate in ("noop", "br"):
+        for n in SIZES:
+            sel = ",".join([delegate] * (n - 1))
+            lab.add_pod(f"{delegate}-{n}", sel or None, uid=f"uid-{delegate}-{n}")
+
+
+def measure(lab: PodLab, conf: dict[str, object], binary: str, delegate: str, n: int, reps: int) -> tuple[float, float]:
+    pod = f"{delegate}-{n}"
+    adds, dels = [], []
+    for rep in range(reps):
+        container = f"b{uuid.uuid4().hex[:10]}"
+        t0 = time.perf_counter()
+        in_node = binary != "kvnet-shim"
+        rc, out, err = lab.cni("ADD", conf, container=container, pod=pod, uid=f"uid-{delegate}-{n}", binary=binary,
+                               in_node=in_node)
+        t1 = time.perf_counter()
+        if rc != 0:
+            raise RuntimeError(f"ADD {pod} via {binary} failed: {out} {err}")
+        rc, out, err = lab.cni("DEL", conf, container=container, pod=pod, uid=f"uid-{delegate}-{n}", binary=binary,
+                               in_node=in_node)
+        t2 = time.perf_counter()
+        if rc != 0:
+            raise RuntimeError(f"DEL {pod} via {binary} failed: {out} {err}")
+        adds.append((t1 - t0) * 1000)
+        dels.append((t2 - t1) * 1000)
+    return statistics.median(adds), statistics.median(dels)
+
+
+def noop_exec_ms(lab: PodLab, reps: int = 50) -> float:
+    """One direct exec of the no-op plugin (ADD), as the runner would do it, in ms."""
+    env = {"CNI_COMMAND": "ADD", "CNI_IFNAME": "net1", "CNI_NETNS": lab.pod.path, "CNI_CONTAINERID": "x",
+           "CNI_PATH": str(lab.bin_dir)}
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        subprocess.run([str(lab.bin_dir / "noop")], input=b"{}", env=env, capture_output=True, check=True)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)
+
+
+def startup_ms(cmd: list[str], reps: int = 10) -> float:
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=False, env={**os.environ, "CNI_COMMAND": "VERSION"})
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)
+
+
+def fit(rows: list[Row], mode: str, delegate: str) -> tuple[float, float]:
+    """(per-attachment ms, fixed ms per ADD+DEL pair) from the 10 and 100 rows and the 1 row."""
+    by_n = {r.attachments: r.total_ms for r in rows if r.mode == mode and r.delegate == delegate}
+    slope = (by_n[100] - by_n[10]) / 90
+    return slope, by_n[1] - slope
+
+
+def render(rows: list[Row], noop_ms: float, starts: dict[str, float], when: str) -> str:
+    lines = [
+        "# Meta-plugin benchmark: ADD+DEL wall time",
+        "",
+        f"Measured {when} by `python -m bench.meta_cni` on this machine (2 shared cores; numbers move with load).",
+        "Each row is one pod with N attachments (the main network plus N-1 NAD selections), ADD then DEL,",
+        "called as a runtime calls a CNI binary (env + stdin) inside a node netns, against the API stand-in.",
+        "Median of the repetitions shown.",
+        "",
+        "| mode | delegate | attachments | reps | ADD ms | DEL ms | ADD+DEL ms | per attachment ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r.mode} | {r.delegate} | {r.attachments} | {r.reps} | {r.add_ms:.1f} | {r.del_ms:.1f} | "
+                     f"{r.total_ms:.1f} | {r.total_ms / r.attachments:.2f} |")
+    lines += [
+        "",
+        "## Fixed and per-attachment cost (fit over 1, 10, 100)",
+        "",
+        "Per attachment = slope between 10 and 100 attachments; fixed = ADD+DEL at 1 attachment minus one slope.",
+        f"kvnet's own overhead subtracts the no-op plugin's exec cost ({noop_ms:.2f} ms per call, measured directly;",
+        "an attachment costs 2 plugin calls, ADD and DEL, plus 1 VERSION call per call in standalone mode).",
+        "",
+        "| mode | delegate | per attachment ms | fixed ms per ADD+DEL | kvnet overhead per attachment ms |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for mode, _, _ in MODES:
+        for delegate in ("noop", "bridge"):
+            slope, fixed = fit(rows, mode, delegate)
+            calls = 2 if mode.startswith("thick") else 3  # thick: VERSION answers cached by the daemon
+            own = f"{slope - calls * noop_ms:.2f}" if delegate == "noop" else "—"
+            lines.append(f"| {mode} | {delegate} | {slope:.2f} | {fixed:.1f} | {own} |")
+    lines += [
+        "",
+        "## Start-up of the binaries (VERSION, median of 10)",
+        "",
+        "| binary | ms |",
+        "|---|---:|",
+    ]
+    for name, ms in starts.items():
+        lines.append(f"| {name} | {ms:.1f} |")
+    lines += [
+        "",
+        "Target (thick mode through the shim): at most 2 ms per attachment of overhead and at most 50 ms fixed",
+        "per call. The fixed cost counts two calls (ADD and DEL) per row; halve it for one call.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("bench.meta_cni needs root (network namespaces)", file=sys.stderr)
+        return 1
+    found = shutil.which("kvnet-cni")
+    kvnet_bin = os.path.dirname(found) if found else os.path.dirname(sys.executable)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="kvnet-bench-") as tmp, namespaces() as (node, pod):
+        with PodLab(node, pod, Path(tmp), kvnet_bin_dir=kvnet_bin) as lab:
+            setup_networks(lab, max(SIZES))
+            sock = str(Path(tmp) / "kvnet.sock")
+            noop_main = {"cniVersion": "1.0.0", "name": "noop", "type": "noop"}
+            br_main = {"cniVersion": "1.0.0", "name": "br", "type": "bridge", "bridge": "kvbench-br",
+                       "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.200.0.0/16"}]]}}
+            starts = {
+                "python -c pass": startup_ms([sys.executable, "-c", "pass"]),
+                "kvnet-cni": startup_ms([str(lab.bin_dir / "kvnet-cni")]),
+                "kvnet-shim": startup_ms([str(lab.bin_dir / "kvnet-shim")]),
+            }
+            noop_ms = noop_exec_ms(lab)
+            with daemon(lab, kvnet_bin, sock, "client"), daemon(lab, kvnet_bin, sock + ".light", "light"):
+                for delegate, main_conf in (("noop", noop_main), ("bridge", br_main)):
+                    for mode, binary, socket_path in MODES:
+                        conf = lab.config([main_conf], socketPath=sock + socket_path, logLevel="error")
+                        measure(lab, conf, binary, delegate if delegate == "noop" else "br", 1, 1)  # warm-up
+                        for n in SIZES:
+                            reps = REPS[(delegate, n)]
+                            add_ms, del_ms = measure(lab, conf, binary, delegate if delegate == "noop" else "br", n, reps)
+                            rows.append(Row(mode, delegate, n, reps, add_ms, del_ms))
+                            print(f"{mode:34} {delegate:7} {n:4} ADD {add_ms:8.1f} ms  DEL {del_ms:8.1f} ms", flush=True)
+    text = render(rows, noop_ms, starts, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    print(text)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
