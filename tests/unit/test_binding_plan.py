@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kvnet import bindrecord
 from kvnet.cni import binding
@@ -470,3 +472,31 @@ def test_shipped_binding_nad_parses() -> None:
     conf = json.loads(nad["spec"]["config"])
     assert conf["type"] == "kvnet-binding" and conf["name"] == nad["metadata"]["name"]
     assert BindingConfig.parse(conf) == BindingConfig()
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_keys = st.sampled_from(["mode", "multiQueue", "tapOwner", "logFile", "logLevel", "name", "args", "other"])
+
+
+@given(st.dictionaries(_keys, _json, max_size=6))
+def test_config_parse_gives_a_config_or_invalid_config(conf: dict[str, Any]) -> None:
+    try:
+        parsed = BindingConfig.parse(conf)
+    except InvalidConfig as err:
+        assert err.msg.startswith("binding conf ")
+        return
+    assert parsed.mode in ("auto", "bridge", "redirect") and isinstance(parsed.multi_queue, bool)
+    assert 0 <= parsed.tap_uid < 2**32 and 0 <= parsed.tap_gid < 2**32
+
+
+@given(st.dictionaries(st.sampled_from(["args", "name"]), _json, max_size=2))
+def test_logic_network_name_gives_a_name_or_invalid_config(conf: dict[str, Any]) -> None:
+    try:
+        name = binding.logic_network_name(conf)
+    except InvalidConfig:
+        return
+    assert isinstance(name, str) and name
