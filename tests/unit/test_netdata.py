@@ -6,6 +6,8 @@ import json
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kvnet.domain.netdata import guest_network_data, merge_network_data
 from kvnet.domain.pipeline import cloud_init_network_data
@@ -136,3 +138,32 @@ def test_cloud_init_pipeline_leaves_user_data_alone_when_nothing_to_add() -> Non
     vmi = {"metadata": {"name": "vm1"}, "spec": {"networks": [], "domain": {"devices": {}}}}
     assert cloud_init_network_data(vmi, PodFacts(), user_network_data="version: 1\n") == "version: 1\n"
     assert cloud_init_network_data(vmi, PodFacts(), user_network_data=None) is None
+
+
+# --- properties -----------------------------------------------------------------------
+
+_ids = st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True)
+_mac = st.lists(st.integers(0, 255), min_size=6, max_size=6).map(lambda o: ":".join(f"{b:02x}" for b in o))
+_eth = st.dictionaries(_ids, _mac, max_size=5)
+
+
+@given(_eth, _eth, st.booleans())
+def test_merge_keeps_everything_or_refuses(user_eths: dict[str, str], our_eths: dict[str, str], wrap: bool) -> None:
+    user_body = {"version": 2, "ethernets": {k: {"match": {"macaddress": m}, "dhcp4": True} for k, m in user_eths.items()}}
+    ours = {"version": 2, "ethernets": {k: {"match": {"macaddress": m}, "set-name": k} for k, m in our_eths.items()}}
+    user = yaml.safe_dump({"network": user_body} if wrap else user_body)
+    clash = bool(set(user_eths) & set(our_eths)) or bool({m.lower() for m in user_eths.values()} & {m.lower() for m in our_eths.values()})
+    try:
+        merged = yaml.safe_load(merge_network_data(user, ours))
+    except TranslationError as err:
+        assert clash, err.msg
+        assert err.msg.startswith("NetworkData conflict")
+        return
+    assert not clash
+    body = merged["network"] if wrap else merged
+    assert body["version"] == 2
+    for key, value in user_body["ethernets"].items():
+        assert body["ethernets"][key] == value  # the user's entries, untouched
+    for key, value in ours["ethernets"].items():
+        assert body["ethernets"][key] == value
+    assert len(body["ethernets"]) == len(user_eths) + len(our_eths)

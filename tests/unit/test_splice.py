@@ -5,6 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvnet.domain.render import render_nic
 from kvnet.domain.splice import kubevirt_hostdevs, splice
@@ -198,3 +200,35 @@ def test_define_domain_pipeline() -> None:
     assert blue.find("mac").get("address") == "02:00:00:00:00:0b"  # type: ignore[union-attr]
     assert blue.find("mtu").get("size") == "1400"  # type: ignore[union-attr]
     assert len(devs) == 4  # the sriov member's hostdev stays KubeVirt's, not duplicated
+
+
+_alias_names = st.lists(st.from_regex(r"ua-[a-z][a-z0-9]{0,6}", fullmatch=True), min_size=0, max_size=6, unique=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_alias_names, st.data())
+def test_splice_properties(existing: list[str], data: st.DataObject) -> None:
+    """Each alias once; untouched devices byte for byte; our devices in; splicing again changes nothing."""
+    indent = data.draw(st.sampled_from(["\t", "  ", "    "]))
+    comment = data.draw(st.sampled_from(["", "<!-- c -->", '<?pi x="1"?>']))
+    devices = "".join(
+        f'\n{indent * 2}<interface type="ethernet">{comment}<alias name="{a}"/><target dev="t{i}"/></interface>'
+        for i, a in enumerate(existing)
+    )
+    domain = f"<domain>\n{indent}<name>d</name>\n{indent}<devices>{devices}\n{indent}</devices>\n</domain>"
+    ours = data.draw(st.lists(st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), max_size=4, unique=True))
+    nics = [TapNic(name=n[3:] if n.startswith("ua-") else n, target=f"tap{i}", mac="02:00:00:00:00:01") for i, n in enumerate(ours)]
+    replaced = data.draw(st.lists(st.sampled_from(existing), unique=True)) if existing else []
+    nics += [TapNic(name=a[3:], target="tapnew", mac="02:00:00:00:00:02") for a in replaced]
+    out = splice(domain, [render_nic(n) for n in nics])
+    root = ET.fromstring(out)
+    aliases = [e.find("alias").get("name") for e in root.find("devices")]  # type: ignore[union-attr]
+    assert len(aliases) == len(set(aliases))
+    assert set(aliases) == set(existing) | {n.alias for n in nics}
+    mine = {n.alias for n in nics}
+    for i, a in enumerate(existing):
+        if a not in mine:
+            assert f'<alias name="{a}"/><target dev="t{i}"/></interface>' in out
+    assert out.startswith(f"<domain>\n{indent}<name>d</name>\n{indent}<devices>")
+    assert out.endswith(f"\n{indent}</devices>\n</domain>")
+    assert splice(out, [render_nic(n) for n in nics]) == out
