@@ -51,6 +51,9 @@ HOOK_POINTS = ("OnDefineDomain", "PreCloudInitIso", "Shutdown")
 DEFAULT_HOOKS_DIR = "/var/run/kubevirt-hooks"
 _SOCKET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 MAX_UNIX_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
+# A VMI may be up to etcd's 1.5 MiB and PreCloudInitIso carries its user data twice more;
+# gRPC's default 4 MiB receive limit is too close.
+MAX_MESSAGE = 32 * 1024 * 1024
 
 # Whose fault an error is decides the status virt-launcher sees (it fails the VMI either way;
 # the message names the interface).
@@ -161,7 +164,10 @@ class SidecarServer:
         self.hooks = hooks
         self.socket_path = Path(socket_path)
         self.shutdown_requested = threading.Event()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hook"))
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hook"),
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)],
+        )
         info_pb2_grpc.add_InfoServicer_to_server(_InfoServicer(hooks.name), self._server)
         v1alpha1_pb2_grpc.add_CallbacksServicer_to_server(_Callbacks(hooks, v1alpha1_pb2, self.shutdown_requested), self._server)
         v1alpha2_pb2_grpc.add_CallbacksServicer_to_server(_Callbacks(hooks, v1alpha2_pb2, self.shutdown_requested), self._server)

@@ -468,3 +468,16 @@ def test_bond_with_an_unknown_member(serve: Any, hooks_dir: Path, bond_pod: PodF
     err = rpc_error(lambda: client.pre_cloud_init_iso(vmi, CLOUD_INIT))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details().startswith("kvnet PreCloudInitIso: ") and "sr9" in err.details()
+
+
+def test_large_requests(serve: Any, hooks_dir: Path, ip_pod: PodFiles) -> None:
+    """A VMI near etcd's size limit, its user data repeated in cloudInitData: over gRPC's default 4 MiB."""
+    serve(kvnet_hooks(ip_pod))
+    client = LauncherClient(hooks_dir)
+    client.collect(1)
+    user_data = "#cloud-config\n" + "# padding padding padding padding\n" * 45_000  # ~1.5 MiB
+    vmi = make_vmi()
+    vmi["spec"]["volumes"].append({"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": user_data}})
+    out = client.pre_cloud_init_iso(vmi, {**CLOUD_INIT, "UserData": user_data})
+    assert out["UserData"] == user_data and "10.1.0.5/24" in out["NetworkData"]
+    assert "ua-red" in interfaces(client.on_define_domain(KUBEVIRT_DOMAIN, vmi))
