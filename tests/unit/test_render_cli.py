@@ -168,3 +168,26 @@ def test_console_script(kvnet_bin_dir: str) -> None:
     done = subprocess.run([f"{kvnet_bin_dir}/kvnet", "render", EXAMPLE, "--network-info", INFO, "--only", "xml"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert c14n(done.stdout) == c14n((REPO / "tests" / "golden" / "example" / "expected.xml").read_text())
+
+
+@pytest.mark.parametrize("evil", ['"/><evil/>', "'&<", "]]><!--"])
+def test_nad_and_network_strings_cannot_reach_the_xml(capsys: pytest.CaptureFixture[str], tmp_path: Path, evil: str) -> None:
+    """Strings a VMI or NAD author controls but kvnet does not validate never appear in the XML."""
+    vm = {
+        "kind": "VirtualMachineInstance",
+        "metadata": {"name": f"v{evil}", "namespace": "ns", "annotations": {"x": evil}},
+        "spec": {"networks": [{"name": "blue", "multus": {"networkName": f"ns/{evil}"}}],
+                 "domain": {"devices": {"interfaces": [{"name": "blue", "binding": {"name": "kvnet"}}]}}},
+    }
+    nad = {"kind": "NetworkAttachmentDefinition", "metadata": {"name": evil, "namespace": "ns", "annotations": {"a": evil}},
+           "spec": {"config": json.dumps({"type": "bridge", "name": evil, "bridge": evil, "ipam": {"type": "static", "addresses": []}})}}
+    path = tmp_path / "vm.yaml"
+    path.write_text(yaml.safe_dump_all([vm, nad]))
+    code, out, err = render(capsys, str(path), "--only", "xml")
+    assert code == 0, err
+    devices = ET.fromstring(out)
+    assert [(e.tag, sorted(e.attrib)) for e in devices.iter()] == [
+        ("devices", []), ("interface", ["type"]), ("target", ["dev", "managed"]), ("model", ["type"]),
+        ("mac", ["address"]), ("mtu", ["size"]), ("alias", ["name"]), ("rom", ["enabled"]),
+    ]
+    assert evil not in out
