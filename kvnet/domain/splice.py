@@ -190,7 +190,10 @@ def splice(domain_xml: str | bytes, devices: Sequence[ET.Element]) -> str:
             if not rest.startswith(b"\n"):
                 out.append(b"\n" + devices_indent.encode())
     out.append(data[cursor:])
-    return b"".join(out).decode()
+    try:
+        return b"".join(out).decode()
+    except UnicodeDecodeError:
+        raise RenderError("the domain XML is not UTF-8 (virt-launcher sends UTF-8)") from None
 
 
 def kubevirt_hostdevs(domain_xml: str | bytes) -> dict[str, PciAddress]:

@@ -159,6 +159,16 @@ def test_bad_domain(domain: str, message: str) -> None:
     assert err.value.msg.startswith(message)
 
 
+def test_non_ascii_and_non_utf8() -> None:
+    text = "<domain><description>caf\u00e9 \u2603</description><devices></devices></domain>"
+    out = splice(text, [render_nic(BLUE)])
+    assert out.startswith("<domain><description>caf\u00e9 \u2603</description><devices>")
+    assert splice(out.encode(), [render_nic(BLUE)]) == out
+    latin1 = "<?xml version='1.0' encoding='iso-8859-1'?><domain><description>caf\u00e9</description><devices/></domain>".encode("latin-1")
+    with pytest.raises(RenderError, match="not UTF-8"):
+        splice(latin1, [render_nic(BLUE)])
+
+
 def test_device_without_alias() -> None:
     with pytest.raises(RenderError, match="cannot splice <interface> without an <alias name>"):
         splice(DOMAIN, [ET.fromstring('<interface type="ethernet"/>')])
