@@ -131,6 +131,11 @@ def _tap_nic(iface: VmiInterface, vmi: Vmi, facts: PodFacts, pod_iface: str) -> 
         raise TranslationError(
             f"interface {iface.name!r}: pod interface {pod_iface} and tap {tap} are absent and its network-info entry has no PCI device-info"
         )
+    for what, value in (("model", iface.model), ("acpiIndex", iface.acpi_index), ("state", "down" if iface.state == "down" else None)):
+        if value is not None:
+            raise TranslationError(
+                f"interface {iface.name!r}: {what} {value!r} does not apply to a PCI hostdev (the guest sees the VF itself)"
+            )
     mac = iface.mac or (info.mac if info else None)
     return HostdevNic(
         name=iface.name,

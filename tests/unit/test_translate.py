@@ -118,6 +118,20 @@ def test_vfio_vf_becomes_hostdev() -> None:
     assert nic == HostdevNic(name="blue", source=PciAddress(0, 0x81, 0x10, 1), mac="02:00:00:00:00:01", pci_address=PciAddress(0, 0, 0x0B, 0), boot_order=2)
 
 
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ({"model": "e1000"}, "interface 'blue': model 'e1000' does not apply to a PCI hostdev (the guest sees the VF itself)"),
+        ({"acpiIndex": 3}, "interface 'blue': acpiIndex 3 does not apply to a PCI hostdev (the guest sees the VF itself)"),
+        ({"state": "down"}, "interface 'blue': state 'down' does not apply to a PCI hostdev (the guest sees the VF itself)"),
+    ],
+)
+def test_hostdev_refuses_guest_fields_it_cannot_carry(field: dict[str, Any], message: str) -> None:
+    with pytest.raises(TranslationError) as err:
+        plan_vm_nics(vmi(**field), PodFacts(network_info=vf_info()))
+    assert err.value.msg == message
+
+
 def test_pod_network_uses_eth0_and_tap0() -> None:
     doc = parse_vmi({
         "metadata": {"name": "vm1"},
