@@ -400,15 +400,19 @@ def test_macvlan_gets_redirect_and_traffic_crosses(
 
 
 def test_mode_override_bridge_for_veth_is_default_redirect_on_request(
-    bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str
+    bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str, guest_factory: Callable[..., Guest]
 ) -> None:
-    _, pod, _ = bridged_pod
+    node, pod, attach = bridged_pod
     before = snapshot(pod.name, BLUE)
     conf = binding_conf("blue", mode="redirect")
     rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", conf, netns=pod.path, ifname="net2", path=cni_bin_dir)
     assert rc == 0, result
     assert link(pod.name, "k6t-16477688c0e") is None
     assert snapshot(pod.name, BLUE)["mac"] == before["mac"]
+    pod_ip = attach["ips"][0]["address"].split("/")[0]
+    guest = guest_factory(pod.name, "tap16477688c0e", pod_ip, before["mac"])
+    assert ping(node.name, pod_ip)  # redirect works over a veth too
+    guest.kill()
     rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "DEL", conf, netns=pod.path, ifname="net2", path=cni_bin_dir)
     assert rc == 0, result
     assert snapshot(pod.name, BLUE) == before
