@@ -6,6 +6,12 @@ OnDefineDomain through every subscribed sidecar in turn (each gets the previous 
 output), PreCloudInitIso on the first subscribed sidecar only (virt-launcher returns its
 answer), Shutdown on every v1alpha3 sidecar. One channel per call, as virt-launcher dials
 per call. Sidecars are taken in directory-listing order (Go's os.ReadDir sorts by name).
+
+Two layouts of the hooks folder: ``flat`` (KubeVirt before 1.6: every sidecar's socket in
+one shared folder, every entry dialled, what cannot be dialled retried) and ``subdirs``
+(KubeVirt 1.6 and later: each sidecar mounts its own sub-folder as its hooks folder;
+virt-launcher reads every sub-folder and dials its non-folder entries). Either way a
+socket is known by its file name, which must be unique in the pod.
 """
 
 from __future__ import annotations
@@ -61,9 +67,22 @@ def info(path: str, timeout: float = 1.0) -> Any:
 
 
 class LauncherClient:
-    def __init__(self, hooks_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, hooks_dir: str | os.PathLike[str], layout: str = "flat") -> None:
+        assert layout in ("flat", "subdirs")
         self.hooks_dir = Path(hooks_dir)
+        self.layout = layout
         self.sidecars: list[Sidecar] = []
+
+    def _entries(self) -> list[tuple[str, Path]]:
+        if self.layout == "flat":
+            return [(e, self.hooks_dir / e) for e in sorted(os.listdir(self.hooks_dir))]
+        out = []
+        for sub in sorted(os.listdir(self.hooks_dir)):
+            folder = self.hooks_dir / sub
+            if not folder.is_dir():
+                continue  # virt-launcher >= 1.6 looks only inside sub-folders
+            out += [(e, folder / e) for e in sorted(os.listdir(folder)) if not (folder / e).is_dir()]
+        return out
 
     def collect(self, expected: int, timeout: float = 10.0, poll: float = 0.05) -> list[Sidecar]:
         """Wait for ``expected`` sidecars; an Info error on a dialable socket is fatal."""
@@ -72,8 +91,7 @@ class LauncherClient:
         while len(found) < expected:
             if time.monotonic() > deadline:
                 raise LauncherError(f"Failed to collect all expected sidecar hook sockets within given timeout ({len(found)}/{expected})")
-            for entry in sorted(os.listdir(self.hooks_dir)):
-                path = self.hooks_dir / entry
+            for entry, path in self._entries():
                 if entry in found or not path.is_socket():
                     continue  # virt-launcher retries what it cannot dial in the next round
                 try:

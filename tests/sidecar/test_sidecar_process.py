@@ -171,3 +171,29 @@ def test_grpc_status_seen_by_the_launcher(start_sidecar: Any, hooks_dir: Path, p
         client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi())
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert exc.value.details().startswith("kvnet OnDefineDomain: ") and "red" in exc.value.details()
+
+
+def test_kubevirt_1_6_layout(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    """Each sidecar mounts its own sub-folder as its hooks folder; the launcher reads them all.
+
+    The sidecar's staging folder is a folder inside its sub-folder, which virt-launcher skips,
+    so only the published socket is ever dialled.
+    """
+    procs = []
+    for name, extra in (("hook-sidecar-0", ["--echo", "--name", "a-echo"]), ("hook-sidecar-1", [])):
+        sub = hooks_dir / name
+        sub.mkdir()
+        procs.append(subprocess.Popen([*sidecar_cmd(), "--hooks-dir", str(sub), *extra], env=bridge_pod.env(),
+                                      stderr=subprocess.DEVNULL))
+    try:
+        client = LauncherClient(hooks_dir, layout="subdirs")
+        assert [(Path(s.socket_path).relative_to(hooks_dir).as_posix(), s.name) for s in client.collect(2, timeout=20)] == [
+            ("hook-sidecar-0/a-echo.sock", "a-echo"), ("hook-sidecar-1/kvnet.sock", "kvnet")]
+        assert aliases(client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi())) == {"ua-default", "ua-red"}
+        client.shutdown()
+        assert [p.wait(timeout=10) for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
