@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -160,3 +162,14 @@ def test_decode_of_a_tagged_prefix_never_crashes(tail: str) -> None:
     except DecodeFailure:
         return
     assert result is None or result.version == 1
+
+
+def test_shipped_example_alias_is_exactly_what_encode_writes() -> None:
+    """examples/pod-links-kvnet.json (used by `kvnet render` and the sidecar's tests) holds
+    ifalias text in the very form this module writes: decode then encode gives it back."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "pod-links-kvnet.json"
+    aliases = [link["ifalias"] for link in json.loads(example.read_text()) if link.get("ifalias")]
+    assert aliases
+    for text in aliases:
+        record = bindrecord.decode(text)
+        assert record is not None and bindrecord.encode(record) == text
