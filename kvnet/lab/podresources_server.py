@@ -167,12 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--socket", required=True, help="unix socket path to listen on")
     parser.add_argument("--allocations", required=True, help="JSON file with the allocations table")
     args = parser.parse_args(argv)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # Block the stop signals before gRPC starts its threads (they inherit the mask), then
+    # wait for them here: a handler would only run once the kernel happened to deliver
+    # the signal to the main thread.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     with PodResourcesStandIn(args.socket, load_allocations(args.allocations)):
         print(f"PodResources stand-in listening on {args.socket}", file=sys.stderr, flush=True)
-        stop.wait()
+        signal.sigwait(stop_signals)
     return 0
 
 

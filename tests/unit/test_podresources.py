@@ -235,18 +235,23 @@ def test_stand_in_rejects_bad_keys(sock: str) -> None:
 def test_stand_in_command_line(tmp_path: Path, sock: str) -> None:
     table = tmp_path / "alloc.json"
     table.write_text(json.dumps([{"namespace": "vms", "pod": "p", "resources": {SRIOV: ["0000:81:00.7"]}}]))
-    with subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "kvnet.lab.podresources_server", "--socket", sock, "--allocations", str(table)],
         stderr=subprocess.PIPE, text=True,
-    ) as proc:
+    )
+    assert proc.stderr is not None
+    try:
+        assert "listening on" in proc.stderr.readline()
+        assert PodResourcesClient(sock, timeout=5).device_ids("vms", "p", SRIOV) == ["0000:81:00.7"]
+    finally:
+        proc.terminate()
         try:
-            assert proc.stderr is not None
-            assert "listening on" in proc.stderr.readline()
-            assert PodResourcesClient(sock).device_ids("vms", "p", SRIOV) == ["0000:81:00.7"]
-        finally:
-            proc.terminate()
             code = proc.wait(10)
-    assert code == 0
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        proc.stderr.close()
+    assert code == 0, "the stand-in did not stop cleanly on SIGTERM"
     assert not Path(sock).exists()
 
 
