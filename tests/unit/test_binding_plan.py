@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 
 from kvnet import bindrecord
 from kvnet.cni import binding
-from kvnet.cni.binding import BindingConfig, DesiredPlumbing, ObservedPodLink, TapSpec, find_pod_iface, plan, swapped_mac
+from kvnet.cni.binding import (
+    BindingConfig,
+    DesiredPlumbing,
+    ObservedPodLink,
+    TapSpec,
+    find_pod_iface,
+    plan,
+    swapped_mac,
+)
 from kvnet.errors import DecodeFailure, InvalidConfig, NetlinkFailure
 from kvnet.model import BindingRecord, GuestIpConfig
 from kvnet.netlink import AddressState, LinkState, NetnsMissing, RouteState
