@@ -13,7 +13,10 @@ import pytest
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--regen-golden", action="store_true", default=False, help="rewrite the golden expected files")
+    try:
+        parser.addoption("--regen-golden", action="store_true", default=False, help="rewrite the golden expected files")
+    except ValueError:
+        pass  # already declared by a conftest closer to the root
 
 
 @pytest.fixture
