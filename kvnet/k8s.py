@@ -24,6 +24,7 @@ import random
 import socket
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -251,6 +252,8 @@ def _ssl_context(conf: KubeConfig) -> ssl.SSLContext:
 class LightApi(_RetryingStatusWriter):
     """The API over ``http.client`` with the kubeconfig's server, CA, client cert or token."""
 
+    _conn: http.client.HTTPConnection | None = None
+
     def __init__(self, conf: KubeConfig, *, timeout: float = 10.0) -> None:
         self.conf = conf
         self.timeout = timeout
@@ -263,6 +266,7 @@ class LightApi(_RetryingStatusWriter):
         self._prefix = parts.path.rstrip("/")
         self._ssl = _ssl_context(conf) if self._https else None
         self._headers = {"Accept": "application/json", "User-Agent": "kvnet/light"}
+        self._lock = threading.Lock()
         if conf.token:
             self._headers["Authorization"] = f"Bearer {conf.token}"
         elif conf.username is not None:
@@ -274,23 +278,50 @@ class LightApi(_RetryingStatusWriter):
             return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=self._ssl)
         return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
 
+    def close(self) -> None:
+        """Drop the kept-alive connection (also done when the client is garbage-collected)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __del__(self) -> None:
+        self.close()
+
     def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, bytes]:
-        """One HTTP exchange; transport failures become ApiFailure."""
+        """One HTTP exchange on a kept-alive connection; transport failures become ApiFailure.
+
+        A kept connection the server closed meanwhile is replaced once (every request
+        kvnet makes is safe to repeat: GETs, and PUTs guarded by resourceVersion).
+        """
         headers = dict(self._headers)
         data = None
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        conn = self._connection()
-        try:
-            conn.request(method, self._prefix + path, body=data, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        except (OSError, http.client.HTTPException) as err:
-            what = "timed out" if isinstance(err, (socket.timeout, TimeoutError)) else str(err) or type(err).__name__
-            raise ApiFailure(f"Kubernetes API {method} {self.conf.server}{path}: {what}") from None
-        finally:
-            conn.close()
+        with self._lock:
+            for attempt in (1, 2):
+                reused = self._conn is not None
+                if self._conn is None:
+                    self._conn = self._connection()
+                conn = self._conn
+                try:
+                    conn.request(method, self._prefix + path, body=data, headers=headers)
+                    resp = conn.getresponse()
+                    payload = resp.read()
+                    if resp.will_close:
+                        conn.close()
+                        self._conn = None
+                    return resp.status, payload
+                except (OSError, http.client.HTTPException) as err:
+                    conn.close()
+                    self._conn = None
+                    stale = isinstance(err, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError))
+                    if reused and stale and attempt == 1:
+                        continue
+                    timed_out = isinstance(err, (socket.timeout, TimeoutError))
+                    what = "timed out" if timed_out else str(err) or type(err).__name__
+                    raise ApiFailure(f"Kubernetes API {method} {self.conf.server}{path}: {what}") from None
+        raise AssertionError("unreachable")
 
     def _json(self, method: str, path: str, status: int, data: bytes) -> Mapping[str, Any]:
         if status >= 300:

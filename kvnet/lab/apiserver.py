@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import re
+import socket
 import ssl
 import threading
 import uuid
@@ -340,6 +341,32 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._active: set[socket.socket] = set()
+        self._active_lock = threading.Lock()
+        self.accepted = 0
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            self._active.add(request)
+            self.accepted += 1
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active.discard(request)
+
+    def close_connections(self) -> None:
+        """Cut kept-alive client connections, as a stopping API server does."""
+        with self._active_lock:
+            active = list(self._active)
+        for sock in active:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A broken client connection (reset, failed TLS handshake) is the client's problem."""
         log.debug("API stand-in: error serving %s", client_address, exc_info=True)
@@ -384,6 +411,7 @@ class ApiStandIn:
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
+            self._server.close_connections()
             self._server.server_close()
             self._server = None
         if self._thread is not None:
@@ -472,6 +500,11 @@ class ApiStandIn:
         """
         with self._lock:
             self._faults.append(_Fault(code, method.upper() if method else None, path, times))
+
+    @property
+    def connections(self) -> int:
+        """How many client connections were accepted (keep-alive reuse shows here)."""
+        return self._server.accepted if self._server is not None else 0
 
     @property
     def requests(self) -> list[tuple[str, str]]:

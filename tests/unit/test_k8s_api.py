@@ -232,6 +232,14 @@ def test_bearer_token(factory: Factory, tmp_path: Path) -> None:
         ("a: [", "kubeconfig {path} is not valid YAML"),
         ("current-context: x\ncontexts: []\n", "kubeconfig {path}: no context named 'x'"),
         ("- 1\n", "kubeconfig {path} is not a kubeconfig (expected a mapping)"),
+        (
+            "current-context: c\ncontexts: [{name: c, context: {cluster: k}}]\nclusters: [{name: k, cluster: {server: 'ftp://x'}}]\n",
+            "kubeconfig server 'ftp://x' is not an http(s) URL",
+        ),
+        (
+            "current-context: c\ncontexts: [{name: c, context: {cluster: k}}]\nclusters: [{name: k, cluster: {}}]\n",
+            "kubeconfig {path}: cluster 'k' has no server",
+        ),
     ],
 )
 def test_bad_kubeconfig_light(tmp_path: Path, content: str | None, message: str) -> None:
@@ -498,3 +506,20 @@ def test_apiserver_command_bad_file(kvnet_bin_dir: str, tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and out.stdout == ""
     assert "serves pods and network-attachment-definitions, not 'Service'" in out.stderr
+
+
+def test_light_client_keeps_its_connection(standin: ApiStandIn, kubeconfig: str) -> None:
+    api = k8s.light_api(kubeconfig)
+    for _ in range(3):
+        assert api.get_pod("pods", "web") is not None
+    api.set_network_status("pods", "web", "[]")
+    assert standin.connections == 1
+    # the server goes away and comes back on the same port: the stale connection is replaced
+    port = standin.port
+    standin.stop()
+    with ApiStandIn(port=port) as again:
+        again.load([POD])
+        pod = api.get_pod("pods", "web")
+        assert pod is not None and NETWORK_STATUS not in pod["metadata"]["annotations"]
+        assert again.connections == 1
+    api.close()  # type: ignore[attr-defined]
