@@ -78,59 +78,61 @@ def _queues(iface: VmiInterface, vmi: Vmi, model: str, link: PodLink) -> int | N
     return min(vmi.vcpus, MAX_QUEUES)
 
 
-def _tap_nic(iface: VmiInterface, vmi: Vmi, facts: PodFacts, pod_iface: str) -> VmNic:
-    links = facts.links
-    tap = naming.tap_name(pod_iface)
-    info = facts.network_info.get(iface.name)
+def _tap(iface: VmiInterface, vmi: Vmi, link: PodLink, *, mac: str, mtu: int, ip: GuestIpConfig = GuestIpConfig()) -> TapNic:
+    """A tap NIC on ``link`` (a tap or a macvtap) with the VMI's guest-side fields."""
     model = guest_model(iface, vmi)
-    common = dict(
+    return TapNic(
         name=iface.name,
+        target=link.name,
+        mac=mac.lower(),
         model=model,
+        mtu=mtu,
         pci_address=iface.pci_address,
         acpi_index=iface.acpi_index,
         boot_order=iface.boot_order,
         link_up=iface.state != "down",
+        queues=_queues(iface, vmi, model, link),
+        ip=ip,
     )
+
+
+def _vm_nic(iface: VmiInterface, vmi: Vmi, facts: PodFacts, pod_iface: str) -> VmNic:
+    """The NIC for one kvnet-bound interface; the pod side decides its kind."""
+    links = facts.links
+    tap = naming.tap_name(pod_iface)
+    info = facts.network_info.get(iface.name)
+    pod_link = links.get(pod_iface)
     if tap in links:
-        link = links[tap]
         record = _record(pod_iface, tap, links)
         mac = iface.mac or (record.original_mac if record else None) or (info.mac if info else None)
         if mac is None:
             raise TranslationError(
                 f"interface {iface.name!r}: no MAC for tap {tap}: no macAddress in the VMI, no binding record in the pod and no mac in network-info"
             )
-        _check_redirect_mac(iface, links.get(pod_iface), link, mac)
-        return TapNic(
-            target=tap,
-            mac=mac.lower(),
-            mtu=record.mtu if record else link.mtu,
-            queues=_queues(iface, vmi, model, link),
-            ip=record.ip if record else GuestIpConfig(),
-            **common,  # type: ignore[arg-type]
-        )
-    pod_link = links.get(pod_iface)
+        _check_redirect_mac(iface, pod_link, links[tap], mac)
+        if record is None:
+            return _tap(iface, vmi, links[tap], mac=mac, mtu=links[tap].mtu)
+        return _tap(iface, vmi, links[tap], mac=mac, mtu=record.mtu, ip=record.ip)
     if pod_link is not None and pod_link.kind == "macvtap":
-        return TapNic(
-            target=pod_iface,
-            mac=(iface.mac or pod_link.mac).lower(),
-            mtu=pod_link.mtu,
-            queues=_queues(iface, vmi, model, pod_link),
-            **common,  # type: ignore[arg-type]
-        )
+        return _tap(iface, vmi, pod_link, mac=iface.mac or pod_link.mac, mtu=pod_link.mtu)
     if pod_link is not None:
         raise TranslationError(
             f"interface {iface.name!r}: pod interface {pod_iface} has no tap {tap} (was the kvnet binding CNI run for it?) and is not a macvtap"
         )
+    return _vfio_hostdev(iface, facts, f"pod interface {pod_iface} and tap {tap} are absent")
+
+
+def _vfio_hostdev(iface: VmiInterface, facts: PodFacts, absent: str) -> HostdevNic:
+    """A VF bound to vfio-pci: nothing in the pod, its PCI address in network-info."""
+    info = facts.network_info.get(iface.name)
     source = _pci_source(iface.name, facts)
     if source is None:
         if info is None:
             raise TranslationError(
-                f"interface {iface.name!r}: pod interface {pod_iface} and tap {tap} are absent and network-info has no entry for it "
+                f"interface {iface.name!r}: {absent} and network-info has no entry for it "
                 "(an SR-IOV NIC needs downwardAPI: device-info in the binding)"
             )
-        raise TranslationError(
-            f"interface {iface.name!r}: pod interface {pod_iface} and tap {tap} are absent and its network-info entry has no PCI device-info"
-        )
+        raise TranslationError(f"interface {iface.name!r}: {absent} and its network-info entry has no PCI device-info")
     for what, value in (("model", iface.model), ("acpiIndex", iface.acpi_index), ("state", "down" if iface.state == "down" else None)):
         if value is not None:
             raise TranslationError(
@@ -224,7 +226,7 @@ def plan_vm_nics(
         nic: VmNic | None = None
         if iface.kind == "binding" and iface.binding == binding_name:
             network = vmi.network(iface.name)
-            nic = _tap_nic(iface, vmi, facts, pod_iface_name(vmi, network, facts))
+            nic = _vm_nic(iface, vmi, facts, pod_iface_name(vmi, network, facts))
         elif iface.name in bond_of:
             if iface.kind != "sriov":
                 how = f"binding {iface.binding!r}" if iface.kind == "binding" else iface.kind
