@@ -231,6 +231,18 @@ class PodNetns:
     def set_master(self, name: str, master: str | None) -> None:
         self._ipr.link("set", index=self._require(name), master=self._require(master) if master else 0)
 
+    @_translated("read bridge port of")
+    def learning(self, name: str) -> bool | None:
+        """Whether the bridge port ``name`` learns source MACs; None when it is no port."""
+        index = self._require(name)
+        found = self._ipr.brport("show", index=index)
+        value = found[0].get(("protinfo", "learning")) if found else None
+        return None if value is None else bool(value)
+
+    @_translated("set bridge port learning of")
+    def set_learning(self, name: str, learning: bool) -> None:
+        self._ipr.brport("set", index=self._require(name), learning=int(learning))
+
     @_translated("set MAC of")
     def set_mac(self, name: str, mac: str) -> None:
         self._ipr.link("set", index=self._require(name), address=mac)

@@ -65,6 +65,8 @@ class PodNetlink(Protocol):
     def create_bridge(self, name: str, *, mtu: int) -> None: ...
     def create_tap(self, name: str, *, owner_uid: int, owner_gid: int, multi_queue: bool, mtu: int) -> None: ...
     def set_master(self, name: str, master: str | None) -> None: ...
+    def learning(self, name: str) -> bool | None: ...
+    def set_learning(self, name: str, learning: bool) -> None: ...
     def set_mac(self, name: str, mac: str) -> None: ...
     def set_up(self, name: str, up: bool = True) -> None: ...
     def set_alias(self, name: str, alias: str) -> None: ...
@@ -368,6 +370,8 @@ def _apply(ns: PodNetlink, d: DesiredPlumbing, observed: ObservedPodLink) -> Non
         if d.bridge and link.master != d.bridge:
             ns.set_master(pod, d.bridge)
             undo.callback(ns.set_master, pod, link.master)
+        if d.bridge and ns.learning(pod) is not False:
+            ns.set_learning(pod, False)  # the guest's MAC is never learned on the pod side
         if d.mode == "redirect":
             for src, dst in ((pod, tap.name), (tap.name, pod)):
                 if ns.tc_redirect_target(src) != dst:
@@ -506,6 +510,8 @@ def check(request: Request, *, nl: NetnsOpener = open_netns) -> None:
                 state = link if port == d.pod_iface else tap
                 if state.master != d.bridge:
                     raise PlumbingDrift(f"{where}{port} is not a port of {d.bridge} (master {state.master})")
+            if ns.learning(d.pod_iface) is not False:
+                raise PlumbingDrift(f"{where}bridge port {d.pod_iface} learns MAC addresses; expected learning off")
         else:
             for src, dst in ((d.pod_iface, d.tap.name), (d.tap.name, d.pod_iface)):
                 target = ns.tc_redirect_target(src)

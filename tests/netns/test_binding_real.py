@@ -231,6 +231,7 @@ def test_bridge_mode_add_check_del(
     assert sysfs(pod.name, "/sys/class/net/tap16477688c0e/owner") == "107"
     assert sysfs(pod.name, "/sys/class/net/tap16477688c0e/group") == "107"
     assert int(sysfs(pod.name, "/sys/class/net/tap16477688c0e/tun_flags"), 16) & 0x0100 == 0
+    assert pod_link["linkinfo"]["info_slave_data"]["learning"] is False  # as KubeVirt: no learning on the pod port
     for l2_only in ("k6t-16477688c0e", "tap16477688c0e"):  # no IPv6 link-local: they never talk themselves
         assert ip_json(pod.name, "addr", "show", "dev", l2_only)[0]["addr_info"] == []
     new_mac = pod_link["address"]

@@ -241,6 +241,7 @@ class FakeNetns:
     addrs: dict[str, list[AddressState]] = field(default_factory=dict)
     rts: dict[str, list[RouteState]] = field(default_factory=dict)
     tc: dict[str, str] = field(default_factory=dict)
+    learn: dict[str, bool] = field(default_factory=dict)  # bridge ports; the kernel's default is on
     fail_on: str = ""
     calls: list[str] = field(default_factory=list)
 
@@ -280,6 +281,14 @@ class FakeNetns:
     def set_master(self, name: str, master: str | None) -> None:
         self._op("set_master")
         self._set(name, master=master)
+        self.learn.pop(name, None)  # a new port starts with learning on
+
+    def learning(self, name: str) -> bool | None:
+        return self.learn.get(name, True) if self.links[name].master else None
+
+    def set_learning(self, name: str, learning: bool) -> None:
+        self._op("set_learning")
+        self.learn[name] = learning
 
     def set_mac(self, name: str, mac: str) -> None:
         self._op("set_mac")
@@ -372,7 +381,9 @@ def test_add_is_idempotent_and_delete_restores(kind: str) -> None:
     assert ns.state() == before
 
 
-@pytest.mark.parametrize("step", ["create_bridge", "create_tap", "set_master", "set_mac", "remove_address", "remove_route"])
+@pytest.mark.parametrize(
+    "step", ["set_alias", "create_bridge", "create_tap", "set_master", "set_mac", "remove_address", "remove_route", "set_learning"]
+)
 def test_failed_add_undoes_every_step(step: str) -> None:
     ns = fake_pod()
     before = ns.state()
@@ -453,6 +464,7 @@ def test_delete_removes_orphan_tap_and_bridge_when_the_pod_link_is_gone() -> Non
         (lambda ns: ns.links.pop("k6t-16477688c0e"), "network blue: bridge k6t-16477688c0e is missing"),
         (lambda ns: ns._set(BLUE, master=None), f"network blue: {BLUE} is not a port of k6t-16477688c0e (master None)"),
         (lambda ns: ns._set(BLUE, alias=""), f"network blue: pod interface {BLUE} carries no kvnet binding record"),
+        (lambda ns: ns.set_learning(BLUE, True), f"network blue: bridge port {BLUE} learns MAC addresses; expected learning off"),
     ],
 )
 def test_check_names_what_drifted(breakage: Any, message: str) -> None:
