@@ -523,3 +523,21 @@ def test_light_client_keeps_its_connection(standin: ApiStandIn, kubeconfig: str)
         assert pod is not None and NETWORK_STATUS not in pod["metadata"]["annotations"]
         assert again.connections == 1
     api.close()  # type: ignore[attr-defined]
+
+
+def test_official_client_discovery_and_typed_calls(standin: ApiStandIn, kubeconfig: str, tmp_path: Path) -> None:
+    """The stand-in serves enough discovery for the official client, typed and dynamic."""
+    from kubernetes import client, config
+    from kubernetes.dynamic import DynamicClient
+
+    api_client = config.new_client_from_config(config_file=kubeconfig)
+    try:
+        assert client.VersionApi(api_client).get_code().git_version == "v1.30.0+kvnet-standin"
+        assert client.CoreApi(api_client).get_api_versions().versions == ["v1"]
+        assert [g.name for g in client.ApisApi(api_client).get_api_versions().groups] == ["k8s.cni.cncf.io"]
+        assert [p.metadata.name for p in client.CoreV1Api(api_client).list_namespaced_pod("pods").items] == ["web"]
+        dynamic = DynamicClient(api_client, cache_file=str(tmp_path / "discovery.json"))  # not in /tmp
+        nads = dynamic.resources.get(api_version="k8s.cni.cncf.io/v1", kind="NetworkAttachmentDefinition")
+        assert nads.get(namespace="pods", name="blue").spec.config == NAD["spec"]["config"]
+    finally:
+        api_client.close()
