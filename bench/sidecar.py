@@ -126,7 +126,8 @@ class Sidecar:
         self.stub = v1alpha3_pb2_grpc.CallbacksStub(self.channel)
 
     def call(self, domain: bytes, vmi: bytes) -> bytes:
-        return self.stub.OnDefineDomain(v1alpha3_pb2.OnDefineDomainParams(domainXML=domain, vmi=vmi), timeout=60).domainXML
+        reply = self.stub.OnDefineDomain(v1alpha3_pb2.OnDefineDomainParams(domainXML=domain, vmi=vmi), timeout=60)
+        return bytes(reply.domainXML)
 
     def memory_mib(self) -> dict[str, float]:
         """VmRSS and its split into anonymous and file-backed pages (shared libraries)."""
@@ -143,15 +144,21 @@ class Sidecar:
         self.proc.wait(timeout=10)
 
 
-def timed(sidecar: Sidecar, domain: bytes, vmi_json: bytes, calls: int) -> list[float]:
+def timed(a: Sidecar, b: Sidecar, domain: bytes, vmi_json: bytes, calls: int) -> tuple[list[float], list[float]]:
+    """Call ``a`` and ``b`` in turn, so both see the same machine load; ms per call for each."""
     for _ in range(max(5, calls // 10)):  # warm up: imports, template compilation, page cache
-        sidecar.call(domain, vmi_json)
-    out = []
+        a.call(domain, vmi_json)
+        b.call(domain, vmi_json)
+    ta, tb = [], []
     for _ in range(calls):
-        t = time.perf_counter()
-        sidecar.call(domain, vmi_json)
-        out.append((time.perf_counter() - t) * 1000)
-    return out
+        t0 = time.perf_counter()
+        a.call(domain, vmi_json)
+        t1 = time.perf_counter()
+        b.call(domain, vmi_json)
+        t2 = time.perf_counter()
+        ta.append((t1 - t0) * 1000)
+        tb.append((t2 - t1) * 1000)
+    return ta, tb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                     assert out.count(b"<alias name=\"ua-net") == n, "kvnet sidecar did not add every NIC"
                     assert n or out == domain
                     calls = args.calls if n <= 64 else max(20, args.calls // 4)
-                    e = timed(echo, domain, vmi_json, calls)
-                    k = timed(kv, domain, vmi_json, calls)
+                    e, k = timed(echo, kv, domain, vmi_json, calls)
                     rows.append((n, calls, statistics.median(e), statistics.median(k), _p95(k), len(out)))
                     rss[n] = kv.memory_mib()
                     if n:
@@ -242,7 +248,8 @@ def render(rows: list[tuple[int, int, float, float, float, int]], rss: dict[int,
         f"`python -m bench.sidecar --calls {calls}` on {platform.machine()}, Python {platform.python_version()},"
         f" {os.cpu_count()} CPUs. Both sidecars are `kvnet-sidecar` processes (same gRPC server code);"
         " the echo one runs with `--echo` and returns the domain it gets. One persistent channel"
-        " per sidecar, v1alpha3, the same request to both; medians over the timed calls after a warm-up.",
+        " per sidecar, v1alpha3, the same request to both, the two called in turn (so both see the same"
+        " machine load); medians over the timed calls after a warm-up.",
         "",
         "| kvnet NICs | calls | echo median (ms) | kvnet median (ms) | kvnet p95 (ms) | kvnet / echo | kvnet ms per NIC | reply bytes | kvnet RSS after (MiB) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -257,8 +264,8 @@ def render(rows: list[tuple[int, int, float, float, float, int]], rss: dict[int,
         "| kvnet NICs | parse VMI + check domain (ms) | read pod facts (ms) | translate + render + splice (ms) |",
         "|---:|---:|---:|---:|",
     ]
-    for n, c, f, p in phases:
-        lines.append(f"| {n} | {c:.3f} | {f:.3f} | {p:.3f} |")
+    for count, checks, facts, pipe in phases:
+        lines.append(f"| {count} | {checks:.3f} | {facts:.3f} | {pipe:.3f} |")
     lines += [
         "",
         "Memory (MiB, from /proc/<pid>/status after the runs):",
