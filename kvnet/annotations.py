@@ -178,14 +178,15 @@ def _as_list(value: object, path: str, go_type: str) -> list[Any]:
 
 
 def go_fields(obj: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    """Go's key matching: exact name first, else case-insensitive; unknown keys ignored."""
+    """Go's key matching: each key goes to the field of that exact name, else of that name in
+    any case; keys are taken in order, so a later key overwrites an earlier one for the same
+    field (``{"name": "a", "Name": "b"}`` is ``b``, as in Go); unknown keys are ignored."""
     out: dict[str, Any] = {}
     lowered = {n.lower(): n for n in names}
     for key, value in obj.items():
-        if key in names:
-            out[key] = value
-        elif key.lower() in lowered and lowered[key.lower()] not in obj:
-            out[lowered[key.lower()]] = value
+        field = key if key in names else lowered.get(key.lower())
+        if field is not None:
+            out[field] = value
     return out
 
 
