@@ -59,3 +59,18 @@ def test_in_a_netns_beside_the_session_daemon(libvirtd: Libvirtd, netns: Any, tm
         other.undefine("in-netns")  # a missing domain is fine
     assert not Path(f"/proc/{pid}").exists()
     assert Path("/run/libvirt").exists() == host_run_libvirt
+
+
+@pytest.mark.root
+def test_a_daemon_that_dies_at_start_is_reported_with_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "libvirtd").write_text("#!/bin/sh\necho 'error: cannot open config' >&2\nexit 3\n")
+    (fake / "libvirtd").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    daemon = Libvirtd(str(tmp_path / "d"))
+    with pytest.raises(IOFailure) as err:
+        daemon.start(timeout=10)
+    assert err.value.msg == f"libvirtd in {tmp_path / 'd'} exited with status 3 while starting"
+    assert "error: cannot open config" in err.value.details
+    daemon.stop()
