@@ -213,7 +213,7 @@ class PodNetns:
 
     @_translated("create tap")
     def create_tap(self, name: str, *, owner_uid: int, owner_gid: int, multi_queue: bool, mtu: int) -> None:
-        """A persistent tap as KubeVirt makes it (no PI header, vnet header), IPv6 link-local off."""
+        """A persistent tap (no PI header, vnet header for virtio-net offloads), IPv6 link-local off."""
         self._ipr.link(
             "add",
             ifname=name,
