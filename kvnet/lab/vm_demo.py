@@ -500,6 +500,8 @@ class DemoResult:
     console_text: str = ""
     guest_errors: list[str] = field(default_factory=list)
     error: str | None = None
+    netns: list[str] = field(default_factory=list)  # every netns the run made (all deleted at the end)
+    cni_log: str = ""  # the meta-plugin's logFile (debug level)
 
     @property
     def ok(self) -> bool:
@@ -572,6 +574,7 @@ class _Run:
         self.console_log = workdir / "console.log"
         self.channel = workdir / "guest-cmd.sock"
         self.seq = 0
+        self.pids: list[int] = []  # long-lived processes whose command line may not name the workdir
         self.chan: socket.socket | None = None  # one connection to the guest's command channel, kept open
 
     # --- helpers -------------------------------------------------------------------
@@ -579,6 +582,7 @@ class _Run:
     def ns(self, prefix: str) -> NetnsLike:
         made = self.make_ns(prefix)
         self.netns_names.append(made.name)
+        self.result.netns.append(made.name)
         self.stack.callback(sh, "ip", "netns", "delete", made.name, check=False)
         return made
 
@@ -797,6 +801,8 @@ class _Run:
         self.libvirtd = Libvirtd(str(self.w / "libvirtd"), netns=self.pod.name)
         self.libvirtd.start()
         self.stack.callback(self.libvirtd.stop)
+        with contextlib.suppress(OSError, ValueError):
+            self.pids.append(int((self.w / "libvirtd" / "run" / "libvirtd.pid").read_text().split()[0]))
         self.stack.callback(self._check_domains)
         self.timed("libvirtd_start", t0)
         t1 = time.monotonic()
@@ -934,7 +940,8 @@ class _Run:
             self.result.error = f"{type(err).__name__}: {err}"
         if not self.result.console_text:
             self.result.console_text = console.read_text(self.console_log)
-        self.result.leftovers.extend(leftovers(self.w, self.netns_names, [self.api_link], self.container_id))
+        self.result.cni_log = console.read_text(self.w / "kvnet-cni.log")
+        self.result.leftovers.extend(leftovers(self.w, self.netns_names, [self.api_link], self.container_id, self.pids))
         return self.result
 
 
@@ -945,9 +952,12 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def leftovers(workdir: Path, netns_names: Sequence[str], root_links: Sequence[str], container_id: str) -> list[str]:
+def leftovers(
+    workdir: Path, netns_names: Sequence[str], root_links: Sequence[str], container_id: str, pids: Sequence[int] = ()
+) -> list[str]:
     """What a run left behind: netns, root links, IP leases, cache files, processes."""
     found: list[str] = []
+    found += [f"process {pid} (libvirtd) still running" for pid in pids if Path(f"/proc/{pid}").exists()]
     listed = sh("ip", "netns", "list", check=False).stdout.split()
     found += [f"netns {n}" for n in netns_names if n in listed]
     for link in root_links:

@@ -41,15 +41,13 @@ def pieces() -> None:
         pytest.skip("libvirtd not installed (apt-get install libvirt-daemon-system)")
 
 
-def our_netns(before: set[str]) -> set[str]:
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout.split()
-    return {n for n in listed if n.startswith("kvd-")} - before
+def existing_netns() -> set[str]:
+    return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout.split())
 
 
 def test_vm_gets_every_nic_and_the_bond_fails_over(
     guest_image: guest.GuestImage, pieces: None, netns_factory: Callable[[str], object]
 ) -> None:
-    before = our_netns(set())
     scenario = vm_demo.default_scenario()
     result = vm_demo.run_scenario(guest_image.kernel.parent, scenario, netns_factory=netns_factory)  # type: ignore[arg-type]
     why = result.explain()
@@ -73,7 +71,8 @@ def test_vm_gets_every_nic_and_the_bond_fails_over(
     assert failover.after == ({"bond-a", "bond-b"} - {failover.before}).pop(), why
     assert failover.ping_after is True, why
     assert result.leftovers == [], why
-    assert our_netns(before) == set(), why
+    assert len(result.netns) == 2 + len(scenario.peers()) and all(n.startswith("kvd-") for n in result.netns), why
+    assert not set(result.netns) & existing_netns(), why
     assert {"cni_add", "sidecar_hooks", "define_start", "guest_nics", "cni_del"} <= set(result.timings), why
 
 
@@ -90,3 +89,4 @@ def test_a_guest_that_does_not_boot_fails_with_its_console_and_still_tears_down(
     assert "guest console" in result.explain() and "Kernel panic" in result.explain()
     assert not result.ok
     assert result.leftovers == [], result.explain()
+    assert result.netns and not set(result.netns) & existing_netns(), result.explain()
