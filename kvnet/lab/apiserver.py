@@ -392,7 +392,8 @@ class ApiStandIn:
 
     def start(self) -> None:
         handler = type("StandInHandler", (_Handler,), {"standin": self})
-        server = _Server((self.host, self.port), handler)
+        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in self.host else _Server
+        server = server_class((self.host, self.port), handler)
         if self.tls is not None:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(self.tls.cert_file, self.tls.key_file)

@@ -541,3 +541,21 @@ def test_official_client_discovery_and_typed_calls(standin: ApiStandIn, kubeconf
         assert nads.get(namespace="pods", name="blue").spec.config == NAD["spec"]["config"]
     finally:
         api_client.close()
+
+
+def test_standin_on_ipv6_loopback(tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python build")
+    try:
+        server = ApiStandIn("::1")
+        server.start()
+    except OSError as err:
+        pytest.skip(f"cannot listen on ::1 here: {err}")
+    try:
+        server.load([POD])
+        assert server.url.startswith("http://[::1]:")
+        server.write_kubeconfig(str(tmp_path / "kc"))
+        pod = k8s.light_api(str(tmp_path / "kc")).get_pod("pods", "web")
+        assert pod is not None
+    finally:
+        server.stop()
