@@ -45,7 +45,8 @@ BINDING_KINDS = ("bridge", "masquerade", "sriov", "slirp", "passt", "macvtap")
 STATES = ("", "up", "down", "absent")
 MAX_ACPI_INDEX = 16383
 MAX_QUEUES = 256  # KubeVirt's cap on multiqueue queues
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# KubeVirt's admission rule for interface (= network) names
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def _parse_network(raw: Any, i: int) -> VmiNetwork:
     net = _map(raw, f"spec.networks[{i}]")
     name = net.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise TranslationError(f"spec.networks[{i}]: name {name!r} is not a valid network name (DNS label)")
+        raise TranslationError(f"spec.networks[{i}]: name {name!r} is not a valid network name (letters, digits, - and _)")
     if "pod" in net:
         return VmiNetwork(name=name, network_name=None, default=True)
     multus = _map(net.get("multus"), f"network {name!r}: multus")
@@ -154,7 +155,7 @@ def _parse_interface(raw: Any, i: int) -> VmiInterface:
     iface = _map(raw, f"spec.domain.devices.interfaces[{i}]")
     name = iface.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise TranslationError(f"spec.domain.devices.interfaces[{i}]: name {name!r} is not a valid interface name (DNS label)")
+        raise TranslationError(f"spec.domain.devices.interfaces[{i}]: name {name!r} is not a valid interface name (letters, digits, - and _)")
     kinds = [k for k in BINDING_KINDS if k in iface]
     binding_name: str | None = None
     if "binding" in iface:

@@ -40,6 +40,12 @@ def test_parses_fields() -> None:
     assert v.interface("default").kind == "masquerade"  # type: ignore[union-attr]
 
 
+def test_kubevirt_name_rule_allows_upper_case_and_underscores() -> None:
+    doc = vmi()
+    _iface(doc)["name"] = doc["spec"]["networks"][1]["name"] = "Blue_net-1"
+    assert parse_vmi(doc).interface("Blue_net-1") is not None
+
+
 def test_virtual_machine_is_unwrapped() -> None:
     inner = vmi()
     vm = {
@@ -92,7 +98,8 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("binding-name", vmi(binding={"name": ""}), "interface 'blue': binding.name must be a non-empty string"),
     ("two-kinds", vmi(bridge={}), "interface 'blue': exactly one of binding, bridge, masquerade, sriov, slirp, passt, macvtap must be set, got ['bridge', 'binding']"),
     ("unknown-net", _with(lambda d: d["spec"]["networks"].pop()), "interface 'blue': no network named 'blue' in spec.networks"),
-    ("bad-name", _with(lambda d: _iface(d).update(name="Blue_1")), "spec.domain.devices.interfaces[1]: name 'Blue_1' is not a valid interface name (DNS label)"),
+    ("bad-name", _with(lambda d: _iface(d).update(name="blue.1")), "spec.domain.devices.interfaces[1]: name 'blue.1' is not a valid interface name (letters, digits, - and _)"),
+    ("bad-net-name", _with(lambda d: d["spec"]["networks"][1].update(name="")), "spec.networks[1]: name '' is not a valid network name (letters, digits, - and _)"),
     ("dup-iface", _with(lambda d: d["spec"]["domain"]["devices"]["interfaces"].append(copy.deepcopy(_iface(d)))), "interface 'blue' is declared twice in spec.domain.devices.interfaces"),
     ("no-multus", _with(lambda d: d["spec"]["networks"][1].pop("multus")), "network 'blue': needs pod: {} or multus.networkName"),
     ("dup-mac", _with(lambda d: (_iface(d).update(macAddress="02:00:00:00:00:01"), d["spec"]["domain"]["devices"]["interfaces"][0].update(macAddress="02:00:00:00:00:01"))),
