@@ -151,6 +151,20 @@ def _parse_network(raw: Any, i: int) -> VmiNetwork:
     return VmiNetwork(name=name, network_name=target, default=bool(multus.get("default", False)))
 
 
+_DOTTED_MAC = re.compile(r"^[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}$")
+
+
+def _normal_mac(text: Any) -> str | None:
+    """The MAC forms Go's net.ParseMAC takes for 48 bits (as KubeVirt does), as ``aa:bb:...``."""
+    if not isinstance(text, str):
+        return None
+    if _DOTTED_MAC.match(text):
+        digits = text.replace(".", "")
+        text = ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+    text = text.replace("-", ":")
+    return text.lower() if is_mac(text) else None
+
+
 def _parse_interface(raw: Any, i: int) -> VmiInterface:
     iface = _map(raw, f"spec.domain.devices.interfaces[{i}]")
     name = iface.get("name")
@@ -168,9 +182,9 @@ def _parse_interface(raw: Any, i: int) -> VmiInterface:
         raise TranslationError(f"interface {name!r}: exactly one of binding, {', '.join(BINDING_KINDS)} must be set, got {kinds or 'none'}")
     mac = iface.get("macAddress")
     if mac is not None:
-        if not isinstance(mac, str) or not is_mac(mac.replace("-", ":")):
-            raise TranslationError(f"interface {name!r}: macAddress {mac!r} is not a MAC address (xx:xx:xx:xx:xx:xx)")
-        mac = mac.replace("-", ":").lower()
+        mac = _normal_mac(mac)
+        if mac is None:
+            raise TranslationError(f"interface {name!r}: macAddress {iface['macAddress']!r} is not a MAC address (xx:xx:xx:xx:xx:xx)")
     model = iface.get("model")
     if model is not None and model not in KNOWN_MODELS:
         raise TranslationError(f"interface {name!r}: model {model!r} is not a NIC model libvirt knows ({', '.join(sorted(KNOWN_MODELS))})")

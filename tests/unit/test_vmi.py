@@ -46,6 +46,12 @@ def test_kubevirt_name_rule_allows_upper_case_and_underscores() -> None:
     assert parse_vmi(doc).interface("Blue_net-1") is not None
 
 
+@pytest.mark.parametrize("text", ["02:00:5E:00:53:01", "02-00-5e-00-53-01", "0200.5e00.5301"])
+def test_mac_forms_kubevirt_accepts(text: str) -> None:
+    iface = parse_vmi(vmi(macAddress=text)).interface("blue")
+    assert iface is not None and iface.mac == "02:00:5e:00:53:01"
+
+
 def test_virtual_machine_is_unwrapped() -> None:
     inner = vmi()
     vm = {
