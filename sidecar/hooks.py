@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
@@ -260,6 +261,7 @@ class PodFactsReader:
         interval: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.network_info_path = Path(network_info_path)
         self.sys_class_net = sys_class_net
@@ -269,6 +271,7 @@ class PodFactsReader:
         self.interval = interval
         self.clock = clock
         self.sleep = sleep
+        self.stopping = stopping  # set when the sidecar shuts down: a waiting call gives up at once
 
     def read(self, interfaces: Sequence[str]) -> PodFacts:
         text = self._wait_network_info(interfaces)
@@ -295,9 +298,14 @@ class PodFactsReader:
                 raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: cannot read network-info {self.network_info_path}: {err}") from None
             if text.strip():
                 return text
+            if self.stopping is not None and self.stopping.is_set():
+                raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: the sidecar is shutting down while waiting for network-info")
             if self.clock() >= deadline:
                 raise PodFactsUnavailable(
                     f"interfaces {', '.join(interfaces)}: network-info {self.network_info_path} still empty after "
                     f"{self.timeout:g} s (is the binding registered with downwardAPI: device-info?)"
                 )
-            self.sleep(self.interval)
+            if self.stopping is not None:
+                self.stopping.wait(self.interval)
+            else:
+                self.sleep(self.interval)

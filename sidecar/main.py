@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from types import FrameType
 
 from kvnet.errors import KvnetError
@@ -41,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         echo=args.echo,
     )
     try:
-        server = SidecarServer(build_hooks(settings), socket_path(args.hooks_dir, args.name), max_workers=args.max_workers)
+        stopping = threading.Event()  # Shutdown or a signal: also ends a call waiting for network-info
+        server = SidecarServer(build_hooks(settings, stopping=stopping), socket_path(args.hooks_dir, args.name),
+                               max_workers=args.max_workers, shutdown_requested=stopping)
         server.start()
     except KvnetError as err:
         print(f"kvnet-sidecar: {err.msg}", file=sys.stderr)

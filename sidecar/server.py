@@ -160,10 +160,11 @@ def _socket_is_live(path: Path) -> bool:
 class SidecarServer:
     """The gRPC server of one sidecar on ``socket_path``; ``start``, ``wait``, ``stop``."""
 
-    def __init__(self, hooks: Hooks, socket_path: str | os.PathLike[str], *, max_workers: int = 8) -> None:
+    def __init__(self, hooks: Hooks, socket_path: str | os.PathLike[str], *, max_workers: int = 8,
+                 shutdown_requested: threading.Event | None = None) -> None:
         self.hooks = hooks
         self.socket_path = Path(socket_path)
-        self.shutdown_requested = threading.Event()
+        self.shutdown_requested = shutdown_requested or threading.Event()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hook"),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)],

@@ -7,6 +7,7 @@ here, when a sidecar is built, so ``kvnet.sidecar.hooks`` stays importable on it
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,8 +63,8 @@ class PipelineTranslator:
         return self._pipeline.cloud_init_network_data(vmi, facts, user_network_data=user_network_data, binding_name=binding_name)
 
 
-def build_hooks(settings: SidecarSettings) -> Hooks:
-    """The hooks object the server and the shim call."""
+def build_hooks(settings: SidecarSettings, *, stopping: threading.Event | None = None) -> Hooks:
+    """The hooks object the server and the shim call; ``stopping`` cuts a network-info wait short."""
     if settings.echo:
         return EchoHooks(settings.name)
     from kvnet.domain.networkinfo import parse_network_info
@@ -75,5 +76,6 @@ def build_hooks(settings: SidecarSettings) -> Hooks:
         read_links=read_pod_links,
         parse_network_info=parse_network_info,
         timeout=settings.network_info_timeout,
+        stopping=stopping,
     )
     return KvnetHooks(settings.name, reader, PipelineTranslator())

@@ -197,3 +197,30 @@ def test_kubevirt_1_6_layout(start_sidecar: Any, hooks_dir: Path, bridge_pod: Po
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_sigterm_during_a_network_info_wait(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    """A call waiting for network-info does not hold the exit back: the call fails, the process exits 0."""
+    import threading
+
+    bridge_pod.network_info.write_text("")
+    sc = start_sidecar(env=bridge_pod.env(timeout=60))
+    client = LauncherClient(hooks_dir)
+    client.collect(1)
+    errors: list[grpc.RpcError] = []
+
+    def call() -> None:
+        try:
+            client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi())
+        except grpc.RpcError as err:
+            errors.append(err)
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    sc.proc.send_signal(signal.SIGTERM)
+    assert sc.proc.wait(timeout=15) == 0
+    assert time.monotonic() - started < 5
+    t.join(timeout=10)
+    assert len(errors) == 1 and errors[0].code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE)
