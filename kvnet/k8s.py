@@ -377,6 +377,7 @@ class ClientApi(_RetryingStatusWriter):
         from kubernetes.client.exceptions import ApiException
         from kubernetes.config.config_exception import ConfigException
         from urllib3.exceptions import HTTPError
+        from urllib3.util.retry import Retry
 
         self._api_exception = ApiException
         self._transport_errors: tuple[type[BaseException], ...] = (HTTPError, OSError)
@@ -386,7 +387,9 @@ class ClientApi(_RetryingStatusWriter):
             config.load_kube_config(config_file=kubeconfig, client_configuration=configuration, persist_config=False)
         except (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError) as err:
             raise InvalidConfig(f"cannot use kubeconfig {kubeconfig}: {err}") from None
-        configuration.retries = 0  # one attempt; the caller decides about retrying (as client-go)
+        # A pooled connection the server dropped is replaced (connect/read retry once, at
+        # once); HTTP error statuses are never retried here: the caller decides, as client-go.
+        configuration.retries = Retry(total=2, connect=1, read=1, redirect=0, status=0, other=0, backoff_factor=0)
         api_client = client.ApiClient(configuration)
         self._api_client = api_client
         self._core = client.CoreV1Api(api_client)

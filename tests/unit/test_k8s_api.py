@@ -508,8 +508,8 @@ def test_apiserver_command_bad_file(kvnet_bin_dir: str, tmp_path: Path) -> None:
     assert "serves pods and network-attachment-definitions, not 'Service'" in out.stderr
 
 
-def test_light_client_keeps_its_connection(standin: ApiStandIn, kubeconfig: str) -> None:
-    api = k8s.light_api(kubeconfig)
+def test_client_keeps_its_connection(factory: Factory, standin: ApiStandIn, kubeconfig: str) -> None:
+    api = factory(kubeconfig)
     for _ in range(3):
         assert api.get_pod("pods", "web") is not None
     api.set_network_status("pods", "web", "[]")
