@@ -15,7 +15,6 @@ import binascii
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,6 +297,8 @@ def save(cni_dir: str | os.PathLike[str], container_id: str, delegates: Sequence
     """Write the cache atomically (0600 in a 0700 folder, as Multus does)."""
     path = cache_path(cni_dir, container_id)
     data = encode(delegates)
+    import tempfile  # only ADD writes; DEL and CHECK do not pay for it
+
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{container_id}.", dir=path.parent)

@@ -13,7 +13,6 @@ error with code 11 (try again later), so the runtime retries.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -29,22 +28,37 @@ SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1
 TRY_AGAIN_LATER = 11
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """``http.client`` over a unix stream socket."""
+def request(path: str, method: str, url: str, body: bytes = b"", timeout: float = TIMEOUT) -> tuple[int, bytes]:
+    """One HTTP/1.1 exchange over the unix socket ``path``: (status, body).
 
-    def __init__(self, path: str, timeout: float = TIMEOUT) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+    Written by hand on a plain socket: ``http.client`` pulls in the ``email`` package,
+    which costs more than everything else this program imports.
+    """
+    head = (
+        f"{method} {url} HTTP/1.1\r\nHost: kvnet\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    chunks: list[bytes] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(head + body)
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    data = b"".join(chunks)
+    header, sep, payload = data.partition(b"\r\n\r\n")
+    lines = header.split(b"\r\n")
+    parts = lines[0].split(None, 2)
+    if not sep or len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise ConnectionError(f"not an HTTP answer from {path}: {data[:80]!r}")
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            payload = payload[: int(value.strip())]
+    return int(parts[1]), payload
 
 
 def socket_path(config: Mapping[str, Any]) -> str:
@@ -69,16 +83,9 @@ def _version_of(stdin: bytes) -> str:
 def call_daemon(path: str, env: Mapping[str, str], stdin: bytes, timeout: float = TIMEOUT) -> tuple[int, str]:
     """One CNI call through the daemon: (exit status, stdout text)."""
     body = json.dumps({"env": dict(env), "stdin": stdin.decode("utf-8", errors="surrogateescape")})
-    conn = UnixHTTPConnection(path, timeout)
-    try:
-        conn.request("POST", REQUEST_PATH, body=body.encode("utf-8", errors="surrogateescape"),
-                     headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise ConnectionError(f"daemon answered HTTP {resp.status}: {data.decode(errors='replace')[:500]}")
+    status, data = request(path, "POST", REQUEST_PATH, body.encode("utf-8", errors="surrogateescape"), timeout)
+    if status != 200:
+        raise ConnectionError(f"daemon answered HTTP {status}: {data.decode(errors='replace')[:500]}")
     answer = json.loads(data)
     return int(answer["exit"]), str(answer.get("stdout", ""))
 
@@ -100,7 +107,7 @@ def run(environ: Mapping[str, str], stdin: bytes, stdout: Any) -> int:
     env = {k: v for k, v in environ.items() if k.startswith("CNI_")}
     try:
         status, out = call_daemon(path, env, stdin)
-    except (OSError, ConnectionError, ValueError, KeyError, http.client.HTTPException) as err:
+    except (OSError, ValueError, KeyError) as err:
         error = {
             "cniVersion": _version_of(stdin),
             "code": TRY_AGAIN_LATER,

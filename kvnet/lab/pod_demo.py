@@ -275,6 +275,9 @@ def run(out: TextIO = sys.stderr) -> int:
     if os.geteuid() != 0:
         out.write("kvnet demo (pod): needs root to create network namespaces\n")
         return 1
+    if not (examples_dir() / "pod.yaml").exists():
+        out.write(f"kvnet demo (pod): the examples are not at {examples_dir()} (run it from a source checkout)\n")
+        return 1
     pod_uid = "6c0ffee0-0000-4000-8000-00000000d3e0"
     container = "demo" + uuid.uuid4().hex[:12]
     with tempfile.TemporaryDirectory(prefix="kvnet-demo-") as tmp, _namespaces() as (node, pod):

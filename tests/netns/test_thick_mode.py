@@ -3,7 +3,6 @@ binary, the same ADD/CHECK/DEL as the standalone binary, with real plugins (root
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kvnet.cni.shim import UnixHTTPConnection
+from kvnet.cni.shim import request as shim_request
 from kvnet.lab.pod_demo import IP, PodLab, in_ns
 
 pytestmark = pytest.mark.root
@@ -28,15 +27,11 @@ def _wait_healthy(sock: str, proc: subprocess.Popen[bytes], timeout: float = 30.
         if proc.poll() is not None:
             raise AssertionError(f"kvnet daemon exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
         if os.path.exists(sock):
-            conn = UnixHTTPConnection(sock, timeout=2)
             try:
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
+                if shim_request(sock, "GET", "/healthz", timeout=2)[0] == 200:
                     return
-            except (OSError, http.client.HTTPException):
+            except (OSError, ValueError):
                 pass
-            finally:
-                conn.close()
         time.sleep(0.05)
     raise AssertionError("kvnet daemon did not come up")
 
