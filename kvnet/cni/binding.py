@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kvnet import bindrecord
-from kvnet.errors import DecodeFailure, InvalidConfig, NetlinkFailure
+from kvnet.errors import DecodeFailure, InvalidConfig, KvnetError, NetlinkFailure
 from kvnet.model import BindingRecord, GuestIpConfig
 from kvnet.naming import bridge_name, hashed_pod_iface, ifname_problem, tap_name
 from kvnet.netlink import AddressState, LinkState, NetnsMissing, RouteState, open_netns
@@ -349,14 +349,14 @@ def _apply(ns: PodNetlink, d: DesiredPlumbing, observed: ObservedPodLink) -> Non
         alias = bindrecord.encode(d.record)
         if link.alias != alias:
             ns.set_alias(pod, alias)
-            undo.callback(ns.set_alias, pod, link.alias)
+            _on_undo(undo, ns.set_alias, pod, link.alias)
         if d.bridge and _ensure_link(ns, d.bridge, "bridge", lambda: ns.create_bridge(d.bridge or "", mtu=tap.mtu)):
-            undo.callback(ns.delete_link, d.bridge)
+            _on_undo(undo, ns.delete_link, d.bridge)
         create_tap = lambda: ns.create_tap(  # noqa: E731
             tap.name, owner_uid=tap.owner_uid, owner_gid=tap.owner_gid, multi_queue=tap.multi_queue, mtu=tap.mtu
         )
         if _ensure_link(ns, tap.name, "tun", create_tap):
-            undo.callback(ns.delete_link, tap.name)
+            _on_undo(undo, ns.delete_link, tap.name)
         if d.bridge:
             tap_link = ns.link(tap.name)
             if tap_link is None or tap_link.master != d.bridge:
@@ -365,22 +365,34 @@ def _apply(ns: PodNetlink, d: DesiredPlumbing, observed: ObservedPodLink) -> Non
         ns.set_up(tap.name)
         if link.mac != d.pod_mac:
             ns.set_mac(pod, d.pod_mac)
-            undo.callback(ns.set_mac, pod, link.mac)
+            _on_undo(undo, ns.set_mac, pod, link.mac)
         _strip_l3(ns, pod, d.record, observed, undo)
         if d.bridge and link.master != d.bridge:
             ns.set_master(pod, d.bridge)
-            undo.callback(ns.set_master, pod, link.master)
+            _on_undo(undo, ns.set_master, pod, link.master)
         if d.bridge and ns.learning(pod) is not False:
             ns.set_learning(pod, False)  # the guest's MAC is never learned on the pod side
         if d.mode == "redirect":
             for src, dst in ((pod, tap.name), (tap.name, pod)):
                 if ns.tc_redirect_target(src) != dst:
                     ns.clear_tc(src)
-                    undo.callback(ns.clear_tc, src)
+                    _on_undo(undo, ns.clear_tc, src)
                     ns.tc_redirect(src, dst)
         if not link.up:
             ns.set_up(pod)
         undo.pop_all()
+
+
+def _on_undo(undo: ExitStack, step: Callable[..., None], *args: Any) -> None:
+    """Register an undo step that never hides the error being undone: its own failure is logged."""
+
+    def run() -> None:
+        try:
+            step(*args)
+        except KvnetError as err:
+            log.error("undoing a failed ADD: %s%s failed: %s", getattr(step, "__name__", "step"), args, err.msg)
+
+    undo.callback(run)
 
 
 def _ensure_link(ns: PodNetlink, name: str, kind: str, create: Callable[[], None]) -> bool:
@@ -400,7 +412,7 @@ def _strip_l3(ns: PodNetlink, pod: str, record: BindingRecord, observed: Observe
     routes = [r for r in observed.routes if _kept_route(r)]
     if not present and not routes:
         return
-    undo.callback(_restore_l3, ns, pod, record)
+    _on_undo(undo, _restore_l3, ns, pod, record)
     for r in routes:
         ns.remove_route(pod, r)
     for cidr in record.ip.addresses:

@@ -520,3 +520,19 @@ def test_logic_network_name_gives_a_name_or_invalid_config(conf: dict[str, Any])
     except InvalidConfig:
         return
     assert isinstance(name, str) and name
+
+
+def test_a_failing_undo_step_does_not_hide_the_original_error() -> None:
+    """The tap cannot be created and deleting the new bridge fails too: ADD reports the tap."""
+    ns = fake_pod()
+    ns.fail_on = "create_tap"
+    real_delete = ns.delete_link
+
+    def delete_fails(name: str) -> None:
+        raise NetlinkFailure(f"delete {name} failed (injected)")
+
+    ns.delete_link = delete_fails  # type: ignore[method-assign]
+    with pytest.raises(NetlinkFailure, match=r"^create_tap failed \(injected\)$"):
+        binding.add(Req(), nl=opener(ns))
+    assert ns.links[BLUE].alias == ""  # the other undo steps still ran
+    real_delete("k6t-16477688c0e")
