@@ -577,3 +577,22 @@ def test_under_kvnet_meta_plugin_with_kubevirt_annotation(
         rc, out, err = lab.cni("DEL", conf, container="ctr1", pod="virt-launcher-vm1", uid=uid)
         assert rc == 0, (out, err)
         assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+
+
+def test_sidecar_view_needs_no_privilege(bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str) -> None:
+    """read_pod_links() as uid 107 with no capabilities (the sidecar of a non-root VMI)
+    sees the same links, kinds and record as root does."""
+    _, pod, _ = bridged_pod
+    rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir)
+    assert rc == 0, result
+    unprivileged = ["setpriv", "--reuid", "107", "--regid", "107", "--clear-groups", "--inh-caps", "-all", "--bounding-set", "-all"]
+    probe = subprocess.run([*unprivileged, sys.executable, "-c", "import kvnet.podfacts"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this checkout or its venv is not readable by uid 107: {probe.stderr.strip()[-200:]}")
+    code = (
+        "import json, dataclasses; from kvnet.podfacts import read_pod_links;"
+        "print(json.dumps({k: dataclasses.asdict(v) for k, v in read_pod_links().items()}))"
+    )
+    out = subprocess.run(["ip", "netns", "exec", pod.name, *unprivileged, sys.executable, "-c", code],
+                         check=True, capture_output=True, text=True)
+    assert json.loads(out.stdout) == pod_facts(pod.name)
