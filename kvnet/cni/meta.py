@@ -391,6 +391,26 @@ def _check_gateways(delegates: list[CachedDelegate]) -> list[CachedDelegate]:
     return out
 
 
+class _NadsOnce:
+    """One ADD reads each NAD once (KubeVirt repeats the binding NAD once per VM network)."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+        self.seen: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.api.get_pod(namespace, name)
+
+    def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        key = (namespace, name)
+        if key not in self.seen:
+            self.seen[key] = self.api.get_nad(namespace, name)
+        return self.seen[key]
+
+    def set_network_status(self, namespace: str, name: str, value: str) -> None:
+        self.api.set_network_status(namespace, name, value)
+
+
 def load_delegates(
     conf: MultusConfig,
     api: KubeApi | None,
@@ -402,6 +422,7 @@ def load_delegates(
 ) -> list[CachedDelegate]:
     """The full delegate list, the main network first."""
     devices = _DeviceIds(allocator, pa) if use_devices else None
+    api = _NadsOnce(api) if api is not None else None
     pod_ns = str(_pod_meta(pod).get("namespace") or pa.namespace) if pod is not None else pa.namespace
     delegates: list[CachedDelegate] = []
     if conf.cluster_network:

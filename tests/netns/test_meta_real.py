@@ -248,3 +248,27 @@ def test_multus_name_and_config(lab: PodLab) -> None:
     rc, out, err = lab.cni("DEL", conf, container="ctr8", pod="web", uid=uid, binary="multus")
     assert rc == 0, (out, err)
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+
+
+def test_status_and_gc_on_the_main_network(lab: PodLab) -> None:
+    ready = lab.workdir / "ready"
+    uid = lab.add_pod("web")
+    conf = lab.config([main_bridge("10.77.0.0/24")], cniVersion="1.1.0", readinessindicatorfile=str(ready))
+    rc, out, err = lab.cni("STATUS", conf, container="", pod="")
+    assert rc == 1 and out["code"] == 50 and "does not exist" in out["msg"], (out, err)
+    ready.write_text("")
+    rc, out, err = lab.cni("STATUS", conf, container="", pod="")
+    assert rc == 0 and out is None, (out, err)
+    rc, out, err = lab.cni("ADD", conf, container="ctr9", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    # GC keeping this attachment changes nothing; GC without it tears the main network down
+    rc, out, err = lab.cni("GC", {**conf, "cni.dev/valid-attachments": [{"containerID": "ctr9", "ifname": "eth0"}]},
+                           container="", pod="")
+    assert rc == 0, (out, err)
+    assert "eth0" in lab.pod_links()
+    rc, out, err = lab.cni("GC", {**conf, "cni.dev/valid-attachments": []}, container="", pod="")
+    assert rc == 0, (out, err)
+    assert "eth0" not in lab.pod_links() and lab.leftovers()["host-local leases"] == []
+    rc, out, err = lab.cni("DEL", conf, container="ctr9", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}

@@ -214,6 +214,14 @@ def test_add_names_order_and_cni_args(tmp_path: Path) -> None:
     assert status[1]["ips"] == ["10.2.0.5"] and status[1]["dns"] == {}
 
 
+def test_each_nad_read_once_per_add(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a,a@x1,a"})], [nad("a")])
+    runner = FakeRunner()
+    run("ADD", config(tmp_path), api, runner)
+    assert runner.adds() == [("main-net", "eth0"), ("a", "net1"), ("a", "x1"), ("a", "net3")]
+    assert [c for c in api.calls if c[0] == "get_nad"] == [("get_nad", "default", "a")]
+
+
 def test_empty_cni_args_values_filled_and_extra_args_kept(tmp_path: Path) -> None:
     api = FakeApi([pod()])
     runner = FakeRunner()
