@@ -533,3 +533,19 @@ def test_json_constants_refused_like_go(constant: str, go_error: str) -> None:
     with pytest.raises(InvalidAnnotation) as info:
         ann.parse_networks(f'[{{"name":"a","bandwidth":{{"ingressRate":{constant}}}}}]', "pods")
     assert info.value.msg == JS + go_error
+
+
+def test_several_entries_joined_like_multus() -> None:
+    """Elements are indented by 4 and joined by a bare comma: ``},{`` (as clusters show it)."""
+    statuses = [
+        NetworkStatus(name="cluster", interface="eth0", ips=("10.128.1.80",), mac="0a:58:0a:80:01:50"),
+        NetworkStatus(name="cluster", interface="udn1", ips=("10.66.0.21",), mac="0a:58:42:42:00:15", default=True),
+        NetworkStatus(name="pods/blue", interface="net1", ips=("10.66.1.4",), mac="0a:58:42:42:01:04"),
+    ]
+    assert ann.format_network_status(statuses) == (
+        '[{\n    "name": "cluster",\n    "interface": "eth0",\n    "ips": [\n        "10.128.1.80"\n    ],\n'
+        '    "mac": "0a:58:0a:80:01:50",\n    "dns": {}\n},{\n    "name": "cluster",\n    "interface": "udn1",\n'
+        '    "ips": [\n        "10.66.0.21"\n    ],\n    "mac": "0a:58:42:42:00:15",\n    "default": true,\n'
+        '    "dns": {}\n},{\n    "name": "pods/blue",\n    "interface": "net1",\n    "ips": [\n        "10.66.1.4"\n'
+        '    ],\n    "mac": "0a:58:42:42:01:04",\n    "dns": {}\n}]'
+    )
