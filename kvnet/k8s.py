@@ -254,24 +254,45 @@ class LightApi(_RetryingStatusWriter):
 
     _conn: http.client.HTTPConnection | None = None
 
-    def __init__(self, conf: KubeConfig, *, timeout: float = 10.0) -> None:
-        self.conf = conf
+    def __init__(self, conf: KubeConfig, *, timeout: float = 10.0, kubeconfig: str | None = None) -> None:
         self.timeout = timeout
+        self._kubeconfig = kubeconfig
+        self._lock = threading.Lock()
+        self._use(conf)
+
+    def _use(self, conf: KubeConfig) -> None:
+        """Take the server and credentials of ``conf`` (at start, and after a 401 re-read)."""
         parts = urlsplit(conf.server)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidConfig(f"kubeconfig server {conf.server!r} is not an http(s) URL")
+        self.conf = conf
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
         self._prefix = parts.path.rstrip("/")
         self._ssl = _ssl_context(conf) if self._https else None
         self._headers = {"Accept": "application/json", "User-Agent": "kvnet/light"}
-        self._lock = threading.Lock()
         if conf.token:
             self._headers["Authorization"] = f"Bearer {conf.token}"
         elif conf.username is not None:
             basic = base64.b64encode(f"{conf.username}:{conf.password or ''}".encode()).decode()
             self._headers["Authorization"] = f"Basic {basic}"
+
+    def _reload_credentials(self) -> bool:
+        """After a 401: re-read the kubeconfig (tokens rotate); True when it changed."""
+        if self._kubeconfig is None:
+            return False
+        try:
+            conf = load_kubeconfig(self._kubeconfig)
+        except InvalidConfig as err:
+            log.warning("kubeconfig %s cannot be re-read after a 401: %s", self._kubeconfig, err.msg)
+            return False
+        if conf == self.conf:
+            return False
+        log.info("kubeconfig %s changed: using its new credentials", self._kubeconfig)
+        self.close()
+        self._use(conf)
+        return True
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._https:
@@ -288,6 +309,13 @@ class LightApi(_RetryingStatusWriter):
         self.close()
 
     def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, bytes]:
+        """One HTTP exchange; on 401 the kubeconfig is re-read once (a rotated token)."""
+        status, payload = self._exchange(method, path, body)
+        if status == 401 and self._reload_credentials():
+            status, payload = self._exchange(method, path, body)
+        return status, payload
+
+    def _exchange(self, method: str, path: str, body: Mapping[str, Any] | None) -> tuple[int, bytes]:
         """One HTTP exchange on a kept-alive connection; transport failures become ApiFailure.
 
         A kept connection the server closed meanwhile is replaced once (every request
@@ -361,7 +389,7 @@ class LightApi(_RetryingStatusWriter):
 
 def light_api(kubeconfig: str, *, timeout: float = 10.0) -> KubeApi:
     """The stdlib client for the CNI binary's hot path."""
-    return LightApi(load_kubeconfig(kubeconfig), timeout=timeout)
+    return LightApi(load_kubeconfig(kubeconfig), timeout=timeout, kubeconfig=kubeconfig)
 
 
 # ------------------------------------------------------------------------------------
@@ -381,35 +409,69 @@ class ClientApi(_RetryingStatusWriter):
 
         self._api_exception = ApiException
         self._transport_errors: tuple[type[BaseException], ...] = (HTTPError, OSError)
+        self._config_errors: tuple[type[BaseException], ...] = (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError)
+        self._client_module = client
+        self._config_module = config
+        self._retry = Retry
         self.timeout = timeout
+        self._kubeconfig = kubeconfig
+        self._connect()
+
+    def _connect(self) -> None:
+        """Build the client from the kubeconfig (at start, and after a 401 re-read)."""
+        client, config = self._client_module, self._config_module
         configuration = client.Configuration()
         try:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration, persist_config=False)
-        except (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError) as err:
-            raise InvalidConfig(f"cannot use kubeconfig {kubeconfig}: {err}") from None
+            config.load_kube_config(config_file=self._kubeconfig, client_configuration=configuration, persist_config=False)
+        except self._config_errors as err:
+            raise InvalidConfig(f"cannot use kubeconfig {self._kubeconfig}: {err}") from None
         # A pooled connection the server dropped is replaced (connect/read retry once, at
         # once); HTTP error statuses are never retried here: the caller decides, as client-go.
-        configuration.retries = Retry(total=2, connect=1, read=1, redirect=0, status=0, other=0, backoff_factor=0)
+        configuration.retries = self._retry(total=2, connect=1, read=1, redirect=0, status=0, other=0, backoff_factor=0)
         api_client = client.ApiClient(configuration)
         self._api_client = api_client
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self.server = api_client.configuration.host
+        self._credentials = (configuration.api_key, configuration.cert_file, configuration.key_file,
+                             configuration.username, configuration.password)
+
+    def _reload_credentials(self) -> bool:
+        """After a 401: re-read the kubeconfig (tokens rotate); True when it changed."""
+        old, old_client = self._credentials, self._api_client
+        try:
+            self._connect()
+        except InvalidConfig as err:
+            log.warning("kubeconfig %s cannot be re-read after a 401: %s", self._kubeconfig, err.msg)
+            return False
+        old_client.close()
+        if self._credentials == old:
+            return False
+        log.info("kubeconfig %s changed: using its new credentials", self._kubeconfig)
+        return True
 
     def close(self) -> None:
         """Release the connection pool (the daemon keeps one client for its lifetime)."""
         self._api_client.close()
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        """Run one client call; (status, body). Transport failures become ApiFailure."""
+    def _call(self, what: str, api: str, method: str, *args: Any) -> tuple[int, bytes]:
+        """``self.<api>.<method>(*args)``; (status, body); on 401 the kubeconfig is re-read once."""
+        status, body = self._call_once(what, api, method, *args)
+        if status == 401 and self._reload_credentials():
+            status, body = self._call_once(what, api, method, *args)
+        return status, body
+
+    def _call_once(self, what: str, api: str, method: str, *args: Any) -> tuple[int, bytes]:
+        """Run one client call; transport failures become ApiFailure."""
+        fn = getattr(getattr(self, api), method)
         try:
-            resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+            resp = fn(*args, _preload_content=False, _request_timeout=self.timeout)
             return resp.status, resp.data
         except self._api_exception as err:
             if not err.status:  # the client's own failure (TLS, bad request body), no HTTP answer
                 raise ApiFailure(f"Kubernetes API {what} at {self.server}: {err.reason}") from None
             body = err.body if isinstance(err.body, bytes) else str(err.body or "").encode()
-            return int(err.status or 0), body
+            return int(err.status), body
         except self._transport_errors as err:
             raise ApiFailure(f"Kubernetes API {what} at {self.server}: {err}") from None
 
@@ -427,19 +489,19 @@ class ClientApi(_RetryingStatusWriter):
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         what = f"GET {pod_path(namespace, name)}"
-        status, data = self._call(what, self._core.read_namespaced_pod, name, namespace)
+        status, data = self._call(what, "_core", "read_namespaced_pod", name, namespace)
         return None if status == 404 else self._decode(what, status, data)
 
     def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         what = f"GET {nad_path(namespace, name)}"
         status, data = self._call(
-            what, self._custom.get_namespaced_custom_object, NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, name
+            what, "_custom", "get_namespaced_custom_object", NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, name
         )
         return None if status == 404 else self._decode(what, status, data)
 
     def _put_pod_status(self, namespace: str, name: str, pod: Mapping[str, Any]) -> bool:
         what = f"PUT {pod_path(namespace, name, status=True)}"
-        status, data = self._call(what, self._core.replace_namespaced_pod_status, name, namespace, dict(pod))
+        status, data = self._call(what, "_core", "replace_namespaced_pod_status", name, namespace, dict(pod))
         if status == 409:
             raise _Conflict()
         if status == 404:

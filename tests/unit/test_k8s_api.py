@@ -559,3 +559,20 @@ def test_standin_on_ipv6_loopback(tmp_path: Path) -> None:
         assert pod is not None
     finally:
         server.stop()
+
+
+def test_rotated_token_is_picked_up(factory: Factory, tmp_path: Path) -> None:
+    """A 401 makes the client re-read its kubeconfig once (service-account tokens rotate)."""
+    with ApiStandIn(token="first") as server:
+        server.load([POD])
+        kubeconfig = tmp_path / "kc"
+        server.write_kubeconfig(str(kubeconfig))
+        api = factory(str(kubeconfig))
+        assert api.get_pod("pods", "web") is not None
+        server.token = "second"
+        server.write_kubeconfig(str(kubeconfig))
+        assert api.get_pod("pods", "web") is not None
+        assert [r for r in server.requests if r[0] == "GET"][-2:] == [("GET", "/api/v1/namespaces/pods/pods/web")] * 2
+        server.token = "third"  # the kubeconfig still says "second": one re-read, then the 401 stands
+        with pytest.raises(ApiFailure, match="401 Unauthorized"):
+            api.get_pod("pods", "web")
