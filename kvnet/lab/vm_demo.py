@@ -287,6 +287,7 @@ def launcher_domain(name: str, uid: str, image: guest.GuestImage, cmdline: str, 
     ET.SubElement(root, "on_reboot").text = "destroy"
     ET.SubElement(root, "on_crash").text = "destroy"
     devices = ET.SubElement(root, "devices")
+    ET.SubElement(devices, "controller", {"type": "usb", "index": "0", "model": "none"})  # as KubeVirt, no USB
     serial = ET.SubElement(devices, "serial", {"type": "file"})
     ET.SubElement(serial, "source", {"path": str(console_log)})
     ET.SubElement(serial, "target", {"port": "0"})
@@ -402,8 +403,13 @@ class HookClient:
 
 
 class NetnsLike(Protocol):
-    name: str
-    path: str
+    """What the run needs of a netns: ``name`` for ``ip netns exec``, ``path`` for CNI_NETNS."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
 
 
 NetnsFactory = Callable[[str], NetnsLike]
@@ -780,7 +786,7 @@ class _Run:
         }
         answer = self.hook.pre_cloud_init_iso(self.vmi_obj, cloud_init)
         text = answer.get("NetworkData") or ""
-        self.network_data = yaml.safe_load(text) if text.strip() else {"version": 2}
+        self.network_data: dict[str, Any] = yaml.safe_load(text) if text.strip() else {"version": 2}
         peers = [p.ip for p in self.s.peers()]
         self.cmdline = self.image.cmdline(guest.network_cmdline(self.network_data, peers=peers, stay=stay))
         uid = self.vmi_obj["metadata"]["uid"]
@@ -892,7 +898,7 @@ class _Run:
             self.libvirtd.virsh("domif-setlink", self.domain_name, target, "down")
             self.say(f"failover: {bond.name} active member {before}; virsh domif-setlink {target} down")
             deadline = time.monotonic() + 20
-            after = before
+            after: str | None = before
             report_now = report
             while time.monotonic() < deadline:
                 report_now = self.command("status")

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,7 +94,7 @@ class Qemu:
 
 
 @pytest.fixture
-def node(netns_factory: Callable[..., object]) -> Iterator[str]:
+def node(netns_factory: Callable[[str], Any]) -> Iterator[str]:
     ns = netns_factory("kvt-vmboot")
     for bridge, peer in PEERS.items():
         ns.run("ip", "link", "add", bridge, "type", "bridge")

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,10 +47,10 @@ def existing_netns() -> set[str]:
 
 
 def test_vm_gets_every_nic_and_the_bond_fails_over(
-    guest_image: guest.GuestImage, pieces: None, netns_factory: Callable[[str], object]
+    guest_image: guest.GuestImage, pieces: None, netns_factory: Callable[[str], Any]
 ) -> None:
     scenario = vm_demo.default_scenario()
-    result = vm_demo.run_scenario(guest_image.kernel.parent, scenario, netns_factory=netns_factory)  # type: ignore[arg-type]
+    result = vm_demo.run_scenario(guest_image.kernel.parent, scenario, netns_factory=netns_factory)
     why = result.explain()
     assert result.error is None, why
     assert [r.network for r in result.rows] == [n.name for n in scenario.nets], why
@@ -77,13 +78,13 @@ def test_vm_gets_every_nic_and_the_bond_fails_over(
 
 
 def test_a_guest_that_does_not_boot_fails_with_its_console_and_still_tears_down(
-    guest_image: guest.GuestImage, pieces: None, netns_factory: Callable[[str], object], tmp_path: Path
+    guest_image: guest.GuestImage, pieces: None, netns_factory: Callable[[str], Any], tmp_path: Path
 ) -> None:
     broken = tmp_path / "guest"
     shutil.copytree(guest_image.kernel.parent, broken)
     (broken / "initrd.gz").write_bytes(b"not an initramfs")
     scenario = vm_demo.bridge_scenario(1)
-    result = vm_demo.run_scenario(broken, scenario, netns_factory=netns_factory, failover=False)  # type: ignore[arg-type]
+    result = vm_demo.run_scenario(broken, scenario, netns_factory=netns_factory, failover=False)
     assert result.error is not None and "did not report its NICs" in result.error, result.explain()
     assert "Kernel panic" in result.console_text or "VFS" in result.console_text, result.explain()
     assert "guest console" in result.explain() and "Kernel panic" in result.explain()
