@@ -18,6 +18,12 @@ REPO = Path(__file__).resolve().parent.parent
 CNI_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--regen-golden", action="store_true", default=False, help="rewrite tests/golden/<case>/expected-* from the code"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Anything marked ``root`` skips, with the reason, when not running as root."""
     if os.geteuid() == 0:
