@@ -90,6 +90,17 @@ def parse_mac_ok(text: str) -> bool:
     return n in (6, 8, 20)
 
 
+class GoNumber(float):
+    """A JSON number written with a fraction or exponent, keeping its literal for Go-style errors."""
+
+    literal: str
+
+    def __new__(cls, literal: str | float) -> GoNumber:  # a float when copied or unpickled
+        number = super().__new__(cls, literal)
+        number.literal = literal if isinstance(literal, str) else repr(float(literal))
+        return number
+
+
 class GoJsonError(ValueError):
     """Text that Go's ``encoding/json`` would refuse, with Go's wording where it is fixed."""
 
@@ -107,7 +118,7 @@ def go_loads(text: str) -> Any:
     offending character and offset with Python's detail.
     """
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        return json.loads(text, parse_constant=_no_constants, parse_float=GoNumber)
     except json.JSONDecodeError as err:
         if err.pos >= len(text.rstrip()):
             raise GoJsonError("unexpected end of JSON input") from None
@@ -147,7 +158,7 @@ def go_json_kind(value: object) -> str:
 def go_type_error(value: object, path: str, go_type: str) -> GoTypeError:
     kind = go_json_kind(value)
     if kind == "number" and go_type == "int":
-        kind = f"number {json.dumps(value)}"
+        kind = f"number {getattr(value, 'literal', None) or json.dumps(value)}"
     return GoTypeError(f"json: cannot unmarshal {kind} into Go struct field {path} of type {go_type}")
 
 
@@ -159,14 +170,16 @@ def _as_str(value: object, path: str) -> str:
     return value
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def _as_int(value: object, path: str) -> int:
+    """A Go ``int`` (64-bit): only an integer literal in range; ``1.0`` and ``1e3`` are refused, as in Go."""
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, int) or value not in _INT64:
         raise go_type_error(value, path, "int")
-    if isinstance(value, float) and not value.is_integer():
-        raise go_type_error(value, path, "int")
-    return int(value)
+    return value
 
 
 def _as_list(value: object, path: str, go_type: str) -> list[Any]:
