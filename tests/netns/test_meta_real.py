@@ -272,3 +272,22 @@ def test_status_and_gc_on_the_main_network(lab: PodLab) -> None:
     rc, out, err = lab.cni("DEL", conf, container="ctr9", pod="web", uid=uid)
     assert rc == 0, (out, err)
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+
+
+def test_default_route_moves_to_the_selected_network(lab: PodLab) -> None:
+    lab.add_nad("blue", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue", "isGateway": True,
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.78.0.0/24", "gateway": "10.78.0.1"}]],
+                                  "routes": [{"dst": "0.0.0.0/0"}]}})
+    uid = lab.add_pod("web", '[{"name": "blue", "default-route": ["10.78.0.1"]}]')
+    conf = lab.config([main_bridge("10.79.0.0/24")])
+    rc, result, err = lab.cni("ADD", conf, container="ctr10", pod="web", uid=uid)
+    assert rc == 0, (result, err)
+    defaults = [(r.get("gateway"), r["dev"]) for r in routes(lab) if r["dst"] == "default"]
+    assert defaults == [("10.78.0.1", "net1")]
+    # the main network's result no longer claims the default route; network-status follows
+    assert all(r.get("dst") != "0.0.0.0/0" for r in result.get("routes", []))
+    status = lab.status("web")
+    assert status[0].get("gateway") is None and status[1]["gateway"] == ["10.78.0.1"]
+    rc, out, err = lab.cni("DEL", conf, container="ctr10", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
