@@ -217,6 +217,12 @@ def _build(raw: dict[str, Any]) -> MultusConfig:
         if not isinstance(on, bool):
             raise go_type_error(on, _path("capabilities"), "bool")
     log_options = _obj(f, "logOptions", "logging.LogOptions")
+    if log_options is not None:
+        opts = go_fields(log_options, ("maxAge", "maxSize", "maxBackups", "compress"))
+        for key, value in opts.items():
+            want = bool if key == "compress" else int
+            if value is not None and (not isinstance(value, want) or (want is int and isinstance(value, (bool, float)))):
+                raise go_type_error(value, f"NetConf.logOptions.{key}", want.__name__)
     runtime_config = _obj(f, "runtimeConfig", "types.RuntimeConfig") or {}
     _str(f, "type")
 

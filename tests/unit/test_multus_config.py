@@ -147,6 +147,8 @@ DELEGATE = L + "failed to load delegate {} config: "
         ({"delegates": [BRIDGE], "namespaceIsolation": "true"}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.namespaceIsolation of type bool"),
         ({"delegates": [BRIDGE], "systemNamespaces": "kube-system"}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.systemNamespaces of type []string"),
         ({"delegates": [BRIDGE], "capabilities": {"ips": "yes"}}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.capabilities of type bool"),
+        ({"delegates": [BRIDGE], "logOptions": {"maxAge": "5"}}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.logOptions.maxAge of type int"),
+        ({"delegates": [BRIDGE], "logOptions": {"Compress": 1}}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal number into Go struct field NetConf.logOptions.compress of type bool"),
         ({"delegates": [BRIDGE], "runtimeConfig": []}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal array into Go struct field NetConf.runtimeConfig of type types.RuntimeConfig"),
     ],
 )
