@@ -302,11 +302,10 @@ def notes(rows: list[tuple[int, int, float, float, float, int]], rss: dict[int, 
         f" ({by_n[0][3]:.2f} ms vs {by_n[0][2]:.2f} ms): nothing is read for it.",
         f"- **Linear growth after 16: {'roughly met' if linear else 'not met'}.** Marginal cost per added NIC: "
         + ", ".join(f"{s:.2f} ms from {a} to {b}" for a, b, s in slope) + "."
-        " Two steps of the domain pipeline are quadratic in the NIC count and show at 256 NICs (in a profile"
-        " here about a fifth and a tenth of such a call): the pod interface name of each NIC re-checks every"
-        " pod link for the older net<N> naming (naming.uses_ordinal_names over all links, per NIC), and the"
-        " splice looks for each new device's alias among all devices. Deciding the naming scheme once per call"
-        " and indexing the devices by alias once would make both linear.",
+        " One step of the domain pipeline is quadratic in the NIC count: the pod interface name of each NIC"
+        " re-checks every pod link for the older net<N> naming (naming.uses_ordinal_names over all links,"
+        " per NIC), about a fifth of a 256-NIC call in a profile here; deciding the naming scheme once per"
+        " call would remove it. The splice's per-device alias lookups are scans too, but cheap at these sizes.",
         "- The pod-facts reader (kvnet.podfacts) opens about seven files per link through pathlib; reading the"
         " same files with os.open/os.read took about a seventh of the time in a one-off check here. Pod facts are"
         " deliberately read afresh on every call (the sidecar keeps no state: OnDefineDomain also runs on"
