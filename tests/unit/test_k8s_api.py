@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvnet import k8s
 from kvnet.annotations import NETWORK_STATUS
@@ -576,3 +578,51 @@ def test_rotated_token_is_picked_up(factory: Factory, tmp_path: Path) -> None:
         server.token = "third"  # the kubeconfig still says "second": one re-read, then the 401 stands
         with pytest.raises(ApiFailure, match="401 Unauthorized"):
             api.get_pod("pods", "web")
+
+
+# --- the stand-in's optimistic concurrency, as a property ------------------------------------------
+
+ops = st.lists(
+    st.tuples(st.sampled_from(["put-current", "put-stale", "put-unconditional", "patch", "patch-stale"]),
+              st.sampled_from(["a", "b", "c"])),
+    min_size=1, max_size=8,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops)
+def test_standin_resource_versions(sequence: list[tuple[str, str]]) -> None:
+    with ApiStandIn() as server:
+        server.load([POD])
+        path = "/api/v1/namespaces/pods/pods/web/status"
+        current = server.get("pod", "pods", "web")
+        assert current is not None
+        stale = current["metadata"]["resourceVersion"]
+        expected = dict(current["metadata"]["annotations"])
+        seen = {int(stale)}
+        for op, value in sequence:
+            rv = current["metadata"]["resourceVersion"]
+            body = json.loads(json.dumps(current))
+            body["metadata"]["annotations"] = {**expected, "k": value}
+            if op.startswith("put"):
+                if op == "put-stale" and stale != rv:
+                    body["metadata"]["resourceVersion"] = stale
+                elif op == "put-unconditional":
+                    body["metadata"].pop("resourceVersion")
+                code, answer = call(server, "PUT", path, body)
+            else:
+                patch: dict[str, Any] = {"metadata": {"annotations": {"k": value}}}
+                if op == "patch-stale" and stale != rv:
+                    patch["metadata"]["resourceVersion"] = stale
+                code, answer = call(server, "PATCH", path, patch, "application/merge-patch+json")
+            if op.endswith("stale") and stale != rv:
+                assert code == 409 and answer["reason"] == "Conflict"
+                continue
+            assert code == 200
+            new_rv = int(answer["metadata"]["resourceVersion"])
+            assert new_rv > max(seen)
+            seen.add(new_rv)
+            expected["k"] = value
+            stale, current = rv, answer
+            assert answer["metadata"]["annotations"] == expected
+        assert server.get("pod", "pods", "web") == current
