@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from kvnet.lab.pod_demo import IP, PodLab, in_ns
+from kvnet.lab.pod_demo import IP, PodLab, in_ns, leases
 
 pytestmark = pytest.mark.root
 
@@ -291,3 +291,23 @@ def test_default_route_moves_to_the_selected_network(lab: PodLab) -> None:
     rc, out, err = lab.cni("DEL", conf, container="ctr10", pod="web", uid=uid)
     assert rc == 0, (out, err)
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+
+
+def test_del_after_the_netns_is_gone(lab: PodLab) -> None:
+    lab.add_nad("blue", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue",
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.80.0.0/24"}]]}})
+    uid = lab.add_pod("web", "blue")
+    conf = lab.config([main_bridge("10.81.0.0/24")])
+    rc, out, err = lab.cni("ADD", conf, container="ctr11", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    in_ns(lab.node, IP, "link", "show", "kvt-blue")  # the node side exists
+    import subprocess
+
+    subprocess.run([IP, "netns", "delete", lab.pod.name], check=True)  # the runtime tore the sandbox down first
+    rc, out, err = lab.cni("DEL", conf, container="ctr11", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert leases(lab.data_dir) == [] and not (lab.cni_dir / "ctr11").exists()
+    # the pod was not told its attachments are gone (the netns is gone, as in Multus)
+    assert [s["interface"] for s in lab.status("web")] == ["eth0", "net1"]
+    node_veths = json.loads(in_ns(lab.node, IP, "-j", "link", "show", "type", "veth").stdout)
+    assert [link["ifname"] for link in node_veths] == [lab.node_veth]

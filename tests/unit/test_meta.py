@@ -713,3 +713,53 @@ def test_install_thick_and_errors(tmp_path: Path) -> None:
     conf = json.loads((tmp_path / "net.d" / "00-kvnet.conflist").read_text())
     assert conf["plugins"][0]["type"] == "kvnet-shim" and conf["plugins"][0]["socketPath"] == "/run/kvnet/kvnet.sock"
     assert conf["plugins"][0]["clusterNetwork"] == "cbr0"
+
+
+def test_shim_rejects_a_non_http_answer(tmp_path: Path) -> None:
+    import io
+    import socket
+    import threading
+
+    from kvnet.cni import shim
+
+    path = str(tmp_path / "junk.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+
+    def answer() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(b"garbage\r\n\r\n{}")
+        conn.close()
+
+    t = threading.Thread(target=answer)
+    t.start()
+    out = io.StringIO()
+    cfg = {"cniVersion": "1.0.0", "name": "x", "type": "kvnet-shim", "socketPath": path}
+    env = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c", "CNI_IFNAME": "eth0", "CNI_PATH": "/p"}
+    try:
+        assert shim.run(env, json.dumps(cfg).encode(), out) == 1
+    finally:
+        t.join()
+        srv.close()
+    err = json.loads(out.getvalue())
+    assert err["code"] == 11 and "not an HTTP answer" in err["msg"]
+
+
+def test_shim_socket_path_rules() -> None:
+    from kvnet.cni.shim import socket_path
+
+    assert socket_path({"socketPath": "/a.sock", "socketDir": "/d"}) == "/a.sock"
+    assert socket_path({"socketDir": "/run/x"}) == "/run/x/kvnet.sock"
+    assert socket_path({}) == "/run/kvnet/kvnet.sock"
+
+
+def test_daemon_config_overlays_all_but_identity() -> None:
+    from kvnet.cni.main import overlay_config
+
+    req = {"cniVersion": "0.4.0", "name": "from-runtime", "type": "kvnet-shim", "socketPath": "/s", "cniDir": "/a"}
+    daemon = {"cniVersion": "1.0.0", "Name": "daemon", "type": "kvnet", "cniDir": "/b", "clusterNetwork": "main"}
+    assert overlay_config(req, daemon) == {"cniVersion": "0.4.0", "name": "from-runtime", "type": "kvnet-shim",
+                                           "socketPath": "/s", "cniDir": "/b", "clusterNetwork": "main"}
+    assert overlay_config(req, None) is req
