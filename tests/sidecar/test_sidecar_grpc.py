@@ -481,3 +481,20 @@ def test_large_requests(serve: Any, hooks_dir: Path, ip_pod: PodFiles) -> None:
     out = client.pre_cloud_init_iso(vmi, {**CLOUD_INIT, "UserData": user_data})
     assert out["UserData"] == user_data and "10.1.0.5/24" in out["NetworkData"]
     assert "ua-red" in interfaces(client.on_define_domain(KUBEVIRT_DOMAIN, vmi))
+
+
+def test_info_answers_while_calls_wait_for_network_info(serve: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    """Calls blocked on network-info do not delay Info past virt-launcher's 1 s deadline."""
+    bridge_pod.network_info.write_text("")
+    serve(kvnet_hooks(bridge_pod, timeout=3))
+    client = LauncherClient(hooks_dir)
+    client.collect(1)
+    with ThreadPoolExecutor(4) as pool:
+        waiting = [pool.submit(client.on_define_domain, KUBEVIRT_DOMAIN, make_vmi()) for _ in range(4)]
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert info(str(hooks_dir / "kvnet.sock"), timeout=1.0).name == "kvnet"
+        assert time.monotonic() - started < 1.0
+        for f in waiting:
+            with pytest.raises(grpc.RpcError):
+                f.result(timeout=30)

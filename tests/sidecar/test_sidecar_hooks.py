@@ -83,9 +83,15 @@ class _NoFacts:
 @given(json_values)
 @settings(max_examples=300, deadline=None)
 def test_on_define_domain_only_raises_kvnet_errors(value: Any) -> None:
-    hooks = KvnetHooks("kvnet", _NoFacts(), _Recorder())
+    facts = _NoFacts()
+    hooks = KvnetHooks("kvnet", facts, _Recorder())
     try:
-        hooks.on_define_domain(KUBEVIRT_DOMAIN.encode(), json.dumps(value).encode())
+        out = hooks.on_define_domain(KUBEVIRT_DOMAIN.encode(), json.dumps(value).encode())
+    except KvnetError:
+        return
+    if not bound_interfaces(parse_vmi(json.dumps(value)), "kvnet"):
+        assert out == KUBEVIRT_DOMAIN.encode() and facts.reads == 0  # untouched, nothing read
+    try:
         hooks.pre_cloud_init_iso(json.dumps(value).encode(), b'{"UserData": "x"}', b"")
     except KvnetError:
         pass
