@@ -97,6 +97,8 @@ def test_bridge_nic_added(serve: Any, hooks_dir: Path, bridge_pod: PodFiles) -> 
     assert ET.canonicalize(ET.tostring(nics["ua-default"]), strip_text=True) == ET.canonicalize(
         ET.tostring(interfaces(KUBEVIRT_DOMAIN)["ua-default"]), strip_text=True)
     assert ET.fromstring(out).find("name").text == "default_vmi-kvnet"  # type: ignore[union-attr]
+    assert out.startswith("<domain ") and "\n\t\t<interface type=\"ethernet\">" in out  # as KubeVirt writes it: no declaration, tabs
+    assert out.startswith(KUBEVIRT_DOMAIN[:KUBEVIRT_DOMAIN.index("\t\t<controller")])  # untouched up to the new device
 
 
 def test_vmi_mac_address_wins(serve: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
