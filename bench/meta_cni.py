@@ -204,10 +204,10 @@ def render(rows: list[Row], noop_ms: float, starts: dict[str, float], when: str)
     verdicts = []
     for mode, _, _ in MODES[1:]:
         slope, fixed = fit(rows, mode, "noop")
-        own = slope - 2 * noop_ms
+        own_ms = slope - 2 * noop_ms
         verdicts.append(
-            f"- {mode}: {own:.2f} ms per attachment of kvnet overhead "
-            f"({'meets' if own <= 2 else 'misses'} the 2 ms target), {fixed / 2:.1f} ms fixed per call "
+            f"- {mode}: {own_ms:.2f} ms per attachment of kvnet overhead "
+            f"({'meets' if own_ms <= 2 else 'misses'} the 2 ms target), {fixed / 2:.1f} ms fixed per call "
             f"({'meets' if fixed / 2 <= 50 else 'misses'} the 50 ms target)."
         )
     slope, fixed = fit(rows, MODES[0][0], "noop")

@@ -156,7 +156,7 @@ class DeviceInfoFiles:
         self._di.copy_dp_to_cni(resource_name, device_id, network, container_id, ifname, self.root)
 
     def load(self, network: str, container_id: str, ifname: str) -> DeviceInfo | None:
-        return self._di.load_cni(network, container_id, ifname, self.root)  # type: ignore[no-any-return]
+        return self._di.load_cni(network, container_id, ifname, self.root)
 
     def remove(self, network: str, container_id: str, ifname: str) -> None:
         self._di.remove_cni(network, container_id, ifname, self.root)

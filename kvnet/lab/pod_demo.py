@@ -44,8 +44,13 @@ def examples_dir() -> Path:
 
 
 class NetnsLike(Protocol):
-    name: str
-    path: str
+    """A namespace: ``name`` for ``ip netns exec``, ``path`` for CNI_NETNS."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -222,7 +227,8 @@ class PodLab:
 
     def pod_addresses(self) -> list[dict[str, Any]]:
         """``ip -j addr`` in the pod netns."""
-        return json.loads(in_ns(self.pod, IP, "-j", "addr").stdout or "[]")
+        links: list[dict[str, Any]] = json.loads(in_ns(self.pod, IP, "-j", "addr").stdout or "[]")
+        return links
 
     def pod_links(self) -> list[str]:
         return [link["ifname"] for link in json.loads(in_ns(self.pod, IP, "-j", "link").stdout or "[]")]
