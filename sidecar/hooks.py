@@ -186,11 +186,14 @@ class KvnetHooks:
 
     def on_define_domain(self, domain_xml: bytes, vmi_json: bytes) -> bytes:
         vmi = parse_vmi(vmi_json)
-        domain = check_domain(domain_xml)
         names = bound_interfaces(vmi, self.name)
         if not names:
             log.info("OnDefineDomain %s: no interface uses binding %s, domain unchanged", vmi_name(vmi), self.name)
             return domain_xml
+        try:
+            domain = check_domain(domain_xml)
+        except BadHookInput as err:
+            raise BadHookInput(f"interfaces {', '.join(names)}: {err.msg}") from None
         facts = self.facts.read(names)
         out = self.translator.define_domain(domain, vmi, facts, binding_name=self.name)
         try:
