@@ -763,3 +763,81 @@ def test_daemon_config_overlays_all_but_identity() -> None:
     assert overlay_config(req, daemon) == {"cniVersion": "0.4.0", "name": "from-runtime", "type": "kvnet-shim",
                                            "socketPath": "/s", "cniDir": "/b", "clusterNetwork": "main"}
     assert overlay_config(req, None) is req
+
+
+# ------------------------------------------------------------------------------------
+# properties and the real binary without root
+# ------------------------------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_key = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True)
+_val = st.from_regex(r"[A-Za-z0-9_.=/-]{0,8}", fullmatch=True)
+
+
+@given(pairs=st.lists(st.tuples(_key, _val), max_size=6), mac=st.booleans())
+def test_delegate_cni_args_properties(pairs: list[tuple[str, str]], mac: bool) -> None:
+    from dataclasses import replace
+
+    from kvnet.cni.cache import CachedDelegate
+
+    raw = ";".join(f"{k}={v}" for k, v in pairs)
+    req = replace(request(config(Path("/nonexistent"))), args_str=raw)
+    pa = meta.PodArgs("ns", "pod", "uid", "infra")
+    d = CachedDelegate(name="n", conf={"type": "x"}, mac_request="02:00:00:00:00:01" if mac else "")
+    out = meta.delegate_cni_args(req, pa, d).split(";")
+    fixed = ["IgnoreUnknown=true", "K8S_POD_NAMESPACE=ns", "K8S_POD_NAME=pod", "K8S_POD_INFRA_CONTAINER_ID=infra",
+             "K8S_POD_UID=uid"]
+    assert out[:5] == fixed
+    keys = {item.split("=", 1)[0] for item in out}
+    for k, v in pairs:  # every runtime key reaches the delegate, every non-empty value too
+        assert k in keys
+        assert not v or f"{k}={v}" in out  # (an empty value is filled by a later one, as in Multus)
+    body = out[:-1] if mac else out
+    assert len(body) == len(set(body))  # no exact duplicate
+    assert (out[-1] == "MAC=02:00:00:00:00:01") == mac
+
+
+@given(cni_args=st.dictionaries(_key, st.integers() | _val, max_size=4),
+       existing=st.dictionaries(_key, st.integers(), max_size=3), conflist=st.booleans())
+def test_inject_args_properties(cni_args: dict[str, Any], existing: dict[str, Any], conflist: bool) -> None:
+    plugin = {"type": "bridge", "args": {"cni": dict(existing), "other": 1}}
+    conf: dict[str, Any] = {"name": "n", "plugins": [plugin, {"type": "tuning"}]} if conflist else dict(plugin)
+    out = meta._inject_args(conf, cni_args, "0000:00:01.0")
+    targets = out["plugins"] if conflist else [out]
+    for t in targets:
+        assert t["args"]["cni"] == {**(existing if t["type"] == "bridge" else {}), **cni_args}
+        assert t["deviceID"] == t["pciBusID"] == "0000:00:01.0"
+    assert targets[0]["args"]["other"] == 1
+    assert plugin["args"]["cni"] == existing  # the input is not changed
+
+
+def test_kvnet_cni_binary_without_root(tmp_path: Path, kvnet_bin_dir: str) -> None:
+    """The real entry point: stdout carries only the result, logs go to logFile/stderr."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    noop = bin_dir / "noop"
+    noop.write_text('#!/bin/sh\ncase "$CNI_COMMAND" in\nVERSION) echo \'{"cniVersion":"1.0.0","supportedVersions":'
+                    '["1.0.0"]}\';;\nADD) cat >/dev/null; echo \'{"cniVersion":"1.0.0","interfaces":[{"name":"\'$CNI_IFNAME\''
+                    '","sandbox":"/n"}],"ips":[{"address":"10.1.2.3/24"}],"dns":{}}\';;\n*) cat >/dev/null;;\nesac\n')
+    noop.chmod(0o755)
+    log = tmp_path / "kvnet.log"
+    cfg = {"cniVersion": "0.4.0", "name": "k", "type": "kvnet", "cniDir": str(tmp_path / "cache"), "binDir": str(bin_dir),
+           "logFile": str(log), "logLevel": "verbose", "logToStderr": False,
+           "delegates": [{"cniVersion": "1.0.0", "name": "main", "type": "noop"},
+                         {"cniVersion": "1.0.0", "name": "second", "type": "noop"}]}
+    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc", "CNI_NETNS": "/n",
+           "CNI_IFNAME": "eth0", "CNI_PATH": str(bin_dir), "CNI_ARGS": "K8S_POD_NAMESPACE=d;K8S_POD_NAME=p"}
+    exe = os.path.join(kvnet_bin_dir, "kvnet-cni")
+    proc = subprocess.run([exe], input=json.dumps(cfg).encode(), env=env, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout) == {"cniVersion": "0.4.0", "interfaces": [{"name": "eth0", "sandbox": "/n"}],
+                                       "ips": [{"version": "4", "address": "10.1.2.3/24"}], "dns": {}}
+    assert proc.stderr == b""
+    text = log.read_text()
+    assert "pod d/p: container abc gets eth0=main, net1=second" in text and "added net1 from second" in text
+    proc = subprocess.run([exe], input=json.dumps(cfg).encode(), env={**env, "CNI_COMMAND": "DEL"},
+                          capture_output=True, check=False)
+    assert proc.returncode == 0 and proc.stdout == b"", proc.stdout + proc.stderr
+    assert not (tmp_path / "cache" / "abc").exists()
