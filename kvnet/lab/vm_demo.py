@@ -69,6 +69,7 @@ class Net:
     segment: str
     subnet: str | None
     mac: str | None = None
+    mtu: int | None = None  # the NAD's "mtu" (the pod link's, so the tap's and the guest NIC's)
 
     @property
     def nad(self) -> str:
@@ -141,7 +142,7 @@ def default_scenario() -> Scenario:
         nets=(
             Net("blue", "bridge", "kvb-blue", "10.81.0.0/24"),
             Net("green", "macvlan", "kvm-green", "10.82.0.0/24"),
-            Net("red", "bridge", "kvb-red", "10.83.0.0/24"),
+            Net("red", "bridge", "kvb-red", "10.83.0.0/24", mtu=1400),
             Net("bond-a", "bridge", "kvb-bond", None, mac="02:6b:76:00:00:a1"),
             Net("bond-b", "bridge", "kvb-bond", None, mac="02:6b:76:00:00:b1"),
         ),
@@ -161,6 +162,8 @@ def bridge_nad_config(net: Net, ipam_dir: str | None) -> dict[str, Any]:
     conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": net.nad}
     if net.kind == "bridge":
         conf.update({"type": "bridge", "bridge": net.segment})
+        if net.mtu:
+            conf["mtu"] = net.mtu
     elif net.kind == "macvlan":
         conf.update({"type": "macvlan", "master": net.segment, "mode": "bridge"})
     else:
@@ -470,6 +473,8 @@ class NicRow:
     domain_mac: str
     guest_name: str | None
     guest_mac: str | None
+    domain_mtu: int | None
+    guest_mtu: int | None
     ipam_address: str | None  # from network-status (bare IP)
     guest_address: str | None  # CIDR on the guest link (the bond's for members)
     peer: str | None
@@ -479,6 +484,7 @@ class NicRow:
     def ok(self) -> bool:
         return (
             self.guest_mac == self.domain_mac
+            and (self.domain_mtu is None or self.guest_mtu == self.domain_mtu)
             and (self.ipam_address is None or (self.guest_address or "").split("/")[0] == self.ipam_address)
             and (self.peer is None or self.ping is True)
         )
@@ -538,12 +544,13 @@ class DemoResult:
 
 
 def format_table(result: DemoResult) -> str:
-    head = ("network", "kind", "guest NIC", "MAC (domain = guest)", "IPAM address", "guest address", "peer", "ping")
+    head = ("network", "kind", "guest NIC", "MAC (domain = guest)", "MTU", "IPAM address", "guest address", "peer", "ping")
     rows = [head]
     for r in result.rows:
         mac = r.domain_mac if r.guest_mac == r.domain_mac else f"{r.domain_mac} != {r.guest_mac or '-'}"
         ping = "-" if r.ping is None else ("ok" if r.ping else "FAIL")
-        rows.append((r.network, r.kind, r.guest_name or "MISSING", mac, r.ipam_address or "-", r.guest_address or "-", r.peer or "-", ping))
+        mtu = str(r.guest_mtu or "-") if r.guest_mtu == r.domain_mtu else f"{r.domain_mtu or '-'} != {r.guest_mtu or '-'}"
+        rows.append((r.network, r.kind, r.guest_name or "MISSING", mac, mtu, r.ipam_address or "-", r.guest_address or "-", r.peer or "-", ping))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -878,6 +885,8 @@ class _Run:
                     domain_mac=domain_mac,
                     guest_name=link.name if link and seen else None,
                     guest_mac=domain_mac if seen else None,
+                    domain_mtu=dn.mtu if dn else None,
+                    guest_mtu=link.mtu if link and seen else None,
                     ipam_address=ipam,
                     guest_address=guest_addr,
                     peer=peer.ip if peer else None,

@@ -58,6 +58,7 @@ def test_nad_configs() -> None:
         "ipam": {"type": "host-local", "subnet": "10.82.0.0/24", "rangeStart": "10.82.0.10", "dataDir": "/x"},
     }
     assert "ipam" not in vm_demo.bridge_nad_config(s.net("bond-a"), "/x")
+    assert vm_demo.bridge_nad_config(s.net("red"), None)["mtu"] == 1400
 
 
 def domain(tmp_path: Path) -> str:
@@ -92,16 +93,18 @@ def test_domain_nics_reads_aliases() -> None:
 def test_table_and_verdicts() -> None:
     result = vm_demo.DemoResult(vm_demo.bridge_scenario(2))
     result.rows = [
-        vm_demo.NicRow("net1", "bridge", "02:00:00:00:00:01", "net1", "02:00:00:00:00:01", "10.101.0.10", "10.101.0.10/24", "10.101.0.2", True),
-        vm_demo.NicRow("net2", "bridge", "02:00:00:00:00:02", None, None, "10.102.0.10", None, "10.102.0.2", None),
+        vm_demo.NicRow("net1", "bridge", "02:00:00:00:00:01", "net1", "02:00:00:00:00:01", 1500, 1500, "10.101.0.10", "10.101.0.10/24", "10.101.0.2", True),
+        vm_demo.NicRow("net2", "bridge", "02:00:00:00:00:02", None, None, 1500, None, "10.102.0.10", None, "10.102.0.2", None),
     ]
     result.failover = vm_demo.Failover("bond0", "a", "a", True)
     table = vm_demo.format_table(result)
-    assert "MISSING" in table and "02:00:00:00:00:02 != -" in table
+    assert "MISSING" in table and "02:00:00:00:00:02 != -" in table and "1500 != -" in table
     assert "failover bond0: active a -> a, ping after: ok (FAILED)" in table
     assert result.rows[0].ok and not result.rows[1].ok and not result.ok
     result.rows = result.rows[:1]
     result.failover = vm_demo.Failover("bond0", "a", "b", True)
     assert result.ok
+    mtu_wrong = vm_demo.NicRow("net1", "bridge", "02:00:00:00:00:01", "net1", "02:00:00:00:00:01", 1400, 1500, None, None, None, None)
+    assert not mtu_wrong.ok
     result.leftovers = ["netns kvd-1"]
     assert not result.ok and "left behind:\n  netns kvd-1" in result.explain()

@@ -57,6 +57,8 @@ def test_vm_gets_every_nic_and_the_bond_fails_over(
     for row in result.rows:
         # every NIC in the guest, with the MAC the domain XML gave it
         assert row.guest_mac == row.domain_mac and row.guest_name == row.network, f"{row.network}: {why}"
+        # with the pod link's MTU (the NAD's, when it sets one)
+        assert row.guest_mtu == row.domain_mtu == (scenario.net(row.network).mtu or 1500), f"{row.network}: {why}"
         # the attachment's IPAM address (network-status) is the guest's address
         if row.ipam_address is not None:
             assert row.guest_address == f"{row.ipam_address}/24", f"{row.network}: {why}"
@@ -91,3 +93,14 @@ def test_a_guest_that_does_not_boot_fails_with_its_console_and_still_tears_down(
     assert not result.ok
     assert result.leftovers == [], result.explain()
     assert result.netns and not set(result.netns) & existing_netns(), result.explain()
+
+
+def test_eight_nics_all_arrive_and_all_pings_pass(guest_image: guest.GuestImage, pieces: None, netns_factory: Callable[[str], Any]) -> None:
+    scenario = vm_demo.bridge_scenario(8)
+    result = vm_demo.run_scenario(guest_image.kernel.parent, scenario, netns_factory=netns_factory, failover=False, stay=0)
+    why = result.explain()
+    assert result.ok, why
+    assert [r.guest_name for r in result.rows] == [f"net{i}" for i in range(1, 9)], why
+    assert [r.guest_address for r in result.rows] == [f"10.{100 + i}.0.10/24" for i in range(1, 9)], why
+    assert all(r.ping for r in result.rows), why
+    assert not set(result.netns) & existing_netns(), why
