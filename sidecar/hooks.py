@@ -205,10 +205,13 @@ class KvnetHooks:
 
     def pre_cloud_init_iso(self, vmi_json: bytes, cloud_init_data: bytes, no_cloud_source: bytes) -> CloudInitResult:
         vmi = parse_vmi(vmi_json)
-        data = parse_cloud_init_data(cloud_init_data)
         names = bound_interfaces(vmi, self.name)
         if not names and not declares_bonds(vmi):
             return CloudInitResult(cloud_init_data, no_cloud_source)
+        try:
+            data = parse_cloud_init_data(cloud_init_data)
+        except BadHookInput as err:
+            raise BadHookInput(f"interfaces {', '.join(names) or '(bonds only)'}: {err.msg}") from None
         facts = self.facts.read(names)
         user = data.get("NetworkData") or None
         merged = self.translator.cloud_init_network_data(vmi, facts, user_network_data=user, binding_name=self.name)

@@ -367,7 +367,7 @@ def test_pre_cloud_init_iso_malformed_data(serve: Any, hooks_dir: Path, ip_pod: 
         err = rpc_error(lambda: pb2_grpc.CallbacksStub(ch).PreCloudInitIso(
             pb2.PreCloudInitIsoParams(cloudInitData=b"[1]", vmi=json.dumps(make_vmi()).encode()), timeout=10))
     assert (err.code(), err.details()) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "kvnet PreCloudInitIso: cloudInitData JSON is a list, expected an object")
+        grpc.StatusCode.INVALID_ARGUMENT, "kvnet PreCloudInitIso: interfaces red: cloudInitData JSON is a list, expected an object")
 
 
 # --------------------------------------------------------------------------------------

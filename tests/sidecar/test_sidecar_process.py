@@ -158,7 +158,7 @@ def test_shim_errors_go_to_stderr(ip_pod: PodFiles) -> None:
     res = shim("preCloudInitIso", "--vmi", json.dumps(make_vmi()), "--cloud-init", "[]", env=ip_pod.env())
     assert res.returncode == 1
     assert res.stdout == b""
-    assert "kvnet PreCloudInitIso: cloudInitData JSON is a list, expected an object" in res.stderr.decode()
+    assert "kvnet PreCloudInitIso: interfaces red: cloudInitData JSON is a list, expected an object" in res.stderr.decode()
 
 
 def test_grpc_status_seen_by_the_launcher(start_sidecar: Any, hooks_dir: Path, pod: PodFiles) -> None:
