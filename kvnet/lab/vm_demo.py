@@ -49,7 +49,6 @@ CNI_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 BONDS_ANNOTATION = "kvnet.io/bonds"
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "vm-demo"
 
 # ------------------------------------------------------------------------------------
 # The scenario: VMI networks, their NADs and the peers the guest pings (pure data)

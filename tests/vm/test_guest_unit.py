@@ -303,3 +303,17 @@ def test_console_wait_for_times_out(tmp_path: Path) -> None:
     assert console.wait_for(log, lambda r: r.has("boot"), timeout=0.2) is not None
     assert console.wait_for(log, lambda r: r.has("poweroff"), timeout=30, alive=lambda: False) is None
     assert "KVNET boot" in console.tail(log)
+
+
+_words = st.from_regex(r"[A-Za-z0-9_.:/+\-]{1,12}", fullmatch=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.from_regex(r"[a-z][a-z-]{0,10}", fullmatch=True), st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), _words, max_size=5), st.text(max_size=20))
+def test_console_line_round_trip(kind: str, fields: dict[str, str], noise: str) -> None:
+    line = " ".join(["KVNET", kind, *(f"{k}={v}" for k, v in fields.items())])
+    assert console.parse_line(line) == console.ConsoleEvent(kind, fields)
+    # kernel timestamps or other text before the marker do not matter
+    assert console.parse_line(f"[   1.234] {line}") == console.ConsoleEvent(kind, fields)
+    if "KVNET " not in noise:
+        assert console.parse_line(noise) is None
