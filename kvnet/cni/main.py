@@ -80,8 +80,24 @@ def new_runner(conf: MultusConfig, request: CniRequest) -> meta.Runner:
     return DelegateRunner([conf.bin_dir, FALLBACK_BIN_DIR], timeout=delegate_timeout(conf), cache_dir=conf.cni_dir)
 
 
+def _raw_str(conf: MultusConfig, key: str) -> str | None:
+    value = conf.raw.get(key)
+    return value if isinstance(value, str) and value else None
+
+
 def default_seams(conf: MultusConfig) -> meta.Seams:
-    return meta.Seams(devinfo=meta.DeviceInfoFiles(), routes=meta.IpRouteEditor())
+    """Device IDs from the kubelet's PodResources API (gRPC is imported only when a NAD
+    asks for a resource), device-info files, default-route edits with iproute2.
+
+    kvnet's own keys ``podResourcesSocket`` and ``deviceInfoDir`` move the kubelet socket
+    and the device-info root (tests, unusual kubelet layouts)."""
+    from kvnet.podresources import DEFAULT_SOCKET, PodResourcesClient
+
+    return meta.Seams(
+        allocator=PodResourcesClient(_raw_str(conf, "podResourcesSocket") or DEFAULT_SOCKET),
+        devinfo=meta.DeviceInfoFiles(_raw_str(conf, "deviceInfoDir")),
+        routes=meta.IpRouteEditor(),
+    )
 
 
 def overlay_config(request_conf: Mapping[str, Any], daemon_conf: Mapping[str, Any] | None) -> Mapping[str, Any]:

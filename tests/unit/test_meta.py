@@ -841,3 +841,56 @@ def test_kvnet_cni_binary_without_root(tmp_path: Path, kvnet_bin_dir: str) -> No
                           capture_output=True, check=False)
     assert proc.returncode == 0 and proc.stdout == b"", proc.stdout + proc.stderr
     assert not (tmp_path / "cache" / "abc").exists()
+
+
+def test_kvnet_cni_sriov_device_ids_from_podresources(tmp_path: Path, kvnet_bin_dir: str) -> None:
+    """resourceName NADs get the kubelet's device IDs in order, device-info reaches network-status."""
+    from kvnet import deviceinfo
+    from kvnet.lab.apiserver import ApiStandIn
+    from kvnet.lab.podresources_server import PodResourcesStandIn
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    rec = bin_dir / "rec"
+    rec.write_text(f'#!/bin/sh\ncase "$CNI_COMMAND" in\nVERSION) echo \'{{"cniVersion":"1.0.0","supportedVersions":'
+                   f'["1.0.0"]}}\';;\nADD) cat > {tmp_path}/$CNI_IFNAME.json; echo \'{{"cniVersion":"1.0.0",'
+                   f'"interfaces":[{{"name":"\'$CNI_IFNAME\'","sandbox":"/n"}}],"dns":{{}}}}\';;\n*) cat >/dev/null;;\nesac\n')
+    rec.chmod(0o755)
+    devroot = tmp_path / "devinfo"
+    info = deviceinfo.parse_device_info({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:81:00.2"}})
+    deviceinfo.save_dp("intel.com/sriov", "0000:81:00.2", info, str(devroot))
+    sr = {"cniVersion": "1.0.0", "type": "rec", "capabilities": {"deviceID": True, "CNIDeviceInfoFile": True}}
+    with ApiStandIn() as api, PodResourcesStandIn(str(tmp_path / "kubelet.sock"),
+                                                  {("default", "vm"): {"intel.com/sriov": ["0000:81:00.3", "0000:81:00.2"]}}):
+        nads = [{**nad(n, config=sr, resource="intel.com/sriov"), "kind": "NetworkAttachmentDefinition"} for n in ("sr1", "sr2")]
+        api.load([*nads,
+                  {**pod("vm", uid="u-vm", **{NETWORKS: "sr1,sr2"}), "kind": "Pod",
+                   "spec": {"containers": [{"name": "compute", "image": "x"}]}}])
+        api.write_kubeconfig(str(tmp_path / "kubeconfig"))
+        cfg = {"cniVersion": "1.0.0", "name": "k", "type": "kvnet", "cniDir": str(tmp_path / "cache"),
+               "binDir": str(bin_dir), "kubeconfig": str(tmp_path / "kubeconfig"), "logToStderr": False,
+               "podResourcesSocket": str(tmp_path / "kubelet.sock"), "deviceInfoDir": str(devroot),
+               "delegates": [{"cniVersion": "1.0.0", "name": "main", "type": "rec"}]}
+        env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc", "CNI_NETNS": "/n",
+               "CNI_IFNAME": "eth0", "CNI_PATH": str(bin_dir),
+               "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=vm;K8S_POD_UID=u-vm"}
+        exe = os.path.join(kvnet_bin_dir, "kvnet-cni")
+        proc = subprocess.run([exe], input=json.dumps(cfg).encode(), env=env, capture_output=True, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        net1 = json.loads((tmp_path / "net1.json").read_text())
+        net2 = json.loads((tmp_path / "net2.json").read_text())
+        # sorted device IDs, handed out in NAD order, in the config and the runtime config
+        assert net1["deviceID"] == net1["pciBusID"] == net1["runtimeConfig"]["deviceID"] == "0000:81:00.2"
+        assert net2["deviceID"] == "0000:81:00.3"
+        cni_file = deviceinfo.cni_path("default/sr1", "abc", "net1", str(devroot))
+        assert net1["runtimeConfig"]["CNIDeviceInfoFile"] == cni_file and os.path.exists(cni_file)
+        status = json.loads(api.get("Pod", "default", "vm")["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"])
+        assert status[1]["device-info"] == {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:81:00.2"}}
+        assert "device-info" not in status[2]  # the device plugin wrote no file for that one
+        cached = json.loads((tmp_path / "cache" / "abc").read_text())
+        assert [(d.get("deviceID"), d.get("resourceName")) for d in cached[1:]] == [
+            ("0000:81:00.2", "intel.com/sriov"), ("0000:81:00.3", "intel.com/sriov")]
+        proc = subprocess.run([exe], input=json.dumps(cfg).encode(), env={**env, "CNI_COMMAND": "DEL"},
+                              capture_output=True, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert not os.path.exists(cni_file)
