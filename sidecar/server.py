@@ -191,8 +191,11 @@ class SidecarServer:
                 raise InvalidConfig(f"socket {final} is already served by another sidecar: names must be unique in the pod")
             log.info("%s: removing stale socket %s", self.hooks.name, final)
             final.unlink()
-        staging = Path(tempfile.mkdtemp(prefix=".kvnet-", dir=final.parent))
+        staging = Path(tempfile.mkdtemp(prefix=".k", dir=final.parent))
         temp = staging / "s"
+        if len(str(temp)) > MAX_UNIX_PATH:
+            staging.rmdir()
+            raise InvalidConfig(f"hooks directory {final.parent} is too long for a unix socket path ({MAX_UNIX_PATH} bytes)")
         try:
             if self._server.add_insecure_port(f"unix:{temp}") == 0:
                 raise IOFailure(f"cannot listen on {temp}")

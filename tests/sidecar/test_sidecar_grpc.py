@@ -7,6 +7,7 @@ is the real kvnet.domain pipeline.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -500,3 +501,16 @@ def test_info_answers_while_calls_wait_for_network_info(serve: Any, hooks_dir: P
         for f in waiting:
             with pytest.raises(grpc.RpcError):
                 f.result(timeout=30)
+
+
+def test_hooks_dir_too_long_for_the_staging_socket(hooks_dir: Path) -> None:
+    from kvnet.errors import InvalidConfig
+
+    deep = hooks_dir / ("d" * (99 - len(str(hooks_dir))))  # 100 bytes: the final path is 107
+    deep.mkdir()
+    path = socket_path(deep, "k")  # the final path itself fits
+    server = SidecarServer(EchoHooks("k"), path)
+    with pytest.raises(InvalidConfig) as exc:
+        server.start()
+    assert exc.value.msg == f"hooks directory {deep} is too long for a unix socket path (107 bytes)"
+    assert os.listdir(deep) == []  # no staging debris
