@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         "Columns: *CNI ADD* is one `kvnet-cni` ADD (the meta-plugin, the cluster network, then per NIC the",
         "bridge plugin with host-local and `kvnet-binding`); *sidecar* is the sidecar's start until its socket",
         "answers Info plus PreCloudInitIso and OnDefineDomain; *libvirtd start* is the private libvirtd",
-        "(it probes QEMU's capabilities in a fresh state folder every run); *define+start* is defineXML with",
+        "(at start it probes qemu-system-i386 and qemu-system-x86_64 for their capabilities, about 4 s each "
+        "under TCG); *define+start* is defineXML with",
         "validation plus create; *guest boot → NIC report* runs from create until the guest's console line",
         "listing all NICs. The total runs from the start of CNI ADD to that line.",
         "",
