@@ -344,8 +344,16 @@ class HookClient:
 
         self._grpc = grpc
         self.path = socket_path
-        with grpc.insecure_channel(f"unix:{socket_path}") as ch:
-            res = info_pb2_grpc.InfoStub(ch).Info(info_pb2.InfoParams(), timeout=1.0)
+        res = None
+        for attempt in range(3):  # virt-launcher also retries a socket that does not answer yet
+            with grpc.insecure_channel(f"unix:{socket_path}") as ch:
+                try:
+                    res = info_pb2_grpc.InfoStub(ch).Info(info_pb2.InfoParams(), timeout=1.0)
+                    break
+                except grpc.RpcError as err:
+                    if attempt == 2 or err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        raise IOFailure(f"hook sidecar at {socket_path}: Info failed: {err.code().name}: {err.details()}") from None
+        assert res is not None
         self.name = res.name
         self.hook_points = tuple(p.name for p in res.hookPoints)
         self.version = next((v for v in ("v1alpha3", "v1alpha2", "v1alpha1") if v in res.versions), None)
@@ -792,7 +800,10 @@ class _Run:
         }
         answer = self.hook.pre_cloud_init_iso(self.vmi_obj, cloud_init)
         text = answer.get("NetworkData") or ""
-        self.network_data: dict[str, Any] = yaml.safe_load(text) if text.strip() else {"version": 2}
+        try:
+            self.network_data: dict[str, Any] = yaml.safe_load(text) if text.strip() else {"version": 2}
+        except yaml.YAMLError as err:
+            raise IOFailure(f"the sidecar's NetworkData for VMI {self.s.vmi_name} is not YAML: {err}") from None
         peers = [p.ip for p in self.s.peers()]
         self.cmdline = self.image.cmdline(guest.network_cmdline(self.network_data, peers=peers, stay=stay))
         uid = self.vmi_obj["metadata"]["uid"]
