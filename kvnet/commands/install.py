@@ -22,7 +22,8 @@ from typing import Any
 from kvnet.errors import InvalidConfig, IOFailure
 
 CONF_NAME = "00-kvnet.conflist"
-BINARIES = {"kvnet-cni": "kvnet", "kvnet-binding": "kvnet-binding", "kvnet-shim": "kvnet-shim"}
+BINARIES = {"kvnet-cni": "kvnet", "kvnet-binding": "kvnet-binding"}
+SHIM = "kvnet-shim"  # written as a self-contained script for ``python -I -S`` (see kvnet.cni.shim)
 _CONF_EXTS = (".conf", ".conflist", ".json")
 
 
@@ -67,6 +68,17 @@ def install_binary(src: Path, dst: Path, *, copy: bool) -> str:
         tmp.symlink_to(src)
         os.replace(tmp, dst)
     return "updated" if existed else "installed"
+
+
+def install_shim(dst: Path) -> str:
+    """``kvnet-shim`` as a standalone stdlib script: it starts without ``site``."""
+    from kvnet.cni.shim import standalone_script
+
+    if dst.is_symlink():
+        dst.unlink()
+    state = write_if_changed(dst, standalone_script(sys.executable))
+    os.chmod(dst, 0o755)
+    return state
 
 
 def current_default_network(conf_dir: Path) -> dict[str, Any] | None:
@@ -135,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
             target = args.plugin_name if script == "kvnet-cni" else name
             state = install_binary(scripts / script, bin_dir / target, copy=args.copy)
             print(f"{state}: {bin_dir / target}")
+        state = install_shim(bin_dir / SHIM)
+        print(f"{state}: {bin_dir / SHIM}")
         conf_path = Path(args.conf_dir) / CONF_NAME
         state = write_if_changed(conf_path, json.dumps(config, indent=2) + "\n")
     except OSError as err:

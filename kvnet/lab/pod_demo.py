@@ -31,6 +31,7 @@ from typing import Any, Protocol, TextIO
 
 import yaml
 
+from kvnet.cni.shim import standalone_script
 from kvnet.lab.apiserver import ApiStandIn
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
@@ -76,10 +77,14 @@ def make_bin_dir(folder: Path, kvnet_bin_dir: str, plugin_dir: str = PLUGIN_DIR)
         link = folder / plugin
         if not link.exists():
             link.symlink_to(os.path.join(plugin_dir, plugin))
-    for script in ("kvnet-cni", "kvnet-shim", "kvnet-binding"):
+    for script in ("kvnet-cni", "kvnet-binding"):
         src = os.path.join(kvnet_bin_dir, script)
         if os.path.exists(src) and not (folder / script).exists():
             (folder / script).symlink_to(src)
+    shim = folder / "kvnet-shim"  # as kvnet install writes it: standalone, for python -I -S
+    shim.write_text(standalone_script(os.path.join(kvnet_bin_dir, "python")
+                                      if os.path.exists(os.path.join(kvnet_bin_dir, "python")) else sys.executable))
+    shim.chmod(0o755)
     return folder
 
 

@@ -653,6 +653,20 @@ def test_shim_through_daemon_runs_the_same_add(tmp_path: Path) -> None:
     assert not Path(sock).exists()
 
 
+def test_standalone_shim_script_runs_without_site(tmp_path: Path) -> None:
+    from kvnet.cni.shim import standalone_script
+
+    exe = tmp_path / "kvnet-shim"
+    exe.write_text(standalone_script(sys.executable))
+    exe.chmod(0o755)
+    proc = subprocess.run([str(exe)], env={"CNI_COMMAND": "VERSION"}, capture_output=True, check=True)
+    assert json.loads(proc.stdout)["supportedVersions"][-1] == "1.1.0"
+    cfg = {"cniVersion": "1.0.0", "name": "x", "type": "kvnet-shim", "socketPath": str(tmp_path / "none.sock")}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/n", "CNI_IFNAME": "eth0", "CNI_PATH": "/p"}
+    proc = subprocess.run([str(exe)], input=json.dumps(cfg).encode(), env=env, capture_output=True, check=False)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 11
+
+
 def test_shim_without_daemon_is_try_again_later(tmp_path: Path) -> None:
     import io
 
@@ -694,6 +708,9 @@ def test_install_links_programs_and_wraps_the_default_network(tmp_path: Path) ->
     assert rc == 0
     assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["kvnet", "kvnet-binding", "kvnet-shim"]
     assert os.path.basename(os.readlink(tmp_path / "bin" / "kvnet")) == "kvnet-cni"
+    shim_text = (tmp_path / "bin" / "kvnet-shim").read_text()
+    assert shim_text.startswith(f"#!{sys.executable} -IS\n") and "def call_daemon" in shim_text
+    assert os.access(tmp_path / "bin" / "kvnet-shim", os.X_OK)
     conf = json.loads((tmp_path / "net.d" / "00-kvnet.conflist").read_text())
     assert conf["plugins"] == [{"type": "kvnet", "cniDir": str(tmp_path / "cache"), "binDir": str(tmp_path / "bin"),
                                 "logToStderr": True, "logLevel": "error", "kubeconfig": "/etc/kvnet/kubeconfig",
