@@ -1,7 +1,7 @@
 """ADD+DEL wall time of the meta-plugin for 1, 10 and 100 attachments.
 
-Two delegates: a no-op shell plugin (what remains is the meta-plugin's own cost plus a
-``/bin/sh`` exec per plugin call) and the real bridge plugin with host-local IPAM. Two
+Two delegates: a no-op recording shell plugin (it appends one line per call to a file;
+what remains is the meta-plugin's own cost plus a ``/bin/sh`` exec per plugin call) and the real bridge plugin with host-local IPAM. Two
 modes side by side: the standalone ``kvnet-cni`` binary (a Python start per call) and
 thick mode (``kvnet-shim`` to a ``kvnet daemon`` with long-lived clients). Everything
 runs as a runtime would run it: env + stdin, in a node netns, against the API stand-in.
@@ -48,10 +48,12 @@ MODES = (
 )
 OUT = Path(__file__).resolve().parents[1] / "docs" / "bench" / "meta_cni.md"
 
+# A no-op delegate that records each call (one line: command, container, ifname).
 NOOP = """#!/bin/sh
+echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME" >> {record}
 case "$CNI_COMMAND" in
-VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.3.1","0.4.0","1.0.0"]}' ;;
-ADD) cat >/dev/null; echo '{"cniVersion":"1.0.0","interfaces":[{"name":"'"$CNI_IFNAME"'","sandbox":"'"$CNI_NETNS"'"}],"dns":{}}' ;;
+VERSION) echo '{{"cniVersion":"1.0.0","supportedVersions":["0.3.1","0.4.0","1.0.0"]}}' ;;
+ADD) cat >/dev/null; echo '{{"cniVersion":"1.0.0","interfaces":[{{"name":"'"$CNI_IFNAME"'","sandbox":"'"$CNI_NETNS"'"}}],"dns":{{}}}}' ;;
 *) cat >/dev/null ;;
 esac
 """
@@ -112,7 +114,7 @@ def daemon(lab: PodLab, kvnet_bin: str, sock: str, api: str) -> Iterator[None]:
 
 def setup_networks(lab: PodLab, n_max: int) -> None:
     noop = lab.bin_dir / "noop"
-    noop.write_text(NOOP)
+    noop.write_text(NOOP.format(record=lab.workdir / "noop.calls"))
     noop.chmod(0o755)
     for i in range(1, n_max):  # one NAD per attachment, as real pods have (each is read from the API)
         lab.add_nad(f"noop{i}", {"cniVersion": "1.0.0", "type": "noop"})
@@ -177,6 +179,7 @@ def render(rows: list[Row], noop_ms: float, starts: dict[str, float], when: str)
         "Each row is one pod with N attachments (the main network plus N-1 NAD selections), ADD then DEL,",
         "called as a runtime calls a CNI binary (env + stdin) inside a node netns, against the API stand-in.",
         "Median of the repetitions shown. The API stand-in runs with TCP_NODELAY (see the module docstring).",
+        "noop is a /bin/sh delegate that records each call in a file (the run checks every ADD got its DEL).",
         "",
         "| mode | delegate | attachments | reps | ADD ms (median) | DEL ms (median) | ADD+DEL ms (median) | ADD+DEL ms (best) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -272,6 +275,12 @@ def main() -> int:
                             rows.append(row)
                             print(f"{mode:24} {delegate:7} {n:4} ADD {row.add_ms:8.1f}  DEL {row.del_ms:8.1f}  "
                                   f"best {row.best_ms:8.1f} ms", flush=True)
+            recorded = [line.split() for line in (Path(tmp) / "noop.calls").read_text().splitlines()]
+            adds = sum(1 for r in recorded if r[0] == "ADD" and r[1] != "x")
+            dels = sum(1 for r in recorded if r[0] == "DEL")
+            if adds != dels:  # every attachment the meta-plugin added, it deleted
+                raise RuntimeError(f"the no-op delegate recorded {adds} ADD but {dels} DEL calls")
+            print(f"no-op delegate: {adds} ADD and {dels} DEL calls recorded", flush=True)
     text = render(rows, noop_ms, starts, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     print(text)
     OUT.parent.mkdir(parents=True, exist_ok=True)
