@@ -95,3 +95,37 @@ def test_shim_reports_a_missing_daemon(thick: tuple[PodLab, str]) -> None:
     rc, out, err = lab.cni("ADD", conf, container="thick3", pod="web", binary="kvnet-shim")
     assert rc == 1 and out["code"] == 11
     assert out["msg"].startswith(f"kvnet-shim: cannot reach the kvnet daemon at {sock}.missing")
+
+
+def test_concurrent_pods_through_one_daemon(thick: tuple[PodLab, str], netns_factory: Callable[..., Any]) -> None:
+    """Four pods at once through one daemon (one bridge, one host-local range): all get
+    distinct addresses, and DEL leaves nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lab, sock = thick
+    lab.add_nad("blue", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue",
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.82.0.0/24"}]]}})
+    main = {"cniVersion": "1.0.0", "name": "main", "type": "bridge", "bridge": "kvt-main",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.83.0.0/24"}]]}}
+    conf = lab.config([main], type="kvnet-shim", socketPath=sock)
+    pods = [(f"p{i}", lab.add_pod(f"p{i}", "blue"), netns_factory("kvpod")) for i in range(4)]
+
+    def call(command: str, name: str, uid: str, ns: Any) -> tuple[int, Any, str]:
+        return lab.cni(command, conf, container=f"c-{name}", pod=name, uid=uid, netns=ns.path,
+                       binary="kvnet-shim", in_node=False)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: call("ADD", *p), pods))
+    assert all(rc == 0 for rc, _, _ in results), results
+    addresses = set()
+    for name, _, ns in pods:
+        links = json.loads(in_ns(ns, IP, "-j", "addr").stdout)
+        got = {link["ifname"]: [a["local"] for a in link["addr_info"] if a["family"] == "inet"] for link in links}
+        assert set(got) == {"lo", "eth0", "net1"}
+        addresses.update(got["eth0"] + got["net1"])
+        assert [s["interface"] for s in lab.status(name)] == ["eth0", "net1"]
+    assert len(addresses) == 8
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: call("DEL", *p), pods))
+    assert all(rc == 0 for rc, _, _ in results), results
+    assert lab.leftovers()["host-local leases"] == [] and lab.leftovers()["cache files"] == []
