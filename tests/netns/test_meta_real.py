@@ -311,3 +311,34 @@ def test_del_after_the_netns_is_gone(lab: PodLab) -> None:
     assert [s["interface"] for s in lab.status("web")] == ["eth0", "net1"]
     node_veths = json.loads(in_ns(lab.node, IP, "-j", "link", "show", "type", "veth").stdout)
     assert [link["ifname"] for link in node_veths] == [lab.node_veth]
+
+
+def test_del_of_a_cache_in_older_multus_shape(lab: PodLab) -> None:
+    """Multus 4.0/4.1 kept a conflist's full config only in CNINetworkConfigList (Bytes was
+    lossy); DEL from such a cache still reaches host-local with its real dataDir."""
+    import base64
+
+    chain = {"cniVersion": "1.0.0", "plugins": [
+        {"type": "bridge", "bridge": "kvt-old", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.84.0.0/24"}]]}},
+        {"type": "tuning", "sysctl": {"net.ipv4.conf.net1.arp_notify": "1"}}]}
+    lab.add_nad("old", chain)
+    uid = lab.add_pod("web", "old")
+    conf = lab.config([main_bridge("10.85.0.0/24")])
+    rc, out, err = lab.cni("ADD", conf, container="ctr12", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    path = lab.cni_dir / "ctr12"
+    cached = json.loads(path.read_text())
+    full = json.loads(base64.b64decode(cached[1]["Bytes"]))
+    b64 = lambda o: base64.b64encode(json.dumps(o).encode()).decode()  # noqa: E731
+    lossy = {"cniVersion": "1.0.0", "name": "old", "plugins": [
+        {"type": "bridge", "ipam": {"type": "host-local"}, "dns": {}}, {"type": "tuning", "ipam": {}, "dns": {}}]}
+    cached[1]["Bytes"] = b64(lossy)
+    cached[1]["CNINetworkConfigList"] = {
+        "Name": "old", "CNIVersion": "1.0.0", "DisableCheck": False,
+        "Plugins": [{"Network": p, "Bytes": b64(full["plugins"][i])} for i, p in enumerate(lossy["plugins"])],
+        "Bytes": b64(full)}
+    path.write_text(json.dumps(cached))
+    lab.api.stop()  # DEL from the cache alone
+    rc, out, err = lab.cni("DEL", conf, container="ctr12", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
