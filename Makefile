@@ -29,7 +29,7 @@ $(VENV)/.stamp: pyproject.toml $(BUILD)/.apt-stamp
 guest: venv
 	$(VENV)/bin/kvnet guest build --out $(BUILD)/guest
 
-test: venv
+test: venv guest
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
