@@ -99,7 +99,7 @@ class PciAddress:
 
     @classmethod
     def parse(cls, text: str) -> PciAddress:
-        m = _PCI_RE.match(text.strip()) if isinstance(text, str) else None
+        m = _PCI_RE.fullmatch(text.strip()) if isinstance(text, str) else None
         if not m or int(m["slot"], 16) > 0x1F:
             raise DeviceError(f"invalid PCI address {text!r}: expected DDDD:BB:SS.F")
         return cls(int(m["domain"], 16), int(m["bus"], 16), int(m["slot"], 16), int(m["function"]))
@@ -119,7 +119,7 @@ class PciAddress:
 
 def is_mac(text: object) -> bool:
     """True for a colon-separated 48-bit MAC address."""
-    return isinstance(text, str) and bool(_MAC_RE.match(text))
+    return isinstance(text, str) and bool(_MAC_RE.fullmatch(text))
 
 
 # ------------------------------------------------------------------------------------

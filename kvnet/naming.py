@@ -32,7 +32,7 @@ def ordinal_pod_iface(position: int) -> str:
 
 def uses_ordinal_names(interface_names: Iterable[str]) -> bool:
     """KubeVirt treats a pod as ordinal-named when any status interface is ``net<N>``."""
-    return any(ORDINAL_RE.match(n) for n in interface_names)
+    return any(ORDINAL_RE.fullmatch(n) for n in interface_names)
 
 
 def tap_name(pod_iface: str) -> str:
@@ -87,4 +87,4 @@ def ifname_problem(name: object) -> str | None:
 
 def cni_name_ok(name: object) -> bool:
     """Container IDs and network names: ``^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$`` (CNI spec)."""
-    return isinstance(name, str) and bool(_CNI_NAME_RE.match(name))
+    return isinstance(name, str) and bool(_CNI_NAME_RE.fullmatch(name))

@@ -30,4 +30,4 @@ def test_pci_round_trip(d: int, b: int, s: int, f: int) -> None:
 def test_aliases_and_mac() -> None:
     assert TapNic(name="blue", target="tap1", mac="02:00:00:00:00:01").alias == "ua-blue"
     assert HostdevNic(name="vf", source=PciAddress(0, 1, 0, 1)).alias == "ua-sriov-vf"
-    assert is_mac("02:00:00:00:00:01") and not is_mac("02:00:00:00:00") and not is_mac(None)
+    assert is_mac("02:00:00:00:00:01") and not is_mac("02:00:00:00:00") and not is_mac(None) and not is_mac("02:00:00:00:00:01\n")

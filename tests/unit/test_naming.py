@@ -71,7 +71,7 @@ def test_ifname_rules(name: str, problem: str | None) -> None:
 
 @pytest.mark.parametrize(
     ("name", "ok"),
-    [("abc", True), ("a.b-c_d", True), ("-a", False), ("../x", False), ("a/b", False), ("", False)],
+    [("abc", True), ("a.b-c_d", True), ("ok\n", False), ("-a", False), ("../x", False), ("a/b", False), ("", False)],
 )
 def test_cni_name(name: str, ok: bool) -> None:
     assert naming.cni_name_ok(name) is ok
