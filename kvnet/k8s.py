@@ -474,6 +474,8 @@ class ClientApi(_RetryingStatusWriter):
             return int(err.status), body
         except self._transport_errors as err:
             raise ApiFailure(f"Kubernetes API {what} at {self.server}: {err}") from None
+        except ValueError as err:  # the client's own model validation refused the object
+            raise ApiFailure(f"Kubernetes API {what}: the client refused the object: {err}") from None
 
     def _decode(self, what: str, status: int, data: bytes) -> Mapping[str, Any]:
         if status == 0 or status >= 300:

@@ -626,3 +626,14 @@ def test_standin_resource_versions(sequence: list[tuple[str, str]]) -> None:
             stale, current = rv, answer
             assert answer["metadata"]["annotations"] == expected
         assert server.get("pod", "pods", "web") == current
+
+
+def test_client_side_validation_is_an_api_failure(kubeconfig: str, standin: ApiStandIn) -> None:
+    """The official client validates the pod it writes back; its refusal is an ApiFailure, not a crash."""
+    standin.load([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare", "namespace": "default"}, "spec": {}}])
+    api = make_client(kubeconfig)
+    with pytest.raises(ApiFailure, match="the client refused the object"):
+        api.set_network_status("default", "bare", "[]")
+    light = make_light(kubeconfig)
+    light.set_network_status("default", "bare", "[]")
+    assert standin.get("pod", "default", "bare")["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"] == "[]"
