@@ -106,15 +106,24 @@ def claim(rows: dict[int, dict[str, float]]) -> list[str]:
     total = b["add_to_nics"] / a["add_to_nics"]
     per_nic_add = (b["cni_add"] - a["cni_add"]) / (big - small)
     per_nic_boot = (b["guest_nics"] - a["guest_nics"]) / (big - small)
-    met = "meets" if total <= 1.2 else "misses"
+    without = b["without_libvirtd"] / a["without_libvirtd"]
+    if total <= 1.2 < without:
+        verdict = (
+            f"×{total:.2f} end to end, which meets the target, but only because libvirtd's start-up "
+            f"({a['libvirtd_start']:.1f} s, the same for every size) is in both totals: without it ×{without:.2f}, which misses it."
+        )
+    else:
+        verdict = (
+            f"×{total:.2f} end to end, which {'meets' if total <= 1.2 else 'misses'} the target; without libvirtd's "
+            f"start-up (the same for every size) ×{without:.2f}."
+        )
     boot = (
         f"about {per_nic_boot * 1000:.0f} ms to the guest's boot to its NIC report"
         if per_nic_boot > 0.05
         else "no per-NIC cost to the guest's boot that stands out of this machine's noise (TCG on shared CPUs varies by seconds between runs)"
     )
     return [
-        f"Target: {big} NICs within 1.2× of {small}. Measured: ×{total:.2f} end to end, which {met} the target; "
-        f"without the fixed libvirtd start (which does not depend on the NIC count) ×{b['without_libvirtd'] / a['without_libvirtd']:.2f}.",
+        f"Target: {big} NICs within 1.2× of {small}. Measured: {verdict}",
         "",
         f"Interfaces are not free. Each extra NIC adds about {per_nic_add * 1000:.0f} ms to CNI ADD and {boot}. "
         "The CNI cost is serial process work: "
@@ -125,10 +134,10 @@ def claim(rows: dict[int, dict[str, float]]) -> list[str]:
         f"(the bridge plugin's ADD takes tens of ms): the binding's ADDs account for about "
         f"{b['binding_adds'] * b['binding_add_s']:.1f} s of the {b['cni_add']:.1f} s CNI ADD (each VERSION probe is "
         "one more interpreter start). "
-        "The guest's share is one more virtio-net device to probe under TCG (no KVM here). "
-        "The sidecar and define+start barely move with the NIC "
-        "count. So the claim holds only in the sense that the fixed costs (libvirtd, QEMU, the guest kernel) dominate "
-        "a few NICs; at 8 NICs the per-NIC costs are already visible, and at 100 they would be tens of seconds of "
+        + ("The guest's share is one more virtio-net device to probe under TCG (no KVM here). " if per_nic_boot > 0.05 else "")
+        + "The sidecar and define+start barely move with the NIC count. So the claim holds only in the sense that "
+        "the fixed costs (libvirtd, QEMU, the guest kernel) dominate a few NICs; at "
+        f"{big} NICs the per-NIC costs are already visible, and at 100 they would be tens of seconds of "
         "CNI ADD unless the delegates run in a long-lived process (Multus's thick mode, `kvnet daemon`) and the "
         "binding work is done in one call per pod instead of one per attachment.",
     ]
