@@ -41,21 +41,22 @@ def main(argv: list[str] | None = None) -> int:
         network_info_timeout=args.network_info_timeout,
         echo=args.echo,
     )
+    stopping = threading.Event()  # Shutdown or a signal; also ends a call waiting for network-info
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s: signal %s, stopping", args.name, signal.Signals(signum).name)
+        stopping.set()
+
+    # Before the socket appears: a signal right after it must still end in a clean exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, on_signal)
     try:
-        stopping = threading.Event()  # Shutdown or a signal: also ends a call waiting for network-info
         server = SidecarServer(build_hooks(settings, stopping=stopping), socket_path(args.hooks_dir, args.name),
                                max_workers=args.max_workers, shutdown_requested=stopping)
         server.start()
     except KvnetError as err:
         print(f"kvnet-sidecar: {err.msg}", file=sys.stderr)
         return 1
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("%s: signal %s, stopping", args.name, signal.Signals(signum).name)
-        server.request_stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(sig, on_signal)
     while not server.wait(1.0):
         pass
     server.stop(grace=2.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, make_vmi
 
@@ -36,7 +36,7 @@ json_values = st.recursive(
 
 
 @given(json_values)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_parse_vmi_accepts_or_names_the_problem(value: Any) -> None:
     try:
         vmi = parse_vmi(json.dumps(value).encode())
@@ -47,7 +47,7 @@ def test_parse_vmi_accepts_or_names_the_problem(value: Any) -> None:
 
 
 @given(st.binary(max_size=64))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_garbage_bytes_are_bad_input(data: bytes) -> None:
     for call in (parse_vmi, check_domain, parse_cloud_init_data):
         try:
@@ -81,7 +81,7 @@ class _NoFacts:
 
 
 @given(json_values)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_on_define_domain_only_raises_kvnet_errors(value: Any) -> None:
     facts = _NoFacts()
     hooks = KvnetHooks("kvnet", facts, _Recorder())

@@ -53,7 +53,10 @@ def test_socket_appears_only_once_serving(start_sidecar: Any, hooks_dir: Path, b
         assert time.monotonic() < deadline, "socket never appeared"
         time.sleep(0.001)
     assert all(e == "kvnet.sock" or e.startswith(".k") for e in seen), seen
-    assert os.listdir(hooks_dir) == ["kvnet.sock"]  # the staging folder is gone
+    deadline = time.monotonic() + 5  # the staging folder goes right after the rename
+    while os.listdir(hooks_dir) != ["kvnet.sock"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.listdir(hooks_dir) == ["kvnet.sock"]
 
 
 def test_shutdown_exits_zero(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
@@ -220,7 +223,7 @@ def test_sigterm_during_a_network_info_wait(start_sidecar: Any, hooks_dir: Path,
     time.sleep(0.5)
     started = time.monotonic()
     sc.proc.send_signal(signal.SIGTERM)
-    assert sc.proc.wait(timeout=15) == 0
-    assert time.monotonic() - started < 5
+    assert sc.proc.wait(timeout=20) == 0
+    assert time.monotonic() - started < 10  # not the 60 s network-info bound
     t.join(timeout=10)
     assert len(errors) == 1 and errors[0].code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE)
