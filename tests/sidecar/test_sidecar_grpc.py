@@ -514,3 +514,18 @@ def test_hooks_dir_too_long_for_the_staging_socket(hooks_dir: Path) -> None:
         server.start()
     assert exc.value.msg == f"hooks directory {deep} is too long for a unix socket path (107 bytes)"
     assert os.listdir(deep) == []  # no staging debris
+
+
+def test_pre_cloud_init_iso_same_on_v1alpha2_and_v1alpha3(serve: Any, hooks_dir: Path, ip_pod: PodFiles) -> None:
+    serve(kvnet_hooks(ip_pod))
+    answers = []
+    for version in ("v1alpha2", "v1alpha3"):
+        pb2, pb2_grpc = MODULES[version]
+        with grpc.insecure_channel(f"unix:{hooks_dir / 'kvnet.sock'}") as ch:
+            res = pb2_grpc.CallbacksStub(ch).PreCloudInitIso(pb2.PreCloudInitIsoParams(
+                cloudInitData=json.dumps(CLOUD_INIT).encode(), cloudInitNoCloudSource=b'{"userData": "#cloud-config\\n"}',
+                vmi=json.dumps(make_vmi()).encode()), timeout=10)
+        answers.append((res.cloudInitData, res.cloudInitNoCloudSource))
+    assert answers[0] == answers[1]
+    data, legacy = json.loads(answers[0][0]), json.loads(answers[0][1])
+    assert "10.1.0.5/24" in data["NetworkData"] and legacy["networkData"] == data["NetworkData"]
