@@ -69,6 +69,7 @@ class Net:
     subnet: str | None
     mac: str | None = None
     mtu: int | None = None  # the NAD's "mtu" (the pod link's, so the tap's and the guest NIC's)
+    subnet6: str | None = None  # a second host-local range: dual stack
 
     @property
     def nad(self) -> str:
@@ -96,11 +97,11 @@ class Peer:
 
     segment: str
     kind: str
-    address: str  # CIDR
+    addresses: tuple[str, ...]  # CIDRs: .2 of the subnet (and ::2 of the IPv6 subnet)
 
     @property
-    def ip(self) -> str:
-        return self.address.split("/")[0]
+    def ips(self) -> tuple[str, ...]:
+        return tuple(a.split("/")[0] for a in self.addresses)
 
 
 @dataclass(frozen=True)
@@ -116,17 +117,16 @@ class Scenario:
         return next((b for b in self.bonds if name in b.members), None)
 
     def peers(self) -> list[Peer]:
-        """One peer per segment, at .2 of the segment's subnet (host-local starts at .10)."""
+        """One peer per segment, at .2 (and ::2) of the segment's subnets (host-local starts at .10)."""
         out: dict[str, Peer] = {}
         for n in self.nets:
             if n.segment in out:
                 continue
             bond = self.bond_of(n.name)
-            subnet = n.subnet or (str(ipaddress.ip_interface(bond.address).network) if bond else None)
-            if subnet is None:
-                continue
-            net = ipaddress.ip_network(subnet)
-            out[n.segment] = Peer(n.segment, n.kind, f"{net.network_address + 2}/{net.prefixlen}")
+            subnets = [n.subnet, n.subnet6] if n.subnet else [str(ipaddress.ip_interface(bond.address).network)] if bond else []
+            nets = [ipaddress.ip_network(sn) for sn in subnets if sn]
+            if nets:
+                out[n.segment] = Peer(n.segment, n.kind, tuple(f"{net.network_address + 2}/{net.prefixlen}" for net in nets))
         return list(out.values())
 
     def expected_peer(self, name: str) -> Peer | None:
@@ -139,7 +139,7 @@ def default_scenario() -> Scenario:
     return Scenario(
         vmi_name="vmi-demo",
         nets=(
-            Net("blue", "bridge", "kvb-blue", "10.81.0.0/24"),
+            Net("blue", "bridge", "kvb-blue", "10.81.0.0/24", subnet6="fd00:81::/64"),
             Net("green", "macvlan", "kvm-green", "10.82.0.0/24"),
             Net("red", "bridge", "kvb-red", "10.83.0.0/24", mtu=1400),
             Net("bond-a", "bridge", "kvb-bond", None, mac="02:6b:76:00:00:a1"),
@@ -170,6 +170,15 @@ def bridge_nad_config(net: Net, ipam_dir: str | None) -> dict[str, Any]:
     if net.subnet:
         subnet = ipaddress.ip_network(net.subnet)
         ipam: dict[str, Any] = {"type": "host-local", "subnet": net.subnet, "rangeStart": str(subnet.network_address + 10)}
+        if net.subnet6:
+            subnet6 = ipaddress.ip_network(net.subnet6)
+            ipam = {
+                "type": "host-local",
+                "ranges": [
+                    [{"subnet": net.subnet, "rangeStart": str(subnet.network_address + 10)}],
+                    [{"subnet": net.subnet6, "rangeStart": str(subnet6.network_address + 0x10)}],
+                ],
+            }
         if ipam_dir:
             ipam["dataDir"] = ipam_dir
         conf["ipam"] = ipam
@@ -482,18 +491,17 @@ class NicRow:
     guest_mac: str | None
     domain_mtu: int | None
     guest_mtu: int | None
-    ipam_address: str | None  # from network-status (bare IP)
-    guest_address: str | None  # CIDR on the guest link (the bond's for members)
-    peer: str | None
-    ping: bool | None
+    ipam_addresses: tuple[str, ...]  # from network-status (bare IPs)
+    guest_addresses: tuple[str, ...]  # CIDRs on the guest link (the bond's for members)
+    pings: tuple[tuple[str, bool | None], ...]  # (peer IP, result) for this network's peer
 
     @property
     def ok(self) -> bool:
         return (
             self.guest_mac == self.domain_mac
             and (self.domain_mtu is None or self.guest_mtu == self.domain_mtu)
-            and (self.ipam_address is None or (self.guest_address or "").split("/")[0] == self.ipam_address)
-            and (self.peer is None or self.ping is True)
+            and (not self.ipam_addresses or {a.split("/")[0] for a in self.guest_addresses} == set(self.ipam_addresses))
+            and all(ok is True for _, ok in self.pings)
         )
 
 
@@ -551,13 +559,14 @@ class DemoResult:
 
 
 def format_table(result: DemoResult) -> str:
-    head = ("network", "kind", "guest NIC", "MAC (domain = guest)", "MTU", "IPAM address", "guest address", "peer", "ping")
+    head = ("network", "kind", "guest NIC", "MAC (domain = guest)", "MTU", "IPAM addresses", "guest addresses", "pings")
     rows = [head]
     for r in result.rows:
         mac = r.domain_mac if r.guest_mac == r.domain_mac else f"{r.domain_mac} != {r.guest_mac or '-'}"
-        ping = "-" if r.ping is None else ("ok" if r.ping else "FAIL")
+        pings = ", ".join(f"{ip} {'-' if ok is None else ('ok' if ok else 'FAIL')}" for ip, ok in r.pings) or "-"
         mtu = str(r.guest_mtu or "-") if r.guest_mtu == r.domain_mtu else f"{r.domain_mtu or '-'} != {r.guest_mtu or '-'}"
-        rows.append((r.network, r.kind, r.guest_name or "MISSING", mac, mtu, r.ipam_address or "-", r.guest_address or "-", r.peer or "-", ping))
+        ipam = " ".join(r.ipam_addresses) or "-"
+        rows.append((r.network, r.kind, r.guest_name or "MISSING", mac, mtu, ipam, " ".join(r.guest_addresses) or "-", pings))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -631,7 +640,8 @@ class _Run:
             else:  # macvlan uplink: a veth whose other end is the peer
                 sh("ip", "-n", node, "link", "add", peer.segment, "type", "veth", "peer", "name", "eth0", "netns", pns.name)
                 sh("ip", "-n", node, "link", "set", peer.segment, "up")
-            sh("ip", "-n", pns.name, "addr", "add", peer.address, "dev", "eth0")
+            for address in peer.addresses:
+                sh("ip", "-n", pns.name, "addr", "add", address, "dev", "eth0", "nodad")
             sh("ip", "-n", pns.name, "link", "set", "eth0", "up")
         self.say(f"node netns {node}, pod netns {self.pod.name}, {len(self.s.peers())} peer netns")
 
@@ -804,7 +814,7 @@ class _Run:
             self.network_data: dict[str, Any] = yaml.safe_load(text) if text.strip() else {"version": 2}
         except yaml.YAMLError as err:
             raise IOFailure(f"the sidecar's NetworkData for VMI {self.s.vmi_name} is not YAML: {err}") from None
-        peers = [p.ip for p in self.s.peers()]
+        peers = [ip for p in self.s.peers() for ip in p.ips]
         self.cmdline = self.image.cmdline(guest.network_cmdline(self.network_data, peers=peers, stay=stay))
         uid = self.vmi_obj["metadata"]["uid"]
         domain = launcher_domain(self.domain_name, uid, self.image, self.cmdline, self.console_log, self.channel)
@@ -883,11 +893,11 @@ class _Run:
             peer = self.s.expected_peer(n.name)
             if bond is not None:
                 bond_link = report.links.get(bond.name)
-                guest_addr = bond_link.addrs[0] if bond_link and bond_link.addrs else None
-                ipam = None
+                guest_addrs = bond_link.addrs if bond_link else ()
+                ipam: tuple[str, ...] = ()
             else:
-                guest_addr = link.addrs[0] if link and link.addrs else None
-                ipam = ips[0] if ips else None
+                guest_addrs = link.addrs if link else ()
+                ipam = tuple(ips)
             self.result.rows.append(
                 NicRow(
                     network=n.name,
@@ -897,10 +907,9 @@ class _Run:
                     guest_mac=domain_mac if seen else None,
                     domain_mtu=dn.mtu if dn else None,
                     guest_mtu=link.mtu if link and seen else None,
-                    ipam_address=ipam,
-                    guest_address=guest_addr,
-                    peer=peer.ip if peer else None,
-                    ping=report.last_ping(peer.ip) if peer else None,
+                    ipam_addresses=ipam,
+                    guest_addresses=guest_addrs,
+                    pings=tuple((ip, report.last_ping(ip)) for ip in (peer.ips if peer else ())),
                 )
             )
         return report
@@ -926,9 +935,10 @@ class _Run:
                 if after not in (None, before):
                     break
                 time.sleep(0.2)
-            ping = report_now.last_ping(peer.ip) if peer else None
+            results = [report_now.last_ping(ip) for ip in (peer.ips if peer else ())]
+            ping = all(results) if results else None
             self.result.failover = Failover(bond.name, before, after, ping)
-            self.say(f"failover: {bond.name} now on {after or '-'}, ping {peer.ip if peer else '-'}: {'ok' if ping else 'FAIL'}")
+            self.say(f"failover: {bond.name} now on {after or '-'}, ping {' '.join(peer.ips) if peer else '-'}: {'ok' if ping else 'FAIL'}")
 
     def power_off(self) -> None:
         with contextlib.suppress(KvnetError, OSError):

@@ -40,11 +40,11 @@ def test_networks_annotation_is_kubevirts() -> None:
 
 def test_peers_one_per_segment() -> None:
     s = vm_demo.default_scenario()
-    assert [(p.segment, p.address) for p in s.peers()] == [
-        ("kvb-blue", "10.81.0.2/24"),
-        ("kvm-green", "10.82.0.2/24"),
-        ("kvb-red", "10.83.0.2/24"),
-        ("kvb-bond", "10.84.0.2/24"),
+    assert [(p.segment, p.addresses) for p in s.peers()] == [
+        ("kvb-blue", ("10.81.0.2/24", "fd00:81::2/64")),
+        ("kvm-green", ("10.82.0.2/24",)),
+        ("kvb-red", ("10.83.0.2/24",)),
+        ("kvb-bond", ("10.84.0.2/24",)),
     ]
     assert s.expected_peer("bond-b") == s.expected_peer("bond-a")
     assert [n.subnet for n in vm_demo.bridge_scenario(8).nets][-1] == "10.108.0.0/24"
@@ -59,6 +59,10 @@ def test_nad_configs() -> None:
     }
     assert "ipam" not in vm_demo.bridge_nad_config(s.net("bond-a"), "/x")
     assert vm_demo.bridge_nad_config(s.net("red"), None)["mtu"] == 1400
+    assert vm_demo.bridge_nad_config(s.net("blue"), None)["ipam"] == {
+        "type": "host-local",
+        "ranges": [[{"subnet": "10.81.0.0/24", "rangeStart": "10.81.0.10"}], [{"subnet": "fd00:81::/64", "rangeStart": "fd00:81::10"}]],
+    }
 
 
 def domain(tmp_path: Path) -> str:
@@ -93,18 +97,24 @@ def test_domain_nics_reads_aliases() -> None:
 def test_table_and_verdicts() -> None:
     result = vm_demo.DemoResult(vm_demo.bridge_scenario(2))
     result.rows = [
-        vm_demo.NicRow("net1", "bridge", "02:00:00:00:00:01", "net1", "02:00:00:00:00:01", 1500, 1500, "10.101.0.10", "10.101.0.10/24", "10.101.0.2", True),
-        vm_demo.NicRow("net2", "bridge", "02:00:00:00:00:02", None, None, 1500, None, "10.102.0.10", None, "10.102.0.2", None),
+        vm_demo.NicRow(
+            "net1", "bridge", "02:00:00:00:00:01", "net1", "02:00:00:00:00:01", 1500, 1500,
+            ("10.101.0.10", "fd00::10"), ("10.101.0.10/24", "fd00::10/64"), (("10.101.0.2", True), ("fd00::2", True)),
+        ),
+        vm_demo.NicRow("net2", "bridge", "02:00:00:00:00:02", None, None, 1500, None, ("10.102.0.10",), (), (("10.102.0.2", None),)),
     ]
     result.failover = vm_demo.Failover("bond0", "a", "a", True)
     table = vm_demo.format_table(result)
     assert "MISSING" in table and "02:00:00:00:00:02 != -" in table and "1500 != -" in table
+    assert "10.101.0.2 ok, fd00::2 ok" in table and "10.102.0.2 -" in table
     assert "failover bond0: active a -> a, ping after: ok (FAILED)" in table
     assert result.rows[0].ok and not result.rows[1].ok and not result.ok
     result.rows = result.rows[:1]
     result.failover = vm_demo.Failover("bond0", "a", "b", True)
     assert result.ok
-    mtu_wrong = vm_demo.NicRow("net1", "bridge", "02:00:00:00:00:01", "net1", "02:00:00:00:00:01", 1400, 1500, None, None, None, None)
-    assert not mtu_wrong.ok
+    good = result.rows[0]
+    assert not vm_demo.NicRow(*[*vars(good).values()][:5], 1400, 1500, good.ipam_addresses, good.guest_addresses, good.pings).ok
+    assert not vm_demo.NicRow(*[*vars(good).values()][:7], good.ipam_addresses, good.guest_addresses[:1], good.pings).ok
+    assert not vm_demo.NicRow(*[*vars(good).values()][:7], good.ipam_addresses, good.guest_addresses, (("fd00::2", False),)).ok
     result.leftovers = ["netns kvd-1"]
     assert not result.ok and "left behind:\n  netns kvd-1" in result.explain()

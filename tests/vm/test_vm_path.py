@@ -59,15 +59,18 @@ def test_vm_gets_every_nic_and_the_bond_fails_over(
         assert row.guest_mac == row.domain_mac and row.guest_name == row.network, f"{row.network}: {why}"
         # with the pod link's MTU (the NAD's, when it sets one)
         assert row.guest_mtu == row.domain_mtu == (scenario.net(row.network).mtu or 1500), f"{row.network}: {why}"
-        # the attachment's IPAM address (network-status) is the guest's address
-        if row.ipam_address is not None:
-            assert row.guest_address == f"{row.ipam_address}/24", f"{row.network}: {why}"
-        # and a ping to the peer on that network crossed the pod
-        assert row.ping is True, f"{row.network}: {why}"
+        # the attachment's IPAM addresses (network-status) are the guest's addresses
+        if row.ipam_addresses:
+            want = tuple(f"{ip}/{64 if ':' in ip else 24}" for ip in row.ipam_addresses)
+            assert sorted(row.guest_addresses) == sorted(want), f"{row.network}: {why}"
+        # and a ping to the peer on that network (each address family) crossed the pod
+        assert row.pings and all(ok is True for _, ok in row.pings), f"{row.network}: {why}"
     pinned = {n.name: n.mac for n in scenario.nets if n.mac}
     assert {r.network: r.domain_mac for r in result.rows if r.network in pinned} == pinned, why
     bond_rows = [r for r in result.rows if "bond0" in r.kind]
-    assert {r.guest_address for r in bond_rows} == {"10.84.0.5/24"}, why
+    assert {r.guest_addresses for r in bond_rows} == {("10.84.0.5/24",)}, why
+    blue = next(r for r in result.rows if r.network == "blue")
+    assert [ip.startswith("fd00:81::") for ip in blue.ipam_addresses] == [False, True], why  # dual stack
     assert not result.guest_errors, why
     failover = result.failover
     assert failover is not None and failover.before in ("bond-a", "bond-b"), why
@@ -101,6 +104,6 @@ def test_eight_nics_all_arrive_and_all_pings_pass(guest_image: guest.GuestImage,
     why = result.explain()
     assert result.ok, why
     assert [r.guest_name for r in result.rows] == [f"net{i}" for i in range(1, 9)], why
-    assert [r.guest_address for r in result.rows] == [f"10.{100 + i}.0.10/24" for i in range(1, 9)], why
-    assert all(r.ping for r in result.rows), why
+    assert [r.guest_addresses for r in result.rows] == [(f"10.{100 + i}.0.10/24",) for i in range(1, 9)], why
+    assert all(ok for r in result.rows for _, ok in r.pings), why
     assert not set(result.netns) & existing_netns(), why
