@@ -138,11 +138,11 @@ def delegate_error(plugin_type: str, command: str, status: int, stdout: bytes, s
             msg = str(obj.get("msg") or f"error code {code}")
             details = obj.get("details") or ""
             good_code = code if isinstance(code, int) and not isinstance(code, bool) and code > 0 else None
-            return DelegateFailed(f"delegate {plugin_type} {command} failed: {msg}", str(details), code=good_code)
+            return DelegateFailed(f'plugin type="{plugin_type}" failed ({command.lower()}): {msg}', str(details), code=good_code)
     raw = _text(stdout) or _text(stderr)
     if not raw:
         raw = f"killed by signal {-status}" if status < 0 else f"exited with status {status} and no message"
-    return DelegateFailed(f"delegate {plugin_type} {command} failed: {raw}")
+    return DelegateFailed(f'plugin type="{plugin_type}" failed ({command.lower()}): {raw}')
 
 
 def _plugin_conf_list(network: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -323,10 +323,10 @@ class DelegateRunner:
             return self.exec(plugin, stdin, env, self.timeout)
         except ExecTimeout:
             raise DelegateFailed(
-                f"delegate {plugin_type} {command} timed out after {self.timeout:g}s and was killed"
+                f'plugin type="{plugin_type}" failed ({command.lower()}): timed out after {self.timeout:g}s and was killed'
             ) from None
         except OSError as e:
-            raise DelegateFailed(f"delegate {plugin_type} {command} could not be run ({plugin}): {e}") from None
+            raise DelegateFailed(f'plugin type="{plugin_type}" could not be run ({command.lower()}, {plugin}): {e}') from None
 
     def run(self, command: str, conf: Mapping[str, Any], env: DelegateEnv) -> dict[str, Any] | None:
         """Run one plugin conf (it has ``type``); the ADD result comes back in the conf's version.

@@ -123,7 +123,7 @@ def test_check_fails_when_the_link_is_gone(lab: Lab) -> None:
     lab.pod.run("ip", "link", "del", "net1")
     with pytest.raises(DelegateFailed) as info:
         lab.runner.run_network("CHECK", net, lab.env())
-    assert info.value.msg.startswith("delegate bridge CHECK failed: ")
+    assert info.value.msg.startswith("plugin type=\"bridge\" failed (check): ")
     lab.runner.run_network("DEL", net, lab.env())
     assert leases(lab, "blue") == []
 

@@ -173,7 +173,7 @@ def test_rollback_after_failing_third_delegate_leaves_nothing(lab: PodLab) -> No
     assert rc == 1
     assert out["code"] == 7
     assert out["msg"] == ("kvnet: [default/web:bad]: error adding container to network 'bad': "
-                          "delegate recorder ADD failed: recorder told to fail")
+                          "plugin type=\"recorder\" failed (add): recorder told to fail")
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
     # the failed delegate was deleted too, the fourth never ran, no veth left on the node
     assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net2"]
@@ -217,7 +217,7 @@ def test_hanging_delegate_killed_at_timeout_and_rolled_back(lab: PodLab) -> None
     took = time.monotonic() - t0
     assert rc == 1 and took < 20, (out, err)
     assert out["msg"].startswith("kvnet: [default/web:slow]: error adding container to network 'slow': ")
-    assert out["msg"].endswith("delegate recorder ADD timed out after 2s and was killed")
+    assert out["msg"].endswith('plugin type="recorder" failed (add): timed out after 2s and was killed')
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
     assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net1"]
 

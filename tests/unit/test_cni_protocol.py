@@ -265,11 +265,11 @@ def test_command_without_handler_succeeds_silently() -> None:
 
 def test_kvnet_error_becomes_cni_error_json() -> None:
     def add(req: CniRequest) -> None:
-        raise DelegateFailed("delegate bridge ADD failed: boom", "more", code=11)
+        raise DelegateFailed("plugin type=\"bridge\" failed (add): boom", "more", code=11)
 
     rc, out = run_main({"ADD": add}, env(), stdin(cniVersion="0.4.0"))
     assert rc == 1
-    assert out == {"cniVersion": "0.4.0", "code": 11, "msg": "delegate bridge ADD failed: boom", "details": "more"}
+    assert out == {"cniVersion": "0.4.0", "code": 11, "msg": "plugin type=\"bridge\" failed (add): boom", "details": "more"}
 
 
 def test_validation_error_printed_with_spec_code() -> None:

@@ -236,15 +236,15 @@ def test_missing_type(bin_dir: Path) -> None:
     "failure,code,msg,details",
     [
         ((1, b'{"cniVersion":"1.0.0","code":7,"msg":"bad bridge","details":"vlan"}', b""), 7,
-         "delegate p ADD failed: bad bridge", "vlan"),
-        ((1, b"", b'{"code":11,"msg":"busy"}'), 11, "delegate p ADD failed: busy", ""),
-        ((1, b"not json", b'{"code":11,"msg":"busy"}'), 11, "delegate p ADD failed: busy", ""),
-        ((2, b"panic: oops", b""), 102, "delegate p ADD failed: panic: oops", ""),
-        ((2, b"", b"some words\n"), 102, "delegate p ADD failed: some words", ""),
-        ((3, b"", b""), 102, "delegate p ADD failed: exited with status 3 and no message", ""),
-        ((-9, b"", b""), 102, "delegate p ADD failed: killed by signal 9", ""),
-        ((1, b'{"code":"x","msg":"weird code"}', b""), 102, "delegate p ADD failed: weird code", ""),
-        ((1, b'{"code":0,"msg":"zero"}', b""), 102, "delegate p ADD failed: zero", ""),
+         "plugin type=\"p\" failed (add): bad bridge", "vlan"),
+        ((1, b"", b'{"code":11,"msg":"busy"}'), 11, "plugin type=\"p\" failed (add): busy", ""),
+        ((1, b"not json", b'{"code":11,"msg":"busy"}'), 11, "plugin type=\"p\" failed (add): busy", ""),
+        ((2, b"panic: oops", b""), 102, "plugin type=\"p\" failed (add): panic: oops", ""),
+        ((2, b"", b"some words\n"), 102, "plugin type=\"p\" failed (add): some words", ""),
+        ((3, b"", b""), 102, "plugin type=\"p\" failed (add): exited with status 3 and no message", ""),
+        ((-9, b"", b""), 102, "plugin type=\"p\" failed (add): killed by signal 9", ""),
+        ((1, b'{"code":"x","msg":"weird code"}', b""), 102, "plugin type=\"p\" failed (add): weird code", ""),
+        ((1, b'{"code":0,"msg":"zero"}', b""), 102, "plugin type=\"p\" failed (add): zero", ""),
     ],
 )
 def test_delegate_errors_fake_exec(
@@ -273,7 +273,7 @@ def test_timeout_from_exec_becomes_delegate_failed(bin_dir: Path) -> None:
     runner = DelegateRunner([str(bin_dir)], exec=hanging, timeout=2.5)
     with pytest.raises(DelegateFailed) as info:
         runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
-    assert info.value.msg == "delegate p ADD timed out after 2.5s and was killed"
+    assert info.value.msg == 'plugin type="p" failed (add): timed out after 2.5s and was killed'
 
 
 def test_exec_oserror_becomes_delegate_failed(bin_dir: Path) -> None:
@@ -282,7 +282,7 @@ def test_exec_oserror_becomes_delegate_failed(bin_dir: Path) -> None:
     def broken(plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
         raise PermissionError(13, "Permission denied")
 
-    with pytest.raises(DelegateFailed, match=r"delegate p VERSION could not be run .*Permission denied"):
+    with pytest.raises(DelegateFailed, match=r'plugin type="p" could not be run \(version, .*Permission denied'):
         DelegateRunner([str(bin_dir)], exec=broken).run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
 
 
@@ -384,7 +384,7 @@ def test_del_stops_at_first_failure_and_keeps_cache(bin_dir: Path, tmp_path: Pat
     plugins = {**PLUGINS3, "tuning": FakePlugin(fail={"DEL": (1, b'{"code":5,"msg":"io"}', b"")})}
     runner, fake = runner_with(bin_dir, plugins, cache_dir=str(tmp_path / "c"))
     runner.run_network("ADD", CONFLIST, ENV)
-    with pytest.raises(DelegateFailed, match="delegate tuning DEL failed: io"):
+    with pytest.raises(DelegateFailed, match=r'plugin type="tuning" failed \(del\): io'):
         runner.run_network("DEL", CONFLIST, ENV)
     assert (tmp_path / "c" / "results" / "mynet-ctr1-net1").exists()
 
@@ -427,7 +427,7 @@ def test_status_failure_reported(bin_dir: Path) -> None:
     runner, _ = runner_with(bin_dir, plugins)
     with pytest.raises(DelegateFailed) as info:
         runner.run_network("STATUS", {"cniVersion": "1.1.0", "name": "n", "type": "new"}, DelegateEnv("", "", "", ""))
-    assert info.value.cni_code == 50 and info.value.msg == "delegate new STATUS failed: not ready"
+    assert info.value.cni_code == 50 and info.value.msg == "plugin type=\"new\" failed (status): not ready"
 
 
 def test_gc_deletes_stale_cached_attachments_and_sends_gc(bin_dir: Path, tmp_path: Path) -> None:
@@ -528,11 +528,11 @@ def test_script_success_and_env(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "mode,code,msg,details",
     [
-        ("error-stdout", 117, "delegate fake ADD failed: fake failure", "on stdout"),
-        ("error-stderr", 118, "delegate fake ADD failed: fake failure on stderr", ""),
-        ("garbage-stdout", 102, "delegate fake ADD failed: panic: something broke\ngoroutine 1 [running]", ""),
-        ("garbage-stderr", 102, "delegate fake ADD failed: plain words on stderr", ""),
-        ("silent-fail", 102, "delegate fake ADD failed: exited with status 4 and no message", ""),
+        ("error-stdout", 117, "plugin type=\"fake\" failed (add): fake failure", "on stdout"),
+        ("error-stderr", 118, "plugin type=\"fake\" failed (add): fake failure on stderr", ""),
+        ("garbage-stdout", 102, "plugin type=\"fake\" failed (add): panic: something broke\ngoroutine 1 [running]", ""),
+        ("garbage-stderr", 102, "plugin type=\"fake\" failed (add): plain words on stderr", ""),
+        ("silent-fail", 102, "plugin type=\"fake\" failed (add): exited with status 4 and no message", ""),
     ],
 )
 def test_script_errors(tmp_path: Path, mode: str, code: int, msg: str, details: str) -> None:
@@ -585,7 +585,7 @@ def test_script_hang_is_killed_with_its_children(tmp_path: Path) -> None:
     with pytest.raises(DelegateFailed) as info:
         runner.run("ADD", CONF, ENV)
     elapsed = time.monotonic() - start
-    assert info.value.msg == "delegate fake ADD timed out after 1.5s and was killed"
+    assert info.value.msg == 'plugin type="fake" failed (add): timed out after 1.5s and was killed'
     assert 1.4 < elapsed < 6
     add = [c for c in read_calls(record) if c["command"] == "ADD"][0]
     deadline = time.monotonic() + 3
@@ -600,14 +600,14 @@ def test_script_killed_by_signal(tmp_path: Path) -> None:
     with pytest.raises(DelegateFailed) as info:
         DelegateRunner([str(tmp_path / "bin")], timeout=20).run("DEL", CONF, ENV)
     # the shell wrapper execs python, so the status is the signal itself
-    assert info.value.msg == "delegate fake DEL failed: killed by signal 9"
+    assert info.value.msg == "plugin type=\"fake\" failed (del): killed by signal 9"
 
 
 def test_error_object_with_status_zero_is_still_an_error(bin_dir: Path) -> None:
     runner, _ = runner_with(bin_dir, {"p": FakePlugin(fail={"ADD": (0, b'{"code":7,"msg":"no master"}', b"")})})
     with pytest.raises(DelegateFailed) as info:
         runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
-    assert (info.value.cni_code, info.value.msg) == (7, "delegate p ADD failed: no master")
+    assert (info.value.cni_code, info.value.msg) == (7, "plugin type=\"p\" failed (add): no master")
 
 
 def test_script_hang_with_escaped_child_does_not_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -715,7 +715,7 @@ def test_real_exec_of_a_non_executable_format(tmp_path: Path) -> None:
     bad.chmod(0o755)
     with pytest.raises(DelegateFailed) as info:
         DelegateRunner([str(bad.parent)], timeout=5).run("ADD", CONF, ENV)
-    assert info.value.msg.startswith(f"delegate fake VERSION could not be run ({bad}): ")
+    assert info.value.msg.startswith(f'plugin type="fake" could not be run (version, {bad}): ')
     assert "Exec format error" in info.value.msg
 
 
@@ -726,4 +726,4 @@ def test_delegate_error_never_crashes_on_odd_output(status: int) -> None:
     for out in odd:
         for err in odd:
             e = delegate_error("p", "ADD", status, out, err)
-            assert e.msg.startswith("delegate p ADD failed: ") and e.cni_code > 0
+            assert e.msg.startswith("plugin type=\"p\" failed (add): ") and e.cni_code > 0
