@@ -507,14 +507,25 @@ class NicRow:
 
 @dataclass(frozen=True)
 class Failover:
+    """The active member before, after its link went down, and after failing back (its link
+    up again, the other one down), with the pings through the bond after each switch."""
+
     bond: str
     before: str | None
     after: str | None
     ping_after: bool | None
+    back: str | None = None
+    ping_back: bool | None = None
 
     @property
     def ok(self) -> bool:
-        return self.before is not None and self.after not in (None, self.before) and self.ping_after is True
+        return (
+            self.before is not None
+            and self.after not in (None, self.before)
+            and self.ping_after is True
+            and self.back == self.before
+            and self.ping_back is True
+        )
 
 
 @dataclass
@@ -574,7 +585,10 @@ def format_table(result: DemoResult) -> str:
         f = result.failover
         verdict = "ok" if f.ok else "FAILED"
         ping = "-" if f.ping_after is None else ("ok" if f.ping_after else "FAIL")
-        lines.append(f"failover {f.bond}: active {f.before or '-'} -> {f.after or '-'}, ping after: {ping} ({verdict})")
+        back = "-" if f.ping_back is None else ("ok" if f.ping_back else "FAIL")
+        lines.append(
+            f"failover {f.bond}: active {f.before or '-'} -> {f.after or '-'} (ping {ping}) -> back to {f.back or '-'} (ping {back}): {verdict}"
+        )
     return "\n".join(lines)
 
 
@@ -922,23 +936,37 @@ class _Run:
             if before is None or before not in self.nics:
                 self.result.failover = Failover(bond.name, before, None, None)
                 continue
+            ips = peer.ips if peer else ()
             target = self.nics[before].target or self.nics[before].mac
             self.libvirtd.virsh("domif-setlink", self.domain_name, target, "down")
             self.say(f"failover: {bond.name} active member {before}; virsh domif-setlink {target} down")
-            deadline = time.monotonic() + 20
-            after: str | None = before
-            report_now = report
-            while time.monotonic() < deadline:
-                report_now = self.command("status")
-                now = report_now.bonds.get(bond.name)
-                after = now.active if now else None
-                if after not in (None, before):
-                    break
-                time.sleep(0.2)
-            results = [report_now.last_ping(ip) for ip in (peer.ips if peer else ())]
-            ping = all(results) if results else None
+            after, ping = self._switched(bond.name, before, ips)
             self.result.failover = Failover(bond.name, before, after, ping)
-            self.say(f"failover: {bond.name} now on {after or '-'}, ping {' '.join(peer.ips) if peer else '-'}: {'ok' if ping else 'FAIL'}")
+            self.say(f"failover: {bond.name} now on {after or '-'}, ping {' '.join(ips) or '-'}: {'ok' if ping else 'FAIL'}")
+            if after is None or after == before or after not in self.nics:
+                continue
+            other = self.nics[after].target or self.nics[after].mac
+            self.libvirtd.virsh("domif-setlink", self.domain_name, target, "up")
+            time.sleep(3 * bond.miimon / 1000)  # let miimon see the link come back
+            self.libvirtd.virsh("domif-setlink", self.domain_name, other, "down")
+            back, ping_back = self._switched(bond.name, after, ips)
+            self.result.failover = Failover(bond.name, before, after, ping, back, ping_back)
+            self.say(f"failback: {other} down, {target} up: {bond.name} on {back or '-'}, ping: {'ok' if ping_back else 'FAIL'}")
+
+    def _switched(self, bond: str, old: str, ips: Sequence[str]) -> tuple[str | None, bool | None]:
+        """Ask the guest until the bond's active member is not ``old`` (20 s); then the pings."""
+        deadline = time.monotonic() + 20
+        active: str | None = old
+        report: console.GuestReport | None = None
+        while time.monotonic() < deadline:
+            report = self.command("status")
+            now = report.bonds.get(bond)
+            active = now.active if now else None
+            if active not in (None, old):
+                break
+            time.sleep(0.2)
+        results = [report.last_ping(ip) for ip in ips] if report else []
+        return active, (all(results) if results else None)
 
     def power_off(self) -> None:
         with contextlib.suppress(KvnetError, OSError):

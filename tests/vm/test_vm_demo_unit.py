@@ -105,12 +105,16 @@ def test_table_and_verdicts() -> None:
     ]
     result.failover = vm_demo.Failover("bond0", "a", "a", True)
     table = vm_demo.format_table(result)
+    assert "failover bond0: active a -> a (ping ok) -> back to - (ping -): FAILED" in table
     assert "MISSING" in table and "02:00:00:00:00:02 != -" in table and "1500 != -" in table
     assert "10.101.0.2 ok, fd00::2 ok" in table and "10.102.0.2 -" in table
-    assert "failover bond0: active a -> a, ping after: ok (FAILED)" in table
     assert result.rows[0].ok and not result.rows[1].ok and not result.ok
     result.rows = result.rows[:1]
     result.failover = vm_demo.Failover("bond0", "a", "b", True)
+    assert not result.ok  # no failback
+    result.failover = vm_demo.Failover("bond0", "a", "b", True, "b", True)
+    assert not result.ok  # did not come back
+    result.failover = vm_demo.Failover("bond0", "a", "b", True, "a", True)
     assert result.ok
     good = result.rows[0]
     assert not vm_demo.NicRow(*[*vars(good).values()][:5], 1400, 1500, good.ipam_addresses, good.guest_addresses, good.pings).ok

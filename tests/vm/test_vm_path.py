@@ -76,6 +76,8 @@ def test_vm_gets_every_nic_and_the_bond_fails_over(
     assert failover is not None and failover.before in ("bond-a", "bond-b"), why
     assert failover.after == ({"bond-a", "bond-b"} - {failover.before}).pop(), why
     assert failover.ping_after is True, why
+    # and back: the first member's link up again, the second's down
+    assert failover.back == failover.before and failover.ping_back is True, why
     assert result.leftovers == [], why
     assert len(result.netns) == 2 + len(scenario.peers()) and all(n.startswith("kvd-") for n in result.netns), why
     assert not set(result.netns) & existing_netns(), why
