@@ -21,8 +21,9 @@ import array
 import fcntl
 import os
 import socket
+import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from kvnet import bindrecord
@@ -42,78 +43,181 @@ DriverLookup = Callable[[str], "str | None"]
 
 
 def read_pod_links(sys_class_net: str = SYS_CLASS_NET, *, driver_of: DriverLookup | None = None) -> dict[str, PodLink]:
-    """Every link of the netns (loopback left out), by name.
+    """Every link of the netns (loopback left out), by name, all read now.
 
     ``record`` is the decoded binding record from the link's ifalias, when it carries
     one; a kvnet-tagged but malformed alias raises ``DecodeFailure`` naming the link.
     A link that vanishes while being read is left out.
     """
-    root = Path(sys_class_net)
+    return dict(pod_links(sys_class_net, driver_of=driver_of).items())
+
+
+def pod_links(sys_class_net: str = SYS_CLASS_NET, *, driver_of: DriverLookup | None = None) -> PodLinks:
+    """The links of the netns, listed now and each read when first looked up (:class:`PodLinks`).
+
+    The sidecar's reader: a call that adds one bridge attachment needs its tap and its
+    pod link, not the bridge, the primary interface or the other attachments' links.
+    """
     if driver_of is None and os.path.realpath(sys_class_net) == os.path.realpath(SYS_CLASS_NET):
         driver_of = ethtool_driver
-    links: dict[str, PodLink] = {}
-    for entry in sorted(root.iterdir()) if root.is_dir() else ():
-        link = read_link(entry, driver_of=driver_of)
-        if link is not None:
-            links[link.name] = link
-    return links
+    try:
+        names = sorted(os.listdir(sys_class_net))
+    except (NotADirectoryError, FileNotFoundError):
+        names = []
+    return PodLinks(sys_class_net, names, driver_of)
+
+
+class PodLinks(Mapping[str, PodLink]):
+    """The links of one netns by name; each link's sysfs files are read on its first lookup.
+
+    The folder names are listed once, when the mapping is made; a link's files are read
+    the first time the link is looked up (``links[name]``, ``name in links``, ``get``) and
+    kept for the life of this mapping only, which is one hook call: nothing is cached
+    between calls. Keys are exactly :func:`read_pod_links`'s: iterating (or ``len``) reads
+    every link not read yet, to leave out loopback and links that have gone away.
+    :meth:`listed` gives the folder names without reading anything. A malformed binding
+    record raises ``DecodeFailure`` naming the link when that link is looked up.
+
+    Files are read with ``os.open``/``os.read`` relative to the link's folder: pathlib's
+    path objects cost several times the read itself, and this runs on every OnDefineDomain.
+    """
+
+    def __init__(self, sys_class_net: str, names: Iterable[str], driver_of: DriverLookup | None = None) -> None:
+        self._root = sys_class_net
+        self._names = tuple(names)
+        self._listed = frozenset(self._names)
+        self._driver_of = driver_of
+        self._read: dict[str, PodLink | None] = {}
+
+    def listed(self) -> tuple[str, ...]:
+        """Every folder name listed (a superset of the keys: loopback and vanished links included), nothing read."""
+        return self._names
+
+    def __getitem__(self, name: str) -> PodLink:
+        try:
+            link = self._read[name]
+        except KeyError:
+            if name not in self._listed:
+                raise KeyError(name) from None
+            link = self._read[name] = _read_link_at(self._root, name, self._driver_of)
+        if link is None:
+            raise KeyError(name)
+        return link
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._names if self.get(name) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"PodLinks({self._root!r}, {len(self._names)} listed, {len(self._read)} read)"
 
 
 def read_link(path: Path, *, driver_of: DriverLookup | None = None) -> PodLink | None:
     """One link from its sysfs folder; None when it is loopback or has gone away."""
-    name = path.name
-    mac, mtu_text, type_text = _read(path / "address"), _read(path / "mtu"), _read(path / "type")
+    return _read_link_at(str(path.parent), path.name, driver_of)
+
+
+def _read_link_at(root: str, name: str, driver_of: DriverLookup | None) -> PodLink | None:
+    try:
+        folder = os.open(os.path.join(root, name), os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # vanished, or not a link folder
+        return None
+    try:
+        return _link_in(folder, name, driver_of)
+    finally:
+        os.close(folder)
+
+
+def _link_in(folder: int, name: str, driver_of: DriverLookup | None) -> PodLink | None:
+    """The link whose sysfs folder is open as ``folder``."""
+    mac, mtu_text, type_text = _read(folder, "address"), _read(folder, "mtu"), _read(folder, "type")
     if mac is None or mtu_text is None:
         return None
     if _dec(type_text) == ARPHRD_LOOPBACK:
         return None
-    flags = _hex(_read(path / "flags")) or 0
-    tun_flags = _hex(_read(path / "tun_flags"))
-    alias = _read(path / "ifalias") or ""
+    flags = _hex(_read(folder, "flags")) or 0
+    has_tun_flags, tun_text = _read_file(folder, "tun_flags")
+    tun_flags = _hex(tun_text)
+    alias = _read(folder, "ifalias") or ""
     try:
         record = bindrecord.decode(alias)
     except DecodeFailure as err:
         raise DecodeFailure(f"link {name} in the pod netns: {err.msg}") from None
-    master = path / "master"
+    try:
+        master: str | None = os.path.basename(os.readlink("master", dir_fd=folder))
+    except OSError:  # no master (ENOENT), or not a symlink (EINVAL)
+        master = None
     return PodLink(
         name=name,
         mac=mac.lower(),
         mtu=_dec(mtu_text) or 0,
-        kind=_kind(path, driver_of),
-        master=os.path.basename(os.readlink(master)) if master.is_symlink() else None,
+        kind=_kind(folder, name, has_tun_flags, driver_of),
+        master=master,
         up=bool(flags & IFF_UP),
         multi_queue=bool(tun_flags is not None and tun_flags & IFF_MULTI_QUEUE),
         record=record,
     )
 
 
-def _kind(path: Path, driver_of: DriverLookup | None) -> str:
-    if (path / "tun_flags").exists():
+def _kind(folder: int, name: str, has_tun_flags: bool, driver_of: DriverLookup | None) -> str:
+    if has_tun_flags:
         return "tun"
-    if (path / "macvtap").is_dir():
+    if _is_dir(folder, "macvtap"):
         return "macvtap"
-    devtype = _uevent(path).get("DEVTYPE", "")
+    devtype = _uevent(folder).get("DEVTYPE", "")
     if devtype in _DEVTYPE_KINDS:
         return _DEVTYPE_KINDS[devtype]
-    if (path / "bridge").is_dir():
+    if _is_dir(folder, "bridge"):
         return "bridge"
     if driver_of is not None:
-        driver = driver_of(path.name)
+        driver = driver_of(name)
         if driver in ("veth", "macvlan", "ipvlan", "vxlan", "bridge", "tun", "bonding", "8021q"):
             return {"bonding": "bond", "8021q": "vlan"}.get(driver, driver)
     return ""
 
 
-def _uevent(path: Path) -> dict[str, str]:
-    text = _read(path / "uevent") or ""
+def _uevent(folder: int) -> dict[str, str]:
+    text = _read(folder, "uevent") or ""
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def _read(path: Path) -> str | None:
+_CHUNK = 65536
+
+
+def _read(folder: int, name: str) -> str | None:
+    """The stripped text of a file in ``folder``; None when it is missing or unreadable."""
+    return _read_file(folder, name)[1]
+
+
+def _read_file(folder: int, name: str) -> tuple[bool, str | None]:
+    """Whether the file exists, and its stripped text (None when missing or unreadable)."""
     try:
-        return path.read_bytes().decode(errors="replace").strip()  # an ifalias may hold any bytes
-    except OSError:  # vanished, or not readable by this user
-        return None
+        fd = os.open(name, os.O_RDONLY, dir_fd=folder)
+    except FileNotFoundError:
+        return False, None
+    except OSError:  # there, but not readable by this user
+        return True, None
+    try:
+        data = os.read(fd, _CHUNK)  # a sysfs attribute comes whole in one read (at most a page)
+        if len(data) == _CHUNK:  # a larger regular file (fake trees): read to its end
+            parts = [data]
+            while chunk := os.read(fd, _CHUNK):
+                parts.append(chunk)
+            data = b"".join(parts)
+    except OSError:  # vanished mid-read
+        return False, None
+    finally:
+        os.close(fd)
+    return True, data.decode(errors="replace").strip()  # an ifalias may hold any bytes
+
+
+def _is_dir(folder: int, name: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=folder).st_mode)
+    except OSError:
+        return False
 
 
 def _dec(text: str | None) -> int | None:

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -285,13 +285,14 @@ class PodFactsReader:
             info = self.parse_network_info(text)
         except KvnetError as err:
             raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: network-info {self.network_info_path} is malformed: {err.msg}") from None
+        unreadable = f"interfaces {', '.join(interfaces)}: cannot read the pod links in {self.sys_class_net}"
         try:
             links = self.read_links(self.sys_class_net)
         except KvnetError as err:
-            raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: cannot read the pod links in {self.sys_class_net}: {err.msg}") from None
+            raise PodFactsUnavailable(f"{unreadable}: {err.msg}") from None
         except OSError as err:
-            raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: cannot read the pod links in {self.sys_class_net}: {err}") from None
-        return PodFacts(links=dict(links), network_info=dict(info))
+            raise PodFactsUnavailable(f"{unreadable}: {err}") from None
+        return PodFacts(links=_LinksOrUnavailable(links, unreadable), network_info=dict(info))
 
     def _wait_network_info(self, interfaces: Sequence[str]) -> str:
         deadline = self.clock() + self.timeout
@@ -315,3 +316,40 @@ class PodFactsReader:
                 self.stopping.wait(self.interval)
             else:
                 self.sleep(self.interval)
+
+
+class _LinksOrUnavailable(Mapping[str, PodLink]):
+    """The pod links as ``read_links`` gave them, which may read each link on first lookup
+    (``kvnet.podfacts.PodLinks``): an error while reading a link (a malformed binding
+    record) is the same ``PodFactsUnavailable`` as when ``read_links`` reads all at once.
+    """
+
+    def __init__(self, links: Mapping[str, PodLink], unreadable: str) -> None:
+        self._links = links
+        self._unreadable = unreadable
+
+    def _fail(self, err: KvnetError | OSError) -> PodFactsUnavailable:
+        return PodFactsUnavailable(f"{self._unreadable}: {err.msg if isinstance(err, KvnetError) else err}")
+
+    def listed(self) -> Iterable[str]:
+        """Candidate names without reading any link (see ``kvnet.domain.translate.uses_ordinal_names``)."""
+        listed = getattr(self._links, "listed", None)
+        return listed() if callable(listed) else tuple(self)
+
+    def __getitem__(self, name: str) -> PodLink:
+        try:
+            return self._links[name]
+        except (KvnetError, OSError) as err:
+            raise self._fail(err) from None
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            yield from self._links
+        except (KvnetError, OSError) as err:
+            raise self._fail(err) from None
+
+    def __len__(self) -> int:
+        try:
+            return len(self._links)
+        except (KvnetError, OSError) as err:
+            raise self._fail(err) from None

@@ -68,12 +68,12 @@ def build_hooks(settings: SidecarSettings, *, stopping: threading.Event | None =
     if settings.echo:
         return EchoHooks(settings.name)
     from kvnet.domain.networkinfo import parse_network_info
-    from kvnet.podfacts import read_pod_links
+    from kvnet.podfacts import pod_links
 
     reader = PodFactsReader(
         settings.network_info,
         settings.sys_class_net,
-        read_links=read_pod_links,
+        read_links=pod_links,  # each link read when the translation first looks it up
         parse_network_info=parse_network_info,
         timeout=settings.network_info_timeout,
         stopping=stopping,

@@ -31,6 +31,12 @@ def environment() -> jinja2.Environment:
     )
 
 
+@functools.cache
+def template(name: str) -> jinja2.Template:
+    """A template, compiled once per process (jinja2 would otherwise stat its file on every lookup)."""
+    return environment().get_template(name)
+
+
 def render_text(nic: VmNic) -> str:
     """The fragment as text (for people; :func:`render_nic` is what code uses)."""
     template_name, _ = TEMPLATES[type(nic)]
@@ -40,7 +46,7 @@ def render_text(nic: VmNic) -> str:
         "source_pci": nic.source.xml_attrs() if isinstance(nic, HostdevNic) else None,
     }
     try:
-        return environment().get_template(template_name).render(context)
+        return template(template_name).render(context)
     except jinja2.TemplateError as err:
         raise RenderError(f"interface {nic.name!r}: template {template_name} failed: {err}") from None
 

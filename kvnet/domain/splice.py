@@ -14,6 +14,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from collections.abc import Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 
 from kvnet.errors import RenderError
@@ -137,9 +138,76 @@ def _line_indent(data: bytes, pos: int) -> bytes:
 
 
 def _device_text(elem: ET.Element, unit: str, indent: str) -> bytes:
-    copy = ET.fromstring(ET.tostring(elem))  # never touch the caller's element
-    ET.indent(copy, space=unit)
-    return ET.tostring(copy, encoding="unicode").replace("\n", "\n" + indent).encode()
+    """``elem`` as ``ET.indent(copy, space=unit)`` then ``ET.tostring`` write it, each line after the first
+    shifted by ``indent``; the caller's element is never touched."""
+    try:
+        out: list[str] = []
+        _write_indented(elem, unit, 0, out)
+        if elem.tail:
+            out.append(_escape_cdata(elem.tail))
+        text = "".join(out)
+    except _NotPlain:  # namespaces, comments, non-text values: let ElementTree do it, on a copy
+        copy = deepcopy(elem)
+        ET.indent(copy, space=unit)
+        text = ET.tostring(copy, encoding="unicode")
+    return text.replace("\n", "\n" + indent).encode()
+
+
+class _NotPlain(Exception):
+    """An element :func:`_write_indented` leaves to ElementTree."""
+
+
+def _escape_cdata(text: str) -> str:
+    """ElementTree's escaping of character data."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") if ("&" in text or "<" in text or ">" in text) else text
+
+
+_ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"})
+
+
+def _write_indented(elem: ET.Element, unit: str, level: int, out: list[str]) -> None:
+    """Serialise like ``ET.indent`` + ``ET.tostring`` (short empty elements, ElementTree's
+    escaping), without copying or changing ``elem`` (the element's own tail is the caller's).
+
+    ``ET.tostring`` walks the tree for namespaces and goes through its writer machinery for
+    every device, several times the cost of the text itself; kvnet's rendered devices are
+    plain (no namespaces, comments or processing instructions, string values), and anything
+    that is not raises ``_NotPlain``. A test compares the two on arbitrary elements.
+    """
+    tag = elem.tag
+    if type(tag) is not str or tag[:1] == "{":
+        raise _NotPlain
+    out.append("<" + tag)
+    for key, value in elem.items():
+        if type(key) is not str or type(value) is not str or key[:1] == "{":
+            raise _NotPlain
+        out.append(f' {key}="{value.translate(_ATTR_ESCAPES)}"')
+    text = elem.text
+    if text is not None and type(text) is not str:
+        raise _NotPlain
+    children = list(elem)
+    if not children:
+        if text:
+            out += [">", _escape_cdata(text), "</", tag, ">"]
+        else:
+            out.append(" />")
+        return
+    child_indent = "\n" + unit * (level + 1)
+    if not text or not text.strip():
+        text = child_indent
+    out += [">", _escape_cdata(text)]
+    last = len(children) - 1
+    for i, child in enumerate(children):
+        _write_indented(child, unit, level + 1, out)
+        tail = child.tail
+        if tail is not None and type(tail) is not str:
+            raise _NotPlain
+        if not tail or not tail.strip():
+            tail = child_indent
+        if i == last and not tail.strip():
+            tail = "\n" + unit * level
+        out.append(_escape_cdata(tail))
+    out += ["</", tag, ">"]
 
 
 def splice(domain_xml: str | bytes, devices: Sequence[ET.Element]) -> str:

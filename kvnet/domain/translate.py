@@ -13,7 +13,8 @@ Bonds (``kvnet.io/bonds``) add ``sriov: {}`` members whose hostdevs KubeVirt ren
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Protocol, runtime_checkable
 
 from kvnet import naming
 from kvnet.domain.bonds import BondSpec, vmi_bonds
@@ -38,17 +39,38 @@ VIRTIO_MODELS = ("virtio", "virtio-transitional", "virtio-non-transitional")
 UNKNOWN_SOURCE = PciAddress(0xFFFF, 0xFF, 0x1F, 7)
 
 
-def pod_iface_name(vmi: Vmi, network: VmiNetwork, facts: PodFacts) -> str:
+def pod_iface_name(vmi: Vmi, network: VmiNetwork, facts: PodFacts, *, ordinal: bool | None = None) -> str:
     """KubeVirt's pod interface for a VMI network: eth0, ``pod<hash>``, or ordinal ``net<N>``.
 
     The ordinal scheme is detected as KubeVirt does: some pod interface is named ``net<N>``.
+    ``ordinal`` is that answer when the caller already has it (it is the same for every
+    interface of a pod, so :func:`plan_vm_nics` decides it once, not once per NIC).
     """
     if network.default:
         return naming.PRIMARY_POD_IFACE
-    if naming.uses_ordinal_names(facts.links):
+    if uses_ordinal_names(facts.links) if ordinal is None else ordinal:
         position = [n.name for n in vmi.multus_secondaries()].index(network.name) + 1
         return naming.ordinal_pod_iface(position)
     return naming.hashed_pod_iface(network.name)
+
+
+@runtime_checkable
+class ListedLinks(Protocol):
+    """Pod links that can name their candidates without reading each link (``kvnet.podfacts.PodLinks``)."""
+
+    def listed(self) -> Iterable[str]: ...
+
+
+def uses_ordinal_names(links: Mapping[str, PodLink]) -> bool:
+    """``naming.uses_ordinal_names`` over the pod's link names, reading as few links as possible.
+
+    A mapping that reads each link on its first lookup would read every link if iterated;
+    when it can list its candidate names (a superset of its keys), only the ``net<N>``-looking
+    ones are looked up. Same answer either way.
+    """
+    if isinstance(links, ListedLinks):
+        return any(naming.ORDINAL_RE.fullmatch(name) and name in links for name in links.listed())
+    return naming.uses_ordinal_names(links)
 
 
 def guest_model(iface: VmiInterface, vmi: Vmi) -> str:
@@ -218,6 +240,7 @@ def plan_vm_nics(
     bond_of = {m: b for b in specs for m in b.members}
     nics: list[VmNic] = []
     by_name: dict[str, VmNic] = {}
+    ordinal: bool | None = None  # the pod's naming scheme, decided at the first kvnet interface
     for iface in vmi.interfaces:
         if iface.state == "absent":
             if iface.name in bond_of:
@@ -226,7 +249,9 @@ def plan_vm_nics(
         nic: VmNic | None = None
         if iface.kind == "binding" and iface.binding == binding_name:
             network = vmi.network(iface.name)
-            nic = _vm_nic(iface, vmi, facts, pod_iface_name(vmi, network, facts))
+            if ordinal is None and not network.default:
+                ordinal = uses_ordinal_names(facts.links)
+            nic = _vm_nic(iface, vmi, facts, pod_iface_name(vmi, network, facts, ordinal=ordinal))
         elif iface.name in bond_of:
             if iface.kind != "sriov":
                 how = f"binding {iface.binding!r}" if iface.kind == "binding" else iface.kind

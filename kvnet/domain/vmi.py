@@ -186,7 +186,7 @@ def _parse_interface(raw: Any, i: int) -> VmiInterface:
         if mac is None:
             raise TranslationError(f"interface {name!r}: macAddress {iface['macAddress']!r} is not a MAC address (xx:xx:xx:xx:xx:xx)")
     model = iface.get("model")
-    if model is not None and model not in KNOWN_MODELS:
+    if model is not None and (not isinstance(model, str) or model not in KNOWN_MODELS):  # a list is not hashable: check first
         raise TranslationError(f"interface {name!r}: model {model!r} is not a NIC model libvirt knows ({', '.join(sorted(KNOWN_MODELS))})")
     pci: PciAddress | None = None
     if iface.get("pciAddress") is not None:
