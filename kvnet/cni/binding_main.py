@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 from kvnet.cni import binding
-from kvnet.cni.protocol import CniRequest, plugin_main
+from kvnet.cni.protocol import CniRequest, Handler, plugin_main
 
+ABOUT = "kvnet-binding: plumbs a virt-launcher pod interface for the VM (KubeVirt network binding CNI)"
 _LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "error": logging.ERROR, "panic": logging.CRITICAL}
 
 
@@ -43,11 +44,25 @@ def _with_logging(fn: Any) -> Any:
     return handler
 
 
+def handlers(*, own_logging: bool = True) -> dict[str, Handler]:
+    """ADD, DEL and CHECK; ``own_logging=False`` when a host process already set logging up."""
+    wrap = _with_logging if own_logging else (lambda fn: fn)
+    return {"ADD": wrap(binding.add), "DEL": wrap(binding.delete), "CHECK": wrap(binding.check)}
+
+
+def run(
+    environ: Mapping[str, str] | None = None,
+    stdin: BinaryIO | None = None,
+    stdout: TextIO | None = None,
+    *,
+    own_logging: bool = True,
+) -> int:
+    """One CNI call; the meta-plugin also runs it in-process (kvnet.cni.main.InProcessBinding)."""
+    return plugin_main(handlers(own_logging=own_logging), about=ABOUT, environ=environ, stdin=stdin, stdout=stdout)
+
+
 def main() -> int:
-    return plugin_main(
-        {"ADD": _with_logging(binding.add), "DEL": _with_logging(binding.delete), "CHECK": _with_logging(binding.check)},
-        about="kvnet-binding: plumbs a virt-launcher pod interface for the VM (KubeVirt network binding CNI)",
-    )
+    return run()
 
 
 if __name__ == "__main__":
