@@ -24,6 +24,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+ALLOWED_SKIP = "missing kernel feature: "
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """With KVNET_REQUIRE_LANES=1 (CI) a skip is a failure: the root, libvirt and VM lanes must
+    really run there. Only skips for a kernel feature this host lacks stay skips."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, "wasxfail") or os.environ.get("KVNET_REQUIRE_LANES") != "1":
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if not reason.startswith(ALLOWED_SKIP):
+        report.outcome = "failed"
+        report.longrepr = f"skipped where every lane must run (KVNET_REQUIRE_LANES=1): {reason}"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Anything marked ``root`` skips, with the reason, when not running as root."""
     if os.geteuid() == 0:
