@@ -7,7 +7,6 @@ local API stand-in), then the VM half (the guest boots with one NIC per attachme
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 
@@ -18,13 +17,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pod_demo = importlib.import_module("kvnet.lab.pod_demo")
+    from kvnet.lab import pod_demo, vm_demo
+
     status = int(pod_demo.run(out=sys.stdout) or 0)
     if status or args.pod_only:
-        return status
-    try:
-        vm_demo = importlib.import_module("kvnet.lab.vm_demo")
-    except ModuleNotFoundError:
-        print("kvnet demo: the VM half is not available in this build", file=sys.stderr)
         return status
     return int(vm_demo.run(args.guest, out=sys.stdout) or 0)
