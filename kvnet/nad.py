@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvnet.annotations import RESOURCE_NAME, GoJsonError, go_json_kind, go_loads
-from kvnet.cni.config import delegate_problem
+from kvnet.annotations import RESOURCE_NAME, GoJsonError, go_json_kind, go_loads, go_type_error
 from kvnet.errors import InvalidConfig, IOFailure, NetworkNotFound
 from kvnet.naming import cni_name_ok
 
@@ -25,6 +24,30 @@ ListDir = Callable[[str], Sequence[str]]
 _CONF_EXTS = (".conf", ".json", ".conflist")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def delegate_problem(conf: Mapping[str, Any]) -> str | None:
+    """Why a delegate config is unusable (Multus's LoadDelegateNetConf checks), or None."""
+    ptype = conf.get("type")
+    if ptype is not None and not isinstance(ptype, str):
+        return f"LoadDelegateNetConf: error unmarshalling delegate config: {go_type_error(ptype, 'NetConf.type', 'string')}"
+    if ptype:
+        return None
+    plugins = conf.get("plugins")
+    if plugins is not None and not isinstance(plugins, list):
+        err = go_type_error(plugins, "NetConfList.plugins", "[]*types.NetConf")
+        return f"LoadDelegateNetConf: failed with: LoadDelegateNetConfList: error unmarshalling delegate conflist: {err}"
+    if not plugins:
+        return "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field"
+    for plugin in plugins:
+        if not isinstance(plugin, dict):
+            why = f"json: cannot unmarshal {go_json_kind(plugin)} into Go value of type types.NetConf"
+            return f"LoadDelegateNetConf: failed with: LoadDelegateNetConfList: error unmarshalling delegate conflist: {why}"
+    first = plugins[0].get("type")
+    if not isinstance(first, str) or not first:
+        return "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: a plugin delegate must have the 'type' field"
+    return None
+
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from kvnet.annotations import GoJsonError, GoTypeError, go_fields, go_json_kind, go_loads, go_type_error
 from kvnet.errors import DecodeFailure, InvalidConfig
+from kvnet.nad import delegate_problem
 
 DEFAULT_CNI_DIR = "/var/lib/cni/multus"
 DEFAULT_CONF_DIR = "/etc/cni/multus/net.d"
@@ -134,29 +135,6 @@ def _obj(f: Mapping[str, Any], key: str, go_type: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise go_type_error(value, _path(key), go_type)
     return value
-
-
-def delegate_problem(conf: Mapping[str, Any]) -> str | None:
-    """Why a delegate config is unusable (Multus's LoadDelegateNetConf checks), or None."""
-    ptype = conf.get("type")
-    if ptype is not None and not isinstance(ptype, str):
-        return f"LoadDelegateNetConf: error unmarshalling delegate config: {go_type_error(ptype, 'NetConf.type', 'string')}"
-    if ptype:
-        return None
-    plugins = conf.get("plugins")
-    if plugins is not None and not isinstance(plugins, list):
-        err = go_type_error(plugins, "NetConfList.plugins", "[]*types.NetConf")
-        return f"LoadDelegateNetConf: failed with: LoadDelegateNetConfList: error unmarshalling delegate conflist: {err}"
-    if not plugins:
-        return "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field"
-    for plugin in plugins:
-        if not isinstance(plugin, dict):
-            why = f"json: cannot unmarshal {go_json_kind(plugin)} into Go value of type types.NetConf"
-            return f"LoadDelegateNetConf: failed with: LoadDelegateNetConfList: error unmarshalling delegate conflist: {why}"
-    first = plugins[0].get("type")
-    if not isinstance(first, str) or not first:
-        return "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: a plugin delegate must have the 'type' field"
-    return None
 
 
 def parse_multus_config(data: bytes | Mapping[str, Any]) -> MultusConfig:
