@@ -242,6 +242,13 @@ class PodLink:
     record: BindingRecord | None = None
 
 
+# The pod link kinds the binding plumbs in redirect mode (tc mirred both ways between the
+# pod link and the tap, no bridge, no MAC swap): a macvlan or ipvlan lower device delivers
+# only the link's own MAC, so the guest must keep it. Every other kind gets bridge mode.
+# The binding CNI decides the mode from it and the translation checks the guest MAC by it.
+REDIRECT_KINDS: frozenset[str] = frozenset({"macvlan", "ipvlan"})
+
+
 @dataclass(frozen=True)
 class NetworkInfoEntry:
     """One element of KubeVirt's ``kubevirt.io/network-info`` (``interfaces[]``)."""

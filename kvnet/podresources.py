@@ -3,8 +3,9 @@
 A NAD with the ``k8s.v1.cni.cncf.io/resourceName`` annotation names a device-plugin
 resource (e.g. ``intel.com/sriov_netdevice``). The kubelet allocated devices of that
 resource to the pod's containers before the sandbox was networked; the meta-plugin asks
-the kubelet which ones (``List`` on ``/var/lib/kubelet/pod-resources/kubelet.sock``) and
-hands one device ID to each NAD that names the resource, in order, as Multus does.
+the kubelet which ones (``List`` on ``/var/lib/kubelet/pod-resources/kubelet.sock``)
+through this client and hands one device ID to each NAD that names the resource, in
+order, as Multus does (``kvnet.cni.meta``).
 
 gRPC lives here (and in the stand-in server); every gRPC or socket failure becomes an
 ``ApiFailure`` naming the socket and the pod. grpc and the generated modules are imported
@@ -16,10 +17,9 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from kvnet.errors import ApiFailure, DeviceError
+from kvnet.errors import ApiFailure
 
 if TYPE_CHECKING:
     from kvnet import podresources_pb2
@@ -90,47 +90,3 @@ class PodResourcesClient:
     def device_ids(self, namespace: str, pod: str, resource_name: str) -> list[str]:
         """All device IDs of ``resource_name`` allocated to the pod, sorted; [] when none."""
         return self.pod_resources(namespace, pod).get(resource_name, [])
-
-
-class DeviceIdSource(Protocol):
-    """What ``DeviceIdPool`` needs: ``PodResourcesClient`` or a test fake."""
-
-    def device_ids(self, namespace: str, pod: str, resource_name: str) -> list[str]: ...
-
-
-class DeviceIdPool:
-    """Hands out a pod's device IDs one NAD at a time, as Multus's resourceMap does.
-
-    The first NAD naming a resource gets its first (sorted) ID, the next NAD the
-    second, and so on. The kubelet is asked once per (pod, resource) for the life of
-    the pool: make one pool per CNI ADD.
-    """
-
-    def __init__(self, client: DeviceIdSource) -> None:
-        self._client = client
-        self._ids: dict[tuple[str, str, str], list[str]] = {}
-        self._next: dict[tuple[str, str, str], int] = {}
-
-    def take(self, namespace: str, pod: str, resource_name: str) -> str:
-        """The next unused device ID; ``DeviceError`` when there is none left."""
-        key = (namespace, pod, resource_name)
-        if key not in self._ids:
-            self._ids[key] = sorted(self._client.device_ids(namespace, pod, resource_name))
-            self._next[key] = 0
-        ids, index = self._ids[key], self._next[key]
-        if not ids:
-            raise DeviceError(
-                f"pod {namespace}/{pod}: the kubelet allocated no device of resource {resource_name!r} "
-                "(does the pod request it in its resources?)"
-            )
-        if index >= len(ids):
-            raise DeviceError(
-                f"pod {namespace}/{pod}: all {len(ids)} device(s) of resource {resource_name!r} are taken "
-                "by earlier attachments (request one per network that names the resource)"
-            )
-        self._next[key] = index + 1
-        return ids[index]
-
-    def taken(self) -> Mapping[tuple[str, str, str], tuple[str, ...]]:
-        """What was handed out so far, per (namespace, pod, resource)."""
-        return {key: tuple(ids[: self._next[key]]) for key, ids in self._ids.items()}

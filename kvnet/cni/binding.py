@@ -13,7 +13,10 @@ and applies it with an undo for every step:
 - redirect mode (macvlan, ipvlan: their lower device delivers only the link's own MAC):
   tc ingress + mirred redirect both ways between the pod link and ``tap<x>``; no bridge,
   no MAC change; addresses and routes removed the same way;
-- a pod link that is a macvtap or a tap already, or no pod link (a VFIO VF): nothing.
+- a pod link that is a macvtap or a tap already: nothing;
+- no pod link: nothing, unless the conf names an SR-IOV VF (``deviceID``, as Multus passes
+  it): a VF bound to ``vfio-pci`` has no netdev (the VM takes the PCI device), a VF with a
+  kernel driver must have its netdev in the pod, so its absence is an error.
 
 The original MAC, MTU, addresses, gateways and routes are kept in the pod link's ifalias
 as a binding record (``kvnet.bindrecord``) for the sidecar, and for DEL to restore.
@@ -30,9 +33,9 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kvnet import bindrecord
-from kvnet.errors import DecodeFailure, InvalidConfig, KvnetError, NetlinkFailure
-from kvnet.model import BindingRecord, GuestIpConfig
+from kvnet import bindrecord, sriov
+from kvnet.errors import DecodeFailure, DeviceError, InvalidConfig, KvnetError, NetlinkFailure
+from kvnet.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig
 from kvnet.naming import bridge_name, hashed_pod_iface, ifname_problem, tap_name
 from kvnet.netlink import AddressState, LinkState, NetnsMissing, RouteState, open_netns
 
@@ -40,7 +43,6 @@ log = logging.getLogger("kvnet.binding")
 
 DEFAULT_TAP_OWNER = 107  # the qemu user of virt-launcher
 MODES = ("auto", "bridge", "redirect")
-REDIRECT_KINDS = frozenset({"macvlan", "ipvlan"})
 DIRECT_KINDS = frozenset({"macvtap", "tun"})  # the VM uses the pod link itself
 RTPROT_KERNEL = 2
 
@@ -102,7 +104,12 @@ class Request(Protocol):
 
 @dataclass(frozen=True)
 class BindingConfig:
-    """The binding NAD's conf: ``mode``, ``multiQueue``, ``tapOwner``, ``logFile``, ``logLevel``."""
+    """The binding NAD's conf: ``mode``, ``multiQueue``, ``tapOwner``, ``logFile``, ``logLevel``.
+
+    ``device_id`` is the SR-IOV VF of the attachment when the runtime passes one
+    (``runtimeConfig.deviceID``, else the top-level ``deviceID``); ``sysfs_root`` is where
+    its sysfs tree is read (``sysfsRoot``, ``/`` unless a test or the demo points elsewhere).
+    """
 
     mode: str = "auto"
     multi_queue: bool = False
@@ -110,6 +117,8 @@ class BindingConfig:
     tap_gid: int = DEFAULT_TAP_OWNER
     log_file: str | None = None
     log_level: str = "error"
+    device_id: str | None = None
+    sysfs_root: str = "/"
 
     @classmethod
     def parse(cls, conf: Mapping[str, Any]) -> BindingConfig:
@@ -136,7 +145,31 @@ class BindingConfig:
         level = conf.get("logLevel", "error")
         if level not in ("debug", "verbose", "error", "panic"):
             raise InvalidConfig(f"{where}: logLevel {level!r} is not one of debug, verbose, error, panic")
-        return cls(mode, multi_queue, ids["uid"], ids["gid"], log_file, level)
+        root = conf.get("sysfsRoot", "/")
+        if not isinstance(root, str) or not root.startswith("/"):
+            raise InvalidConfig(f"{where}: sysfsRoot must be an absolute path, got {root!r}")
+        return cls(mode, multi_queue, ids["uid"], ids["gid"], log_file, level, device_id(conf), root)
+
+
+def device_id(conf: Mapping[str, Any]) -> str | None:
+    """The SR-IOV device Multus hands to a delegate, or None.
+
+    Multus sets the top-level ``deviceID`` (and ``pciBusID``) in the conf of a NAD with a
+    ``resourceName``, and ``runtimeConfig.deviceID`` for a plugin that declares the
+    ``deviceID`` capability (the ID from the resource map, or the networks-annotation
+    element's ``deviceID``). The per-call ``runtimeConfig`` wins over the conf.
+    """
+    where = f"binding conf {conf.get('name')!r}"
+    rc = conf.get("runtimeConfig")
+    candidates = [("runtimeConfig.deviceID", rc.get("deviceID") if isinstance(rc, Mapping) else None),
+                  ("deviceID", conf.get("deviceID"))]
+    for key, value in candidates:
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise InvalidConfig(f"{where}: {key} must be a PCI address string, got {value!r}")
+        return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -263,14 +296,37 @@ def record_from(observed: ObservedPodLink) -> BindingRecord:
     )
 
 
-def plan(observed: ObservedPodLink | None, network: str, config: BindingConfig, *, pod_iface: str) -> DesiredPlumbing:
+def plan(
+    observed: ObservedPodLink | None,
+    network: str,
+    config: BindingConfig,
+    *,
+    pod_iface: str,
+    vf: sriov.VfInfo | None = None,
+) -> DesiredPlumbing:
     """The desired plumbing for one attachment, from what the pod link looks like. Pure.
 
     A pod link that already carries a kvnet record (a repeated ADD) is planned from the
-    record, so the plan is the same before and after ADD.
+    record, so the plan is the same before and after ADD. ``vf`` is the SR-IOV VF the
+    conf's ``deviceID`` names, as sysfs shows it (read only when the pod link is absent).
     """
     if observed is None:
-        return DesiredPlumbing(network, pod_iface, "none", f"no pod link {pod_iface} (a VFIO VF, or no netdev)")
+        if vf is None:
+            return DesiredPlumbing(network, pod_iface, "none", f"no pod link {pod_iface} (a VFIO VF, or no netdev)")
+        if vf.is_vfio:
+            return DesiredPlumbing(network, pod_iface, "none", f"VFIO VF {vf.address}: nothing to plumb")
+        where = f"SR-IOV VF {vf.address} (deviceID)"
+        if vf.driver is None:
+            raise InvalidConfig(
+                f"network {network}: {where} is bound to no driver: it has no netdev for the pod link {pod_iface}"
+                " and no VM can take it (bind it to vfio-pci for a PCI hostdev)"
+            )
+        netdev = f"{', '.join(vf.netdevs)}, still on the node" if vf.netdevs else "not on the node either"
+        raise InvalidConfig(
+            f"network {network}: {where} is bound to {vf.driver}, not vfio-pci, but its netdev ({netdev}) is not"
+            f" in the pod as {pod_iface}: the attachment's plugin did not move it there (or bind the VF to vfio-pci"
+            " for a PCI hostdev)"
+        )
     link = observed.link
     if link.kind in DIRECT_KINDS:
         return DesiredPlumbing(network, pod_iface, "none", f"pod link {pod_iface} is a {link.kind}: the VM uses it directly")
@@ -319,12 +375,23 @@ def _observe(ns: PodNetlink, pod_iface: str) -> ObservedPodLink | None:
     return ObservedPodLink(link, ns.addresses(pod_iface), ns.routes(pod_iface))
 
 
+def _discover(network: str, config: BindingConfig) -> sriov.VfInfo | None:
+    """The VF named by ``deviceID`` as sysfs shows it; None without a ``deviceID``."""
+    if config.device_id is None:
+        return None
+    try:
+        return sriov.discover_vf(config.device_id, root=config.sysfs_root)
+    except DeviceError as err:
+        raise DeviceError(f"network {network}: deviceID {config.device_id!r}: {err.msg}") from None
+
+
 def _prepare(request: Request, ns: PodNetlink) -> tuple[DesiredPlumbing, ObservedPodLink | None]:
     network = logic_network_name(request.config)
     config = BindingConfig.parse(request.config)
     pod_iface = find_pod_iface(ns.link_names(), network, request.ifname)
     observed = _observe(ns, pod_iface)
-    return plan(observed, network, config, pod_iface=pod_iface), observed
+    vf = _discover(network, config) if observed is None else None
+    return plan(observed, network, config, pod_iface=pod_iface, vf=vf), observed
 
 
 def add(request: Request, *, nl: NetnsOpener = open_netns) -> dict[str, Any]:

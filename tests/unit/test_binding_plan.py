@@ -26,9 +26,11 @@ from kvnet.cni.binding import (
     plan,
     swapped_mac,
 )
-from kvnet.errors import DecodeFailure, InvalidConfig, NetlinkFailure
-from kvnet.model import BindingRecord, GuestIpConfig
+from kvnet.errors import DecodeFailure, DeviceError, InvalidConfig, NetlinkFailure
+from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
+from kvnet.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig, PciAddress
 from kvnet.netlink import AddressState, LinkState, NetnsMissing, RouteState
+from kvnet.sriov import VfInfo
 
 BLUE = "pod16477688c0e"
 MAC = "0a:58:0a:4d:00:02"
@@ -63,8 +65,25 @@ def test_config_defaults() -> None:
 
 
 def test_config_all_keys() -> None:
-    conf = {"mode": "redirect", "multiQueue": True, "tapOwner": {"uid": 0, "gid": 36}, "logFile": "/var/log/b.log", "logLevel": "debug"}
-    assert BindingConfig.parse(conf) == BindingConfig("redirect", True, 0, 36, "/var/log/b.log", "debug")
+    conf = {"mode": "redirect", "multiQueue": True, "tapOwner": {"uid": 0, "gid": 36}, "logFile": "/var/log/b.log", "logLevel": "debug",
+            "deviceID": "0000:81:00.2", "sysfsRoot": "/tmp/sysfs"}
+    assert BindingConfig.parse(conf) == BindingConfig("redirect", True, 0, 36, "/var/log/b.log", "debug", "0000:81:00.2", "/tmp/sysfs")
+
+
+@pytest.mark.parametrize(
+    ("conf", "expected"),
+    [
+        ({}, None),
+        ({"deviceID": "0000:81:00.2", "pciBusID": "0000:81:00.2"}, "0000:81:00.2"),  # a NAD with resourceName
+        ({"runtimeConfig": {"deviceID": "0000:81:00.3"}}, "0000:81:00.3"),  # the deviceID capability
+        ({"deviceID": "0000:81:00.2", "runtimeConfig": {"deviceID": "0000:81:00.3"}}, "0000:81:00.3"),  # runtime wins
+        ({"deviceID": "0000:81:00.2", "runtimeConfig": {"deviceID": ""}}, "0000:81:00.2"),
+        ({"deviceID": "", "runtimeConfig": {}}, None),
+        ({"runtimeConfig": "weird"}, None),
+    ],
+)
+def test_config_device_id_as_multus_passes_it(conf: dict[str, Any], expected: str | None) -> None:
+    assert BindingConfig.parse({"name": "b", **conf}).device_id == expected
 
 
 @pytest.mark.parametrize(
@@ -77,6 +96,10 @@ def test_config_all_keys() -> None:
         ({"tapOwner": {"gid": True}}, "binding conf 'b': tapOwner.gid must be a non-negative integer, got True"),
         ({"logFile": ""}, "binding conf 'b': logFile must be a path, got ''"),
         ({"logLevel": "loud"}, "binding conf 'b': logLevel 'loud' is not one of debug, verbose, error, panic"),
+        ({"deviceID": 7}, "binding conf 'b': deviceID must be a PCI address string, got 7"),
+        ({"runtimeConfig": {"deviceID": ["x"]}}, "binding conf 'b': runtimeConfig.deviceID must be a PCI address string, got ['x']"),
+        ({"sysfsRoot": "sys"}, "binding conf 'b': sysfsRoot must be an absolute path, got 'sys'"),
+        ({"sysfsRoot": None}, "binding conf 'b': sysfsRoot must be an absolute path, got None"),
     ],
 )
 def test_config_errors(conf: dict[str, Any], message: str) -> None:
@@ -148,6 +171,12 @@ CFG = BindingConfig()
             DesiredPlumbing("blue", BLUE, "redirect", "auto for a ipvlan pod link", RECORD,
                             TapSpec("tap16477688c0e", 1400, 107, 107, False), None, MAC),
             id="ipvlan-redirect",
+        ),
+        pytest.param(
+            observed(veth(kind="bond")), CFG,
+            DesiredPlumbing("blue", BLUE, "bridge", "auto for a bond pod link", RECORD,
+                            TapSpec("tap16477688c0e", 1400, 107, 107, False), "k6t-16477688c0e", swapped_mac(MAC)),
+            id="bond-bridge",  # a bond bond-cni built in the pod is just a kernel link
         ),
         pytest.param(
             observed(veth(kind="", mtu=9000)),
@@ -499,7 +528,9 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
-_keys = st.sampled_from(["mode", "multiQueue", "tapOwner", "logFile", "logLevel", "name", "args", "other"])
+_keys = st.sampled_from(
+    ["mode", "multiQueue", "tapOwner", "logFile", "logLevel", "name", "args", "deviceID", "runtimeConfig", "sysfsRoot", "other"]
+)
 
 
 @given(st.dictionaries(_keys, _json, max_size=6))
@@ -511,6 +542,8 @@ def test_config_parse_gives_a_config_or_invalid_config(conf: dict[str, Any]) -> 
         return
     assert parsed.mode in ("auto", "bridge", "redirect") and isinstance(parsed.multi_queue, bool)
     assert 0 <= parsed.tap_uid < 2**32 and 0 <= parsed.tap_gid < 2**32
+    assert parsed.device_id is None or (isinstance(parsed.device_id, str) and parsed.device_id)
+    assert parsed.sysfs_root.startswith("/")
 
 
 @given(st.dictionaries(st.sampled_from(["args", "name"]), _json, max_size=2))
@@ -536,3 +569,144 @@ def test_a_failing_undo_step_does_not_hide_the_original_error() -> None:
         binding.add(Req(), nl=opener(ns))
     assert ns.links[BLUE].alias == ""  # the other undo steps still ran
     real_delete("k6t-16477688c0e")
+
+
+def test_redirect_kinds_are_the_models() -> None:
+    """One rule for which pod links get redirect mode, shared with the translation."""
+    assert REDIRECT_KINDS == frozenset({"macvlan", "ipvlan"})
+    for kind in sorted(REDIRECT_KINDS):
+        assert plan(observed(veth(kind=kind)), "blue", CFG, pod_iface=BLUE).mode == "redirect"
+
+
+# --- no pod link, an SR-IOV deviceID: discovery on fake sysfs trees ------------------------
+
+PF = "0000:81:00.0"
+VFIO_VF, KERNEL_VF, MOVED_VF, UNBOUND_VF = "0000:81:00.2", "0000:81:00.4", "0000:81:00.5", "0000:81:00.6"
+
+
+@pytest.fixture
+def sysfs_root(tmp_path: Path) -> str:
+    """A PF with a VFIO VF, a kernel VF whose netdev is still on the node, one whose netdev
+    left the node's view (moved to some netns), and an unbound VF."""
+    root = str(tmp_path / "root")
+    make_fake_sysfs(root, {PF: FakePf(vfs=[
+        FakeVf(VFIO_VF, iommu_group=60),
+        FakeVf(KERNEL_VF, driver="iavf", iommu_group=62, netdev="ens1f0v2"),
+        FakeVf(MOVED_VF, driver="iavf", iommu_group=63),
+        FakeVf(UNBOUND_VF, driver=None),
+    ], netdev="ens1f0")})
+    return root
+
+
+def sriov_req(device_id: str | None, root: str, *, runtime: bool = False) -> Req:
+    conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "kvnet-binding", "args": {"cni": {"logicNetworkName": "blue"}},
+                            "sysfsRoot": root}
+    if device_id is not None:
+        if runtime:
+            conf["runtimeConfig"] = {"deviceID": device_id}
+        else:
+            conf.update(deviceID=device_id, pciBusID=device_id)
+    return Req(config=conf)
+
+
+def no_pod_link() -> FakeNetns:
+    return FakeNetns(links={"lo": LinkState("lo", 1, "00:00:00:00:00:00", 65536, up=True)})
+
+
+def vf_info(driver: str | None, netdevs: tuple[str, ...] = ()) -> VfInfo:
+    return VfInfo(PciAddress(0, 0x81, 0, 4), PciAddress(0, 0x81, 0, 0), 1, driver, 62 if driver else None, netdevs)
+
+
+def test_plan_vfio_vf_nothing_to_plumb() -> None:
+    vf = replace(vf_info("vfio-pci"), address=PciAddress(0, 0x81, 0, 2))
+    assert plan(None, "blue", CFG, pod_iface=BLUE, vf=vf) == DesiredPlumbing(
+        "blue", BLUE, "none", "VFIO VF 0000:81:00.2: nothing to plumb"
+    )
+
+
+@pytest.mark.parametrize(
+    ("vf", "message"),
+    [
+        (vf_info("iavf", ("ens1f0v2",)),
+         f"network blue: SR-IOV VF 0000:81:00.4 (deviceID) is bound to iavf, not vfio-pci, but its netdev (ens1f0v2, still on"
+         f" the node) is not in the pod as {BLUE}: the attachment's plugin did not move it there (or bind the VF to vfio-pci"
+         " for a PCI hostdev)"),
+        (vf_info("mlx5_core"),
+         f"network blue: SR-IOV VF 0000:81:00.4 (deviceID) is bound to mlx5_core, not vfio-pci, but its netdev (not on the"
+         f" node either) is not in the pod as {BLUE}"),
+        (vf_info(None),
+         f"network blue: SR-IOV VF 0000:81:00.4 (deviceID) is bound to no driver: it has no netdev for the pod link {BLUE}"
+         " and no VM can take it (bind it to vfio-pci for a PCI hostdev)"),
+    ],
+)
+def test_plan_kernel_vf_without_its_pod_link_is_an_error(vf: VfInfo, message: str) -> None:
+    with pytest.raises(InvalidConfig) as err:
+        plan(None, "blue", CFG, pod_iface=BLUE, vf=vf)
+    assert err.value.msg.startswith(message)
+    assert err.value.cni_code == 7
+
+
+@pytest.mark.parametrize("runtime", [False, True], ids=["top-level", "runtimeConfig"])
+def test_add_vfio_vf_succeeds_and_says_so(sysfs_root: str, runtime: bool, caplog: pytest.LogCaptureFixture) -> None:
+    ns = no_pod_link()
+    before = ns.state()
+    req = sriov_req(VFIO_VF, sysfs_root, runtime=runtime)
+    with caplog.at_level("INFO", logger="kvnet.binding"):
+        assert binding.add(req, nl=opener(ns)) == {"cniVersion": "1.0.0"}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ADD container c1: network blue ({BLUE}): nothing to do: VFIO VF {VFIO_VF}: nothing to plumb"
+    ]
+    assert ns.state() == before and ns.calls == []
+    binding.check(req, nl=opener(ns))
+    binding.delete(req, nl=opener(ns))
+    assert ns.state() == before and ns.calls == []
+
+
+@pytest.mark.parametrize(
+    ("device_id", "message"),
+    [
+        (KERNEL_VF, f"network blue: SR-IOV VF {KERNEL_VF} (deviceID) is bound to iavf, not vfio-pci, but its netdev"
+                    f" (ens1f0v2, still on the node) is not in the pod as {BLUE}"),
+        (MOVED_VF, f"network blue: SR-IOV VF {MOVED_VF} (deviceID) is bound to iavf, not vfio-pci, but its netdev"
+                   f" (not on the node either) is not in the pod as {BLUE}"),
+        (UNBOUND_VF, f"network blue: SR-IOV VF {UNBOUND_VF} (deviceID) is bound to no driver"),
+    ],
+)
+def test_add_kernel_vf_whose_netdev_is_not_in_the_pod_fails(sysfs_root: str, device_id: str, message: str) -> None:
+    ns = no_pod_link()
+    before = ns.state()
+    for call in (binding.add, binding.check):
+        with pytest.raises(InvalidConfig) as err:
+            call(sriov_req(device_id, sysfs_root), nl=opener(ns))
+        assert err.value.msg.startswith(message)
+    assert ns.state() == before and ns.calls == []
+
+
+@pytest.mark.parametrize(
+    ("device_id", "message"),
+    [
+        ("0000:81:01.7", "network blue: deviceID '0000:81:01.7': PCI device 0000:81:01.7: no such device"),
+        (PF, f"network blue: deviceID '{PF}': PCI device {PF} is not an SR-IOV VF (it has no physfn link)"),
+        ("81:00.2/../..", "network blue: deviceID '81:00.2/../..': SR-IOV VF: "),
+    ],
+)
+def test_add_with_a_device_id_that_is_no_vf(sysfs_root: str, device_id: str, message: str) -> None:
+    with pytest.raises(DeviceError) as err:
+        binding.add(sriov_req(device_id, sysfs_root), nl=opener(no_pod_link()))
+    assert err.value.msg.startswith(message)
+    assert err.value.cni_code == 107
+
+
+def test_without_device_id_an_absent_pod_link_is_still_nothing(sysfs_root: str) -> None:
+    ns = no_pod_link()
+    assert binding.add(sriov_req(None, sysfs_root), nl=opener(ns)) == {"cniVersion": "1.0.0"}
+    assert ns.calls == []
+
+
+def test_device_id_is_not_read_when_the_pod_link_is_there(tmp_path: Path) -> None:
+    """A VF's netdev moved into the pod is bound like any pod link; sysfs is not even read."""
+    ns = fake_pod()
+    req = sriov_req(KERNEL_VF, str(tmp_path / "no-such-root"))
+    assert binding.add(req, nl=opener(ns)) == {"cniVersion": "1.0.0"}
+    assert ns.links[BLUE].master == "k6t-16477688c0e" and ns.links[BLUE].alias == bindrecord.encode(RECORD)
+    binding.check(req, nl=opener(ns))

@@ -15,9 +15,9 @@ import pytest
 
 from kvnet import podresources_pb2 as pb
 from kvnet import podresources_pb2_grpc as pb_grpc
-from kvnet.errors import ApiFailure, DeviceError
+from kvnet.errors import ApiFailure
 from kvnet.lab.podresources_server import PodResourcesStandIn
-from kvnet.podresources import DeviceIdPool, PodResourcesClient, resource_map
+from kvnet.podresources import PodResourcesClient, resource_map
 
 SRIOV = "intel.com/sriov_vfio"
 MLX = "nvidia.com/mlx_netdevice"
@@ -111,48 +111,6 @@ def test_resource_map_from_a_message() -> None:
     assert resource_map(decoded, "n", "p") == {"r": ["0", "1", "2"]}
     assert resource_map(decoded, "m", "p") == {"r": ["9"]}
     assert resource_map(decoded, "n", "q") == {}
-
-
-# --- DeviceIdPool -----------------------------------------------------------------------
-
-
-def test_pool_hands_out_in_order_then_runs_dry(kubelet: PodResourcesStandIn, sock: str) -> None:
-    pool = DeviceIdPool(PodResourcesClient(sock))
-    assert [pool.take(*POD, SRIOV) for _ in range(3)] == ["0000:81:00.2", "0000:81:00.3", "0000:81:00.5"]
-    assert pool.take(*POD, MLX) == "0000:3b:00.4"
-    with pytest.raises(DeviceError, match=(
-        r"pod vms/virt-launcher-vm1-x7k2p: all 3 device\(s\) of resource 'intel.com/sriov_vfio' are taken by "
-        r"earlier attachments"
-    )) as dry:
-        pool.take(*POD, SRIOV)
-    assert dry.value.cni_code == 107
-    assert kubelet.calls == ["List", "List"]  # once per (pod, resource), not per attachment
-    assert pool.taken()[(*POD, SRIOV)] == ("0000:81:00.2", "0000:81:00.3", "0000:81:00.5")
-
-
-def test_pool_nothing_allocated(kubelet: PodResourcesStandIn, sock: str) -> None:
-    pool = DeviceIdPool(PodResourcesClient(sock))
-    with pytest.raises(DeviceError, match=(
-        r"pod vms/virt-launcher-vm1-x7k2p: the kubelet allocated no device of resource 'example.com/vf'"
-    )):
-        pool.take(*POD, "example.com/vf")
-
-
-class FakeKubelet:
-    def __init__(self, table: dict[tuple[str, str, str], list[str]]) -> None:
-        self.table = table
-        self.asked: list[tuple[str, str, str]] = []
-
-    def device_ids(self, namespace: str, pod: str, resource_name: str) -> list[str]:
-        self.asked.append((namespace, pod, resource_name))
-        return list(self.table.get((namespace, pod, resource_name), []))
-
-
-def test_pool_sorts_and_keeps_pods_apart() -> None:
-    fake = FakeKubelet({("n", "a", "r"): ["b", "a"], ("n", "b", "r"): ["c"]})
-    pool = DeviceIdPool(fake)
-    assert [pool.take("n", "a", "r"), pool.take("n", "b", "r"), pool.take("n", "a", "r")] == ["a", "c", "b"]
-    assert fake.asked == [("n", "a", "r"), ("n", "b", "r")]
 
 
 # --- failures -------------------------------------------------------------------------------
@@ -263,9 +221,11 @@ def test_import_is_light() -> None:
 
 
 def test_flow_resource_name_to_device_info(tmp_path: Path) -> None:
-    """resourceName → device ID per NAD → dp file copied to the attachment's cni file → a VFIO VF."""
+    """resourceName → sorted device IDs, one per NAD in order (as kvnet.cni.meta hands them out)
+    → dp file copied to the attachment's cni file → a VFIO VF."""
     from kvnet.deviceinfo import cni_path, copy_dp_to_cni, remove_cni, save_dp, vf_device_info
-    from kvnet.sriov import FakePf, FakeVf, discover_vf, list_vfs, make_fake_sysfs
+    from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
+    from kvnet.sriov import discover_vf, list_vfs
 
     sysfs, devinfo = str(tmp_path / "root"), str(tmp_path / "devinfo")
     vfs = ["0000:81:00.2", "0000:81:00.3"]
@@ -273,10 +233,10 @@ def test_flow_resource_name_to_device_info(tmp_path: Path) -> None:
     for vf in list_vfs("0000:81:00.0", root=sysfs):  # what the SR-IOV device plugin writes
         save_dp(SRIOV, str(vf.address), vf_device_info(vf), devinfo)
     with PodResourcesStandIn(str(tmp_path / "kubelet.sock"), {POD: {SRIOV: list(reversed(vfs))}}):
-        pool = DeviceIdPool(PodResourcesClient(str(tmp_path / "kubelet.sock")))
+        ids = PodResourcesClient(str(tmp_path / "kubelet.sock")).device_ids(*POD, SRIOV)
         got = []
         for nad, ifname in (("vms/sriov-a", "pod5c8c6bd1f7e"), ("vms/sriov-b", "pod0a0e1e4d5b2")):
-            device_id = pool.take(*POD, SRIOV)
+            device_id = ids.pop(0)
             info = copy_dp_to_cni(SRIOV, device_id, nad, "cid1", ifname, devinfo)
             assert info is not None and info.pci_address == device_id
             assert discover_vf(info.pci_address, root=sysfs).is_vfio

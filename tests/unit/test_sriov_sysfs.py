@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from kvnet.errors import DeviceError
 from kvnet.model import PciAddress
-from kvnet.sriov import FakePf, FakeVf, VfInfo, discover_vf, list_vfs, make_fake_sysfs, netdev_pci_address
+from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
+from kvnet.sriov import VfInfo, discover_vf, list_vfs, netdev_pci_address
 
 PF = "0000:81:00.0"
 VFS = (
