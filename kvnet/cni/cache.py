@@ -14,17 +14,13 @@ import base64
 import binascii
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvnet.errors import DecodeFailure, InvalidEnvironment, IOFailure
-from kvnet.naming import cni_name_ok
-
-# The CNI spec's container ID rule, matched in full (``$`` alone lets a trailing newline by).
-_CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
+from kvnet.cni.protocol import validate_container_id
+from kvnet.errors import DecodeFailure, IOFailure
 
 # Go's zero value of libcni.NetworkConfigList, which Multus 4.x marshals for every
 # delegate (only older 4.x releases filled it, for conflists).
@@ -283,14 +279,11 @@ def decode(data: bytes) -> tuple[CachedDelegate, ...]:
 
 
 def cache_path(cni_dir: str | os.PathLike[str], container_id: str) -> Path:
-    """``<cniDir>/<containerID>``; a container ID that would leave cniDir is refused."""
-    if not cni_name_ok(container_id) or not _CONTAINER_ID.fullmatch(container_id):
-        raise InvalidEnvironment(f"invalid characters in containerID {container_id!r}")
-    base = Path(cni_dir)
-    path = base / container_id
-    if path.parent != base or container_id in (".", ".."):
-        raise InvalidEnvironment(f"containerID {container_id!r} would escape the cache directory")
-    return path
+    """``<cniDir>/<containerID>``. The container ID must pass the CNI spec's rule
+    (libcni's ``ValidateContainerID``), which keeps it a plain file name in cniDir: it
+    starts with a letter or digit (so never ``.`` or ``..``) and has no ``/``."""
+    validate_container_id(container_id)
+    return Path(cni_dir) / container_id
 
 
 def save(cni_dir: str | os.PathLike[str], container_id: str, delegates: Sequence[CachedDelegate]) -> Path:

@@ -253,7 +253,7 @@ def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool) -> Mapping[str, A
         if on_del:
             log.warning("pod %s: cannot read the pod on DEL, deleting from the cache: %s", pa.label, err.msg)
             return None
-        raise _reword(err, f"{_prefix(pa)}error getting pod: {err.msg}") from err
+        raise _reword(err, f"{_prefix(pa)}error waiting for pod: {err.msg}") from err
     if pod is None:
         return None
     uid = str(_pod_meta(pod).get("uid") or "")
@@ -261,7 +261,9 @@ def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool) -> Mapping[str, A
         if on_del:
             log.warning("pod %s: API has UID %s, the runtime %s; not touching the new pod", pa.label, uid, pa.uid)
             return None
-        raise UnknownContainer(f"{_prefix(pa)}expected pod UID {pa.uid!r} but got {uid!r} from Kube API")
+        raise UnknownContainer(
+            f"{_prefix(pa)}expected pod UID {ann.go_quote(pa.uid)} but got {ann.go_quote(uid)} from Kube API"
+        )
     return pod
 
 
@@ -303,7 +305,7 @@ class _DeviceIds:
     def next(self, resource: str, nad: str) -> str:
         if self.allocator is None:
             raise InvalidConfig(
-                f"network {nad} asks for devices of resource {resource!r} but no device allocator "
+                f"network {nad} asks for devices of resource {ann.go_quote(resource)} but no device allocator "
                 "(kubelet PodResources) is configured"
             )
         if resource not in self.ids:
@@ -391,6 +393,11 @@ def _check_gateways(delegates: list[CachedDelegate]) -> list[CachedDelegate]:
     return out
 
 
+# How Multus's TryLoadPodDelegates wraps what goes wrong with each annotation.
+_DEFAULT_NET_ERR = "TryLoadPodDelegates: error in loading K8s cluster default network from pod annotation: "
+_NETWORKS_ERR = "TryLoadPodDelegates: error in getting k8s network for pod: "
+
+
 class _NadsOnce:
     """One ADD reads each NAD once (KubeVirt repeats the binding NAD once per VM network)."""
 
@@ -442,11 +449,14 @@ def load_delegates(
     try:
         default_value = notes.get(ann.DEFAULT_NETWORK)
         if default_value:
-            sel = ann.parse_default_network(default_value, conf.multus_namespace)
             try:
-                main = _nad_delegate(api, conf, sel.namespace, sel.name, devices)
+                sel = ann.parse_default_network(default_value, conf.multus_namespace)
+                try:
+                    main = _nad_delegate(api, conf, sel.namespace, sel.name, devices)
+                except KvnetError as err:
+                    raise _reword(err, f"tryLoadK8sPodDefaultNetwork: failed getting the delegate: {err.msg}") from err
             except KvnetError as err:
-                raise _reword(err, f"tryLoadK8sPodDefaultNetwork: {err.msg}") from err
+                raise _reword(err, f"{_DEFAULT_NET_ERR}{err.msg}") from err
             delegates[0] = replace(main, master=True)
         value = notes.get(ann.NETWORKS)
         if value:
@@ -455,13 +465,15 @@ def load_delegates(
             for sel in selections:
                 if not conf.namespace_allowed(pod_ns, sel.namespace):
                     raise InvalidAnnotation(
-                        "GetNetworkDelegates: namespace isolation enabled, annotation violates permission, pod is "
-                        f"in namespace {pod_ns} but refers to target namespace {sel.namespace}"
+                        f"{_NETWORKS_ERR}GetNetworkDelegates: namespace isolation enabled, annotation violates "
+                        f"permission, pod is in namespace {pod_ns} but refers to target namespace {sel.namespace}"
                     )
                 try:
                     added.append(_selection_delegate(sel, api, conf, devices))
                 except KvnetError as err:
-                    raise _reword(err, f"GetNetworkDelegates: failed getting the delegate: {err.msg}") from err
+                    raise _reword(
+                        err, f"{_NETWORKS_ERR}GetNetworkDelegates: failed getting the delegate: {err.msg}"
+                    ) from err
             delegates.extend(added)
             if any(d.gateway_request is not None for d in delegates):
                 delegates = _check_gateways(delegates)
@@ -500,7 +512,9 @@ def check_plan(delegates: Sequence[CachedDelegate], runtime_ifname: str, pa: Pod
             )
         names[ifname] = d.name
         if not cni_name_ok(d.network_name):
-            raise InvalidConfig(f"{_prefix(pa)}network {d.name}: invalid network name {d.network_name!r} in its config")
+            raise InvalidConfig(
+                f"{_prefix(pa)}network {d.name}: invalid network name {ann.go_quote(d.network_name)} in its config"
+            )
         if not d.conf.get("type") and not isinstance(d.conf.get("plugins"), list):
             raise InvalidConfig(f"{_prefix(pa)}network {d.name}: the config has neither 'type' nor 'plugins'")
         out.append(ifname)
@@ -508,8 +522,14 @@ def check_plan(delegates: Sequence[CachedDelegate], runtime_ifname: str, pa: Pod
 
 
 def delegate_cni_args(request: CniRequest, pa: PodArgs, d: CachedDelegate | None = None) -> str:
-    """CNI_ARGS for a delegate: Multus's fixed five, then the runtime's own, then the
-    deprecated MAC/IP requests."""
+    """CNI_ARGS for a delegate, as Multus's ``newCNIRuntimeConf`` builds them: the fixed
+    five, then each of the runtime's own pairs in order. A runtime pair fills a fixed key
+    whose value is still empty; any other pair is appended, even when the same pair is
+    already there (Multus does not drop duplicates). Then the deprecated MAC/IP requests.
+
+    The runtime's CNI_ARGS were checked when the request was parsed (``parse_cni_args``
+    refuses a pair without ``=`` or key); empty segments are skipped, as there.
+    """
     pairs: list[list[str]] = [
         ["IgnoreUnknown", "true"],
         ["K8S_POD_NAMESPACE", pa.namespace],
@@ -517,17 +537,14 @@ def delegate_cni_args(request: CniRequest, pa: PodArgs, d: CachedDelegate | None
         ["K8S_POD_INFRA_CONTAINER_ID", pa.infra_container_id],
         ["K8S_POD_UID", pa.uid],
     ]
-    raw = getattr(request, "args_str", "") or ";".join(f"{k}={v}" for k, v in request.args.items())
-    for item in raw.split(";") if raw else ():
-        key, sep, val = item.partition("=")
-        if not sep:
-            log.error("CNI_ARGS %s is not recognized as CNI arg, skipped", item)
+    raw = request.args_str or ";".join(f"{k}={v}" for k, v in request.args.items())
+    for item in raw.split(";"):
+        if not item:
             continue
+        key, _, val = item.partition("=")
         for pair in pairs:
             if pair[0] == key and pair[1] == "" and val != "":
                 pair[1] = val
-                break
-            if pair[0] == key and pair[1] == val:
                 break
         else:
             pairs.append([key, val])
@@ -590,11 +607,15 @@ def _delete_all(
         try:
             runner.run_network("DEL", d.conf, env, runtime_config=rc)
             log.info("pod %s: deleted %s (%s) from %s", pa.label, ifname, d.plugin_type, d.name)
-        except KvnetError as err:
-            kind = "ConflistDel" if d.is_conflist else "DelegateDel"
-            what = d.network_name if d.is_conflist else d.plugin_type
-            errors.append(f"delegateDel: error invoking {kind} - {what!r}: {err.msg}")
-            log.error("pod %s: DEL of %s on %s failed: %s", pa.label, d.name, ifname, err.msg)
+        except Exception as err:  # every delegate is tried, whatever one of them raised
+            msg = err.msg if isinstance(err, KvnetError) else f"{type(err).__name__}: {err}"
+            if d.is_conflist:
+                errors.append(f"delegateDel: error invoking ConflistDel - {ann.go_quote(d.network_name)}: "
+                              f"conflistDel: error in getting result from DelNetworkList: {msg}")
+            else:
+                errors.append(f"delegateDel: error invoking DelegateDel - {ann.go_quote(d.plugin_type)}: "
+                              f"error in getting result from DelNetwork: {msg}")
+            log.error("pod %s: DEL of %s on %s failed: %s", pa.label, d.name, ifname, msg)
         if rc.get("CNIDeviceInfoFile") and seams.devinfo is not None:
             try:
                 seams.devinfo.remove(d.name, request.container_id, ifname)
@@ -678,38 +699,64 @@ def add(
         ", ".join(f"{i}={d.name}" for i, d in zip(ifnames, delegates)),
     )
 
-    main_result: Mapping[str, Any] | None = None
-    statuses: list[NetworkStatus] = []
-    for idx, d in enumerate(delegates):
-        ifname = ifnames[idx]
-        rc = runtime_config(conf, d, request.container_id, ifname, seams.devinfo)
-        env = DelegateEnv(request.container_id, request.netns, ifname, delegate_cni_args(request, pa, d), request.path)
-        try:
-            if rc.get("CNIDeviceInfoFile") and d.resource_name and d.device_id and seams.devinfo is not None:
-                try:
-                    seams.devinfo.copy_from_dp(d.resource_name, d.device_id, d.name, request.container_id, ifname)
-                except KvnetError as err:
-                    log.debug("pod %s: %s: no device-plugin device-info: %s", pa.label, d.name, err.msg)
-            result = runner.run_network("ADD", d.conf, env, runtime_config=rc) or {}
-            log.info("pod %s: added %s from %s", pa.label, ifname, d.name)
-            result = _move_default_route(request, d, ifname, result, seams.routes)
-            info = seams.devinfo.load(d.name, request.container_id, ifname) if rc.get("CNIDeviceInfoFile") and seams.devinfo else None
+    # From here on every way out but success undoes what ran: the delegates up to the
+    # one that failed (itself included), in reverse, and the cache.
+    last = -1
+    try:
+        main_result: Mapping[str, Any] | None = None
+        statuses: list[NetworkStatus] = []
+        for idx, d in enumerate(delegates):
+            last = idx
+            ifname = ifnames[idx]
+            result, info = _add_one(request, conf, pa, d, ifname, runner, seams)
             if d.master or main_result is None:
                 main_result = result
-            statuses.extend(ann.status_from_result(d.name, result, ifname=ifname, default=d.master, device_info=info))
-        except KvnetError as err:
-            _rollback(request, conf, pa, delegates, idx, runner, seams)
-            net = d.network_name
-            raise _reword(err, f"kvnet: [{pa.namespace}/{pa.name}:{net}]: error adding container to network "
-                               f"{net!r}: {err.msg}") from err
+            try:
+                statuses.extend(ann.status_from_result(d.name, result, ifname=ifname, default=d.master, device_info=info))
+            except KvnetError as err:
+                raise _reword(err, f"{_prefix(pa)}error setting network statuses: {err.msg}") from err
 
-    if api is not None and pod is not None and conf.kubeconfig and not conf.is_system_namespace(pa.namespace):
-        try:
-            api.set_network_status(pa.namespace, pa.name, ann.format_network_status(statuses))
-        except KvnetError as err:
-            _rollback(request, conf, pa, delegates, len(delegates) - 1, runner, seams)
-            raise _reword(err, f"{_prefix(pa)}error setting the networks status: {err.msg}") from err
+        if api is not None and pod is not None and conf.kubeconfig and not conf.is_system_namespace(pa.namespace):
+            try:
+                api.set_network_status(pa.namespace, pa.name, ann.format_network_status(statuses))
+            except KvnetError as err:
+                raise _reword(err, f"{_prefix(pa)}error setting the networks status: {err.msg}") from err
+    except BaseException:
+        _rollback(request, conf, pa, delegates, last, runner, seams)
+        raise
     return main_result or empty_result(request.cni_version, ifname=request.ifname, netns=request.netns)
+
+
+def _add_one(
+    request: CniRequest, conf: MultusConfig, pa: PodArgs, d: CachedDelegate, ifname: str, runner: Runner, seams: Seams
+) -> tuple[dict[str, Any], DeviceInfo | None]:
+    """One delegate's ADD (Multus's ``DelegateAdd``), its ``default-route`` edits and its
+    device-info (a missing or unreadable file is only logged, as Multus does)."""
+    rc = runtime_config(conf, d, request.container_id, ifname, seams.devinfo)
+    env = DelegateEnv(request.container_id, request.netns, ifname, delegate_cni_args(request, pa, d), request.path)
+    if rc.get("CNIDeviceInfoFile") and d.resource_name and d.device_id and seams.devinfo is not None:
+        try:
+            seams.devinfo.copy_from_dp(d.resource_name, d.device_id, d.name, request.container_id, ifname)
+        except KvnetError as err:
+            log.debug("pod %s: %s: no device-plugin device-info: %s", pa.label, d.name, err.msg)
+    try:
+        result = runner.run_network("ADD", d.conf, env, runtime_config=rc) or {}
+    except KvnetError as err:
+        net = d.network_name
+        raise _reword(err, f"[{pa.namespace}/{pa.name}/{pa.uid}:{net}]: error adding container to network "
+                           f"{ann.go_quote(net)}: {err.msg}") from err
+    log.info("pod %s: added %s from %s", pa.label, ifname, d.name)
+    try:
+        result = _move_default_route(request, d, ifname, result, seams.routes)
+    except KvnetError as err:
+        raise _reword(err, f"{_prefix(pa)}error setting default gateway: {err.msg}") from err
+    info = None
+    if rc.get("CNIDeviceInfoFile") and seams.devinfo is not None:
+        try:
+            info = seams.devinfo.load(d.name, request.container_id, ifname)
+        except KvnetError as err:
+            log.debug("pod %s: %s: device-info not read: %s", pa.label, d.name, err.msg)
+    return result, info
 
 
 def _rollback(
@@ -769,7 +816,7 @@ def delete(
     if from_cache and not (errors and retry):
         cache.remove(conf.cni_dir, request.container_id)
     if errors:
-        raise DelegateFailed(f"{_prefix(pa)}" + " / ".join(errors))
+        raise DelegateFailed(" / ".join(errors))
 
 
 def check(
@@ -791,9 +838,14 @@ def check(
         try:
             runner.run_network("CHECK", d.conf, env, runtime_config=runtime_config(conf, d, request.container_id, ifname, None))
         except KvnetError as err:
-            kind = "ConflistCheck" if d.is_conflist else "DelegateCheck"
-            what = d.network_name if d.is_conflist else d.plugin_type
-            raise _reword(err, f"{_prefix(pa)}delegateCheck: error invoking {kind} - {what!r}: {err.msg}") from err
+            if d.is_conflist:
+                msg = (f"delegateCheck: error invoking ConflistCheck - {ann.go_quote(d.network_name)}: "
+                       f"conflistCheck: error in getting result from CheckNetworkList: {err.msg}")
+            else:
+                # "DelNetwork" is Multus's own wording for a failed CHECK of a single plugin.
+                msg = (f"delegateCheck: error invoking DelegateCheck - {ann.go_quote(d.plugin_type)}: "
+                       f"error in getting result from DelNetwork: {err.msg}")
+            raise _reword(err, msg) from err
 
 
 def main_delegate(conf: MultusConfig, api: KubeApi | None) -> CachedDelegate:

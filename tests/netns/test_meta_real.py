@@ -78,6 +78,20 @@ def routes(lab: PodLab) -> list[dict[str, Any]]:
     return json.loads(in_ns(lab.pod, IP, "-j", "route").stdout or "[]")
 
 
+def dnat_rules(lab: PodLab) -> list[str]:
+    """The node's NAT rules that DNAT (portmap's), as ``iptables -S`` prints them."""
+    return [r for r in in_ns(lab.node, "iptables", "-t", "nat", "-S").stdout.splitlines() if "-j DNAT" in r]
+
+
+def ifb_links(lab: PodLab) -> list[str]:
+    return [link["ifname"] for link in json.loads(in_ns(lab.node, IP, "-j", "link", "show", "type", "ifb").stdout or "[]")]
+
+
+def qdisc_kinds(lab: PodLab) -> list[str]:
+    """The kinds of every qdisc in the node netns (``tc -j qdisc show``)."""
+    return [q["kind"] for q in json.loads(in_ns(lab.node, "tc", "-j", "qdisc", "show").stdout or "[]")]
+
+
 def test_real_chain_through_nads_and_clean_del(lab: PodLab) -> None:
     lab.add_nad("blue", {"cniVersion": "1.0.0", "plugins": [
         {"type": "bridge", "bridge": "kvt-blue", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.61.0.0/24"}]]}},
@@ -141,15 +155,20 @@ def test_portmap_bandwidth_and_what_delegates_receive(lab: PodLab) -> None:
     assert rc == 0, (result, err)
     nat = in_ns(lab.node, "iptables", "-t", "nat", "-S").stdout
     assert "--dport 18080" in nat and "10.64.0.2:80" in nat
-    qdiscs = in_ns(lab.node, "tc", "qdisc", "show").stdout
-    assert "tbf" in qdiscs
+    assert dnat_rules(lab) != []
+    # bandwidth: tbf on the host veth (ingress), an ingress qdisc redirecting to an ifb
+    # device with its own tbf (egress)
+    kinds = qdisc_kinds(lab)
+    assert "tbf" in kinds and "ingress" in kinds
+    assert ifb_links(lab) != []
     # what the recording delegate got: env, args.cni, only the capabilities it declared
     (rec,) = records(lab, "ADD")
     assert rec["env"]["CNI_IFNAME"] == "net2" and rec["env"]["CNI_NETNS"] == lab.pod.path
     assert rec["env"]["CNI_CONTAINERID"] == "ctr2"
     assert rec["env"]["CNI_ARGS"] == (
         f"IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=svc;K8S_POD_INFRA_CONTAINER_ID=ctr2;K8S_POD_UID={uid};"
-        "IgnoreUnknown=1;MAC=02:00:00:00:00:42;IP=10.9.9.9/24")
+        f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=svc;K8S_POD_INFRA_CONTAINER_ID=ctr2;K8S_POD_UID={uid};"
+        "MAC=02:00:00:00:00:42;IP=10.9.9.9/24")
     assert rec["stdin"]["args"] == {"cni": {"logicNetworkName": "blue"}}
     assert rec["stdin"]["runtimeConfig"] == {"mac": "02:00:00:00:00:42"}
     assert rec["stdin"]["name"] == "rec" and rec["stdin"]["cniVersion"] == "1.0.0"
@@ -157,6 +176,10 @@ def test_portmap_bandwidth_and_what_delegates_receive(lab: PodLab) -> None:
     rc, out, err = lab.cni("DEL", conf, container="ctr2", pod="svc", uid=uid)
     assert rc == 0, (out, err)
     assert "18080" not in in_ns(lab.node, "iptables", "-t", "nat", "-S").stdout
+    # nothing of portmap's or bandwidth's is left on the node
+    assert dnat_rules(lab) == []
+    assert ifb_links(lab) == []
+    assert {"tbf", "ingress"} & set(qdisc_kinds(lab)) == set()
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
     assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net2"]
 
@@ -172,7 +195,7 @@ def test_rollback_after_failing_third_delegate_leaves_nothing(lab: PodLab) -> No
     rc, out, err = lab.cni("ADD", conf, container="ctr3", pod="web", uid=uid)
     assert rc == 1
     assert out["code"] == 7
-    assert out["msg"] == ("kvnet: [default/web:bad]: error adding container to network 'bad': "
+    assert out["msg"] == (f"[default/web/{uid}:bad]: error adding container to network \"bad\": "
                           "plugin type=\"recorder\" failed (add): recorder told to fail")
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
     # the failed delegate was deleted too, the fourth never ran, no veth left on the node
@@ -216,7 +239,7 @@ def test_hanging_delegate_killed_at_timeout_and_rolled_back(lab: PodLab) -> None
     rc, out, err = lab.cni("ADD", conf, container="ctr6", pod="web", uid=uid)
     took = time.monotonic() - t0
     assert rc == 1 and took < 20, (out, err)
-    assert out["msg"].startswith("kvnet: [default/web:slow]: error adding container to network 'slow': ")
+    assert out["msg"].startswith(f"[default/web/{uid}:slow]: error adding container to network \"slow\": ")
     assert out["msg"].endswith('plugin type="recorder" failed (add): timed out after 2s and was killed')
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
     assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net1"]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from kvnet.cni import cache
 from kvnet.cni.cache import CachedDelegate
-from kvnet.errors import DecodeFailure, InvalidEnvironment
+from kvnet.errors import DecodeFailure, InvalidEnvironment, UnknownContainer
 
 # A cache as Multus 4.x writes it (Go encoding/json of []*DelegateNetConf): a clusterNetwork
 # conflist in the older 4.x shape (lossy Bytes, lossless CNINetworkConfigList), a NAD
@@ -112,12 +112,23 @@ def test_round_trip_through_file(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "multus") == []
 
 
-@pytest.mark.parametrize("container_id", ["../etc", "..", ".", "a/b", "/abs", "", ".hidden", "a b", "x\n"])
-def test_escaping_container_ids_rejected(tmp_path: Path, container_id: str) -> None:
+@pytest.mark.parametrize("container_id", ["../etc", "..", ".", "a/b", "/abs", ".hidden", "a b", "x\n", "-x", "a\x00"])
+@pytest.mark.parametrize("op", ["save", "load", "remove"])
+def test_escaping_container_ids_rejected(tmp_path: Path, container_id: str, op: str) -> None:
     with pytest.raises(InvalidEnvironment) as err:
-        cache.save(tmp_path, container_id, [CachedDelegate(name="n", conf={"type": "bridge"})])
-    assert err.value.cni_code == 4
-    assert repr(container_id) in err.value.msg
+        if op == "save":
+            cache.save(tmp_path, container_id, [CachedDelegate(name="n", conf={"type": "bridge"})])
+        else:
+            getattr(cache, op)(tmp_path, container_id)
+    # libcni's ValidateContainerID: the message, the ID in the details, code 4
+    assert (err.value.msg, err.value.details, err.value.cni_code) == ("invalid characters in containerID", container_id, 4)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_container_id_rejected(tmp_path: Path) -> None:
+    with pytest.raises(UnknownContainer) as err:
+        cache.save(tmp_path, "", [CachedDelegate(name="n", conf={"type": "bridge"})])
+    assert (err.value.msg, err.value.cni_code) == ("missing containerID", 3)
     assert list(tmp_path.iterdir()) == []
 
 

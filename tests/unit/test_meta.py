@@ -16,13 +16,15 @@ from kvnet.cni import cache, meta
 from kvnet.cni.config import parse_multus_config
 from kvnet.cni.delegate import DelegateEnv
 from kvnet.cni.meta import Seams
-from kvnet.cni.protocol import parse_request
+from kvnet.cni.protocol import parse_cni_args, parse_request
 from kvnet.errors import (
     ApiFailure,
     DelegateFailed,
     InvalidAnnotation,
     InvalidConfig,
     InvalidEnvironment,
+    KvnetError,
+    NetlinkFailure,
     NetworkNotFound,
     StatusNotAvailable,
     TryAgainLater,
@@ -195,9 +197,11 @@ def test_add_names_order_and_cni_args(tmp_path: Path) -> None:
     # interface names: requested, else net<position in the full list>
     assert runner.adds() == [("main-net", "eth0"), ("a", "foo"), ("b", "net2"), ("c", "net3")]
     envs = [c[2] for c in runner.calls]
+    # Multus's fixed five, then every runtime pair again (newCNIRuntimeConf appends equal pairs too)
     assert envs[1].args == (
         "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=c0ffee;"
-        "K8S_POD_UID=uid-1;IgnoreUnknown=1"
+        "K8S_POD_UID=uid-1;IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;"
+        "K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1"
     )
     assert all(e.container_id == "c0ffee" and e.netns == "/var/run/netns/p" and e.path == ("/opt/cni/bin",) for e in envs)
     # the main network's result is returned
@@ -228,7 +232,8 @@ def test_empty_cni_args_values_filled_and_extra_args_kept(tmp_path: Path) -> Non
     run("ADD", config(tmp_path), api, runner,
         args="K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=bar=baz")
     assert runner.calls[0][2].args == (
-        "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=;K8S_POD_UID=;FOO=bar=baz")
+        "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=;K8S_POD_UID=;"
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=bar=baz")
 
 
 def test_pod_not_found_gives_empty_result_and_runs_nothing(tmp_path: Path) -> None:
@@ -249,7 +254,7 @@ def test_no_api_runs_config_delegates_only(tmp_path: Path) -> None:
 def test_pod_uid_mismatch_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UnknownContainer) as err:
         run("ADD", config(tmp_path), FakeApi([pod(uid="other")]), FakeRunner())
-    assert err.value.msg == "kvnet: [default/web/uid-1]: expected pod UID 'uid-1' but got 'other' from Kube API"
+    assert err.value.msg == "kvnet: [default/web/uid-1]: expected pod UID \"uid-1\" but got \"other\" from Kube API"
 
 
 def test_runtime_config_only_for_selections_not_main(tmp_path: Path) -> None:
@@ -320,8 +325,9 @@ def test_namespace_isolation(tmp_path: Path) -> None:
     with pytest.raises(InvalidAnnotation) as err:
         run("ADD", cfg, FakeApi([pod(**{NETWORKS: "c,other/a"})], nads), FakeRunner())
     assert err.value.msg == (
-        "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: GetNetworkDelegates: namespace isolation "
-        "enabled, annotation violates permission, pod is in namespace default but refers to target namespace other")
+        "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: TryLoadPodDelegates: error in getting k8s "
+        "network for pod: GetNetworkDelegates: namespace isolation enabled, annotation violates permission, pod is in "
+        "namespace default but refers to target namespace other")
     assert err.value.cni_code == 7
     assert not (tmp_path / "cache").exists()
     runner = FakeRunner()
@@ -335,8 +341,9 @@ def test_missing_nad_error_and_code(tmp_path: Path) -> None:
         run("ADD", config(tmp_path), FakeApi([pod(**{NETWORKS: "nope"})]), runner)
     assert err.value.cni_code == 101
     assert err.value.msg == (
-        "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: GetNetworkDelegates: failed getting the "
-        "delegate: getKubernetesDelegate: cannot find a network-attachment-definition (nope) in namespace (default): "
+        "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: TryLoadPodDelegates: error in getting k8s "
+        "network for pod: GetNetworkDelegates: failed getting the delegate: getKubernetesDelegate: cannot find a "
+        "network-attachment-definition (nope) in namespace (default): "
         "network-attachment-definitions.k8s.cni.cncf.io \"nope\" not found")
     assert runner.calls == [] and not (tmp_path / "cache").exists()
 
@@ -355,12 +362,80 @@ def test_rollback_in_reverse_up_to_failed_one(tmp_path: Path) -> None:
     with pytest.raises(DelegateFailed) as err:
         run("ADD", config(tmp_path), api, runner)
     assert err.value.cni_code == 11  # the delegate's own code
-    assert err.value.msg == ("kvnet: [default/web:b]: error adding container to network 'b': "
+    # Multus's cmdPluginErr: the pod's UID and the network, and no product prefix
+    assert err.value.msg == ("[default/web/uid-1:b]: error adding container to network \"b\": "
                              "plugin type=\"bridge\" failed (add): boom on b")
     assert runner.adds() == [("main-net", "eth0"), ("a", "net1"), ("b", "net2")]
     # every delegate up to and including the failed one, reverse order, not stopping at a failed DEL
     assert runner.dels() == [("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
     assert cache.load(tmp_path / "cache", "c0ffee") is None and api.status == {}
+
+
+class _Crash(RuntimeError):
+    """Not a kvnet error: a bug or an interrupted call in a runner."""
+
+
+@pytest.mark.parametrize("crash_on", ["main-net", "b"])
+def test_any_exception_in_add_rolls_back_everything_and_reraises(tmp_path: Path, crash_on: str) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a,b,c"})], [nad("a"), nad("b"), nad("c")])
+    runner = FakeRunner(cni_dir=tmp_path / "cache")
+    record = runner.run_network
+
+    def crashing(command: str, network: Mapping[str, Any], env: DelegateEnv, **kw: Any) -> dict[str, Any] | None:
+        out = record(command, network, env, **kw)
+        if command == "ADD" and network.get("name") == crash_on:
+            raise _Crash(f"runner crashed on {crash_on}")
+        return out
+
+    runner.run_network = crashing  # type: ignore[method-assign]
+    with pytest.raises(_Crash) as err:
+        run("ADD", config(tmp_path), api, runner)
+    assert str(err.value) == f"runner crashed on {crash_on}"  # the same exception, not wrapped
+    ran = runner.adds()
+    # every delegate that ran (the crashing one too) is deleted, in reverse, and the cache is gone
+    assert runner.dels() == list(reversed(ran))
+    assert ran[-1][0] == crash_on
+    assert cache.load(tmp_path / "cache", "c0ffee") is None and api.status == {}
+
+
+def test_rollback_tries_every_delegate_when_a_del_raises_a_non_kvnet_error(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a,b"})], [nad("a"), nad("b")])
+    runner = FakeRunner(fail_add="b")
+    record = runner.run_network
+
+    def del_crashes_on_a(command: str, network: Mapping[str, Any], env: DelegateEnv, **kw: Any) -> dict[str, Any] | None:
+        out = record(command, network, env, **kw)
+        if command == "DEL" and network.get("name") == "a":
+            raise _Crash("DEL crashed on a")
+        return out
+
+    runner.run_network = del_crashes_on_a  # type: ignore[method-assign]
+    with pytest.raises(DelegateFailed) as err:
+        run("ADD", config(tmp_path), api, runner)
+    assert err.value.msg.startswith('[default/web/uid-1:b]: error adding container to network "b": ')
+    assert runner.dels() == [("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
+    assert cache.load(tmp_path / "cache", "c0ffee") is None
+
+
+def test_default_route_failure_rolls_back(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: json.dumps([{"name": "a", "default-route": ["10.2.0.1"]}])})], [nad("a")])
+    runner = FakeRunner()
+    with pytest.raises(NetlinkFailure) as err:
+        run("ADD", config(tmp_path), api, runner)  # no route editor
+    # the main network loses its default route first: that is where it fails
+    assert err.value.msg == ("kvnet: [default/web/uid-1]: error setting default gateway: network main-net: "
+                             "default-route is requested but no route editor is configured")
+    assert runner.adds() == [("main-net", "eth0")] and runner.dels() == [("main-net", "eth0")]
+    assert cache.load(tmp_path / "cache", "c0ffee") is None
+
+
+def test_cni_args_empty_segments_skipped(tmp_path: Path) -> None:
+    api = FakeApi([pod()])
+    runner = FakeRunner()
+    run("ADD", config(tmp_path), api, runner, args="K8S_POD_NAMESPACE=default;;K8S_POD_NAME=web;FOO=;FOO=1;")
+    assert runner.calls[0][2].args == (
+        "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=;K8S_POD_UID=;"
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=1")
 
 
 def test_status_write_failure_fails_add_and_undoes_it(tmp_path: Path) -> None:
@@ -406,7 +481,7 @@ def test_resource_name_needs_an_allocator(tmp_path: Path) -> None:
     api = FakeApi([pod(**{NETWORKS: "sriov"})], [nad("sriov", resource="intel.com/sriov")])
     with pytest.raises(InvalidConfig) as err:
         run("ADD", config(tmp_path), api, FakeRunner())
-    assert ("network default/sriov asks for devices of resource 'intel.com/sriov' but no device allocator"
+    assert ("network default/sriov asks for devices of resource \"intel.com/sriov\" but no device allocator"
             in err.value.msg)
 
 
@@ -454,7 +529,7 @@ def test_api_down_on_add_is_an_error(tmp_path: Path) -> None:
     api.down = True
     with pytest.raises(ApiFailure) as err:
         run("ADD", config(tmp_path), api, FakeRunner())
-    assert err.value.msg == "kvnet: [default/web/uid-1]: error getting pod: connection refused"
+    assert err.value.msg == "kvnet: [default/web/uid-1]: error waiting for pod: connection refused"
 
 
 def _raw_request(cfg: Mapping[str, Any], command: str, container: str):  # type: ignore[no-untyped-def]
@@ -472,7 +547,10 @@ def test_container_id_escaping_cache_rejected(tmp_path: Path, container: str, co
     runner = FakeRunner()
     with pytest.raises(InvalidEnvironment) as err:
         fn(_raw_request(cfg, command, container), conf=parse_multus_config(cfg), api=FakeApi([pod()]), runner=runner)
-    assert repr(container) in err.value.msg and err.value.cni_code == 4
+    # libcni's ValidateContainerID wording, the ID in the details
+    prefix = "kvnet: [default/web/uid-1]: error saving the delegates: " if command == "ADD" else ""
+    assert (err.value.msg, err.value.details, err.value.cni_code) == (
+        prefix + "invalid characters in containerID", container, 4)
     assert runner.calls == [] and not (tmp_path / "cache").exists()
 
 
@@ -511,8 +589,10 @@ def test_del_never_stops_at_one_failure(tmp_path: Path) -> None:
     with pytest.raises(DelegateFailed) as err:
         run("DEL", config(tmp_path), api, runner)
     assert runner.dels() == [("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
-    assert err.value.msg == ("kvnet: [default/web/uid-1]: delegateDel: error invoking DelegateDel - 'bridge': del failed "
-                             "on b / delegateDel: error invoking DelegateDel - 'bridge': del failed on a")
+    # Multus's CmdDel returns delPlugins' joined errors as they are (no cmdErr prefix)
+    assert err.value.msg == (
+        "delegateDel: error invoking DelegateDel - \"bridge\": error in getting result from DelNetwork: del failed on b"
+        " / delegateDel: error invoking DelegateDel - \"bridge\": error in getting result from DelNetwork: del failed on a")
     assert cache.load(tmp_path / "cache", "c0ffee") is None
 
 
@@ -572,6 +652,44 @@ def test_check_from_cache_in_order(tmp_path: Path) -> None:
     with pytest.raises(UnknownContainer) as err:
         run("CHECK", config(tmp_path), api, FakeRunner(), container="other")
     assert err.value.cni_code == 3 and "no cached delegates for container other" in err.value.msg
+
+
+class _FailingCheck(FakeRunner):
+    def run_network(self, command: str, network: Mapping[str, Any], env: DelegateEnv, **kw: Any) -> dict[str, Any] | None:
+        out = super().run_network(command, network, env, **kw)
+        if command == "CHECK" and network.get("name") == "a":
+            raise DelegateFailed("link net1 is gone", code=11)
+        return out
+
+
+def test_check_failure_wording(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
+    run("ADD", config(tmp_path), api, FakeRunner())
+    with pytest.raises(DelegateFailed) as err:
+        run("CHECK", config(tmp_path), api, _FailingCheck())
+    # Multus's delegateCheck around confCheck, returned by CmdCheck as it is
+    assert err.value.msg == ('delegateCheck: error invoking DelegateCheck - "bridge": '
+                             "error in getting result from DelNetwork: link net1 is gone")
+    assert err.value.cni_code == 11
+
+
+@pytest.mark.parametrize(
+    ("value", "nads", "expected"),
+    [
+        ("missing", [], "TryLoadPodDelegates: error in loading K8s cluster default network from pod annotation: "
+         "tryLoadK8sPodDefaultNetwork: failed getting the delegate: getKubernetesDelegate: cannot find a "
+         "network-attachment-definition (missing) in namespace (kube-system): "
+         "network-attachment-definitions.k8s.cni.cncf.io \"missing\" not found"),
+        ("a,b", [], "TryLoadPodDelegates: error in loading K8s cluster default network from pod annotation: "
+         "tryLoadK8sPodDefaultNetwork: more than one default network is specified: a,b"),
+    ],
+)
+def test_default_network_errors_wrapped_as_multus(tmp_path: Path, value: str, nads: list[Any], expected: str) -> None:
+    runner = FakeRunner()
+    with pytest.raises(KvnetError) as err:
+        run("ADD", config(tmp_path), FakeApi([pod(**{DEFAULT_NET: value})], nads), runner)
+    assert err.value.msg == "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: " + expected
+    assert runner.calls == [] and not (tmp_path / "cache").exists()
 
 
 def test_status_and_gc_act_on_main_network(tmp_path: Path) -> None:
@@ -800,20 +918,29 @@ def test_delegate_cni_args_properties(pairs: list[tuple[str, str]], mac: bool) -
     from kvnet.cni.cache import CachedDelegate
 
     raw = ";".join(f"{k}={v}" for k, v in pairs)
-    req = replace(request(config(Path("/nonexistent"))), args_str=raw)
+    req = replace(request(config(Path("/nonexistent"))), args_str=raw, args=parse_cni_args(raw))
     pa = meta.PodArgs("ns", "pod", "uid", "infra")
     d = CachedDelegate(name="n", conf={"type": "x"}, mac_request="02:00:00:00:00:01" if mac else "")
     out = meta.delegate_cni_args(req, pa, d).split(";")
-    fixed = ["IgnoreUnknown=true", "K8S_POD_NAMESPACE=ns", "K8S_POD_NAME=pod", "K8S_POD_INFRA_CONTAINER_ID=infra",
-             "K8S_POD_UID=uid"]
-    assert out[:5] == fixed
+    # Multus's newCNIRuntimeConf, step by step: the fixed five; each runtime pair fills a
+    # fixed or earlier key whose value is empty, else it is appended (equal pairs too)
+    model = [["IgnoreUnknown", "true"], ["K8S_POD_NAMESPACE", "ns"], ["K8S_POD_NAME", "pod"],
+             ["K8S_POD_INFRA_CONTAINER_ID", "infra"], ["K8S_POD_UID", "uid"]]
+    for k, v in pairs:
+        hit = next((p for p in model if p[0] == k and p[1] == "" and v != ""), None)
+        if hit is not None:
+            hit[1] = v
+        else:
+            model.append([k, v])
+    expected = [f"{k}={v}" for k, v in model] + (["MAC=02:00:00:00:00:01"] if mac else [])
+    assert out == expected
+    assert out[:5] == ["IgnoreUnknown=true", "K8S_POD_NAMESPACE=ns", "K8S_POD_NAME=pod",
+                       "K8S_POD_INFRA_CONTAINER_ID=infra", "K8S_POD_UID=uid"]
     keys = {item.split("=", 1)[0] for item in out}
     for k, v in pairs:  # every runtime key reaches the delegate, every non-empty value too
         assert k in keys
-        assert not v or f"{k}={v}" in out  # (an empty value is filled by a later one, as in Multus)
-    body = out[:-1] if mac else out
-    assert len(body) == len(set(body))  # no exact duplicate
-    assert (out[-1] == "MAC=02:00:00:00:00:01") == mac
+        assert not v or f"{k}={v}" in out
+    assert len(out) >= 5 + len(pairs) - sum(1 for _, v in pairs if v) + (1 if mac else 0)
 
 
 @given(cni_args=st.dictionaries(_key, st.integers() | _val, max_size=4),
