@@ -673,6 +673,27 @@ def test_versions_file_spares_version_calls_across_runners(bin_dir: Path, tmp_pa
     assert [c.conf["cniVersion"] for c in fake3.calls if c.command == "ADD"] == ["1.1.0"]
 
 
+def test_versions_file_asks_again_after_an_in_place_rewrite(bin_dir: Path, tmp_path: Path) -> None:
+    """Same path, same inode, same size: a new modification time alone makes it a new binary."""
+    vfile = tmp_path / "versions.json"
+    conf = {"cniVersion": "1.0.0", "name": "n", "type": "p"}
+    first, fake1 = runner_with(bin_dir, {"p": FakePlugin(versions=("0.4.0", "1.0.0"))}, versions_file=str(vfile))
+    first.run("ADD", conf, ENV)
+    path = bin_dir / "p"
+    before = path.stat()
+    with open(path, "r+b") as f:  # rewrite in place, same length
+        data = f.read()
+        f.seek(0)
+        f.write(data.replace(b"exit 0", b"exit 1"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    after = path.stat()
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+    fake2 = FakeExec({"p": FakePlugin(versions=("1.0.0",))})
+    DelegateRunner([str(bin_dir)], exec=fake2, versions_file=str(vfile)).run("ADD", conf, ENV)
+    assert fake2.commands(skip_version=False) == [("p", "VERSION"), ("p", "ADD")]
+    assert json.loads(vfile.read_text())[str(path)]["versions"] == ["1.0.0"]
+
+
 def test_versions_file_unwritable_or_corrupt_is_harmless(bin_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "corrupt.json"
     bad.write_text("{nope")
