@@ -222,29 +222,29 @@ def splice(domain_xml: str | bytes, devices: Sequence[ET.Element]) -> str:
         child_indent = _line_indent(data, layout.children[0].start).decode() or devices_indent + unit
     else:
         child_indent = devices_indent + unit
+    existing: dict[str, int] = {}  # alias -> index of the first device carrying it
+    for i, child in enumerate(layout.children):
+        if child.alias is not None:
+            existing.setdefault(child.alias, i)
     replaced: dict[int, bytes] = {}
-    appended: list[tuple[str, bytes]] = []
+    appended: dict[str, bytes] = {}  # alias -> text, in order; a later device of the same alias takes the first one's place
     for new in devices:
         alias = _alias(new)
         if not alias:
             raise RenderError(f"cannot splice <{new.tag}> without an <alias name>")
         text = _device_text(new, unit, child_indent)
-        index = next((i for i, old in enumerate(layout.children) if old.alias == alias), None)
+        index = existing.get(alias)
         if index is not None:
             replaced[index] = text
-            continue
-        pos = next((i for i, (a, _) in enumerate(appended) if a == alias), None)
-        if pos is not None:
-            appended[pos] = (alias, text)
         else:
-            appended.append((alias, text))
+            appended[alias] = text
     out: list[bytes] = []
     cursor = 0
     for i, child in enumerate(layout.children):
         if i in replaced:
             out += [data[cursor : child.start], replaced[i]]
             cursor = child.end
-    block = b"".join(b"\n" + child_indent.encode() + text for _, text in appended)
+    block = b"".join(b"\n" + child_indent.encode() + text for text in appended.values())
     if layout.devices_empty:
         out += [data[cursor : layout.devices.start], b"<devices>", block, b"\n" + devices_indent.encode(), b"</devices>"]
         cursor = layout.devices.end

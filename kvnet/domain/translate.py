@@ -13,8 +13,7 @@ Bonds (``kvnet.io/bonds``) add ``sriov: {}`` members whose hostdevs KubeVirt ren
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
 
 from kvnet import naming
 from kvnet.domain.bonds import BondSpec, vmi_bonds
@@ -54,22 +53,17 @@ def pod_iface_name(vmi: Vmi, network: VmiNetwork, facts: PodFacts, *, ordinal: b
     return naming.hashed_pod_iface(network.name)
 
 
-@runtime_checkable
-class ListedLinks(Protocol):
-    """Pod links that can name their candidates without reading each link (``kvnet.podfacts.PodLinks``)."""
-
-    def listed(self) -> Iterable[str]: ...
-
-
 def uses_ordinal_names(links: Mapping[str, PodLink]) -> bool:
     """``naming.uses_ordinal_names`` over the pod's link names, reading as few links as possible.
 
-    A mapping that reads each link on its first lookup would read every link if iterated;
-    when it can list its candidate names (a superset of its keys), only the ``net<N>``-looking
-    ones are looked up. Same answer either way.
+    A mapping that reads each link on its first lookup (``kvnet.podfacts.PodLinks``) would
+    read every link if iterated; when it can list its candidate names without reading them
+    (a ``listed()`` method giving a superset of its keys), only the ``net<N>``-looking ones are
+    looked up. Same answer either way.
     """
-    if isinstance(links, ListedLinks):
-        return any(naming.ORDINAL_RE.fullmatch(name) and name in links for name in links.listed())
+    listed = getattr(links, "listed", None)
+    if callable(listed):
+        return any(naming.ORDINAL_RE.fullmatch(name) and name in links for name in listed())
     return naming.uses_ordinal_names(links)
 
 

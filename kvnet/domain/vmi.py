@@ -8,6 +8,7 @@ is unwrapped to its ``spec.template``.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -100,10 +101,18 @@ class Vmi:
     annotations: Mapping[str, str] = field(default_factory=dict)
     status_interfaces: tuple[VmiStatusInterface, ...] = ()
 
-    def network(self, name: str) -> VmiNetwork:
+    @functools.cached_property
+    def _network_by_name(self) -> dict[str, VmiNetwork]:
+        """``spec.networks`` by name (the first of a name), built once: one lookup per interface, not a scan."""
+        out: dict[str, VmiNetwork] = {}
         for net in self.networks:
-            if net.name == name:
-                return net
+            out.setdefault(net.name, net)
+        return out
+
+    def network(self, name: str) -> VmiNetwork:
+        net = self._network_by_name.get(name)
+        if net is not None:
+            return net
         raise TranslationError(f"VMI {self.namespace}/{self.name}: interface {name!r} has no network of that name in spec.networks")
 
     def interface(self, name: str) -> VmiInterface | None:
