@@ -11,6 +11,7 @@ KubeVirt's domain arrives tab-indented with no XML header; new devices follow it
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from collections.abc import Sequence
@@ -163,6 +164,12 @@ def _escape_cdata(text: str) -> str:
 
 
 _ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"})
+_ATTR_SPECIAL = re.compile('[&<>"\r\n\t]').search
+
+
+def _escape_attrib(value: str) -> str:
+    """ElementTree's escaping of attribute values (most values need none)."""
+    return value.translate(_ATTR_ESCAPES) if _ATTR_SPECIAL(value) else value
 
 
 def _write_indented(elem: ET.Element, unit: str, level: int, out: list[str]) -> None:
@@ -181,7 +188,7 @@ def _write_indented(elem: ET.Element, unit: str, level: int, out: list[str]) -> 
     for key, value in elem.items():
         if type(key) is not str or type(value) is not str or key[:1] == "{":
             raise _NotPlain
-        out.append(f' {key}="{value.translate(_ATTR_ESCAPES)}"')
+        out.append(f' {key}="{_escape_attrib(value)}"')
     text = elem.text
     if text is not None and type(text) is not str:
         raise _NotPlain
