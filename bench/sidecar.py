@@ -341,9 +341,9 @@ def notes(rows: list[tuple[int, int, float, float, float, int]], rss: dict[int, 
         " also runs on migration targets, and a stale view would give a wrong domain). network-info is read and"
         " /sys/class/net listed once; each link's files are read with os.open/os.read relative to its folder,"
         " only when the translation first looks the link up (a bridge attachment needs its tap and its pod link,"
-        " not the bridge or the primary interface). Reading one link is about ten small sysfs reads; decoding the"
-        " binding record in the pod link's ifalias (JSON, then every address checked with ipaddress) is the"
-        " largest single cost per NIC in a profile here. Templates are compiled once per process; each rendered"
+        " not the bridge or the primary interface). Reading one link is about ten small sysfs reads. The binding record"
+        " in the pod link's ifalias is read every time; its decoding (JSON, then every address checked with"
+        " ipaddress) is remembered by the alias text, so an unchanged alias is not decoded again. Templates are compiled once per process; each rendered"
         " fragment is still parsed (a broken one never reaches the domain) and the new devices are written"
         " with ElementTree's own rules (same bytes; a test compares them) but without its per-call tree walk.",
         f"- **RSS at most 40 MiB: not met ({worst:.1f} MiB at most for kvnet, {echo_rss['VmRSS']:.1f} MiB for the"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import array
 import fcntl
+import functools
 import os
 import socket
 import stat
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from kvnet import bindrecord
 from kvnet.errors import DecodeFailure
-from kvnet.model import PodLink
+from kvnet.model import BindingRecord, PodLink
 
 SYS_CLASS_NET = "/sys/class/net"
 IFF_UP = 0x1
@@ -142,7 +143,7 @@ def _link_in(folder: int, name: str, driver_of: DriverLookup | None) -> PodLink 
     tun_flags = _hex(tun_text)
     alias = _read(folder, "ifalias") or ""
     try:
-        record = bindrecord.decode(alias)
+        record = _decode_record(alias)
     except DecodeFailure as err:
         raise DecodeFailure(f"link {name} in the pod netns: {err.msg}") from None
     try:
@@ -159,6 +160,14 @@ def _link_in(folder: int, name: str, driver_of: DriverLookup | None) -> PodLink 
         multi_queue=bool(tun_flags is not None and tun_flags & IFF_MULTI_QUEUE),
         record=record,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_record(alias: str) -> BindingRecord | None:
+    """``bindrecord.decode``, remembered by the alias text: the alias is read afresh on every
+    call, only the decoding of a text seen before (JSON, every address checked) is skipped.
+    A record is immutable, so sharing it is safe; a malformed alias raises every time."""
+    return bindrecord.decode(alias)
 
 
 def _kind(folder: int, name: str, has_tun_flags: bool, driver_of: DriverLookup | None) -> str:
