@@ -54,7 +54,10 @@ BASE_CMDLINE = "console=ttyS0 quiet panic=-1"
 # x86 COMMAND_LINE_SIZE is 2048 bytes including the terminating NUL.
 MAX_CMDLINE = 2047
 STAMP = "stamp.json"
-BUILD_FORMAT = 1
+# The builder's version, in the stamp: bump it whenever a change here alters what a build
+# writes (the initramfs layout, the module handling, the kernel extraction), so every
+# guest built by the older code is rebuilt and refused by load().
+BUILDER_VERSION = 2
 _KERNEL_PKG_RE = re.compile(r"^linux-image-6\.1\.0-(\d+)-amd64$")
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _ELF_MAGIC = b"\x7fELF"
@@ -253,12 +256,14 @@ def make_initramfs(init: bytes, busybox: bytes, modules: Sequence[tuple[str, byt
 # ------------------------------------------------------------------------------------
 
 
-def _stamp(package: str, version: str, init: bytes) -> dict[str, Any]:
+def _stamp(package: str, version: str, init: bytes, busybox: bytes) -> dict[str, Any]:
+    """Every input of a build: a change in any of them rebuilds the guest."""
     return {
-        "format": BUILD_FORMAT,
+        "builder_version": BUILDER_VERSION,
         "kernel_package": package,
         "kernel_version": version,
         "init_sha256": hashlib.sha256(init).hexdigest(),
+        "busybox_sha256": hashlib.sha256(busybox).hexdigest(),
         "modules": [*VIRTIO_MODULES, *EXTRA_MODULES],
     }
 
@@ -281,6 +286,11 @@ def load(out: Path) -> GuestImage:
         raise InvalidEnvironment(f"guest image in {out} is incomplete (run: kvnet guest build --out {out})")
     if stamp.get("init_sha256") != hashlib.sha256(init_script()).hexdigest():
         raise InvalidEnvironment(f"guest image in {out} is older than its init script (run: kvnet guest build --out {out})")
+    if stamp.get("builder_version") != BUILDER_VERSION:
+        raise InvalidEnvironment(
+            f"guest image in {out} was made by builder version {stamp.get('builder_version')}, not {BUILDER_VERSION} "
+            f"(run: kvnet guest build --out {out})"
+        )
     return image
 
 
@@ -289,8 +299,11 @@ def build(out: Path, *, apt: Apt | None = None, busybox: Path = BUSYBOX, force: 
     out = Path(out)
     apt = apt or AptCli()
     init = init_script()
+    if not busybox.is_file():
+        raise InvalidEnvironment(f"{busybox} not found (apt-get install busybox-static)")
+    busybox_bytes = busybox.read_bytes()
     package, version = apt.newest_kernel()
-    want = _stamp(package, version, init)
+    want = _stamp(package, version, init, busybox_bytes)
     if not force:
         try:
             have = json.loads((out / STAMP).read_text())
@@ -304,8 +317,6 @@ def build(out: Path, *, apt: Apt | None = None, busybox: Path = BUSYBOX, force: 
             if image is not None:
                 log.info("guest in %s is up to date (%s %s)", out, package, version)
                 return image
-    if not busybox.is_file():
-        raise InvalidEnvironment(f"{busybox} not found (apt-get install busybox-static)")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp_name:
         tmp = Path(tmp_name)
@@ -320,7 +331,7 @@ def build(out: Path, *, apt: Apt | None = None, busybox: Path = BUSYBOX, force: 
         vmlinux = extract_vmlinux(vmlinuz.read_bytes())
         kernel_file = "vmlinux" if vmlinux is not None else "vmlinuz"
         mods = module_order(root / "lib" / "modules" / abi, [*VIRTIO_MODULES, *EXTRA_MODULES])
-        initrd = make_initramfs(init, busybox.read_bytes(), [(n, _read_module(p)) for n, p in mods])
+        initrd = make_initramfs(init, busybox_bytes, [(n, _read_module(p)) for n, p in mods])
         for stale in ("vmlinux", "vmlinuz", "initrd.gz", STAMP):
             (out / stale).unlink(missing_ok=True)
         if vmlinux is not None:

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ from typing import Any, Protocol, TextIO
 import yaml
 
 from kvnet import naming
+from kvnet.domain.vmi import BONDS_ANNOTATION
 from kvnet.errors import InvalidEnvironment, IOFailure, KvnetError
 from kvnet.lab import console, guest
 
@@ -46,7 +48,6 @@ BINDING_NAME = "kvnet"
 BINDING_NAD = "kvnet-binding"
 CLUSTER_SUBNET = "10.80.0.0/24"
 CNI_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
-BONDS_ANNOTATION = "kvnet.io/bonds"
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
 STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status"
 
@@ -185,8 +186,12 @@ def bridge_nad_config(net: Net, ipam_dir: str | None) -> dict[str, Any]:
     return conf
 
 
-def nads(scenario: Scenario, ipam_dir: str | None = None) -> list[dict[str, Any]]:
-    """The NetworkAttachmentDefinitions: one per network, plus the kvnet binding NAD."""
+def nads(scenario: Scenario, ipam_dir: str | None = None, binding_log: str | None = None) -> list[dict[str, Any]]:
+    """The NetworkAttachmentDefinitions: one per network, plus the kvnet binding NAD
+    (with its own ``logFile`` at debug level when ``binding_log`` is given)."""
+    binding: dict[str, Any] = {"cniVersion": "1.0.0", "name": BINDING_NAD, "type": "kvnet-binding"}
+    if binding_log:
+        binding.update({"logFile": binding_log, "logLevel": "debug"})
     out = [
         {
             "apiVersion": "k8s.cni.cncf.io/v1",
@@ -201,7 +206,7 @@ def nads(scenario: Scenario, ipam_dir: str | None = None) -> list[dict[str, Any]
             "apiVersion": "k8s.cni.cncf.io/v1",
             "kind": "NetworkAttachmentDefinition",
             "metadata": {"name": BINDING_NAD, "namespace": NAMESPACE},
-            "spec": {"config": json.dumps({"cniVersion": "1.0.0", "name": BINDING_NAD, "type": "kvnet-binding"})},
+            "spec": {"config": json.dumps(binding)},
         }
     )
     return out
@@ -362,7 +367,8 @@ class HookClient:
                 except grpc.RpcError as err:
                     if attempt == 2 or err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                         raise IOFailure(f"hook sidecar at {socket_path}: Info failed: {err.code().name}: {err.details()}") from None
-        assert res is not None
+        if res is None:
+            raise IOFailure(f"hook sidecar at {socket_path}: Info did not answer")
         self.name = res.name
         self.hook_points = tuple(p.name for p in res.hookPoints)
         self.version = next((v for v in ("v1alpha3", "v1alpha2", "v1alpha1") if v in res.versions), None)
@@ -494,13 +500,33 @@ class NicRow:
     ipam_addresses: tuple[str, ...]  # from network-status (bare IPs)
     guest_addresses: tuple[str, ...]  # CIDRs on the guest link (the bond's for members)
     pings: tuple[tuple[str, bool | None], ...]  # (peer IP, result) for this network's peer
+    ipam_subnets: tuple[str, ...] = ()  # what the scenario's NAD allocates from, in order (empty: no IPAM)
+
+    def expected_guest_addresses(self) -> tuple[str, ...]:
+        """The CIDRs the guest link must carry for this row's IPAM addresses (empty without IPAM)."""
+        return tuple(
+            f"{ip}/{ipaddress.ip_network(sn).prefixlen}" for ip, sn in zip(self.ipam_addresses, self.ipam_subnets)
+        )
+
+    @property
+    def ipam_ok(self) -> bool:
+        """network-status has one address from each subnet the NAD allocates from (none when
+        it has no IPAM), and those are the guest link's addresses."""
+        if len(self.ipam_addresses) != len(self.ipam_subnets):
+            return False
+        try:
+            inside = all(ipaddress.ip_address(ip) in ipaddress.ip_network(sn) for ip, sn in zip(self.ipam_addresses, self.ipam_subnets))
+        except ValueError:
+            return False
+        return inside and (not self.ipam_subnets or sorted(self.guest_addresses) == sorted(self.expected_guest_addresses()))
 
     @property
     def ok(self) -> bool:
         return (
             self.guest_mac == self.domain_mac
             and (self.domain_mtu is None or self.guest_mtu == self.domain_mtu)
-            and (not self.ipam_addresses or {a.split("/")[0] for a in self.guest_addresses} == set(self.ipam_addresses))
+            and self.ipam_ok
+            and bool(self.pings)
             and all(ok is True for _, ok in self.pings)
         )
 
@@ -540,12 +566,14 @@ class DemoResult:
     error: str | None = None
     netns: list[str] = field(default_factory=list)  # every netns the run made (all deleted at the end)
     cni_log: str = ""  # the meta-plugin's logFile (debug level)
+    binding_log: str = ""  # kvnet-binding's own logFile (only when it runs as a separate program)
+    traceback: str = ""  # where an unexpected exception came from
 
     @property
     def ok(self) -> bool:
         return (
             self.error is None
-            and bool(self.rows)
+            and [r.network for r in self.rows] == [n.name for n in self.scenario.nets]
             and all(r.ok for r in self.rows)
             and (self.failover is None or self.failover.ok)
             and not self.leftovers
@@ -561,6 +589,8 @@ class DemoResult:
         parts = [format_table(self)]
         if self.error:
             parts.append(f"error: {self.error}")
+        if self.traceback:
+            parts.append(self.traceback.rstrip())
         if self.leftovers:
             parts.append("left behind:\n  " + "\n  ".join(self.leftovers))
         if self.guest_errors:
@@ -602,8 +632,17 @@ Progress = Callable[[str], None]
 class _Run:
     """One scenario from node set-up to teardown; every step registers its undo."""
 
-    def __init__(self, image: guest.GuestImage, scenario: Scenario, workdir: Path, progress: Progress, netns_factory: NetnsFactory) -> None:
+    def __init__(
+        self,
+        image: guest.GuestImage,
+        scenario: Scenario,
+        workdir: Path,
+        progress: Progress,
+        netns_factory: NetnsFactory,
+        in_process_binding: bool = True,
+    ) -> None:
         self.image = image
+        self.in_process_binding = in_process_binding
         self.s = scenario
         self.w = workdir
         self.say = progress
@@ -657,7 +696,12 @@ class _Run:
             for address in peer.addresses:
                 sh("ip", "-n", pns.name, "addr", "add", address, "dev", "eth0", "nodad")
             sh("ip", "-n", pns.name, "link", "set", "eth0", "up")
+        # runs after CNI DEL (registered later, so undone earlier) and before the netns go
+        self.stack.callback(self._check_links)
         self.say(f"node netns {node}, pod netns {self.pod.name}, {len(self.s.peers())} peer netns")
+
+    def _check_links(self) -> None:
+        self.result.leftovers += link_leftovers(self.s, self.pod.name, self.node.name)
 
     def start_api(self) -> None:
         from kvnet.lab.apiserver import ApiStandIn
@@ -677,7 +721,8 @@ class _Run:
         self.stack.callback(self.api.stop)
         self.pod_obj = launcher_pod(self.s)
         self.vmi_obj = vmi(self.s)
-        self.api.load([*nads(self.s, str(self.ipam_dir)), self.pod_obj])
+        binding_log = None if self.in_process_binding else str(self.w / "kvnet-binding.log")
+        self.api.load([*nads(self.s, str(self.ipam_dir), binding_log), self.pod_obj])
         self.kubeconfig = self.w / "kubeconfig"
         self.api.write_kubeconfig(str(self.kubeconfig))
         self.say(f"API stand-in at {self.api.url}: pod {NAMESPACE}/{self.pod_obj['metadata']['name']} and {len(self.s.nets) + 1} NADs")
@@ -685,7 +730,7 @@ class _Run:
     # --- CNI -----------------------------------------------------------------------
 
     def cni_config(self) -> dict[str, Any]:
-        return {
+        conf: dict[str, Any] = {
             "cniVersion": "1.0.0",
             "name": "kvnet",
             "type": "kvnet",
@@ -705,6 +750,9 @@ class _Run:
                 }
             ],
         }
+        if not self.in_process_binding:  # kvnet-binding as its own program, as under Multus
+            conf["inProcessBinding"] = False
+        return conf
 
     def cni(self, command: str) -> dict[str, Any]:
         meta = self.pod_obj["metadata"]
@@ -908,10 +956,8 @@ class _Run:
             if bond is not None:
                 bond_link = report.links.get(bond.name)
                 guest_addrs = bond_link.addrs if bond_link else ()
-                ipam: tuple[str, ...] = ()
             else:
                 guest_addrs = link.addrs if link else ()
-                ipam = tuple(ips)
             self.result.rows.append(
                 NicRow(
                     network=n.name,
@@ -921,9 +967,10 @@ class _Run:
                     guest_mac=domain_mac if seen else None,
                     domain_mtu=dn.mtu if dn else None,
                     guest_mtu=link.mtu if link and seen else None,
-                    ipam_addresses=ipam,
+                    ipam_addresses=tuple(ips),
                     guest_addresses=guest_addrs,
                     pings=tuple((ip, report.last_ping(ip)) for ip in (peer.ips if peer else ())),
+                    ipam_subnets=tuple(sn for sn in (n.subnet, n.subnet6) if sn) if n.subnet else (),
                 )
             )
         return report
@@ -998,12 +1045,15 @@ class _Run:
                 self.power_off()
                 self.result.console_text = console.read_text(self.console_log)
         except KvnetError as err:
-            self.result.error = f"{err.msg}" + (f"\n{err.details}" if err.details else "")
-        except (OSError, subprocess.SubprocessError, ValueError) as err:
+            self.result.error = f"{type(err).__name__}: {err.msg}" + (f"\n{err.details}" if err.details else "")
+            self.result.traceback = traceback.format_exc()
+        except Exception as err:  # any failure keeps the console log and runs the leftovers check
             self.result.error = f"{type(err).__name__}: {err}"
+            self.result.traceback = traceback.format_exc()
         if not self.result.console_text:
             self.result.console_text = console.read_text(self.console_log)
         self.result.cni_log = console.read_text(self.w / "kvnet-cni.log")
+        self.result.binding_log = console.read_text(self.w / "kvnet-binding.log")
         self.result.leftovers.extend(leftovers(self.w, self.netns_names, [self.api_link], self.container_id, self.pids))
         return self.result
 
@@ -1013,6 +1063,31 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def node_links(scenario: Scenario) -> set[str]:
+    """The links the demo itself makes in the node netns: ``lo``, the node bridges (and the
+    cluster bridge), the macvlan uplink, the peers' veth ends and the API link."""
+    links = {"lo", "kvc0", "api0", *(n.segment for n in scenario.nets)}
+    links |= {f"kvp{i}" for i, peer in enumerate(scenario.peers()) if peer.kind == "bridge"}
+    return links
+
+
+def link_leftovers(scenario: Scenario, pod_ns: str, node_ns: str) -> list[str]:
+    """Links left after CNI DEL: the pod netns may hold only ``lo``, the node netns only
+    what the demo made itself (:func:`node_links`). Run before the netns are deleted."""
+    found: list[str] = []
+    for ns, kept, where in ((pod_ns, {"lo"}, "pod"), (node_ns, node_links(scenario), "node")):
+        done = sh("ip", "-n", ns, "-j", "link", "show", check=False)
+        try:
+            if done.returncode != 0:
+                raise ValueError(done.stderr.strip())
+            names = [str(link["ifname"]) for link in json.loads(done.stdout or "[]")]
+        except (ValueError, KeyError, TypeError) as err:
+            found.append(f"links in the {where} netns {ns} could not be listed: {err}")
+            continue
+        found += [f"link {name} in the {where} netns {ns}" for name in names if name not in kept]
+    return found
 
 
 def leftovers(
@@ -1061,9 +1136,14 @@ def run_scenario(
     stay: int = 120,
     netns_factory: NetnsFactory | None = None,
     keep_workdir: bool = False,
+    in_process_binding: bool = True,
 ) -> DemoResult:
     """Run the whole path once and return what happened (never raises for a failed step:
-    the error, the console log and any leftovers are in the result)."""
+    the error, the console log and any leftovers are in the result).
+
+    ``in_process_binding=False`` puts ``"inProcessBinding": false`` in the kvnet-cni config,
+    so each ``kvnet-binding`` delegate runs as its own program (what Multus users get); the
+    binding NAD then has its own ``logFile``, read into ``DemoResult.binding_log``."""
     if os.geteuid() != 0:
         raise InvalidEnvironment("the VM demo needs root (network namespaces, libvirtd)")
     image = guest.load(Path(guest_dir))
@@ -1071,7 +1151,8 @@ def run_scenario(
     say = progress or (lambda _msg: None)
     workdir = Path(tempfile.mkdtemp(prefix="kvnet-vm-"))
     try:
-        return _Run(image, scenario, workdir, say, netns_factory or make_netns).run(failover=failover, stay=stay)
+        run_ = _Run(image, scenario, workdir, say, netns_factory or make_netns, in_process_binding=in_process_binding)
+        return run_.run(failover=failover, stay=stay)
     finally:
         if not keep_workdir:
             subprocess.run(["rm", "-rf", str(workdir)], check=False)
@@ -1102,6 +1183,8 @@ def run(guest_dir: str | Path, out: TextIO = sys.stderr) -> int:
         )
     if result.error:
         print(f"\nerror: {result.error}", file=out)
+    if result.traceback and not result.ok:
+        print(result.traceback.rstrip(), file=out)
     if result.leftovers:
         print("left behind:\n  " + "\n  ".join(result.leftovers), file=out)
     else:
@@ -1123,6 +1206,8 @@ __all__ = [
     "format_table",
     "launcher_domain",
     "leftovers",
+    "link_leftovers",
+    "node_links",
     "run",
     "run_scenario",
 ]

@@ -5,6 +5,7 @@ line (tables + a hypothesis round trip) and the console parser."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import lzma
 import shutil
@@ -164,6 +165,41 @@ def test_build_then_cache_then_rebuild_on_new_kernel(tmp_path: Path) -> None:
     assert guest.build(out, apt=apt, busybox=busybox).kernel_version == "6.1.99-2"
     assert apt.downloads == 2
     assert not list(out.glob(".build-*"))
+
+
+def test_build_rebuilds_on_a_new_busybox_or_builder_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not shutil.which("dpkg-deb"):
+        pytest.skip("dpkg-deb not installed (not a Debian machine)")
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"fake busybox 1.35")
+    apt = FakeApt(tmp_path)
+    out = tmp_path / "guest"
+    guest.build(out, apt=apt, busybox=busybox)
+    stamp = json.loads((out / "stamp.json").read_text())
+    assert stamp["busybox_sha256"] == hashlib.sha256(b"fake busybox 1.35").hexdigest()
+    assert stamp["builder_version"] == guest.BUILDER_VERSION
+    guest.build(out, apt=apt, busybox=busybox)
+    assert apt.downloads == 1  # same inputs: cached
+    # a new busybox (same kernel, same /init) rebuilds, and the new one is in the initramfs
+    busybox.write_bytes(b"fake busybox 1.36")
+    guest.build(out, apt=apt, busybox=busybox)
+    assert apt.downloads == 2
+    assert b"fake busybox 1.36" in gzip.decompress((out / "initrd.gz").read_bytes())
+    assert json.loads((out / "stamp.json").read_text())["busybox_sha256"] == hashlib.sha256(b"fake busybox 1.36").hexdigest()
+    # a changed builder: the old image is refused by load() and rebuilt by build()
+    monkeypatch.setattr(guest, "BUILDER_VERSION", guest.BUILDER_VERSION + 1)
+    with pytest.raises(InvalidEnvironment, match="builder version"):
+        guest.load(out)
+    guest.build(out, apt=apt, busybox=busybox)
+    assert apt.downloads == 3
+    assert json.loads((out / "stamp.json").read_text())["builder_version"] == guest.BUILDER_VERSION
+    guest.load(out)
+
+
+def test_build_without_busybox(tmp_path: Path) -> None:
+    with pytest.raises(InvalidEnvironment, match="busybox-static"):
+        guest.build(tmp_path / "guest", apt=FakeApt(tmp_path), busybox=tmp_path / "no-busybox")
+
 
 
 def test_load_without_a_build(tmp_path: Path) -> None:

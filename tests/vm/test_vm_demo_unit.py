@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -100,8 +101,11 @@ def test_table_and_verdicts() -> None:
         vm_demo.NicRow(
             "net1", "bridge", "02:00:00:00:00:01", "net1", "02:00:00:00:00:01", 1500, 1500,
             ("10.101.0.10", "fd00::10"), ("10.101.0.10/24", "fd00::10/64"), (("10.101.0.2", True), ("fd00::2", True)),
+            ("10.101.0.0/24", "fd00::/64"),
         ),
-        vm_demo.NicRow("net2", "bridge", "02:00:00:00:00:02", None, None, 1500, None, ("10.102.0.10",), (), (("10.102.0.2", None),)),
+        vm_demo.NicRow(
+            "net2", "bridge", "02:00:00:00:00:02", None, None, 1500, None, ("10.102.0.10",), (), (("10.102.0.2", None),), ("10.102.0.0/24",)
+        ),
     ]
     result.failover = vm_demo.Failover("bond0", "a", "a", True)
     table = vm_demo.format_table(result)
@@ -110,6 +114,9 @@ def test_table_and_verdicts() -> None:
     assert "10.101.0.2 ok, fd00::2 ok" in table and "10.102.0.2 -" in table
     assert result.rows[0].ok and not result.rows[1].ok and not result.ok
     result.rows = result.rows[:1]
+    result.failover = vm_demo.Failover("bond0", "a", "b", True, "a", True)
+    assert not result.ok  # net2 has no row
+    result.scenario = vm_demo.bridge_scenario(1)
     result.failover = vm_demo.Failover("bond0", "a", "b", True)
     assert not result.ok  # no failback
     result.failover = vm_demo.Failover("bond0", "a", "b", True, "b", True)
@@ -117,8 +124,17 @@ def test_table_and_verdicts() -> None:
     result.failover = vm_demo.Failover("bond0", "a", "b", True, "a", True)
     assert result.ok
     good = result.rows[0]
-    assert not vm_demo.NicRow(*[*vars(good).values()][:5], 1400, 1500, good.ipam_addresses, good.guest_addresses, good.pings).ok
-    assert not vm_demo.NicRow(*[*vars(good).values()][:7], good.ipam_addresses, good.guest_addresses[:1], good.pings).ok
-    assert not vm_demo.NicRow(*[*vars(good).values()][:7], good.ipam_addresses, good.guest_addresses, (("fd00::2", False),)).ok
+    assert not replace(good, domain_mtu=1400, guest_mtu=1500).ok
+    assert not replace(good, guest_addresses=good.guest_addresses[:1]).ok
+    assert not replace(good, pings=(("fd00::2", False),)).ok
+    assert not replace(good, pings=()).ok  # no ping at all is not a pass
+    # IPAM expected from the scenario but network-status has none (or only one family)
+    assert not replace(good, ipam_addresses=(), guest_addresses=()).ok
+    assert not replace(good, ipam_addresses=good.ipam_addresses[:1], guest_addresses=good.guest_addresses[:1]).ok
+    # an address outside the NAD's subnet, or IPAM where the scenario has none
+    assert not replace(good, ipam_addresses=("10.99.0.10", "fd00::10"), guest_addresses=("10.99.0.10/24", "fd00::10/64")).ok
+    assert not replace(good, ipam_subnets=()).ok
+    assert replace(good, ipam_addresses=(), guest_addresses=("10.84.0.5/24",), ipam_subnets=()).ok  # a bond member: no IPAM
+    assert good.expected_guest_addresses() == ("10.101.0.10/24", "fd00::10/64")
     result.leftovers = ["netns kvd-1"]
     assert not result.ok and "left behind:\n  netns kvd-1" in result.explain()
