@@ -138,3 +138,21 @@ def test_table_and_verdicts() -> None:
     assert good.expected_guest_addresses() == ("10.101.0.10/24", "fd00::10/64")
     result.leftovers = ["netns kvd-1"]
     assert not result.ok and "left behind:\n  netns kvd-1" in result.explain()
+
+
+def test_any_exception_is_recorded_with_its_traceback_and_the_console_kept(tmp_path: Path) -> None:
+    """Not only kvnet's own errors: whatever a step raises ends up in the result (type and
+    traceback), the console log is read and the leftovers check still runs."""
+    (tmp_path / "console.log").write_text("KVNET boot uptime=1.0\n")
+
+    def factory(prefix: str) -> vm_demo.NetnsLike:
+        raise RuntimeError(f"no netns for {prefix}")
+
+    image = guest.GuestImage(tmp_path / "vmlinux", tmp_path / "initrd.gz", "p", "v", True)
+    run = vm_demo._Run(image, vm_demo.bridge_scenario(1), tmp_path, lambda _m: None, factory)
+    result = run.run(failover=False, stay=0)
+    assert result.error == "RuntimeError: no netns for kvd"
+    assert "Traceback" in result.traceback and "in factory" in result.traceback
+    assert "RuntimeError: no netns for kvd" in result.explain() and "Traceback" in result.explain()
+    assert "KVNET boot uptime=1.0" in result.console_text
+    assert result.leftovers == [] and not result.ok
