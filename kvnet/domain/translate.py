@@ -48,8 +48,7 @@ def pod_iface_name(vmi: Vmi, network: VmiNetwork, facts: PodFacts, *, ordinal: b
     if network.default:
         return naming.PRIMARY_POD_IFACE
     if uses_ordinal_names(facts.links) if ordinal is None else ordinal:
-        position = [n.name for n in vmi.multus_secondaries()].index(network.name) + 1
-        return naming.ordinal_pod_iface(position)
+        return naming.ordinal_pod_iface(vmi.secondary_position(network.name))
     return naming.hashed_pod_iface(network.name)
 
 

@@ -122,6 +122,17 @@ class Vmi:
         """Multus networks that are not the default, in spec order (KubeVirt's ordinal order)."""
         return tuple(n for n in self.networks if not n.default)
 
+    @functools.cached_property
+    def _secondary_positions(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i, net in enumerate(self.multus_secondaries(), start=1):
+            out.setdefault(net.name, i)
+        return out
+
+    def secondary_position(self, name: str) -> int:
+        """1-based position of network ``name`` among :meth:`multus_secondaries` (its ordinal ``net<N>``)."""
+        return self._secondary_positions[name]
+
 
 def _map(obj: Any, where: str) -> Mapping[str, Any]:
     if obj is None:

@@ -40,6 +40,16 @@ def test_parses_fields() -> None:
     assert v.interface("default").kind == "masquerade"  # type: ignore[union-attr]
 
 
+def test_network_lookups_by_name() -> None:
+    doc = vmi()
+    doc["spec"]["networks"] += [{"name": f"n{i}", "multus": {"networkName": f"nad{i}"}} for i in range(3)]
+    v = parse_vmi(doc)
+    assert v.network("blue").network_name == "br-blue" and v.network("default").default
+    assert [v.secondary_position(n) for n in ("blue", "n0", "n1", "n2")] == [1, 2, 3, 4]
+    with pytest.raises(TranslationError, match="interface 'nope' has no network of that name in spec.networks"):
+        v.network("nope")
+
+
 def test_kubevirt_name_rule_allows_upper_case_and_underscores() -> None:
     doc = vmi()
     _iface(doc)["name"] = doc["spec"]["networks"][1]["name"] = "Blue_net-1"
