@@ -94,16 +94,23 @@ class PodLinks(Mapping[str, PodLink]):
         """Every folder name listed (a superset of the keys: loopback and vanished links included), nothing read."""
         return self._names
 
-    def __getitem__(self, name: str) -> PodLink:
+    def _link(self, name: str) -> PodLink | None:
         try:
-            link = self._read[name]
+            return self._read[name]
         except KeyError:
             if name not in self._listed:
-                raise KeyError(name) from None
+                return None
             link = self._read[name] = _read_link_at(self._root, name, self._driver_of)
+            return link
+
+    def __getitem__(self, name: str) -> PodLink:
+        link = self._link(name)
         if link is None:
             raise KeyError(name)
         return link
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._link(name) is not None
 
     def __iter__(self) -> Iterator[str]:
         return (name for name in self._names if self.get(name) is not None)

@@ -342,6 +342,12 @@ class _LinksOrUnavailable(Mapping[str, PodLink]):
         except (KvnetError, OSError) as err:
             raise self._fail(err) from None
 
+    def __contains__(self, name: object) -> bool:
+        try:
+            return name in self._links
+        except (KvnetError, OSError) as err:
+            raise self._fail(err) from None
+
     def __iter__(self) -> Iterator[str]:
         try:
             yield from self._links
