@@ -16,16 +16,16 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from kvnet.domain.vmi import BONDS_ANNOTATION
 from kvnet.errors import DecodeFailure, KvnetError, RenderError, TryAgainLater
 from kvnet.model import NetworkInfoEntry, PodFacts, PodLink
 
 log = logging.getLogger("kvnet.sidecar")
-
-BONDS_ANNOTATION = "kvnet.io/bonds"
 
 
 # --------------------------------------------------------------------------------------
@@ -194,8 +194,9 @@ class KvnetHooks:
             domain = check_domain(domain_xml)
         except BadHookInput as err:
             raise BadHookInput(f"interfaces {', '.join(names)}: {err.msg}") from None
-        facts = self.facts.read(names)
-        out = self.translator.define_domain(domain, vmi, facts, binding_name=self.name)
+        with _unexpected_as_render_error(names):
+            facts = self.facts.read(names)
+            out = self.translator.define_domain(domain, vmi, facts, binding_name=self.name)
         try:
             check_domain(out, what="the domain kvnet built")
         except BadHookInput as err:
@@ -212,15 +213,29 @@ class KvnetHooks:
             data = parse_cloud_init_data(cloud_init_data)
         except BadHookInput as err:
             raise BadHookInput(f"interfaces {', '.join(names) or '(bonds only)'}: {err.msg}") from None
-        facts = self.facts.read(names)
         user = data.get("NetworkData") or None
-        merged = self.translator.cloud_init_network_data(vmi, facts, user_network_data=user, binding_name=self.name)
+        with _unexpected_as_render_error(names):
+            facts = self.facts.read(names)
+            merged = self.translator.cloud_init_network_data(vmi, facts, user_network_data=user, binding_name=self.name)
         if merged is None or merged == user:
             return CloudInitResult(cloud_init_data, no_cloud_source)
         data["NetworkData"] = merged
         legacy = legacy_no_cloud_source(no_cloud_source, data)
         log.info("PreCloudInitIso %s: guest network data for %s", vmi_name(vmi), ", ".join(names) or "bonds")
         return CloudInitResult(json.dumps(data).encode(), legacy)
+
+
+@contextmanager
+def _unexpected_as_render_error(names: Sequence[str]) -> Iterator[None]:
+    """An exception that is not a kvnet error, raised while reading the pod facts or
+    translating, becomes a ``RenderError`` naming the interfaces (gRPC INTERNAL)."""
+    try:
+        yield
+    except KvnetError:
+        raise
+    except Exception as err:  # a bug in the facts reader or the translator: name the interfaces anyway
+        log.error("interfaces %s: unexpected %s", ", ".join(names) or "(bonds only)", type(err).__name__, exc_info=True)
+        raise RenderError(f"interfaces {', '.join(names) or '(bonds only)'}: unexpected {type(err).__name__}: {err}") from err
 
 
 def legacy_no_cloud_source(no_cloud_source: bytes, data: Mapping[str, Any]) -> bytes:

@@ -217,10 +217,6 @@ class SidecarServer:
         """Block until Shutdown was called (True) or ``timeout`` passed (False)."""
         return self.shutdown_requested.wait(timeout)
 
-    def request_stop(self) -> None:
-        """Ask ``wait`` to return, as Shutdown does (signal handlers call this)."""
-        self.shutdown_requested.set()
-
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop serving (letting running calls finish within ``grace``) and remove the socket."""
         if self._started:

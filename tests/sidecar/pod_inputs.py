@@ -7,7 +7,6 @@ facts are a fake /sys/class/net tree and a network-info file in a temp folder.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -207,10 +206,6 @@ class SidecarProcess:
 def sidecar_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "kvnet-sidecar"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "kvnet.sidecar.main"]
-
-
-def vmi_copy(vmi: Mapping[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(dict(vmi))
 
 
 def facts_reader(pod: PodFiles, *, timeout: float = 2.0, interval: float = 0.05) -> Any:

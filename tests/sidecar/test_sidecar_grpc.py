@@ -279,7 +279,7 @@ class _BrokenTranslator(PipelineTranslator):
 @pytest.mark.parametrize(("result", "code", "message"), [
     ("<domain><devices>", grpc.StatusCode.INTERNAL,
      "kvnet OnDefineDomain: interfaces red: the domain kvnet built is malformed: no element found: line 1, column 17"),
-    (KeyError("boom"), grpc.StatusCode.INTERNAL, "kvnet OnDefineDomain: unexpected KeyError: 'boom'"),
+    (KeyError("boom"), grpc.StatusCode.INTERNAL, "kvnet OnDefineDomain: interfaces red: unexpected KeyError: 'boom'"),
     (TranslationError("interface red: no tap"), grpc.StatusCode.INVALID_ARGUMENT, "kvnet OnDefineDomain: interface red: no tap"),
 ])
 def test_translator_failures(serve: Any, hooks_dir: Path, bridge_pod: PodFiles, result: Any,
