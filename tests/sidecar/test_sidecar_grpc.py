@@ -291,6 +291,47 @@ def test_translator_failures(serve: Any, hooks_dir: Path, bridge_pod: PodFiles, 
     assert (err.code(), err.details()) == (code, message)
 
 
+def snapshot(*roots: Path) -> dict[str, tuple[str, int, bytes | str]]:
+    """Every entry under ``roots`` (the roots too): kind, mtime and content (file bytes,
+    symlink target, folder listing; a socket by kind and mtime only), without following links."""
+    out: dict[str, tuple[str, int, bytes | str]] = {}
+
+    def add(path: Path) -> None:
+        st = path.lstat()
+        if path.is_symlink():
+            out[str(path)] = ("link", st.st_mtime_ns, os.readlink(path))
+        elif path.is_dir():
+            names = sorted(os.listdir(path))
+            out[str(path)] = ("dir", st.st_mtime_ns, "\n".join(names))
+            for name in names:
+                add(path / name)
+        elif path.is_socket():
+            out[str(path)] = ("socket", st.st_mtime_ns, "")
+        else:
+            out[str(path)] = ("file", st.st_mtime_ns, path.read_bytes())
+
+    for root in roots:
+        add(root)
+    return out
+
+
+def test_on_define_domain_has_no_side_effects(serve: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    """OnDefineDomain also runs on migration targets, whose answer virt-launcher throws away:
+    the pod's links, network-info and the hooks folder are exactly as before the calls."""
+    serve(kvnet_hooks(bridge_pod))
+    client = LauncherClient(hooks_dir)
+    client.collect(1)
+    before = snapshot(bridge_pod.sys_class_net, bridge_pod.network_info, hooks_dir)
+    assert any(kind == "socket" for kind, _, _ in before.values())
+    assert any(kind == "link" for kind, _, _ in before.values())
+    time.sleep(0.02)  # a write during the calls would show as a later mtime
+    first = client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi())
+    # the migration target: the domain it is sent already holds kvnet's NIC
+    again = client.on_define_domain(first, make_vmi())
+    assert "ua-red" in interfaces(first) and again == first
+    assert snapshot(bridge_pod.sys_class_net, bridge_pod.network_info, hooks_dir) == before
+
+
 # --------------------------------------------------------------------------------------
 # PreCloudInitIso
 
@@ -340,9 +381,11 @@ def test_pre_cloud_init_iso_conflict(serve: Any, hooks_dir: Path, ip_pod: PodFil
     client.collect(1)
     user = "version: 2\nethernets:\n  red:\n    match:\n      macaddress: 02:00:00:aa:bb:01\n    dhcp4: true\n"
     err = rpc_error(lambda: client.pre_cloud_init_iso(make_vmi(), {**CLOUD_INIT, "NetworkData": user}))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details().startswith("kvnet PreCloudInitIso: ")
-    assert "red" in err.details() or "02:00:00:aa:bb:01" in err.details()
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kvnet PreCloudInitIso: NetworkData conflict: the VMI's cloud-init NetworkData already defines ethernets.red, "
+        "which kvnet needs for interface or bond 'red'",
+    )
 
 
 def test_pre_cloud_init_iso_falls_back_to_the_legacy_answer(serve: Any, hooks_dir: Path, ip_pod: PodFiles) -> None:

@@ -4,9 +4,11 @@ and the wire names are KubeVirt's (package, service, method paths, field numbers
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.metadata
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,41 +54,68 @@ def test_imports_are_package_relative() -> None:
                 assert line.startswith("from kvnet.sidecar.proto import "), f"{path.name}: {line}"
 
 
+# The wire facts of DESIGN §6, field by field as the .proto text writes them
+# ("[repeated] <type> <name> = <number>"), checked against the generated descriptors.
+_V = ("v1alpha1", "v1alpha2", "v1alpha3")
+_V2 = ("v1alpha2", "v1alpha3")
 FIELDS = [
-    ("info_pb2", "InfoResult", {"name": 1, "hookPoints": 3, "versions": 4}),
-    ("info_pb2", "HookPoint", {"name": 1, "priority": 2}),
-    ("info_pb2", "InfoParams", {}),
-    *[(f"{v}_pb2", "OnDefineDomainParams", {"domainXML": 1, "vmi": 2}) for v in ("v1alpha1", "v1alpha2", "v1alpha3")],
-    *[(f"{v}_pb2", "OnDefineDomainResult", {"domainXML": 1}) for v in ("v1alpha1", "v1alpha2", "v1alpha3")],
-    *[(f"{v}_pb2", "PreCloudInitIsoParams", {"cloudInitNoCloudSource": 1, "vmi": 2, "cloudInitData": 3}) for v in ("v1alpha2", "v1alpha3")],
-    *[(f"{v}_pb2", "PreCloudInitIsoResult", {"cloudInitNoCloudSource": 1, "cloudInitData": 3}) for v in ("v1alpha2", "v1alpha3")],
-    ("v1alpha3_pb2", "ShutdownParams", {}),
-    ("v1alpha3_pb2", "ShutdownResult", {}),
+    ("info_pb2", "InfoParams", []),
+    ("info_pb2", "InfoResult", ["string name = 1", "repeated HookPoint hookPoints = 3", "repeated string versions = 4"]),
+    ("info_pb2", "HookPoint", ["string name = 1", "int32 priority = 2"]),
+    *[(f"{v}_pb2", "OnDefineDomainParams", ["bytes domainXML = 1", "bytes vmi = 2"]) for v in _V],
+    *[(f"{v}_pb2", "OnDefineDomainResult", ["bytes domainXML = 1"]) for v in _V],
+    *[(f"{v}_pb2", "PreCloudInitIsoParams", ["bytes cloudInitNoCloudSource = 1", "bytes vmi = 2", "bytes cloudInitData = 3"]) for v in _V2],
+    *[(f"{v}_pb2", "PreCloudInitIsoResult", ["bytes cloudInitNoCloudSource = 1", "bytes cloudInitData = 3"]) for v in _V2],
+    ("v1alpha3_pb2", "ShutdownParams", []),
+    ("v1alpha3_pb2", "ShutdownResult", []),
 ]
+
+_SCALARS = {"TYPE_STRING": "string", "TYPE_BYTES": "bytes", "TYPE_INT32": "int32"}
+
+
+def _field_text(field: Any, package: str) -> str:
+    """A descriptor field as the .proto writes it; a message type by its name in ``package``."""
+    if field.message_type is not None:
+        assert field.message_type.full_name.startswith(f"{package}."), field.message_type.full_name
+        kind = field.message_type.full_name.removeprefix(f"{package}.")
+    else:
+        names = [n for n in _SCALARS if getattr(field, n) == field.type]
+        assert names, f"{field.full_name}: unexpected wire type {field.type}"
+        kind = _SCALARS[names[0]]
+    return f"{'repeated ' if field.is_repeated else ''}{kind} {field.name} = {field.number}"
 
 
 @pytest.mark.parametrize(("module", "message", "fields"), FIELDS, ids=lambda x: x if isinstance(x, str) else "")
-def test_wire_fields(module: str, message: str, fields: dict[str, int]) -> None:
-    import importlib
-
+def test_wire_fields(module: str, message: str, fields: list[str]) -> None:
     mod = importlib.import_module(f"kvnet.sidecar.proto.{module}")
     desc = getattr(mod, message).DESCRIPTOR
-    assert {f.name: f.number for f in desc.fields} == fields
     package = "kubevirt.hooks." + module.removesuffix("_pb2")
     assert desc.full_name == f"{package}.{message}"
+    assert [_field_text(f, package) for f in desc.fields] == fields
+    assert all(not f.is_required and f.containing_oneof is None for f in desc.fields)
 
 
-@pytest.mark.parametrize(("module", "methods"), [
-    ("info_pb2", ["Info"]),
-    ("v1alpha1_pb2", ["OnDefineDomain"]),
-    ("v1alpha2_pb2", ["OnDefineDomain", "PreCloudInitIso"]),
-    ("v1alpha3_pb2", ["OnDefineDomain", "PreCloudInitIso", "Shutdown"]),
-])
-def test_services(module: str, methods: list[str]) -> None:
-    import importlib
+SERVICES = [
+    ("info_pb2", "Info", ["Info(InfoParams) returns (InfoResult)"]),
+    ("v1alpha1_pb2", "Callbacks", ["OnDefineDomain(OnDefineDomainParams) returns (OnDefineDomainResult)"]),
+    ("v1alpha2_pb2", "Callbacks", ["OnDefineDomain(OnDefineDomainParams) returns (OnDefineDomainResult)",
+                                   "PreCloudInitIso(PreCloudInitIsoParams) returns (PreCloudInitIsoResult)"]),
+    ("v1alpha3_pb2", "Callbacks", ["OnDefineDomain(OnDefineDomainParams) returns (OnDefineDomainResult)",
+                                   "PreCloudInitIso(PreCloudInitIsoParams) returns (PreCloudInitIsoResult)",
+                                   "Shutdown(ShutdownParams) returns (ShutdownResult)"]),
+]
 
+
+@pytest.mark.parametrize(("module", "name", "methods"), SERVICES, ids=lambda x: x if isinstance(x, str) else "")
+def test_services(module: str, name: str, methods: list[str]) -> None:
     mod = importlib.import_module(f"kvnet.sidecar.proto.{module}")
     [service] = mod.DESCRIPTOR.services_by_name.values()
     package = "kubevirt.hooks." + module.removesuffix("_pb2")
-    assert service.full_name == f"{package}.{'Info' if module == 'info_pb2' else 'Callbacks'}"
-    assert [m.name for m in service.methods] == methods
+    assert service.full_name == f"{package}.{name}"
+
+    def local(full_name: str) -> str:
+        assert full_name.startswith(f"{package}."), full_name  # input and output types of the same package
+        return full_name.removeprefix(f"{package}.")
+
+    assert [f"{m.name}({local(m.input_type.full_name)}) returns ({local(m.output_type.full_name)})" for m in service.methods] == methods
+    assert all(not m.client_streaming and not m.server_streaming for m in service.methods)
