@@ -21,11 +21,10 @@ from typing import Any
 import yaml
 
 from kvnet import bindrecord, naming
-from kvnet.domain.netdata import dump, guest_network_data
+from kvnet.domain import pipeline
 from kvnet.domain.networkinfo import parse_network_info
 from kvnet.domain.render import render_plan
-from kvnet.domain.splice import kubevirt_hostdevs, splice
-from kvnet.domain.translate import plan_vm_nics, pod_iface_name
+from kvnet.domain.translate import pod_iface_name
 from kvnet.domain.vmi import Vmi, parse_vmi
 from kvnet.errors import DecodeFailure, IOFailure, NetworkNotFound
 from kvnet.model import BindingRecord, GuestIpConfig, NetworkInfoEntry, PodFacts, PodLink, is_mac
@@ -253,21 +252,19 @@ def render_outputs(args: argparse.Namespace) -> tuple[str, str | None]:
     else:
         links = assumed_pod_links(vmi, nads, info, args.binding_name)
     domain = _read(args.domain) if args.domain else None
-    hostdevs = kubevirt_hostdevs(domain) if domain is not None else {}
     facts = PodFacts(links=links, network_info=info)
-    # without a domain, the hostdevs of sriov: {} bond members are KubeVirt's to render: their
-    # PCI addresses do not change the output, so they may be unknown
-    plan = plan_vm_nics(vmi, facts, binding_name=args.binding_name, kubevirt_hostdevs=hostdevs, need_hostdev_sources=domain is not None)
-    elements = render_plan(plan)
+    # the sidecar's own calls (kvnet.domain.pipeline), so the two cannot drift
     if domain is not None:
-        xml_text = splice(domain, elements)
+        xml_text = pipeline.define_domain(domain, vm_doc, facts, binding_name=args.binding_name)
     else:
+        # no domain to splice into: the NICs alone; the hostdevs of sriov: {} bond members
+        # are KubeVirt's to render, so their PCI addresses may be unknown (as in PreCloudInitIso)
         wrapper = ET.Element("devices")
-        wrapper.extend(elements)
+        wrapper.extend(render_plan(pipeline.plan_for(vm_doc, facts, binding_name=args.binding_name)))
         ET.indent(wrapper, space="  ")
         xml_text = ET.tostring(wrapper, encoding="unicode")
-    data = guest_network_data(plan)
-    return xml_text, dump(data) if data is not None else None
+    network_data = pipeline.cloud_init_network_data(vm_doc, facts, user_network_data=None, binding_name=args.binding_name)
+    return xml_text, network_data
 
 
 def load_documents_or_list(path: str) -> Any:
