@@ -238,6 +238,15 @@ def _unexpected_as_render_error(names: Sequence[str]) -> Iterator[None]:
         raise RenderError(f"interfaces {', '.join(names) or '(bonds only)'}: unexpected {type(err).__name__}: {err}") from err
 
 
+LEGACY_FIELDS = (("userData", "UserData"), ("networkData", "NetworkData"))  # CloudInitNoCloudSource key, CloudInitData key
+
+
+def no_cloud_source(cloud_init_data: Mapping[str, Any]) -> bytes:
+    """The legacy ``CloudInitNoCloudSource`` JSON virt-launcher sends beside this
+    ``CloudInitData``: its non-empty user and network data under the legacy keys."""
+    return json.dumps({k: cloud_init_data[K] for k, K in LEGACY_FIELDS if cloud_init_data.get(K)}).encode()
+
+
 def legacy_no_cloud_source(no_cloud_source: bytes, data: Mapping[str, Any]) -> bytes:
     """The legacy ``CloudInitNoCloudSource`` answer carrying the same user and network data.
 

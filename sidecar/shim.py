@@ -13,7 +13,7 @@ import logging
 import sys
 
 from kvnet.errors import KvnetError
-from kvnet.sidecar.hooks import Hooks
+from kvnet.sidecar.hooks import Hooks, no_cloud_source
 from kvnet.sidecar.wiring import SidecarSettings, build_hooks
 
 
@@ -69,5 +69,4 @@ def _legacy_source(cloud_init: str) -> bytes:
         return b""
     if not isinstance(data, dict):
         return b""
-    legacy = {k: data[K] for k, K in (("userData", "UserData"), ("networkData", "NetworkData")) if data.get(K)}
-    return json.dumps(legacy).encode()
+    return no_cloud_source(data)

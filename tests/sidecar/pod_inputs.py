@@ -7,7 +7,6 @@ facts are a fake /sys/class/net tree and a network-info file in a temp folder.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-from kvnet import bindrecord
 from kvnet.domain.networkinfo import parse_network_info
+from kvnet.lab.fake_pod import add_bridge_binding, network_info, write_link
+from kvnet.naming import hashed_pod_iface
 from kvnet.podfacts import read_pod_links
-from kvnet.model import BindingRecord, GuestIpConfig
-from kvnet.naming import bridge_name, hashed_pod_iface, tap_name
+
+__all__ = ["KUBEVIRT_DOMAIN", "NETWORK_INFO_EMPTY", "PodFiles", "SidecarProcess", "add_bridge_binding", "facts_reader",
+           "make_vmi", "network_info", "sidecar_cmd", "write_link"]
 
 KUBEVIRT_DOMAIN = """<domain type="qemu" xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">
 \t<name>default_vmi-kvnet</name>
@@ -130,41 +130,8 @@ def make_vmi(
 
 
 # --------------------------------------------------------------------------------------
-# Fake pod facts: a /sys/class/net tree as kvnet.podfacts reads it, and network-info
+# Fake pod facts: the /sys/class/net tree and network-info writers live in kvnet.lab.fake_pod
 # --------------------------------------------------------------------------------------
-
-
-def write_link(root: Path, name: str, *, mac: str, mtu: int = 1500, up: bool = True, tun_flags: str | None = None,
-               ifalias: str = "", master: str | None = None, devtype: str | None = None) -> None:
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "address").write_text(mac + "\n")
-    (d / "mtu").write_text(f"{mtu}\n")
-    (d / "type").write_text("1\n")
-    (d / "flags").write_text("0x1003\n" if up else "0x1002\n")
-    (d / "ifalias").write_text(ifalias + "\n")
-    (d / "uevent").write_text(f"DEVTYPE={devtype}\nINTERFACE={name}\n" if devtype else f"INTERFACE={name}\n")
-    if tun_flags is not None:
-        (d / "tun_flags").write_text(tun_flags + "\n")
-    if devtype == "bridge":
-        (d / "bridge").mkdir()
-    if master is not None:
-        os.symlink(f"../{master}", d / "master")
-
-
-def add_bridge_binding(root: Path, network: str, *, original_mac: str, mtu: int = 1500, ip: GuestIpConfig = GuestIpConfig()) -> None:
-    """What kvnet-binding leaves for a bridge-path attachment (DESIGN §9)."""
-    pod = hashed_pod_iface(network)
-    br = bridge_name(pod)
-    record = bindrecord.encode(BindingRecord(original_mac=original_mac, mtu=mtu, ip=ip))
-    write_link(root, br, mac="02:6b:36:00:00:01", mtu=mtu, devtype="bridge")
-    write_link(root, pod, mac="02:6b:36:00:00:02", mtu=mtu, ifalias=record, master=br)
-    write_link(root, tap_name(pod), mac="fe:6b:36:00:00:03", mtu=mtu, tun_flags="0x1002", master=br)
-
-
-def network_info(entries: Mapping[str, Mapping[str, Any]]) -> str:
-    """KubeVirt's network-info JSON, sorted by network."""
-    return json.dumps({"interfaces": [{"network": n, **e} for n, e in sorted(entries.items())]})
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pod_inputs import (
     make_vmi,
     network_info,
 )
-from launcher_client import MODULES, LauncherClient, info
+from kvnet.lab.launcher import MODULES, LauncherClient, info
 
 from kvnet.errors import TranslationError
 from kvnet.model import GuestIpConfig, PodFacts

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from launcher_client import LauncherClient
+from kvnet.lab.launcher import LauncherClient
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, add_bridge_binding, make_vmi, network_info
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirt]

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from launcher_client import LauncherClient
+from kvnet.lab.launcher import LauncherClient
 from pod_inputs import KUBEVIRT_DOMAIN, make_vmi
 
 from kvnet.naming import hashed_pod_iface

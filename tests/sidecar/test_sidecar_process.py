@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
-from launcher_client import LauncherClient, info
+from kvnet.lab.launcher import LauncherClient, info
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, add_bridge_binding, make_vmi, network_info, sidecar_cmd
 
 from kvnet.model import GuestIpConfig
