@@ -24,12 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from kvnet import bindrecord
-from kvnet.model import BindingRecord, GuestIpConfig
-from kvnet.naming import bridge_name, hashed_pod_iface, tap_name
-from kvnet.sidecar.proto import info_pb2, info_pb2_grpc, v1alpha3_pb2, v1alpha3_pb2_grpc
+from kvnet.lab.fake_pod import add_bridge_binding, network_info, write_link
+from kvnet.lab.launcher import LauncherClient, LauncherError
+from kvnet.model import GuestIpConfig
+from kvnet.naming import hashed_pod_iface
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (0, 1, 16, 64, 256)  # 0: a VMI without kvnet interfaces (the domain goes back as is)
@@ -75,60 +73,39 @@ def vmi(n: int) -> dict[str, Any]:
     }
 
 
-def _link(root: Path, name: str, mac: str, mtu: int, *, alias: str = "", tun: str | None = None,
-          master: str | None = None, bridge: bool = False) -> None:
-    d = root / name
-    d.mkdir()
-    (d / "address").write_text(mac + "\n")
-    (d / "mtu").write_text(f"{mtu}\n")
-    (d / "type").write_text("1\n")
-    (d / "flags").write_text("0x1003\n")
-    (d / "ifalias").write_text(alias + "\n")
-    (d / "uevent").write_text(("DEVTYPE=bridge\n" if bridge else "") + f"INTERFACE={name}\n")
-    if bridge:
-        (d / "bridge").mkdir()
-    if tun:
-        (d / "tun_flags").write_text(tun + "\n")
-    if master:
-        os.symlink(f"../{master}", d / "master")
-
-
 def make_pod(root: Path, n: int) -> tuple[Path, Path]:
-    """A pod after kvnet-binding ran for ``n`` bridge attachments."""
+    """A pod after kvnet-binding ran for ``n`` bridge attachments (``kvnet.lab.fake_pod``)."""
     scn, info = root / "sys-class-net", root / "network-info"
     scn.mkdir(parents=True)
-    _link(scn, "eth0", "0a:58:0a:f4:00:0c", 1480)
-    entries = []
+    write_link(scn, "eth0", mac="0a:58:0a:f4:00:0c", mtu=1480)
+    entries = {}
     for i, net in enumerate(networks(n)):
-        pod = hashed_pod_iface(net)
         mac = f"02:00:00:00:{i // 256:02x}:{i % 256:02x}"
-        record = bindrecord.encode(BindingRecord(mac, 1500, GuestIpConfig((f"10.{i // 256}.{i % 256}.5/16",))))
-        _link(scn, bridge_name(pod), "02:6b:00:00:00:01", 1500, bridge=True)
-        _link(scn, pod, "02:6b:00:00:00:02", 1500, alias=record, master=bridge_name(pod))
-        _link(scn, tap_name(pod), "fe:6b:00:00:00:03", 1500, tun="0x1002", master=bridge_name(pod))
-        entries.append({"network": net, "mac": mac})
-    info.write_text(json.dumps({"interfaces": sorted(entries, key=lambda e: e["network"])}))
+        add_bridge_binding(scn, net, original_mac=mac, mtu=1500, ip=GuestIpConfig((f"10.{i // 256}.{i % 256}.5/16",)))
+        entries[net] = {"mac": mac}
+    info.write_text(network_info(entries))
     return scn, info
 
 
 class Sidecar:
+    """A ``kvnet-sidecar`` process alone in its hooks folder, called through the
+    virt-launcher-like client (Info with the 1 s deadline, v1alpha3) on one kept channel."""
+
     def __init__(self, hooks_dir: Path, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         exe = Path(sys.executable).parent / "kvnet-sidecar"
-        self.socket = hooks_dir / f"{name}.sock"
+        hooks_dir.mkdir(parents=True)
         self.proc = subprocess.Popen([str(exe), "--hooks-dir", str(hooks_dir), "--name", name, *args],
                                      env={**os.environ, **IMAGE_ENV, **(env or {})}, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not self.socket.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"sidecar {name} did not start")
-            time.sleep(0.02)
-        self.channel = grpc.insecure_channel(f"unix:{self.socket}")
-        info_pb2_grpc.InfoStub(self.channel).Info(info_pb2.InfoParams(), timeout=1.0)
-        self.stub = v1alpha3_pb2_grpc.CallbacksStub(self.channel)
+        self.client = LauncherClient(hooks_dir, keep_channels=True)
+        try:
+            [found] = self.client.collect(1, timeout=30)
+        except LauncherError as err:
+            self.proc.kill()
+            raise SystemExit(f"sidecar {name} did not start: {err.msg}") from None
+        assert found.version == "v1alpha3", found
 
     def call(self, domain: bytes, vmi: bytes) -> bytes:
-        reply = self.stub.OnDefineDomain(v1alpha3_pb2.OnDefineDomainParams(domainXML=domain, vmi=vmi), timeout=60)
-        return bytes(reply.domainXML)
+        return self.client.define_domain_bytes(domain, vmi, timeout=60)
 
     def memory_mib(self) -> dict[str, float]:
         """VmRSS and its split into anonymous and file-backed pages (shared libraries)."""
@@ -140,7 +117,7 @@ class Sidecar:
         return out
 
     def close(self) -> None:
-        self.channel.close()
+        self.client.close()
         self.proc.terminate()
         self.proc.wait(timeout=10)
 
@@ -172,13 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     rss: dict[int, dict[str, float]] = {}
     phases: list[Phases] = []
     try:
-        hooks = work / "h"
-        hooks.mkdir()
-        echo = Sidecar(hooks, "echo", "--echo")
+        echo = Sidecar(work / "h-echo", "echo", "--echo")
         try:
             for n in SIZES:
                 scn, info = make_pod(work / f"pod{n}", n)
-                kv = Sidecar(hooks, "kvnet", env={"KVNET_SYS_CLASS_NET": str(scn), "KVNET_NETWORK_INFO": str(info)})
+                kv = Sidecar(work / f"h-kvnet{n}", "kvnet", env={"KVNET_SYS_CLASS_NET": str(scn), "KVNET_NETWORK_INFO": str(info)})
                 try:
                     domain, vmi_json = DOMAIN.encode(), json.dumps(vmi(n)).encode()
                     out = kv.call(domain, vmi_json)

@@ -343,86 +343,6 @@ def domain_nics(domain_xml: str) -> dict[str, DomainNic]:
 
 
 # ------------------------------------------------------------------------------------
-# A virt-launcher-like hook client (Info, PreCloudInitIso, OnDefineDomain, Shutdown)
-# ------------------------------------------------------------------------------------
-
-
-class HookClient:
-    """Calls one hook sidecar the way virt-launcher does: Info with a 1 s deadline, then
-    the newest callbacks version the sidecar lists."""
-
-    def __init__(self, socket_path: Path) -> None:
-        import grpc
-
-        from kvnet.sidecar.proto import info_pb2, info_pb2_grpc
-
-        self._grpc = grpc
-        self.path = socket_path
-        res = None
-        for attempt in range(3):  # virt-launcher also retries a socket that does not answer yet
-            with grpc.insecure_channel(f"unix:{socket_path}") as ch:
-                try:
-                    res = info_pb2_grpc.InfoStub(ch).Info(info_pb2.InfoParams(), timeout=1.0)
-                    break
-                except grpc.RpcError as err:
-                    if attempt == 2 or err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                        raise IOFailure(f"hook sidecar at {socket_path}: Info failed: {err.code().name}: {err.details()}") from None
-        if res is None:
-            raise IOFailure(f"hook sidecar at {socket_path}: Info did not answer")
-        self.name = res.name
-        self.hook_points = tuple(p.name for p in res.hookPoints)
-        self.version = next((v for v in ("v1alpha3", "v1alpha2", "v1alpha1") if v in res.versions), None)
-        if self.version is None:
-            raise IOFailure(f"hook sidecar {res.name!r} lists no supported version: {list(res.versions)}")
-
-    def _modules(self) -> tuple[Any, Any]:
-        import importlib
-
-        return (
-            importlib.import_module(f"kvnet.sidecar.proto.{self.version}_pb2"),
-            importlib.import_module(f"kvnet.sidecar.proto.{self.version}_pb2_grpc"),
-        )
-
-    def _call(self, method: str, request: Any, timeout: float) -> Any:
-        _, pb2_grpc = self._modules()
-        with self._grpc.insecure_channel(f"unix:{self.path}") as ch:
-            try:
-                return getattr(pb2_grpc.CallbacksStub(ch), method)(request, timeout=timeout)
-            except self._grpc.RpcError as err:
-                raise IOFailure(f"hook sidecar {self.name!r}: {method} failed: {err.code().name}: {err.details()}") from None
-
-    def pre_cloud_init_iso(self, vmi_obj: Mapping[str, Any], cloud_init_data: Mapping[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-        if "PreCloudInitIso" not in self.hook_points or self.version == "v1alpha1":
-            return dict(cloud_init_data)
-        pb2, _ = self._modules()
-        legacy = json.dumps({"userData": cloud_init_data.get("UserData", ""), "networkData": cloud_init_data.get("NetworkData", "")})
-        res = self._call(
-            "PreCloudInitIso",
-            pb2.PreCloudInitIsoParams(
-                cloudInitData=json.dumps(cloud_init_data).encode(), cloudInitNoCloudSource=legacy.encode(), vmi=json.dumps(vmi_obj).encode()
-            ),
-            timeout,
-        )
-        data = json.loads(res.cloudInitData or b"{}")
-        if data.get("UserData") and (data.get("NoCloudMetaData") or data.get("ConfigDriveMetaData")):
-            return dict(data)
-        src = json.loads(res.cloudInitNoCloudSource or b"{}")
-        return {**cloud_init_data, "UserData": src.get("userData", ""), "NetworkData": src.get("networkData", "")}
-
-    def on_define_domain(self, domain_xml: str, vmi_obj: Mapping[str, Any], timeout: float = 30.0) -> str:
-        if "OnDefineDomain" not in self.hook_points:
-            return domain_xml
-        pb2, _ = self._modules()
-        res = self._call("OnDefineDomain", pb2.OnDefineDomainParams(domainXML=domain_xml.encode(), vmi=json.dumps(vmi_obj).encode()), timeout)
-        return bytes(res.domainXML).decode()
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        if self.version == "v1alpha3" and "Shutdown" in self.hook_points:
-            pb2, _ = self._modules()
-            self._call("Shutdown", pb2.ShutdownParams(), timeout)
-
-
-# ------------------------------------------------------------------------------------
 # Namespaces and commands
 # ------------------------------------------------------------------------------------
 
@@ -842,14 +762,23 @@ class _Run:
             if time.monotonic() > deadline:
                 raise IOFailure("kvnet-sidecar did not publish its socket within 20 s", _tail(self.w / "sidecar.log"))
             time.sleep(0.02)
-        self.hook = HookClient(sock)
+        from kvnet.lab.launcher import LauncherClient  # grpc and the generated messages, only when a VM runs
+
+        self.hook = LauncherClient(hooks)  # virt-launcher's hook manager: Info with a 1 s deadline, newest version
+        self.hook.collect(1, timeout=max(1.0, deadline - time.monotonic()))
         self.timed("sidecar_start", t0)
+
+    def _hook_errors(self, point: str) -> contextlib.AbstractContextManager[None]:
+        """A failed hook call as an ``IOFailure`` naming the sidecar and the hook point."""
+        from kvnet.lab.launcher import as_io_failure
+
+        return as_io_failure(point, ", ".join(sc.name for sc in self.hook.sidecars) or BINDING_NAME)
 
     def _stop_sidecar(self) -> None:
         proc = self.sidecar
         if proc.poll() is None:
-            with contextlib.suppress(KvnetError):
-                self.hook.shutdown()
+            with contextlib.suppress(KvnetError), self._hook_errors("Shutdown"):
+                self.hook.shutdown(timeout=5.0)
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -870,7 +799,8 @@ class _Run:
             "DevicesData": None,
             "VolumeName": "cloudinitdisk",
         }
-        answer = self.hook.pre_cloud_init_iso(self.vmi_obj, cloud_init)
+        with self._hook_errors("PreCloudInitIso"):
+            answer = self.hook.pre_cloud_init_iso(self.vmi_obj, cloud_init, timeout=30.0)
         text = answer.get("NetworkData") or ""
         try:
             self.network_data: dict[str, Any] = yaml.safe_load(text) if text.strip() else {"version": 2}
@@ -880,7 +810,8 @@ class _Run:
         self.cmdline = self.image.cmdline(guest.network_cmdline(self.network_data, peers=peers, stay=stay))
         uid = self.vmi_obj["metadata"]["uid"]
         domain = launcher_domain(self.domain_name, uid, self.image, self.cmdline, self.console_log, self.channel)
-        self.domain_xml = self.hook.on_define_domain(domain, self.vmi_obj)
+        with self._hook_errors("OnDefineDomain"):
+            self.domain_xml = self.hook.on_define_domain(domain, self.vmi_obj, timeout=30.0)
         self.nics = domain_nics(self.domain_xml)
         (self.w / "domain.xml").write_text(self.domain_xml)
         self.timed("sidecar_hooks", t0)

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, make_vmi
 
-from kvnet.errors import KvnetError
+from kvnet.domain.vmi import BONDS_ANNOTATION
+from kvnet.errors import KvnetError, RenderError
 from kvnet.model import PodFacts
 from kvnet.sidecar.hooks import (
     BadHookInput,
@@ -22,6 +23,7 @@ from kvnet.sidecar.hooks import (
     bound_interfaces,
     check_domain,
     legacy_no_cloud_source,
+    no_cloud_source,
     parse_cloud_init_data,
     parse_vmi,
 )
@@ -121,6 +123,41 @@ def test_bonds_annotation_alone_asks_for_network_data() -> None:
     res = hooks.pre_cloud_init_iso(vmi, json.dumps({"UserData": "u", "NetworkData": "mine\n"}).encode(), b"")
     assert json.loads(res.cloud_init_data)["NetworkData"] == "mine\n# kvnet\n"
     assert translator.calls == ["ci:mine\n"]
+
+
+class _BrokenFacts:
+    def read(self, interfaces: Any) -> PodFacts:
+        raise ValueError("boom")
+
+
+class _BrokenNetworkData(_Recorder):
+    def cloud_init_network_data(self, vmi: Any, facts: PodFacts, *, user_network_data: str | None, binding_name: str) -> str | None:
+        raise KeyError("boom")
+
+
+def test_unexpected_errors_name_the_interfaces() -> None:
+    """Not a kvnet error, from the facts reader or the translator: a RenderError naming the interfaces."""
+    vmi = json.dumps(make_vmi({"blue": "kvnet", "red": "kvnet", "green": None})).encode()
+    with pytest.raises(RenderError) as exc:
+        KvnetHooks("kvnet", _BrokenFacts(), _Recorder()).on_define_domain(KUBEVIRT_DOMAIN.encode(), vmi)
+    assert exc.value.msg == "interfaces blue, red: unexpected ValueError: boom"
+    with pytest.raises(RenderError) as exc:
+        KvnetHooks("kvnet", _NoFacts(), _BrokenNetworkData()).pre_cloud_init_iso(vmi, b'{"UserData": "u"}', b"")
+    assert exc.value.msg == "interfaces blue, red: unexpected KeyError: 'boom'"
+    bonds_only = json.dumps(make_vmi({"sr1": None}, annotations={BONDS_ANNOTATION: "[]"})).encode()
+    with pytest.raises(RenderError) as exc:
+        KvnetHooks("kvnet", _BrokenFacts(), _Recorder()).pre_cloud_init_iso(bonds_only, b'{"UserData": "u"}', b"")
+    assert exc.value.msg == "interfaces (bonds only): unexpected ValueError: boom"
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"UserData": "u", "NetworkData": "n", "DataSource": "noCloud"}, {"userData": "u", "networkData": "n"}),
+    ({"UserData": "u", "NetworkData": ""}, {"userData": "u"}),
+    ({}, {}),
+])
+def test_no_cloud_source_sent_beside_cloud_init_data(data: dict[str, str], expected: dict[str, str]) -> None:
+    """One mapping for the shim and the virt-launcher-like client (kvnet.lab.launcher)."""
+    assert json.loads(no_cloud_source(data)) == expected
 
 
 @pytest.mark.parametrize(("legacy", "data", "expected"), [
