@@ -20,6 +20,7 @@ from kvnet.domain.bonds import BondSpec, vmi_bonds
 from kvnet.domain.vmi import MAX_QUEUES, Vmi, VmiInterface, VmiNetwork
 from kvnet.errors import DeviceError, TranslationError
 from kvnet.model import (
+    REDIRECT_KINDS,
     BindingRecord,
     GuestBond,
     GuestIpConfig,
@@ -161,9 +162,6 @@ def _vfio_hostdev(iface: VmiInterface, facts: PodFacts, absent: str) -> HostdevN
         pci_address=iface.pci_address,
         boot_order=iface.boot_order,
     )
-
-
-REDIRECT_KINDS = ("macvlan", "ipvlan")
 
 
 def _check_redirect_mac(iface: VmiInterface, pod_link: PodLink | None, tap: PodLink, mac: str) -> None:

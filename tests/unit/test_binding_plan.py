@@ -573,7 +573,10 @@ def test_a_failing_undo_step_does_not_hide_the_original_error() -> None:
 
 def test_redirect_kinds_are_the_models() -> None:
     """One rule for which pod links get redirect mode, shared with the translation."""
+    from kvnet.domain import translate
+
     assert REDIRECT_KINDS == frozenset({"macvlan", "ipvlan"})
+    assert binding.REDIRECT_KINDS is REDIRECT_KINDS and translate.REDIRECT_KINDS is REDIRECT_KINDS
     for kind in sorted(REDIRECT_KINDS):
         assert plan(observed(veth(kind=kind)), "blue", CFG, pod_iface=BLUE).mode == "redirect"
 
