@@ -5,11 +5,37 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from kvnet.lab.libvirtd import Libvirtd
+
+BaseDomain = Callable[..., str]
+
+
+def _base_domain(name: str, *, memory_mib: int = 64, vcpus: int = 1) -> str:
+    """A minimal KubeVirt-shaped domain: type qemu, q35, ACPI, tab-indented, no XML header."""
+    return f"""<domain type="qemu">
+\t<name>{name}</name>
+\t<memory unit="MiB">{memory_mib}</memory>
+\t<vcpu placement="static">{vcpus}</vcpu>
+\t<os>
+\t\t<type arch="x86_64" machine="q35">hvm</type>
+\t</os>
+\t<features>
+\t\t<acpi></acpi>
+\t</features>
+\t<devices>
+\t\t<emulator>/usr/bin/qemu-system-x86_64</emulator>
+\t</devices>
+</domain>"""
+
+
+@pytest.fixture(scope="session")
+def base_domain() -> BaseDomain:
+    """Builds the lane's base domain: ``base_domain(name, memory_mib=64, vcpus=1)``."""
+    return _base_domain
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,20 +26,8 @@ pytestmark = [pytest.mark.root, pytest.mark.libvirt]
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "vmi.yaml").is_file())
 
-BASE_DOMAIN = """<domain type="qemu">
-\t<name>{name}</name>
-\t<memory unit="b">268435456</memory>
-\t<vcpu placement="static">4</vcpu>
-\t<os>
-\t\t<type arch="x86_64" machine="q35">hvm</type>
-\t</os>
-\t<features>
-\t\t<acpi></acpi>
-\t</features>
-\t<devices>
-\t\t<emulator>/usr/bin/qemu-system-x86_64</emulator>
-\t</devices>
-</domain>"""
+# the golden cases (some with multi-queue NICs) are defined with 256 MiB and 4 vCPUs
+BASE_SIZE = {"memory_mib": 256, "vcpus": 4}
 
 
 def case_args(case: Path) -> object:
@@ -53,7 +42,7 @@ def case_args(case: Path) -> object:
     )
 
 
-def golden_domain(name: str) -> str:
+def golden_domain(name: str, base_domain: Callable[..., str]) -> str:
     """The case's domain: its own spliced domain, or its devices spliced into the base."""
     xml_text, _ = render_outputs(case_args(GOLDEN / name))  # type: ignore[arg-type]
     root = ET.fromstring(xml_text)
@@ -65,20 +54,20 @@ def golden_domain(name: str) -> str:
             addr.attrib.pop("type", None)
         root.find("name").text = f"golden-{name}"  # type: ignore[union-attr]
         return ET.tostring(root, encoding="unicode")
-    return splice(BASE_DOMAIN.format(name=f"golden-{name}"), list(root))
+    return splice(base_domain(f"golden-{name}", **BASE_SIZE), list(root))
 
 
-def expected_devices(name: str) -> list[ET.Element]:
-    root = ET.fromstring(golden_domain(name))
+def expected_devices(name: str, base_domain: Callable[..., str]) -> list[ET.Element]:
+    root = ET.fromstring(golden_domain(name, base_domain))
     return [e for e in root.find("devices") if e.tag in ("interface", "hostdev")]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_virt_xml_validate(name: str, tmp_path: Path) -> None:
+def test_virt_xml_validate(name: str, tmp_path: Path, base_domain: Callable[..., str]) -> None:
     if shutil.which("virt-xml-validate") is None:
         pytest.skip("virt-xml-validate is not installed (apt-get install libvirt-clients libxml2-utils)")
     path = tmp_path / "domain.xml"
-    path.write_text(golden_domain(name))
+    path.write_text(golden_domain(name, base_domain))
     done = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr + done.stdout
 
@@ -99,12 +88,12 @@ def _norm_pci(elem: ET.Element | None) -> tuple[int, ...] | None:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_define_dumpxml_undefine(libvirtd: Libvirtd, name: str) -> None:
+def test_define_dumpxml_undefine(libvirtd: Libvirtd, name: str, base_domain: Callable[..., str]) -> None:
     domain_name = f"golden-{name}"
     try:
-        dumped = ET.fromstring(libvirtd.define_validate(golden_domain(name)))
+        dumped = ET.fromstring(libvirtd.define_validate(golden_domain(name, base_domain)))
         got = _by_alias(dumped)
-        for want in expected_devices(name):
+        for want in expected_devices(name, base_domain):
             alias = want.find("alias").get("name")  # type: ignore[union-attr]
             assert alias in got, f"{alias} missing from libvirt's dumpxml"
             dev = got[alias]
@@ -127,10 +116,10 @@ def test_define_dumpxml_undefine(libvirtd: Libvirtd, name: str) -> None:
     assert domain_name not in {d.name() for d in libvirtd.connection.listAllDomains()}
 
 
-def test_libvirt_rejects_source_address_with_type(libvirtd: Libvirtd) -> None:
+def test_libvirt_rejects_source_address_with_type(libvirtd: Libvirtd, base_domain: Callable[..., str]) -> None:
     """Why kvnet writes the hostdev source address without type="pci" (DESIGN §6)."""
     xml = splice(
-        BASE_DOMAIN.format(name="typed-source"),
+        base_domain("typed-source", **BASE_SIZE),
         [ET.fromstring('<hostdev mode="subsystem" type="pci" managed="no"><source>'
                        '<address type="pci" domain="0x0000" bus="0x81" slot="0x10" function="0x1"/></source>'
                        '<alias name="ua-sriov-x"/></hostdev>')],
@@ -142,7 +131,7 @@ def test_libvirt_rejects_source_address_with_type(libvirtd: Libvirtd) -> None:
         libvirtd.undefine("typed-source")
 
 
-def test_sidecar_pipeline_output_defines(libvirtd: Libvirtd) -> None:
+def test_sidecar_pipeline_output_defines(libvirtd: Libvirtd, base_domain: Callable[..., str]) -> None:
     """define_domain's output (what the sidecar returns) is accepted as it is."""
     import yaml
 
@@ -155,7 +144,7 @@ def test_sidecar_pipeline_output_defines(libvirtd: Libvirtd) -> None:
         network_info=parse_network_info((case / "network-info.json").read_text()),
     )
     vmi = yaml.safe_load((case / "vmi.yaml").read_text())
-    out = define_domain(BASE_DOMAIN.format(name="pipeline"), vmi, facts)
+    out = define_domain(base_domain("pipeline", **BASE_SIZE), vmi, facts)
     try:
         dumped = ET.fromstring(libvirtd.define_validate(out))
         assert len(_by_alias(dumped)) == 8

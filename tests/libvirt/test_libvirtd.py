@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +12,6 @@ import pytest
 from kvnet.errors import InvalidEnvironment, IOFailure
 from kvnet.lab.libvirtd import BIND_MOUNTS, Libvirtd
 
-DOMAIN = """<domain type="qemu">
-\t<name>{name}</name>
-\t<memory unit="MiB">64</memory>
-\t<os>
-\t\t<type arch="x86_64" machine="q35">hvm</type>
-\t</os>
-\t<features>
-\t\t<acpi></acpi>
-\t</features>
-\t<devices>
-\t\t<emulator>/usr/bin/qemu-system-x86_64</emulator>
-\t</devices>
-</domain>"""
-
 
 @pytest.mark.parametrize("under", sorted(BIND_MOUNTS))
 def test_workdir_must_not_be_under_a_mounted_path(under: str) -> None:
@@ -32,23 +19,23 @@ def test_workdir_must_not_be_under_a_mounted_path(under: str) -> None:
         Libvirtd(f"{under}/kvnet-test")
 
 
-def test_not_running_is_an_error(tmp_path: Path) -> None:
+def test_not_running_is_an_error(tmp_path: Path, base_domain: Callable[..., str]) -> None:
     daemon = Libvirtd(str(tmp_path))
     with pytest.raises(IOFailure, match="is not running"):
-        daemon.define_validate(DOMAIN.format(name="x"))
+        daemon.define_validate(base_domain("x"))
     daemon.stop()  # stopping a daemon that never ran is fine
 
 
 @pytest.mark.root
 @pytest.mark.libvirt
-def test_in_a_netns_beside_the_session_daemon(libvirtd: Libvirtd, netns: Any, tmp_path: Path) -> None:
+def test_in_a_netns_beside_the_session_daemon(libvirtd: Libvirtd, netns: Any, tmp_path: Path, base_domain: Callable[..., str]) -> None:
     host_run_libvirt = Path("/run/libvirt").exists()
     with Libvirtd(str(tmp_path / "d"), netns=netns.name) as other:
         assert other.uri != libvirtd.uri
         pid = int((tmp_path / "d" / "run" / "libvirtd.pid").read_text())
         # it runs in the pod's network namespace, as virt-launcher's libvirtd does
         assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns.path).st_ino
-        other.define_validate(DOMAIN.format(name="in-netns"))
+        other.define_validate(base_domain("in-netns"))
         # the two daemons do not see each other's domains
         assert "in-netns" in {d.name() for d in other.connection.listAllDomains()}
         assert "in-netns" not in {d.name() for d in libvirtd.connection.listAllDomains()}

@@ -7,7 +7,7 @@ enough to prove that libvirt opens each tap and macvtap kvnet targets with ``man
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +19,6 @@ from kvnet.lab.libvirtd import Libvirtd
 from kvnet.model import TapNic
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirt]
-
-BASE = """<domain type="qemu">
-\t<name>start-{name}</name>
-\t<memory unit="MiB">64</memory>
-\t<vcpu placement="static">1</vcpu>
-\t<os>
-\t\t<type arch="x86_64" machine="q35">hvm</type>
-\t</os>
-\t<features>
-\t\t<acpi></acpi>
-\t</features>
-\t<devices>
-\t\t<emulator>/usr/bin/qemu-system-x86_64</emulator>
-\t</devices>
-</domain>"""
 
 
 @pytest.fixture
@@ -48,7 +33,7 @@ def pod_libvirtd(netns: Any, tmp_path: Path) -> Iterator[tuple[Any, Libvirtd]]:
         daemon.stop()
 
 
-def test_tap_and_macvtap_nics_start(pod_libvirtd: tuple[Any, Libvirtd]) -> None:
+def test_tap_and_macvtap_nics_start(pod_libvirtd: tuple[Any, Libvirtd], base_domain: Callable[..., str]) -> None:
     ns, daemon = pod_libvirtd
     ns.run("ip", "tuntap", "add", "dev", "tap16477688c0e", "mode", "tap")
     ns.run("ip", "link", "set", "tap16477688c0e", "mtu", "1450", "up")
@@ -61,7 +46,7 @@ def test_tap_and_macvtap_nics_start(pod_libvirtd: tuple[Any, Libvirtd]) -> None:
         TapNic(name="blue", target="tap16477688c0e", mac="0a:58:0a:01:00:05", mtu=1450),
         TapNic(name="mvt", target="pode32c04ddf04", mac=mac_of_macvtap, mtu=1500, model="e1000e"),
     ]
-    xml = splice(BASE.format(name="taps"), [render_nic(n) for n in nics])
+    xml = splice(base_domain("start-taps"), [render_nic(n) for n in nics])
     daemon.define_validate(xml)
     try:
         daemon.start_domain("start-taps")
