@@ -46,7 +46,14 @@ from kvnet.sidecar.proto import (
 
 log = logging.getLogger("kvnet.sidecar")
 
-VERSIONS = ("v1alpha1", "v1alpha2", "v1alpha3")
+# The hook API versions this sidecar serves, oldest first, each with its generated
+# (messages, services) modules: the one table the lab's launcher also dials with.
+VERSION_MODULES: dict[str, tuple[ModuleType, ModuleType]] = {
+    "v1alpha1": (v1alpha1_pb2, v1alpha1_pb2_grpc),
+    "v1alpha2": (v1alpha2_pb2, v1alpha2_pb2_grpc),
+    "v1alpha3": (v1alpha3_pb2, v1alpha3_pb2_grpc),
+}
+VERSIONS = tuple(VERSION_MODULES)
 HOOK_POINTS = ("OnDefineDomain", "PreCloudInitIso", "Shutdown")
 DEFAULT_HOOKS_DIR = "/var/run/kubevirt-hooks"
 _SOCKET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -170,9 +177,8 @@ class SidecarServer:
             options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)],
         )
         info_pb2_grpc.add_InfoServicer_to_server(_InfoServicer(hooks.name), self._server)
-        v1alpha1_pb2_grpc.add_CallbacksServicer_to_server(_Callbacks(hooks, v1alpha1_pb2, self.shutdown_requested), self._server)
-        v1alpha2_pb2_grpc.add_CallbacksServicer_to_server(_Callbacks(hooks, v1alpha2_pb2, self.shutdown_requested), self._server)
-        v1alpha3_pb2_grpc.add_CallbacksServicer_to_server(_Callbacks(hooks, v1alpha3_pb2, self.shutdown_requested), self._server)
+        for pb2, pb2_grpc in VERSION_MODULES.values():
+            pb2_grpc.add_CallbacksServicer_to_server(_Callbacks(hooks, pb2, self.shutdown_requested), self._server)
         self._started = False
 
     def start(self) -> None:

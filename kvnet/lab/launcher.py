@@ -35,23 +35,11 @@ import grpc
 
 from kvnet.errors import IOFailure
 from kvnet.sidecar.hooks import no_cloud_source
-from kvnet.sidecar.proto import (
-    info_pb2,
-    info_pb2_grpc,
-    v1alpha1_pb2,
-    v1alpha1_pb2_grpc,
-    v1alpha2_pb2,
-    v1alpha2_pb2_grpc,
-    v1alpha3_pb2,
-    v1alpha3_pb2_grpc,
-)
+from kvnet.sidecar.proto import info_pb2, info_pb2_grpc, v1alpha3_pb2, v1alpha3_pb2_grpc
+from kvnet.sidecar.server import VERSION_MODULES
 
 SUPPORTED = ("v1alpha3", "v1alpha2", "v1alpha1")  # newest first, as virt-launcher matches
-MODULES: dict[str, tuple[ModuleType, ModuleType]] = {
-    "v1alpha1": (v1alpha1_pb2, v1alpha1_pb2_grpc),
-    "v1alpha2": (v1alpha2_pb2, v1alpha2_pb2_grpc),
-    "v1alpha3": (v1alpha3_pb2, v1alpha3_pb2_grpc),
-}
+MODULES: Mapping[str, tuple[ModuleType, ModuleType]] = VERSION_MODULES  # the sidecar's table, one source
 INFO_DEADLINE = 1.0  # seconds; virt-launcher gives up on a sidecar whose Info takes longer
 
 
