@@ -522,15 +522,7 @@ def parse_network_cmdline(cmdline: str) -> dict[str, Any]:
             eth: dict[str, Any] = {"match": {"macaddress": mac}}
             if setname:
                 eth["set-name"] = setname
-            if mtu:
-                eth["mtu"] = int(mtu)
-            if addrs:
-                eth["addresses"] = addrs.split("+")
-            if gw:
-                eth["gateway6" if ":" in gw else "gateway4"] = gw
-            if routes:
-                eth["routes"] = _parse_routes(routes)
-            ethernets[eid] = eth
+            ethernets[eid] = _with_l3(eth, mtu, addrs, gw, routes)
         elif key == "kvnet.bond":
             name, members, mode, miimon, fom, mtu, addrs, gw, routes = (value.split(",") + [""] * 9)[:9]
             params: dict[str, Any] = {}
@@ -541,19 +533,24 @@ def parse_network_cmdline(cmdline: str) -> dict[str, Any]:
             if fom:
                 params["fail-over-mac-policy"] = fom
             bond: dict[str, Any] = {"interfaces": members.split("+"), "parameters": params}
-            if mtu:
-                bond["mtu"] = int(mtu)
-            if addrs:
-                bond["addresses"] = addrs.split("+")
-            if gw:
-                bond["gateway6" if ":" in gw else "gateway4"] = gw
-            if routes:
-                bond["routes"] = _parse_routes(routes)
-            bonds[name] = bond
+            bonds[name] = _with_l3(bond, mtu, addrs, gw, routes)
     out: dict[str, Any] = {"version": 2, "ethernets": ethernets}
     if bonds:
         out["bonds"] = bonds
     return out
+
+
+def _with_l3(entry: dict[str, Any], mtu: str, addrs: str, gw: str, routes: str) -> dict[str, Any]:
+    """``entry`` (an ethernet or a bond) with the cmdline's MTU, addresses, gateway and routes, those given."""
+    if mtu:
+        entry["mtu"] = int(mtu)
+    if addrs:
+        entry["addresses"] = addrs.split("+")
+    if gw:
+        entry["gateway6" if ":" in gw else "gateway4"] = gw
+    if routes:
+        entry["routes"] = _parse_routes(routes)
+    return entry
 
 
 def _parse_routes(text: str) -> list[dict[str, str]]:
