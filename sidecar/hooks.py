@@ -87,14 +87,20 @@ class CloudInitResult:
 # --------------------------------------------------------------------------------------
 
 
+def _json_object(data: bytes | str, what: str) -> dict[str, Any]:
+    """``data`` decoded as a JSON object; ``what`` names it in the error."""
+    try:
+        parsed = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadHookInput(f"{what} JSON is malformed: {err}") from None
+    if not isinstance(parsed, dict):
+        raise BadHookInput(f"{what} JSON is a {type(parsed).__name__}, expected an object")
+    return parsed
+
+
 def parse_vmi(vmi_json: bytes | str) -> dict[str, Any]:
     """The VMI JSON as a dict, checked just enough to find its interfaces."""
-    try:
-        vmi = json.loads(vmi_json)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadHookInput(f"VMI JSON is malformed: {err}") from None
-    if not isinstance(vmi, dict):
-        raise BadHookInput(f"VMI JSON is a {type(vmi).__name__}, expected an object")
+    vmi = _json_object(vmi_json, "VMI")
     spec = vmi.get("spec")
     if not isinstance(spec, dict):
         raise BadHookInput(f"VMI {vmi_name(vmi)} has no spec object")
@@ -146,12 +152,7 @@ def check_domain(domain_xml: bytes | str, *, what: str = "domain XML") -> str:
 
 
 def parse_cloud_init_data(data: bytes | str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadHookInput(f"cloudInitData JSON is malformed: {err}") from None
-    if not isinstance(parsed, dict):
-        raise BadHookInput(f"cloudInitData JSON is a {type(parsed).__name__}, expected an object")
+    parsed = _json_object(data, "cloudInitData")
     nd = parsed.get("NetworkData")
     if nd is not None and not isinstance(nd, str):
         raise BadHookInput("cloudInitData NetworkData must be a string")
