@@ -273,22 +273,22 @@ class PodNetns:
 
     @_translated("add route on")
     def add_route(self, name: str, route: RouteState) -> None:
-        kwargs: dict[str, Any] = {"dst": route.dst, "oif": self._require(name), "table": RT_TABLE_MAIN}
-        if route.gateway:
-            kwargs["gateway"] = route.gateway
-        if route.priority is not None:
-            kwargs["priority"] = route.priority
+        kwargs = self._route_keys(name, route)
         kwargs["proto"] = route.proto or RTPROT_BOOT  # what `ip route add` and the CNI plugins leave
         self._ipr.route("add", **kwargs)
 
     @_translated("remove route on")
     def remove_route(self, name: str, route: RouteState) -> None:
+        self._ipr.route("del", **self._route_keys(name, route))
+
+    def _route_keys(self, name: str, route: RouteState) -> dict[str, Any]:
+        """What names ``route`` on link ``name`` in the main table, for adding or removing it."""
         kwargs: dict[str, Any] = {"dst": route.dst, "oif": self._require(name), "table": RT_TABLE_MAIN}
         if route.gateway:
             kwargs["gateway"] = route.gateway
         if route.priority is not None:
             kwargs["priority"] = route.priority
-        self._ipr.route("del", **kwargs)
+        return kwargs
 
     @_translated("delete link")
     def delete_link(self, name: str) -> None:
