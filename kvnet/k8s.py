@@ -77,6 +77,17 @@ def nad_path(namespace: str, name: str) -> str:
     return f"/apis/{NAD_GROUP}/{NAD_VERSION}/namespaces/{quote(namespace, safe='')}/{NAD_PLURAL}/{quote(name, safe='')}"
 
 
+def _json_object(what: str, data: bytes) -> Mapping[str, Any]:
+    """The API server's answer to ``what`` (``GET /api/...``) as a JSON object."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise ApiFailure(f"Kubernetes API {what}: the answer is not JSON") from None
+    if not isinstance(value, dict):
+        raise ApiFailure(f"Kubernetes API {what}: the answer is not a JSON object")
+    return value
+
+
 def _status_message(body: bytes | str | None, fallback: str) -> str:
     """The ``message`` of a Kubernetes Status body, else the fallback."""
     try:
@@ -356,13 +367,7 @@ class LightApi(_RetryingStatusWriter):
             raise ApiFailure(
                 f"Kubernetes API {method} {path}: {status} {_status_message(data, http.client.responses.get(status, ''))}"
             )
-        try:
-            value = json.loads(data)
-        except ValueError:
-            raise ApiFailure(f"Kubernetes API {method} {path}: the answer is not JSON") from None
-        if not isinstance(value, dict):
-            raise ApiFailure(f"Kubernetes API {method} {path}: the answer is not a JSON object")
-        return value
+        return _json_object(f"{method} {path}", data)
 
     def _get(self, path: str) -> Mapping[str, Any] | None:
         status, data = self.request("GET", path)
@@ -481,13 +486,7 @@ class ClientApi(_RetryingStatusWriter):
         if status == 0 or status >= 300:
             reason = http.client.responses.get(status, "no answer")
             raise ApiFailure(f"Kubernetes API {what}: {status} {_status_message(data, reason)}")
-        try:
-            value = json.loads(data)
-        except ValueError:
-            raise ApiFailure(f"Kubernetes API {what}: the answer is not JSON") from None
-        if not isinstance(value, dict):
-            raise ApiFailure(f"Kubernetes API {what}: the answer is not a JSON object")
-        return value
+        return _json_object(what, data)
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         what = f"GET {pod_path(namespace, name)}"
