@@ -26,14 +26,20 @@ def _write(data: bytes) -> None:
     sys.stdout.flush()
 
 
-def on_define_domain(argv: list[str] | None = None, *, hooks: Hooks | None = None) -> int:
-    """``onDefineDomain --vmi <json> --domain <xml>``: print the domain for libvirt."""
-    p = argparse.ArgumentParser(prog="onDefineDomain")
+def _start(prog: str, data: tuple[str, str], argv: list[str] | None, hooks: Hooks | None) -> tuple[argparse.Namespace, Hooks]:
+    """Both executables: ``--vmi`` and the hook point's ``data`` option (flag, help) parsed,
+    logging on stderr, the hooks configured from the environment unless given."""
+    p = argparse.ArgumentParser(prog=prog)
     p.add_argument("--vmi", required=True, help="the VMI as JSON")
-    p.add_argument("--domain", required=True, help="the domain XML")
+    p.add_argument(data[0], required=True, help=data[1])
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     _setup()
-    hooks = hooks or build_hooks(SidecarSettings.from_env())
+    return args, hooks or build_hooks(SidecarSettings.from_env())
+
+
+def on_define_domain(argv: list[str] | None = None, *, hooks: Hooks | None = None) -> int:
+    """``onDefineDomain --vmi <json> --domain <xml>``: print the domain for libvirt."""
+    args, hooks = _start("onDefineDomain", ("--domain", "the domain XML"), argv, hooks)
     try:
         out = hooks.on_define_domain(args.domain.encode(), args.vmi.encode())
     except KvnetError as err:
@@ -45,12 +51,7 @@ def on_define_domain(argv: list[str] | None = None, *, hooks: Hooks | None = Non
 
 def pre_cloud_init_iso(argv: list[str] | None = None, *, hooks: Hooks | None = None) -> int:
     """``preCloudInitIso --vmi <json> --cloud-init <json>``: print the CloudInitData JSON."""
-    p = argparse.ArgumentParser(prog="preCloudInitIso")
-    p.add_argument("--vmi", required=True, help="the VMI as JSON")
-    p.add_argument("--cloud-init", required=True, help="CloudInitData as JSON")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    _setup()
-    hooks = hooks or build_hooks(SidecarSettings.from_env())
+    args, hooks = _start("preCloudInitIso", ("--cloud-init", "CloudInitData as JSON"), argv, hooks)
     try:
         legacy = _legacy_source(args.cloud_init)
         res = hooks.pre_cloud_init_iso(args.vmi.encode(), args.cloud_init.encode(), legacy)
