@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvnet.cni.shim import request as shim_request
+from kvnet.meta.shim import request as shim_request
 from kvnet.lab import apiserver
 from kvnet.lab.pod_demo import IP, Ns, PodLab
 

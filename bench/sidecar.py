@@ -26,8 +26,8 @@ from typing import Any
 
 from kvnet.lab.fake_pod import add_bridge_binding, network_info, write_link
 from kvnet.lab.launcher import LauncherClient, LauncherError
-from kvnet.model import GuestIpConfig
-from kvnet.naming import hashed_pod_iface
+from kvnet.core.model import GuestIpConfig
+from kvnet.core.naming import hashed_pod_iface
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (0, 1, 16, 64, 256)  # 0: a VMI without kvnet interfaces (the domain goes back as is)

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from kvnet.errors import KvnetError
+from kvnet.core.errors import KvnetError
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {

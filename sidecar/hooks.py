@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kvnet.domain.vmi import BONDS_ANNOTATION
-from kvnet.errors import DecodeFailure, KvnetError, RenderError, TryAgainLater
-from kvnet.model import NetworkInfoEntry, PodFacts, PodLink
+from kvnet.core.errors import DecodeFailure, KvnetError, RenderError, TryAgainLater
+from kvnet.core.model import NetworkInfoEntry, PodFacts, PodLink
 
 log = logging.getLogger("kvnet.sidecar")
 
@@ -345,7 +345,7 @@ class PodFactsReader:
 
 class _LinksOrUnavailable(Mapping[str, PodLink]):
     """The pod links as ``read_links`` gave them, which may read each link on first lookup
-    (``kvnet.podfacts.PodLinks``): an error while reading a link (a malformed binding
+    (``kvnet.sidecar.podfacts.PodLinks``): an error while reading a link (a malformed binding
     record) is the same ``PodFactsUnavailable`` as when ``read_links`` reads all at once.
     """
 

@@ -9,7 +9,7 @@ import sys
 import threading
 from types import FrameType
 
-from kvnet.errors import KvnetError
+from kvnet.core.errors import KvnetError
 from kvnet.sidecar.server import DEFAULT_HOOKS_DIR, SidecarServer, socket_path
 from kvnet.sidecar.wiring import SidecarSettings, build_hooks
 

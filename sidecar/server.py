@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from kvnet.errors import (
+from kvnet.core.errors import (
     DecodeFailure,
     DeviceError,
     InvalidConfig,

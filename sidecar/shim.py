@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-from kvnet.errors import KvnetError
+from kvnet.core.errors import KvnetError
 from kvnet.sidecar.hooks import Hooks, no_cloud_source
 from kvnet.sidecar.wiring import SidecarSettings, build_hooks
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kvnet.model import PodFacts
+from kvnet.core.model import PodFacts
 from kvnet.sidecar.hooks import EchoHooks, Hooks, KvnetHooks, PodFactsReader
 
 DEFAULT_NAME = "kvnet"
@@ -68,7 +68,7 @@ def build_hooks(settings: SidecarSettings, *, stopping: threading.Event | None =
     if settings.echo:
         return EchoHooks(settings.name)
     from kvnet.domain.networkinfo import parse_network_info
-    from kvnet.podfacts import pod_links
+    from kvnet.sidecar.podfacts import pod_links
 
     reader = PodFactsReader(
         settings.network_info,

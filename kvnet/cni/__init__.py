@@ -1,1 +1,1 @@
-"""CNI programs: the protocol, delegate execution, the meta-plugin and the binding plugin."""
+"""The CNI protocol layer (libcni's job): env/stdin, results and versions, delegate execution, libcni's cache."""

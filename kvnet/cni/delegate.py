@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from kvnet.cni import libcni_cache
 from kvnet.cni.results import ALL_VERSIONS, convert_result, version_key
-from kvnet.errors import (
+from kvnet.core.errors import (
     DecodeFailure,
     DelegateFailed,
     IncompatibleVersion,
@@ -33,7 +33,7 @@ from kvnet.errors import (
     KvnetError,
 )
 from kvnet.cni.protocol import validate_container_id, validate_ifname
-from kvnet.naming import cni_name_ok
+from kvnet.core.naming import cni_name_ok
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvnet.errors import InvalidConfig, InvalidEnvironment, IOFailure
-from kvnet.naming import cni_name_ok, ifname_problem
+from kvnet.core.errors import InvalidConfig, InvalidEnvironment, IOFailure
+from kvnet.core.naming import cni_name_ok, ifname_problem
 
 CACHE_KIND = "cniCacheV1"
 RESULTS_DIR = "results"

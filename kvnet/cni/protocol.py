@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
 from kvnet.cni.results import convert_result, version_key
-from kvnet.errors import (
+from kvnet.core.errors import (
     DecodeFailure,
     IncompatibleVersion,
     InvalidConfig,
@@ -27,7 +27,7 @@ from kvnet.errors import (
     KvnetError,
     UnknownContainer,
 )
-from kvnet.naming import MAX_IFNAME, cni_name_ok
+from kvnet.core.naming import MAX_IFNAME, cni_name_ok
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 COMMANDS: tuple[str, ...] = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")

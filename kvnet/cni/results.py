@@ -18,7 +18,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from kvnet.errors import DecodeFailure, IncompatibleVersion
+from kvnet.core.errors import DecodeFailure, IncompatibleVersion
 
 ALL_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 

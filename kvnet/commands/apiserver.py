@@ -16,7 +16,7 @@ from types import FrameType
 
 import yaml
 
-from kvnet.errors import InvalidConfig
+from kvnet.core.errors import InvalidConfig
 from kvnet.lab.apiserver import ApiStandIn, iter_yaml_objects
 
 log = logging.getLogger(__name__)

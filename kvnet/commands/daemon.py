@@ -8,7 +8,7 @@ import signal
 import threading
 from typing import Any
 
-from kvnet.errors import InvalidConfig
+from kvnet.core.errors import InvalidConfig
 
 DEFAULT_SOCKET = "/run/kvnet/kvnet.sock"
 
@@ -41,8 +41,8 @@ def load_config(path: str | None) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kvnet.cni.daemon import CniDaemon, LongLived, client_api
-    from kvnet.cni.main import light_api
+    from kvnet.meta.daemon import CniDaemon, LongLived, client_api
+    from kvnet.meta.main import light_api
 
     factory = light_api if args.api == "light" else client_api
     daemon = CniDaemon(args.socket, daemon_conf=load_config(args.config), long_lived=LongLived(factory))

@@ -19,11 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from kvnet.errors import InvalidConfig, IOFailure
+from kvnet.core.errors import InvalidConfig, IOFailure
 
 CONF_NAME = "00-kvnet.conflist"
 BINARIES = {"kvnet-cni": "kvnet", "kvnet-binding": "kvnet-binding"}
-SHIM = "kvnet-shim"  # written as a self-contained script for ``python -I -S`` (see kvnet.cni.shim)
+SHIM = "kvnet-shim"  # written as a self-contained script for ``python -I -S`` (see kvnet.meta.shim)
 _CONF_EXTS = (".conf", ".conflist", ".json")
 
 
@@ -72,7 +72,7 @@ def install_binary(src: Path, dst: Path, *, copy: bool) -> str:
 
 def install_shim(dst: Path) -> str:
     """``kvnet-shim`` as a standalone stdlib script: it starts without ``site``."""
-    from kvnet.cni.shim import standalone_script
+    from kvnet.meta.shim import standalone_script
 
     if dst.is_symlink():
         dst.unlink()

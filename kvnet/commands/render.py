@@ -20,14 +20,14 @@ from typing import Any
 
 import yaml
 
-from kvnet import bindrecord, naming
+from kvnet.core import bindrecord, naming
 from kvnet.domain import pipeline
 from kvnet.domain.networkinfo import parse_network_info
 from kvnet.domain.render import render_plan
 from kvnet.domain.translate import pod_iface_name
 from kvnet.domain.vmi import Vmi, parse_vmi
-from kvnet.errors import DecodeFailure, IOFailure, NetworkNotFound
-from kvnet.model import BindingRecord, GuestIpConfig, NetworkInfoEntry, PodFacts, PodLink, is_mac
+from kvnet.core.errors import DecodeFailure, IOFailure, NetworkNotFound
+from kvnet.core.model import BindingRecord, GuestIpConfig, NetworkInfoEntry, PodFacts, PodLink, is_mac
 
 log = logging.getLogger(__name__)
 

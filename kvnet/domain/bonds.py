@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kvnet.errors import InvalidAnnotation
-from kvnet.model import GuestIpConfig
+from kvnet.core.errors import InvalidAnnotation
+from kvnet.core.model import GuestIpConfig
 from kvnet.domain.vmi import BONDS_ANNOTATION, Vmi
 
 BOND_MODES = ("balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb")

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from kvnet import naming
-from kvnet.errors import TranslationError
-from kvnet.model import GuestBond, GuestIpConfig, VmNic, VmNicPlan
+from kvnet.core import naming
+from kvnet.core.errors import TranslationError
+from kvnet.core.model import GuestBond, GuestIpConfig, VmNic, VmNicPlan
 
 DEFAULT_V4 = "0.0.0.0/0"
 DEFAULT_V6 = "::/0"

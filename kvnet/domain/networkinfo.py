@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from kvnet.errors import DecodeFailure
-from kvnet.model import DeviceInfo, NetworkInfoEntry, PciAddress, is_mac
-from kvnet.errors import DeviceError
+from kvnet.core.errors import DecodeFailure
+from kvnet.core.model import DeviceInfo, NetworkInfoEntry, PciAddress, is_mac
+from kvnet.core.errors import DeviceError
 
 
 def _device_info(raw: Any, network: str) -> DeviceInfo | None:

@@ -15,7 +15,7 @@ from kvnet.domain.render import render_plan
 from kvnet.domain.splice import kubevirt_hostdevs, splice
 from kvnet.domain.translate import plan_vm_nics
 from kvnet.domain.vmi import parse_vmi
-from kvnet.model import PodFacts, VmNicPlan
+from kvnet.core.model import PodFacts, VmNicPlan
 
 
 def plan_for(vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str = "kvnet", domain_xml: bytes | str | None = None) -> VmNicPlan:

@@ -15,8 +15,8 @@ from importlib.resources import files
 
 import jinja2
 
-from kvnet.errors import RenderError
-from kvnet.model import HostdevNic, PciAddress, TapNic, VmNic, VmNicPlan
+from kvnet.core.errors import RenderError
+from kvnet.core.model import HostdevNic, PciAddress, TapNic, VmNic, VmNicPlan
 
 TEMPLATES = {TapNic: ("interface_tap.xml.j2", "interface"), HostdevNic: ("hostdev_pci.xml.j2", "hostdev")}
 

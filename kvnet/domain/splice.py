@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 
-from kvnet.errors import RenderError
-from kvnet.model import PciAddress
+from kvnet.core.errors import RenderError
+from kvnet.core.model import PciAddress
 
 SRIOV_ALIAS_PREFIX = "ua-sriov-"
 

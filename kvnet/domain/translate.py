@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kvnet import naming
+from kvnet.core import naming
 from kvnet.domain.bonds import BondSpec, vmi_bonds
 from kvnet.domain.vmi import MAX_QUEUES, Vmi, VmiInterface, VmiNetwork
-from kvnet.errors import DeviceError, TranslationError
-from kvnet.model import (
+from kvnet.core.errors import DeviceError, TranslationError
+from kvnet.core.model import (
     REDIRECT_KINDS,
     BindingRecord,
     GuestBond,
@@ -56,7 +56,7 @@ def pod_iface_name(vmi: Vmi, network: VmiNetwork, facts: PodFacts, *, ordinal: b
 def uses_ordinal_names(links: Mapping[str, PodLink]) -> bool:
     """``naming.uses_ordinal_names`` over the pod's link names, reading as few links as possible.
 
-    A mapping that reads each link on its first lookup (``kvnet.podfacts.PodLinks``) would
+    A mapping that reads each link on its first lookup (``kvnet.sidecar.podfacts.PodLinks``) would
     read every link if iterated; when it can list its candidate names without reading them
     (a ``listed()`` method giving a superset of its keys), only the ``net<N>``-looking ones are
     looked up. Same answer either way.

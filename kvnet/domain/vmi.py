@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvnet.errors import DeviceError, TranslationError
-from kvnet.model import PciAddress, is_mac
+from kvnet.core.errors import DeviceError, TranslationError
+from kvnet.core.model import PciAddress, is_mac
 
 BONDS_ANNOTATION = "kvnet.io/bonds"
 

@@ -1,8 +1,8 @@
-"""A fake pod for the sidecar: a /sys/class/net tree as kvnet.podfacts reads it, and
+"""A fake pod for the sidecar: a /sys/class/net tree as kvnet.sidecar.podfacts reads it, and
 KubeVirt's network-info JSON.
 
 The links look like what kvnet-binding leaves in the pod netns for a bridge attachment
-(DESIGN §9): the ``k6t-`` bridge, the pod interface carrying the binding record in its
+(docs/design.md §4): the ``k6t-`` bridge, the pod interface carrying the binding record in its
 ``ifalias`` and enslaved to the bridge, and ``tap<x>``. Used by the sidecar tests and the
 sidecar bench; no root needed, the tree is plain files under a folder of the caller's.
 """
@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kvnet import bindrecord
-from kvnet.model import BindingRecord, GuestIpConfig
-from kvnet.naming import bridge_name, hashed_pod_iface, tap_name
+from kvnet.core import bindrecord
+from kvnet.core.model import BindingRecord, GuestIpConfig
+from kvnet.core.naming import bridge_name, hashed_pod_iface, tap_name
 
 
 def write_link(root: Path, name: str, *, mac: str, mtu: int = 1500, up: bool = True, tun_flags: str | None = None,
@@ -41,7 +41,7 @@ def write_link(root: Path, name: str, *, mac: str, mtu: int = 1500, up: bool = T
 
 
 def add_bridge_binding(root: Path, network: str, *, original_mac: str, mtu: int = 1500, ip: GuestIpConfig = GuestIpConfig()) -> None:
-    """What kvnet-binding leaves for a bridge-path attachment of ``network`` (DESIGN §9)."""
+    """What kvnet-binding leaves for a bridge-path attachment of ``network`` (docs/design.md §4)."""
     pod = hashed_pod_iface(network)
     br = bridge_name(pod)
     record = bindrecord.encode(BindingRecord(original_mac=original_mac, mtu=mtu, ip=ip))

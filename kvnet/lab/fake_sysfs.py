@@ -1,7 +1,7 @@
 """Fake sysfs trees of SR-IOV PFs and VFs, for tests and the demo.
 
 This machine has no SR-IOV hardware and no VFIO. ``make_fake_sysfs`` builds the part of
-``/sys`` that :mod:`kvnet.sriov` reads, under a root of the caller's choosing, with the
+``/sys`` that :mod:`kvnet.binding.sriov` reads, under a root of the caller's choosing, with the
 same relative links the kernel makes (``sys/devices/pci0000:00/<addr>`` plus the
 ``sys/bus/pci/devices/<addr>`` link, drivers under ``sys/bus/pci/drivers``, IOMMU groups
 under ``sys/kernel/iommu_groups``, netdevs under ``<device>/net`` and ``sys/class/net``),
@@ -14,8 +14,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from kvnet.model import PciAddress
-from kvnet.sriov import VFIO_DRIVER, pci_devices_dir
+from kvnet.core.model import PciAddress
+from kvnet.binding.sriov import VFIO_DRIVER, pci_devices_dir
 
 @dataclass(frozen=True)
 class FakeVf:
@@ -68,7 +68,7 @@ def _fake_device(root: str, address: str, driver: str | None, iommu_group: int |
 
 
 def make_fake_sysfs(root: str, pfs: Mapping[str, FakePf]) -> None:
-    """Build sysfs trees under ``root`` shaped like the kernel's (DESIGN §7).
+    """Build sysfs trees under ``root`` shaped like the kernel's (docs/design.md §6).
 
     ``pfs`` maps a PF address to its description. Links are relative, as the kernel
     makes them, so the tree reads the same wherever ``root`` is.

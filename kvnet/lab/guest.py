@@ -31,8 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from kvnet.errors import InvalidEnvironment, IOFailure, TranslationError
-from kvnet.model import is_mac
+from kvnet.core.errors import InvalidEnvironment, IOFailure, TranslationError
+from kvnet.core.model import is_mac
 
 log = logging.getLogger(__name__)
 

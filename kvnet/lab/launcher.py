@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import grpc
 
-from kvnet.errors import IOFailure
+from kvnet.core.errors import IOFailure
 from kvnet.sidecar.hooks import no_cloud_source
 from kvnet.sidecar.proto import info_pb2, info_pb2_grpc, v1alpha3_pb2, v1alpha3_pb2_grpc
 from kvnet.sidecar.server import VERSION_MODULES

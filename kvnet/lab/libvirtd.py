@@ -25,7 +25,7 @@ from types import TracebackType
 
 import libvirt
 
-from kvnet.errors import InvalidEnvironment, IOFailure, RenderError
+from kvnet.core.errors import InvalidEnvironment, IOFailure, RenderError
 
 log = logging.getLogger(__name__)
 

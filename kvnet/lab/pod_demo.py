@@ -31,7 +31,7 @@ from typing import Any, Protocol, TextIO
 
 import yaml
 
-from kvnet.cni.shim import standalone_script
+from kvnet.meta.shim import standalone_script
 from kvnet.lab.apiserver import ApiStandIn
 
 IP = shutil.which("ip") or "/usr/sbin/ip"

@@ -28,8 +28,8 @@ from types import TracebackType
 
 import grpc
 
-from kvnet import podresources_pb2 as pb
-from kvnet import podresources_pb2_grpc as pb_grpc
+from kvnet.meta.proto import podresources_pb2 as pb
+from kvnet.meta.proto import podresources_pb2_grpc as pb_grpc
 
 DEFAULT_CONTAINER = "compute"
 

@@ -38,9 +38,9 @@ from typing import Any, Protocol, TextIO
 
 import yaml
 
-from kvnet import naming
+from kvnet.core import naming
 from kvnet.domain.vmi import BONDS_ANNOTATION
-from kvnet.errors import InvalidEnvironment, IOFailure, KvnetError
+from kvnet.core.errors import InvalidEnvironment, IOFailure, KvnetError
 from kvnet.lab import console, guest
 
 NAMESPACE = "default"

@@ -17,9 +17,9 @@ import pytest
 from kvnet.commands.render import render_outputs
 from kvnet.domain.pipeline import define_domain
 from kvnet.domain.splice import splice
-from kvnet.errors import RenderError
+from kvnet.core.errors import RenderError
 from kvnet.lab.libvirtd import Libvirtd
-from kvnet.model import PodFacts
+from kvnet.core.model import PodFacts
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirt]
 
@@ -117,7 +117,7 @@ def test_define_dumpxml_undefine(libvirtd: Libvirtd, name: str, base_domain: Cal
 
 
 def test_libvirt_rejects_source_address_with_type(libvirtd: Libvirtd, base_domain: Callable[..., str]) -> None:
-    """Why kvnet writes the hostdev source address without type="pci" (DESIGN §6)."""
+    """Why kvnet writes the hostdev source address without type="pci" (docs/design.md §5)."""
     xml = splice(
         base_domain("typed-source", **BASE_SIZE),
         [ET.fromstring('<hostdev mode="subsystem" type="pci" managed="no"><source>'

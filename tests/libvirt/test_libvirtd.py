@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kvnet.errors import InvalidEnvironment, IOFailure
+from kvnet.core.errors import InvalidEnvironment, IOFailure
 from kvnet.lab.libvirtd import BIND_MOUNTS, Libvirtd
 
 

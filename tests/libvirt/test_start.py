@@ -16,7 +16,7 @@ import pytest
 from kvnet.domain.render import render_nic
 from kvnet.domain.splice import splice
 from kvnet.lab.libvirtd import Libvirtd
-from kvnet.model import TapNic
+from kvnet.core.model import TapNic
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirt]
 

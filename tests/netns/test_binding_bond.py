@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from test_binding_real import BLUE, binding_conf, link, run_cni, snapshot, sysfs
 
-from kvnet import bindrecord
-from kvnet.cni.binding import swapped_mac
-from kvnet.model import BindingRecord, GuestIpConfig
+from kvnet.core import bindrecord
+from kvnet.binding.plan import swapped_mac
+from kvnet.core.model import BindingRecord, GuestIpConfig
 
 pytestmark = pytest.mark.root
 

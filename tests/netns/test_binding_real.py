@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from kvnet.naming import hashed_pod_iface
+from kvnet.core.naming import hashed_pod_iface
 
 pytestmark = pytest.mark.root
 
@@ -119,7 +119,7 @@ def sysfs(ns: str, path: str) -> str:
 def pod_facts(ns: str) -> dict[str, Any]:
     """read_pod_links() run inside the pod netns, as the sidecar would."""
     code = (
-        "import json, dataclasses; from kvnet.podfacts import read_pod_links;"
+        "import json, dataclasses; from kvnet.sidecar.podfacts import read_pod_links;"
         "print(json.dumps({k: dataclasses.asdict(v) for k, v in read_pod_links().items()}))"
     )
     out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], check=True, capture_output=True, text=True)
@@ -432,9 +432,9 @@ def test_macvtap_pod_link_is_left_alone(netns: Any, kvnet_bin_dir: str, cni_bin_
 
 
 def test_netlink_errors_become_netlink_failure_naming_link_and_netns(netns: Any) -> None:
-    """Every pyroute2/OS error leaves kvnet.netlink as NetlinkFailure (code 104) with its subject."""
-    from kvnet.errors import NetlinkFailure
-    from kvnet.netlink import NetnsMissing, RouteState, open_netns
+    """Every pyroute2/OS error leaves kvnet.binding.netlink as NetlinkFailure (code 104) with its subject."""
+    from kvnet.core.errors import NetlinkFailure
+    from kvnet.binding.netlink import NetnsMissing, RouteState, open_netns
 
     with pytest.raises(NetnsMissing, match=r"^network namespace /var/run/netns/kvt-gone does not exist$"):
         with open_netns("/var/run/netns/kvt-gone"):
@@ -586,11 +586,11 @@ def test_sidecar_view_needs_no_privilege(bridged_pod: tuple[Any, Any, dict[str, 
     rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir)
     assert rc == 0, result
     unprivileged = ["setpriv", "--reuid", "107", "--regid", "107", "--clear-groups", "--inh-caps", "-all", "--bounding-set", "-all"]
-    probe = subprocess.run([*unprivileged, sys.executable, "-c", "import kvnet.podfacts"], capture_output=True, text=True)
+    probe = subprocess.run([*unprivileged, sys.executable, "-c", "import kvnet.sidecar.podfacts"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"this checkout or its venv is not readable by uid 107: {probe.stderr.strip()[-200:]}")
     code = (
-        "import json, dataclasses; from kvnet.podfacts import read_pod_links;"
+        "import json, dataclasses; from kvnet.sidecar.podfacts import read_pod_links;"
         "print(json.dumps({k: dataclasses.asdict(v) for k, v in read_pod_links().items()}))"
     )
     out = subprocess.run(["ip", "netns", "exec", pod.name, *unprivileged, sys.executable, "-c", code],

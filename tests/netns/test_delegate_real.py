@@ -20,7 +20,7 @@ import pytest
 
 from kvnet.cni.delegate import DelegateEnv, DelegateRunner, exec_argv
 from kvnet.cni.results import version_key
-from kvnet.errors import DelegateFailed
+from kvnet.core.errors import DelegateFailed
 
 pytestmark = pytest.mark.root
 

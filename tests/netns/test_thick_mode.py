@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kvnet.cni.shim import request as shim_request
+from kvnet.meta.shim import request as shim_request
 from kvnet.lab.pod_demo import IP, PodLab, in_ns
 
 pytestmark = pytest.mark.root

@@ -17,8 +17,8 @@ from typing import Any
 
 from kvnet.domain.networkinfo import parse_network_info
 from kvnet.lab.fake_pod import add_bridge_binding, network_info, write_link
-from kvnet.naming import hashed_pod_iface
-from kvnet.podfacts import read_pod_links
+from kvnet.core.naming import hashed_pod_iface
+from kvnet.sidecar.podfacts import read_pod_links
 
 __all__ = ["KUBEVIRT_DOMAIN", "NETWORK_INFO_EMPTY", "PodFiles", "SidecarProcess", "add_bridge_binding", "facts_reader",
            "make_vmi", "network_info", "sidecar_cmd", "write_link"]

@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, add_bridge_binding, facts_reader, network_info
 
-from kvnet.model import GuestIpConfig
-from kvnet.naming import hashed_pod_iface
+from kvnet.core.model import GuestIpConfig
+from kvnet.core.naming import hashed_pod_iface
 from kvnet.sidecar.hooks import KvnetHooks
 from kvnet.sidecar.wiring import PipelineTranslator
 

@@ -1,7 +1,7 @@
 """The sidecar's hot-path shortcuts give what the plain code gives.
 
 OnDefineDomain reads each pod link only when the translation looks it up
-(``kvnet.podfacts.PodLinks``), decides the pod's naming scheme once, and writes the new
+(``kvnet.sidecar.podfacts.PodLinks``), decides the pod's naming scheme once, and writes the new
 devices without ``ET.tostring`` (``kvnet.domain.splice``). Each is checked here against
 the straightforward version, and the errors stay what they were.
 """
@@ -20,14 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, add_bridge_binding, make_vmi, network_info, write_link
 
-from kvnet import bindrecord, naming
+from kvnet.core import bindrecord, naming
 from kvnet.domain import splice
 from kvnet.domain.networkinfo import parse_network_info
 from kvnet.domain.translate import uses_ordinal_names
-from kvnet.errors import DecodeFailure, TranslationError
-from kvnet.model import BindingRecord
-from kvnet.naming import hashed_pod_iface
-from kvnet.podfacts import PodLinks, pod_links, read_pod_links
+from kvnet.core.errors import DecodeFailure, TranslationError
+from kvnet.core.model import BindingRecord
+from kvnet.core.naming import hashed_pod_iface
+from kvnet.sidecar.podfacts import PodLinks, pod_links, read_pod_links
 from kvnet.sidecar.hooks import KvnetHooks, PodFactsReader, PodFactsUnavailable
 from kvnet.sidecar.server import status_for
 from kvnet.sidecar.wiring import PipelineTranslator

@@ -28,8 +28,8 @@ from pod_inputs import (
 )
 from kvnet.lab.launcher import MODULES, LauncherClient, info
 
-from kvnet.errors import TranslationError
-from kvnet.model import GuestIpConfig, PodFacts
+from kvnet.core.errors import TranslationError
+from kvnet.core.model import GuestIpConfig, PodFacts
 from kvnet.sidecar.hooks import EchoHooks, Hooks, KvnetHooks
 from kvnet.sidecar.server import SidecarServer, socket_path
 from kvnet.sidecar.wiring import PipelineTranslator
@@ -454,7 +454,7 @@ def test_stale_socket_is_replaced(serve: Any, hooks_dir: Path) -> None:
     ("x" * 120, None),
 ])
 def test_socket_path_rules(name: str, problem: str | None) -> None:
-    from kvnet.errors import InvalidConfig
+    from kvnet.core.errors import InvalidConfig
 
     with pytest.raises(InvalidConfig) as exc:
         socket_path("/var/run/kubevirt-hooks", name)
@@ -547,7 +547,7 @@ def test_info_answers_while_calls_wait_for_network_info(serve: Any, hooks_dir: P
 
 
 def test_hooks_dir_too_long_for_the_staging_socket(hooks_dir: Path) -> None:
-    from kvnet.errors import InvalidConfig
+    from kvnet.core.errors import InvalidConfig
 
     deep = hooks_dir / ("d" * (99 - len(str(hooks_dir))))  # 100 bytes: the final path is 107
     deep.mkdir()

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, make_vmi
 
 from kvnet.domain.vmi import BONDS_ANNOTATION
-from kvnet.errors import KvnetError, RenderError
-from kvnet.model import PodFacts
+from kvnet.core.errors import KvnetError, RenderError
+from kvnet.core.model import PodFacts
 from kvnet.sidecar.hooks import (
     BadHookInput,
     KvnetHooks,

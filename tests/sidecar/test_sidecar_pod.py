@@ -1,4 +1,4 @@
-"""kvnet-sidecar over a pod that the real CNI plugins plumbed (root; the DESIGN §9 contract).
+"""kvnet-sidecar over a pod that the real CNI plugins plumbed (root; the docs/design.md §4 contract).
 
 The real Debian bridge plugin makes the attachment in a pod netns (host side in a "node"
 netns), the real ``kvnet-binding`` re-plumbs it for the VM, and ``kvnet-sidecar`` runs
@@ -26,7 +26,7 @@ import yaml
 from kvnet.lab.launcher import LauncherClient
 from pod_inputs import KUBEVIRT_DOMAIN, make_vmi
 
-from kvnet.naming import hashed_pod_iface
+from kvnet.core.naming import hashed_pod_iface
 
 pytestmark = pytest.mark.root
 

@@ -21,7 +21,7 @@ import pytest
 from kvnet.lab.launcher import LauncherClient, info
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, add_bridge_binding, make_vmi, network_info, sidecar_cmd
 
-from kvnet.model import GuestIpConfig
+from kvnet.core.model import GuestIpConfig
 
 CLOUD_INIT = {
     "DataSource": "noCloud",

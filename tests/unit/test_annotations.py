@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvnet import annotations as ann
-from kvnet.errors import InvalidAnnotation
-from kvnet.model import DeviceInfo, NetworkSelection, NetworkStatus
+from kvnet.meta import annotations as ann
+from kvnet.core.errors import InvalidAnnotation
+from kvnet.core.model import DeviceInfo, NetworkSelection, NetworkStatus
 
 P = "parsePodNetworkAnnotation: "
 OBJ = P + "parsePodNetworkObjectName: "

@@ -1,7 +1,9 @@
-"""The layering rules of STYLE.md, checked on the source tree (no import-linter needed).
+"""The layering of docs/design.md, checked on the source tree (no import-linter needed).
 
-One module owns each outside library; the CNI programs and the sidecar never import each
-other; the translation never does I/O libraries; no bare ``except``.
+The folders are the architecture: the shared core at the bottom, the CNI protocol layer on
+it, one package per product (meta-plugin, binding CNI, domain translation, sidecar), and
+the lab and the ``kvnet`` command on top. One module owns each outside library; no bare
+``except``.
 """
 
 from __future__ import annotations
@@ -13,25 +15,48 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = [p for top in ("kvnet", "sidecar") for p in (REPO / top).rglob("*.py") if "_pb2" not in p.name]
+# kvnet/sidecar and kvnet/templates are links to the top-level folders: list each file once.
+SOURCES = sorted(
+    p for top in ("kvnet", "sidecar", "templates") for p in (REPO / top).rglob("*.py")
+    if "_pb2" not in p.name and not p.relative_to(REPO).parts[:2] in (("kvnet", "sidecar"), ("kvnet", "templates"))
+)
 
 # library -> the only modules (repo-relative) allowed to import it
 OWNERS: dict[str, set[str]] = {
-    "pyroute2": {"kvnet/netlink.py"},
-    "kubernetes": {"kvnet/k8s.py"},
+    "pyroute2": {"kvnet/binding/netlink.py"},
+    "kubernetes": {"kvnet/meta/k8s.py"},
     "jinja2": {"kvnet/domain/render.py"},
     "libvirt": {"kvnet/lab/libvirtd.py"},
 }
 
+# layer -> the kvnet layers it may import (besides itself); the order is bottom to top
+MAY_IMPORT: dict[str, set[str]] = {
+    "kvnet.core": set(),
+    "kvnet.cni": {"kvnet.core"},
+    "kvnet.binding": {"kvnet.core", "kvnet.cni"},
+    "kvnet.meta": {"kvnet.core", "kvnet.cni", "kvnet.binding"},  # the in-process binding, SR-IOV sysfs
+    "kvnet.domain": {"kvnet.core"},
+    "kvnet.templates": set(),
+    "kvnet.sidecar": {"kvnet.core", "kvnet.domain", "kvnet.templates"},
+    "kvnet.lab": {"kvnet.core", "kvnet.cni", "kvnet.binding", "kvnet.meta", "kvnet.domain", "kvnet.sidecar"},
+    "kvnet.commands": {"kvnet.core", "kvnet.cni", "kvnet.binding", "kvnet.meta", "kvnet.domain", "kvnet.sidecar", "kvnet.lab"},
+    "kvnet.cli": {"kvnet.core", "kvnet.commands"},
+    "kvnet": set(),
+}
+
 
 def module_name(path: Path) -> str:
-    rel = path.relative_to(REPO).with_suffix("")
-    parts = list(rel.parts)
-    if parts[0] == "sidecar":
-        parts = ["kvnet", "sidecar", *parts[1:]]
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[0] in ("sidecar", "templates"):
+        parts = ["kvnet", *parts]
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else module
 
 
 def imports(path: Path) -> Iterator[str]:
@@ -50,7 +75,15 @@ def imports(path: Path) -> Iterator[str]:
 
 
 def test_sources_found() -> None:
-    assert any(p.name == "model.py" for p in SOURCES)
+    names = {module_name(p) for p in SOURCES}
+    assert {"kvnet.core.model", "kvnet.meta.commands", "kvnet.binding.plan", "kvnet.sidecar.hooks"} <= names
+    assert all(layer(n) in MAY_IMPORT for n in names), sorted(n for n in names if layer(n) not in MAY_IMPORT)
+
+
+def test_layers_are_folders() -> None:
+    """Every module sits in a layer package; nothing but the package marker and the CLI at the root."""
+    root = sorted(p.name for p in (REPO / "kvnet").glob("*.py"))
+    assert root == ["__init__.py", "cli.py"]
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
@@ -63,19 +96,34 @@ def test_library_owners(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
-def test_cni_and_sidecar_apart(path: Path) -> None:
+def test_layering(path: Path) -> None:
     me = module_name(path)
+    mine = layer(me)
     for name in imports(path):
-        if me.startswith("kvnet.cni"):
-            assert not name.startswith("kvnet.sidecar"), f"{me} imports {name}"
-        if me.startswith("kvnet.sidecar"):
-            assert not name.startswith("kvnet.cni"), f"{me} imports {name}"
-        if me in ("kvnet.model", "kvnet.naming", "kvnet.errors"):
-            assert not name.startswith(("kvnet.cni", "kvnet.sidecar", "kvnet.domain", "kvnet.lab")), f"{me} imports {name}"
-        if me.count(".") == 1 and me not in ("kvnet.cli",):  # the core modules directly under kvnet/
-            assert not name.startswith(("kvnet.cni", "kvnet.sidecar", "kvnet.lab", "kvnet.commands")), f"{me} imports {name}"
-        if me.startswith("kvnet.domain") and me != "kvnet.domain.render":
-            assert name.split(".")[0] not in ("subprocess", "socket", "grpc", "libvirt"), f"{me} imports {name}"
+        if name.split(".")[0] != "kvnet" or name == "kvnet":
+            continue
+        theirs = layer(name)
+        assert theirs == mine or theirs in MAY_IMPORT[mine], f"{me} ({mine}) imports {name} ({theirs})"
+
+
+@pytest.mark.parametrize(
+    ("low", "high"),
+    [("kvnet.meta", "kvnet.domain"), ("kvnet.meta", "kvnet.sidecar"), ("kvnet.binding", "kvnet.meta"),
+     ("kvnet.sidecar", "kvnet.meta"), ("kvnet.sidecar", "kvnet.binding"), ("kvnet.sidecar", "kvnet.cni"),
+     ("kvnet.domain", "kvnet.cni"), ("kvnet.core", "kvnet.cni")],
+)
+def test_named_rules(low: str, high: str) -> None:
+    """The rules a reader looks for, spelled out (the table above already implies them)."""
+    assert high not in MAY_IMPORT[low]
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if layer(module_name(p)) == "kvnet.domain"],
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_translation_does_no_io(path: Path) -> None:
+    if module_name(path) == "kvnet.domain.render":  # reads its templates
+        return
+    for name in imports(path):
+        assert name.split(".")[0] not in ("subprocess", "socket", "grpc", "libvirt", "os"), f"{path} imports {name}"
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))

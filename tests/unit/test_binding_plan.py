@@ -15,9 +15,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvnet import bindrecord
-from kvnet.cni import binding
-from kvnet.cni.binding import (
+from kvnet.core import bindrecord
+from kvnet.binding import plan as binding
+from kvnet.binding.plan import (
     BindingConfig,
     DesiredPlumbing,
     ObservedPodLink,
@@ -26,11 +26,11 @@ from kvnet.cni.binding import (
     plan,
     swapped_mac,
 )
-from kvnet.errors import DecodeFailure, DeviceError, InvalidConfig, NetlinkFailure
+from kvnet.core.errors import DecodeFailure, DeviceError, InvalidConfig, NetlinkFailure
 from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
-from kvnet.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig, PciAddress
-from kvnet.netlink import AddressState, LinkState, NetnsMissing, RouteState
-from kvnet.sriov import VfInfo
+from kvnet.core.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig, PciAddress
+from kvnet.binding.netlink import AddressState, LinkState, NetnsMissing, RouteState
+from kvnet.binding.sriov import VfInfo
 
 BLUE = "pod16477688c0e"
 MAC = "0a:58:0a:4d:00:02"

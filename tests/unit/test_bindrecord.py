@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvnet import bindrecord
-from kvnet.errors import DecodeFailure, InvalidConfig
-from kvnet.model import BindingRecord, GuestIpConfig
+from kvnet.core import bindrecord
+from kvnet.core.errors import DecodeFailure, InvalidConfig
+from kvnet.core.model import BindingRecord, GuestIpConfig
 
 MAC = "0a:58:0a:01:00:05"
 

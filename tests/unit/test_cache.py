@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvnet.cni import cache
-from kvnet.cni.cache import CachedDelegate
-from kvnet.errors import DecodeFailure, InvalidEnvironment, UnknownContainer
+from kvnet.meta import cache
+from kvnet.meta.cache import CachedDelegate
+from kvnet.core.errors import DecodeFailure, InvalidEnvironment, UnknownContainer
 
 # A cache as Multus 4.x writes it (Go encoding/json of []*DelegateNetConf): a clusterNetwork
 # conflist in the older 4.x shape (lossy Bytes, lossless CNINetworkConfigList), a NAD

@@ -17,7 +17,7 @@ from kvnet.cni.protocol import (
     parse_request,
     plugin_main,
 )
-from kvnet.errors import DelegateFailed, KvnetError
+from kvnet.core.errors import DelegateFailed, KvnetError
 
 # a loaded CI machine must not turn slowness into hypothesis failures
 NO_DEADLINE = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -334,8 +334,8 @@ _ascii = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max
 @given(_ascii)
 def test_ifname_validation_agrees_with_naming_rules(name: str) -> None:
     from kvnet.cni.protocol import validate_ifname
-    from kvnet.errors import InvalidEnvironment
-    from kvnet.naming import ifname_problem
+    from kvnet.core.errors import InvalidEnvironment
+    from kvnet.core.naming import ifname_problem
 
     try:
         validate_ifname(name)
@@ -349,7 +349,7 @@ def test_ifname_validation_agrees_with_naming_rules(name: str) -> None:
 @given(_ascii)
 def test_container_id_validation_agrees_with_naming_rules(cid: str) -> None:
     from kvnet.cni.protocol import validate_container_id
-    from kvnet.naming import cni_name_ok
+    from kvnet.core.naming import cni_name_ok
 
     try:
         validate_container_id(cid)

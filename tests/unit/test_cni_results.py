@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvnet.cni.results import ALL_VERSIONS, convert_result, empty_result, result_version, version_key
-from kvnet.errors import DecodeFailure, IncompatibleVersion
+from kvnet.core.errors import DecodeFailure, IncompatibleVersion
 
 # a loaded CI machine must not turn slowness into hypothesis failures
 NO_DEADLINE = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -325,7 +325,7 @@ _keys = st.sampled_from(["cniVersion", "interfaces", "ips", "routes", "dns", "ip
 @given(st.dictionaries(_keys, _json | st.sampled_from(ALL_VERSIONS), max_size=6), st.sampled_from(ALL_VERSIONS))
 def test_arbitrary_input_fails_only_with_kvnet_errors(result: dict[str, Any], to: str) -> None:
     """Garbage from a delegate becomes a CNI error (decode / version), never a crash."""
-    from kvnet.errors import KvnetError
+    from kvnet.core.errors import KvnetError
 
     try:
         out = convert_result(result, to)

@@ -19,7 +19,7 @@ from fixtures_cni import make_fake_plugin, read_calls
 from kvnet.cni import libcni_cache
 from kvnet.cni.delegate import DelegateEnv, DelegateRunner, ExecTimeout, delegate_error
 from kvnet.cni.results import convert_result
-from kvnet.errors import (
+from kvnet.core.errors import (
     DecodeFailure,
     DelegateFailed,
     IncompatibleVersion,

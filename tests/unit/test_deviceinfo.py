@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvnet.deviceinfo import (
+from kvnet.meta.deviceinfo import (
     DEVINFO_ROOT,
     cni_path,
     copy_dp_to_cni,
@@ -25,9 +25,9 @@ from kvnet.deviceinfo import (
     save_dp,
     vf_device_info,
 )
-from kvnet.errors import DecodeFailure, InvalidConfig, IOFailure
-from kvnet.model import DeviceInfo, PciAddress
-from kvnet.sriov import VfInfo
+from kvnet.core.errors import DecodeFailure, InvalidConfig, IOFailure
+from kvnet.core.model import DeviceInfo, PciAddress
+from kvnet.binding.sriov import VfInfo
 
 RES = "intel.com/intel_sriov_netdevice"
 VF = "0000:81:00.2"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from kvnet.cni.config import parse_multus_config
-from kvnet.cni.main import InProcessBinding, is_kvnet_binding, new_runner
+from kvnet.meta.config import parse_multus_config
+from kvnet.meta.main import InProcessBinding, is_kvnet_binding, new_runner
 
-SCRIPT = "#!/usr/bin/python3\nimport sys\nfrom kvnet.cni.binding_main import main\nsys.exit(main())\n"
+SCRIPT = "#!/usr/bin/python3\nimport sys\nfrom kvnet.binding.main import main\nsys.exit(main())\n"
 
 
 class RecordingExec:

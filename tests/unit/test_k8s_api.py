@@ -24,9 +24,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvnet import k8s
-from kvnet.annotations import NETWORK_STATUS
-from kvnet.errors import ApiFailure, InvalidConfig
+from kvnet.meta import k8s
+from kvnet.meta.annotations import NETWORK_STATUS
+from kvnet.core.errors import ApiFailure, InvalidConfig
 from kvnet.lab.apiserver import ApiStandIn, StandInTls
 
 POD: dict[str, Any] = {
@@ -288,7 +288,7 @@ def test_exec_credentials_are_refused_by_light_client(tmp_path: Path) -> None:
 
 def test_light_client_does_not_import_kubernetes(kubeconfig: str) -> None:
     code = (
-        "import sys; from kvnet import k8s; api = k8s.light_api(sys.argv[1]); "
+        "import sys; from kvnet.meta import k8s; api = k8s.light_api(sys.argv[1]); "
         "assert api.get_pod('pods', 'web'); print('kubernetes' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code, kubeconfig], capture_output=True, text=True, check=True, timeout=30)

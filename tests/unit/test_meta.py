@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from kvnet.cni import cache, meta
-from kvnet.cni.config import parse_multus_config
+from kvnet.meta import cache, commands as meta
+from kvnet.meta.config import parse_multus_config
 from kvnet.cni.delegate import DelegateEnv
-from kvnet.cni.meta import Seams
+from kvnet.meta.commands import Seams
 from kvnet.cni.protocol import parse_cni_args, parse_request
-from kvnet.errors import (
+from kvnet.core.errors import (
     ApiFailure,
     DelegateFailed,
     InvalidAnnotation,
@@ -30,7 +30,7 @@ from kvnet.errors import (
     TryAgainLater,
     UnknownContainer,
 )
-from kvnet.model import DeviceInfo
+from kvnet.core.model import DeviceInfo
 
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 DEFAULT_NET = "v1.multus-cni.io/default-network"
@@ -715,7 +715,7 @@ def test_status_and_gc_act_on_main_network(tmp_path: Path) -> None:
 
 def test_main_hot_path_imports_no_heavy_library() -> None:
     code = (
-        "import sys, kvnet.cni.main\n"
+        "import sys, kvnet.meta.main\n"
         "heavy = [m for m in ('kubernetes', 'libvirt', 'jinja2', 'grpc', 'pyroute2') if m in sys.modules]\n"
         "print(heavy)\n"
     )
@@ -726,9 +726,9 @@ def test_main_hot_path_imports_no_heavy_library() -> None:
 def test_shim_imports_stdlib_only() -> None:
     code = (
         "import sys; before = set(sys.modules)\n"
-        "import kvnet.cni.shim\n"
+        "import kvnet.meta.shim\n"
         "print(sorted(m for m in set(sys.modules) - before if m.startswith('kvnet') and m not in "
-        "('kvnet', 'kvnet.cni', 'kvnet.cni.shim')))\n"
+        "('kvnet', 'kvnet.meta', 'kvnet.meta.shim')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -742,9 +742,9 @@ def test_shim_imports_stdlib_only() -> None:
 def test_shim_through_daemon_runs_the_same_add(tmp_path: Path) -> None:
     import io
 
-    from kvnet.cni import main as cni_main
-    from kvnet.cni import shim
-    from kvnet.cni.daemon import CniDaemon
+    from kvnet.meta import main as cni_main
+    from kvnet.meta import shim
+    from kvnet.meta.daemon import CniDaemon
 
     api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
     runner = FakeRunner()
@@ -772,7 +772,7 @@ def test_shim_through_daemon_runs_the_same_add(tmp_path: Path) -> None:
 
 
 def test_standalone_shim_script_runs_without_site(tmp_path: Path) -> None:
-    from kvnet.cni.shim import standalone_script
+    from kvnet.meta.shim import standalone_script
 
     exe = tmp_path / "kvnet-shim"
     exe.write_text(standalone_script(sys.executable))
@@ -788,7 +788,7 @@ def test_standalone_shim_script_runs_without_site(tmp_path: Path) -> None:
 def test_shim_without_daemon_is_try_again_later(tmp_path: Path) -> None:
     import io
 
-    from kvnet.cni import shim
+    from kvnet.meta import shim
 
     sock = str(tmp_path / "none.sock")
     out = io.StringIO()
@@ -855,7 +855,7 @@ def test_shim_rejects_a_non_http_answer(tmp_path: Path) -> None:
     import socket
     import threading
 
-    from kvnet.cni import shim
+    from kvnet.meta import shim
 
     path = str(tmp_path / "junk.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -883,7 +883,7 @@ def test_shim_rejects_a_non_http_answer(tmp_path: Path) -> None:
 
 
 def test_shim_socket_path_rules() -> None:
-    from kvnet.cni.shim import socket_path
+    from kvnet.meta.shim import socket_path
 
     assert socket_path({"socketPath": "/a.sock", "socketDir": "/d"}) == "/a.sock"
     assert socket_path({"socketDir": "/run/x"}) == "/run/x/kvnet.sock"
@@ -891,7 +891,7 @@ def test_shim_socket_path_rules() -> None:
 
 
 def test_daemon_config_overlays_all_but_identity() -> None:
-    from kvnet.cni.main import overlay_config
+    from kvnet.meta.main import overlay_config
 
     req = {"cniVersion": "0.4.0", "name": "from-runtime", "type": "kvnet-shim", "socketPath": "/s", "cniDir": "/a"}
     daemon = {"cniVersion": "1.0.0", "Name": "daemon", "type": "kvnet", "cniDir": "/b", "clusterNetwork": "main"}
@@ -915,7 +915,7 @@ _val = st.from_regex(r"[A-Za-z0-9_.=/-]{0,8}", fullmatch=True)
 def test_delegate_cni_args_properties(pairs: list[tuple[str, str]], mac: bool) -> None:
     from dataclasses import replace
 
-    from kvnet.cni.cache import CachedDelegate
+    from kvnet.meta.cache import CachedDelegate
 
     raw = ";".join(f"{k}={v}" for k, v in pairs)
     req = replace(request(config(Path("/nonexistent"))), args_str=raw, args=parse_cni_args(raw))
@@ -989,7 +989,7 @@ def test_kvnet_cni_binary_without_root(tmp_path: Path, kvnet_bin_dir: str) -> No
 
 def test_kvnet_cni_sriov_device_ids_from_podresources(tmp_path: Path, kvnet_bin_dir: str) -> None:
     """resourceName NADs get the kubelet's device IDs in order, device-info reaches network-status."""
-    from kvnet import deviceinfo
+    from kvnet.meta import deviceinfo
     from kvnet.lab.apiserver import ApiStandIn
     from kvnet.lab.podresources_server import PodResourcesStandIn
 

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvnet.errors import DeviceError
-from kvnet.model import PciAddress, TapNic, HostdevNic, is_mac
+from kvnet.core.errors import DeviceError
+from kvnet.core.model import PciAddress, TapNic, HostdevNic, is_mac
 
 
 @pytest.mark.parametrize(

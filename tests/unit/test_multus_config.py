@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvnet.cni.config import MultusConfig, parse_multus_config
-from kvnet.errors import DecodeFailure, InvalidConfig, KvnetError
+from kvnet.meta.config import MultusConfig, parse_multus_config
+from kvnet.core.errors import DecodeFailure, InvalidConfig, KvnetError
 
 BRIDGE = {"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge", "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}}
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvnet.errors import InvalidConfig, KvnetError, NetworkNotFound
-from kvnet.nad import Delegate, delegate_from_conf_dir, delegate_from_nad
+from kvnet.core.errors import InvalidConfig, KvnetError, NetworkNotFound
+from kvnet.meta.nad import Delegate, delegate_from_conf_dir, delegate_from_nad
 
 
 def nad(name: str = "blue", namespace: str = "pods", config: Any = None, annotations: dict[str, str] | None = None,

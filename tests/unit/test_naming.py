@@ -1,6 +1,6 @@
 import pytest
 
-from kvnet import naming
+from kvnet.core import naming
 
 
 @pytest.mark.parametrize(

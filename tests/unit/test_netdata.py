@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from kvnet.domain.netdata import guest_network_data, merge_network_data
 from kvnet.domain.pipeline import cloud_init_network_data
-from kvnet.errors import TranslationError
-from kvnet.model import BindingRecord, GuestBond, GuestIpConfig, HostdevNic, PciAddress, PodFacts, PodLink, TapNic, VmNicPlan
+from kvnet.core.errors import TranslationError
+from kvnet.core.model import BindingRecord, GuestBond, GuestIpConfig, HostdevNic, PciAddress, PodFacts, PodLink, TapNic, VmNicPlan
 
 IP = GuestIpConfig(("10.1.0.5/24", "fd00::5/64"), ("10.1.0.1", "fd00::1"), (("10.2.0.0/16", "10.1.0.254"), ("10.3.0.0/16", "")))
 A = TapNic(name="blue", target="tap1", mac="02:00:00:00:00:01", ip=IP)

@@ -1,4 +1,4 @@
-"""read_pod_links on fake /sys/class/net trees shaped like this kernel's (see kvnet/podfacts.py)."""
+"""read_pod_links on fake /sys/class/net trees shaped like this kernel's (see sidecar/podfacts.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvnet import bindrecord
-from kvnet.errors import DecodeFailure
-from kvnet.model import BindingRecord, GuestIpConfig, PodLink
-from kvnet.podfacts import read_pod_links
+from kvnet.core import bindrecord
+from kvnet.core.errors import DecodeFailure
+from kvnet.core.model import BindingRecord, GuestIpConfig, PodLink
+from kvnet.sidecar.podfacts import read_pod_links
 
 RECORD = BindingRecord("0a:58:0a:01:00:05", 1450, GuestIpConfig(("10.1.0.5/24",), ("10.1.0.1",)))
 

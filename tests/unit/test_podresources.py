@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kvnet import podresources_pb2 as pb
-from kvnet import podresources_pb2_grpc as pb_grpc
-from kvnet.errors import ApiFailure
+from kvnet.meta.proto import podresources_pb2 as pb
+from kvnet.meta.proto import podresources_pb2_grpc as pb_grpc
+from kvnet.core.errors import ApiFailure
 from kvnet.lab.podresources_server import PodResourcesStandIn
-from kvnet.podresources import PodResourcesClient, resource_map
+from kvnet.meta.podresources import PodResourcesClient, resource_map
 
 SRIOV = "intel.com/sriov_vfio"
 MLX = "nvidia.com/mlx_netdevice"
@@ -215,17 +215,17 @@ def test_stand_in_command_line(tmp_path: Path, sock: str) -> None:
 
 def test_import_is_light() -> None:
     """The standalone CNI binary imports this module; grpc comes only with the first call."""
-    code = "import sys, kvnet.podresources; print(sorted(m for m in ('grpc', 'google.protobuf') if m in sys.modules))"
+    code = "import sys, kvnet.meta.podresources; print(sorted(m for m in ('grpc', 'google.protobuf') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
 
 
 def test_flow_resource_name_to_device_info(tmp_path: Path) -> None:
-    """resourceName → sorted device IDs, one per NAD in order (as kvnet.cni.meta hands them out)
+    """resourceName → sorted device IDs, one per NAD in order (as kvnet.meta.commands hands them out)
     → dp file copied to the attachment's cni file → a VFIO VF."""
-    from kvnet.deviceinfo import cni_path, copy_dp_to_cni, remove_cni, save_dp, vf_device_info
+    from kvnet.meta.deviceinfo import cni_path, copy_dp_to_cni, remove_cni, save_dp, vf_device_info
     from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
-    from kvnet.sriov import discover_vf, list_vfs
+    from kvnet.binding.sriov import discover_vf, list_vfs
 
     sysfs, devinfo = str(tmp_path / "root"), str(tmp_path / "devinfo")
     vfs = ["0000:81:00.2", "0000:81:00.3"]

@@ -1,16 +1,17 @@
-"""kvnet/podresources.proto is the source of truth for the committed generated modules."""
+"""kvnet/meta/proto/podresources.proto is the source of truth for the committed generated modules
+(made by the one generator, ``python -m kvnet.lab.protogen``)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-GENERATED = ("kvnet/podresources_pb2.py", "kvnet/podresources_pb2_grpc.py", "kvnet/podresources_pb2.pyi")
+from kvnet.lab import protogen
+
+API = protogen.APIS["podresources"]
+GENERATED = ("podresources_pb2.py", "podresources_pb2_grpc.py", "podresources_pb2.pyi")
 
 # Lines that only record which protoc / grpcio-tools release generated the file.
 _VERSION_LINES = re.compile(
@@ -27,21 +28,16 @@ def _mask_versions(text: str) -> str:
 def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("grpc_tools", reason="grpcio-tools is needed to regenerate the protobuf modules")
     out = tmp_path_factory.mktemp("protoc")
-    subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I", str(REPO), f"--python_out={out}",
-         f"--grpc_python_out={out}", f"--pyi_out={out}", str(REPO / "kvnet/podresources.proto")],
-        check=True, capture_output=True, text=True,
-    )
+    assert sorted(p.name for p in protogen.generate(API, out)) == sorted(GENERATED)
     return out
 
 
 @pytest.mark.parametrize("name", GENERATED)
 def test_generated_matches_proto(regenerated: Path, name: str) -> None:
     fresh = (regenerated / name).read_text()
-    committed = (REPO / name).read_text()
+    committed = (API.folder / name).read_text()
     assert _mask_versions(fresh) == _mask_versions(committed), (
-        f"{name} is out of date with kvnet/podresources.proto; regenerate it from the repository root with: "
-        "python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. kvnet/podresources.proto"
+        f"{name} is out of date with kvnet/meta/proto/podresources.proto; regenerate it with: python -m kvnet.lab.protogen"
     )
 
 
@@ -55,10 +51,10 @@ def test_masking_only_hides_versions(regenerated: Path) -> None:
 
 def test_wire_facts() -> None:
     """Package, service, methods and field numbers as the kubelet's v1 API has them."""
-    from kvnet import podresources_pb2 as pb
+    from kvnet.meta.proto import podresources_pb2 as pb
 
     fd = pb.DESCRIPTOR
-    assert (fd.package, fd.name) == ("v1", "kvnet/podresources.proto")
+    assert (fd.package, fd.name) == ("v1", "kvnet/meta/proto/podresources.proto")
     service = fd.services_by_name["PodResourcesLister"]
     assert [(m.name, m.input_type.name, m.output_type.name) for m in service.methods] == [
         ("List", "ListPodResourcesRequest", "ListPodResourcesResponse"),
@@ -81,6 +77,6 @@ def test_wire_facts() -> None:
 
 
 def test_grpc_module_imports_package_relative() -> None:
-    text = (REPO / GENERATED[1]).read_text()
-    assert "from kvnet import podresources_pb2 as" in text
+    text = (API.folder / GENERATED[1]).read_text()
+    assert "from kvnet.meta.proto import podresources_pb2 as" in text
     assert not re.search(r"^import podresources_pb2", text, re.M)

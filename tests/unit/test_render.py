@@ -10,8 +10,8 @@ import pytest
 
 from kvnet.domain.render import environment, nic_from_element, render_nic, render_plan, render_text
 from kvnet.domain.vmi import parse_vmi
-from kvnet.errors import RenderError, TranslationError
-from kvnet.model import GuestBond, HostdevNic, PciAddress, TapNic, VmNicPlan
+from kvnet.core.errors import RenderError, TranslationError
+from kvnet.core.model import GuestBond, HostdevNic, PciAddress, TapNic, VmNicPlan
 
 EVIL = ['"/><evil/>', "'&<", "a\"b='c'", "]]><!--", "<evil a='1'>"]
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from kvnet.sidecar.proto import generate
+from kvnet.lab import protogen
 
-PROTO_DIR = Path(generate.__file__).resolve().parent
+API = protogen.APIS["hooks"]
+PROTO_DIR = API.folder
 
 
 def _descriptor_bytes(text: str) -> bytes:
@@ -34,7 +35,7 @@ def _generated_by(text: str) -> str | None:
 def test_generated_modules_match_the_protos(tmp_path: Path) -> None:
     """Same descriptors as the .proto files give; byte for byte when the same grpcio-tools runs."""
     pytest.importorskip("grpc_tools", reason="grpcio-tools (test extra) is needed to regenerate")
-    made = generate.generate(tmp_path)
+    made = protogen.generate(API, tmp_path)
     assert sorted(p.name for p in made) == sorted(
         f"{stem}{suffix}" for stem in ("info", "v1alpha1", "v1alpha2", "v1alpha3") for suffix in ("_pb2.py", "_pb2_grpc.py"))
     same_tools = _generated_by((PROTO_DIR / "info_pb2_grpc.py").read_text()) == importlib.metadata.version("grpcio-tools")
@@ -42,9 +43,9 @@ def test_generated_modules_match_the_protos(tmp_path: Path) -> None:
         committed = (PROTO_DIR / path.name).read_text()
         fresh = path.read_text()
         if path.name.endswith("_pb2.py"):
-            assert _descriptor_bytes(committed) == _descriptor_bytes(fresh), f"{path.name} is stale: run python -m kvnet.sidecar.proto.generate"
+            assert _descriptor_bytes(committed) == _descriptor_bytes(fresh), f"{path.name} is stale: run python -m kvnet.lab.protogen"
         if same_tools:
-            assert committed == fresh, f"{path.name} is stale: run python -m kvnet.sidecar.proto.generate"
+            assert committed == fresh, f"{path.name} is stale: run python -m kvnet.lab.protogen"
 
 
 def test_imports_are_package_relative() -> None:
@@ -54,7 +55,7 @@ def test_imports_are_package_relative() -> None:
                 assert line.startswith("from kvnet.sidecar.proto import "), f"{path.name}: {line}"
 
 
-# The wire facts of DESIGN §6, field by field as the .proto text writes them
+# The wire facts of docs/design.md §5, field by field as the .proto text writes them
 # ("[repeated] <type> <name> = <number>"), checked against the generated descriptors.
 _V = ("v1alpha1", "v1alpha2", "v1alpha3")
 _V2 = ("v1alpha2", "v1alpha3")

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from kvnet.domain.render import render_nic
 from kvnet.domain.splice import kubevirt_hostdevs, splice
-from kvnet.errors import RenderError
-from kvnet.model import PciAddress, TapNic
+from kvnet.core.errors import RenderError
+from kvnet.core.model import PciAddress, TapNic
 
 # as virt-launcher sends it: tab-indented, no XML header, a qemu: namespace, a comment
 DOMAIN = """<domain type="kvm" xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">
@@ -185,7 +185,7 @@ def test_kubevirt_hostdevs() -> None:
 def test_define_domain_pipeline() -> None:
     """The sidecar's OnDefineDomain call: parse VMI, read KubeVirt's hostdevs, render, splice."""
     from kvnet.domain.pipeline import define_domain
-    from kvnet.model import BindingRecord, PodFacts, PodLink
+    from kvnet.core.model import BindingRecord, PodFacts, PodLink
 
     vmi = {
         "metadata": {"name": "vm1", "namespace": "ns", "annotations": {"kvnet.io/bonds": '[{"name": "bond0", "members": ["blue", "sa"]}]'}},

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvnet.errors import DeviceError
-from kvnet.model import PciAddress
+from kvnet.core.errors import DeviceError
+from kvnet.core.model import PciAddress
 from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
-from kvnet.sriov import VfInfo, discover_vf, list_vfs, netdev_pci_address
+from kvnet.binding.sriov import VfInfo, discover_vf, list_vfs, netdev_pci_address
 
 PF = "0000:81:00.0"
 VFS = (

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvnet import naming
+from kvnet.core import naming
 from kvnet.domain.render import nic_from_element, render_plan
 from kvnet.domain.splice import splice
 from kvnet.domain.translate import UNKNOWN_SOURCE, plan_vm_nics
 from kvnet.domain.vmi import parse_vmi
-from kvnet.errors import TranslationError
-from kvnet.model import (
+from kvnet.core.errors import TranslationError
+from kvnet.core.model import (
     BindingRecord,
     DeviceInfo,
     GuestIpConfig,

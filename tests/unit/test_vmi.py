@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from kvnet.domain.bonds import parse_bonds, vmi_bonds
 from kvnet.domain.networkinfo import format_network_info, parse_network_info
 from kvnet.domain.vmi import BONDS_ANNOTATION, parse_vmi
-from kvnet.errors import DecodeFailure, InvalidAnnotation, TranslationError
-from kvnet.model import PciAddress
+from kvnet.core.errors import DecodeFailure, InvalidAnnotation, TranslationError
+from kvnet.core.model import PciAddress
 
 
 def vmi(**iface: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kvnet.errors import KvnetError
+from kvnet.core.errors import KvnetError
 from kvnet.lab import guest
 
 REPO = Path(__file__).resolve().parents[2]

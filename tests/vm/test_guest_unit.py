@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvnet.errors import InvalidEnvironment, TranslationError
+from kvnet.core.errors import InvalidEnvironment, TranslationError
 from kvnet.lab import console, guest
 
 # --- kernel package choice -----------------------------------------------------------

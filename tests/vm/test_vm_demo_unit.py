@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kvnet import naming
+from kvnet.core import naming
 from kvnet.lab import guest, vm_demo
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "vm-demo"

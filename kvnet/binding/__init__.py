@@ -1,0 +1,1 @@
+"""The KubeVirt binding CNI (``kvnet-binding``): the plan, netlink, SR-IOV discovery."""

@@ -1,0 +1,1 @@
+"""The Multus-compatible meta-plugin (``kvnet-cni``, thick mode ``kvnet daemon`` + ``kvnet-shim``)."""

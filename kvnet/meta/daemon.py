@@ -1,0 +1,191 @@
+"""Thick mode: a long-lived meta-plugin behind a unix socket (Multus's ``multus-daemon``).
+
+``kvnet-shim`` posts each CNI call here as ``{"env": {CNI_*...}, "stdin": "<config>"}``
+to ``POST /cni``; the daemon runs it through the very same
+:func:`kvnet.cni.protocol.plugin_main` and :mod:`kvnet.meta.commands` code as ``kvnet-cni``,
+and answers ``{"exit": <status>, "stdout": "<result or CNI error JSON>"}``. What thick
+mode saves is the per-call start-up: the Kubernetes client (one per kubeconfig) and
+the delegate runners (their VERSION answers cached) live as long as the daemon.
+``GET /healthz`` answers ``ok`` once the daemon serves.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socketserver
+import threading
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from kvnet.meta import main as cni_main
+from kvnet.meta import commands as meta
+from kvnet.meta.config import MultusConfig
+from kvnet.cni.delegate import FALLBACK_BIN_DIR, DelegateRunner
+from kvnet.cni.protocol import CniRequest, Handler, plugin_main
+from kvnet.core.errors import IOFailure
+
+log = logging.getLogger("kvnet.daemon")
+MAX_BODY = 4 * 1024 * 1024
+
+
+def client_api(kubeconfig: str) -> meta.KubeApi:
+    from kvnet.meta import k8s
+
+    return k8s.client_api(kubeconfig)
+
+
+class LongLived:
+    """API clients per kubeconfig and delegate runners per (binDir, cniDir, timeout)."""
+
+    def __init__(self, api_factory: Callable[[str], meta.KubeApi] = client_api) -> None:
+        self._api_factory = api_factory
+        self._apis: dict[str, meta.KubeApi] = {}
+        self._runners: dict[tuple[str, str, float], meta.Runner] = {}
+        self._lock = threading.Lock()
+
+    def api(self, kubeconfig: str) -> meta.KubeApi:
+        with self._lock:
+            if kubeconfig not in self._apis:
+                self._apis[kubeconfig] = self._api_factory(kubeconfig)
+            return self._apis[kubeconfig]
+
+    def runner(self, conf: MultusConfig, request: CniRequest) -> meta.Runner:
+        key = (conf.bin_dir, conf.cni_dir, cni_main.delegate_timeout(conf))
+        with self._lock:
+            if key not in self._runners:
+                self._runners[key] = DelegateRunner([conf.bin_dir, FALLBACK_BIN_DIR], timeout=key[2], cache_dir=conf.cni_dir)
+            return self._runners[key]
+
+
+def serve_call(handlers: Mapping[str, Handler], env: Mapping[str, str], stdin: bytes) -> tuple[int, str]:
+    """One CNI call, exactly as the standalone binary would run it."""
+    out = io.StringIO()
+    status = plugin_main(handlers, environ=env, stdin=io.BytesIO(stdin), stdout=out)
+    return status, out.getvalue()
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    handlers: Mapping[str, Handler]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.debug("http: " + format, *args)
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def _answer(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path == "/healthz":
+            self._answer(200, b"ok\n", "text/plain")
+        else:
+            self._answer(404, b'{"error":"not found"}')
+
+    def do_POST(self) -> None:
+        if self.path != "/cni":
+            self._answer(404, b'{"error":"not found"}')
+            return
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+            if length <= 0 or length > MAX_BODY:
+                raise ValueError(f"bad Content-Length {length}")
+            req = json.loads(self.rfile.read(length))
+            env = req["env"]
+            stdin = str(req.get("stdin", "")).encode("utf-8", errors="surrogateescape")
+            if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+                raise ValueError("env must be an object of strings")
+        except (ValueError, KeyError, TypeError) as err:
+            self._answer(400, json.dumps({"error": f"bad request: {err}"}).encode())
+            return
+        env = {k: v for k, v in env.items() if k.startswith("CNI_")}
+        status, out = serve_call(self.server.handlers, env, stdin)
+        log.info("%s container=%s ifname=%s -> exit %d", env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID"),
+                 env.get("CNI_IFNAME"), status)
+        self._answer(200, json.dumps({"exit": status, "stdout": out}).encode())
+
+
+class CniDaemon:
+    """The thick-mode server: ``start()``/``stop()``, or ``serve_forever()``; a context manager."""
+
+    def __init__(
+        self,
+        socket_path: str,
+        *,
+        daemon_conf: Mapping[str, Any] | None = None,
+        handlers: Mapping[str, Handler] | None = None,
+        long_lived: LongLived | None = None,
+    ) -> None:
+        self.socket_path = socket_path
+        self.long_lived = long_lived or LongLived()
+        self.handlers = handlers or cni_main.make_handlers(
+            api_for=self.long_lived.api, runner_for=self.long_lived.runner, daemon_conf=daemon_conf
+        )
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def _bind(self) -> _Server:
+        folder = os.path.dirname(self.socket_path)
+        try:
+            if folder:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+            if os.path.exists(self.socket_path):
+                os.unlink(self.socket_path)  # a stale socket from a previous run
+            server = _Server(self.socket_path, _Handler)
+            os.chmod(self.socket_path, 0o600)
+        except OSError as err:
+            raise IOFailure(f"kvnet daemon: cannot listen on {self.socket_path}: {err}") from err
+        server.handlers = self.handlers
+        return server
+
+    def start(self) -> None:
+        self._server = self._bind()
+        self._thread = threading.Thread(target=self._server.serve_forever, name="kvnet-daemon", daemon=True)
+        self._thread.start()
+        log.info("kvnet daemon listening on %s", self.socket_path)
+
+    def serve_forever(self) -> None:
+        self._server = self._bind()
+        log.info("kvnet daemon listening on %s", self.socket_path)
+        try:
+            self._server.serve_forever()
+        finally:
+            self._close()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._close()
+
+    def _close(self) -> None:
+        if self._server is not None:
+            self._server.server_close()
+            self._server = None
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> CniDaemon:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

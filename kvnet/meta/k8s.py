@@ -1,0 +1,516 @@
+"""Kubernetes API access behind one small Protocol; the only module using the kubernetes client.
+
+Two implementations pass the same contract tests:
+
+* :func:`light_api` — stdlib ``http.client`` plus the kubeconfig (PyYAML), for the CNI
+  binary's hot path (importing the official client alone costs ~170 ms per call);
+* :func:`client_api` — the official ``kubernetes`` client, for the long-lived daemon.
+
+Both answer ``None`` for a 404, write ``network-status`` through the ``pods/status``
+subresource with Multus's conflict retries (GET, set the annotation, PUT with the
+``resourceVersion``; retry on 409), and turn every transport or API failure into
+:class:`~kvnet.core.errors.ApiFailure` at this one boundary.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import http.client
+import json
+import logging
+import os
+import random
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import yaml
+
+from kvnet.meta.annotations import NETWORK_STATUS
+from kvnet.core.errors import ApiFailure, InvalidConfig
+
+log = logging.getLogger(__name__)
+
+NAD_GROUP = "k8s.cni.cncf.io"
+NAD_VERSION = "v1"
+NAD_PLURAL = "network-attachment-definitions"
+
+# client-go retry.DefaultRetry: 5 steps, 10 ms, factor 1.0, jitter 0.1
+RETRY_STEPS = 5
+RETRY_DELAY = 0.010
+RETRY_JITTER = 0.1
+
+
+class KubeApi(Protocol):
+    """What kvnet needs from the API server."""
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The pod as JSON, or None when it does not exist."""
+        ...
+
+    def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The NetworkAttachmentDefinition as JSON, or None when it does not exist."""
+        ...
+
+    def set_network_status(self, namespace: str, name: str, value: str) -> None:
+        """Write the network-status annotation through pods/status (no error when the pod is gone)."""
+        ...
+
+
+class _Conflict(Exception):
+    """A 409 on an update: someone else wrote the pod first."""
+
+
+def pod_path(namespace: str, name: str, *, status: bool = False) -> str:
+    path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
+    return path + "/status" if status else path
+
+
+def nad_path(namespace: str, name: str) -> str:
+    return f"/apis/{NAD_GROUP}/{NAD_VERSION}/namespaces/{quote(namespace, safe='')}/{NAD_PLURAL}/{quote(name, safe='')}"
+
+
+def _json_object(what: str, data: bytes) -> Mapping[str, Any]:
+    """The API server's answer to ``what`` (``GET /api/...``) as a JSON object."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise ApiFailure(f"Kubernetes API {what}: the answer is not JSON") from None
+    if not isinstance(value, dict):
+        raise ApiFailure(f"Kubernetes API {what}: the answer is not a JSON object")
+    return value
+
+
+def _status_message(body: bytes | str | None, fallback: str) -> str:
+    """The ``message`` of a Kubernetes Status body, else the fallback."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    message = data.get("message") if isinstance(data, dict) else None
+    return message if isinstance(message, str) else fallback
+
+
+class _RetryingStatusWriter:
+    """Multus's ``setPodNetworkStatus``: GET the pod, set the annotation, PUT pods/status; retry on 409."""
+
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        raise NotImplementedError
+
+    def _put_pod_status(self, namespace: str, name: str, pod: Mapping[str, Any]) -> bool:
+        """PUT the pod to pods/status; False when the pod is gone; raises _Conflict on 409."""
+        raise NotImplementedError
+
+    def set_network_status(self, namespace: str, name: str, value: str) -> None:
+        for attempt in range(1, RETRY_STEPS + 1):
+            pod = self.get_pod(namespace, name)
+            if pod is None:
+                log.info("pod %s/%s is gone: network-status not written", namespace, name)
+                return
+            updated = copy.deepcopy(dict(pod))
+            meta = updated.setdefault("metadata", {})
+            annotations = meta.get("annotations") or {}
+            meta["annotations"] = {**annotations, NETWORK_STATUS: value}
+            try:
+                if not self._put_pod_status(namespace, name, updated):
+                    log.info("pod %s/%s was deleted while writing network-status", namespace, name)
+                return
+            except _Conflict:
+                log.debug("pod %s/%s: conflict writing network-status (attempt %d)", namespace, name, attempt)
+                if attempt < RETRY_STEPS:
+                    self.sleep(RETRY_DELAY * (1 + RETRY_JITTER * random.random()))
+        raise ApiFailure(
+            f"status update failed for pod {namespace}/{name}: still conflicting after {RETRY_STEPS} attempts"
+        )
+
+
+# ------------------------------------------------------------------------------------
+# kubeconfig (for the light client)
+# ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KubeConfig:
+    """The parts of a kubeconfig's current context the light client uses."""
+
+    server: str
+    ca_file: str | None = None
+    ca_data: bytes | None = None
+    insecure: bool = False
+    tls_server_name: str | None = None
+    cert_file: str | None = None
+    cert_data: bytes | None = None
+    key_file: str | None = None
+    key_data: bytes | None = None
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+def _named(items: object, name: str, what: str, path: str) -> Mapping[str, Any]:
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, Mapping) and item.get("name") == name:
+            inner = item.get(what)
+            return inner if isinstance(inner, Mapping) else {}
+    raise InvalidConfig(f"kubeconfig {path}: no {what} named {name!r}")
+
+
+def load_kubeconfig(path: str) -> KubeConfig:
+    """Read the current context of a kubeconfig (relative paths are relative to the file)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when present
+    except OSError as err:
+        raise InvalidConfig(f"cannot read kubeconfig {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise InvalidConfig(f"kubeconfig {path} is not valid YAML: {err}") from None
+    if not isinstance(data, Mapping):
+        raise InvalidConfig(f"kubeconfig {path} is not a kubeconfig (expected a mapping)")
+    current = data.get("current-context")
+    if not isinstance(current, str) or not current:
+        raise InvalidConfig(f"kubeconfig {path}: no current-context")
+    context = _named(data.get("contexts"), current, "context", path)
+    cluster = _named(data.get("clusters"), str(context.get("cluster")), "cluster", path)
+    user = _named(data.get("users"), str(context.get("user")), "user", path) if context.get("user") else {}
+    server = cluster.get("server")
+    if not isinstance(server, str) or not server:
+        raise InvalidConfig(f"kubeconfig {path}: cluster {context.get('cluster')!r} has no server")
+    if "exec" in user or "auth-provider" in user:
+        raise InvalidConfig(
+            f"kubeconfig {path}: user {context.get('user')!r} uses exec/auth-provider credentials; the light "
+            "client supports tokens, basic auth and client certificates (use the daemon mode)"
+        )
+    base = os.path.dirname(os.path.abspath(path))
+
+    def file_of(mapping: Mapping[str, Any], key: str) -> str | None:
+        value = mapping.get(key)
+        return os.path.join(base, value) if isinstance(value, str) and value else None
+
+    def data_of(mapping: Mapping[str, Any], key: str) -> bytes | None:
+        value = mapping.get(key)
+        if not isinstance(value, str) or not value:
+            return None
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError:
+            raise InvalidConfig(f"kubeconfig {path}: {key} is not base64") from None
+
+    token = user.get("token") if isinstance(user.get("token"), str) else None
+    token_file = file_of(user, "tokenFile")
+    if not token and token_file:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except OSError as err:
+            raise InvalidConfig(f"kubeconfig {path}: cannot read tokenFile {token_file}: {err.strerror}") from None
+    return KubeConfig(
+        server=server.rstrip("/"),
+        ca_file=file_of(cluster, "certificate-authority"),
+        ca_data=data_of(cluster, "certificate-authority-data"),
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        tls_server_name=cluster.get("tls-server-name") if isinstance(cluster.get("tls-server-name"), str) else None,
+        cert_file=file_of(user, "client-certificate"),
+        cert_data=data_of(user, "client-certificate-data"),
+        key_file=file_of(user, "client-key"),
+        key_data=data_of(user, "client-key-data"),
+        token=token or None,
+        username=user.get("username") if isinstance(user.get("username"), str) else None,
+        password=user.get("password") if isinstance(user.get("password"), str) else None,
+    )
+
+
+def _ssl_context(conf: KubeConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(
+        cafile=conf.ca_file, cadata=conf.ca_data.decode() if conf.ca_data else None
+    )
+    if conf.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if conf.cert_file or conf.cert_data:
+        with tempfile.TemporaryDirectory(prefix="kvnet-kubeconfig-") as tmp:
+            cert = conf.cert_file
+            key = conf.key_file
+            if conf.cert_data:
+                cert = os.path.join(tmp, "client.crt")
+                with open(cert, "wb") as fh:
+                    fh.write(conf.cert_data)
+            if conf.key_data:
+                key = os.path.join(tmp, "client.key")
+                with open(os.open(key, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as fh:
+                    fh.write(conf.key_data)
+            assert cert is not None
+            try:
+                ctx.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as err:
+                raise InvalidConfig(f"kubeconfig client certificate cannot be loaded: {err}") from None
+    return ctx
+
+
+# ------------------------------------------------------------------------------------
+# light client: stdlib http.client
+# ------------------------------------------------------------------------------------
+
+
+class LightApi(_RetryingStatusWriter):
+    """The API over ``http.client`` with the kubeconfig's server, CA, client cert or token."""
+
+    _conn: http.client.HTTPConnection | None = None
+
+    def __init__(self, conf: KubeConfig, *, timeout: float = 10.0, kubeconfig: str | None = None) -> None:
+        self.timeout = timeout
+        self._kubeconfig = kubeconfig
+        self._lock = threading.Lock()
+        self._use(conf)
+
+    def _use(self, conf: KubeConfig) -> None:
+        """Take the server and credentials of ``conf`` (at start, and after a 401 re-read)."""
+        parts = urlsplit(conf.server)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidConfig(f"kubeconfig server {conf.server!r} is not an http(s) URL")
+        self.conf = conf
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._ssl = _ssl_context(conf) if self._https else None
+        self._headers = {"Accept": "application/json", "User-Agent": "kvnet/light"}
+        if conf.token:
+            self._headers["Authorization"] = f"Bearer {conf.token}"
+        elif conf.username is not None:
+            basic = base64.b64encode(f"{conf.username}:{conf.password or ''}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {basic}"
+
+    def _reload_credentials(self) -> bool:
+        """After a 401: re-read the kubeconfig (tokens rotate); True when it changed."""
+        if self._kubeconfig is None:
+            return False
+        try:
+            conf = load_kubeconfig(self._kubeconfig)
+        except InvalidConfig as err:
+            log.warning("kubeconfig %s cannot be re-read after a 401: %s", self._kubeconfig, err.msg)
+            return False
+        if conf == self.conf:
+            return False
+        log.info("kubeconfig %s changed: using its new credentials", self._kubeconfig)
+        self.close()
+        self._use(conf)
+        return True
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=self._ssl)
+        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+
+    def close(self) -> None:
+        """Drop the kept-alive connection (also done when the client is garbage-collected)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, bytes]:
+        """One HTTP exchange; on 401 the kubeconfig is re-read once (a rotated token)."""
+        status, payload = self._exchange(method, path, body)
+        if status == 401 and self._reload_credentials():
+            status, payload = self._exchange(method, path, body)
+        return status, payload
+
+    def _exchange(self, method: str, path: str, body: Mapping[str, Any] | None) -> tuple[int, bytes]:
+        """One HTTP exchange on a kept-alive connection; transport failures become ApiFailure.
+
+        A kept connection the server closed meanwhile is replaced once (every request
+        kvnet makes is safe to repeat: GETs, and PUTs guarded by resourceVersion).
+        """
+        headers = dict(self._headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        with self._lock:
+            for attempt in (1, 2):
+                reused = self._conn is not None
+                if self._conn is None:
+                    self._conn = self._connection()
+                conn = self._conn
+                try:
+                    conn.request(method, self._prefix + path, body=data, headers=headers)
+                    resp = conn.getresponse()
+                    payload = resp.read()
+                    if resp.will_close:
+                        conn.close()
+                        self._conn = None
+                    return resp.status, payload
+                except (OSError, http.client.HTTPException) as err:
+                    conn.close()
+                    self._conn = None
+                    stale = isinstance(err, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError))
+                    if reused and stale and attempt == 1:
+                        continue
+                    timed_out = isinstance(err, (socket.timeout, TimeoutError))
+                    what = "timed out" if timed_out else str(err) or type(err).__name__
+                    raise ApiFailure(f"Kubernetes API {method} {self.conf.server}{path}: {what}") from None
+        raise AssertionError("unreachable")
+
+    def _json(self, method: str, path: str, status: int, data: bytes) -> Mapping[str, Any]:
+        if status >= 300:
+            raise ApiFailure(
+                f"Kubernetes API {method} {path}: {status} {_status_message(data, http.client.responses.get(status, ''))}"
+            )
+        return _json_object(f"{method} {path}", data)
+
+    def _get(self, path: str) -> Mapping[str, Any] | None:
+        status, data = self.request("GET", path)
+        if status == 404:
+            return None
+        return self._json("GET", path, status, data)
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._get(pod_path(namespace, name))
+
+    def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._get(nad_path(namespace, name))
+
+    def _put_pod_status(self, namespace: str, name: str, pod: Mapping[str, Any]) -> bool:
+        path = pod_path(namespace, name, status=True)
+        status, data = self.request("PUT", path, pod)
+        if status == 409:
+            raise _Conflict()
+        if status == 404:
+            return False
+        self._json("PUT", path, status, data)
+        return True
+
+
+def light_api(kubeconfig: str, *, timeout: float = 10.0) -> KubeApi:
+    """The stdlib client for the CNI binary's hot path."""
+    return LightApi(load_kubeconfig(kubeconfig), timeout=timeout, kubeconfig=kubeconfig)
+
+
+# ------------------------------------------------------------------------------------
+# official client
+# ------------------------------------------------------------------------------------
+
+
+class ClientApi(_RetryingStatusWriter):
+    """The API over the official ``kubernetes`` client (CoreV1Api, CustomObjectsApi)."""
+
+    def __init__(self, kubeconfig: str, *, timeout: float = 10.0) -> None:
+        from kubernetes import client, config
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.config.config_exception import ConfigException
+        from urllib3.exceptions import HTTPError
+        from urllib3.util.retry import Retry
+
+        self._api_exception = ApiException
+        self._transport_errors: tuple[type[BaseException], ...] = (HTTPError, OSError)
+        self._config_errors: tuple[type[BaseException], ...] = (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError)
+        self._client_module = client
+        self._config_module = config
+        self._retry = Retry
+        self.timeout = timeout
+        self._kubeconfig = kubeconfig
+        self._connect()
+
+    def _connect(self) -> None:
+        """Build the client from the kubeconfig (at start, and after a 401 re-read)."""
+        client, config = self._client_module, self._config_module
+        configuration = client.Configuration()
+        try:
+            config.load_kube_config(config_file=self._kubeconfig, client_configuration=configuration, persist_config=False)
+        except self._config_errors as err:
+            raise InvalidConfig(f"cannot use kubeconfig {self._kubeconfig}: {err}") from None
+        # A pooled connection the server dropped is replaced (connect/read retry once, at
+        # once); HTTP error statuses are never retried here: the caller decides, as client-go.
+        configuration.retries = self._retry(total=2, connect=1, read=1, redirect=0, status=0, other=0, backoff_factor=0)
+        api_client = client.ApiClient(configuration)
+        self._api_client = api_client
+        self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+        self.server = api_client.configuration.host
+        self._credentials = (configuration.api_key, configuration.cert_file, configuration.key_file,
+                             configuration.username, configuration.password)
+
+    def _reload_credentials(self) -> bool:
+        """After a 401: re-read the kubeconfig (tokens rotate); True when it changed."""
+        old, old_client = self._credentials, self._api_client
+        try:
+            self._connect()
+        except InvalidConfig as err:
+            log.warning("kubeconfig %s cannot be re-read after a 401: %s", self._kubeconfig, err.msg)
+            return False
+        old_client.close()
+        if self._credentials == old:
+            return False
+        log.info("kubeconfig %s changed: using its new credentials", self._kubeconfig)
+        return True
+
+    def close(self) -> None:
+        """Release the connection pool (the daemon keeps one client for its lifetime)."""
+        self._api_client.close()
+
+    def _call(self, what: str, api: str, method: str, *args: Any) -> tuple[int, bytes]:
+        """``self.<api>.<method>(*args)``; (status, body); on 401 the kubeconfig is re-read once."""
+        status, body = self._call_once(what, api, method, *args)
+        if status == 401 and self._reload_credentials():
+            status, body = self._call_once(what, api, method, *args)
+        return status, body
+
+    def _call_once(self, what: str, api: str, method: str, *args: Any) -> tuple[int, bytes]:
+        """Run one client call; transport failures become ApiFailure."""
+        fn = getattr(getattr(self, api), method)
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=self.timeout)
+            return resp.status, resp.data
+        except self._api_exception as err:
+            if not err.status:  # the client's own failure (TLS, bad request body), no HTTP answer
+                raise ApiFailure(f"Kubernetes API {what} at {self.server}: {err.reason}") from None
+            body = err.body if isinstance(err.body, bytes) else str(err.body or "").encode()
+            return int(err.status), body
+        except self._transport_errors as err:
+            raise ApiFailure(f"Kubernetes API {what} at {self.server}: {err}") from None
+        except ValueError as err:  # the client's own model validation refused the object
+            raise ApiFailure(f"Kubernetes API {what}: the client refused the object: {err}") from None
+
+    def _decode(self, what: str, status: int, data: bytes) -> Mapping[str, Any]:
+        if status == 0 or status >= 300:
+            reason = http.client.responses.get(status, "no answer")
+            raise ApiFailure(f"Kubernetes API {what}: {status} {_status_message(data, reason)}")
+        return _json_object(what, data)
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        what = f"GET {pod_path(namespace, name)}"
+        status, data = self._call(what, "_core", "read_namespaced_pod", name, namespace)
+        return None if status == 404 else self._decode(what, status, data)
+
+    def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        what = f"GET {nad_path(namespace, name)}"
+        status, data = self._call(
+            what, "_custom", "get_namespaced_custom_object", NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, name
+        )
+        return None if status == 404 else self._decode(what, status, data)
+
+    def _put_pod_status(self, namespace: str, name: str, pod: Mapping[str, Any]) -> bool:
+        what = f"PUT {pod_path(namespace, name, status=True)}"
+        status, data = self._call(what, "_core", "replace_namespaced_pod_status", name, namespace, dict(pod))
+        if status == 409:
+            raise _Conflict()
+        if status == 404:
+            return False
+        self._decode(what, status, data)
+        return True
+
+
+def client_api(kubeconfig: str, *, timeout: float = 10.0) -> KubeApi:
+    """The official client, for the long-lived daemon (imported here, lazily)."""
+    return ClientApi(kubeconfig, timeout=timeout)
