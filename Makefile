@@ -8,7 +8,7 @@ APT_PACKAGES := containernetworking-plugins iproute2 iptables nftables libvirt-d
 	libvirt-clients libvirt-dev libxml2-utils qemu-system-x86 busybox-static pkg-config gcc \
 	cpio python3-venv python3-dev
 
-.PHONY: setup apt venv guest test test-unit demo bench clean
+.PHONY: setup apt venv guest lint test test-unit demo bench clean
 
 setup: venv
 
@@ -29,7 +29,13 @@ $(VENV)/.stamp: pyproject.toml $(BUILD)/.apt-stamp
 guest: venv
 	$(VENV)/bin/kvnet guest build --out $(BUILD)/guest
 
-test: venv guest
+# ruff (lint and format) and mypy --strict, on the checkout as it is
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy kvnet
+
+test: venv guest lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv

@@ -15,7 +15,6 @@ Run as root: ``.venv/bin/python -m bench.meta_cni`` (writes docs/bench/meta_cni.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -25,14 +24,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvnet.meta.shim import request as shim_request
 from kvnet.lab import apiserver
 from kvnet.lab.pod_demo import IP, Ns, PodLab
+from kvnet.meta.shim import request as shim_request
 
 # The stand-in answers keep-alive requests with the headers and the body in two writes;
 # with Nagle on, every request then waits ~40 ms for the client's delayed ACK, which a
@@ -91,9 +90,23 @@ def namespaces() -> Iterator[tuple[Ns, Ns]]:
 
 @contextmanager
 def daemon(lab: PodLab, kvnet_bin: str, sock: str, api: str) -> Iterator[None]:
-    proc = subprocess.Popen([IP, "netns", "exec", lab.node.name, os.path.join(kvnet_bin, "kvnet"), "daemon",
-                             "--socket", sock, "--api", api], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            IP,
+            "netns",
+            "exec",
+            lab.node.name,
+            os.path.join(kvnet_bin, "kvnet"),
+            "daemon",
+            "--socket",
+            sock,
+            "--api",
+            api,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -118,8 +131,15 @@ def setup_networks(lab: PodLab, n_max: int) -> None:
     noop.chmod(0o755)
     for i in range(1, n_max):  # one NAD per attachment, as real pods have (each is read from the API)
         lab.add_nad(f"noop{i}", {"cniVersion": "1.0.0", "type": "noop"})
-        lab.add_nad(f"br{i}", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvbench-br",
-                               "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.200.0.0/16"}]]}})
+        lab.add_nad(
+            f"br{i}",
+            {
+                "cniVersion": "1.0.0",
+                "type": "bridge",
+                "bridge": "kvbench-br",
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.200.0.0/16"}]]},
+            },
+        )
     for delegate in ("noop", "br"):  # pods noop-<n> and br-<n>
         for n in SIZES:
             sel = ",".join(f"{delegate}{i}" for i in range(1, n))
@@ -145,8 +165,13 @@ def add_del(lab: PodLab, conf: dict[str, object], binary: str, pod: str) -> tupl
 
 def noop_exec_ms(lab: PodLab, reps: int = 50) -> float:
     """One direct exec of the no-op plugin (ADD), as the runner would do it, in ms."""
-    env = {"CNI_COMMAND": "ADD", "CNI_IFNAME": "net1", "CNI_NETNS": lab.pod.path, "CNI_CONTAINERID": "x",
-           "CNI_PATH": str(lab.bin_dir)}
+    env = {
+        "CNI_COMMAND": "ADD",
+        "CNI_IFNAME": "net1",
+        "CNI_NETNS": lab.pod.path,
+        "CNI_CONTAINERID": "x",
+        "CNI_PATH": str(lab.bin_dir),
+    }
     samples = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -185,8 +210,10 @@ def render(rows: list[Row], noop_ms: float, starts: dict[str, float], when: str)
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r.mode} | {r.delegate} | {r.attachments} | {r.reps} | {r.add_ms:.1f} | {r.del_ms:.1f} | "
-                     f"{r.total_ms:.1f} | {r.best_ms:.1f} |")
+        lines.append(
+            f"| {r.mode} | {r.delegate} | {r.attachments} | {r.reps} | {r.add_ms:.1f} | {r.del_ms:.1f} | "
+            f"{r.total_ms:.1f} | {r.best_ms:.1f} |"
+        )
     lines += [
         "",
         "## Fixed and per-attachment cost (fit over 1, 10, 100)",
@@ -214,8 +241,10 @@ def render(rows: list[Row], noop_ms: float, starts: dict[str, float], when: str)
             f"({'meets' if fixed / 2 <= 50 else 'misses'} the 50 ms target)."
         )
     slope, fixed = fit(rows, MODES[0][0], "noop")
-    verdicts.append(f"- standalone kvnet-cni (no target): {slope - 2 * noop_ms:.2f} ms per attachment, "
-                    f"{fixed / 2:.1f} ms fixed per call (a Python start plus kvnet's imports each call).")
+    verdicts.append(
+        f"- standalone kvnet-cni (no target): {slope - 2 * noop_ms:.2f} ms per attachment, "
+        f"{fixed / 2:.1f} ms fixed per call (a Python start plus kvnet's imports each call)."
+    )
     lines += ["", "## Against the target", "", *verdicts]
     lines += [
         "",
@@ -248,8 +277,13 @@ def main() -> int:
             setup_networks(lab, max(SIZES))
             sock = str(Path(tmp) / "kvnet.sock")
             noop_main = {"cniVersion": "1.0.0", "name": "noop", "type": "noop"}
-            br_main = {"cniVersion": "1.0.0", "name": "br", "type": "bridge", "bridge": "kvbench-br",
-                       "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.200.0.0/16"}]]}}
+            br_main = {
+                "cniVersion": "1.0.0",
+                "name": "br",
+                "type": "bridge",
+                "bridge": "kvbench-br",
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.200.0.0/16"}]]},
+            }
             starts = {
                 "python -c pass": startup_ms([sys.executable, "-c", "pass"]),
                 "kvnet-cni": startup_ms([str(lab.bin_dir / "kvnet-cni")]),
@@ -259,8 +293,10 @@ def main() -> int:
             with daemon(lab, kvnet_bin, sock, "client"), daemon(lab, kvnet_bin, sock + ".light", "light"):
                 for delegate, main_conf in (("noop", noop_main), ("bridge", br_main)):
                     nad = "noop" if delegate == "noop" else "br"
-                    confs = {mode: lab.config([main_conf], socketPath=sock + suffix, logLevel="error")
-                             for mode, _, suffix in MODES}
+                    confs = {
+                        mode: lab.config([main_conf], socketPath=sock + suffix, logLevel="error")
+                        for mode, _, suffix in MODES
+                    }
                     for mode, binary, _ in MODES:  # warm-up (daemon clients, page cache)
                         add_del(lab, confs[mode], binary, f"{nad}-1")
                     for n in SIZES:
@@ -270,11 +306,21 @@ def main() -> int:
                                 samples[mode].append(add_del(lab, confs[mode], binary, f"{nad}-{n}"))
                         for mode, _, _ in MODES:
                             got = samples[mode]
-                            row = Row(mode, delegate, n, len(got), statistics.median(a for a, _ in got),
-                                      statistics.median(d for _, d in got), min(a + d for a, d in got))
+                            row = Row(
+                                mode,
+                                delegate,
+                                n,
+                                len(got),
+                                statistics.median(a for a, _ in got),
+                                statistics.median(d for _, d in got),
+                                min(a + d for a, d in got),
+                            )
                             rows.append(row)
-                            print(f"{mode:24} {delegate:7} {n:4} ADD {row.add_ms:8.1f}  DEL {row.del_ms:8.1f}  "
-                                  f"best {row.best_ms:8.1f} ms", flush=True)
+                            print(
+                                f"{mode:24} {delegate:7} {n:4} ADD {row.add_ms:8.1f}  DEL {row.del_ms:8.1f}  "
+                                f"best {row.best_ms:8.1f} ms",
+                                flush=True,
+                            )
             recorded = [line.split() for line in (Path(tmp) / "noop.calls").read_text().splitlines()]
             adds = sum(1 for r in recorded if r[0] == "ADD" and r[1] != "x")
             dels = sum(1 for r in recorded if r[0] == "DEL")

@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kvnet.lab.fake_pod import add_bridge_binding, network_info, write_link
-from kvnet.lab.launcher import LauncherClient, LauncherError
 from kvnet.core.model import GuestIpConfig
 from kvnet.core.naming import hashed_pod_iface
+from kvnet.lab.fake_pod import add_bridge_binding, network_info, write_link
+from kvnet.lab.launcher import LauncherClient, LauncherError
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (0, 1, 16, 64, 256)  # 0: a VMI without kvnet interfaces (the domain goes back as is)
@@ -62,12 +62,18 @@ def networks(n: int) -> list[str]:
 def vmi(n: int) -> dict[str, Any]:
     nets = networks(n)
     return {
-        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
         "metadata": {"name": "vmi-bench", "namespace": "default"},
         "spec": {
-            "domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}}]
-                                   + [{"name": x, "binding": {"name": "kvnet"}} for x in nets]}},
-            "networks": [{"name": "default", "pod": {}}] + [{"name": x, "multus": {"networkName": f"default/{x}"}} for x in nets],
+            "domain": {
+                "devices": {
+                    "interfaces": [{"name": "default", "masquerade": {}}]
+                    + [{"name": x, "binding": {"name": "kvnet"}} for x in nets]
+                }
+            },
+            "networks": [{"name": "default", "pod": {}}]
+            + [{"name": x, "multus": {"networkName": f"default/{x}"}} for x in nets],
         },
         "status": {"interfaces": [{"name": x, "interfaceName": hashed_pod_iface(x)} for x in nets]},
     }
@@ -94,8 +100,11 @@ class Sidecar:
     def __init__(self, hooks_dir: Path, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         exe = Path(sys.executable).parent / "kvnet-sidecar"
         hooks_dir.mkdir(parents=True)
-        self.proc = subprocess.Popen([str(exe), "--hooks-dir", str(hooks_dir), "--name", name, *args],
-                                     env={**os.environ, **IMAGE_ENV, **(env or {})}, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [str(exe), "--hooks-dir", str(hooks_dir), "--name", name, *args],
+            env={**os.environ, **IMAGE_ENV, **(env or {})},
+            stderr=subprocess.DEVNULL,
+        )
         self.client = LauncherClient(hooks_dir, keep_channels=True)
         try:
             [found] = self.client.collect(1, timeout=30)
@@ -153,11 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for n in SIZES:
                 scn, info = make_pod(work / f"pod{n}", n)
-                kv = Sidecar(work / f"h-kvnet{n}", "kvnet", env={"KVNET_SYS_CLASS_NET": str(scn), "KVNET_NETWORK_INFO": str(info)})
+                kv = Sidecar(
+                    work / f"h-kvnet{n}",
+                    "kvnet",
+                    env={"KVNET_SYS_CLASS_NET": str(scn), "KVNET_NETWORK_INFO": str(info)},
+                )
                 try:
                     domain, vmi_json = DOMAIN.encode(), json.dumps(vmi(n)).encode()
                     out = kv.call(domain, vmi_json)
-                    assert out.count(b"<alias name=\"ua-net") == n, "kvnet sidecar did not add every NIC"
+                    assert out.count(b'<alias name="ua-net') == n, "kvnet sidecar did not add every NIC"
                     assert n or out == domain
                     calls = args.calls if n <= 64 else max(20, args.calls // 4)
                     e, k = timed(echo, kv, domain, vmi_json, calls)
@@ -189,23 +202,37 @@ IMPORT_STEPS = (
     ("+ the hook server (protobuf, generated messages)", "import kvnet.sidecar.server"),
     ("+ jinja2", "import jinja2"),
     ("+ PyYAML", "import yaml"),
-    ("+ the domain pipeline (kvnet model, translation, templates compiled)",
-     "from kvnet.domain import pipeline, render; render.template('interface_tap.xml.j2'); render.template('hostdev_pci.xml.j2')"),
+    (
+        "+ the domain pipeline (kvnet model, translation, templates compiled)",
+        "from kvnet.domain import pipeline, render; render.template('interface_tap.xml.j2'); render.template('hostdev_pci.xml.j2')",
+    ),
 )
 
 
 def baseline_rss() -> dict[str, float]:
     """RSS (MiB) of one Python process after each import step of the sidecar, in order."""
     probe = "\n".join(
-        f"{code}\nprint(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read())[1])" for _, code in IMPORT_STEPS
+        f"{code}\nprint(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read())[1])"
+        for _, code in IMPORT_STEPS
     )
-    out = subprocess.run([sys.executable, "-c", "import re\n" + probe], capture_output=True, text=True, check=True,
-                         env={**os.environ, **IMAGE_ENV}).stdout.split()
-    return {label: int(kib) / 1024 for (label, _), kib in zip(IMPORT_STEPS, out)}
+    out = subprocess.run(
+        [sys.executable, "-c", "import re\n" + probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **IMAGE_ENV},
+    ).stdout.split()
+    return {label: int(kib) / 1024 for (label, _), kib in zip(IMPORT_STEPS, out, strict=False)}
 
 
-STEPS = ("parse VMI + check domain", "network-info + list links", "translate (reads the links it uses)", "render",
-         "splice", "check result")
+STEPS = (
+    "parse VMI + check domain",
+    "network-info + list links",
+    "translate (reads the links it uses)",
+    "render",
+    "splice",
+    "check result",
+)
 Phases = tuple[int, dict[str, float]]
 
 
@@ -241,8 +268,13 @@ def breakdown(scn: Path, info: Path, n: int, repeat: int = 20) -> Phases:
     return n, {step: statistics.median(v) for step, v in times.items()}
 
 
-def render(rows: list[tuple[int, int, float, float, float, int]], rss: dict[int, dict[str, float]], echo_rss: dict[str, float],
-           phases: list[Phases], calls: int) -> str:
+def render(
+    rows: list[tuple[int, int, float, float, float, int]],
+    rss: dict[int, dict[str, float]],
+    echo_rss: dict[str, float],
+    phases: list[Phases],
+    calls: int,
+) -> str:
     lines = [
         "# kvnet-sidecar: OnDefineDomain latency and memory",
         "",
@@ -259,7 +291,9 @@ def render(rows: list[tuple[int, int, float, float, float, int]], rss: dict[int,
     ]
     for n, c, e, k, k95, size in rows:
         per_nic = f"{k / n:.3f}" if n else "-"
-        lines.append(f"| {n} | {c} | {e:.3f} | {k:.3f} | {k95:.3f} | {k / e:.2f}x | {per_nic} | {size} | {rss[n]['VmRSS']:.1f} |")
+        lines.append(
+            f"| {n} | {c} | {e:.3f} | {k:.3f} | {k95:.3f} | {k / e:.2f}x | {per_nic} | {size} | {rss[n]['VmRSS']:.1f} |"
+        )
     lines += [
         "",
         "Where one kvnet call spends its time (in-process, same inputs, medians of 20, ms):",
@@ -283,8 +317,13 @@ def render(rows: list[tuple[int, int, float, float, float, int]], rss: dict[int,
     return "\n".join(lines)
 
 
-def notes(rows: list[tuple[int, int, float, float, float, int]], rss: dict[int, dict[str, float]], echo_rss: dict[str, float],
-          phases: list[Phases], base: dict[str, float]) -> str:
+def notes(
+    rows: list[tuple[int, int, float, float, float, int]],
+    rss: dict[int, dict[str, float]],
+    echo_rss: dict[str, float],
+    phases: list[Phases],
+    base: dict[str, float],
+) -> str:
     """What the numbers of this run say against the targets (written from the same run)."""
     by_n = {r[0]: r for r in rows}
     ph = dict(phases)
@@ -296,8 +335,12 @@ def notes(rows: list[tuple[int, int, float, float, float, int]], rss: dict[int, 
     budget = 1.5 * by_n[16][2]
     steps16 = ", ".join(f"{name} {ph[16][name]:.2f}" for name in STEPS)
     labels = list(base)
-    import_rows = [f"| {label} | {base[label]:.1f} | {base[label] - base[labels[i - 1]]:+.1f} |" if i else f"| {label} | {base[label]:.1f} | |"
-                   for i, label in enumerate(labels)]
+    import_rows = [
+        f"| {label} | {base[label]:.1f} | {base[label] - base[labels[i - 1]]:+.1f} |"
+        if i
+        else f"| {label} | {base[label]:.1f} | |"
+        for i, label in enumerate(labels)
+    ]
     lines = [
         "",
         "## Against the targets",
@@ -309,7 +352,8 @@ def notes(rows: list[tuple[int, int, float, float, float, int]], rss: dict[int, 
         " to the gRPC median). A VMI without kvnet interfaces costs about what the echo costs"
         f" ({by_n[0][3]:.2f} ms vs {by_n[0][2]:.2f} ms): nothing is read for it.",
         f"- **Linear growth after 16: {'met' if linear else 'not met'}.** Marginal cost per added NIC: "
-        + ", ".join(f"{sl:.3f} ms from {a} to {b}" for a, b, sl in slope) + "."
+        + ", ".join(f"{sl:.3f} ms from {a} to {b}" for a, b, sl in slope)
+        + "."
         " No step is quadratic any more: the pod's naming scheme (hashed or ordinal net<N>) is decided once per"
         " call from the listed link names, and the splice finds replaced devices by alias in one pass.",
         "- **How the hot path reads the pod.** Pod facts are read afresh on every call (no cache: OnDefineDomain"

@@ -134,7 +134,11 @@ def claim(rows: dict[int, dict[str, float]]) -> list[str]:
         f"{b['binding_adds']:.0f} ADD calls of `kvnet-binding`, each ADD taking {b['binding_add_s'] * 1000:.0f} ms on average "
         f"(netlink work: a bridge, a tap, the MAC swap, addresses moved into the record): the binding's ADDs account "
         f"for about {b['binding_adds'] * b['binding_add_s']:.1f} s of the {b['cni_add']:.1f} s CNI ADD. "
-        + ("The guest's share is one more virtio-net device to probe under TCG (no KVM here). " if per_nic_boot > 0.05 else "")
+        + (
+            "The guest's share is one more virtio-net device to probe under TCG (no KVM here). "
+            if per_nic_boot > 0.05
+            else ""
+        )
         + "The sidecar and define+start barely move with the NIC count. So the claim holds only in the sense that "
         "the fixed costs (libvirtd, QEMU, the guest kernel) dominate a few NICs; at "
         f"{big} NICs the per-NIC costs are already visible, and at 100 they would add about "
@@ -160,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             samples[size].append(t)
             if up is not None:
                 uptimes[size].append(up)
-            print(f"rep {rep + 1} {size} NICs: ADD → NICs {t['add_to_nics']:.2f} s (CNI ADD {t['cni_add']:.2f} s)", file=sys.stderr)
+            print(
+                f"rep {rep + 1} {size} NICs: ADD → NICs {t['add_to_nics']:.2f} s (CNI ADD {t['cni_add']:.2f} s)",
+                file=sys.stderr,
+            )
     keys = [k for k, _ in COLUMNS] + ["binding_probes", "binding_adds", "binding_add_s"]
     med = {s: {k: statistics.median(x[k] for x in samples[s]) for k in keys} for s in sizes}
     med_up = {s: (statistics.median(uptimes[s]) if uptimes[s] else None) for s in sizes}
@@ -189,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "validation plus create; *guest boot → NIC report* runs from create until the guest's console line",
         "listing all NICs. The total runs from the start of CNI ADD to that line.",
         "",
-        "## What the numbers say about \"10 or 100 interfaces cost no more than one\"",
+        '## What the numbers say about "10 or 100 interfaces cost no more than one"',
         "",
         *verdict,
         "",

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kvnet.domain.vmi import BONDS_ANNOTATION
 from kvnet.core.errors import DecodeFailure, KvnetError, RenderError, TryAgainLater
 from kvnet.core.model import NetworkInfoEntry, PodFacts, PodLink
+from kvnet.domain.vmi import BONDS_ANNOTATION
 
 log = logging.getLogger("kvnet.sidecar")
 
@@ -49,9 +49,7 @@ class PodFactsUnavailable(TryAgainLater):
 class Translator(Protocol):
     """The domain pipeline (``kvnet.domain.pipeline``): pure functions of their inputs."""
 
-    def define_domain(
-        self, domain_xml: str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str
-    ) -> str: ...
+    def define_domain(self, domain_xml: str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str) -> str: ...
 
     def cloud_init_network_data(
         self, vmi: Mapping[str, Any], facts: PodFacts, *, user_network_data: str | None, binding_name: str
@@ -71,7 +69,9 @@ class Hooks(Protocol):
 
     def on_define_domain(self, domain_xml: bytes, vmi_json: bytes) -> bytes: ...
 
-    def pre_cloud_init_iso(self, vmi_json: bytes, cloud_init_data: bytes, no_cloud_source: bytes) -> CloudInitResult: ...
+    def pre_cloud_init_iso(
+        self, vmi_json: bytes, cloud_init_data: bytes, no_cloud_source: bytes
+    ) -> CloudInitResult: ...
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,9 @@ def vmi_name(vmi: Mapping[str, Any]) -> str:
 def bound_interfaces(vmi: Mapping[str, Any], binding_name: str) -> list[str]:
     """Names of the VMI interfaces whose ``binding.name`` is this plugin's name."""
     interfaces = vmi["spec"].get("domain", {}).get("devices", {}).get("interfaces", [])
-    return [i["name"] for i in interfaces if isinstance(i.get("binding"), dict) and i["binding"].get("name") == binding_name]
+    return [
+        i["name"] for i in interfaces if isinstance(i.get("binding"), dict) and i["binding"].get("name") == binding_name
+    ]
 
 
 def declares_bonds(vmi: Mapping[str, Any]) -> bool:
@@ -236,10 +238,15 @@ def _unexpected_as_render_error(names: Sequence[str]) -> Iterator[None]:
         raise
     except Exception as err:  # a bug in the facts reader or the translator: name the interfaces anyway
         log.error("interfaces %s: unexpected %s", ", ".join(names) or "(bonds only)", type(err).__name__, exc_info=True)
-        raise RenderError(f"interfaces {', '.join(names) or '(bonds only)'}: unexpected {type(err).__name__}: {err}") from err
+        raise RenderError(
+            f"interfaces {', '.join(names) or '(bonds only)'}: unexpected {type(err).__name__}: {err}"
+        ) from err
 
 
-LEGACY_FIELDS = (("userData", "UserData"), ("networkData", "NetworkData"))  # CloudInitNoCloudSource key, CloudInitData key
+LEGACY_FIELDS = (
+    ("userData", "UserData"),
+    ("networkData", "NetworkData"),
+)  # CloudInitNoCloudSource key, CloudInitData key
 
 
 def no_cloud_source(cloud_init_data: Mapping[str, Any]) -> bytes:
@@ -309,7 +316,9 @@ class PodFactsReader:
         try:
             info = self.parse_network_info(text)
         except KvnetError as err:
-            raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: network-info {self.network_info_path} is malformed: {err.msg}") from None
+            raise PodFactsUnavailable(
+                f"interfaces {', '.join(interfaces)}: network-info {self.network_info_path} is malformed: {err.msg}"
+            ) from None
         unreadable = f"interfaces {', '.join(interfaces)}: cannot read the pod links in {self.sys_class_net}"
         try:
             links = self.read_links(self.sys_class_net)
@@ -327,11 +336,15 @@ class PodFactsReader:
             except FileNotFoundError:
                 text = ""
             except (OSError, UnicodeDecodeError) as err:
-                raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: cannot read network-info {self.network_info_path}: {err}") from None
+                raise PodFactsUnavailable(
+                    f"interfaces {', '.join(interfaces)}: cannot read network-info {self.network_info_path}: {err}"
+                ) from None
             if text.strip():
                 return text
             if self.stopping is not None and self.stopping.is_set():
-                raise PodFactsUnavailable(f"interfaces {', '.join(interfaces)}: the sidecar is shutting down while waiting for network-info")
+                raise PodFactsUnavailable(
+                    f"interfaces {', '.join(interfaces)}: the sidecar is shutting down while waiting for network-info"
+                )
             if self.clock() >= deadline:
                 raise PodFactsUnavailable(
                     f"interfaces {', '.join(interfaces)}: network-info {self.network_info_path} still empty after "

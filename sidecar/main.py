@@ -20,9 +20,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     env = SidecarSettings.from_env()
     p = argparse.ArgumentParser(prog="kvnet-sidecar", description="KubeVirt hook sidecar of the kvnet network binding")
     p.add_argument("--hooks-dir", default=DEFAULT_HOOKS_DIR, help="where virt-launcher looks for hook sockets")
-    p.add_argument("--name", default=env.name, help="binding plugin name and socket name (env NETWORK_BINDING_PLUGIN_NAME)")
+    p.add_argument(
+        "--name", default=env.name, help="binding plugin name and socket name (env NETWORK_BINDING_PLUGIN_NAME)"
+    )
     p.add_argument("--network-info", default=env.network_info, help="KubeVirt's downward-API network-info file")
-    p.add_argument("--network-info-timeout", type=float, default=env.network_info_timeout, help="seconds to wait for network-info")
+    p.add_argument(
+        "--network-info-timeout", type=float, default=env.network_info_timeout, help="seconds to wait for network-info"
+    )
     p.add_argument("--sys-class-net", default=env.sys_class_net, help="the pod netns's /sys/class/net")
     p.add_argument("--echo", action="store_true", help="change nothing: answer every hook with its input (diagnostics)")
     p.add_argument("--max-workers", type=int, default=8, help="concurrent hook calls")
@@ -32,8 +36,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     settings = SidecarSettings(
         name=args.name,
         network_info=args.network_info,
@@ -51,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, on_signal)
     try:
-        server = SidecarServer(build_hooks(settings, stopping=stopping), socket_path(args.hooks_dir, args.name),
-                               max_workers=args.max_workers, shutdown_requested=stopping)
+        server = SidecarServer(
+            build_hooks(settings, stopping=stopping),
+            socket_path(args.hooks_dir, args.name),
+            max_workers=args.max_workers,
+            shutdown_requested=stopping,
+        )
         server.start()
     except KvnetError as err:
         print(f"kvnet-sidecar: {err.msg}", file=sys.stderr)

@@ -59,7 +59,9 @@ def pod_links(sys_class_net: str = SYS_CLASS_NET, *, driver_of: DriverLookup | N
     The sidecar's reader: a call that adds one bridge attachment needs its tap and its
     pod link, not the bridge, the primary interface or the other attachments' links.
     """
-    if driver_of is None and (sys_class_net == SYS_CLASS_NET or os.path.realpath(sys_class_net) == os.path.realpath(SYS_CLASS_NET)):
+    if driver_of is None and (
+        sys_class_net == SYS_CLASS_NET or os.path.realpath(sys_class_net) == os.path.realpath(SYS_CLASS_NET)
+    ):
         driver_of = ethtool_driver
     try:
         names = sorted(os.listdir(sys_class_net))

@@ -109,7 +109,7 @@ class _InfoServicer:
             versions=list(VERSIONS),
         )
 
-    def Info(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 (gRPC name)
+    def Info(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self.result
 
 
@@ -132,7 +132,7 @@ class _Callbacks:
             log.error("%s", msg)
         context.abort(code, msg)
 
-    def OnDefineDomain(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def OnDefineDomain(self, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             out = self.hooks.on_define_domain(request.domainXML, request.vmi)
         except Exception as err:  # every error becomes a gRPC status, never a half-edited domain
@@ -140,15 +140,17 @@ class _Callbacks:
             raise  # not reached: abort raises
         return self.pb2.OnDefineDomainResult(domainXML=out)
 
-    def PreCloudInitIso(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def PreCloudInitIso(self, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             res = self.hooks.pre_cloud_init_iso(request.vmi, request.cloudInitData, request.cloudInitNoCloudSource)
         except Exception as err:
             self._fail("PreCloudInitIso", err, context)
             raise
-        return self.pb2.PreCloudInitIsoResult(cloudInitData=res.cloud_init_data, cloudInitNoCloudSource=res.no_cloud_source)
+        return self.pb2.PreCloudInitIsoResult(
+            cloudInitData=res.cloud_init_data, cloudInitNoCloudSource=res.no_cloud_source
+        )
 
-    def Shutdown(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Shutdown(self, request: Any, context: grpc.ServicerContext) -> Any:
         log.info("%s: Shutdown called, stopping", self.hooks.name)
         self.shutdown.set()
         return self.pb2.ShutdownResult()
@@ -167,8 +169,14 @@ def _socket_is_live(path: Path) -> bool:
 class SidecarServer:
     """The gRPC server of one sidecar on ``socket_path``; ``start``, ``wait``, ``stop``."""
 
-    def __init__(self, hooks: Hooks, socket_path: str | os.PathLike[str], *, max_workers: int = 8,
-                 shutdown_requested: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        hooks: Hooks,
+        socket_path: str | os.PathLike[str],
+        *,
+        max_workers: int = 8,
+        shutdown_requested: threading.Event | None = None,
+    ) -> None:
         self.hooks = hooks
         self.socket_path = Path(socket_path)
         self.shutdown_requested = shutdown_requested or threading.Event()
@@ -194,14 +202,18 @@ class SidecarServer:
             raise IOFailure(f"hooks directory {final.parent} does not exist")
         if final.exists() or final.is_symlink():
             if _socket_is_live(final):
-                raise InvalidConfig(f"socket {final} is already served by another sidecar: names must be unique in the pod")
+                raise InvalidConfig(
+                    f"socket {final} is already served by another sidecar: names must be unique in the pod"
+                )
             log.info("%s: removing stale socket %s", self.hooks.name, final)
             final.unlink()
         staging = Path(tempfile.mkdtemp(prefix=".k", dir=final.parent))
         temp = staging / "s"
         if len(str(temp)) > MAX_UNIX_PATH:
             staging.rmdir()
-            raise InvalidConfig(f"hooks directory {final.parent} is too long for a unix socket path ({MAX_UNIX_PATH} bytes)")
+            raise InvalidConfig(
+                f"hooks directory {final.parent} is too long for a unix socket path ({MAX_UNIX_PATH} bytes)"
+            )
         try:
             if self._server.add_insecure_port(f"unix:{temp}") == 0:
                 raise IOFailure(f"cannot listen on {temp}")

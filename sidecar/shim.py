@@ -26,7 +26,9 @@ def _write(data: bytes) -> None:
     sys.stdout.flush()
 
 
-def _start(prog: str, data: tuple[str, str], argv: list[str] | None, hooks: Hooks | None) -> tuple[argparse.Namespace, Hooks]:
+def _start(
+    prog: str, data: tuple[str, str], argv: list[str] | None, hooks: Hooks | None
+) -> tuple[argparse.Namespace, Hooks]:
     """Both executables: ``--vmi`` and the hook point's ``data`` option (flag, help) parsed,
     logging on stderr, the hooks configured from the environment unless given."""
     p = argparse.ArgumentParser(prog=prog)

@@ -60,7 +60,9 @@ class PipelineTranslator:
     def cloud_init_network_data(
         self, vmi: Mapping[str, Any], facts: PodFacts, *, user_network_data: str | None, binding_name: str
     ) -> str | None:
-        return self._pipeline.cloud_init_network_data(vmi, facts, user_network_data=user_network_data, binding_name=binding_name)
+        return self._pipeline.cloud_init_network_data(
+            vmi, facts, user_network_data=user_network_data, binding_name=binding_name
+        )
 
 
 def build_hooks(settings: SidecarSettings, *, stopping: threading.Event | None = None) -> Hooks:

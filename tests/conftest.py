@@ -20,7 +20,10 @@ CNI_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--regen-golden", action="store_true", default=False, help="rewrite tests/golden/<case>/expected-* from the code"
+        "--regen-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/<case>/expected-* from the code",
     )
 
 

@@ -102,8 +102,14 @@ def _subject(args: tuple[object, ...]) -> str:
     """``link (detail, ...)`` for an error message."""
     if not args:
         return ""
-    extra = [f"{a.dst} via {a.gateway}" if isinstance(a, RouteState) and a.gateway else
-             a.dst if isinstance(a, RouteState) else str(a) for a in args[1:]]
+    extra = [
+        f"{a.dst} via {a.gateway}"
+        if isinstance(a, RouteState) and a.gateway
+        else a.dst
+        if isinstance(a, RouteState)
+        else str(a)
+        for a in args[1:]
+    ]
     return f"{args[0]} ({', '.join(extra)})" if extra else str(args[0])
 
 
@@ -203,7 +209,9 @@ class PodNetns:
 
     def _no_ipv6_addresses(self, index: int) -> None:
         """addrgenmode none: a pure L2 link gets no IPv6 link-local, so it never talks on its own."""
-        self._ipr.link("set", index=index, IFLA_AF_SPEC={"attrs": [["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", 1]]}]]})
+        self._ipr.link(
+            "set", index=index, IFLA_AF_SPEC={"attrs": [["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", 1]]}]]}
+        )
 
     @_translated("create bridge")
     def create_bridge(self, name: str, *, mtu: int) -> None:

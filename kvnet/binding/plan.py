@@ -33,12 +33,12 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kvnet.core import bindrecord
 from kvnet.binding import sriov
+from kvnet.binding.netlink import AddressState, LinkState, NetnsMissing, RouteState, open_netns
+from kvnet.core import bindrecord
 from kvnet.core.errors import DecodeFailure, DeviceError, InvalidConfig, KvnetError, NetlinkFailure
 from kvnet.core.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig
 from kvnet.core.naming import bridge_name, hashed_pod_iface, ifname_problem, tap_name
-from kvnet.binding.netlink import AddressState, LinkState, NetnsMissing, RouteState, open_netns
 
 log = logging.getLogger("kvnet.binding")
 
@@ -133,7 +133,7 @@ class BindingConfig:
             raise InvalidConfig(f"{where}: multiQueue must be true or false, got {multi_queue!r}")
         owner = conf.get("tapOwner", {})
         if not isinstance(owner, Mapping):
-            raise InvalidConfig(f"{where}: tapOwner must be an object like {{\"uid\": 107, \"gid\": 107}}")
+            raise InvalidConfig(f'{where}: tapOwner must be an object like {{"uid": 107, "gid": 107}}')
         ids = {}
         for key in ("uid", "gid"):
             value = owner.get(key, DEFAULT_TAP_OWNER)
@@ -162,8 +162,10 @@ def device_id(conf: Mapping[str, Any]) -> str | None:
     """
     where = f"binding conf {conf.get('name')!r}"
     rc = conf.get("runtimeConfig")
-    candidates = [("runtimeConfig.deviceID", rc.get("deviceID") if isinstance(rc, Mapping) else None),
-                  ("deviceID", conf.get("deviceID"))]
+    candidates = [
+        ("runtimeConfig.deviceID", rc.get("deviceID") if isinstance(rc, Mapping) else None),
+        ("deviceID", conf.get("deviceID")),
+    ]
     for key, value in candidates:
         if value is None or value == "":
             continue
@@ -221,7 +223,9 @@ class DesiredPlumbing:
         ]
         if self.bridge:
             parts.append(f"bridge {self.bridge}, pod MAC {self.record.original_mac} -> {self.pod_mac}")
-        parts.append(f"guest MAC {self.record.original_mac}, addresses {list(self.record.ip.addresses)} moved to the record")
+        parts.append(
+            f"guest MAC {self.record.original_mac}, addresses {list(self.record.ip.addresses)} moved to the record"
+        )
         return "; ".join(parts)
 
 
@@ -330,7 +334,9 @@ def plan(
         )
     link = observed.link
     if link.kind in DIRECT_KINDS:
-        return DesiredPlumbing(network, pod_iface, "none", f"pod link {pod_iface} is a {link.kind}: the VM uses it directly")
+        return DesiredPlumbing(
+            network, pod_iface, "none", f"pod link {pod_iface} is a {link.kind}: the VM uses it directly"
+        )
     if link.kind == "bridge":
         raise InvalidConfig(f"network {network}: pod interface {pod_iface} is a bridge; kvnet-binding cannot bind it")
     try:
@@ -470,7 +476,9 @@ def _ensure_link(ns: PodNetlink, name: str, kind: str, create: Callable[[], None
         create()
         return True
     if existing.kind != kind:
-        raise InvalidConfig(f"link {name} exists in the pod netns and is a {existing.kind or 'physical'} link, not a {kind}")
+        raise InvalidConfig(
+            f"link {name} exists in the pod netns and is a {existing.kind or 'physical'} link, not a {kind}"
+        )
     return False
 
 
@@ -535,10 +543,20 @@ def _undo_binding(ns: PodNetlink, network: str, request: Request) -> None:
         try:
             record = bindrecord.decode(link.alias)
         except DecodeFailure as err:  # cannot restore, but still take our plumbing away
-            log.error("DEL container %s network %s: pod interface %s: %s; its MAC and addresses are not restored",
-                      request.container_id, network, pod, err.msg)
-    log.info("DEL container %s network %s (%s): %s", request.container_id, network, pod,
-             "restoring from the record" if record else "no record on the pod link")
+            log.error(
+                "DEL container %s network %s: pod interface %s: %s; its MAC and addresses are not restored",
+                request.container_id,
+                network,
+                pod,
+                err.msg,
+            )
+    log.info(
+        "DEL container %s network %s (%s): %s",
+        request.container_id,
+        network,
+        pod,
+        "restoring from the record" if record else "no record on the pod link",
+    )
     if link is not None and ours:
         ns.clear_tc(pod)
         if link.master is not None:
@@ -581,7 +599,9 @@ def check(request: Request, *, nl: NetnsOpener = open_netns) -> None:
                 f"{where}tap {d.tap.name} is owned by {tap.owner}:{tap.group}, expected {d.tap.owner_uid}:{d.tap.owner_gid}"
             )
         if tap.multi_queue != d.tap.multi_queue:
-            raise PlumbingDrift(f"{where}tap {d.tap.name} multi-queue is {tap.multi_queue}, expected {d.tap.multi_queue}")
+            raise PlumbingDrift(
+                f"{where}tap {d.tap.name} multi-queue is {tap.multi_queue}, expected {d.tap.multi_queue}"
+            )
         if d.bridge:
             bridge = ns.link(d.bridge)
             if bridge is None or bridge.kind != "bridge":

@@ -176,7 +176,7 @@ def list_vfs(pf_address: str, *, root: str = "/") -> tuple[VfInfo, ...]:
     if sorted(links) != list(range(numvfs)):
         raise DeviceError(
             f"PCI device {pf}: sriov_numvfs is {numvfs} but the virtfn links are "
-            f"{['virtfn%d' % n for n in sorted(links)]}"
+            f"{[f'virtfn{n}' for n in sorted(links)]}"
         )
     out = []
     for n in range(numvfs):

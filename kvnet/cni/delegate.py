@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kvnet.cni import libcni_cache
+from kvnet.cni.protocol import validate_container_id, validate_ifname
 from kvnet.cni.results import ALL_VERSIONS, convert_result, version_key
 from kvnet.core.errors import (
     DecodeFailure,
@@ -32,7 +33,6 @@ from kvnet.core.errors import (
     InvalidConfig,
     KvnetError,
 )
-from kvnet.cni.protocol import validate_container_id, validate_ifname
 from kvnet.core.naming import cni_name_ok
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,9 @@ class Exec(Protocol):
     Raises :class:`ExecTimeout` once the plugin ran past ``timeout`` and was killed.
     """
 
-    def __call__(self, plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]: ...
+    def __call__(
+        self, plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float
+    ) -> tuple[int, bytes, bytes]: ...
 
 
 class ExecTimeout(Exception):
@@ -138,7 +140,9 @@ def delegate_error(plugin_type: str, command: str, status: int, stdout: bytes, s
             msg = str(obj.get("msg") or f"error code {code}")
             details = obj.get("details") or ""
             good_code = code if isinstance(code, int) and not isinstance(code, bool) and code > 0 else None
-            return DelegateFailed(f'plugin type="{plugin_type}" failed ({command.lower()}): {msg}', str(details), code=good_code)
+            return DelegateFailed(
+                f'plugin type="{plugin_type}" failed ({command.lower()}): {msg}', str(details), code=good_code
+            )
     raw = _text(stdout) or _text(stderr)
     if not raw:
         raw = f"killed by signal {-status}" if status < 0 else f"exited with status {status} and no message"
@@ -150,7 +154,7 @@ def _plugin_conf_list(network: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         return [network]
     plugins = network["plugins"]
     if not isinstance(plugins, list) or not plugins or not all(isinstance(p, Mapping) for p in plugins):
-        raise InvalidConfig(f"network {network.get('name')!r}: \"plugins\" must be a non-empty list of objects")
+        raise InvalidConfig(f'network {network.get("name")!r}: "plugins" must be a non-empty list of objects')
     return plugins
 
 
@@ -185,7 +189,7 @@ class DelegateRunner:
     def find(self, plugin_type: str, extra_path: Sequence[str] = ()) -> str:
         """The executable for ``plugin_type``; a type that is a path is refused."""
         if not isinstance(plugin_type, str) or not plugin_type:
-            raise InvalidConfig("delegate config has no \"type\"")
+            raise InvalidConfig('delegate config has no "type"')
         if "/" in plugin_type or ".." in plugin_type or plugin_type.startswith("."):
             raise InvalidConfig(f"invalid plugin type {plugin_type!r}: must be a plain file name")
         dirs = self.search_path(extra_path)
@@ -326,7 +330,9 @@ class DelegateRunner:
                 f'plugin type="{plugin_type}" failed ({command.lower()}): timed out after {self.timeout:g}s and was killed'
             ) from None
         except OSError as e:
-            raise DelegateFailed(f'plugin type="{plugin_type}" could not be run ({command.lower()}, {plugin}): {e}') from None
+            raise DelegateFailed(
+                f'plugin type="{plugin_type}" could not be run ({command.lower()}, {plugin}): {e}'
+            ) from None
 
     def run(self, command: str, conf: Mapping[str, Any], env: DelegateEnv) -> dict[str, Any] | None:
         """Run one plugin conf (it has ``type``); the ADD result comes back in the conf's version.
@@ -336,7 +342,7 @@ class DelegateRunner:
         """
         plugin_type = conf.get("type")
         if not isinstance(plugin_type, str) or not plugin_type:
-            raise InvalidConfig(f"delegate config for network {conf.get('name')!r} has no \"type\"")
+            raise InvalidConfig(f'delegate config for network {conf.get("name")!r} has no "type"')
         plugin = self.find(plugin_type, env.path)
         conf_version = conf.get("cniVersion") or "0.1.0"
         if not isinstance(conf_version, str):
@@ -354,7 +360,14 @@ class DelegateRunner:
         else:
             sent.pop("prevResult", None)
         stdin = json.dumps(sent).encode()
-        log.debug("delegate %s %s container=%s ifname=%s as CNI %s", plugin_type, command, env.container_id, env.ifname, send_version)
+        log.debug(
+            "delegate %s %s container=%s ifname=%s as CNI %s",
+            plugin_type,
+            command,
+            env.container_id,
+            env.ifname,
+            send_version,
+        )
         status, out, err = self._call(plugin, plugin_type, command, stdin, self._env(command, env))
         if status != 0:
             raise delegate_error(plugin_type, command, status, out, err)
@@ -395,7 +408,9 @@ class DelegateRunner:
         """
         name = network.get("name")
         if not isinstance(name, str) or not cni_name_ok(name):
-            raise InvalidConfig("invalid characters found in network name" if name else "missing network name", str(name or ""))
+            raise InvalidConfig(
+                "invalid characters found in network name" if name else "missing network name", str(name or "")
+            )
         version = network.get("cniVersion") or "0.1.0"
         if not isinstance(version, str) or version not in ALL_VERSIONS:
             raise IncompatibleVersion(f"network {name!r}: unsupported cniVersion {version!r}")
@@ -508,9 +523,7 @@ class DelegateRunner:
         if version_key(version) >= (1, 1, 0):
             for p in plugins:
                 conf = _build(p, name, version, None, {})
-                conf["cni.dev/valid-attachments"] = [
-                    {"containerID": c, "ifname": i} for c, i in sorted(keep)
-                ]
+                conf["cni.dev/valid-attachments"] = [{"containerID": c, "ifname": i} for c, i in sorted(keep)]
                 try:
                     self.run("GC", conf, env)
                 except KvnetError as e:

@@ -154,9 +154,7 @@ def parse_request(
     """Validate the CNI env and stdin into a :class:`CniRequest` (spec codes, skel wording)."""
     command = environ.get("CNI_COMMAND", "")
     required = _REQUIRED_ENV.get(command, ())
-    missing = [
-        name for name in _ENV_ORDER if not environ.get(name) and (name == "CNI_COMMAND" or name in required)
-    ]
+    missing = [name for name in _ENV_ORDER if not environ.get(name) and (name == "CNI_COMMAND" or name in required)]
     if missing:
         raise InvalidEnvironment(f"required env variables [{','.join(missing)}] missing")
     if command not in _REQUIRED_ENV:
@@ -255,10 +253,16 @@ def plugin_main(
     except KvnetError as e:
         _print(e.to_cni(_error_version(raw, supported_versions)), out)
         return 1
-    except Exception as e:  # noqa: BLE001 - the entry point turns everything into CNI JSON
-        sys.stderr.write(f"kvnet: {env.get('CNI_COMMAND', '?')} container={env.get('CNI_CONTAINERID', '')} "
-                         f"ifname={env.get('CNI_IFNAME', '')}: unexpected {type(e).__name__}: {e}\n")
-        err = {"cniVersion": _error_version(raw, supported_versions), "code": INTERNAL_ERROR_CODE, "msg": str(e) or type(e).__name__}
+    except Exception as e:
+        sys.stderr.write(
+            f"kvnet: {env.get('CNI_COMMAND', '?')} container={env.get('CNI_CONTAINERID', '')} "
+            f"ifname={env.get('CNI_IFNAME', '')}: unexpected {type(e).__name__}: {e}\n"
+        )
+        err = {
+            "cniVersion": _error_version(raw, supported_versions),
+            "code": INTERNAL_ERROR_CODE,
+            "msg": str(e) or type(e).__name__,
+        }
         _print(err, out)
         return 1
 

@@ -73,9 +73,7 @@ def result_version(result: Mapping[str, Any]) -> str:
     return "1.0.0"
 
 
-def convert_result(
-    result: Mapping[str, Any], to_version: str, *, from_version: str | None = None
-) -> dict[str, Any]:
+def convert_result(result: Mapping[str, Any], to_version: str, *, from_version: str | None = None) -> dict[str, Any]:
     """``result`` re-expressed in ``to_version`` (a new dict; the input is not changed).
 
     The source version is the result's own ``cniVersion`` (or ``from_version`` when the
@@ -180,9 +178,7 @@ def _from_current_040(cur: Mapping[str, Any], to_version: str) -> dict[str, Any]
     if cur.get("interfaces"):
         out["interfaces"] = [_pick(i, _IFACE_FIELDS) for i in cur["interfaces"]]
     if cur.get("ips"):
-        out["ips"] = [
-            {"version": "6" if _is_v6(ip.get("address")) else "4", **ip} for ip in cur["ips"]
-        ]
+        out["ips"] = [{"version": "6" if _is_v6(ip.get("address")) else "4", **ip} for ip in cur["ips"]]
     if cur.get("routes"):
         out["routes"] = [_pick(r, _ROUTE_FIELDS) for r in cur["routes"]]
     if "dns" in cur:

@@ -32,10 +32,20 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 8001), metavar="HOST:PORT",
-                        help="address to serve on (default 127.0.0.1:8001; port 0 = any free port)")
-    parser.add_argument("--load", action="append", default=[], metavar="FILE.yaml",
-                        help="YAML file(s) of Pods and NetworkAttachmentDefinitions to serve (repeatable)")
+    parser.add_argument(
+        "--listen",
+        type=parse_listen,
+        default=("127.0.0.1", 8001),
+        metavar="HOST:PORT",
+        help="address to serve on (default 127.0.0.1:8001; port 0 = any free port)",
+    )
+    parser.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        metavar="FILE.yaml",
+        help="YAML file(s) of Pods and NetworkAttachmentDefinitions to serve (repeatable)",
+    )
     parser.add_argument("--kubeconfig", metavar="OUT", help="write a kubeconfig pointing at the stand-in here")
     parser.add_argument("--token", help="require this bearer token (written into the kubeconfig)")
     parser.add_argument("--ready", action="store_true", help="print 'ready <url>' on stderr once serving")

@@ -21,7 +21,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "except cniVersion, name and type",
     )
     parser.add_argument(
-        "--api", choices=("client", "light"), default="client",
+        "--api",
+        choices=("client", "light"),
+        default="client",
         help="Kubernetes client kept for the daemon's life: the official client (default) or kvnet's stdlib one",
     )
     parser.set_defaults(func=run)

@@ -31,14 +31,26 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bin-dir", default="/opt/cni/bin", help="CNI bin dir (default /opt/cni/bin)")
     parser.add_argument("--conf-dir", default="/etc/cni/net.d", help="CNI conf dir (default /etc/cni/net.d)")
     parser.add_argument("--kubeconfig", help="kubeconfig the meta-plugin uses to read pods and NADs")
-    parser.add_argument("--cni-dir", default="/var/lib/cni/multus",
-                        help="delegate cache dir (default Multus's /var/lib/cni/multus, so a node can switch)")
-    parser.add_argument("--cluster-network", help="the main network (NAD or conf name); default: the node's current one")
-    parser.add_argument("--mode", choices=("thin", "thick"), default="thin",
-                        help="thin: kvnet-cni per call; thick: kvnet-shim to a kvnet daemon")
+    parser.add_argument(
+        "--cni-dir",
+        default="/var/lib/cni/multus",
+        help="delegate cache dir (default Multus's /var/lib/cni/multus, so a node can switch)",
+    )
+    parser.add_argument(
+        "--cluster-network", help="the main network (NAD or conf name); default: the node's current one"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("thin", "thick"),
+        default="thin",
+        help="thin: kvnet-cni per call; thick: kvnet-shim to a kvnet daemon",
+    )
     parser.add_argument("--socket", default="/run/kvnet/kvnet.sock", help="daemon socket for --mode thick")
-    parser.add_argument("--plugin-name", default="kvnet",
-                        help="the plugin type/binary name for the meta-plugin (e.g. multus to stand in for it)")
+    parser.add_argument(
+        "--plugin-name",
+        default="kvnet",
+        help="the plugin type/binary name for the meta-plugin (e.g. multus to stand in for it)",
+    )
     parser.add_argument("--copy", action="store_true", help="copy the programs instead of symlinking them")
     parser.add_argument("--cni-version", default="1.0.0", help="cniVersion of the written config")
     parser.set_defaults(func=run)

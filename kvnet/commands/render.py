@@ -21,13 +21,13 @@ from typing import Any
 import yaml
 
 from kvnet.core import bindrecord, naming
+from kvnet.core.errors import DecodeFailure, IOFailure, NetworkNotFound
+from kvnet.core.model import BindingRecord, GuestIpConfig, NetworkInfoEntry, PodFacts, PodLink, is_mac
 from kvnet.domain import pipeline
 from kvnet.domain.networkinfo import parse_network_info
 from kvnet.domain.render import render_plan
 from kvnet.domain.translate import pod_iface_name
 from kvnet.domain.vmi import Vmi, parse_vmi
-from kvnet.core.errors import DecodeFailure, IOFailure, NetworkNotFound
-from kvnet.core.model import BindingRecord, GuestIpConfig, NetworkInfoEntry, PodFacts, PodLink, is_mac
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("vm", help="VirtualMachine or VirtualMachineInstance (YAML or JSON; may also hold NADs)")
     parser.add_argument("nads", nargs="*", help="NetworkAttachmentDefinition files (YAML or JSON, multi-document)")
     parser.add_argument("--network-info", metavar="FILE", help="KubeVirt's network-info JSON (needed for SR-IOV NICs)")
-    parser.add_argument("--pod-links", metavar="FILE", help="the pod's links as JSON or YAML (default: assume the binding CNI's result)")
+    parser.add_argument(
+        "--pod-links", metavar="FILE", help="the pod's links as JSON or YAML (default: assume the binding CNI's result)"
+    )
     parser.add_argument("--domain", metavar="FILE", help="a domain XML to splice the NICs into (printed whole)")
     parser.add_argument("--binding-name", default="kvnet", help="the binding plugin name in the VMI (default: kvnet)")
-    parser.add_argument("--only", choices=("xml", "network-data"), help="print only the XML or only the guest network data")
+    parser.add_argument(
+        "--only", choices=("xml", "network-data"), help="print only the XML or only the guest network data"
+    )
     parser.set_defaults(func=run)
 
 
@@ -139,7 +143,9 @@ def _record(raw: Any, link: str) -> BindingRecord | None:
         raise DecodeFailure(f"pod link {link!r}: record must be an object")
     routes = tuple((str(r["to"]), str(r.get("via", ""))) for r in raw.get("routes", []))
     ip = GuestIpConfig(tuple(raw.get("addresses", [])), tuple(raw.get("gateways", [])), routes)
-    record = BindingRecord(original_mac=str(raw.get("originalMac", "")).lower(), mtu=int(raw.get("mtu", DEFAULT_MTU)), ip=ip)
+    record = BindingRecord(
+        original_mac=str(raw.get("originalMac", "")).lower(), mtu=int(raw.get("mtu", DEFAULT_MTU)), ip=ip
+    )
     bindrecord.encode(record)  # validates (InvalidConfig names the problem)
     return record
 
@@ -163,11 +169,15 @@ def _static_ip(conf: Mapping[str, Any]) -> GuestIpConfig:
             addresses.append(a["address"])
             if isinstance(a.get("gateway"), str):
                 gateways.append(a["gateway"])
-    routes = tuple((str(r["dst"]), str(r.get("gw", ""))) for r in ipam.get("routes") or [] if isinstance(r, Mapping) and "dst" in r)
+    routes = tuple(
+        (str(r["dst"]), str(r.get("gw", ""))) for r in ipam.get("routes") or [] if isinstance(r, Mapping) and "dst" in r
+    )
     return GuestIpConfig(tuple(addresses), tuple(gateways), routes)
 
 
-def assumed_pod_links(vmi: Vmi, nads: Mapping[str, Mapping[str, Any]], info: Mapping[str, NetworkInfoEntry], binding_name: str) -> dict[str, PodLink]:
+def assumed_pod_links(
+    vmi: Vmi, nads: Mapping[str, Mapping[str, Any]], info: Mapping[str, NetworkInfoEntry], binding_name: str
+) -> dict[str, PodLink]:
     """The pod as the binding CNI leaves it, for every interface bound to ``binding_name``.
 
     - network-info has a PCI device-info, or the NAD is SR-IOV (``resourceName`` or type
@@ -187,13 +197,21 @@ def assumed_pod_links(vmi: Vmi, nads: Mapping[str, Mapping[str, Any]], info: Map
         nad = _find_nad(network.network_name, vmi.namespace, nads) if network.network_name else None
         conf = _nad_config(nad) if nad else {}
         annotations = ((nad or {}).get("metadata") or {}).get("annotations") or {}
-        if (entry and entry.device_info and entry.device_info.type == "pci") or RESOURCE_NAME in annotations or conf.get("type") == "sriov":
+        if (
+            (entry and entry.device_info and entry.device_info.type == "pci")
+            or RESOURCE_NAME in annotations
+            or conf.get("type") == "sriov"
+        ):
             continue
         mac = entry.mac if entry and entry.mac else None
         if mac is None:
             mac = placeholder_mac(vmi, iface.name)
             if iface.mac is None:
-                log.info("interface %r: no macAddress and no network-info mac: %s stands in for the MAC the attachment will get", iface.name, mac)
+                log.info(
+                    "interface %r: no macAddress and no network-info mac: %s stands in for the MAC the attachment will get",
+                    iface.name,
+                    mac,
+                )
         nad_mtu = conf.get("mtu")
         mtu: int = nad_mtu if isinstance(nad_mtu, int) else (entry.mtu if entry and entry.mtu else DEFAULT_MTU)
         if conf.get("type") == "macvtap":
@@ -205,7 +223,9 @@ def assumed_pod_links(vmi: Vmi, nads: Mapping[str, Mapping[str, Any]], info: Map
         bridge = naming.bridge_name(pod_iface)
         links[pod_iface] = PodLink(name=pod_iface, mac=swapped, mtu=mtu, kind="veth", master=bridge, record=record)
         links[bridge] = PodLink(name=bridge, mac=swapped, mtu=mtu, kind="bridge")
-        links[tap] = PodLink(name=tap, mac="fe:" + mac[3:], mtu=mtu, kind="tun", master=bridge, multi_queue=vmi.multiqueue)
+        links[tap] = PodLink(
+            name=tap, mac="fe:" + mac[3:], mtu=mtu, kind="tun", master=bridge, multi_queue=vmi.multiqueue
+        )
     return links
 
 
@@ -236,9 +256,13 @@ def render_outputs(args: argparse.Namespace) -> tuple[str, str | None]:
     if not vm_docs and docs and "kind" not in docs[0]:
         vm_docs = docs[:1]
     if len(vm_docs) != 1:
-        raise DecodeFailure(f"{args.vm} must hold exactly one VirtualMachine or VirtualMachineInstance, found {len(vm_docs)}")
+        raise DecodeFailure(
+            f"{args.vm} must hold exactly one VirtualMachine or VirtualMachineInstance, found {len(vm_docs)}"
+        )
     vm_doc = vm_docs[0]
-    nad_docs = [d for d in docs if d.get("kind") == NAD_KIND] + [d for p in args.nads for d in load_documents(p) if d.get("kind") == NAD_KIND]
+    nad_docs = [d for d in docs if d.get("kind") == NAD_KIND] + [
+        d for p in args.nads for d in load_documents(p) if d.get("kind") == NAD_KIND
+    ]
     vmi = parse_vmi(vm_doc)
     nads = {}
     for nad in nad_docs:
@@ -263,7 +287,9 @@ def render_outputs(args: argparse.Namespace) -> tuple[str, str | None]:
         wrapper.extend(render_plan(pipeline.plan_for(vm_doc, facts, binding_name=args.binding_name)))
         ET.indent(wrapper, space="  ")
         xml_text = ET.tostring(wrapper, encoding="unicode")
-    network_data = pipeline.cloud_init_network_data(vm_doc, facts, user_network_data=None, binding_name=args.binding_name)
+    network_data = pipeline.cloud_init_network_data(
+        vm_doc, facts, user_network_data=None, binding_name=args.binding_name
+    )
     return xml_text, network_data
 
 
@@ -281,7 +307,9 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
         out.write(xml_text.rstrip("\n") + "\n")
     if args.only != "xml":
         if args.only is None:
-            out.write("# guest network data (cloud-init network config v2)\n" if network_data else "# no guest network data\n")
+            out.write(
+                "# guest network data (cloud-init network config v2)\n" if network_data else "# no guest network data\n"
+            )
         if network_data:
             out.write(network_data)
     return 0

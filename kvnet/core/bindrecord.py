@@ -125,4 +125,3 @@ def _valid(parse: Any, text: str) -> bool:
     except ValueError:
         return False
     return True
-

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from kvnet.core.errors import DeviceError
 
@@ -183,7 +183,7 @@ class HostdevNic:
         return f"ua-sriov-{self.name}"
 
 
-VmNic = Union[TapNic, HostdevNic]
+VmNic = TapNic | HostdevNic
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def tap_name(pod_iface: str) -> str:
 
 
 def _suffix(pod_iface: str) -> str:
-    return pod_iface[len(HASHED_PREFIX):] if pod_iface.startswith(HASHED_PREFIX) else pod_iface
+    return pod_iface[len(HASHED_PREFIX) :] if pod_iface.startswith(HASHED_PREFIX) else pod_iface
 
 
 def bridge_name(pod_iface: str) -> str:

@@ -54,7 +54,9 @@ def _cidrs(value: Any, bond: str) -> tuple[str, ...]:
                 raise ValueError
             ipaddress.ip_interface(a)
         except ValueError:
-            raise InvalidAnnotation(f"{BONDS_ANNOTATION}: bond {bond!r}: address {a!r} is not a CIDR (10.1.0.5/24)") from None
+            raise InvalidAnnotation(
+                f"{BONDS_ANNOTATION}: bond {bond!r}: address {a!r} is not a CIDR (10.1.0.5/24)"
+            ) from None
     return tuple(value)
 
 
@@ -67,7 +69,9 @@ def _ips(value: Any, bond: str, what: str) -> tuple[str, ...]:
                 raise ValueError
             ipaddress.ip_address(a)
         except ValueError:
-            raise InvalidAnnotation(f"{BONDS_ANNOTATION}: bond {bond!r}: {what} entry {a!r} is not an IP address") from None
+            raise InvalidAnnotation(
+                f"{BONDS_ANNOTATION}: bond {bond!r}: {what} entry {a!r} is not an IP address"
+            ) from None
     return tuple(value)
 
 
@@ -93,7 +97,9 @@ def _miimon(value: Any, bond: str) -> int | None:
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidAnnotation(f"{BONDS_ANNOTATION}: bond {bond!r}: miimon {value!r} is not a non-negative integer (ms)")
+        raise InvalidAnnotation(
+            f"{BONDS_ANNOTATION}: bond {bond!r}: miimon {value!r} is not a non-negative integer (ms)"
+        )
     return value
 
 
@@ -114,7 +120,9 @@ def parse_bonds(text: str | None) -> tuple[BondSpec, ...]:
             raise InvalidAnnotation(f"{BONDS_ANNOTATION}[{i}] must be an object")
         name = raw.get("name")
         if not isinstance(name, str) or not _BOND_NAME.match(name):
-            raise InvalidAnnotation(f"{BONDS_ANNOTATION}[{i}]: name {name!r} is not an interface name (letter first, at most 15 characters)")
+            raise InvalidAnnotation(
+                f"{BONDS_ANNOTATION}[{i}]: name {name!r} is not an interface name (letter first, at most 15 characters)"
+            )
         extra = sorted(set(raw) - _KEYS)
         if extra:
             raise InvalidAnnotation(f"{BONDS_ANNOTATION}: bond {name!r}: unknown keys {extra}")
@@ -122,17 +130,25 @@ def parse_bonds(text: str | None) -> tuple[BondSpec, ...]:
             raise InvalidAnnotation(f"{BONDS_ANNOTATION}: bond {name!r} is declared twice")
         members = raw.get("members")
         if not isinstance(members, list) or len(members) < 1 or not all(isinstance(m, str) and m for m in members):
-            raise InvalidAnnotation(f"{BONDS_ANNOTATION}: bond {name!r}: members must be a non-empty list of interface names")
+            raise InvalidAnnotation(
+                f"{BONDS_ANNOTATION}: bond {name!r}: members must be a non-empty list of interface names"
+            )
         for m in members:
             if m in used:
-                raise InvalidAnnotation(f"{BONDS_ANNOTATION}: bond {name!r}: member {m!r} is already a member of bond {used[m]!r}")
+                raise InvalidAnnotation(
+                    f"{BONDS_ANNOTATION}: bond {name!r}: member {m!r} is already a member of bond {used[m]!r}"
+                )
             used[m] = name
         mode = raw.get("mode", "active-backup")
         if mode not in BOND_MODES:
-            raise InvalidAnnotation(f"{BONDS_ANNOTATION}: bond {name!r}: mode {mode!r} is not one of {', '.join(BOND_MODES)}")
+            raise InvalidAnnotation(
+                f"{BONDS_ANNOTATION}: bond {name!r}: mode {mode!r} is not one of {', '.join(BOND_MODES)}"
+            )
         fom = raw.get("failOverMac")
         if fom is not None and fom not in FAIL_OVER_MAC:
-            raise InvalidAnnotation(f"{BONDS_ANNOTATION}: bond {name!r}: failOverMac {fom!r} is not one of {', '.join(FAIL_OVER_MAC)}")
+            raise InvalidAnnotation(
+                f"{BONDS_ANNOTATION}: bond {name!r}: failOverMac {fom!r} is not one of {', '.join(FAIL_OVER_MAC)}"
+            )
         ip = GuestIpConfig(
             addresses=_cidrs(raw.get("addresses", []), name),
             gateways=_ips(raw.get("gateways", []), name, "gateways"),
@@ -149,11 +165,15 @@ def vmi_bonds(vmi: Vmi) -> tuple[BondSpec, ...]:
         for member in bond.members:
             iface = vmi.interface(member)
             if iface is None:
-                raise InvalidAnnotation(f"{BONDS_ANNOTATION}: bond {bond.name!r}: member {member!r} is not an interface of the VMI")
+                raise InvalidAnnotation(
+                    f"{BONDS_ANNOTATION}: bond {bond.name!r}: member {member!r} is not an interface of the VMI"
+                )
             if iface.mac is None:
                 raise InvalidAnnotation(
                     f"{BONDS_ANNOTATION}: bond {bond.name!r}: member interface {member!r} has no macAddress (the guest matches bond members by MAC)"
                 )
             if iface.name == bond.name:
-                raise InvalidAnnotation(f"{BONDS_ANNOTATION}: bond {bond.name!r} has the same name as one of its members")
+                raise InvalidAnnotation(
+                    f"{BONDS_ANNOTATION}: bond {bond.name!r} has the same name as one of its members"
+                )
     return bonds

@@ -43,7 +43,9 @@ def _l3(ip: GuestIpConfig) -> dict[str, Any]:
 
 def _ethernet(nic: VmNic) -> dict[str, Any]:
     if not nic.mac:
-        raise TranslationError(f"interface {nic.name!r}: the guest needs configuration for it but it has no MAC to match")
+        raise TranslationError(
+            f"interface {nic.name!r}: the guest needs configuration for it but it has no MAC to match"
+        )
     out: dict[str, Any] = {"match": {"macaddress": nic.mac}}
     if naming.ifname_problem(nic.name) is None:
         out["set-name"] = nic.name

@@ -11,9 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from kvnet.core.errors import DecodeFailure
+from kvnet.core.errors import DecodeFailure, DeviceError
 from kvnet.core.model import DeviceInfo, NetworkInfoEntry, PciAddress, is_mac
-from kvnet.core.errors import DeviceError
 
 
 def _device_info(raw: Any, network: str) -> DeviceInfo | None:
@@ -33,7 +32,9 @@ def _device_info(raw: Any, network: str) -> DeviceInfo | None:
         try:
             PciAddress.parse(addr)
         except DeviceError:
-            raise DecodeFailure(f"network-info: network {network!r}: pci-address {addr!r} is not a PCI address (DDDD:BB:SS.F)") from None
+            raise DecodeFailure(
+                f"network-info: network {network!r}: pci-address {addr!r} is not a PCI address (DDDD:BB:SS.F)"
+            ) from None
     return info
 
 
@@ -81,7 +82,10 @@ def format_network_info(entries: Mapping[str, NetworkInfoEntry]) -> str:
         e = entries[name]
         item: dict[str, Any] = {"network": e.network}
         if e.device_info is not None:
-            item["deviceInfo"] = dict(e.device_info.raw) or {"type": e.device_info.type, "version": e.device_info.version}
+            item["deviceInfo"] = dict(e.device_info.raw) or {
+                "type": e.device_info.type,
+                "version": e.device_info.version,
+            }
         if e.mac is not None:
             item["mac"] = e.mac
         if e.mtu is not None:

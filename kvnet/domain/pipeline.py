@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kvnet.core.model import PodFacts, VmNicPlan
 from kvnet.domain.netdata import guest_network_data, merge_network_data
 from kvnet.domain.render import render_plan
 from kvnet.domain.splice import kubevirt_hostdevs, splice
 from kvnet.domain.translate import plan_vm_nics
 from kvnet.domain.vmi import parse_vmi
-from kvnet.core.model import PodFacts, VmNicPlan
 
 
-def plan_for(vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str = "kvnet", domain_xml: bytes | str | None = None) -> VmNicPlan:
+def plan_for(
+    vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str = "kvnet", domain_xml: bytes | str | None = None
+) -> VmNicPlan:
     """Parse the VMI and translate it; hostdevs KubeVirt rendered are read from ``domain_xml``.
 
     Without a domain (PreCloudInitIso) only the guest side is needed: hostdev sources may be unknown.
@@ -29,7 +31,9 @@ def plan_for(vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str = "kv
     return plan_vm_nics(parse_vmi(vmi), facts, binding_name=binding_name, kubevirt_hostdevs=hostdevs)
 
 
-def define_domain(domain_xml: bytes | str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str = "kvnet") -> str:
+def define_domain(
+    domain_xml: bytes | str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str = "kvnet"
+) -> str:
     """The domain with kvnet's NICs spliced in (replaced by alias, else appended)."""
     plan = plan_for(vmi, facts, binding_name=binding_name, domain_xml=domain_xml)
     return splice(domain_xml, render_plan(plan))

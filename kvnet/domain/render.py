@@ -100,7 +100,7 @@ def nic_from_element(elem: ET.Element) -> VmNic:
             raise RenderError(f"<interface> {alias} lacks target, model or mac")
         link = elem.find("link")
         return TapNic(
-            name=alias[len("ua-"):],
+            name=alias[len("ua-") :],
             target=target.get("dev", ""),
             mac=mac.get("address", ""),
             model=model.get("type", ""),
@@ -116,7 +116,7 @@ def nic_from_element(elem: ET.Element) -> VmNic:
         if source is None:
             raise RenderError(f"<hostdev> {alias} has no source address")
         return HostdevNic(
-            name=alias[len("ua-sriov-"):],
+            name=alias[len("ua-sriov-") :],
             source=source,
             pci_address=_pci(elem.find("address")),
             boot_order=_int(elem.find("boot"), "order"),

@@ -94,15 +94,25 @@ def _layout(data: bytes) -> _Layout:
             state["devices"] = _Span(here, end if empty else -1)
             state["open_end"] = end
             state["empty"] = empty
-        elif len(stack) == 3 and stack[:2] == ["domain", "devices"] and state.get("devices") is not None and "closed" not in state:
+        elif (
+            len(stack) == 3
+            and stack[:2] == ["domain", "devices"]
+            and state.get("devices") is not None
+            and "closed" not in state
+        ):
             child = _Span(here)
             end = _tag_end(data, here)
             if data[end - 2 : end] == b"/>":
                 child.end = end  # <x/>: expat reports its end after the tag
             children.append(child)
-        elif len(stack) == 4 and stack[:2] == ["domain", "devices"] and name == "alias" and children and "closed" not in state:
-            if children[-1].alias is None:
-                children[-1].alias = attrs.get("name")
+        elif (
+            len(stack) == 4
+            and stack[:2] == ["domain", "devices"]
+            and name == "alias"
+            and children
+            and "closed" not in state
+        ) and children[-1].alias is None:
+            children[-1].alias = attrs.get("name")
 
     def on_end(name: str) -> None:
         here = parser.CurrentByteIndex
@@ -160,10 +170,16 @@ class _NotPlain(Exception):
 
 def _escape_cdata(text: str) -> str:
     """ElementTree's escaping of character data."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") if ("&" in text or "<" in text or ">" in text) else text
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        if ("&" in text or "<" in text or ">" in text)
+        else text
+    )
 
 
-_ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"})
+_ATTR_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
+)
 _ATTR_SPECIAL = re.compile('[&<>"\r\n\t]').search
 
 
@@ -234,7 +250,9 @@ def splice(domain_xml: str | bytes, devices: Sequence[ET.Element]) -> str:
         if child.alias is not None:
             existing.setdefault(child.alias, i)
     replaced: dict[int, bytes] = {}
-    appended: dict[str, bytes] = {}  # alias -> text, in order; a later device of the same alias takes the first one's place
+    appended: dict[
+        str, bytes
+    ] = {}  # alias -> text, in order; a later device of the same alias takes the first one's place
     for new in devices:
         alias = _alias(new)
         if not alias:
@@ -253,7 +271,13 @@ def splice(domain_xml: str | bytes, devices: Sequence[ET.Element]) -> str:
             cursor = child.end
     block = b"".join(b"\n" + child_indent.encode() + text for text in appended.values())
     if layout.devices_empty:
-        out += [data[cursor : layout.devices.start], b"<devices>", block, b"\n" + devices_indent.encode(), b"</devices>"]
+        out += [
+            data[cursor : layout.devices.start],
+            b"<devices>",
+            block,
+            b"\n" + devices_indent.encode(),
+            b"</devices>",
+        ]
         cursor = layout.devices.end
     elif block:
         insert_at = layout.children[-1].end if layout.children else layout.devices_open_end
@@ -287,4 +311,3 @@ def kubevirt_hostdevs(domain_xml: str | bytes) -> dict[str, PciAddress]:
         except ValueError:
             raise RenderError(f"hostdev {alias} in the domain has a malformed source address {addr.attrib}") from None
     return out
-

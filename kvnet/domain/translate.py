@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kvnet.core import naming
-from kvnet.domain.bonds import BondSpec, vmi_bonds
-from kvnet.domain.vmi import MAX_QUEUES, Vmi, VmiInterface, VmiNetwork
 from kvnet.core.errors import DeviceError, TranslationError
 from kvnet.core.model import (
     REDIRECT_KINDS,
@@ -32,6 +30,8 @@ from kvnet.core.model import (
     VmNic,
     VmNicPlan,
 )
+from kvnet.domain.bonds import BondSpec, vmi_bonds
+from kvnet.domain.vmi import MAX_QUEUES, Vmi, VmiInterface, VmiNetwork
 
 VIRTIO_MODELS = ("virtio", "virtio-transitional", "virtio-non-transitional")
 # Source of an ``sriov: {}`` bond member when only its guest side matters (guest network
@@ -94,7 +94,9 @@ def _queues(iface: VmiInterface, vmi: Vmi, model: str, link: PodLink) -> int | N
     return min(vmi.vcpus, MAX_QUEUES)
 
 
-def _tap(iface: VmiInterface, vmi: Vmi, link: PodLink, *, mac: str, mtu: int, ip: GuestIpConfig = GuestIpConfig()) -> TapNic:
+def _tap(
+    iface: VmiInterface, vmi: Vmi, link: PodLink, *, mac: str, mtu: int, ip: GuestIpConfig = GuestIpConfig()
+) -> TapNic:
     """A tap NIC on ``link`` (a tap or a macvtap) with the VMI's guest-side fields."""
     model = guest_model(iface, vmi)
     return TapNic(
@@ -149,7 +151,11 @@ def _vfio_hostdev(iface: VmiInterface, facts: PodFacts, absent: str) -> HostdevN
                 "(an SR-IOV NIC needs downwardAPI: device-info in the binding)"
             )
         raise TranslationError(f"interface {iface.name!r}: {absent} and its network-info entry has no PCI device-info")
-    for what, value in (("model", iface.model), ("acpiIndex", iface.acpi_index), ("state", "down" if iface.state == "down" else None)):
+    for what, value in (
+        ("model", iface.model),
+        ("acpiIndex", iface.acpi_index),
+        ("state", "down" if iface.state == "down" else None),
+    ):
         if value is not None:
             raise TranslationError(
                 f"interface {iface.name!r}: {what} {value!r} does not apply to a PCI hostdev (the guest sees the VF itself)"
@@ -235,7 +241,9 @@ def plan_vm_nics(
     for iface in vmi.interfaces:
         if iface.state == "absent":
             if iface.name in bond_of:
-                raise TranslationError(f"interface {iface.name!r}: state absent, but it is a member of bond {bond_of[iface.name].name!r}")
+                raise TranslationError(
+                    f"interface {iface.name!r}: state absent, but it is a member of bond {bond_of[iface.name].name!r}"
+                )
             continue
         nic: VmNic | None = None
         if iface.kind == "binding" and iface.binding == binding_name:
@@ -264,4 +272,6 @@ def _guest_bond(spec: BondSpec, by_name: Mapping[str, VmNic]) -> GuestBond:
     if not (ip.addresses or ip.gateways or ip.routes):
         # no L3 on the annotation: the first member's IPAM (from its binding record) moves to the bond
         ip = next((m.ip for m in members if m.ip.addresses or m.ip.routes or m.ip.gateways), ip)
-    return GuestBond(name=spec.name, members=members, mode=spec.mode, miimon=spec.miimon, fail_over_mac=spec.fail_over_mac, ip=ip)
+    return GuestBond(
+        name=spec.name, members=members, mode=spec.mode, miimon=spec.miimon, fail_over_mac=spec.fail_over_mac, ip=ip
+    )

@@ -113,7 +113,9 @@ class Vmi:
         net = self._network_by_name.get(name)
         if net is not None:
             return net
-        raise TranslationError(f"VMI {self.namespace}/{self.name}: interface {name!r} has no network of that name in spec.networks")
+        raise TranslationError(
+            f"VMI {self.namespace}/{self.name}: interface {name!r} has no network of that name in spec.networks"
+        )
 
     def interface(self, name: str) -> VmiInterface | None:
         return next((i for i in self.interfaces if i.name == name), None)
@@ -161,7 +163,9 @@ def _parse_network(raw: Any, i: int) -> VmiNetwork:
     net = _map(raw, f"spec.networks[{i}]")
     name = net.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise TranslationError(f"spec.networks[{i}]: name {name!r} is not a valid network name (letters, digits, - and _)")
+        raise TranslationError(
+            f"spec.networks[{i}]: name {name!r} is not a valid network name (letters, digits, - and _)"
+        )
     if "pod" in net:
         return VmiNetwork(name=name, network_name=None, default=True)
     multus = _map(net.get("multus"), f"network {name!r}: multus")
@@ -189,7 +193,9 @@ def _parse_interface(raw: Any, i: int) -> VmiInterface:
     iface = _map(raw, f"spec.domain.devices.interfaces[{i}]")
     name = iface.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise TranslationError(f"spec.domain.devices.interfaces[{i}]: name {name!r} is not a valid interface name (letters, digits, - and _)")
+        raise TranslationError(
+            f"spec.domain.devices.interfaces[{i}]: name {name!r} is not a valid interface name (letters, digits, - and _)"
+        )
     kinds = [k for k in BINDING_KINDS if k in iface]
     binding_name: str | None = None
     if "binding" in iface:
@@ -199,21 +205,31 @@ def _parse_interface(raw: Any, i: int) -> VmiInterface:
             raise TranslationError(f"interface {name!r}: binding.name must be a non-empty string")
         kinds.append("binding")
     if len(kinds) != 1:
-        raise TranslationError(f"interface {name!r}: exactly one of binding, {', '.join(BINDING_KINDS)} must be set, got {kinds or 'none'}")
+        raise TranslationError(
+            f"interface {name!r}: exactly one of binding, {', '.join(BINDING_KINDS)} must be set, got {kinds or 'none'}"
+        )
     mac = iface.get("macAddress")
     if mac is not None:
         mac = _normal_mac(mac)
         if mac is None:
-            raise TranslationError(f"interface {name!r}: macAddress {iface['macAddress']!r} is not a MAC address (xx:xx:xx:xx:xx:xx)")
+            raise TranslationError(
+                f"interface {name!r}: macAddress {iface['macAddress']!r} is not a MAC address (xx:xx:xx:xx:xx:xx)"
+            )
     model = iface.get("model")
-    if model is not None and (not isinstance(model, str) or model not in KNOWN_MODELS):  # a list is not hashable: check first
-        raise TranslationError(f"interface {name!r}: model {model!r} is not a NIC model libvirt knows ({', '.join(sorted(KNOWN_MODELS))})")
+    if model is not None and (
+        not isinstance(model, str) or model not in KNOWN_MODELS
+    ):  # a list is not hashable: check first
+        raise TranslationError(
+            f"interface {name!r}: model {model!r} is not a NIC model libvirt knows ({', '.join(sorted(KNOWN_MODELS))})"
+        )
     pci: PciAddress | None = None
     if iface.get("pciAddress") is not None:
         try:
             pci = PciAddress.parse(iface["pciAddress"])
         except DeviceError:
-            raise TranslationError(f"interface {name!r}: pciAddress {iface['pciAddress']!r} is not a PCI address (DDDD:BB:SS.F)") from None
+            raise TranslationError(
+                f"interface {name!r}: pciAddress {iface['pciAddress']!r} is not a PCI address (DDDD:BB:SS.F)"
+            ) from None
     acpi = iface.get("acpiIndex")
     if acpi is not None:
         acpi = _positive_int(acpi, "acpiIndex", name, upper=MAX_ACPI_INDEX)
@@ -277,12 +293,20 @@ def parse_vmi(obj: Mapping[str, Any]) -> Vmi:
     if obj.get("kind") == "VirtualMachine" or ("template" in spec and "domain" not in spec):
         template = _map(spec.get("template"), "spec.template")
         tmeta = _map(template.get("metadata"), "spec.template.metadata")
-        meta = {**meta, "annotations": {**_map(meta.get("annotations"), "metadata.annotations"), **_map(tmeta.get("annotations"), "spec.template.metadata.annotations")}}
+        meta = {
+            **meta,
+            "annotations": {
+                **_map(meta.get("annotations"), "metadata.annotations"),
+                **_map(tmeta.get("annotations"), "spec.template.metadata.annotations"),
+            },
+        }
         spec = _map(template.get("spec"), "spec.template.spec")
     domain = _map(spec.get("domain"), "spec.domain")
     devices = _map(domain.get("devices"), "spec.domain.devices")
     networks = tuple(_parse_network(n, i) for i, n in enumerate(_list(spec.get("networks"), "spec.networks")))
-    interfaces = tuple(_parse_interface(n, i) for i, n in enumerate(_list(devices.get("interfaces"), "spec.domain.devices.interfaces")))
+    interfaces = tuple(
+        _parse_interface(n, i) for i, n in enumerate(_list(devices.get("interfaces"), "spec.domain.devices.interfaces"))
+    )
     _check_unique(networks, interfaces)
     net_names = {n.name for n in networks}
     for iface in interfaces:
@@ -323,9 +347,15 @@ def _check_unique(networks: tuple[VmiNetwork, ...], interfaces: tuple[VmiInterfa
         if i.name in seen:
             raise TranslationError(f"interface {i.name!r} is declared twice in spec.domain.devices.interfaces")
         seen.add(i.name)
-        for value, table, what in ((i.mac, macs, "macAddress"), (i.boot_order, boots, "bootOrder"), (i.acpi_index, acpis, "acpiIndex")):
+        for value, table, what in (
+            (i.mac, macs, "macAddress"),
+            (i.boot_order, boots, "bootOrder"),
+            (i.acpi_index, acpis, "acpiIndex"),
+        ):
             if value is None:
                 continue
             if value in table:
-                raise TranslationError(f"interface {i.name!r}: {what} {value!r} is already used by interface {table[value]!r}")
+                raise TranslationError(
+                    f"interface {i.name!r}: {what} {value!r} is already used by interface {table[value]!r}"
+                )
             table[value] = i.name

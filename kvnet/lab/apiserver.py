@@ -20,7 +20,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -155,19 +155,23 @@ class _Store:
             raise ApiError(422, "Invalid", "metadata.name: Required value: name is required")
         if meta.get("namespace") not in (None, "", namespace):
             raise ApiError(
-                400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request"
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
             )
         name = meta["name"]
         with self.lock:
             key = (plural, namespace, name)
             if key in self.objects:
-                raise ApiError(409, "AlreadyExists", f'{_qualified(plural)} "{name}" already exists', _details(plural, name))
+                raise ApiError(
+                    409, "AlreadyExists", f'{_qualified(plural)} "{name}" already exists', _details(plural, name)
+                )
             obj = copy.deepcopy(obj)
             obj["metadata"].update(
                 namespace=namespace,
                 uid=obj["metadata"].get("uid") or str(uuid.uuid4()),
                 creationTimestamp=obj["metadata"].get("creationTimestamp")
-                or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             )
             if plural == "pods":
                 obj.setdefault("apiVersion", "v1")
@@ -190,7 +194,9 @@ class _Store:
 
     def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
         with self.lock:
-            return [copy.deepcopy(o) for (p, ns, _), o in sorted(self.objects.items()) if p == plural and ns == namespace]
+            return [
+                copy.deepcopy(o) for (p, ns, _), o in sorted(self.objects.items()) if p == plural and ns == namespace
+            ]
 
     def delete(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         with self.lock:
@@ -205,7 +211,9 @@ class _Store:
             raise ApiError(400, "BadRequest", "the body of the request was not a JSON object")
         body_name = body.get("metadata", {}).get("name")
         if body_name not in (None, name):
-            raise ApiError(400, "BadRequest", f"the name of the object ({body_name}) does not match the name on the URL ({name})")
+            raise ApiError(
+                400, "BadRequest", f"the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )
         with self.lock:
             current = self.objects.get((plural, namespace, name))
             if current is None:
@@ -255,27 +263,59 @@ class _Store:
 
 def _discovery(host: str) -> dict[str, Any]:
     core_resources = [
-        {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod",
-         "verbs": ["create", "delete", "get", "list", "patch", "update"], "shortNames": ["po"]},
-        {"name": "pods/status", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get", "patch", "update"]},
+        {
+            "name": "pods",
+            "singularName": "pod",
+            "namespaced": True,
+            "kind": "Pod",
+            "verbs": ["create", "delete", "get", "list", "patch", "update"],
+            "shortNames": ["po"],
+        },
+        {
+            "name": "pods/status",
+            "singularName": "",
+            "namespaced": True,
+            "kind": "Pod",
+            "verbs": ["get", "patch", "update"],
+        },
     ]
     nad_resources = [
-        {"name": NAD_PLURAL, "singularName": "network-attachment-definition", "namespaced": True,
-         "kind": "NetworkAttachmentDefinition", "verbs": ["create", "delete", "get", "list", "patch", "update"],
-         "shortNames": ["net-attach-def"]},
+        {
+            "name": NAD_PLURAL,
+            "singularName": "network-attachment-definition",
+            "namespaced": True,
+            "kind": "NetworkAttachmentDefinition",
+            "verbs": ["create", "delete", "get", "list", "patch", "update"],
+            "shortNames": ["net-attach-def"],
+        },
     ]
     group_version = {"groupVersion": f"{NAD_GROUP}/v1", "version": "v1"}
     return {
         "/version": STANDIN_VERSION,
-        "/api": {"kind": "APIVersions", "versions": ["v1"],
-                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}]},
+        "/api": {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+        },
         "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": core_resources},
-        "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-            {"name": NAD_GROUP, "versions": [group_version], "preferredVersion": group_version}]},
-        f"/apis/{NAD_GROUP}": {"kind": "APIGroup", "apiVersion": "v1", "name": NAD_GROUP,
-                               "versions": [group_version], "preferredVersion": group_version},
-        f"/apis/{NAD_GROUP}/v1": {"kind": "APIResourceList", "apiVersion": "v1",
-                                  "groupVersion": f"{NAD_GROUP}/v1", "resources": nad_resources},
+        "/apis": {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [{"name": NAD_GROUP, "versions": [group_version], "preferredVersion": group_version}],
+        },
+        f"/apis/{NAD_GROUP}": {
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": NAD_GROUP,
+            "versions": [group_version],
+            "preferredVersion": group_version,
+        },
+        f"/apis/{NAD_GROUP}/v1": {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{NAD_GROUP}/v1",
+            "resources": nad_resources,
+        },
     }
 
 
@@ -286,7 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
     standin: ApiStandIn  # set on the per-server subclass
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
@@ -376,8 +416,9 @@ class _Server(ThreadingHTTPServer):
 class ApiStandIn:
     """The in-memory API stand-in on ``host:port`` (0 = a free port), run in a thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
-                 tls: StandInTls | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None, tls: StandInTls | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.token = token
@@ -393,7 +434,9 @@ class ApiStandIn:
 
     def start(self) -> None:
         handler = type("StandInHandler", (_Handler,), {"standin": self})
-        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in self.host else _Server
+        server_class = (
+            type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in self.host else _Server
+        )
         server = server_class((self.host, self.port), handler)
         if self.tls is not None:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -537,8 +580,14 @@ class ApiStandIn:
             if name == "status":
                 name = path.split("/")[-2]
             raise conflict("pods" if "/pods" in path else NAD_PLURAL, name)
-        reasons = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 429: "TooManyRequests",
-                   500: "InternalError", 503: "ServiceUnavailable"}
+        reasons = {
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "NotFound",
+            429: "TooManyRequests",
+            500: "InternalError",
+            503: "ServiceUnavailable",
+        }
         message = {500: "Internal error occurred: injected failure", 403: "forbidden: injected failure"}.get(
             fault.code, f"injected failure {fault.code}"
         )
@@ -565,8 +614,12 @@ class ApiStandIn:
             if method == "GET":
                 kind = "PodList" if plural == "pods" else "NetworkAttachmentDefinitionList"
                 api_version = "v1" if plural == "pods" else f"{NAD_GROUP}/v1"
-                return 200, {"kind": kind, "apiVersion": api_version,
-                             "metadata": {"resourceVersion": str(store.version)}, "items": store.list(plural, ns)}
+                return 200, {
+                    "kind": kind,
+                    "apiVersion": api_version,
+                    "metadata": {"resourceVersion": str(store.version)},
+                    "items": store.list(plural, ns),
+                }
             if method == "POST":
                 return 201, store.create(plural, ns, body)
             raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on {path}")
@@ -577,15 +630,21 @@ class ApiStandIn:
         if method == "PATCH":
             if content_type.split(";")[0].strip() not in _MERGE_PATCH_TYPES:
                 raise ApiError(
-                    415, "UnsupportedMediaType",
+                    415,
+                    "UnsupportedMediaType",
                     f"the body of the request was in an unknown format - accepted media types include: "
                     f"{', '.join(_MERGE_PATCH_TYPES)}",
                 )
             return 200, store.patch(plural, ns, name, body, status_only=status_only)
         if method == "DELETE" and not status_only:
             store.delete(plural, ns, name)
-            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                         "details": _details(plural, name)}
+            return 200, {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": _details(plural, name),
+            }
         raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on {path}")
 
 

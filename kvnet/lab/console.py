@@ -90,7 +90,7 @@ def parse_line(line: str) -> ConsoleEvent | None:
     at = line.find(PREFIX)
     if at < 0:
         return None
-    words = line[at + len(PREFIX):].strip().split()
+    words = line[at + len(PREFIX) :].strip().split()
     if not words:
         return None
     fields: dict[str, str] = {}
@@ -121,10 +121,16 @@ def parse(text: str) -> GuestReport:
         elif e.kind == "link":
             mtu = e.get("mtu")
             links[e.get("name")] = GuestLink(
-                e.get("name"), e.get("mac").lower(), int(mtu) if mtu.isdigit() else 0, _opt(e.get("master")), _list(e.get("addrs"))
+                e.get("name"),
+                e.get("mac").lower(),
+                int(mtu) if mtu.isdigit() else 0,
+                _opt(e.get("master")),
+                _list(e.get("addrs")),
             )
         elif e.kind == "bond":
-            bonds[e.get("name")] = GuestBondState(e.get("name"), e.get("mode"), _opt(e.get("active")), _list(e.get("slaves")))
+            bonds[e.get("name")] = GuestBondState(
+                e.get("name"), e.get("mode"), _opt(e.get("active")), _list(e.get("slaves"))
+            )
         elif e.kind == "ping":
             pings.append((e.get("dst"), e.get("result") == "ok"))
     return GuestReport(

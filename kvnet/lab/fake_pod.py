@@ -20,8 +20,18 @@ from kvnet.core.model import BindingRecord, GuestIpConfig
 from kvnet.core.naming import bridge_name, hashed_pod_iface, tap_name
 
 
-def write_link(root: Path, name: str, *, mac: str, mtu: int = 1500, up: bool = True, tun_flags: str | None = None,
-               ifalias: str = "", master: str | None = None, devtype: str | None = None) -> None:
+def write_link(
+    root: Path,
+    name: str,
+    *,
+    mac: str,
+    mtu: int = 1500,
+    up: bool = True,
+    tun_flags: str | None = None,
+    ifalias: str = "",
+    master: str | None = None,
+    devtype: str | None = None,
+) -> None:
     """One link folder (``address``, ``mtu``, ``type``, ``flags``, ``ifalias``, ``uevent``;
     ``tun_flags`` for a tap, ``bridge/`` for a bridge, ``master`` as the kernel's relative link)."""
     d = root / name
@@ -40,7 +50,9 @@ def write_link(root: Path, name: str, *, mac: str, mtu: int = 1500, up: bool = T
         os.symlink(f"../{master}", d / "master")
 
 
-def add_bridge_binding(root: Path, network: str, *, original_mac: str, mtu: int = 1500, ip: GuestIpConfig = GuestIpConfig()) -> None:
+def add_bridge_binding(
+    root: Path, network: str, *, original_mac: str, mtu: int = 1500, ip: GuestIpConfig = GuestIpConfig()
+) -> None:
     """What kvnet-binding leaves for a bridge-path attachment of ``network`` (docs/design.md §4)."""
     pod = hashed_pod_iface(network)
     br = bridge_name(pod)

@@ -14,8 +14,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from kvnet.core.model import PciAddress
 from kvnet.binding.sriov import VFIO_DRIVER, pci_devices_dir
+from kvnet.core.model import PciAddress
+
 
 @dataclass(frozen=True)
 class FakeVf:
@@ -62,8 +63,9 @@ def _fake_device(root: str, address: str, driver: str | None, iommu_group: int |
         os.symlink(os.path.join("..", "..", "..", address), os.path.join(net_dir, "device"))
         class_net = os.path.join(sys_dir, "class", "net")
         os.makedirs(class_net, exist_ok=True)
-        os.symlink(os.path.join("..", "..", "devices", "pci0000:00", address, "net", netdev),
-                   os.path.join(class_net, netdev))
+        os.symlink(
+            os.path.join("..", "..", "devices", "pci0000:00", address, "net", netdev), os.path.join(class_net, netdev)
+        )
     return dev
 
 

@@ -176,7 +176,9 @@ def module_order(tree: Path, wanted: Sequence[str]) -> list[tuple[str, Path]]:
         if name in seen:
             return
         if name not in files:
-            raise InvalidEnvironment(f"kernel module {name} (needed by {' → '.join(chain) or 'the guest'}) is not in the package")
+            raise InvalidEnvironment(
+                f"kernel module {name} (needed by {' → '.join(chain) or 'the guest'}) is not in the package"
+            )
         for dep in module_depends(_read_module(files[name])):
             visit(dep, (*chain, name))
         seen.add(name)
@@ -212,7 +214,21 @@ class CpioWriter:
     def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
         self._ino += 1
         encoded = name.encode() + b"\x00"
-        fields = (self._ino, mode, 0, 0, 2 if mode & _S_IFDIR else 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0)
+        fields = (
+            self._ino,
+            mode,
+            0,
+            0,
+            2 if mode & _S_IFDIR else 1,
+            0,
+            len(data),
+            0,
+            0,
+            rdev[0],
+            rdev[1],
+            len(encoded),
+            0,
+        )
         header = b"070701" + b"".join(f"{f:08x}".encode() for f in fields)
         self._buf.write(header + encoded)
         self._buf.write(b"\x00" * (-(len(header) + len(encoded)) % 4))
@@ -285,7 +301,9 @@ def load(out: Path) -> GuestImage:
     if not image.kernel.is_file() or not image.initrd.is_file():
         raise InvalidEnvironment(f"guest image in {out} is incomplete (run: kvnet guest build --out {out})")
     if stamp.get("init_sha256") != hashlib.sha256(init_script()).hexdigest():
-        raise InvalidEnvironment(f"guest image in {out} is older than its init script (run: kvnet guest build --out {out})")
+        raise InvalidEnvironment(
+            f"guest image in {out} is older than its init script (run: kvnet guest build --out {out})"
+        )
     if stamp.get("builder_version") != BUILDER_VERSION:
         raise InvalidEnvironment(
             f"guest image in {out} was made by builder version {stamp.get('builder_version')}, not {BUILDER_VERSION} "
@@ -418,7 +436,9 @@ def _other_routes(entry: Mapping[str, Any], what: str) -> str:
         try:
             ipaddress.ip_network(str(r.get("to")), strict=False)
         except ValueError as err:
-            raise TranslationError(f"guest network data: {what} route destination {r.get('to')!r} is not a CIDR") from err
+            raise TranslationError(
+                f"guest network data: {what} route destination {r.get('to')!r} is not a CIDR"
+            ) from err
         out.append(f"{_field(r.get('to'), f'{what} route')}@{_ip(r.get('via'), f'{what} route via')}")
     return "+".join(out)
 

@@ -79,8 +79,13 @@ def as_io_failure(point: str, who: str) -> Iterator[None]:
 class LauncherClient:
     """virt-launcher's hook manager over the sidecars of one hooks folder."""
 
-    def __init__(self, hooks_dir: str | os.PathLike[str], layout: Literal["flat", "subdirs"] = "flat", *,
-                 keep_channels: bool = False) -> None:
+    def __init__(
+        self,
+        hooks_dir: str | os.PathLike[str],
+        layout: Literal["flat", "subdirs"] = "flat",
+        *,
+        keep_channels: bool = False,
+    ) -> None:
         if layout not in ("flat", "subdirs"):
             raise ValueError(f"layout {layout!r} is not flat or subdirs")
         self.hooks_dir = Path(hooks_dir)
@@ -106,7 +111,9 @@ class LauncherClient:
         deadline = time.monotonic() + timeout
         while len(found) < expected:
             if time.monotonic() > deadline:
-                raise LauncherError(f"Failed to collect all expected sidecar hook sockets within given timeout ({len(found)}/{expected})")
+                raise LauncherError(
+                    f"Failed to collect all expected sidecar hook sockets within given timeout ({len(found)}/{expected})"
+                )
             for entry, path in self._entries():
                 if entry in found or not path.is_socket():
                     continue  # virt-launcher retries what it cannot dial in the next round
@@ -115,11 +122,15 @@ class LauncherClient:
                 except grpc.RpcError as err:
                     if err.code() == grpc.StatusCode.UNAVAILABLE:
                         continue
-                    raise LauncherError(f"Failed to process sidecar socket {entry}: {err.code().name}: {err.details()}") from None
+                    raise LauncherError(
+                        f"Failed to process sidecar socket {entry}: {err.code().name}: {err.details()}"
+                    ) from None
                 versions = set(res.versions)
                 version = next((v for v in SUPPORTED if v in versions), None)
                 if version is None:
-                    raise LauncherError(f"Hook sidecar does not expose a supported version. Exposed versions: {list(res.versions)}")
+                    raise LauncherError(
+                        f"Hook sidecar does not expose a supported version. Exposed versions: {list(res.versions)}"
+                    )
                 found[entry] = Sidecar(str(path), res.name, version, tuple(p.name for p in res.hookPoints))
             if len(found) < expected:
                 time.sleep(poll)
@@ -151,7 +162,9 @@ class LauncherClient:
         for sc in self._subscribed("OnDefineDomain"):
             pb2, pb2_grpc = MODULES[sc.version]
             with self._channel(sc) as ch:
-                res = pb2_grpc.CallbacksStub(ch).OnDefineDomain(pb2.OnDefineDomainParams(domainXML=xml, vmi=vmi_json), timeout=timeout)
+                res = pb2_grpc.CallbacksStub(ch).OnDefineDomain(
+                    pb2.OnDefineDomainParams(domainXML=xml, vmi=vmi_json), timeout=timeout
+                )
             xml = bytes(res.domainXML)
         return xml
 
@@ -160,7 +173,9 @@ class LauncherClient:
         vmi_json = vmi if isinstance(vmi, bytes) else json.dumps(vmi).encode()
         return self.define_domain_bytes(xml, vmi_json, timeout).decode()
 
-    def pre_cloud_init_iso(self, vmi: Mapping[str, Any], cloud_init_data: Mapping[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+    def pre_cloud_init_iso(
+        self, vmi: Mapping[str, Any], cloud_init_data: Mapping[str, Any], timeout: float = 60.0
+    ) -> dict[str, Any]:
         """The first subscribed v1alpha2+ sidecar's answer, checked as virt-launcher checks it."""
         vmi_json = json.dumps(vmi).encode()
         legacy = no_cloud_source(cloud_init_data)
@@ -170,7 +185,9 @@ class LauncherClient:
             pb2, pb2_grpc = MODULES[sc.version]
             with self._channel(sc) as ch:
                 res = pb2_grpc.CallbacksStub(ch).PreCloudInitIso(
-                    pb2.PreCloudInitIsoParams(cloudInitData=json.dumps(cloud_init_data).encode(), cloudInitNoCloudSource=legacy, vmi=vmi_json),
+                    pb2.PreCloudInitIsoParams(
+                        cloudInitData=json.dumps(cloud_init_data).encode(), cloudInitNoCloudSource=legacy, vmi=vmi_json
+                    ),
                     timeout=timeout,
                 )
             return validate_cloud_init_result(cloud_init_data, res.cloudInitData, res.cloudInitNoCloudSource)
@@ -188,7 +205,15 @@ def validate_cloud_init_result(sent: Mapping[str, Any], data: bytes, legacy: byt
     """virt-launcher's preCloudInitIsoValidateResult: fall back to the legacy source when
     the CloudInitData answer has no UserData or no metadata."""
     result = json.loads(data) if data else {}
-    if isinstance(result, dict) and result.get("UserData") and (result.get("NoCloudMetaData") or result.get("ConfigDriveMetaData")):
+    if (
+        isinstance(result, dict)
+        and result.get("UserData")
+        and (result.get("NoCloudMetaData") or result.get("ConfigDriveMetaData"))
+    ):
         return result
     src = json.loads(legacy) if legacy else {}
-    return {"DataSource": sent.get("DataSource"), "UserData": src.get("userData", ""), "NetworkData": src.get("networkData", "")}
+    return {
+        "DataSource": sent.get("DataSource"),
+        "UserData": src.get("userData", ""),
+        "NetworkData": src.get("networkData", ""),
+    }

@@ -84,7 +84,9 @@ class Libvirtd:
         self._conn: libvirt.virConnect | None = None
         for host in BIND_MOUNTS:
             if self.workdir == Path(host) or Path(host) in self.workdir.parents:
-                raise InvalidEnvironment(f"libvirtd workdir {self.workdir} must not be under {host}, which it mounts over")
+                raise InvalidEnvironment(
+                    f"libvirtd workdir {self.workdir} must not be under {host}, which it mounts over"
+                )
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -155,7 +157,9 @@ class Libvirtd:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def log_tail(self, lines: int = 20) -> str:

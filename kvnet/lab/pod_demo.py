@@ -31,8 +31,8 @@ from typing import Any, Protocol, TextIO
 
 import yaml
 
-from kvnet.meta.shim import standalone_script
 from kvnet.lab.apiserver import ApiStandIn
+from kvnet.meta.shim import standalone_script
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 PLUGIN_DIR = "/usr/lib/cni"
@@ -82,8 +82,13 @@ def make_bin_dir(folder: Path, kvnet_bin_dir: str, plugin_dir: str = PLUGIN_DIR)
         if os.path.exists(src) and not (folder / script).exists():
             (folder / script).symlink_to(src)
     shim = folder / "kvnet-shim"  # as kvnet install writes it: standalone, for python -I -S
-    shim.write_text(standalone_script(os.path.join(kvnet_bin_dir, "python")
-                                      if os.path.exists(os.path.join(kvnet_bin_dir, "python")) else sys.executable))
+    shim.write_text(
+        standalone_script(
+            os.path.join(kvnet_bin_dir, "python")
+            if os.path.exists(os.path.join(kvnet_bin_dir, "python"))
+            else sys.executable
+        )
+    )
     shim.chmod(0o755)
     return folder
 
@@ -111,7 +116,8 @@ def leases(data_dir: Path) -> list[str]:
     if not data_dir.exists():
         return []
     return sorted(
-        str(p.relative_to(data_dir)) for p in data_dir.rglob("*")
+        str(p.relative_to(data_dir))
+        for p in data_dir.rglob("*")
         if p.is_file() and p.name != "lock" and not p.name.startswith("last_reserved_ip")
     )
 
@@ -119,8 +125,9 @@ def leases(data_dir: Path) -> list[str]:
 class PodLab:
     """A node netns reachable from the root netns, the API stand-in, temp CNI folders."""
 
-    def __init__(self, node: NetnsLike, pod: NetnsLike, workdir: Path, *, kvnet_bin_dir: str,
-                 plugin_dir: str = PLUGIN_DIR) -> None:
+    def __init__(
+        self, node: NetnsLike, pod: NetnsLike, workdir: Path, *, kvnet_bin_dir: str, plugin_dir: str = PLUGIN_DIR
+    ) -> None:
         self.node = node
         self.pod = pod
         self.workdir = workdir
@@ -175,12 +182,20 @@ class PodLab:
         conf = set_host_local_data_dir(config, str(self.data_dir))
         self.api.load([{"kind": "NetworkAttachmentDefinition", "metadata": meta, "spec": {"config": json.dumps(conf)}}])
 
-    def add_pod(self, name: str, networks: str | None = None, namespace: str = "default", uid: str | None = None) -> str:
+    def add_pod(
+        self, name: str, networks: str | None = None, namespace: str = "default", uid: str | None = None
+    ) -> str:
         uid = uid or str(uuid.uuid4())
         notes = {"k8s.v1.cni.cncf.io/networks": networks} if networks else {}
-        self.api.load([{"kind": "Pod", "metadata": {"name": name, "namespace": namespace, "uid": uid,
-                                                    "annotations": notes},
-                        "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]}}])
+        self.api.load(
+            [
+                {
+                    "kind": "Pod",
+                    "metadata": {"name": name, "namespace": namespace, "uid": uid, "annotations": notes},
+                    "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]},
+                }
+            ]
+        )
         return uid
 
     def config(self, delegates: Iterable[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -207,9 +222,21 @@ class PodLab:
 
     # --- calling the CNI like a runtime ----------------------------------------------------
 
-    def cni(self, command: str, config: Mapping[str, Any], *, container: str, pod: str, uid: str = "",
-            namespace: str = "default", ifname: str = "eth0", binary: str = "kvnet-cni",
-            netns: str | None = None, timeout: float = 120, in_node: bool = True) -> tuple[int, Any, str]:
+    def cni(
+        self,
+        command: str,
+        config: Mapping[str, Any],
+        *,
+        container: str,
+        pod: str,
+        uid: str = "",
+        namespace: str = "default",
+        ifname: str = "eth0",
+        binary: str = "kvnet-cni",
+        netns: str | None = None,
+        timeout: float = 120,
+        in_node: bool = True,
+    ) -> tuple[int, Any, str]:
         """Run ``binary`` inside the node netns (or, ``in_node=False``, where we are: enough
         for ``kvnet-shim``, which only talks to its daemon); (exit status, stdout JSON or None, stderr)."""
         env = {
@@ -220,12 +247,16 @@ class PodLab:
             "CNI_IFNAME": ifname,
             "CNI_PATH": str(self.bin_dir),
             "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod};"
-                        f"K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={uid}",
+            f"K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={uid}",
         }
         prefix = [IP, "netns", "exec", self.node.name] if in_node else []
         proc = subprocess.run(
             [*prefix, str(self.bin_dir / binary)],
-            input=json.dumps(config).encode(), env=env, capture_output=True, timeout=timeout, check=False,
+            input=json.dumps(config).encode(),
+            env=env,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
         )
         out = proc.stdout.decode()
         return proc.returncode, json.loads(out) if out.strip() else None, proc.stderr.decode()
@@ -240,9 +271,11 @@ class PodLab:
 
     def leftovers(self) -> dict[str, list[str]]:
         """Everything a clean DEL must have removed."""
-        cache_files = sorted(
-            str(p.relative_to(self.cni_dir)) for p in self.cni_dir.rglob("*") if p.is_file()
-        ) if self.cni_dir.exists() else []
+        cache_files = (
+            sorted(str(p.relative_to(self.cni_dir)) for p in self.cni_dir.rglob("*") if p.is_file())
+            if self.cni_dir.exists()
+            else []
+        )
         return {
             "pod links": [n for n in self.pod_links() if n != "lo"],
             "host-local leases": leases(self.data_dir),
@@ -277,7 +310,9 @@ def _kvnet_bin_dir() -> str:
 
 def _show_interfaces(lab: PodLab, out: TextIO) -> None:
     for link in lab.pod_addresses():
-        addrs = ", ".join(f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", []) if a.get("scope") != "link")
+        addrs = ", ".join(
+            f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", []) if a.get("scope") != "link"
+        )
         out.write(f"  {link['ifname']:<8} {link.get('address', ''):<18} {addrs}\n")
 
 
@@ -299,8 +334,9 @@ def run(out: TextIO = sys.stderr) -> int:
             in_ns(node, IP, "link", "set", "uplink1", "up")
             base = json.loads((examples_dir() / "kvnet.conf").read_text())
             conf = lab.config(base["delegates"], name=base["name"])
-            out.write(f"API stand-in (not a real API server) at {lab.api.url}; node netns {node.name}, "
-                      f"pod netns {pod.name}\n")
+            out.write(
+                f"API stand-in (not a real API server) at {lab.api.url}; node netns {node.name}, pod netns {pod.name}\n"
+            )
             out.write("ADD: kvnet-cni with the pod default/demo (networks: blue@blue0, uplink, p2p@p2p0)\n")
             rc, result, err = lab.cni("ADD", conf, container=container, pod="demo", uid=pod_uid)
             if rc != 0:

@@ -39,8 +39,8 @@ from typing import Any, Protocol, TextIO
 import yaml
 
 from kvnet.core import naming
-from kvnet.domain.vmi import BONDS_ANNOTATION
 from kvnet.core.errors import InvalidEnvironment, IOFailure, KvnetError
+from kvnet.domain.vmi import BONDS_ANNOTATION
 from kvnet.lab import console, guest
 
 NAMESPACE = "default"
@@ -124,10 +124,18 @@ class Scenario:
             if n.segment in out:
                 continue
             bond = self.bond_of(n.name)
-            subnets = [n.subnet, n.subnet6] if n.subnet else [str(ipaddress.ip_interface(bond.address).network)] if bond else []
+            subnets = (
+                [n.subnet, n.subnet6]
+                if n.subnet
+                else [str(ipaddress.ip_interface(bond.address).network)]
+                if bond
+                else []
+            )
             nets = [ipaddress.ip_network(sn) for sn in subnets if sn]
             if nets:
-                out[n.segment] = Peer(n.segment, n.kind, tuple(f"{net.network_address + 2}/{net.prefixlen}" for net in nets))
+                out[n.segment] = Peer(
+                    n.segment, n.kind, tuple(f"{net.network_address + 2}/{net.prefixlen}" for net in nets)
+                )
         return list(out.values())
 
     def expected_peer(self, name: str) -> Peer | None:
@@ -170,7 +178,11 @@ def bridge_nad_config(net: Net, ipam_dir: str | None) -> dict[str, Any]:
         raise InvalidEnvironment(f"network {net.name}: the demo knows bridge and macvlan, not {net.kind!r}")
     if net.subnet:
         subnet = ipaddress.ip_network(net.subnet)
-        ipam: dict[str, Any] = {"type": "host-local", "subnet": net.subnet, "rangeStart": str(subnet.network_address + 10)}
+        ipam: dict[str, Any] = {
+            "type": "host-local",
+            "subnet": net.subnet,
+            "rangeStart": str(subnet.network_address + 10),
+        }
         if net.subnet6:
             subnet6 = ipaddress.ip_network(net.subnet6)
             ipam = {
@@ -223,7 +235,16 @@ def vmi(scenario: Scenario, uid: str = "00000000-0000-4000-8000-000000000001") -
     annotations = {}
     if scenario.bonds:
         annotations[BONDS_ANNOTATION] = json.dumps(
-            [{"name": b.name, "members": list(b.members), "mode": b.mode, "miimon": b.miimon, "addresses": [b.address]} for b in scenario.bonds]
+            [
+                {
+                    "name": b.name,
+                    "members": list(b.members),
+                    "mode": b.mode,
+                    "miimon": b.miimon,
+                    "addresses": [b.address],
+                }
+                for b in scenario.bonds
+            ]
         )
     return {
         "apiVersion": "kubevirt.io/v1",
@@ -267,7 +288,12 @@ def launcher_pod(scenario: Scenario, uid: str = "00000000-0000-4000-8000-0000000
             # Go's json.Marshal: compact, fields in NetworkSelectionElement order
             "annotations": {NETWORKS_ANNOTATION: json.dumps(networks_annotation(scenario), separators=(",", ":"))},
         },
-        "spec": {"containers": [{"name": "compute", "image": "quay.io/kubevirt/virt-launcher"}, {"name": "hook-sidecar-0", "image": "kvnet-sidecar"}]},
+        "spec": {
+            "containers": [
+                {"name": "compute", "image": "quay.io/kubevirt/virt-launcher"},
+                {"name": "hook-sidecar-0", "image": "kvnet-sidecar"},
+            ]
+        },
         "status": {"phase": "Pending"},
     }
 
@@ -283,7 +309,9 @@ def example_objects(scenario: Scenario | None = None) -> dict[str, list[dict[str
 # ------------------------------------------------------------------------------------
 
 
-def launcher_domain(name: str, uid: str, image: guest.GuestImage, cmdline: str, console_log: Path, channel: Path) -> str:
+def launcher_domain(
+    name: str, uid: str, image: guest.GuestImage, cmdline: str, console_log: Path, channel: Path
+) -> str:
     """A KubeVirt-shaped domain: type qemu (TCG), q35, ACPI, direct kernel boot, serial
     console to a file and the guest's command channel on a second serial port."""
     root = ET.Element("domain", {"type": "qemu"})
@@ -425,7 +453,8 @@ class NicRow:
     def expected_guest_addresses(self) -> tuple[str, ...]:
         """The CIDRs the guest link must carry for this row's IPAM addresses (empty without IPAM)."""
         return tuple(
-            f"{ip}/{ipaddress.ip_network(sn).prefixlen}" for ip, sn in zip(self.ipam_addresses, self.ipam_subnets)
+            f"{ip}/{ipaddress.ip_network(sn).prefixlen}"
+            for ip, sn in zip(self.ipam_addresses, self.ipam_subnets, strict=False)
         )
 
     @property
@@ -435,10 +464,15 @@ class NicRow:
         if len(self.ipam_addresses) != len(self.ipam_subnets):
             return False
         try:
-            inside = all(ipaddress.ip_address(ip) in ipaddress.ip_network(sn) for ip, sn in zip(self.ipam_addresses, self.ipam_subnets))
+            inside = all(
+                ipaddress.ip_address(ip) in ipaddress.ip_network(sn)
+                for ip, sn in zip(self.ipam_addresses, self.ipam_subnets, strict=False)
+            )
         except ValueError:
             return False
-        return inside and (not self.ipam_subnets or sorted(self.guest_addresses) == sorted(self.expected_guest_addresses()))
+        return inside and (
+            not self.ipam_subnets or sorted(self.guest_addresses) == sorted(self.expected_guest_addresses())
+        )
 
     @property
     def ok(self) -> bool:
@@ -525,11 +559,15 @@ def format_table(result: DemoResult) -> str:
     for r in result.rows:
         mac = r.domain_mac if r.guest_mac == r.domain_mac else f"{r.domain_mac} != {r.guest_mac or '-'}"
         pings = ", ".join(f"{ip} {'-' if ok is None else ('ok' if ok else 'FAIL')}" for ip, ok in r.pings) or "-"
-        mtu = str(r.guest_mtu or "-") if r.guest_mtu == r.domain_mtu else f"{r.domain_mtu or '-'} != {r.guest_mtu or '-'}"
+        mtu = (
+            str(r.guest_mtu or "-") if r.guest_mtu == r.domain_mtu else f"{r.domain_mtu or '-'} != {r.guest_mtu or '-'}"
+        )
         ipam = " ".join(r.ipam_addresses) or "-"
-        rows.append((r.network, r.kind, r.guest_name or "MISSING", mac, mtu, ipam, " ".join(r.guest_addresses) or "-", pings))
+        rows.append(
+            (r.network, r.kind, r.guest_name or "MISSING", mac, mtu, ipam, " ".join(r.guest_addresses) or "-", pings)
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if result.failover:
         f = result.failover
@@ -608,10 +646,38 @@ class _Run:
         for i, peer in enumerate(self.s.peers()):
             pns = self.ns("kvd")
             if peer.kind == "bridge":
-                sh("ip", "-n", node, "link", "add", f"kvp{i}", "type", "veth", "peer", "name", "eth0", "netns", pns.name)
+                sh(
+                    "ip",
+                    "-n",
+                    node,
+                    "link",
+                    "add",
+                    f"kvp{i}",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    pns.name,
+                )
                 sh("ip", "-n", node, "link", "set", f"kvp{i}", "master", peer.segment, "up")
             else:  # macvlan uplink: a veth whose other end is the peer
-                sh("ip", "-n", node, "link", "add", peer.segment, "type", "veth", "peer", "name", "eth0", "netns", pns.name)
+                sh(
+                    "ip",
+                    "-n",
+                    node,
+                    "link",
+                    "add",
+                    peer.segment,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    pns.name,
+                )
                 sh("ip", "-n", node, "link", "set", peer.segment, "up")
             for address in peer.addresses:
                 sh("ip", "-n", pns.name, "addr", "add", address, "dev", "eth0", "nodad")
@@ -645,7 +711,9 @@ class _Run:
         self.api.load([*nads(self.s, str(self.ipam_dir), binding_log), self.pod_obj])
         self.kubeconfig = self.w / "kubeconfig"
         self.api.write_kubeconfig(str(self.kubeconfig))
-        self.say(f"API stand-in at {self.api.url}: pod {NAMESPACE}/{self.pod_obj['metadata']['name']} and {len(self.s.nets) + 1} NADs")
+        self.say(
+            f"API stand-in at {self.api.url}: pod {NAMESPACE}/{self.pod_obj['metadata']['name']} and {len(self.s.nets) + 1} NADs"
+        )
 
     # --- CNI -----------------------------------------------------------------------
 
@@ -666,7 +734,12 @@ class _Run:
                     "name": "cluster",
                     "type": "bridge",
                     "bridge": "kvc0",
-                    "ipam": {"type": "host-local", "subnet": CLUSTER_SUBNET, "rangeStart": "10.80.0.10", "dataDir": str(self.ipam_dir)},
+                    "ipam": {
+                        "type": "host-local",
+                        "subnet": CLUSTER_SUBNET,
+                        "rangeStart": "10.80.0.10",
+                        "dataDir": str(self.ipam_dir),
+                    },
                 }
             ],
         }
@@ -696,7 +769,10 @@ class _Run:
             timeout=120,
         )
         if done.returncode != 0:
-            raise IOFailure(f"kvnet-cni {command} failed with status {done.returncode}: {done.stdout.strip()}", done.stderr.strip()[-2000:])
+            raise IOFailure(
+                f"kvnet-cni {command} failed with status {done.returncode}: {done.stdout.strip()}",
+                done.stderr.strip()[-2000:],
+            )
         return json.loads(done.stdout) if done.stdout.strip() else {}
 
     def add(self) -> None:
@@ -747,9 +823,26 @@ class _Run:
         self.stack.callback(log.close)
         env = {**os.environ, "NETWORK_BINDING_PLUGIN_NAME": BINDING_NAME, "CONTAINER_NAME": "hook-sidecar-0"}
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.pod.name, str(self.bindir / "kvnet-sidecar"), "--hooks-dir", str(hooks),
-             "--name", BINDING_NAME, "--network-info", str(info_file), "--network-info-timeout", "10"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.pod.name,
+                str(self.bindir / "kvnet-sidecar"),
+                "--hooks-dir",
+                str(hooks),
+                "--name",
+                BINDING_NAME,
+                "--network-info",
+                str(info_file),
+                "--network-info-timeout",
+                "10",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
         )
         self.sidecar = proc
         self.stack.callback(self._stop_sidecar)
@@ -758,7 +851,10 @@ class _Run:
         while sock is None:
             sock = next((p for p in hooks.iterdir() if p.is_socket()), None) if hooks.exists() else None
             if proc.poll() is not None:
-                raise IOFailure(f"kvnet-sidecar exited with status {proc.returncode} before listening", _tail(self.w / "sidecar.log"))
+                raise IOFailure(
+                    f"kvnet-sidecar exited with status {proc.returncode} before listening",
+                    _tail(self.w / "sidecar.log"),
+                )
             if time.monotonic() > deadline:
                 raise IOFailure("kvnet-sidecar did not publish its socket within 20 s", _tail(self.w / "sidecar.log"))
             time.sleep(0.02)
@@ -815,8 +911,10 @@ class _Run:
         self.nics = domain_nics(self.domain_xml)
         (self.w / "domain.xml").write_text(self.domain_xml)
         self.timed("sidecar_hooks", t0)
-        self.say(f"sidecar: network data for {len(self.network_data.get('ethernets', {}))} ethernets, "
-                 f"{len(self.network_data.get('bonds', {}))} bonds; domain has {len(self.nics)} kvnet NICs")
+        self.say(
+            f"sidecar: network data for {len(self.network_data.get('ethernets', {}))} ethernets, "
+            f"{len(self.network_data.get('bonds', {}))} bonds; domain has {len(self.nics)} kvnet NICs"
+        )
 
     # --- libvirt and the guest ---------------------------------------------------------
 
@@ -836,14 +934,18 @@ class _Run:
         self.stack.callback(self.libvirtd.undefine, self.domain_name)
         self.libvirtd.start_domain(self.domain_name)
         t2 = self.timed("define_start", t1)
-        self.say(f"domain {self.domain_name} defined and started in the pod netns ({self.result.timings['define_start']:.2f} s)")
+        self.say(
+            f"domain {self.domain_name} defined and started in the pod netns ({self.result.timings['define_start']:.2f} s)"
+        )
         want = len(self.s.nets)
         report = console.wait_for(self.console_log, lambda r: r.has("nics"), 90, alive=self._domain_alive)
         if report is None:
             raise IOFailure(f"guest did not report its NICs within 90 s (domain {self.domain_name})")
         self.timed("guest_nics", t2)
         self.result.timings["add_to_nics"] = time.monotonic() - self.t_start
-        self.say(f"guest up: {len(report.nics)}/{want} NICs reported {self.result.timings['guest_nics']:.2f} s after start")
+        self.say(
+            f"guest up: {len(report.nics)}/{want} NICs reported {self.result.timings['guest_nics']:.2f} s after start"
+        )
 
     def _domain_alive(self) -> bool:
         done = self.libvirtd.virsh("domstate", self.domain_name, check=False)
@@ -870,10 +972,14 @@ class _Run:
         return report
 
     def observe(self) -> console.GuestReport:
-        report = console.wait_for(self.console_log, lambda r: r.has("ready") or r.has("poweroff"), 90, alive=self._domain_alive)
+        report = console.wait_for(
+            self.console_log, lambda r: r.has("ready") or r.has("poweroff"), 90, alive=self._domain_alive
+        )
         if report is None:
             raise IOFailure("guest did not finish configuring and pinging within 90 s")
-        self.result.guest_errors = [" ".join([e.kind, *(f"{k}={v}" for k, v in e.fields.items())]) for e in report.errors]
+        self.result.guest_errors = [
+            " ".join([e.kind, *(f"{k}={v}" for k, v in e.fields.items())]) for e in report.errors
+        ]
         for n in self.s.nets:
             dn = self.nics.get(n.name)
             domain_mac = dn.mac if dn else "-"
@@ -920,7 +1026,9 @@ class _Run:
             self.say(f"failover: {bond.name} active member {before}; virsh domif-setlink {target} down")
             after, ping = self._switched(bond.name, before, ips)
             self.result.failover = Failover(bond.name, before, after, ping)
-            self.say(f"failover: {bond.name} now on {after or '-'}, ping {' '.join(ips) or '-'}: {'ok' if ping else 'FAIL'}")
+            self.say(
+                f"failover: {bond.name} now on {after or '-'}, ping {' '.join(ips) or '-'}: {'ok' if ping else 'FAIL'}"
+            )
             if after is None or after == before or after not in self.nics:
                 continue
             other = self.nics[after].target or self.nics[after].mac
@@ -929,7 +1037,9 @@ class _Run:
             self.libvirtd.virsh("domif-setlink", self.domain_name, other, "down")
             back, ping_back = self._switched(bond.name, after, ips)
             self.result.failover = Failover(bond.name, before, after, ping, back, ping_back)
-            self.say(f"failback: {other} down, {target} up: {bond.name} on {back or '-'}, ping: {'ok' if ping_back else 'FAIL'}")
+            self.say(
+                f"failback: {other} down, {target} up: {bond.name} on {back or '-'}, ping: {'ok' if ping_back else 'FAIL'}"
+            )
 
     def _switched(self, bond: str, old: str, ips: Sequence[str]) -> tuple[str | None, bool | None]:
         """Ask the guest until the bond's active member is not ``old`` (20 s); then the pings."""

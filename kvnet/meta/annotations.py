@@ -391,9 +391,7 @@ def parse_networks(value: str, pod_namespace: str) -> tuple[NetworkSelection, ..
             return ()
         try:
             if not isinstance(data, list):
-                raise GoTypeError(
-                    f"json: cannot unmarshal {go_json_kind(data)} into Go value of type []*types.{_ELEM}"
-                )
+                raise GoTypeError(f"json: cannot unmarshal {go_json_kind(data)} into Go value of type []*types.{_ELEM}")
             selections = tuple(_element(raw, i, pod_namespace) for i, raw in enumerate(data))
         except GoTypeError as err:
             raise InvalidAnnotation(f"{_JSON_PREFIX}{err}") from None
@@ -502,8 +500,11 @@ def _bare_ip(address: object) -> str | None:
     return go_ip_string(ip) if ip is not None else None
 
 
-def _result_parts(result: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+def _result_parts(
+    result: Mapping[str, Any],
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]], list[Mapping[str, Any]]]:
     """Interfaces, ips and routes of any CNI result version (0.1.0/0.2.0 ``ip4``/``ip6`` too)."""
+
     def maps(value: object) -> list[Mapping[str, Any]]:
         return [i for i in value if isinstance(i, Mapping)] if isinstance(value, list) else []
 
@@ -538,9 +539,7 @@ def status_from_result(
     """
     ifaces, ips, routes = _result_parts(result)
     dns = _dns(result.get("dns"))
-    gateways = tuple(
-        g for g in (_bare_ip(r.get("gw")) for r in routes if _is_default_route(r)) if g is not None
-    )
+    gateways = tuple(g for g in (_bare_ip(r.get("gw")) for r in routes if _is_default_route(r)) if g is not None)
 
     def mtu_of(iface: Mapping[str, Any]) -> int | None:
         mtu = iface.get("mtu")
@@ -668,7 +667,13 @@ def status_to_json(status: NetworkStatus) -> dict[str, Any]:
 def _go_json(value: object) -> str:
     """``json.MarshalIndent(v, "", "    ")``: UTF-8 kept, ``<>&`` and U+2028/9 escaped as Go does."""
     text = json.dumps(value, indent=4, ensure_ascii=False)
-    for char, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, esc in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, esc)
     return text
 

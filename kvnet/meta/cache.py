@@ -205,7 +205,7 @@ def _legacy_conflist(ncl: Mapping[str, Any], housekeeping: Mapping[str, Any] | N
     rebuilt["plugins"] = raw_plugins
     hk_plugins = housekeeping.get("plugins") if isinstance(housekeeping, Mapping) else None
     if isinstance(hk_plugins, list) and len(hk_plugins) == len(raw_plugins):
-        for mine, theirs in zip(raw_plugins, hk_plugins):
+        for mine, theirs in zip(raw_plugins, hk_plugins, strict=False):
             if not isinstance(mine, dict) or not isinstance(theirs, Mapping):
                 continue
             for key in ("deviceID", "pciBusID"):
@@ -244,8 +244,11 @@ def decode_delegate(obj: Any, idx: int = 0) -> CachedDelegate:
     if not name:
         inner = _get(obj, "Conf") or {}
         inner_list = _get(obj, "ConfList") or {}
-        name = str((inner.get("name") if isinstance(inner, Mapping) else "") or
-                   (inner_list.get("name") if isinstance(inner_list, Mapping) else "") or "")
+        name = str(
+            (inner.get("name") if isinstance(inner, Mapping) else "")
+            or (inner_list.get("name") if isinstance(inner_list, Mapping) else "")
+            or ""
+        )
     return CachedDelegate(
         name=name,
         conf=conf,

@@ -27,11 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from kvnet.meta import annotations as ann
-from kvnet.meta import cache
 from kvnet.cni import libcni_cache
-from kvnet.meta.cache import CachedDelegate
-from kvnet.meta.config import MultusConfig
 from kvnet.cni.delegate import DelegateEnv
 from kvnet.cni.protocol import CniRequest
 from kvnet.cni.results import empty_result
@@ -48,6 +44,10 @@ from kvnet.core.errors import (
 )
 from kvnet.core.model import DeviceInfo, NetworkSelection, NetworkStatus
 from kvnet.core.naming import cni_name_ok, ifname_problem, ordinal_pod_iface
+from kvnet.meta import annotations as ann
+from kvnet.meta import cache
+from kvnet.meta.cache import CachedDelegate
+from kvnet.meta.config import MultusConfig
 
 log = logging.getLogger("kvnet.meta")
 
@@ -101,7 +101,9 @@ class DeviceInfoStore(Protocol):
 
     def cni_file(self, network: str, container_id: str, ifname: str) -> str: ...
 
-    def copy_from_dp(self, resource_name: str, device_id: str, network: str, container_id: str, ifname: str) -> None: ...
+    def copy_from_dp(
+        self, resource_name: str, device_id: str, network: str, container_id: str, ifname: str
+    ) -> None: ...
 
     def load(self, network: str, container_id: str, ifname: str) -> DeviceInfo | None: ...
 
@@ -276,7 +278,9 @@ def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool) -> Mapping[str, A
 def _inject_args(conf: Mapping[str, Any], cni_args: Mapping[str, Any] | None, device_id: str) -> dict[str, Any]:
     """``args.cni`` merged and ``deviceID``/``pciBusID`` set, in the conf or every conflist plugin."""
     out = copy.deepcopy(dict(conf))
-    targets: list[dict[str, Any]] = out["plugins"] if not out.get("type") and isinstance(out.get("plugins"), list) else [out]
+    targets: list[dict[str, Any]] = (
+        out["plugins"] if not out.get("type") and isinstance(out.get("plugins"), list) else [out]
+    )
     for t in targets:
         if not isinstance(t, dict):
             continue
@@ -329,7 +333,7 @@ def _nad_delegate(
     if nad is None:
         raise NetworkNotFound(
             f"getKubernetesDelegate: cannot find a network-attachment-definition ({name}) in namespace "
-            f"({namespace}): network-attachment-definitions.k8s.cni.cncf.io \"{name}\" not found"
+            f'({namespace}): network-attachment-definitions.k8s.cni.cncf.io "{name}" not found'
         )
     d = delegate_from_nad(nad, conf.conf_dir)
     device_id = ""
@@ -443,7 +447,9 @@ def load_delegates(
     else:
         for idx, raw in enumerate(conf.delegates):
             name = raw.get("name")
-            delegates.append(CachedDelegate(name=name if isinstance(name, str) else "", conf=dict(raw), master=idx == 0))
+            delegates.append(
+                CachedDelegate(name=name if isinstance(name, str) else "", conf=dict(raw), master=idx == 0)
+            )
     if pod is None:
         return delegates
     notes = _pod_annotations(pod)
@@ -611,11 +617,15 @@ def _delete_all(
         except Exception as err:  # every delegate is tried, whatever one of them raised
             msg = err.msg if isinstance(err, KvnetError) else f"{type(err).__name__}: {err}"
             if d.is_conflist:
-                errors.append(f"delegateDel: error invoking ConflistDel - {ann.go_quote(d.network_name)}: "
-                              f"conflistDel: error in getting result from DelNetworkList: {msg}")
+                errors.append(
+                    f"delegateDel: error invoking ConflistDel - {ann.go_quote(d.network_name)}: "
+                    f"conflistDel: error in getting result from DelNetworkList: {msg}"
+                )
             else:
-                errors.append(f"delegateDel: error invoking DelegateDel - {ann.go_quote(d.plugin_type)}: "
-                              f"error in getting result from DelNetwork: {msg}")
+                errors.append(
+                    f"delegateDel: error invoking DelegateDel - {ann.go_quote(d.plugin_type)}: "
+                    f"error in getting result from DelNetwork: {msg}"
+                )
             log.error("pod %s: DEL of %s on %s failed: %s", pa.label, d.name, ifname, msg)
         if rc.get("CNIDeviceInfoFile") and seams.devinfo is not None:
             try:
@@ -643,8 +653,10 @@ def _move_default_route(
     """
     out = copy.deepcopy(dict(result))
     wanted = d.gateway_request or ()
-    families = {4: d.is_filter_v4_gateway or any(ipaddress.ip_address(g).version == 4 for g in wanted),
-                6: d.is_filter_v6_gateway or any(ipaddress.ip_address(g).version == 6 for g in wanted)}
+    families = {
+        4: d.is_filter_v4_gateway or any(ipaddress.ip_address(g).version == 4 for g in wanted),
+        6: d.is_filter_v6_gateway or any(ipaddress.ip_address(g).version == 6 for g in wanted),
+    }
     if not any(families.values()):
         return out
     if routes is None:
@@ -696,8 +708,10 @@ def add(
     except KvnetError as err:
         raise _reword(err, f"{_prefix(pa)}error saving the delegates: {err.msg}") from err
     log.info(
-        "pod %s: container %s gets %s", pa.label, request.container_id,
-        ", ".join(f"{i}={d.name}" for i, d in zip(ifnames, delegates)),
+        "pod %s: container %s gets %s",
+        pa.label,
+        request.container_id,
+        ", ".join(f"{i}={d.name}" for i, d in zip(ifnames, delegates, strict=False)),
     )
 
     # From here on every way out but success undoes what ran: the delegates up to the
@@ -713,7 +727,9 @@ def add(
             if d.master or main_result is None:
                 main_result = result
             try:
-                statuses.extend(ann.status_from_result(d.name, result, ifname=ifname, default=d.master, device_info=info))
+                statuses.extend(
+                    ann.status_from_result(d.name, result, ifname=ifname, default=d.master, device_info=info)
+                )
             except KvnetError as err:
                 raise _reword(err, f"{_prefix(pa)}error setting network statuses: {err.msg}") from err
 
@@ -744,8 +760,11 @@ def _add_one(
         result = runner.run_network("ADD", d.conf, env, runtime_config=rc) or {}
     except KvnetError as err:
         net = d.network_name
-        raise _reword(err, f"[{pa.namespace}/{pa.name}/{pa.uid}:{net}]: error adding container to network "
-                           f"{ann.go_quote(net)}: {err.msg}") from err
+        raise _reword(
+            err,
+            f"[{pa.namespace}/{pa.name}/{pa.uid}:{net}]: error adding container to network "
+            f"{ann.go_quote(net)}: {err.msg}",
+        ) from err
     log.info("pod %s: added %s from %s", pa.label, ifname, d.name)
     try:
         result = _move_default_route(request, d, ifname, result, seams.routes)
@@ -761,8 +780,13 @@ def _add_one(
 
 
 def _rollback(
-    request: CniRequest, conf: MultusConfig, pa: PodArgs, delegates: Sequence[CachedDelegate], last: int,
-    runner: Runner, seams: Seams,
+    request: CniRequest,
+    conf: MultusConfig,
+    pa: PodArgs,
+    delegates: Sequence[CachedDelegate],
+    last: int,
+    runner: Runner,
+    seams: Seams,
 ) -> None:
     errors = _delete_all(request, conf, pa, delegates, last, runner, seams)
     for e in errors:
@@ -789,8 +813,11 @@ def delete(
     from_cache = delegates is not None
     if delegates is None:
         if pod is None:
-            log.error("pod %s: no cached delegates for container %s and no pod: nothing to delete",
-                      pa.label, request.container_id)
+            log.error(
+                "pod %s: no cached delegates for container %s and no pod: nothing to delete",
+                pa.label,
+                request.container_id,
+            )
             return
         try:
             delegates = tuple(load_delegates(conf, api, pod, pa, None, use_devices=False))
@@ -801,17 +828,26 @@ def delete(
             delegates = tuple(load_delegates(conf, api, None, pa, None, use_devices=False))
     delegates = tuple(
         replace(d, conf={**d.conf, "cniVersion": conf.cni_version})
-        if d.is_conflist and not d.conf.get("cniVersion") and conf.cni_version else d
+        if d.is_conflist and not d.conf.get("cniVersion") and conf.cni_version
+        else d
         for d in delegates
     )
     netns_found = bool(request.netns) and os.path.exists(request.netns)
-    if api is not None and pod is not None and conf.kubeconfig and netns_found and not conf.is_system_namespace(pa.namespace):
+    if (
+        api is not None
+        and pod is not None
+        and conf.kubeconfig
+        and netns_found
+        and not conf.is_system_namespace(pa.namespace)
+    ):
         try:
             api.set_network_status(pa.namespace, pa.name, EMPTY_STATUS)
         except KvnetError as err:
             log.error("pod %s: error unsetting the networks status: %s", pa.label, err.msg)
     errors = (
-        _delete_all(request, conf, pa, delegates, len(delegates) - 1, runner, seams, cached_caps=True) if delegates else []
+        _delete_all(request, conf, pa, delegates, len(delegates) - 1, runner, seams, cached_caps=True)
+        if delegates
+        else []
     )
     retry = conf.raw.get("retryDeleteOnError") is True
     if from_cache and not (errors and retry):
@@ -837,15 +873,21 @@ def check(
         ifname = ifname_of(d, idx, request.ifname)
         env = DelegateEnv(request.container_id, request.netns, ifname, delegate_cni_args(request, pa, d), request.path)
         try:
-            runner.run_network("CHECK", d.conf, env, runtime_config=runtime_config(conf, d, request.container_id, ifname, None))
+            runner.run_network(
+                "CHECK", d.conf, env, runtime_config=runtime_config(conf, d, request.container_id, ifname, None)
+            )
         except KvnetError as err:
             if d.is_conflist:
-                msg = (f"delegateCheck: error invoking ConflistCheck - {ann.go_quote(d.network_name)}: "
-                       f"conflistCheck: error in getting result from CheckNetworkList: {err.msg}")
+                msg = (
+                    f"delegateCheck: error invoking ConflistCheck - {ann.go_quote(d.network_name)}: "
+                    f"conflistCheck: error in getting result from CheckNetworkList: {err.msg}"
+                )
             else:
                 # "DelNetwork" is Multus's own wording for a failed CHECK of a single plugin.
-                msg = (f"delegateCheck: error invoking DelegateCheck - {ann.go_quote(d.plugin_type)}: "
-                       f"error in getting result from DelNetwork: {err.msg}")
+                msg = (
+                    f"delegateCheck: error invoking DelegateCheck - {ann.go_quote(d.plugin_type)}: "
+                    f"error in getting result from DelNetwork: {err.msg}"
+                )
             raise _reword(err, msg) from err
 
 
@@ -891,7 +933,8 @@ def gc(
     valid_raw = request.config.get("cni.dev/valid-attachments") or []
     valid = [
         {"containerID": str(a.get("containerID", "")), "ifname": str(a.get("ifname", ""))}
-        for a in valid_raw if isinstance(a, Mapping)
+        for a in valid_raw
+        if isinstance(a, Mapping)
     ]
     d = main_delegate(conf, api)
     env = DelegateEnv("", "", "", "", request.path)

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kvnet.meta.annotations import GoJsonError, GoTypeError, go_fields, go_json_kind, go_loads, go_type_error
 from kvnet.core.errors import DecodeFailure, InvalidConfig
+from kvnet.meta.annotations import GoJsonError, GoTypeError, go_fields, go_json_kind, go_loads, go_type_error
 from kvnet.meta.nad import delegate_problem
 
 DEFAULT_CNI_DIR = "/var/lib/cni/multus"
@@ -186,12 +186,10 @@ def _build(raw: dict[str, Any]) -> MultusConfig:
             raise InvalidConfig(f"{_PREFIX}failed to load delegate {idx} config: {problem}")
 
     global_raw = _str(f, "globalNamespaces")
-    global_namespaces = (
-        tuple(ns.strip() for ns in global_raw.split(",")) if global_raw else DEFAULT_GLOBAL_NAMESPACES
-    )
+    global_namespaces = tuple(ns.strip() for ns in global_raw.split(",")) if global_raw else DEFAULT_GLOBAL_NAMESPACES
     level = _str(f, "logLevel").lower()
     capabilities = _obj(f, "capabilities", "map[string]bool") or {}
-    for cap, on in capabilities.items():
+    for _cap, on in capabilities.items():
         if not isinstance(on, bool):
             raise go_type_error(on, _path("capabilities"), "bool")
     log_options = _obj(f, "logOptions", "logging.LogOptions")
@@ -199,7 +197,9 @@ def _build(raw: dict[str, Any]) -> MultusConfig:
         opts = go_fields(log_options, ("maxAge", "maxSize", "maxBackups", "compress"))
         for key, value in opts.items():
             want = bool if key == "compress" else int
-            if value is not None and (not isinstance(value, want) or (want is int and isinstance(value, (bool, float)))):
+            if value is not None and (
+                not isinstance(value, want) or (want is int and isinstance(value, (bool, float)))
+            ):
                 raise go_type_error(value, f"NetConf.logOptions.{key}", want.__name__)
     runtime_config = _obj(f, "runtimeConfig", "types.RuntimeConfig") or {}
     _str(f, "type")

@@ -21,12 +21,12 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from kvnet.meta import main as cni_main
-from kvnet.meta import commands as meta
-from kvnet.meta.config import MultusConfig
 from kvnet.cni.delegate import FALLBACK_BIN_DIR, DelegateRunner
 from kvnet.cni.protocol import CniRequest, Handler, plugin_main
 from kvnet.core.errors import IOFailure
+from kvnet.meta import commands as meta
+from kvnet.meta import main as cni_main
+from kvnet.meta.config import MultusConfig
 
 log = logging.getLogger("kvnet.daemon")
 MAX_BODY = 4 * 1024 * 1024
@@ -57,7 +57,9 @@ class LongLived:
         key = (conf.bin_dir, conf.cni_dir, cni_main.delegate_timeout(conf))
         with self._lock:
             if key not in self._runners:
-                self._runners[key] = DelegateRunner([conf.bin_dir, FALLBACK_BIN_DIR], timeout=key[2], cache_dir=conf.cni_dir)
+                self._runners[key] = DelegateRunner(
+                    [conf.bin_dir, FALLBACK_BIN_DIR], timeout=key[2], cache_dir=conf.cni_dir
+                )
             return self._runners[key]
 
 
@@ -78,7 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 
     def address_string(self) -> str:
@@ -115,8 +117,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         env = {k: v for k, v in env.items() if k.startswith("CNI_")}
         status, out = serve_call(self.server.handlers, env, stdin)
-        log.info("%s container=%s ifname=%s -> exit %d", env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID"),
-                 env.get("CNI_IFNAME"), status)
+        log.info(
+            "%s container=%s ifname=%s -> exit %d",
+            env.get("CNI_COMMAND"),
+            env.get("CNI_CONTAINERID"),
+            env.get("CNI_IFNAME"),
+            status,
+        )
         self._answer(200, json.dumps({"exit": status, "stdout": out}).encode())
 
 

@@ -22,9 +22,9 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+from kvnet.binding.sriov import VfInfo
 from kvnet.core.errors import DecodeFailure, DeviceError, InvalidConfig, IOFailure
 from kvnet.core.model import DeviceInfo, PciAddress
-from kvnet.binding.sriov import VfInfo
 
 DEVINFO_ROOT = "/var/run/k8s.cni.cncf.io/devinfo"
 DP_SUBDIR = "dp"

@@ -33,8 +33,8 @@ from urllib.parse import quote, urlsplit
 
 import yaml
 
-from kvnet.meta.annotations import NETWORK_STATUS
 from kvnet.core.errors import ApiFailure, InvalidConfig
+from kvnet.meta.annotations import NETWORK_STATUS
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +229,7 @@ def load_kubeconfig(path: str) -> KubeConfig:
 
 
 def _ssl_context(conf: KubeConfig) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(
-        cafile=conf.ca_file, cadata=conf.ca_data.decode() if conf.ca_data else None
-    )
+    ctx = ssl.create_default_context(cafile=conf.ca_file, cadata=conf.ca_data.decode() if conf.ca_data else None)
     if conf.insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -414,7 +412,13 @@ class ClientApi(_RetryingStatusWriter):
 
         self._api_exception = ApiException
         self._transport_errors: tuple[type[BaseException], ...] = (HTTPError, OSError)
-        self._config_errors: tuple[type[BaseException], ...] = (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError)
+        self._config_errors: tuple[type[BaseException], ...] = (
+            ConfigException,
+            OSError,
+            yaml.YAMLError,
+            ValueError,
+            TypeError,
+        )
         self._client_module = client
         self._config_module = config
         self._retry = Retry
@@ -427,7 +431,9 @@ class ClientApi(_RetryingStatusWriter):
         client, config = self._client_module, self._config_module
         configuration = client.Configuration()
         try:
-            config.load_kube_config(config_file=self._kubeconfig, client_configuration=configuration, persist_config=False)
+            config.load_kube_config(
+                config_file=self._kubeconfig, client_configuration=configuration, persist_config=False
+            )
         except self._config_errors as err:
             raise InvalidConfig(f"cannot use kubeconfig {self._kubeconfig}: {err}") from None
         # A pooled connection the server dropped is replaced (connect/read retry once, at
@@ -438,8 +444,13 @@ class ClientApi(_RetryingStatusWriter):
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self.server = api_client.configuration.host
-        self._credentials = (configuration.api_key, configuration.cert_file, configuration.key_file,
-                             configuration.username, configuration.password)
+        self._credentials = (
+            configuration.api_key,
+            configuration.cert_file,
+            configuration.key_file,
+            configuration.username,
+            configuration.password,
+        )
 
     def _reload_credentials(self) -> bool:
         """After a 401: re-read the kubeconfig (tokens rotate); True when it changed."""

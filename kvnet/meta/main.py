@@ -18,10 +18,10 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kvnet.meta import commands as meta
-from kvnet.meta.config import MultusConfig, parse_multus_config
 from kvnet.cni.delegate import FALLBACK_BIN_DIR, DelegateRunner, Exec, subprocess_exec
 from kvnet.cni.protocol import CniRequest, Handler, plugin_main
+from kvnet.meta import commands as meta
+from kvnet.meta.config import MultusConfig, parse_multus_config
 
 ABOUT = "kvnet meta-plugin (Multus-compatible) that delegates to other CNI plugins"
 DEFAULT_DELEGATE_TIMEOUT = 60.0

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvnet.meta.annotations import RESOURCE_NAME, GoJsonError, go_json_kind, go_loads, go_type_error
 from kvnet.core.errors import InvalidConfig, IOFailure, NetworkNotFound
 from kvnet.core.naming import cni_name_ok
+from kvnet.meta.annotations import RESOURCE_NAME, GoJsonError, go_json_kind, go_loads, go_type_error
 
 ReadFile = Callable[[str], bytes]
 ListDir = Callable[[str], Sequence[str]]
@@ -36,9 +36,13 @@ def delegate_problem(conf: Mapping[str, Any]) -> str | None:
     plugins = conf.get("plugins")
     if plugins is not None and not isinstance(plugins, list):
         err = go_type_error(plugins, "NetConfList.plugins", "[]*types.NetConf")
-        return f"LoadDelegateNetConf: failed with: LoadDelegateNetConfList: error unmarshalling delegate conflist: {err}"
+        return (
+            f"LoadDelegateNetConf: failed with: LoadDelegateNetConfList: error unmarshalling delegate conflist: {err}"
+        )
     if not plugins:
-        return "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field"
+        return (
+            "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field"
+        )
     for plugin in plugins:
         if not isinstance(plugin, dict):
             why = f"json: cannot unmarshal {go_json_kind(plugin)} into Go value of type types.NetConf"
@@ -47,7 +51,6 @@ def delegate_problem(conf: Mapping[str, Any]) -> str | None:
     if not isinstance(first, str) or not first:
         return "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: a plugin delegate must have the 'type' field"
     return None
-
 
 
 @dataclass(frozen=True)
@@ -130,20 +133,25 @@ def load_conf_file(path: str, read_file: ReadFile = read_file_bytes) -> dict[str
             )
         plugins = conf.get("plugins")
         if "plugins" not in conf:
-            raise InvalidConfig(f"Error loading CNI conflist file {path}: error parsing configuration list: no 'plugins' key")
+            raise InvalidConfig(
+                f"Error loading CNI conflist file {path}: error parsing configuration list: no 'plugins' key"
+            )
         if not isinstance(plugins, list):
             raise InvalidConfig(
                 f"Error loading CNI conflist file {path}: error parsing configuration list: invalid 'plugins' type "
                 f"{go_json_kind(plugins)}"
             )
         if not plugins:
-            raise InvalidConfig(f"Error loading CNI conflist file {path}: error parsing configuration list: no plugins in list")
+            raise InvalidConfig(
+                f"Error loading CNI conflist file {path}: error parsing configuration list: no plugins in list"
+            )
         return conf
     return _decode_object(data, f"Error loading CNI config file {path}: error parsing configuration")
 
 
-def config_from_file(name: str, conf_dir: str, *, read_file: ReadFile = read_file_bytes,
-                     list_dir: ListDir = list_dir_names) -> dict[str, Any]:
+def config_from_file(
+    name: str, conf_dir: str, *, read_file: ReadFile = read_file_bytes, list_dir: ListDir = list_dir_names
+) -> dict[str, Any]:
     """nadutils ``GetCNIConfigFromFile``: the first conf file in ``conf_dir`` whose name is ``name``.
 
     ``name == ""`` takes the first file. A file that does not parse stops the search,
@@ -164,8 +172,9 @@ def config_from_file(name: str, conf_dir: str, *, read_file: ReadFile = read_fil
     raise NetworkNotFound(f"no network available in the name {name} in cni dir {conf_dir}")
 
 
-def delegate_from_nad(nad: Mapping[str, Any], conf_dir: str, *, read_file: ReadFile = read_file_bytes,
-                      list_dir: ListDir = list_dir_names) -> Delegate:
+def delegate_from_nad(
+    nad: Mapping[str, Any], conf_dir: str, *, read_file: ReadFile = read_file_bytes, list_dir: ListDir = list_dir_names
+) -> Delegate:
     """The delegate of a NAD: ``spec.config`` (conf or conflist) or, for an empty spec,
     the file in ``conf_dir`` whose ``name`` is the NAD's name."""
     meta = _mapping(nad.get("metadata"))
@@ -186,7 +195,9 @@ def delegate_from_nad(nad: Mapping[str, Any], conf_dir: str, *, read_file: ReadF
         raise InvalidConfig(f"{where}: spec is a JSON {go_json_kind(spec)}, expected an object with a config string")
     config_text = (spec or {}).get("config")
     if config_text is not None and not isinstance(config_text, str):
-        raise InvalidConfig(f"{where}: spec.config must be a string holding CNI JSON, got a JSON {go_json_kind(config_text)}")
+        raise InvalidConfig(
+            f"{where}: spec.config must be a string holding CNI JSON, got a JSON {go_json_kind(config_text)}"
+        )
 
     if not config_text:
         try:
@@ -194,15 +205,18 @@ def delegate_from_nad(nad: Mapping[str, Any], conf_dir: str, *, read_file: ReadF
         except (InvalidConfig, NetworkNotFound, IOFailure) as err:
             raise type(err)(f"{where}: GetCNIConfig: err in GetCNIConfigFromFile: {err.msg}") from None
     else:
-        conf = _decode_object(config_text, f"{where}: GetCNIConfig: err in getCNIConfigFromSpec: failed to unmarshal Spec.Config")
+        conf = _decode_object(
+            config_text, f"{where}: GetCNIConfig: err in getCNIConfigFromSpec: failed to unmarshal Spec.Config"
+        )
         if conf.get("name") in (None, ""):
             conf = {**conf, "name": name}
     _check_delegate(conf, where)
     return Delegate(name=full, config=conf, resource_name=resource_name)
 
 
-def delegate_from_conf_dir(name: str, conf_dir: str, *, read_file: ReadFile = read_file_bytes,
-                           list_dir: ListDir = list_dir_names) -> Delegate:
+def delegate_from_conf_dir(
+    name: str, conf_dir: str, *, read_file: ReadFile = read_file_bytes, list_dir: ListDir = list_dir_names
+) -> Delegate:
     """A ``clusterNetwork`` / ``defaultNetworks`` entry that is not a NAD (Multus ``getNetDelegate``).
 
     A plain name is a conf ``name`` in ``conf_dir``; a value with ``/`` is a directory

@@ -21,8 +21,11 @@ import time
 
 def default_result(version: str, ifname: str, netns: str) -> dict:
     if version in ("0.1.0", "0.2.0"):
-        return {"cniVersion": version, "ip4": {"ip": "10.1.2.3/24", "gateway": "10.1.2.1",
-                                                "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.2.1"}]}, "dns": {}}
+        return {
+            "cniVersion": version,
+            "ip4": {"ip": "10.1.2.3/24", "gateway": "10.1.2.1", "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.2.1"}]},
+            "dns": {},
+        }
     ip: dict = {"interface": 0, "address": "10.1.2.3/24", "gateway": "10.1.2.1"}
     if version.startswith("0."):
         ip = {"version": "4", **ip}
@@ -49,14 +52,19 @@ def main() -> int:
         child_pid = child.pid
     if record:
         with open(record, "a") as f:
-            f.write(json.dumps({
-                "command": command,
-                "env": {k: v for k, v in os.environ.items() if k.startswith("CNI_") or k == "PATH"},
-                "env_keys": sorted(os.environ),
-                "stdin": stdin.decode(),
-                "pid": os.getpid(),
-                "child_pid": child_pid,
-            }) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "command": command,
+                        "env": {k: v for k, v in os.environ.items() if k.startswith("CNI_") or k == "PATH"},
+                        "env_keys": sorted(os.environ),
+                        "stdin": stdin.decode(),
+                        "pid": os.getpid(),
+                        "child_pid": child_pid,
+                    }
+                )
+                + "\n"
+            )
     versions = settings.get("versions", ["0.3.0", "0.3.1", "0.4.0", "1.0.0"])
     if command == "VERSION":
         if settings.get("no_version"):
@@ -66,11 +74,16 @@ def main() -> int:
         return 0
     conf = json.loads(stdin)
     if conf.get("cniVersion") not in versions:
-        print(json.dumps({"code": 1, "msg": "incompatible CNI versions",
-                          "details": f"config is {conf.get('cniVersion')!r}"}))
+        print(
+            json.dumps(
+                {"code": 1, "msg": "incompatible CNI versions", "details": f"config is {conf.get('cniVersion')!r}"}
+            )
+        )
         return 1
     if mode == "error-stdout":
-        print(json.dumps({"cniVersion": conf["cniVersion"], "code": 117, "msg": "fake failure", "details": "on stdout"}))
+        print(
+            json.dumps({"cniVersion": conf["cniVersion"], "code": 117, "msg": "fake failure", "details": "on stdout"})
+        )
         return 1
     if mode == "error-stderr":
         sys.stderr.write(json.dumps({"code": 118, "msg": "fake failure on stderr"}))
@@ -96,7 +109,8 @@ def main() -> int:
     if mode == "empty-result":
         return 0
     result = settings.get("result") or default_result(
-        conf["cniVersion"], os.environ.get("CNI_IFNAME", ""), os.environ.get("CNI_NETNS", ""))
+        conf["cniVersion"], os.environ.get("CNI_IFNAME", ""), os.environ.get("CNI_NETNS", "")
+    )
     if mode == "no-version-result":
         result = {k: v for k, v in result.items() if k != "cniVersion"}
     print(json.dumps(result))

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from kvnet.commands.render import render_outputs
+from kvnet.core.errors import RenderError
+from kvnet.core.model import PodFacts
 from kvnet.domain.pipeline import define_domain
 from kvnet.domain.splice import splice
-from kvnet.core.errors import RenderError
 from kvnet.lab.libvirtd import Libvirtd
-from kvnet.core.model import PodFacts
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirt]
 
@@ -37,8 +37,13 @@ def case_args(case: Path) -> object:
         return str(case / name) if (case / name).is_file() else None
 
     return argparse.Namespace(
-        vm=str(case / "vmi.yaml"), nads=[], network_info=opt("network-info.json"), pod_links=opt("pod-links.json"),
-        domain=opt("domain.xml"), binding_name="kvnet", only=None,
+        vm=str(case / "vmi.yaml"),
+        nads=[],
+        network_info=opt("network-info.json"),
+        pod_links=opt("pod-links.json"),
+        domain=opt("domain.xml"),
+        binding_name="kvnet",
+        only=None,
     )
 
 
@@ -103,7 +108,13 @@ def test_define_dumpxml_undefine(libvirtd: Libvirtd, name: str, base_domain: Cal
                 assert dev.find("target").get("dev") == want.find("target").get("dev")  # type: ignore[union-attr]
                 assert dev.find("target").get("managed") == "no"  # type: ignore[union-attr]
                 assert dev.find("model").get("type") == want.find("model").get("type")  # type: ignore[union-attr]
-                for tag, attr in (("mtu", "size"), ("driver", "queues"), ("boot", "order"), ("acpi", "index"), ("link", "state")):
+                for tag, attr in (
+                    ("mtu", "size"),
+                    ("driver", "queues"),
+                    ("boot", "order"),
+                    ("acpi", "index"),
+                    ("link", "state"),
+                ):
                     if want.find(tag) is not None:
                         assert dev.find(tag) is not None and dev.find(tag).get(attr) == want.find(tag).get(attr), tag  # type: ignore[union-attr]
             else:
@@ -120,9 +131,13 @@ def test_libvirt_rejects_source_address_with_type(libvirtd: Libvirtd, base_domai
     """Why kvnet writes the hostdev source address without type="pci" (docs/design.md §5)."""
     xml = splice(
         base_domain("typed-source", **BASE_SIZE),
-        [ET.fromstring('<hostdev mode="subsystem" type="pci" managed="no"><source>'
-                       '<address type="pci" domain="0x0000" bus="0x81" slot="0x10" function="0x1"/></source>'
-                       '<alias name="ua-sriov-x"/></hostdev>')],
+        [
+            ET.fromstring(
+                '<hostdev mode="subsystem" type="pci" managed="no"><source>'
+                '<address type="pci" domain="0x0000" bus="0x81" slot="0x10" function="0x1"/></source>'
+                '<alias name="ua-sriov-x"/></hostdev>'
+            )
+        ],
     )
     try:
         with pytest.raises(RenderError, match="libvirt rejected the domain"):

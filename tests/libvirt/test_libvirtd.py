@@ -28,7 +28,9 @@ def test_not_running_is_an_error(tmp_path: Path, base_domain: Callable[..., str]
 
 @pytest.mark.root
 @pytest.mark.libvirt
-def test_in_a_netns_beside_the_session_daemon(libvirtd: Libvirtd, netns: Any, tmp_path: Path, base_domain: Callable[..., str]) -> None:
+def test_in_a_netns_beside_the_session_daemon(
+    libvirtd: Libvirtd, netns: Any, tmp_path: Path, base_domain: Callable[..., str]
+) -> None:
     host_run_libvirt = Path("/run/libvirt").exists()
     with Libvirtd(str(tmp_path / "d"), netns=netns.name) as other:
         assert other.uri != libvirtd.uri

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from kvnet.core.model import TapNic
 from kvnet.domain.render import render_nic
 from kvnet.domain.splice import splice
 from kvnet.lab.libvirtd import Libvirtd
-from kvnet.core.model import TapNic
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirt]
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from test_binding_real import BLUE, binding_conf, link, run_cni, snapshot, sysfs
 
-from kvnet.core import bindrecord
 from kvnet.binding.plan import swapped_mac
+from kvnet.core import bindrecord
 from kvnet.core.model import BindingRecord, GuestIpConfig
 
 pytestmark = pytest.mark.root
@@ -28,7 +28,9 @@ MEMBERS = ("bm0", "bm1")
 
 def require_bonding(ns: Any) -> None:
     """Skip, with the reason, unless this kernel can make a bond (in a throwaway netns)."""
-    probe = subprocess.run(["ip", "-n", ns.name, "link", "add", "kvbondprobe", "type", "bond"], capture_output=True, text=True)
+    probe = subprocess.run(
+        ["ip", "-n", ns.name, "link", "add", "kvbondprobe", "type", "bond"], capture_output=True, text=True
+    )
     if probe.returncode != 0:
         pytest.skip(
             "missing kernel feature: bonding (and bond-cni is not packaged in Debian): "
@@ -41,7 +43,9 @@ def ip(ns: Any, *args: str) -> None:
     subprocess.run(["ip", "-n", ns.name, *args], check=True, capture_output=True, text=True)
 
 
-def test_bond_pod_link_gets_bridge_mode_and_del_restores_it(netns_factory: Callable[[str], Any], kvnet_bin_dir: str) -> None:
+def test_bond_pod_link_gets_bridge_mode_and_del_restores_it(
+    netns_factory: Callable[[str], Any], kvnet_bin_dir: str
+) -> None:
     node, pod = netns_factory("kvnode"), netns_factory("kvpod")
     require_bonding(pod)
     # what bond-cni leaves: an active-backup bond named as the attachment, over two members

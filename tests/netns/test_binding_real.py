@@ -100,7 +100,9 @@ def snapshot(ns: str, name: str) -> dict[str, Any]:
     lk = link(ns, name)
     assert lk is not None, f"{name} missing in {ns}"
     addrs = sorted(
-        f"{a['local']}/{a['prefixlen']}" for a in ip_json(ns, "addr", "show", "dev", name)[0]["addr_info"] if a["scope"] == "global"
+        f"{a['local']}/{a['prefixlen']}"
+        for a in ip_json(ns, "addr", "show", "dev", name)[0]["addr_info"]
+        if a["scope"] == "global"
     )
     routes = sorted(
         (r["dst"], r.get("gateway", ""), r.get("protocol", "boot"))
@@ -108,12 +110,20 @@ def snapshot(ns: str, name: str) -> dict[str, Any]:
         for r in ip_json(ns, fam, "route", "show", "dev", name)
         if not r["dst"].startswith(("fe80", "ff00"))
     )
-    return {"mac": lk["address"], "mtu": lk["mtu"], "master": lk.get("master"), "alias": lk.get("ifalias", ""),
-            "addresses": addrs, "routes": routes}
+    return {
+        "mac": lk["address"],
+        "mtu": lk["mtu"],
+        "master": lk.get("master"),
+        "alias": lk.get("ifalias", ""),
+        "addresses": addrs,
+        "routes": routes,
+    }
 
 
 def sysfs(ns: str, path: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, "cat", path], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, "cat", path], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def pod_facts(ns: str) -> dict[str, Any]:
@@ -122,7 +132,9 @@ def pod_facts(ns: str) -> dict[str, Any]:
         "import json, dataclasses; from kvnet.sidecar.podfacts import read_pod_links;"
         "print(json.dumps({k: dataclasses.asdict(v) for k, v in read_pod_links().items()}))"
     )
-    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code], check=True, capture_output=True, text=True
+    )
     facts: dict[str, Any] = json.loads(out.stdout)
     return facts
 
@@ -133,7 +145,9 @@ class Guest:
     def __init__(self, script: Path, ns: str, tap: str, ip: str, mac: str, mq: bool = False) -> None:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, str(script), tap, ip, mac, "20", "mq" if mq else "sq"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -202,7 +216,9 @@ def bridged_pod(
     """A pod netns with pod<hash of blue> made by the real bridge plugin (host side in node)."""
     node, pod = netns_factory("kvnode"), netns_factory("kvpod")
     conf = bridge_conf(tmp_path)
-    rc, result = run_cni(f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname=BLUE, path=cni_bin_dir, node=node.name)
+    rc, result = run_cni(
+        f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname=BLUE, path=cni_bin_dir, node=node.name
+    )
     assert rc == 0, result
     try:
         yield node, pod, result
@@ -211,14 +227,19 @@ def bridged_pod(
 
 
 def test_bridge_mode_add_check_del(
-    bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str, guest_factory: Callable[..., Guest]
+    bridged_pod: tuple[Any, Any, dict[str, Any]],
+    kvnet_bin_dir: str,
+    cni_bin_dir: str,
+    guest_factory: Callable[..., Guest],
 ) -> None:
     node, pod, attach = bridged_pod
     binary = f"{kvnet_bin_dir}/kvnet-binding"
     before = snapshot(pod.name, BLUE)
     pod_ip = attach["ips"][0]["address"]
     assert before["addresses"] == [pod_ip]
-    assert ("default", "10.77.0.1", "boot") in before["routes"] and ("10.88.0.0/16", "10.77.0.1", "boot") in before["routes"]
+    assert ("default", "10.77.0.1", "boot") in before["routes"] and ("10.88.0.0/16", "10.77.0.1", "boot") in before[
+        "routes"
+    ]
 
     rc, result = run_cni(binary, "ADD", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir)
     assert rc == 0, result
@@ -276,7 +297,9 @@ def test_bridge_mode_add_check_del(
     assert result["msg"] == "network blue: pod interface pod16477688c0e carries no kvnet binding record"
 
 
-def test_multi_queue_and_owner_from_conf(bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str) -> None:
+def test_multi_queue_and_owner_from_conf(
+    bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str
+) -> None:
     _, pod, _ = bridged_pod
     conf = binding_conf("blue", multiQueue=True, tapOwner={"uid": 1000, "gid": 1001})
     rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", conf, netns=pod.path, ifname="net2", path=cni_bin_dir)
@@ -285,10 +308,14 @@ def test_multi_queue_and_owner_from_conf(bridged_pod: tuple[Any, Any, dict[str, 
     assert sysfs(pod.name, "/sys/class/net/tap16477688c0e/owner") == "1000"
     assert sysfs(pod.name, "/sys/class/net/tap16477688c0e/group") == "1001"
     assert pod_facts(pod.name)["tap16477688c0e"]["multi_queue"] is True
-    rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "CHECK", conf, netns=pod.path, ifname="net2", path=cni_bin_dir)
+    rc, result = run_cni(
+        f"{kvnet_bin_dir}/kvnet-binding", "CHECK", conf, netns=pod.path, ifname="net2", path=cni_bin_dir
+    )
     assert rc == 0, result
     single = binding_conf("blue", tapOwner={"uid": 1000, "gid": 1001})
-    rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "CHECK", single, netns=pod.path, ifname="net2", path=cni_bin_dir)
+    rc, result = run_cni(
+        f"{kvnet_bin_dir}/kvnet-binding", "CHECK", single, netns=pod.path, ifname="net2", path=cni_bin_dir
+    )
     assert rc == 1 and result["msg"] == "network blue: tap tap16477688c0e multi-queue is True, expected False"
 
 
@@ -313,16 +340,22 @@ def test_failed_add_leaves_the_pod_as_the_bridge_plugin_made_it(
     _, pod, _ = bridged_pod
     before = snapshot(pod.name, BLUE)
     pod.run("ip", "link", "add", "tap16477688c0e", "type", "veth", "peer", "name", "squatter")
-    rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir)
+    rc, result = run_cni(
+        f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir
+    )
     assert rc == 1 and result["code"] == 7
     assert result["msg"] == "link tap16477688c0e exists in the pod netns and is a veth link, not a tun"
     assert snapshot(pod.name, BLUE) == before
     assert link(pod.name, "k6t-16477688c0e") is None
 
 
-def test_missing_logic_network_name(bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str) -> None:
+def test_missing_logic_network_name(
+    bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str
+) -> None:
     _, pod, _ = bridged_pod
-    rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf(None), netns=pod.path, ifname="net2", path=cni_bin_dir)
+    rc, result = run_cni(
+        f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf(None), netns=pod.path, ifname="net2", path=cni_bin_dir
+    )
     assert rc == 1 and result["code"] == 7
     assert "args.cni.logicNetworkName is missing" in result["msg"]
 
@@ -331,12 +364,21 @@ def test_del_with_the_netns_gone(netns_factory: Callable[[str], Any], kvnet_bin_
     pod = netns_factory("kvpod")
     path = pod.path
     subprocess.run(["ip", "netns", "delete", pod.name], check=True)
-    rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "DEL", binding_conf("blue"), netns=path, ifname="net2", path=cni_bin_dir)
+    rc, result = run_cni(
+        f"{kvnet_bin_dir}/kvnet-binding", "DEL", binding_conf("blue"), netns=path, ifname="net2", path=cni_bin_dir
+    )
     assert (rc, result) == (0, {})
 
 
 def test_no_pod_link_is_a_vfio_vf_nothing_to_do(netns: Any, kvnet_bin_dir: str, cni_bin_dir: str) -> None:
-    rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf("sriov-net"), netns=netns.path, ifname="net2", path=cni_bin_dir)
+    rc, result = run_cni(
+        f"{kvnet_bin_dir}/kvnet-binding",
+        "ADD",
+        binding_conf("sriov-net"),
+        netns=netns.path,
+        ifname="net2",
+        path=cni_bin_dir,
+    )
     assert (rc, result) == (0, {"cniVersion": "1.0.0"})
     assert [lk["ifname"] for lk in ip_json(netns.name, "link", "show")] == ["lo"]
 
@@ -345,7 +387,11 @@ def test_no_pod_link_is_a_vfio_vf_nothing_to_do(netns: Any, kvnet_bin_dir: str, 
 
 
 def test_macvlan_gets_redirect_and_traffic_crosses(
-    netns_factory: Callable[[str], Any], kvnet_bin_dir: str, cni_bin_dir: str, tmp_path: Path, guest_factory: Callable[..., Guest]
+    netns_factory: Callable[[str], Any],
+    kvnet_bin_dir: str,
+    cni_bin_dir: str,
+    tmp_path: Path,
+    guest_factory: Callable[..., Guest],
 ) -> None:
     node, pod, peer = netns_factory("kvnode"), netns_factory("kvpod"), netns_factory("kvpeer")
     node.run("ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "peer0", "netns", peer.name)
@@ -358,9 +404,16 @@ def test_macvlan_gets_redirect_and_traffic_crosses(
         "type": "macvlan",
         "master": "uplink0",
         "mode": "bridge",
-        "ipam": {"type": "host-local", "subnet": "10.66.0.0/24", "rangeStart": "10.66.0.10", "dataDir": str(tmp_path / "ipam")},
+        "ipam": {
+            "type": "host-local",
+            "subnet": "10.66.0.0/24",
+            "rangeStart": "10.66.0.10",
+            "dataDir": str(tmp_path / "ipam"),
+        },
     }
-    rc, attach = run_cni(f"{cni_bin_dir}/macvlan", "ADD", mconf, netns=pod.path, ifname=RED, path=cni_bin_dir, node=node.name)
+    rc, attach = run_cni(
+        f"{cni_bin_dir}/macvlan", "ADD", mconf, netns=pod.path, ifname=RED, path=cni_bin_dir, node=node.name
+    )
     assert rc == 0, attach
     try:
         binary = f"{kvnet_bin_dir}/kvnet-binding"
@@ -401,7 +454,10 @@ def test_macvlan_gets_redirect_and_traffic_crosses(
 
 
 def test_mode_override_bridge_for_veth_is_default_redirect_on_request(
-    bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str, guest_factory: Callable[..., Guest]
+    bridged_pod: tuple[Any, Any, dict[str, Any]],
+    kvnet_bin_dir: str,
+    cni_bin_dir: str,
+    guest_factory: Callable[..., Guest],
 ) -> None:
     node, pod, attach = bridged_pod
     before = snapshot(pod.name, BLUE)
@@ -423,7 +479,9 @@ def test_macvtap_pod_link_is_left_alone(netns: Any, kvnet_bin_dir: str, cni_bin_
     netns.run("ip", "link", "add", "lowr0", "type", "veth", "peer", "name", "lowr1")
     netns.run("ip", "link", "add", "link", "lowr0", "name", BLUE, "type", "macvtap")
     before = snapshot(netns.name, BLUE)
-    rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf("blue"), netns=netns.path, ifname="net2", path=cni_bin_dir)
+    rc, result = run_cni(
+        f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf("blue"), netns=netns.path, ifname="net2", path=cni_bin_dir
+    )
     assert (rc, result) == (0, {"cniVersion": "1.0.0"})
     assert snapshot(netns.name, BLUE) == before and link(netns.name, "tap16477688c0e") is None
 
@@ -433,8 +491,8 @@ def test_macvtap_pod_link_is_left_alone(netns: Any, kvnet_bin_dir: str, cni_bin_
 
 def test_netlink_errors_become_netlink_failure_naming_link_and_netns(netns: Any) -> None:
     """Every pyroute2/OS error leaves kvnet.binding.netlink as NetlinkFailure (code 104) with its subject."""
-    from kvnet.core.errors import NetlinkFailure
     from kvnet.binding.netlink import NetnsMissing, RouteState, open_netns
+    from kvnet.core.errors import NetlinkFailure
 
     with pytest.raises(NetnsMissing, match=r"^network namespace /var/run/netns/kvt-gone does not exist$"):
         with open_netns("/var/run/netns/kvt-gone"):
@@ -451,7 +509,9 @@ def test_netlink_errors_become_netlink_failure_naming_link_and_netns(netns: Any)
             ns.add_route("k6t-x", RouteState("10.9.0.0/16", "10.1.0.1"))
         assert err.value.msg.startswith(f"add route on k6t-x (10.9.0.0/16 via 10.1.0.1) in netns {netns.path}: ")
         assert err.value.cni_code == 104
-        with pytest.raises(NetlinkFailure, match=r"^set MTU of k6t-x \(100000\) in netns .*: Invalid argument \(errno 22\)"):
+        with pytest.raises(
+            NetlinkFailure, match=r"^set MTU of k6t-x \(100000\) in netns .*: Invalid argument \(errno 22\)"
+        ):
             ns.set_mtu("k6t-x", 100000)
         ns.delete_link("k6t-x")
         ns.delete_link("k6t-x")  # already gone: fine
@@ -472,7 +532,9 @@ def test_dual_stack_record_and_exact_restore(
         "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
         "dataDir": str(tmp_path / "ipam"),
     }
-    rc, attach = run_cni(f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname=BLUE, path=cni_bin_dir, node=node.name)
+    rc, attach = run_cni(
+        f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname=BLUE, path=cni_bin_dir, node=node.name
+    )
     assert rc == 0, attach
     try:
         binary = f"{kvnet_bin_dir}/kvnet-binding"
@@ -492,11 +554,15 @@ def test_dual_stack_record_and_exact_restore(
         run_cni(f"{cni_bin_dir}/bridge", "DEL", conf, netns=pod.path, ifname=BLUE, path=cni_bin_dir, node=node.name)
 
 
-def test_ordinal_pod_interface(netns_factory: Callable[[str], Any], kvnet_bin_dir: str, cni_bin_dir: str, tmp_path: Path) -> None:
+def test_ordinal_pod_interface(
+    netns_factory: Callable[[str], Any], kvnet_bin_dir: str, cni_bin_dir: str, tmp_path: Path
+) -> None:
     """An older pod: the attachment is net1, the binding entry right after it is net2."""
     node, pod = netns_factory("kvnode"), netns_factory("kvpod")
     conf = bridge_conf(tmp_path)
-    rc, attach = run_cni(f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname="net1", path=cni_bin_dir, node=node.name)
+    rc, attach = run_cni(
+        f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname="net1", path=cni_bin_dir, node=node.name
+    )
     assert rc == 0, attach
     try:
         before = snapshot(pod.name, "net1")
@@ -520,7 +586,9 @@ def test_two_attachments_are_independent(
     red = {**bridge_conf(tmp_path), "name": "red-net", "bridge": "kvbr1", "mtu": 1500}
     red["ipam"] = {"type": "host-local", "subnet": "10.78.0.0/24", "dataDir": str(tmp_path / "ipam")}
     for conf, ifname in ((blue, BLUE), (red, RED)):
-        rc, out = run_cni(f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname=ifname, path=cni_bin_dir, node=node.name)
+        rc, out = run_cni(
+            f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname=ifname, path=cni_bin_dir, node=node.name
+        )
         assert rc == 0, out
     try:
         binary = f"{kvnet_bin_dir}/kvnet-binding"
@@ -539,7 +607,9 @@ def test_two_attachments_are_independent(
         assert rc == 0, result
     finally:
         for conf, ifname in ((red, RED), (blue, BLUE)):
-            run_cni(f"{cni_bin_dir}/bridge", "DEL", conf, netns=pod.path, ifname=ifname, path=cni_bin_dir, node=node.name)
+            run_cni(
+                f"{cni_bin_dir}/bridge", "DEL", conf, netns=pod.path, ifname=ifname, path=cni_bin_dir, node=node.name
+            )
 
 
 # --- under the kvnet meta-plugin, as KubeVirt asks for it -------------------------------
@@ -554,11 +624,21 @@ def test_under_kvnet_meta_plugin_with_kubevirt_annotation(
 
     node, pod = netns_factory("kvnode"), netns_factory("kvpod")
     with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir) as lab:
-        lab.add_nad("blue-net", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue", "isGateway": True,
-                                 "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.64.0.0/24"}]]}})
+        lab.add_nad(
+            "blue-net",
+            {
+                "cniVersion": "1.0.0",
+                "type": "bridge",
+                "bridge": "kvt-blue",
+                "isGateway": True,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.64.0.0/24"}]]},
+            },
+        )
         lab.add_nad("kvnet-binding", {"cniVersion": "1.0.0", "type": "kvnet-binding"})
-        networks = [{"name": "blue-net", "namespace": "default", "interface": BLUE},
-                    {"name": "kvnet-binding", "namespace": "default", "cni-args": {"logicNetworkName": "blue"}}]
+        networks = [
+            {"name": "blue-net", "namespace": "default", "interface": BLUE},
+            {"name": "kvnet-binding", "namespace": "default", "cni-args": {"logicNetworkName": "blue"}},
+        ]
         uid = lab.add_pod("virt-launcher-vm1", json.dumps(networks))
         conf = lab.config([{"cniVersion": "1.0.0", "name": "main", "type": "loopback"}])
         rc, result, err = lab.cni("ADD", conf, container="ctr1", pod="virt-launcher-vm1", uid=uid)
@@ -579,20 +659,41 @@ def test_under_kvnet_meta_plugin_with_kubevirt_annotation(
         assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
 
 
-def test_sidecar_view_needs_no_privilege(bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str) -> None:
+def test_sidecar_view_needs_no_privilege(
+    bridged_pod: tuple[Any, Any, dict[str, Any]], kvnet_bin_dir: str, cni_bin_dir: str
+) -> None:
     """read_pod_links() as uid 107 with no capabilities (the sidecar of a non-root VMI)
     sees the same links, kinds and record as root does."""
     _, pod, _ = bridged_pod
-    rc, result = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir)
+    rc, result = run_cni(
+        f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding_conf("blue"), netns=pod.path, ifname="net2", path=cni_bin_dir
+    )
     assert rc == 0, result
-    unprivileged = ["setpriv", "--reuid", "107", "--regid", "107", "--clear-groups", "--inh-caps", "-all", "--bounding-set", "-all"]
-    probe = subprocess.run([*unprivileged, sys.executable, "-c", "import kvnet.sidecar.podfacts"], capture_output=True, text=True)
+    unprivileged = [
+        "setpriv",
+        "--reuid",
+        "107",
+        "--regid",
+        "107",
+        "--clear-groups",
+        "--inh-caps",
+        "-all",
+        "--bounding-set",
+        "-all",
+    ]
+    probe = subprocess.run(
+        [*unprivileged, sys.executable, "-c", "import kvnet.sidecar.podfacts"], capture_output=True, text=True
+    )
     if probe.returncode != 0:
         pytest.skip(f"this checkout or its venv is not readable by uid 107: {probe.stderr.strip()[-200:]}")
     code = (
         "import json, dataclasses; from kvnet.sidecar.podfacts import read_pod_links;"
         "print(json.dumps({k: dataclasses.asdict(v) for k, v in read_pod_links().items()}))"
     )
-    out = subprocess.run(["ip", "netns", "exec", pod.name, *unprivileged, sys.executable, "-c", code],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["ip", "netns", "exec", pod.name, *unprivileged, sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert json.loads(out.stdout) == pod_facts(pod.name)

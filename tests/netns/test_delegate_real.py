@@ -123,7 +123,7 @@ def test_check_fails_when_the_link_is_gone(lab: Lab) -> None:
     lab.pod.run("ip", "link", "del", "net1")
     with pytest.raises(DelegateFailed) as info:
         lab.runner.run_network("CHECK", net, lab.env())
-    assert info.value.msg.startswith("plugin type=\"bridge\" failed (check): ")
+    assert info.value.msg.startswith('plugin type="bridge" failed (check): ')
     lab.runner.run_network("DEL", net, lab.env())
     assert leases(lab, "blue") == []
 
@@ -134,8 +134,14 @@ def test_11_conf_to_10_bridge_is_negotiated(lab: Lab, cni_bin_dir: str) -> None:
     raw = subprocess.run(
         [IP, "netns", "exec", lab.host.name, os.path.join(cni_bin_dir, "bridge")],
         input=json.dumps({"cniVersion": "1.1.0", "name": "n", **bridge_conf(lab)}).encode(),
-        env={"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "raw", "CNI_NETNS": lab.pod.path, "CNI_IFNAME": "raw0",
-             "CNI_PATH": cni_bin_dir, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        env={
+            "CNI_COMMAND": "ADD",
+            "CNI_CONTAINERID": "raw",
+            "CNI_NETNS": lab.pod.path,
+            "CNI_IFNAME": "raw0",
+            "CNI_PATH": cni_bin_dir,
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        },
         capture_output=True,
         check=False,
     )
@@ -218,8 +224,13 @@ def test_del_without_cache_and_with_netns_gone(lab: Lab) -> None:
 
 def test_two_attachments_in_one_pod(lab: Lab) -> None:
     blue = {"cniVersion": "1.0.0", "name": "blue", **bridge_conf(lab)}
-    red = {"cniVersion": "1.0.0", "name": "red", "type": "bridge", "bridge": "kvbr1",
-           "ipam": {"type": "host-local", "dataDir": str(lab.data_dir), "ranges": [[{"subnet": "10.80.0.0/24"}]]}}
+    red = {
+        "cniVersion": "1.0.0",
+        "name": "red",
+        "type": "bridge",
+        "bridge": "kvbr1",
+        "ipam": {"type": "host-local", "dataDir": str(lab.data_dir), "ranges": [[{"subnet": "10.80.0.0/24"}]]},
+    }
     lab.runner.run_network("ADD", blue, lab.env("net1"))
     lab.runner.run_network("ADD", red, lab.env("net2"))
     names = {link["ifname"] for link in lab.ipj("link", "show")}

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.root
 
 # A CNI plugin that records what it was given (stdin + CNI_* env) and answers like a
 # plugin: "fail" in its config makes it fail, "hang" makes it sleep that many seconds.
-RECORDER = '''#!{python}
+RECORDER = """#!{python}
 import json, os, sys, time
 cmd = os.environ.get("CNI_COMMAND", "")
 if cmd == "VERSION":
@@ -44,7 +44,7 @@ if conf.get("fail") and cmd == "ADD":
 if cmd == "ADD":
     print(json.dumps({{"cniVersion": conf.get("cniVersion"), "interfaces": [{{"name": os.environ["CNI_IFNAME"],
                       "sandbox": os.environ["CNI_NETNS"]}}], "ips": [], "dns": {{}}}}))
-'''
+"""
 
 
 @pytest.fixture
@@ -65,13 +65,22 @@ def records(lab: PodLab, command: str = "") -> list[dict[str, Any]]:
 
 
 def main_bridge(subnet: str = "10.60.0.0/24") -> dict[str, Any]:
-    return {"cniVersion": "1.0.0", "name": "main", "type": "bridge", "bridge": "kvt-main", "isGateway": True,
-            "isDefaultGateway": True, "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]]}}
+    return {
+        "cniVersion": "1.0.0",
+        "name": "main",
+        "type": "bridge",
+        "bridge": "kvt-main",
+        "isGateway": True,
+        "isDefaultGateway": True,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]]},
+    }
 
 
 def addrs(lab: PodLab) -> dict[str, list[str]]:
-    return {link["ifname"]: [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", []) if a["family"] == "inet"]
-            for link in lab.pod_addresses()}
+    return {
+        link["ifname"]: [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", []) if a["family"] == "inet"]
+        for link in lab.pod_addresses()
+    }
 
 
 def routes(lab: PodLab) -> list[dict[str, Any]]:
@@ -84,7 +93,9 @@ def dnat_rules(lab: PodLab) -> list[str]:
 
 
 def ifb_links(lab: PodLab) -> list[str]:
-    return [link["ifname"] for link in json.loads(in_ns(lab.node, IP, "-j", "link", "show", "type", "ifb").stdout or "[]")]
+    return [
+        link["ifname"] for link in json.loads(in_ns(lab.node, IP, "-j", "link", "show", "type", "ifb").stdout or "[]")
+    ]
 
 
 def qdisc_kinds(lab: PodLab) -> list[str]:
@@ -93,17 +104,45 @@ def qdisc_kinds(lab: PodLab) -> list[str]:
 
 
 def test_real_chain_through_nads_and_clean_del(lab: PodLab) -> None:
-    lab.add_nad("blue", {"cniVersion": "1.0.0", "plugins": [
-        {"type": "bridge", "bridge": "kvt-blue", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.61.0.0/24"}]]}},
-        {"type": "tuning", "sysctl": {"net.ipv4.conf.blue0.arp_notify": "1"}}]})
+    lab.add_nad(
+        "blue",
+        {
+            "cniVersion": "1.0.0",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "kvt-blue",
+                    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.61.0.0/24"}]]},
+                },
+                {"type": "tuning", "sysctl": {"net.ipv4.conf.blue0.arp_notify": "1"}},
+            ],
+        },
+    )
     in_ns(lab.node, IP, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")
     in_ns(lab.node, IP, "link", "set", "uplink0", "up")
-    lab.add_nad("mv", {"cniVersion": "1.0.0", "type": "macvlan", "master": "uplink0", "mode": "bridge",
-                       "capabilities": {"ips": True}, "ipam": {"type": "static"}})
-    lab.add_nad("pp", {"cniVersion": "0.4.0", "type": "ptp",
-                       "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.63.0.0/24"}]]}})
-    uid = lab.add_pod("web", json.dumps([{"name": "blue", "interface": "blue0"},
-                                         {"name": "mv", "ips": ["10.62.0.9/24"]}, {"name": "pp"}]))
+    lab.add_nad(
+        "mv",
+        {
+            "cniVersion": "1.0.0",
+            "type": "macvlan",
+            "master": "uplink0",
+            "mode": "bridge",
+            "capabilities": {"ips": True},
+            "ipam": {"type": "static"},
+        },
+    )
+    lab.add_nad(
+        "pp",
+        {
+            "cniVersion": "0.4.0",
+            "type": "ptp",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.63.0.0/24"}]]},
+        },
+    )
+    uid = lab.add_pod(
+        "web",
+        json.dumps([{"name": "blue", "interface": "blue0"}, {"name": "mv", "ips": ["10.62.0.9/24"]}, {"name": "pp"}]),
+    )
     conf = lab.config([main_bridge()])
     rc, result, err = lab.cni("ADD", conf, container="ctr1", pod="web", uid=uid)
     assert rc == 0, (result, err)
@@ -112,16 +151,24 @@ def test_real_chain_through_nads_and_clean_del(lab: PodLab) -> None:
     assert [i["name"] for i in result["interfaces"] if i.get("sandbox")] == ["eth0"]
     assert [ip["address"] for ip in result["ips"]] == ["10.60.0.2/24"]
     # links and addresses in the pod, named eth0 / requested / net<position>
-    assert addrs(lab) == {"lo": ["127.0.0.1/8"], "eth0": ["10.60.0.2/24"], "blue0": ["10.61.0.2/24"],
-                          "net2": ["10.62.0.9/24"], "net3": ["10.63.0.2/24"]}
+    assert addrs(lab) == {
+        "lo": ["127.0.0.1/8"],
+        "eth0": ["10.60.0.2/24"],
+        "blue0": ["10.61.0.2/24"],
+        "net2": ["10.62.0.9/24"],
+        "net3": ["10.63.0.2/24"],
+    }
     assert in_ns(lab.pod, "cat", "/proc/sys/net/ipv4/conf/blue0/arp_notify").stdout.strip() == "1"
     got = {(r["dst"], r.get("gateway"), r["dev"]) for r in routes(lab)}
     assert ("default", "10.60.0.1", "eth0") in got and ("10.63.0.0/24", "10.63.0.1", "net3") in got
     # network-status through the API stand-in
     status = lab.status("web")
     assert [(s["name"], s["interface"], s["ips"], s.get("default", False)) for s in status] == [
-        ("main", "eth0", ["10.60.0.2"], True), ("default/blue", "blue0", ["10.61.0.2"], False),
-        ("default/mv", "net2", ["10.62.0.9"], False), ("default/pp", "net3", ["10.63.0.2"], False)]
+        ("main", "eth0", ["10.60.0.2"], True),
+        ("default/blue", "blue0", ["10.61.0.2"], False),
+        ("default/mv", "net2", ["10.62.0.9"], False),
+        ("default/pp", "net3", ["10.63.0.2"], False),
+    ]
     assert all(s["dns"] == {} for s in status)
     # the cache is Multus's format, and CHECK passes on the real plugins
     cached = json.loads((lab.cni_dir / "ctr1").read_text())
@@ -140,15 +187,34 @@ def test_real_chain_through_nads_and_clean_del(lab: PodLab) -> None:
 
 
 def test_portmap_bandwidth_and_what_delegates_receive(lab: PodLab) -> None:
-    lab.add_nad("svc", {"cniVersion": "1.0.0", "plugins": [
-        {"type": "ptp", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.64.0.0/24"}]]}},
-        {"type": "portmap", "capabilities": {"portMappings": True}},
-        {"type": "bandwidth", "capabilities": {"bandwidth": True}}]})
-    lab.add_nad("rec", {"cniVersion": "1.0.0", "type": "recorder", "recordDir": str(lab.workdir / "records"),
-                        "capabilities": {"mac": True}})
-    sel = [{"name": "svc", "portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}],
-            "bandwidth": {"ingressRate": 1000000, "ingressBurst": 100000, "egressRate": 1000000, "egressBurst": 100000}},
-           {"name": "rec", "mac": "02:00:00:00:00:42", "ips": ["10.9.9.9/24"], "cni-args": {"logicNetworkName": "blue"}}]
+    lab.add_nad(
+        "svc",
+        {
+            "cniVersion": "1.0.0",
+            "plugins": [
+                {"type": "ptp", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.64.0.0/24"}]]}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+                {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+            ],
+        },
+    )
+    lab.add_nad(
+        "rec",
+        {
+            "cniVersion": "1.0.0",
+            "type": "recorder",
+            "recordDir": str(lab.workdir / "records"),
+            "capabilities": {"mac": True},
+        },
+    )
+    sel = [
+        {
+            "name": "svc",
+            "portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}],
+            "bandwidth": {"ingressRate": 1000000, "ingressBurst": 100000, "egressRate": 1000000, "egressBurst": 100000},
+        },
+        {"name": "rec", "mac": "02:00:00:00:00:42", "ips": ["10.9.9.9/24"], "cni-args": {"logicNetworkName": "blue"}},
+    ]
     uid = lab.add_pod("svc", json.dumps(sel))
     conf = lab.config([main_bridge("10.65.0.0/24")])
     rc, result, err = lab.cni("ADD", conf, container="ctr2", pod="svc", uid=uid)
@@ -168,7 +234,8 @@ def test_portmap_bandwidth_and_what_delegates_receive(lab: PodLab) -> None:
     assert rec["env"]["CNI_ARGS"] == (
         f"IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=svc;K8S_POD_INFRA_CONTAINER_ID=ctr2;K8S_POD_UID={uid};"
         f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=svc;K8S_POD_INFRA_CONTAINER_ID=ctr2;K8S_POD_UID={uid};"
-        "MAC=02:00:00:00:00:42;IP=10.9.9.9/24")
+        "MAC=02:00:00:00:00:42;IP=10.9.9.9/24"
+    )
     assert rec["stdin"]["args"] == {"cni": {"logicNetworkName": "blue"}}
     assert rec["stdin"]["runtimeConfig"] == {"mac": "02:00:00:00:00:42"}
     assert rec["stdin"]["name"] == "rec" and rec["stdin"]["cniVersion"] == "1.0.0"
@@ -185,18 +252,28 @@ def test_portmap_bandwidth_and_what_delegates_receive(lab: PodLab) -> None:
 
 
 def test_rollback_after_failing_third_delegate_leaves_nothing(lab: PodLab) -> None:
-    lab.add_nad("blue", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue",
-                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.66.0.0/24"}]]}})
-    lab.add_nad("bad", {"cniVersion": "1.0.0", "type": "recorder", "recordDir": str(lab.workdir / "records"),
-                        "fail": True})
+    lab.add_nad(
+        "blue",
+        {
+            "cniVersion": "1.0.0",
+            "type": "bridge",
+            "bridge": "kvt-blue",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.66.0.0/24"}]]},
+        },
+    )
+    lab.add_nad(
+        "bad", {"cniVersion": "1.0.0", "type": "recorder", "recordDir": str(lab.workdir / "records"), "fail": True}
+    )
     lab.add_nad("never", {"cniVersion": "1.0.0", "type": "recorder", "recordDir": str(lab.workdir / "records")})
     uid = lab.add_pod("web", "blue,bad,never")
     conf = lab.config([main_bridge("10.67.0.0/24")])
-    rc, out, err = lab.cni("ADD", conf, container="ctr3", pod="web", uid=uid)
+    rc, out, _err = lab.cni("ADD", conf, container="ctr3", pod="web", uid=uid)
     assert rc == 1
     assert out["code"] == 7
-    assert out["msg"] == (f"[default/web/{uid}:bad]: error adding container to network \"bad\": "
-                          "plugin type=\"recorder\" failed (add): recorder told to fail")
+    assert out["msg"] == (
+        f'[default/web/{uid}:bad]: error adding container to network "bad": '
+        'plugin type="recorder" failed (add): recorder told to fail'
+    )
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
     # the failed delegate was deleted too, the fourth never ran, no veth left on the node
     assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net2"]
@@ -207,8 +284,15 @@ def test_rollback_after_failing_third_delegate_leaves_nothing(lab: PodLab) -> No
 
 
 def test_del_with_api_down(lab: PodLab) -> None:
-    lab.add_nad("blue", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue",
-                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.68.0.0/24"}]]}})
+    lab.add_nad(
+        "blue",
+        {
+            "cniVersion": "1.0.0",
+            "type": "bridge",
+            "bridge": "kvt-blue",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.68.0.0/24"}]]},
+        },
+    )
     uid = lab.add_pod("web", "blue")
     conf = lab.config([main_bridge("10.69.0.0/24")])
     rc, out, err = lab.cni("ADD", conf, container="ctr4", pod="web", uid=uid)
@@ -231,15 +315,16 @@ def test_pod_not_found_is_an_empty_success(lab: PodLab) -> None:
 
 
 def test_hanging_delegate_killed_at_timeout_and_rolled_back(lab: PodLab) -> None:
-    lab.add_nad("slow", {"cniVersion": "1.0.0", "type": "recorder", "recordDir": str(lab.workdir / "records"),
-                         "hang": 60})
+    lab.add_nad(
+        "slow", {"cniVersion": "1.0.0", "type": "recorder", "recordDir": str(lab.workdir / "records"), "hang": 60}
+    )
     uid = lab.add_pod("web", "slow")
     conf = lab.config([main_bridge("10.71.0.0/24")], delegateTimeout=2)
     t0 = time.monotonic()
     rc, out, err = lab.cni("ADD", conf, container="ctr6", pod="web", uid=uid)
     took = time.monotonic() - t0
     assert rc == 1 and took < 20, (out, err)
-    assert out["msg"].startswith(f"[default/web/{uid}:slow]: error adding container to network \"slow\": ")
+    assert out["msg"].startswith(f'[default/web/{uid}:slow]: error adding container to network "slow": ')
     assert out["msg"].endswith('plugin type="recorder" failed (add): timed out after 2s and was killed')
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
     assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net1"]
@@ -259,12 +344,25 @@ def test_multus_name_and_config(lab: PodLab) -> None:
     (lab.bin_dir / "multus").symlink_to(os.readlink(lab.bin_dir / "kvnet-cni"))
     conf_dir = lab.workdir / "conf"
     conf_dir.mkdir()
-    (conf_dir / "10-main.conf").write_text(json.dumps(
-        {**main_bridge("10.73.0.0/24"), "ipam": {"type": "host-local", "dataDir": str(lab.data_dir),
-                                                 "ranges": [[{"subnet": "10.73.0.0/24"}]]}}))
+    (conf_dir / "10-main.conf").write_text(
+        json.dumps(
+            {
+                **main_bridge("10.73.0.0/24"),
+                "ipam": {"type": "host-local", "dataDir": str(lab.data_dir), "ranges": [[{"subnet": "10.73.0.0/24"}]]},
+            }
+        )
+    )
     uid = lab.add_pod("web")
-    conf = {"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus", "kubeconfig": str(lab.kubeconfig),
-            "clusterNetwork": "main", "confDir": str(conf_dir), "cniDir": str(lab.cni_dir), "binDir": str(lab.bin_dir)}
+    conf = {
+        "cniVersion": "0.3.1",
+        "name": "multus-cni-network",
+        "type": "multus",
+        "kubeconfig": str(lab.kubeconfig),
+        "clusterNetwork": "main",
+        "confDir": str(conf_dir),
+        "cniDir": str(lab.cni_dir),
+        "binDir": str(lab.bin_dir),
+    }
     rc, out, err = lab.cni("ADD", conf, container="ctr8", pod="web", uid=uid, binary="multus")
     assert rc == 0, (out, err)
     assert out["cniVersion"] == "0.3.1" and out["ips"][0]["address"] == "10.73.0.2/24"
@@ -285,8 +383,9 @@ def test_status_and_gc_on_the_main_network(lab: PodLab) -> None:
     rc, out, err = lab.cni("ADD", conf, container="ctr9", pod="web", uid=uid)
     assert rc == 0, (out, err)
     # GC keeping this attachment changes nothing; GC without it tears the main network down
-    rc, out, err = lab.cni("GC", {**conf, "cni.dev/valid-attachments": [{"containerID": "ctr9", "ifname": "eth0"}]},
-                           container="", pod="")
+    rc, out, err = lab.cni(
+        "GC", {**conf, "cni.dev/valid-attachments": [{"containerID": "ctr9", "ifname": "eth0"}]}, container="", pod=""
+    )
     assert rc == 0, (out, err)
     assert "eth0" in lab.pod_links()
     rc, out, err = lab.cni("GC", {**conf, "cni.dev/valid-attachments": []}, container="", pod="")
@@ -298,9 +397,20 @@ def test_status_and_gc_on_the_main_network(lab: PodLab) -> None:
 
 
 def test_default_route_moves_to_the_selected_network(lab: PodLab) -> None:
-    lab.add_nad("blue", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue", "isGateway": True,
-                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.78.0.0/24", "gateway": "10.78.0.1"}]],
-                                  "routes": [{"dst": "0.0.0.0/0"}]}})
+    lab.add_nad(
+        "blue",
+        {
+            "cniVersion": "1.0.0",
+            "type": "bridge",
+            "bridge": "kvt-blue",
+            "isGateway": True,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": "10.78.0.0/24", "gateway": "10.78.0.1"}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+            },
+        },
+    )
     uid = lab.add_pod("web", '[{"name": "blue", "default-route": ["10.78.0.1"]}]')
     conf = lab.config([main_bridge("10.79.0.0/24")])
     rc, result, err = lab.cni("ADD", conf, container="ctr10", pod="web", uid=uid)
@@ -317,8 +427,15 @@ def test_default_route_moves_to_the_selected_network(lab: PodLab) -> None:
 
 
 def test_del_after_the_netns_is_gone(lab: PodLab) -> None:
-    lab.add_nad("blue", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue",
-                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.80.0.0/24"}]]}})
+    lab.add_nad(
+        "blue",
+        {
+            "cniVersion": "1.0.0",
+            "type": "bridge",
+            "bridge": "kvt-blue",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.80.0.0/24"}]]},
+        },
+    )
     uid = lab.add_pod("web", "blue")
     conf = lab.config([main_bridge("10.81.0.0/24")])
     rc, out, err = lab.cni("ADD", conf, container="ctr11", pod="web", uid=uid)
@@ -341,9 +458,17 @@ def test_del_of_a_cache_in_older_multus_shape(lab: PodLab) -> None:
     lossy); DEL from such a cache still reaches host-local with its real dataDir."""
     import base64
 
-    chain = {"cniVersion": "1.0.0", "plugins": [
-        {"type": "bridge", "bridge": "kvt-old", "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.84.0.0/24"}]]}},
-        {"type": "tuning", "sysctl": {"net.ipv4.conf.net1.arp_notify": "1"}}]}
+    chain = {
+        "cniVersion": "1.0.0",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "kvt-old",
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.84.0.0/24"}]]},
+            },
+            {"type": "tuning", "sysctl": {"net.ipv4.conf.net1.arp_notify": "1"}},
+        ],
+    }
     lab.add_nad("old", chain)
     uid = lab.add_pod("web", "old")
     conf = lab.config([main_bridge("10.85.0.0/24")])
@@ -353,13 +478,22 @@ def test_del_of_a_cache_in_older_multus_shape(lab: PodLab) -> None:
     cached = json.loads(path.read_text())
     full = json.loads(base64.b64decode(cached[1]["Bytes"]))
     b64 = lambda o: base64.b64encode(json.dumps(o).encode()).decode()  # noqa: E731
-    lossy = {"cniVersion": "1.0.0", "name": "old", "plugins": [
-        {"type": "bridge", "ipam": {"type": "host-local"}, "dns": {}}, {"type": "tuning", "ipam": {}, "dns": {}}]}
+    lossy = {
+        "cniVersion": "1.0.0",
+        "name": "old",
+        "plugins": [
+            {"type": "bridge", "ipam": {"type": "host-local"}, "dns": {}},
+            {"type": "tuning", "ipam": {}, "dns": {}},
+        ],
+    }
     cached[1]["Bytes"] = b64(lossy)
     cached[1]["CNINetworkConfigList"] = {
-        "Name": "old", "CNIVersion": "1.0.0", "DisableCheck": False,
+        "Name": "old",
+        "CNIVersion": "1.0.0",
+        "DisableCheck": False,
         "Plugins": [{"Network": p, "Bytes": b64(full["plugins"][i])} for i, p in enumerate(lossy["plugins"])],
-        "Bytes": b64(full)}
+        "Bytes": b64(full),
+    }
     path.write_text(json.dumps(cached))
     lab.api.stop()  # DEL from the cache alone
     rc, out, err = lab.cni("DEL", conf, container="ctr12", pod="web", uid=uid)

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from kvnet.meta.shim import request as shim_request
 from kvnet.lab.pod_demo import IP, PodLab, in_ns
+from kvnet.meta.shim import request as shim_request
 
 pytestmark = pytest.mark.root
 
@@ -25,7 +24,9 @@ def _wait_healthy(sock: str, proc: subprocess.Popen[bytes], timeout: float = 30.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"kvnet daemon exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise AssertionError(
+                f"kvnet daemon exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
         if os.path.exists(sock):
             try:
                 if shim_request(sock, "GET", "/healthz", timeout=2)[0] == 200:
@@ -37,15 +38,19 @@ def _wait_healthy(sock: str, proc: subprocess.Popen[bytes], timeout: float = 30.
 
 
 @pytest.fixture
-def thick(netns_factory: Callable[..., Any], cni_bin_dir: str, kvnet_bin_dir: str, tmp_path: Path) -> Iterator[tuple[PodLab, str]]:
+def thick(
+    netns_factory: Callable[..., Any], cni_bin_dir: str, kvnet_bin_dir: str, tmp_path: Path
+) -> Iterator[tuple[PodLab, str]]:
     node = netns_factory("kvnode")
     pod = netns_factory("kvpod")
     sock = str(tmp_path / "run" / "kvnet.sock")
     with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir) as lab:
-        log = open(tmp_path / "daemon.log", "wb")
+        log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed after the daemon stops
         proc = subprocess.Popen(
             [IP, "netns", "exec", node.name, os.path.join(kvnet_bin_dir, "kvnet"), "daemon", "--socket", sock],
-            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
         )
         try:
             _wait_healthy(sock, proc)
@@ -64,21 +69,46 @@ def thick(netns_factory: Callable[..., Any], cni_bin_dir: str, kvnet_bin_dir: st
 
 def test_add_check_del_through_shim_and_daemon(thick: tuple[PodLab, str]) -> None:
     lab, sock = thick
-    lab.add_nad("blue", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue",
-                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.74.0.0/24"}]]}})
-    lab.add_nad("pp", {"cniVersion": "0.4.0", "type": "ptp",
-                       "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.75.0.0/24"}]]}})
+    lab.add_nad(
+        "blue",
+        {
+            "cniVersion": "1.0.0",
+            "type": "bridge",
+            "bridge": "kvt-blue",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.74.0.0/24"}]]},
+        },
+    )
+    lab.add_nad(
+        "pp",
+        {
+            "cniVersion": "0.4.0",
+            "type": "ptp",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.75.0.0/24"}]]},
+        },
+    )
     uid = lab.add_pod("web", "blue@blue0,pp")
-    main = {"cniVersion": "1.0.0", "name": "main", "type": "bridge", "bridge": "kvt-main", "isGateway": True,
-            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.76.0.0/24"}]]}}
+    main = {
+        "cniVersion": "1.0.0",
+        "name": "main",
+        "type": "bridge",
+        "bridge": "kvt-main",
+        "isGateway": True,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.76.0.0/24"}]]},
+    }
     conf = lab.config([main], type="kvnet-shim", socketPath=sock)
     rc, result, err = lab.cni("ADD", conf, container="thick1", pod="web", uid=uid, binary="kvnet-shim")
     assert rc == 0, (result, err)
     assert result["cniVersion"] == "1.0.0" and [ip["address"] for ip in result["ips"]] == ["10.76.0.2/24"]
-    links = {link["ifname"]: [a["local"] for a in link["addr_info"] if a["family"] == "inet"] for link in lab.pod_addresses()}
+    links = {
+        link["ifname"]: [a["local"] for a in link["addr_info"] if a["family"] == "inet"] for link in lab.pod_addresses()
+    }
     assert links == {"lo": ["127.0.0.1"], "eth0": ["10.76.0.2"], "blue0": ["10.74.0.2"], "net2": ["10.75.0.2"]}
     status = lab.status("web")
-    assert [(s["name"], s["interface"]) for s in status] == [("main", "eth0"), ("default/blue", "blue0"), ("default/pp", "net2")]
+    assert [(s["name"], s["interface"]) for s in status] == [
+        ("main", "eth0"),
+        ("default/blue", "blue0"),
+        ("default/pp", "net2"),
+    ]
     rc, out, err = lab.cni("CHECK", conf, container="thick1", pod="web", uid=uid, binary="kvnet-shim")
     assert rc == 0, (out, err)
     rc, out, err = lab.cni("DEL", conf, container="thick1", pod="web", uid=uid, binary="kvnet-shim")
@@ -92,7 +122,7 @@ def test_add_check_del_through_shim_and_daemon(thick: tuple[PodLab, str]) -> Non
 def test_shim_reports_a_missing_daemon(thick: tuple[PodLab, str]) -> None:
     lab, sock = thick
     conf = lab.config([], type="kvnet-shim", socketPath=sock + ".missing")
-    rc, out, err = lab.cni("ADD", conf, container="thick3", pod="web", binary="kvnet-shim")
+    rc, out, _err = lab.cni("ADD", conf, container="thick3", pod="web", binary="kvnet-shim")
     assert rc == 1 and out["code"] == 11
     assert out["msg"].startswith(f"kvnet-shim: cannot reach the kvnet daemon at {sock}.missing")
 
@@ -103,16 +133,29 @@ def test_concurrent_pods_through_one_daemon(thick: tuple[PodLab, str], netns_fac
     from concurrent.futures import ThreadPoolExecutor
 
     lab, sock = thick
-    lab.add_nad("blue", {"cniVersion": "1.0.0", "type": "bridge", "bridge": "kvt-blue",
-                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.82.0.0/24"}]]}})
-    main = {"cniVersion": "1.0.0", "name": "main", "type": "bridge", "bridge": "kvt-main",
-            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.83.0.0/24"}]]}}
+    lab.add_nad(
+        "blue",
+        {
+            "cniVersion": "1.0.0",
+            "type": "bridge",
+            "bridge": "kvt-blue",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.82.0.0/24"}]]},
+        },
+    )
+    main = {
+        "cniVersion": "1.0.0",
+        "name": "main",
+        "type": "bridge",
+        "bridge": "kvt-main",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.83.0.0/24"}]]},
+    }
     conf = lab.config([main], type="kvnet-shim", socketPath=sock)
     pods = [(f"p{i}", lab.add_pod(f"p{i}", "blue"), netns_factory("kvpod")) for i in range(4)]
 
     def call(command: str, name: str, uid: str, ns: Any) -> tuple[int, Any, str]:
-        return lab.cni(command, conf, container=f"c-{name}", pod=name, uid=uid, netns=ns.path,
-                       binary="kvnet-shim", in_node=False)
+        return lab.cni(
+            command, conf, container=f"c-{name}", pod=name, uid=uid, netns=ns.path, binary="kvnet-shim", in_node=False
+        )
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda p: call("ADD", *p), pods))

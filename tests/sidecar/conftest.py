@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pod_inputs import NETWORK_INFO_EMPTY, PodFiles, SidecarProcess, add_bridge_binding, network_info, sidecar_cmd, write_link
+from pod_inputs import (
+    NETWORK_INFO_EMPTY,
+    PodFiles,
+    SidecarProcess,
+    add_bridge_binding,
+    network_info,
+    sidecar_cmd,
+    write_link,
+)
 
 
 @pytest.fixture
@@ -50,16 +58,24 @@ def start_sidecar(hooks_dir: Path) -> Iterator[Any]:
     """Start ``kvnet-sidecar`` processes; each is killed at the end if still running."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str, name: str = "kvnet", env: Mapping[str, str] | None = None, wait: bool = True) -> SidecarProcess:
+    def start(
+        *args: str, name: str = "kvnet", env: Mapping[str, str] | None = None, wait: bool = True
+    ) -> SidecarProcess:
         sock = hooks_dir / f"{name}.sock"
-        proc = subprocess.Popen([*sidecar_cmd(), "--hooks-dir", str(hooks_dir), "--name", name, *args],
-                                env=dict(env or os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [*sidecar_cmd(), "--hooks-dir", str(hooks_dir), "--name", name, *args],
+            env=dict(env or os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         procs.append(proc)
         if wait:
             deadline = time.monotonic() + 20
             while not sock.exists():
                 if proc.poll() is not None:
-                    raise AssertionError(f"kvnet-sidecar exited {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+                    raise AssertionError(
+                        f"kvnet-sidecar exited {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}"
+                    )
                 if time.monotonic() > deadline:
                     raise AssertionError("kvnet-sidecar socket did not appear in 20 s")
                 time.sleep(0.02)
@@ -80,15 +96,18 @@ def start_sidecar(hooks_dir: Path) -> Iterator[Any]:
 @pytest.fixture
 def serve_kvnet(hooks_dir: Path) -> Iterator[Any]:
     """Serve kvnet's real hooks in-process for a pod: ``serve_kvnet(pod, name="kvnet")``."""
+    from pod_inputs import facts_reader
+
     from kvnet.sidecar.hooks import KvnetHooks
     from kvnet.sidecar.server import SidecarServer, socket_path
     from kvnet.sidecar.wiring import PipelineTranslator
-    from pod_inputs import facts_reader
 
     servers: list[Any] = []
 
     def serve(pod: PodFiles, name: str = "kvnet", timeout: float = 2.0) -> Any:
-        server = SidecarServer(KvnetHooks(name, facts_reader(pod, timeout=timeout), PipelineTranslator()), socket_path(hooks_dir, name))
+        server = SidecarServer(
+            KvnetHooks(name, facts_reader(pod, timeout=timeout), PipelineTranslator()), socket_path(hooks_dir, name)
+        )
         server.start()
         servers.append(server)
         return server

@@ -15,13 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvnet.core.naming import hashed_pod_iface
 from kvnet.domain.networkinfo import parse_network_info
 from kvnet.lab.fake_pod import add_bridge_binding, network_info, write_link
-from kvnet.core.naming import hashed_pod_iface
 from kvnet.sidecar.podfacts import read_pod_links
 
-__all__ = ["KUBEVIRT_DOMAIN", "NETWORK_INFO_EMPTY", "PodFiles", "SidecarProcess", "add_bridge_binding", "facts_reader",
-           "make_vmi", "network_info", "sidecar_cmd", "write_link"]
+__all__ = [
+    "KUBEVIRT_DOMAIN",
+    "NETWORK_INFO_EMPTY",
+    "PodFiles",
+    "SidecarProcess",
+    "add_bridge_binding",
+    "facts_reader",
+    "make_vmi",
+    "network_info",
+    "sidecar_cmd",
+    "write_link",
+]
 
 KUBEVIRT_DOMAIN = """<domain type="qemu" xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">
 \t<name>default_vmi-kvnet</name>
@@ -73,8 +83,15 @@ def make_vmi(
     interfaces: list[dict[str, Any]] = [{"name": "default", "masquerade": {}}]
     nets: list[dict[str, Any]] = [{"name": "default", "pod": {}}]
     status: list[dict[str, Any]] = [
-        {"name": "default", "interfaceName": "eth0", "ipAddress": "10.244.0.12", "ipAddresses": ["10.244.0.12"],
-         "mac": "02:00:00:00:00:01", "infoSource": "domain, guest-agent, multus-status", "queueCount": 1}
+        {
+            "name": "default",
+            "interfaceName": "eth0",
+            "ipAddress": "10.244.0.12",
+            "ipAddresses": ["10.244.0.12"],
+            "mac": "02:00:00:00:00:01",
+            "infoSource": "domain, guest-agent, multus-status",
+            "queueCount": 1,
+        }
     ]
     for net, binding in networks.items():
         iface: dict[str, Any] = {"name": net}
@@ -86,7 +103,9 @@ def make_vmi(
             iface["macAddress"] = macs[net]
         interfaces.append(iface)
         nets.append({"name": net, "multus": {"networkName": f"default/{net}-nad"}})
-        status.append({"name": net, "interfaceName": hashed_pod_iface(net), "infoSource": "multus-status", "queueCount": 1})
+        status.append(
+            {"name": net, "interfaceName": hashed_pod_iface(net), "infoSource": "multus-status", "queueCount": 1}
+        )
     return {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachineInstance",
@@ -117,7 +136,9 @@ def make_vmi(
             "evictionStrategy": "None",
             "networks": nets,
             "terminationGracePeriodSeconds": 0,
-            "volumes": [{"name": "containerdisk", "containerDisk": {"image": "quay.io/kubevirt/cirros-container-disk-demo"}}],
+            "volumes": [
+                {"name": "containerdisk", "containerDisk": {"image": "quay.io/kubevirt/cirros-container-disk-demo"}}
+            ],
         },
         "status": {
             "phase": "Scheduled",
@@ -149,8 +170,12 @@ class PodFiles:
         return self.root / "podinfo" / "network-info"
 
     def env(self, *, timeout: float = 2.0, name: str | None = None) -> dict[str, str]:
-        env = {**os.environ, "KVNET_SYS_CLASS_NET": str(self.sys_class_net), "KVNET_NETWORK_INFO": str(self.network_info),
-               "KVNET_NETWORK_INFO_TIMEOUT": str(timeout)}
+        env = {
+            **os.environ,
+            "KVNET_SYS_CLASS_NET": str(self.sys_class_net),
+            "KVNET_NETWORK_INFO": str(self.network_info),
+            "KVNET_NETWORK_INFO_TIMEOUT": str(timeout),
+        }
         if name:
             env["NETWORK_BINDING_PLUGIN_NAME"] = name
         return env
@@ -178,5 +203,11 @@ def sidecar_cmd() -> list[str]:
 def facts_reader(pod: PodFiles, *, timeout: float = 2.0, interval: float = 0.05) -> Any:
     from kvnet.sidecar.hooks import PodFactsReader
 
-    return PodFactsReader(str(pod.network_info), str(pod.sys_class_net), read_links=read_pod_links,
-                          parse_network_info=parse_network_info, timeout=timeout, interval=interval)
+    return PodFactsReader(
+        str(pod.network_info),
+        str(pod.sys_class_net),
+        read_links=read_pod_links,
+        parse_network_info=parse_network_info,
+        timeout=timeout,
+        interval=interval,
+    )

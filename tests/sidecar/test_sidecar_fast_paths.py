@@ -21,14 +21,14 @@ from hypothesis import strategies as st
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, add_bridge_binding, make_vmi, network_info, write_link
 
 from kvnet.core import bindrecord, naming
-from kvnet.domain import splice
-from kvnet.domain.networkinfo import parse_network_info
-from kvnet.domain.translate import uses_ordinal_names
 from kvnet.core.errors import DecodeFailure, TranslationError
 from kvnet.core.model import BindingRecord
 from kvnet.core.naming import hashed_pod_iface
-from kvnet.sidecar.podfacts import PodLinks, pod_links, read_pod_links
+from kvnet.domain import splice
+from kvnet.domain.networkinfo import parse_network_info
+from kvnet.domain.translate import uses_ordinal_names
 from kvnet.sidecar.hooks import KvnetHooks, PodFactsReader, PodFactsUnavailable
+from kvnet.sidecar.podfacts import PodLinks, pod_links, read_pod_links
 from kvnet.sidecar.server import status_for
 from kvnet.sidecar.wiring import PipelineTranslator
 
@@ -47,8 +47,13 @@ def _pod(tmp_path: Path, networks: tuple[str, ...] = ("red", "blue")) -> PodFile
 
 
 def _hooks(pod: PodFiles) -> KvnetHooks:
-    reader = PodFactsReader(str(pod.network_info), str(pod.sys_class_net), read_links=pod_links,
-                            parse_network_info=parse_network_info, timeout=1.0)
+    reader = PodFactsReader(
+        str(pod.network_info),
+        str(pod.sys_class_net),
+        read_links=pod_links,
+        parse_network_info=parse_network_info,
+        timeout=1.0,
+    )
     return KvnetHooks("kvnet", reader, PipelineTranslator())
 
 
@@ -93,7 +98,9 @@ def test_each_call_reads_the_pod_afresh(tmp_path: Path) -> None:
     vmi = json.dumps(make_vmi({"red": "kvnet"})).encode()
     first = hooks.on_define_domain(KUBEVIRT_DOMAIN.encode(), vmi)
     record = bindrecord.encode(BindingRecord(original_mac="02:00:00:00:00:0a", mtu=9000))
-    (pod.sys_class_net / hashed_pod_iface("red") / "ifalias").write_text(record + "\n")  # the binding re-run with jumbo frames
+    (pod.sys_class_net / hashed_pod_iface("red") / "ifalias").write_text(
+        record + "\n"
+    )  # the binding re-run with jumbo frames
     second = hooks.on_define_domain(KUBEVIRT_DOMAIN.encode(), vmi)
     assert b'<mtu size="1500" />' in first and b'<mtu size="9000" />' in second
 
@@ -127,7 +134,8 @@ def test_malformed_record_of_an_attachment_is_still_failed_precondition(tmp_path
         _hooks(pod).on_define_domain(KUBEVIRT_DOMAIN.encode(), json.dumps(make_vmi({"red": "kvnet"})).encode())
     assert exc.value.msg.startswith(
         f"interfaces red: cannot read the pod links in {pod.sys_class_net}: link {pod_link} in the pod netns: "
-        "malformed kvnet binding record")
+        "malformed kvnet binding record"
+    )
     assert status_for(exc.value) is grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -158,7 +166,9 @@ def _reference(elem: ET.Element, unit: str, indent: str) -> bytes:
     return ET.tostring(c, encoding="unicode").replace("\n", "\n" + indent).encode()
 
 
-_xml_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")) | st.sampled_from("\t\n\r &<>\"'"), max_size=12)
+_xml_text = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")) | st.sampled_from("\t\n\r &<>\"'"), max_size=12
+)
 _names = st.sampled_from(["interface", "target", "model", "mac", "address", "source", "alias", "x-y", "a.b"])
 
 

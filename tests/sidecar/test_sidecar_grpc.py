@@ -26,10 +26,10 @@ from pod_inputs import (
     make_vmi,
     network_info,
 )
-from kvnet.lab.launcher import MODULES, LauncherClient, info
 
 from kvnet.core.errors import TranslationError
 from kvnet.core.model import GuestIpConfig, PodFacts
+from kvnet.lab.launcher import MODULES, LauncherClient, info
 from kvnet.sidecar.hooks import EchoHooks, Hooks, KvnetHooks
 from kvnet.sidecar.server import SidecarServer, socket_path
 from kvnet.sidecar.wiring import PipelineTranslator
@@ -76,7 +76,11 @@ def test_info_answers_within_the_launcher_deadline(serve: Any, hooks_dir: Path, 
     res = info(str(hooks_dir / "kvnet.sock"), timeout=1.0)
     assert time.monotonic() - started < 1.0
     assert res.name == "kvnet"
-    assert [(p.name, p.priority) for p in res.hookPoints] == [("OnDefineDomain", 0), ("PreCloudInitIso", 0), ("Shutdown", 0)]
+    assert [(p.name, p.priority) for p in res.hookPoints] == [
+        ("OnDefineDomain", 0),
+        ("PreCloudInitIso", 0),
+        ("Shutdown", 0),
+    ]
     assert list(res.versions) == ["v1alpha1", "v1alpha2", "v1alpha3"]
     [sidecar] = LauncherClient(hooks_dir).collect(1)
     assert sidecar.version == "v1alpha3"
@@ -96,10 +100,13 @@ def test_bridge_nic_added(serve: Any, hooks_dir: Path, bridge_pod: PodFiles) -> 
     assert red.find("mtu").get("size") == "1400"  # type: ignore[union-attr]
     # the rest of the domain is as virt-launcher sent it
     assert ET.canonicalize(ET.tostring(nics["ua-default"]), strip_text=True) == ET.canonicalize(
-        ET.tostring(interfaces(KUBEVIRT_DOMAIN)["ua-default"]), strip_text=True)
+        ET.tostring(interfaces(KUBEVIRT_DOMAIN)["ua-default"]), strip_text=True
+    )
     assert ET.fromstring(out).find("name").text == "default_vmi-kvnet"  # type: ignore[union-attr]
-    assert out.startswith("<domain ") and "\n\t\t<interface type=\"ethernet\">" in out  # as KubeVirt writes it: no declaration, tabs
-    assert out.startswith(KUBEVIRT_DOMAIN[:KUBEVIRT_DOMAIN.index("\t\t<controller")])  # untouched up to the new device
+    assert (
+        out.startswith("<domain ") and '\n\t\t<interface type="ethernet">' in out
+    )  # as KubeVirt writes it: no declaration, tabs
+    assert out.startswith(KUBEVIRT_DOMAIN[: KUBEVIRT_DOMAIN.index("\t\t<controller")])  # untouched up to the new device
 
 
 def test_vmi_mac_address_wins(serve: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
@@ -116,7 +123,9 @@ def test_every_version_serves_on_define_domain(serve: Any, hooks_dir: Path, brid
     pb2, pb2_grpc = MODULES[version]
     with grpc.insecure_channel(f"unix:{hooks_dir / 'kvnet.sock'}") as ch:
         res = pb2_grpc.CallbacksStub(ch).OnDefineDomain(
-            pb2.OnDefineDomainParams(domainXML=KUBEVIRT_DOMAIN.encode(), vmi=json.dumps(make_vmi()).encode()), timeout=10)
+            pb2.OnDefineDomainParams(domainXML=KUBEVIRT_DOMAIN.encode(), vmi=json.dumps(make_vmi()).encode()),
+            timeout=10,
+        )
     assert "ua-red" in interfaces(res.domainXML.decode())
 
 
@@ -152,7 +161,8 @@ def test_two_sidecars_chained(serve: Any, hooks_dir: Path, pod: PodFiles, domain
 
 
 WITHOUT_KUBEVIRT_METADATA = KUBEVIRT_DOMAIN.replace(
-    KUBEVIRT_DOMAIN[KUBEVIRT_DOMAIN.index("\t<metadata>"):KUBEVIRT_DOMAIN.index("\t<features>")], "")
+    KUBEVIRT_DOMAIN[KUBEVIRT_DOMAIN.index("\t<metadata>") : KUBEVIRT_DOMAIN.index("\t<features>")], ""
+)
 
 
 def test_twenty_concurrent_calls(serve: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
@@ -206,40 +216,78 @@ def test_network_info_that_never_appears(serve: Any, hooks_dir: Path, bridge_pod
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert err.details() == (
         f"kvnet OnDefineDomain: interfaces red: network-info {bridge_pod.network_info} still empty after 0.5 s "
-        "(is the binding registered with downwardAPI: device-info?)")
+        "(is the binding registered with downwardAPI: device-info?)"
+    )
 
 
 # --------------------------------------------------------------------------------------
 # malformed inputs: a gRPC error naming the problem, never a half-edited domain
 
 BAD_INPUTS = [
-    pytest.param("vmi", b"{not json", grpc.StatusCode.INVALID_ARGUMENT,
-                 "kvnet OnDefineDomain: VMI JSON is malformed: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
-                 id="vmi-not-json"),
-    pytest.param("vmi", b"[]", grpc.StatusCode.INVALID_ARGUMENT,
-                 "kvnet OnDefineDomain: VMI JSON is a list, expected an object", id="vmi-list"),
-    pytest.param("vmi", b'{"metadata": {"name": "v", "namespace": "ns"}}', grpc.StatusCode.INVALID_ARGUMENT,
-                 "kvnet OnDefineDomain: VMI ns/v has no spec object", id="vmi-no-spec"),
-    pytest.param("vmi", b'{"spec": {"domain": {"devices": {"interfaces": [{"binding": {"name": "kvnet"}}]}}}}',
-                 grpc.StatusCode.INVALID_ARGUMENT,
-                 "kvnet OnDefineDomain: VMI <unnamed>: spec.domain.devices.interfaces[0] has no name", id="iface-no-name"),
-    pytest.param("domain", b"<domain><devices>", grpc.StatusCode.INVALID_ARGUMENT,
-                 "kvnet OnDefineDomain: interfaces red: domain XML is malformed: no element found: line 1, column 17", id="domain-truncated"),
-    pytest.param("domain", b"<network/>", grpc.StatusCode.INVALID_ARGUMENT,
-                 "kvnet OnDefineDomain: interfaces red: domain XML has root <network>, expected <domain>", id="domain-not-a-domain"),
-    pytest.param("network-info", b"{\"interfaces\": 3}", grpc.StatusCode.FAILED_PRECONDITION,
-                 "kvnet OnDefineDomain: interfaces red: network-info {ni} is malformed: network-info: interfaces must be a list",
-                 id="network-info-bad-shape"),
-    pytest.param("network-info", b"{oops", grpc.StatusCode.FAILED_PRECONDITION,
-                 "kvnet OnDefineDomain: interfaces red: network-info {ni} is malformed: network-info is not JSON: "
-                 "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
-                 id="network-info-not-json"),
+    pytest.param(
+        "vmi",
+        b"{not json",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kvnet OnDefineDomain: VMI JSON is malformed: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        id="vmi-not-json",
+    ),
+    pytest.param(
+        "vmi",
+        b"[]",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kvnet OnDefineDomain: VMI JSON is a list, expected an object",
+        id="vmi-list",
+    ),
+    pytest.param(
+        "vmi",
+        b'{"metadata": {"name": "v", "namespace": "ns"}}',
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kvnet OnDefineDomain: VMI ns/v has no spec object",
+        id="vmi-no-spec",
+    ),
+    pytest.param(
+        "vmi",
+        b'{"spec": {"domain": {"devices": {"interfaces": [{"binding": {"name": "kvnet"}}]}}}}',
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kvnet OnDefineDomain: VMI <unnamed>: spec.domain.devices.interfaces[0] has no name",
+        id="iface-no-name",
+    ),
+    pytest.param(
+        "domain",
+        b"<domain><devices>",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kvnet OnDefineDomain: interfaces red: domain XML is malformed: no element found: line 1, column 17",
+        id="domain-truncated",
+    ),
+    pytest.param(
+        "domain",
+        b"<network/>",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kvnet OnDefineDomain: interfaces red: domain XML has root <network>, expected <domain>",
+        id="domain-not-a-domain",
+    ),
+    pytest.param(
+        "network-info",
+        b'{"interfaces": 3}',
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "kvnet OnDefineDomain: interfaces red: network-info {ni} is malformed: network-info: interfaces must be a list",
+        id="network-info-bad-shape",
+    ),
+    pytest.param(
+        "network-info",
+        b"{oops",
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "kvnet OnDefineDomain: interfaces red: network-info {ni} is malformed: network-info is not JSON: "
+        "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        id="network-info-not-json",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("what", "bad", "code", "message"), BAD_INPUTS)
-def test_malformed_input(serve: Any, hooks_dir: Path, bridge_pod: PodFiles, what: str, bad: bytes,
-                         code: grpc.StatusCode, message: str) -> None:
+def test_malformed_input(
+    serve: Any, hooks_dir: Path, bridge_pod: PodFiles, what: str, bad: bytes, code: grpc.StatusCode, message: str
+) -> None:
     serve(kvnet_hooks(bridge_pod))
     client = LauncherClient(hooks_dir)
     client.collect(1)
@@ -276,14 +324,29 @@ class _BrokenTranslator(PipelineTranslator):
         return self.result
 
 
-@pytest.mark.parametrize(("result", "code", "message"), [
-    ("<domain><devices>", grpc.StatusCode.INTERNAL,
-     "kvnet OnDefineDomain: interfaces red: the domain kvnet built is malformed: no element found: line 1, column 17"),
-    (KeyError("boom"), grpc.StatusCode.INTERNAL, "kvnet OnDefineDomain: interfaces red: unexpected KeyError: 'boom'"),
-    (TranslationError("interface red: no tap"), grpc.StatusCode.INVALID_ARGUMENT, "kvnet OnDefineDomain: interface red: no tap"),
-])
-def test_translator_failures(serve: Any, hooks_dir: Path, bridge_pod: PodFiles, result: Any,
-                             code: grpc.StatusCode, message: str) -> None:
+@pytest.mark.parametrize(
+    ("result", "code", "message"),
+    [
+        (
+            "<domain><devices>",
+            grpc.StatusCode.INTERNAL,
+            "kvnet OnDefineDomain: interfaces red: the domain kvnet built is malformed: no element found: line 1, column 17",
+        ),
+        (
+            KeyError("boom"),
+            grpc.StatusCode.INTERNAL,
+            "kvnet OnDefineDomain: interfaces red: unexpected KeyError: 'boom'",
+        ),
+        (
+            TranslationError("interface red: no tap"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "kvnet OnDefineDomain: interface red: no tap",
+        ),
+    ],
+)
+def test_translator_failures(
+    serve: Any, hooks_dir: Path, bridge_pod: PodFiles, result: Any, code: grpc.StatusCode, message: str
+) -> None:
     serve(KvnetHooks("kvnet", facts_reader(bridge_pod), _BrokenTranslator(result)))
     client = LauncherClient(hooks_dir)
     client.collect(1)
@@ -348,8 +411,9 @@ CLOUD_INIT = {
 
 @pytest.fixture
 def ip_pod(pod: PodFiles) -> PodFiles:
-    add_bridge_binding(pod.sys_class_net, "red", original_mac="02:00:00:aa:bb:01",
-                       ip=GuestIpConfig(("10.1.0.5/24",), ("10.1.0.1",)))
+    add_bridge_binding(
+        pod.sys_class_net, "red", original_mac="02:00:00:aa:bb:01", ip=GuestIpConfig(("10.1.0.5/24",), ("10.1.0.1",))
+    )
     pod.network_info.write_text(network_info({"red": {}}))
     return pod
 
@@ -359,7 +423,9 @@ def test_pre_cloud_init_iso_adds_network_data(serve: Any, hooks_dir: Path, ip_po
     client = LauncherClient(hooks_dir)
     client.collect(1)
     out = client.pre_cloud_init_iso(make_vmi(), CLOUD_INIT)
-    assert {k: v for k, v in out.items() if k != "NetworkData"} == {k: v for k, v in CLOUD_INIT.items() if k != "NetworkData"}
+    assert {k: v for k, v in out.items() if k != "NetworkData"} == {
+        k: v for k, v in CLOUD_INIT.items() if k != "NetworkData"
+    }
     nd = out["NetworkData"]
     assert "02:00:00:aa:bb:01" in nd and "10.1.0.5/24" in nd and "10.1.0.1" in nd
 
@@ -408,10 +474,15 @@ def test_pre_cloud_init_iso_malformed_data(serve: Any, hooks_dir: Path, ip_pod: 
     serve(kvnet_hooks(ip_pod))
     pb2, pb2_grpc = MODULES["v1alpha3"]
     with grpc.insecure_channel(f"unix:{hooks_dir / 'kvnet.sock'}") as ch:
-        err = rpc_error(lambda: pb2_grpc.CallbacksStub(ch).PreCloudInitIso(
-            pb2.PreCloudInitIsoParams(cloudInitData=b"[1]", vmi=json.dumps(make_vmi()).encode()), timeout=10))
+        err = rpc_error(
+            lambda: pb2_grpc.CallbacksStub(ch).PreCloudInitIso(
+                pb2.PreCloudInitIsoParams(cloudInitData=b"[1]", vmi=json.dumps(make_vmi()).encode()), timeout=10
+            )
+        )
     assert (err.code(), err.details()) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "kvnet PreCloudInitIso: interfaces red: cloudInitData JSON is a list, expected an object")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kvnet PreCloudInitIso: interfaces red: cloudInitData JSON is a list, expected an object",
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -432,7 +503,10 @@ def test_socket_name_taken_by_a_live_sidecar(serve: Any, hooks_dir: Path) -> Non
     second = SidecarServer(EchoHooks("kvnet"), socket_path(hooks_dir, "kvnet"))
     with pytest.raises(Exception) as exc:
         second.start()
-    assert str(exc.value) == f"socket {hooks_dir / 'kvnet.sock'} is already served by another sidecar: names must be unique in the pod"
+    assert (
+        str(exc.value)
+        == f"socket {hooks_dir / 'kvnet.sock'} is already served by another sidecar: names must be unique in the pod"
+    )
     assert info(str(hooks_dir / "kvnet.sock")).name == "kvnet"  # the first one is untouched
 
 
@@ -447,12 +521,15 @@ def test_stale_socket_is_replaced(serve: Any, hooks_dir: Path) -> None:
     assert sorted(p.name for p in hooks_dir.iterdir()) == ["kvnet.sock"]  # no staging debris
 
 
-@pytest.mark.parametrize(("name", "problem"), [
-    ("../evil", "sidecar name '../evil' is not usable as a socket name (letters, digits, '_', '.', '-')"),
-    ("", "sidecar name '' is not usable as a socket name (letters, digits, '_', '.', '-')"),
-    ("a b", "sidecar name 'a b' is not usable as a socket name (letters, digits, '_', '.', '-')"),
-    ("x" * 120, None),
-])
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("../evil", "sidecar name '../evil' is not usable as a socket name (letters, digits, '_', '.', '-')"),
+        ("", "sidecar name '' is not usable as a socket name (letters, digits, '_', '.', '-')"),
+        ("a b", "sidecar name 'a b' is not usable as a socket name (letters, digits, '_', '.', '-')"),
+        ("x" * 120, None),
+    ],
+)
 def test_socket_path_rules(name: str, problem: str | None) -> None:
     from kvnet.core.errors import InvalidConfig
 
@@ -471,26 +548,46 @@ def test_socket_path_default() -> None:
 # --------------------------------------------------------------------------------------
 # guest bonds (kvnet.io/bonds): members may be sriov: {} interfaces KubeVirt already added
 
-BONDS = json.dumps([{"name": "bond0", "members": ["sr1", "sr2"], "mode": "active-backup", "miimon": 100,
-                     "failOverMac": "active", "addresses": ["10.3.0.5/24"], "gateways": ["10.3.0.1"]}])
+BONDS = json.dumps(
+    [
+        {
+            "name": "bond0",
+            "members": ["sr1", "sr2"],
+            "mode": "active-backup",
+            "miimon": 100,
+            "failOverMac": "active",
+            "addresses": ["10.3.0.5/24"],
+            "gateways": ["10.3.0.1"],
+        }
+    ]
+)
 SRIOV_HOSTDEVS = "".join(
     f'\t\t<hostdev mode="subsystem" type="pci" managed="no">\n\t\t\t<source>\n'
     f'\t\t\t\t<address domain="0x0000" bus="0x3b" slot="0x02" function="0x{fn}"></address>\n'
     f'\t\t\t</source>\n\t\t\t<alias name="ua-sriov-{name}"></alias>\n\t\t</hostdev>\n'
-    for name, fn in (("sr1", 4), ("sr2", 5)))
+    for name, fn in (("sr1", 4), ("sr2", 5))
+)
 
 
 @pytest.fixture
 def bond_pod(pod: PodFiles) -> PodFiles:
-    pod.network_info.write_text(network_info({
-        n: {"deviceInfo": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": f"0000:3b:02.{fn}"}}}
-        for n, fn in (("sr1", 4), ("sr2", 5))}))
+    pod.network_info.write_text(
+        network_info(
+            {
+                n: {"deviceInfo": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": f"0000:3b:02.{fn}"}}}
+                for n, fn in (("sr1", 4), ("sr2", 5))
+            }
+        )
+    )
     return pod
 
 
 def bond_vmi() -> dict[str, Any]:
-    return make_vmi({"sr1": None, "sr2": None}, macs={"sr1": "02:00:00:00:b0:01", "sr2": "02:00:00:00:b0:02"},
-                    annotations={"kvnet.io/bonds": BONDS})
+    return make_vmi(
+        {"sr1": None, "sr2": None},
+        macs={"sr1": "02:00:00:00:b0:01", "sr2": "02:00:00:00:b0:02"},
+        annotations={"kvnet.io/bonds": BONDS},
+    )
 
 
 def test_bond_of_sriov_members(serve: Any, hooks_dir: Path, bond_pod: PodFiles) -> None:
@@ -565,9 +662,14 @@ def test_pre_cloud_init_iso_same_on_v1alpha2_and_v1alpha3(serve: Any, hooks_dir:
     for version in ("v1alpha2", "v1alpha3"):
         pb2, pb2_grpc = MODULES[version]
         with grpc.insecure_channel(f"unix:{hooks_dir / 'kvnet.sock'}") as ch:
-            res = pb2_grpc.CallbacksStub(ch).PreCloudInitIso(pb2.PreCloudInitIsoParams(
-                cloudInitData=json.dumps(CLOUD_INIT).encode(), cloudInitNoCloudSource=b'{"userData": "#cloud-config\\n"}',
-                vmi=json.dumps(make_vmi()).encode()), timeout=10)
+            res = pb2_grpc.CallbacksStub(ch).PreCloudInitIso(
+                pb2.PreCloudInitIsoParams(
+                    cloudInitData=json.dumps(CLOUD_INIT).encode(),
+                    cloudInitNoCloudSource=b'{"userData": "#cloud-config\\n"}',
+                    vmi=json.dumps(make_vmi()).encode(),
+                ),
+                timeout=10,
+            )
         answers.append((res.cloudInitData, res.cloudInitNoCloudSource))
     assert answers[0] == answers[1]
     data, legacy = json.loads(answers[0][0]), json.loads(answers[0][1])

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, make_vmi
 
-from kvnet.domain.vmi import BONDS_ANNOTATION
 from kvnet.core.errors import KvnetError, RenderError
 from kvnet.core.model import PodFacts
+from kvnet.domain.vmi import BONDS_ANNOTATION
 from kvnet.sidecar.hooks import (
     BadHookInput,
     KvnetHooks,
@@ -30,9 +30,28 @@ from kvnet.sidecar.hooks import (
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["spec", "domain", "devices", "interfaces", "name", "binding", "metadata", "annotations",
-                         "kvnet.io/bonds", "namespace", "x"]), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "spec",
+                    "domain",
+                    "devices",
+                    "interfaces",
+                    "name",
+                    "binding",
+                    "metadata",
+                    "annotations",
+                    "kvnet.io/bonds",
+                    "namespace",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=20,
 )
 
@@ -68,7 +87,9 @@ class _Recorder:
         self.calls.append(binding_name)
         return domain_xml
 
-    def cloud_init_network_data(self, vmi: Any, facts: PodFacts, *, user_network_data: str | None, binding_name: str) -> str | None:
+    def cloud_init_network_data(
+        self, vmi: Any, facts: PodFacts, *, user_network_data: str | None, binding_name: str
+    ) -> str | None:
         self.calls.append(f"ci:{user_network_data}")
         return (user_network_data or "") + "# kvnet\n"
 
@@ -112,7 +133,10 @@ def test_no_facts_read_without_kvnet_interfaces() -> None:
     vmi = json.dumps(make_vmi({"red": None})).encode()
     assert hooks.on_define_domain(KUBEVIRT_DOMAIN.encode(), vmi) == KUBEVIRT_DOMAIN.encode()
     res = hooks.pre_cloud_init_iso(vmi, b'{"UserData": "u", "NetworkData": "n"}', b'{"userData": "u"}')
-    assert (res.cloud_init_data, res.no_cloud_source) == (b'{"UserData": "u", "NetworkData": "n"}', b'{"userData": "u"}')
+    assert (res.cloud_init_data, res.no_cloud_source) == (
+        b'{"UserData": "u", "NetworkData": "n"}',
+        b'{"userData": "u"}',
+    )
     assert (facts.reads, translator.calls) == (0, [])
 
 
@@ -131,7 +155,9 @@ class _BrokenFacts:
 
 
 class _BrokenNetworkData(_Recorder):
-    def cloud_init_network_data(self, vmi: Any, facts: PodFacts, *, user_network_data: str | None, binding_name: str) -> str | None:
+    def cloud_init_network_data(
+        self, vmi: Any, facts: PodFacts, *, user_network_data: str | None, binding_name: str
+    ) -> str | None:
         raise KeyError("boom")
 
 
@@ -150,22 +176,36 @@ def test_unexpected_errors_name_the_interfaces() -> None:
     assert exc.value.msg == "interfaces (bonds only): unexpected ValueError: boom"
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    ({"UserData": "u", "NetworkData": "n", "DataSource": "noCloud"}, {"userData": "u", "networkData": "n"}),
-    ({"UserData": "u", "NetworkData": ""}, {"userData": "u"}),
-    ({}, {}),
-])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"UserData": "u", "NetworkData": "n", "DataSource": "noCloud"}, {"userData": "u", "networkData": "n"}),
+        ({"UserData": "u", "NetworkData": ""}, {"userData": "u"}),
+        ({}, {}),
+    ],
+)
 def test_no_cloud_source_sent_beside_cloud_init_data(data: dict[str, str], expected: dict[str, str]) -> None:
     """One mapping for the shim and the virt-launcher-like client (kvnet.lab.launcher)."""
     assert json.loads(no_cloud_source(data)) == expected
 
 
-@pytest.mark.parametrize(("legacy", "data", "expected"), [
-    (b"", {"UserData": "u", "NetworkData": "n"}, {"userData": "u", "networkData": "n"}),
-    (b'{"userData": "old", "networkDataBase64": "eA=="}', {"UserData": "u", "NetworkData": "n"}, {"userData": "u", "networkData": "n"}),
-    (b'{"userDataBase64": "dQ=="}', {"UserData": "", "NetworkData": "n"}, {"userDataBase64": "dQ==", "networkData": "n"}),
-    (b"not json", {"NetworkData": "n"}, {"networkData": "n"}),
-])
+@pytest.mark.parametrize(
+    ("legacy", "data", "expected"),
+    [
+        (b"", {"UserData": "u", "NetworkData": "n"}, {"userData": "u", "networkData": "n"}),
+        (
+            b'{"userData": "old", "networkDataBase64": "eA=="}',
+            {"UserData": "u", "NetworkData": "n"},
+            {"userData": "u", "networkData": "n"},
+        ),
+        (
+            b'{"userDataBase64": "dQ=="}',
+            {"UserData": "", "NetworkData": "n"},
+            {"userDataBase64": "dQ==", "networkData": "n"},
+        ),
+        (b"not json", {"NetworkData": "n"}, {"networkData": "n"}),
+    ],
+)
 def test_legacy_answer(legacy: bytes, data: dict[str, str], expected: dict[str, str]) -> None:
     assert json.loads(legacy_no_cloud_source(legacy, data)) == expected
 
@@ -191,8 +231,16 @@ class _Clock:
 
 
 def reader(pod: PodFiles, clock: _Clock, timeout: float = 3.0) -> PodFactsReader:
-    return PodFactsReader(str(pod.network_info), str(pod.sys_class_net), read_links=lambda root: {},
-                          parse_network_info=lambda text: {}, timeout=timeout, interval=0.5, clock=clock, sleep=clock.sleep)
+    return PodFactsReader(
+        str(pod.network_info),
+        str(pod.sys_class_net),
+        read_links=lambda root: {},
+        parse_network_info=lambda text: {},
+        timeout=timeout,
+        interval=0.5,
+        clock=clock,
+        sleep=clock.sleep,
+    )
 
 
 def test_poll_waits_for_content(pod: PodFiles) -> None:
@@ -206,8 +254,10 @@ def test_poll_gives_up_at_the_bound(pod: PodFiles) -> None:
     with pytest.raises(PodFactsUnavailable) as exc:
         reader(pod, clock, timeout=3.0).read(["red", "blue"])
     assert clock.now == pytest.approx(3.0)
-    assert exc.value.msg == (f"interfaces red, blue: network-info {pod.network_info} still empty after 3 s "
-                             "(is the binding registered with downwardAPI: device-info?)")
+    assert exc.value.msg == (
+        f"interfaces red, blue: network-info {pod.network_info} still empty after 3 s "
+        "(is the binding registered with downwardAPI: device-info?)"
+    )
 
 
 def test_unreadable_network_info(pod: PodFiles) -> None:
@@ -227,4 +277,7 @@ def test_unreadable_links(pod: PodFiles, tmp_path: Path) -> None:
     r = PodFactsReader(str(pod.network_info), "/nowhere", read_links=broken, parse_network_info=lambda t: {})
     with pytest.raises(PodFactsUnavailable) as exc:
         r.read(["red"])
-    assert exc.value.msg == "interfaces red: cannot read the pod links in /nowhere: [Errno 13] Permission denied: '/nowhere'"
+    assert (
+        exc.value.msg
+        == "interfaces red: cannot read the pod links in /nowhere: [Errno 13] Permission denied: '/nowhere'"
+    )

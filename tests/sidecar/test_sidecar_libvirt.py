@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kvnet.lab.launcher import LauncherClient
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, add_bridge_binding, make_vmi, network_info
+
+from kvnet.lab.launcher import LauncherClient
 
 pytestmark = [pytest.mark.root, pytest.mark.libvirt]
 
@@ -42,10 +43,14 @@ def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 def test_returned_domain_defines_on_libvirt(libvirtd: Any, serve_kvnet: Any, hooks_dir: Path, pod: PodFiles) -> None:
     add_bridge_binding(pod.sys_class_net, "red", original_mac="02:00:00:aa:bb:01", mtu=1400)
-    pod.network_info.write_text(network_info({
-        "red": {},
-        "sr2": {"deviceInfo": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:3b:02.5"}}},
-    }))
+    pod.network_info.write_text(
+        network_info(
+            {
+                "red": {},
+                "sr2": {"deviceInfo": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:3b:02.5"}}},
+            }
+        )
+    )
     serve_kvnet(pod)
     client = LauncherClient(hooks_dir)
     client.collect(1)

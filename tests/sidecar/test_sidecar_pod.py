@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 import yaml
-from kvnet.lab.launcher import LauncherClient
 from pod_inputs import KUBEVIRT_DOMAIN, make_vmi
 
 from kvnet.core.naming import hashed_pod_iface
+from kvnet.lab.launcher import LauncherClient
 
 pytestmark = pytest.mark.root
 
@@ -34,11 +34,18 @@ BLUE = hashed_pod_iface("blue")
 QEMU_UID = 107
 
 
-def run_cni(binary: str, command: str, conf: dict[str, Any], *, netns: str, ifname: str, path: str,
-            node: str | None = None) -> tuple[int, dict[str, Any]]:
-    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": "0123456789abcdef", "CNI_NETNS": netns, "CNI_IFNAME": ifname,
-           "CNI_PATH": path, "CNI_ARGS": "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=virt-launcher-vm1",
-           "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+def run_cni(
+    binary: str, command: str, conf: dict[str, Any], *, netns: str, ifname: str, path: str, node: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    env = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": "0123456789abcdef",
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": ifname,
+        "CNI_PATH": path,
+        "CNI_ARGS": "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=virt-launcher-vm1",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
     cmd = [binary] if node is None else ["ip", "netns", "exec", node, binary]
     proc = subprocess.run(cmd, input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=30)
     return proc.returncode, (json.loads(proc.stdout) if proc.stdout.strip() else {})
@@ -46,8 +53,16 @@ def run_cni(binary: str, command: str, conf: dict[str, Any], *, netns: str, ifna
 
 def as_qemu(*cmd: str) -> list[str]:
     """uid/gid 107, no supplementary groups, every capability dropped, no new privileges."""
-    return ["setpriv", f"--reuid={QEMU_UID}", f"--regid={QEMU_UID}", "--clear-groups", "--inh-caps=-all",
-            "--bounding-set=-all", "--no-new-privs", *cmd]
+    return [
+        "setpriv",
+        f"--reuid={QEMU_UID}",
+        f"--regid={QEMU_UID}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        *cmd,
+    ]
 
 
 @pytest.fixture
@@ -62,7 +77,9 @@ def shared_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def plumbed_pod(netns_factory: Callable[[str], Any], cni_bin_dir: str, kvnet_bin_dir: str, shared_dir: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
+def plumbed_pod(
+    netns_factory: Callable[[str], Any], cni_bin_dir: str, kvnet_bin_dir: str, shared_dir: Path
+) -> Iterator[tuple[Any, dict[str, Any]]]:
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is needed to run the sidecar as uid 107")
     probe = subprocess.run(as_qemu(sys.executable, "-c", "import kvnet.sidecar.main"), capture_output=True, text=True)
@@ -70,14 +87,35 @@ def plumbed_pod(netns_factory: Callable[[str], Any], cni_bin_dir: str, kvnet_bin
         pytest.skip(f"this Python cannot run as uid {QEMU_UID} from here: {probe.stderr.strip()[-200:]}")
     node, pod = netns_factory("kvsnode"), netns_factory("kvspod")
     ipam = shared_dir / "ipam"
-    conf = {"cniVersion": "1.0.0", "name": "blue-net", "type": "bridge", "bridge": "kvsbr0", "isGateway": True, "mtu": 1400,
-            "ipam": {"type": "host-local", "subnet": "10.79.0.0/24", "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(ipam)}}
-    binding = {"cniVersion": "1.0.0", "name": "kvnet-binding", "type": "kvnet-binding", "args": {"cni": {"logicNetworkName": "blue"}}}
-    rc, attach = run_cni(f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname=BLUE, path=cni_bin_dir, node=node.name)
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "blue-net",
+        "type": "bridge",
+        "bridge": "kvsbr0",
+        "isGateway": True,
+        "mtu": 1400,
+        "ipam": {
+            "type": "host-local",
+            "subnet": "10.79.0.0/24",
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": str(ipam),
+        },
+    }
+    binding = {
+        "cniVersion": "1.0.0",
+        "name": "kvnet-binding",
+        "type": "kvnet-binding",
+        "args": {"cni": {"logicNetworkName": "blue"}},
+    }
+    rc, attach = run_cni(
+        f"{cni_bin_dir}/bridge", "ADD", conf, netns=pod.path, ifname=BLUE, path=cni_bin_dir, node=node.name
+    )
     assert rc == 0, attach
     original_mac = next(i["mac"] for i in attach["interfaces"] if i["name"] == BLUE)
     try:
-        rc, res = run_cni(f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding, netns=pod.path, ifname="net2", path=cni_bin_dir)
+        rc, res = run_cni(
+            f"{kvnet_bin_dir}/kvnet-binding", "ADD", binding, netns=pod.path, ifname="net2", path=cni_bin_dir
+        )
         assert rc == 0, res
         yield pod, {"mac": original_mac, "ip": attach["ips"][0]["address"]}
     finally:
@@ -85,7 +123,9 @@ def plumbed_pod(netns_factory: Callable[[str], Any], cni_bin_dir: str, kvnet_bin
         run_cni(f"{cni_bin_dir}/bridge", "DEL", conf, netns=pod.path, ifname=BLUE, path=cni_bin_dir, node=node.name)
 
 
-def test_sidecar_as_qemu_in_a_plumbed_pod(plumbed_pod: tuple[Any, dict[str, Any]], shared_dir: Path, kvnet_bin_dir: str) -> None:
+def test_sidecar_as_qemu_in_a_plumbed_pod(
+    plumbed_pod: tuple[Any, dict[str, Any]], shared_dir: Path, kvnet_bin_dir: str
+) -> None:
     pod, attach = plumbed_pod
     hooks = shared_dir / "hooks"
     hooks.mkdir()
@@ -93,9 +133,16 @@ def test_sidecar_as_qemu_in_a_plumbed_pod(plumbed_pod: tuple[Any, dict[str, Any]
     info = shared_dir / "network-info"
     info.write_text(json.dumps({"interfaces": [{"network": "blue", "mac": attach["mac"]}]}))
     info.chmod(0o644)
-    proc = subprocess.Popen(["ip", "netns", "exec", pod.name, *as_qemu(
-        f"{kvnet_bin_dir}/kvnet-sidecar", "--hooks-dir", str(hooks), "--network-info", str(info))],
-        stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            pod.name,
+            *as_qemu(f"{kvnet_bin_dir}/kvnet-sidecar", "--hooks-dir", str(hooks), "--network-info", str(info)),
+        ],
+        stderr=subprocess.PIPE,
+    )
     try:
         client = LauncherClient(hooks)
         client.collect(1, timeout=20)
@@ -105,8 +152,13 @@ def test_sidecar_as_qemu_in_a_plumbed_pod(plumbed_pod: tuple[Any, dict[str, Any]
         assert nic.find("target").get("dev") == "tap16477688c0e"  # type: ignore[union-attr]
         assert nic.find("mac").get("address") == attach["mac"]  # type: ignore[union-attr]  # the MAC swap: the guest gets the original
         assert nic.find("mtu").get("size") == "1400"  # type: ignore[union-attr]
-        cloud_init = {"DataSource": "noCloud", "NoCloudMetaData": {"instance-id": "i"}, "UserData": "#cloud-config\n",
-                      "NetworkData": "", "VolumeName": "cloudinitdisk"}
+        cloud_init = {
+            "DataSource": "noCloud",
+            "NoCloudMetaData": {"instance-id": "i"},
+            "UserData": "#cloud-config\n",
+            "NetworkData": "",
+            "VolumeName": "cloudinitdisk",
+        }
         nd = yaml.safe_load(client.pre_cloud_init_iso(make_vmi({"blue": "kvnet"}), cloud_init)["NetworkData"])
         [eth] = [e for e in nd["ethernets"].values() if e["match"]["macaddress"] == attach["mac"]]
         assert eth["addresses"] == [attach["ip"]]

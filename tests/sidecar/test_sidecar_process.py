@@ -18,10 +18,10 @@ from typing import Any
 
 import grpc
 import pytest
-from kvnet.lab.launcher import LauncherClient, info
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, add_bridge_binding, make_vmi, network_info, sidecar_cmd
 
 from kvnet.core.model import GuestIpConfig
+from kvnet.lab.launcher import LauncherClient, info
 
 CLOUD_INIT = {
     "DataSource": "noCloud",
@@ -85,8 +85,7 @@ def test_name_must_be_unique(start_sidecar: Any, hooks_dir: Path, bridge_pod: Po
 
 def test_plugin_name_from_the_environment(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
     env = bridge_pod.env(name="kvnet-blue")
-    proc = subprocess.Popen([*sidecar_cmd(), "--hooks-dir", str(hooks_dir)], env=env,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*sidecar_cmd(), "--hooks-dir", str(hooks_dir)], env=env, stderr=subprocess.PIPE)
     try:
         client = LauncherClient(hooks_dir)
         [sc] = client.collect(1, timeout=20)
@@ -122,8 +121,12 @@ def shim(cmd: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProce
 
 @pytest.fixture
 def ip_pod(bridge_pod: PodFiles) -> PodFiles:
-    add_bridge_binding(bridge_pod.sys_class_net, "blue", original_mac="02:00:00:aa:bb:02",
-                       ip=GuestIpConfig(("10.2.0.5/24",), ("10.2.0.1",)))
+    add_bridge_binding(
+        bridge_pod.sys_class_net,
+        "blue",
+        original_mac="02:00:00:aa:bb:02",
+        ip=GuestIpConfig(("10.2.0.5/24",), ("10.2.0.1",)),
+    )
     bridge_pod.network_info.write_text(network_info({"red": {}, "blue": {}}))
     return bridge_pod
 
@@ -156,12 +159,19 @@ def test_shim_errors_go_to_stderr(ip_pod: PodFiles) -> None:
     res = shim("onDefineDomain", "--vmi", "{oops", "--domain", KUBEVIRT_DOMAIN, env=ip_pod.env())
     assert res.returncode == 1
     assert res.stdout == b""
-    assert res.stderr.decode().strip().endswith(
-        "kvnet OnDefineDomain: VMI JSON is malformed: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)")
+    assert (
+        res.stderr.decode()
+        .strip()
+        .endswith(
+            "kvnet OnDefineDomain: VMI JSON is malformed: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+        )
+    )
     res = shim("preCloudInitIso", "--vmi", json.dumps(make_vmi()), "--cloud-init", "[]", env=ip_pod.env())
     assert res.returncode == 1
     assert res.stdout == b""
-    assert "kvnet PreCloudInitIso: interfaces red: cloudInitData JSON is a list, expected an object" in res.stderr.decode()
+    assert (
+        "kvnet PreCloudInitIso: interfaces red: cloudInitData JSON is a list, expected an object" in res.stderr.decode()
+    )
 
 
 def test_grpc_status_seen_by_the_launcher(start_sidecar: Any, hooks_dir: Path, pod: PodFiles) -> None:
@@ -186,12 +196,16 @@ def test_kubevirt_1_6_layout(start_sidecar: Any, hooks_dir: Path, bridge_pod: Po
     for name, extra in (("hook-sidecar-0", ["--echo", "--name", "a-echo"]), ("hook-sidecar-1", [])):
         sub = hooks_dir / name
         sub.mkdir()
-        procs.append(subprocess.Popen([*sidecar_cmd(), "--hooks-dir", str(sub), *extra], env=bridge_pod.env(),
-                                      stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [*sidecar_cmd(), "--hooks-dir", str(sub), *extra], env=bridge_pod.env(), stderr=subprocess.DEVNULL
+            )
+        )
     try:
         client = LauncherClient(hooks_dir, layout="subdirs")
-        assert [(Path(s.socket_path).relative_to(hooks_dir).as_posix(), s.name) for s in client.collect(2, timeout=20)] == [
-            ("hook-sidecar-0/a-echo.sock", "a-echo"), ("hook-sidecar-1/kvnet.sock", "kvnet")]
+        assert [
+            (Path(s.socket_path).relative_to(hooks_dir).as_posix(), s.name) for s in client.collect(2, timeout=20)
+        ] == [("hook-sidecar-0/a-echo.sock", "a-echo"), ("hook-sidecar-1/kvnet.sock", "kvnet")]
         assert aliases(client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi())) == {"ua-default", "ua-red"}
         client.shutdown()
         assert [p.wait(timeout=10) for p in procs] == [0, 0]

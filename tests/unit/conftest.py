@@ -21,4 +21,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture
 def regen_golden(request: pytest.FixtureRequest) -> bool:
-    return bool(request.config.getoption("--regen-golden", default=False)) or os.environ.get("KVNET_REGEN_GOLDEN") == "1"
+    return (
+        bool(request.config.getoption("--regen-golden", default=False)) or os.environ.get("KVNET_REGEN_GOLDEN") == "1"
+    )

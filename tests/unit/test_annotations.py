@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvnet.meta import annotations as ann
 from kvnet.core.errors import InvalidAnnotation
 from kvnet.core.model import DeviceInfo, NetworkSelection, NetworkStatus
+from kvnet.meta import annotations as ann
 
 P = "parsePodNetworkAnnotation: "
 OBJ = P + "parsePodNetworkObjectName: "
@@ -91,7 +91,10 @@ FULL = {
     "mac": "02:00:00:00:00:05",
     "infiniband-guid": "c2:11:22:33:44:55:66:77",
     "interface": "data0",
-    "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}, {"hostPort": 53, "containerPort": 53, "hostIP": "10.0.0.1"}],
+    "portMappings": [
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 53, "containerPort": 53, "hostIP": "10.0.0.1"},
+    ],
     "bandwidth": {"ingressRate": 1000, "ingressBurst": 2000, "egressRate": 3000, "egressBurst": 4000},
     "deviceID": "0000:03:00.2",
     "cni-args": {"logicNetworkName": "blue", "n": 1},
@@ -134,8 +137,14 @@ def test_json_every_key() -> None:
         ('[{"name":"a","mac":"02-00-00-00-00-01"}]', (sel("a", mac="02-00-00-00-00-01"),)),
         ('[{"name":"a","ips":["10.0.0.1"]}]', (sel("a", ips=("10.0.0.1",)),)),
         ('[{"name":"a","default-route":["fd00::0001"]}]', (sel("a", default_route=("fd00::1",)),)),
-        ('[{"name":"a","bandwidth":{"ingressRate":5}}]', (sel("a", bandwidth={"ingressRate": 5, "ingressBurst": 0, "egressRate": 0, "egressBurst": 0}),)),
-        ('[{"name":"a","bandwidth":{"egressRate":9223372036854775807}}]', (sel("a", bandwidth={"ingressRate": 0, "ingressBurst": 0, "egressRate": 2**63 - 1, "egressBurst": 0}),)),
+        (
+            '[{"name":"a","bandwidth":{"ingressRate":5}}]',
+            (sel("a", bandwidth={"ingressRate": 5, "ingressBurst": 0, "egressRate": 0, "egressBurst": 0}),),
+        ),
+        (
+            '[{"name":"a","bandwidth":{"egressRate":9223372036854775807}}]',
+            (sel("a", bandwidth={"ingressRate": 0, "ingressBurst": 0, "egressRate": 2**63 - 1, "egressBurst": 0}),),
+        ),
         ('[{"name":"a","cni-args":null}]', (sel("a"),)),
         ('[{"name":"net.example.com"}]', (sel("net.example.com"),)),
     ],
@@ -153,30 +162,97 @@ def test_json_form(value: str, expected: tuple[NetworkSelection, ...]) -> None:
         ('"a"', JS + "json: cannot unmarshal string into Go value of type []*types.NetworkSelectionElement"),
         ('["a"]', JS + "json: cannot unmarshal string into Go value of type types.NetworkSelectionElement"),
         ("[null]", JS + "element 0 is null"),
-        ('[{"name":1}]', JS + "json: cannot unmarshal number into Go struct field NetworkSelectionElement.name of type string"),
-        ('[{"name":"a","ips":"10.0.0.1"}]', JS + "json: cannot unmarshal string into Go struct field NetworkSelectionElement.ips of type []string"),
-        ('[{"name":"a","ips":[1]}]', JS + "json: cannot unmarshal number into Go struct field NetworkSelectionElement.ips of type string"),
-        ('[{"name":"a","interface":true}]', JS + "json: cannot unmarshal bool into Go struct field NetworkSelectionElement.interface of type string"),
-        ('[{"name":"a","portMappings":{}}]', JS + "json: cannot unmarshal object into Go struct field NetworkSelectionElement.portMappings of type []*types.PortMapEntry"),
-        ('[{"name":"a","portMappings":[{"hostPort":"80"}]}]', JS + "json: cannot unmarshal string into Go struct field NetworkSelectionElement.portMappings.hostPort of type int"),
-        ('[{"name":"a","bandwidth":{"egressRate":1.5}}]', JS + "json: cannot unmarshal number 1.5 into Go struct field NetworkSelectionElement.bandwidth.egressRate of type int"),
-        ('[{"name":"a","portMappings":[{"hostPort":1.0}]}]', JS + "json: cannot unmarshal number 1.0 into Go struct field NetworkSelectionElement.portMappings.hostPort of type int"),
-        ('[{"name":"a","bandwidth":{"ingressRate":1e3}}]', JS + "json: cannot unmarshal number 1e3 into Go struct field NetworkSelectionElement.bandwidth.ingressRate of type int"),
-        ('[{"name":"a","bandwidth":{"ingressRate":9223372036854775808}}]', JS + "json: cannot unmarshal number 9223372036854775808 into Go struct field NetworkSelectionElement.bandwidth.ingressRate of type int"),
-        ('[{"name":"a","cni-args":[1]}]', JS + "json: cannot unmarshal array into Go struct field NetworkSelectionElement.cni-args of type map[string]interface {}"),
+        (
+            '[{"name":1}]',
+            JS + "json: cannot unmarshal number into Go struct field NetworkSelectionElement.name of type string",
+        ),
+        (
+            '[{"name":"a","ips":"10.0.0.1"}]',
+            JS + "json: cannot unmarshal string into Go struct field NetworkSelectionElement.ips of type []string",
+        ),
+        (
+            '[{"name":"a","ips":[1]}]',
+            JS + "json: cannot unmarshal number into Go struct field NetworkSelectionElement.ips of type string",
+        ),
+        (
+            '[{"name":"a","interface":true}]',
+            JS + "json: cannot unmarshal bool into Go struct field NetworkSelectionElement.interface of type string",
+        ),
+        (
+            '[{"name":"a","portMappings":{}}]',
+            JS
+            + "json: cannot unmarshal object into Go struct field NetworkSelectionElement.portMappings of type []*types.PortMapEntry",
+        ),
+        (
+            '[{"name":"a","portMappings":[{"hostPort":"80"}]}]',
+            JS
+            + "json: cannot unmarshal string into Go struct field NetworkSelectionElement.portMappings.hostPort of type int",
+        ),
+        (
+            '[{"name":"a","bandwidth":{"egressRate":1.5}}]',
+            JS
+            + "json: cannot unmarshal number 1.5 into Go struct field NetworkSelectionElement.bandwidth.egressRate of type int",
+        ),
+        (
+            '[{"name":"a","portMappings":[{"hostPort":1.0}]}]',
+            JS
+            + "json: cannot unmarshal number 1.0 into Go struct field NetworkSelectionElement.portMappings.hostPort of type int",
+        ),
+        (
+            '[{"name":"a","bandwidth":{"ingressRate":1e3}}]',
+            JS
+            + "json: cannot unmarshal number 1e3 into Go struct field NetworkSelectionElement.bandwidth.ingressRate of type int",
+        ),
+        (
+            '[{"name":"a","bandwidth":{"ingressRate":9223372036854775808}}]',
+            JS
+            + "json: cannot unmarshal number 9223372036854775808 into Go struct field NetworkSelectionElement.bandwidth.ingressRate of type int",
+        ),
+        (
+            '[{"name":"a","cni-args":[1]}]',
+            JS
+            + "json: cannot unmarshal array into Go struct field NetworkSelectionElement.cni-args of type map[string]interface {}",
+        ),
         ('[{"name":"a","default-route":["10.0.0.300"]}]', JS + "invalid IP address: 10.0.0.300"),
-        ('[{"name":"a","default-route":"10.0.0.1"}]', JS + "json: cannot unmarshal string into Go struct field NetworkSelectionElement.default-route of type []net.IP"),
+        (
+            '[{"name":"a","default-route":"10.0.0.1"}]',
+            JS
+            + "json: cannot unmarshal string into Go struct field NetworkSelectionElement.default-route of type []net.IP",
+        ),
         ('[{"name":"a","mac":"02:00:00:00:00"}]', P + "failed to mac: address 02:00:00:00:00: invalid MAC address"),
-        ('[{"name":"a","mac":"zz:00:00:00:00:01"}]', P + "failed to mac: address zz:00:00:00:00:01: invalid MAC address"),
-        ('[{"name":"a","infiniband-guid":"nope"}]', P + "failed to validate infiniband GUID: address nope: invalid MAC address"),
-        ('[{"name":"a","ips":["10.0.0.1/33"]}]', 'failed to parse CIDR "10.0.0.1/33": invalid CIDR address: 10.0.0.1/33'),
-        ('[{"name":"a","ips":["10.0.0.1/255.255.255.0"]}]', 'failed to parse CIDR "10.0.0.1/255.255.255.0": invalid CIDR address: 10.0.0.1/255.255.255.0'),
+        (
+            '[{"name":"a","mac":"zz:00:00:00:00:01"}]',
+            P + "failed to mac: address zz:00:00:00:00:01: invalid MAC address",
+        ),
+        (
+            '[{"name":"a","infiniband-guid":"nope"}]',
+            P + "failed to validate infiniband GUID: address nope: invalid MAC address",
+        ),
+        (
+            '[{"name":"a","ips":["10.0.0.1/33"]}]',
+            'failed to parse CIDR "10.0.0.1/33": invalid CIDR address: 10.0.0.1/33',
+        ),
+        (
+            '[{"name":"a","ips":["10.0.0.1/255.255.255.0"]}]',
+            'failed to parse CIDR "10.0.0.1/255.255.255.0": invalid CIDR address: 10.0.0.1/255.255.255.0',
+        ),
         ('[{"name":"a","ips":["10.0.0.01"]}]', 'failed to parse IP address "10.0.0.01"'),
         ('[{"name":"a","ips":["fe80::1%eth0"]}]', 'failed to parse IP address "fe80::1%eth0"'),
         ('[{"namespace":"x"}]', P + "element 0 has no network name"),
-        ('[{"name":"a"},{"name":"../../etc"}]', P + "element 1: network name '../../etc' is not a valid object name (lower case alphanumeric characters, '-' or '.', starting and ending with an alphanumeric character)"),
-        ('[{"name":"a","namespace":"A"}]', P + "element 0: namespace 'A' is not a valid namespace name (lower case alphanumeric characters or '-', starting and ending with an alphanumeric character)"),
-        ('[{"name":"a","interface":"abcdefghijklmnop"}]', P + "element 0: interface name 'abcdefghijklmnop' is longer than 15 characters"),
+        (
+            '[{"name":"a"},{"name":"../../etc"}]',
+            P
+            + "element 1: network name '../../etc' is not a valid object name (lower case alphanumeric characters, '-' or '.', starting and ending with an alphanumeric character)",
+        ),
+        (
+            '[{"name":"a","namespace":"A"}]',
+            P
+            + "element 0: namespace 'A' is not a valid namespace name (lower case alphanumeric characters or '-', starting and ending with an alphanumeric character)",
+        ),
+        (
+            '[{"name":"a","interface":"abcdefghijklmnop"}]',
+            P + "element 0: interface name 'abcdefghijklmnop' is longer than 15 characters",
+        ),
         ('[{"name":"a","interface":"a/b"}]', P + "element 0: interface name 'a/b' contains / or : or whitespace"),
     ],
 )
@@ -238,7 +314,9 @@ full_selection = st.builds(
     name=label,
     namespace=label,
     interface=st.none() | ifname,
-    ips=st.lists(ipv4 | ipv6 | st.tuples(ipv4, st.integers(0, 32)).map(lambda t: f"{t[0]}/{t[1]}"), max_size=3).map(tuple),
+    ips=st.lists(ipv4 | ipv6 | st.tuples(ipv4, st.integers(0, 32)).map(lambda t: f"{t[0]}/{t[1]}"), max_size=3).map(
+        tuple
+    ),
     mac=st.none() | mac,
     infiniband_guid=st.none() | guid,
     port_mappings=st.lists(port, max_size=2).map(tuple),
@@ -347,7 +425,14 @@ def test_status_single_interface_takes_every_ip_and_mtu() -> None:
         gateway=("fd00::1",),
     )
     assert list(json.loads(ann.format_network_status([status]))[0]) == [
-        "name", "interface", "ips", "mac", "mtu", "default", "dns", "gateway",
+        "name",
+        "interface",
+        "ips",
+        "mac",
+        "mtu",
+        "default",
+        "dns",
+        "gateway",
     ]
 
 
@@ -388,7 +473,11 @@ def test_status_with_device_info() -> None:
     info = DeviceInfo(
         type="pci",
         version="1.1.0",
-        raw={"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:03:00.2", "pf-pci-address": "0000:03:00.0"}},
+        raw={
+            "type": "pci",
+            "version": "1.1.0",
+            "pci": {"pci-address": "0000:03:00.2", "pf-pci-address": "0000:03:00.0"},
+        },
     )
     result = {"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": "/ns"}]}
     statuses = ann.status_from_result("ns/sriov", result, ifname="net1", default=False, device_info=info)
@@ -398,7 +487,11 @@ def test_status_with_device_info() -> None:
             "name": "ns/sriov",
             "interface": "net1",
             "dns": {},
-            "device-info": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:03:00.2", "pf-pci-address": "0000:03:00.0"}},
+            "device-info": {
+                "type": "pci",
+                "version": "1.1.0",
+                "pci": {"pci-address": "0000:03:00.2", "pf-pci-address": "0000:03:00.0"},
+            },
         }
     ]
     (back,) = ann.parse_network_status(text)
@@ -422,9 +515,18 @@ def test_format_empty_list() -> None:
     [
         ("[", "unexpected end of JSON input"),
         ("{}", "json: cannot unmarshal object into Go value of type []v1.NetworkStatus"),
-        ('[{"name":"a","default":"yes"}]', "json: cannot unmarshal string into Go struct field NetworkStatus.default of type bool"),
-        ('[{"name":"a","ips":"1.2.3.4"}]', "json: cannot unmarshal string into Go struct field NetworkStatus.ips of type []string"),
-        ('[{"name":"a","mtu":"1500"}]', "json: cannot unmarshal string into Go struct field NetworkStatus.mtu of type int"),
+        (
+            '[{"name":"a","default":"yes"}]',
+            "json: cannot unmarshal string into Go struct field NetworkStatus.default of type bool",
+        ),
+        (
+            '[{"name":"a","ips":"1.2.3.4"}]',
+            "json: cannot unmarshal string into Go struct field NetworkStatus.ips of type []string",
+        ),
+        (
+            '[{"name":"a","mtu":"1500"}]',
+            "json: cannot unmarshal string into Go struct field NetworkStatus.mtu of type int",
+        ),
     ],
 )
 def test_parse_status_errors(value: str, message: str) -> None:
@@ -443,7 +545,9 @@ dns = st.fixed_dictionaries(
     },
 )
 device_info = st.builds(
-    lambda addr: DeviceInfo(type="pci", version="1.1.0", raw={"type": "pci", "version": "1.1.0", "pci": {"pci-address": addr}}),
+    lambda addr: DeviceInfo(
+        type="pci", version="1.1.0", raw={"type": "pci", "version": "1.1.0", "pci": {"pci-address": addr}}
+    ),
     st.from_regex(r"\A0000:0[0-9]:00\.[0-7]\Z"),
 )
 status = st.builds(
@@ -475,12 +579,31 @@ def test_status_round_trip_and_key_order(statuses: list[NetworkStatus]) -> None:
 
 # --- fuzz: any JSON gives a result or a kvnet error, never a crash -------------------------------
 
-ELEMENT_KEYS = ["name", "namespace", "ips", "mac", "infiniband-guid", "interface", "portMappings", "bandwidth",
-                "deviceID", "cni-args", "default-route", "Name", "hostPort", "ingressRate"]
+ELEMENT_KEYS = [
+    "name",
+    "namespace",
+    "ips",
+    "mac",
+    "infiniband-guid",
+    "interface",
+    "portMappings",
+    "bandwidth",
+    "deviceID",
+    "cni-args",
+    "default-route",
+    "Name",
+    "hostPort",
+    "ingressRate",
+]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 70000) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 70000)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.sampled_from(["a", "10.0.0.1", "10.0.0.1/24", "02:00:00:00:00:01", "", "eth0", "A"]),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(ELEMENT_KEYS), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(ELEMENT_KEYS), children, max_size=5)
+    ),
     max_leaves=12,
 )
 
@@ -494,9 +617,38 @@ def test_any_json_annotation_is_parsed_or_refused(value: Any) -> None:
         assert err.msg
 
 
-STATUS_KEYS = ["name", "interface", "ips", "mac", "mtu", "default", "dns", "device-info", "gateway", "nameservers", "pci"]
-RESULT_KEYS = ["cniVersion", "interfaces", "ips", "routes", "dns", "name", "mac", "sandbox", "mtu", "address",
-               "gateway", "interface", "dst", "gw", "ip4", "ip6", "ip"]
+STATUS_KEYS = [
+    "name",
+    "interface",
+    "ips",
+    "mac",
+    "mtu",
+    "default",
+    "dns",
+    "device-info",
+    "gateway",
+    "nameservers",
+    "pci",
+]
+RESULT_KEYS = [
+    "cniVersion",
+    "interfaces",
+    "ips",
+    "routes",
+    "dns",
+    "name",
+    "mac",
+    "sandbox",
+    "mtu",
+    "address",
+    "gateway",
+    "interface",
+    "dst",
+    "gw",
+    "ip4",
+    "ip6",
+    "ip",
+]
 
 
 @settings(max_examples=100, deadline=None)
@@ -511,8 +663,13 @@ def test_any_json_status_is_parsed_or_refused(value: Any) -> None:
 
 
 result_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2, 3) | st.sampled_from(["10.0.0.1/24", "0.0.0.0/0", "::/0", "fd00::1", "x", "/ns", ""]),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(RESULT_KEYS), children, max_size=6),
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 3)
+    | st.sampled_from(["10.0.0.1/24", "0.0.0.0/0", "::/0", "fd00::1", "x", "/ns", ""]),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(RESULT_KEYS), children, max_size=6)
+    ),
     max_leaves=20,
 )
 

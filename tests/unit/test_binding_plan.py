@@ -15,8 +15,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvnet.core import bindrecord
 from kvnet.binding import plan as binding
+from kvnet.binding.netlink import AddressState, LinkState, NetnsMissing, RouteState
 from kvnet.binding.plan import (
     BindingConfig,
     DesiredPlumbing,
@@ -26,11 +26,11 @@ from kvnet.binding.plan import (
     plan,
     swapped_mac,
 )
-from kvnet.core.errors import DecodeFailure, DeviceError, InvalidConfig, NetlinkFailure
-from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
-from kvnet.core.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig, PciAddress
-from kvnet.binding.netlink import AddressState, LinkState, NetnsMissing, RouteState
 from kvnet.binding.sriov import VfInfo
+from kvnet.core import bindrecord
+from kvnet.core.errors import DecodeFailure, DeviceError, InvalidConfig, NetlinkFailure
+from kvnet.core.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig, PciAddress
+from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
 
 BLUE = "pod16477688c0e"
 MAC = "0a:58:0a:4d:00:02"
@@ -65,9 +65,18 @@ def test_config_defaults() -> None:
 
 
 def test_config_all_keys() -> None:
-    conf = {"mode": "redirect", "multiQueue": True, "tapOwner": {"uid": 0, "gid": 36}, "logFile": "/var/log/b.log", "logLevel": "debug",
-            "deviceID": "0000:81:00.2", "sysfsRoot": "/tmp/sysfs"}
-    assert BindingConfig.parse(conf) == BindingConfig("redirect", True, 0, 36, "/var/log/b.log", "debug", "0000:81:00.2", "/tmp/sysfs")
+    conf = {
+        "mode": "redirect",
+        "multiQueue": True,
+        "tapOwner": {"uid": 0, "gid": 36},
+        "logFile": "/var/log/b.log",
+        "logLevel": "debug",
+        "deviceID": "0000:81:00.2",
+        "sysfsRoot": "/tmp/sysfs",
+    }
+    assert BindingConfig.parse(conf) == BindingConfig(
+        "redirect", True, 0, 36, "/var/log/b.log", "debug", "0000:81:00.2", "/tmp/sysfs"
+    )
 
 
 @pytest.mark.parametrize(
@@ -97,7 +106,10 @@ def test_config_device_id_as_multus_passes_it(conf: dict[str, Any], expected: st
         ({"logFile": ""}, "binding conf 'b': logFile must be a path, got ''"),
         ({"logLevel": "loud"}, "binding conf 'b': logLevel 'loud' is not one of debug, verbose, error, panic"),
         ({"deviceID": 7}, "binding conf 'b': deviceID must be a PCI address string, got 7"),
-        ({"runtimeConfig": {"deviceID": ["x"]}}, "binding conf 'b': runtimeConfig.deviceID must be a PCI address string, got ['x']"),
+        (
+            {"runtimeConfig": {"deviceID": ["x"]}},
+            "binding conf 'b': runtimeConfig.deviceID must be a PCI address string, got ['x']",
+        ),
         ({"sysfsRoot": "sys"}, "binding conf 'b': sysfsRoot must be an absolute path, got 'sys'"),
         ({"sysfsRoot": None}, "binding conf 'b': sysfsRoot must be an absolute path, got None"),
     ],
@@ -110,7 +122,14 @@ def test_config_errors(conf: dict[str, Any], message: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "conf", [{}, {"args": {}}, {"args": {"cni": {}}}, {"args": {"cni": {"logicNetworkName": ""}}}, {"args": {"cni": {"logicNetworkName": 3}}}]
+    "conf",
+    [
+        {},
+        {"args": {}},
+        {"args": {"cni": {}}},
+        {"args": {"cni": {"logicNetworkName": ""}}},
+        {"args": {"cni": {"logicNetworkName": 3}}},
+    ],
 )
 def test_logic_network_name_missing(conf: dict[str, Any]) -> None:
     with pytest.raises(InvalidConfig, match=r"binding conf 'b': args.cni.logicNetworkName is missing"):
@@ -155,67 +174,143 @@ CFG = BindingConfig()
         pytest.param(
             observed(),
             CFG,
-            DesiredPlumbing("blue", BLUE, "bridge", "auto for a veth pod link", RECORD,
-                            TapSpec("tap16477688c0e", 1400, 107, 107, False), "k6t-16477688c0e", swapped_mac(MAC)),
+            DesiredPlumbing(
+                "blue",
+                BLUE,
+                "bridge",
+                "auto for a veth pod link",
+                RECORD,
+                TapSpec("tap16477688c0e", 1400, 107, 107, False),
+                "k6t-16477688c0e",
+                swapped_mac(MAC),
+            ),
             id="veth-bridge-mac-swap",
         ),
         pytest.param(
             observed(veth(kind="macvlan")),
             CFG,
-            DesiredPlumbing("blue", BLUE, "redirect", "auto for a macvlan pod link", RECORD,
-                            TapSpec("tap16477688c0e", 1400, 107, 107, False), None, MAC),
+            DesiredPlumbing(
+                "blue",
+                BLUE,
+                "redirect",
+                "auto for a macvlan pod link",
+                RECORD,
+                TapSpec("tap16477688c0e", 1400, 107, 107, False),
+                None,
+                MAC,
+            ),
             id="macvlan-redirect",
         ),
         pytest.param(
-            observed(veth(kind="ipvlan")), CFG,
-            DesiredPlumbing("blue", BLUE, "redirect", "auto for a ipvlan pod link", RECORD,
-                            TapSpec("tap16477688c0e", 1400, 107, 107, False), None, MAC),
+            observed(veth(kind="ipvlan")),
+            CFG,
+            DesiredPlumbing(
+                "blue",
+                BLUE,
+                "redirect",
+                "auto for a ipvlan pod link",
+                RECORD,
+                TapSpec("tap16477688c0e", 1400, 107, 107, False),
+                None,
+                MAC,
+            ),
             id="ipvlan-redirect",
         ),
         pytest.param(
-            observed(veth(kind="bond")), CFG,
-            DesiredPlumbing("blue", BLUE, "bridge", "auto for a bond pod link", RECORD,
-                            TapSpec("tap16477688c0e", 1400, 107, 107, False), "k6t-16477688c0e", swapped_mac(MAC)),
+            observed(veth(kind="bond")),
+            CFG,
+            DesiredPlumbing(
+                "blue",
+                BLUE,
+                "bridge",
+                "auto for a bond pod link",
+                RECORD,
+                TapSpec("tap16477688c0e", 1400, 107, 107, False),
+                "k6t-16477688c0e",
+                swapped_mac(MAC),
+            ),
             id="bond-bridge",  # a bond bond-cni built in the pod is just a kernel link
         ),
         pytest.param(
             observed(veth(kind="", mtu=9000)),
             BindingConfig(multi_queue=True, tap_uid=0, tap_gid=36),
-            DesiredPlumbing("blue", BLUE, "bridge", "auto for a physical pod link", replace(RECORD, mtu=9000),
-                            TapSpec("tap16477688c0e", 9000, 0, 36, True), "k6t-16477688c0e", swapped_mac(MAC)),
+            DesiredPlumbing(
+                "blue",
+                BLUE,
+                "bridge",
+                "auto for a physical pod link",
+                replace(RECORD, mtu=9000),
+                TapSpec("tap16477688c0e", 9000, 0, 36, True),
+                "k6t-16477688c0e",
+                swapped_mac(MAC),
+            ),
             id="physical-multiqueue-owner-mtu",
         ),
         pytest.param(
-            observed(veth(kind="macvlan")), BindingConfig(mode="bridge"),
-            DesiredPlumbing("blue", BLUE, "bridge", "set in the binding conf", RECORD,
-                            TapSpec("tap16477688c0e", 1400, 107, 107, False), "k6t-16477688c0e", swapped_mac(MAC)),
+            observed(veth(kind="macvlan")),
+            BindingConfig(mode="bridge"),
+            DesiredPlumbing(
+                "blue",
+                BLUE,
+                "bridge",
+                "set in the binding conf",
+                RECORD,
+                TapSpec("tap16477688c0e", 1400, 107, 107, False),
+                "k6t-16477688c0e",
+                swapped_mac(MAC),
+            ),
             id="mode-override",
         ),
         pytest.param(
-            observed(veth(kind="macvtap")), BindingConfig(mode="bridge"),
+            observed(veth(kind="macvtap")),
+            BindingConfig(mode="bridge"),
             DesiredPlumbing("blue", BLUE, "none", f"pod link {BLUE} is a macvtap: the VM uses it directly"),
             id="macvtap-nothing",
         ),
         pytest.param(
-            observed(veth(kind="tun")), CFG,
+            observed(veth(kind="tun")),
+            CFG,
             DesiredPlumbing("blue", BLUE, "none", f"pod link {BLUE} is a tun: the VM uses it directly"),
             id="tap-nothing",
         ),
         pytest.param(
-            None, CFG, DesiredPlumbing("blue", BLUE, "none", f"no pod link {BLUE} (a VFIO VF, or no netdev)"), id="absent-nothing"
+            None,
+            CFG,
+            DesiredPlumbing("blue", BLUE, "none", f"no pod link {BLUE} (a VFIO VF, or no netdev)"),
+            id="absent-nothing",
         ),
         pytest.param(
-            observed(veth(mac=swapped_mac(MAC), master="k6t-16477688c0e", alias=bindrecord.encode(RECORD)), addresses=(), routes=()),
+            observed(
+                veth(mac=swapped_mac(MAC), master="k6t-16477688c0e", alias=bindrecord.encode(RECORD)),
+                addresses=(),
+                routes=(),
+            ),
             CFG,
-            DesiredPlumbing("blue", BLUE, "bridge", "auto for a veth pod link", RECORD,
-                            TapSpec("tap16477688c0e", 1400, 107, 107, False), "k6t-16477688c0e", swapped_mac(MAC)),
+            DesiredPlumbing(
+                "blue",
+                BLUE,
+                "bridge",
+                "auto for a veth pod link",
+                RECORD,
+                TapSpec("tap16477688c0e", 1400, 107, 107, False),
+                "k6t-16477688c0e",
+                swapped_mac(MAC),
+            ),
             id="already-plumbed-same-plan",
         ),
         pytest.param(
             observed(addresses=(), routes=()),
             CFG,
-            DesiredPlumbing("blue", BLUE, "bridge", "auto for a veth pod link", BindingRecord(MAC, 1400),
-                            TapSpec("tap16477688c0e", 1400, 107, 107, False), "k6t-16477688c0e", swapped_mac(MAC)),
+            DesiredPlumbing(
+                "blue",
+                BLUE,
+                "bridge",
+                "auto for a veth pod link",
+                BindingRecord(MAC, 1400),
+                TapSpec("tap16477688c0e", 1400, 107, 107, False),
+                "k6t-16477688c0e",
+                swapped_mac(MAC),
+            ),
             id="no-ipam-pure-l2",
         ),
     ],
@@ -228,7 +323,12 @@ def test_plan(obs: ObservedPodLink | None, config: BindingConfig, expected: Desi
 def test_plan_ipv6_gateway_and_device_route() -> None:
     obs = observed(
         addresses=(AddressState("fd00::2/64"), AddressState("fe80::1/64", 253)),
-        routes=(RouteState("::/0", "fd00::1", 3), RouteState("fd00:9::/64", None, 3), RouteState("fd00::/64", None, 2), RouteState("ff00::/8", None, 3)),
+        routes=(
+            RouteState("::/0", "fd00::1", 3),
+            RouteState("fd00:9::/64", None, 3),
+            RouteState("fd00::/64", None, 2),
+            RouteState("ff00::/8", None, 3),
+        ),
     )
     record = plan(obs, "blue", CFG, pod_iface=BLUE).record
     assert record == BindingRecord(MAC, 1400, GuestIpConfig(("fd00::2/64",), ("fd00::1",), (("fd00:9::/64", ""),)))
@@ -237,9 +337,21 @@ def test_plan_ipv6_gateway_and_device_route() -> None:
 @pytest.mark.parametrize(
     ("obs", "error", "message"),
     [
-        (observed(veth(kind="bridge")), InvalidConfig, f"network blue: pod interface {BLUE} is a bridge; kvnet-binding cannot bind it"),
-        (observed(veth(alias="uplink to rack 3")), InvalidConfig, f"network blue: pod interface {BLUE} already carries an ifalias not written by kvnet"),
-        (observed(veth(alias='{"kvnet":9}')), DecodeFailure, f"network blue: pod interface {BLUE}: unsupported kvnet binding record version 9"),
+        (
+            observed(veth(kind="bridge")),
+            InvalidConfig,
+            f"network blue: pod interface {BLUE} is a bridge; kvnet-binding cannot bind it",
+        ),
+        (
+            observed(veth(alias="uplink to rack 3")),
+            InvalidConfig,
+            f"network blue: pod interface {BLUE} already carries an ifalias not written by kvnet",
+        ),
+        (
+            observed(veth(alias='{"kvnet":9}')),
+            DecodeFailure,
+            f"network blue: pod interface {BLUE}: unsupported kvnet binding record version 9",
+        ),
         (
             observed(routes=tuple(RouteState(f"fd00:{i:x}::/64", "fd00::1", 3) for i in range(9))),
             InvalidConfig,
@@ -305,7 +417,9 @@ class FakeNetns:
 
     def create_tap(self, name: str, *, owner_uid: int, owner_gid: int, multi_queue: bool, mtu: int) -> None:
         self._op("create_tap")
-        self.links[name] = LinkState(name, 11, "02:00:00:00:00:11", mtu, "tun", multi_queue=multi_queue, owner=owner_uid, group=owner_gid)
+        self.links[name] = LinkState(
+            name, 11, "02:00:00:00:00:11", mtu, "tun", multi_queue=multi_queue, owner=owner_uid, group=owner_gid
+        )
 
     def set_master(self, name: str, master: str | None) -> None:
         self._op("set_master")
@@ -371,7 +485,13 @@ def fake_pod(kind: str = "veth") -> FakeNetns:
     ns = FakeNetns()
     ns.links = {"lo": LinkState("lo", 1, "00:00:00:00:00:00", 65536, up=True), BLUE: veth(kind=kind)}
     ns.addrs = {BLUE: [AddressState("10.77.0.2/24")]}
-    ns.rts = {BLUE: [RouteState("10.77.0.0/24", None, 2), RouteState("0.0.0.0/0", "10.77.0.1", 3), RouteState("10.88.0.0/16", "10.77.0.1", 3)]}
+    ns.rts = {
+        BLUE: [
+            RouteState("10.77.0.0/24", None, 2),
+            RouteState("0.0.0.0/0", "10.77.0.1", 3),
+            RouteState("10.88.0.0/16", "10.77.0.1", 3),
+        ]
+    }
     return ns
 
 
@@ -380,7 +500,13 @@ class Req:
     netns: str = "/var/run/netns/pod"
     container_id: str = "c1"
     ifname: str = "net2"
-    config: Any = field(default_factory=lambda: {"cniVersion": "0.4.0", "name": "kvnet-binding", "args": {"cni": {"logicNetworkName": "blue"}}})
+    config: Any = field(
+        default_factory=lambda: {
+            "cniVersion": "0.4.0",
+            "name": "kvnet-binding",
+            "args": {"cni": {"logicNetworkName": "blue"}},
+        }
+    )
 
 
 def opener(ns: FakeNetns | None) -> Any:
@@ -411,7 +537,17 @@ def test_add_is_idempotent_and_delete_restores(kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "step", ["set_alias", "create_bridge", "create_tap", "set_master", "set_mac", "remove_address", "remove_route", "set_learning"]
+    "step",
+    [
+        "set_alias",
+        "create_bridge",
+        "create_tap",
+        "set_master",
+        "set_mac",
+        "remove_address",
+        "remove_route",
+        "set_learning",
+    ],
 )
 def test_failed_add_undoes_every_step(step: str) -> None:
     ns = fake_pod()
@@ -486,14 +622,26 @@ def test_delete_removes_orphan_tap_and_bridge_when_the_pod_link_is_gone() -> Non
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
-        (lambda ns: ns._set(BLUE, mac=MAC), f"network blue: pod interface {BLUE} has MAC {MAC}, expected {swapped_mac(MAC)}"),
-        (lambda ns: ns.add_address(BLUE, "10.77.0.2/24"), f"network blue: pod interface {BLUE} still has addresses ['10.77.0.2/24']"),
+        (
+            lambda ns: ns._set(BLUE, mac=MAC),
+            f"network blue: pod interface {BLUE} has MAC {MAC}, expected {swapped_mac(MAC)}",
+        ),
+        (
+            lambda ns: ns.add_address(BLUE, "10.77.0.2/24"),
+            f"network blue: pod interface {BLUE} still has addresses ['10.77.0.2/24']",
+        ),
         (lambda ns: ns.links.pop("tap16477688c0e"), "network blue: tap tap16477688c0e is missing"),
-        (lambda ns: ns._set("tap16477688c0e", mtu=1500), "network blue: tap tap16477688c0e has MTU 1500, expected 1400"),
+        (
+            lambda ns: ns._set("tap16477688c0e", mtu=1500),
+            "network blue: tap tap16477688c0e has MTU 1500, expected 1400",
+        ),
         (lambda ns: ns.links.pop("k6t-16477688c0e"), "network blue: bridge k6t-16477688c0e is missing"),
         (lambda ns: ns._set(BLUE, master=None), f"network blue: {BLUE} is not a port of k6t-16477688c0e (master None)"),
         (lambda ns: ns._set(BLUE, alias=""), f"network blue: pod interface {BLUE} carries no kvnet binding record"),
-        (lambda ns: ns.set_learning(BLUE, True), f"network blue: bridge port {BLUE} learns MAC addresses; expected learning off"),
+        (
+            lambda ns: ns.set_learning(BLUE, True),
+            f"network blue: bridge port {BLUE} learns MAC addresses; expected learning off",
+        ),
     ],
 )
 def test_check_names_what_drifted(breakage: Any, message: str) -> None:
@@ -510,7 +658,9 @@ def test_check_redirect_targets() -> None:
     ns = fake_pod("macvlan")
     binding.add(Req(), nl=opener(ns))
     ns.tc.pop("tap16477688c0e")
-    with pytest.raises(binding.PlumbingDrift, match=f"ingress of tap16477688c0e is redirected to None, expected {BLUE}"):
+    with pytest.raises(
+        binding.PlumbingDrift, match=f"ingress of tap16477688c0e is redirected to None, expected {BLUE}"
+    ):
         binding.check(Req(), nl=opener(ns))
 
 
@@ -529,7 +679,19 @@ _json = st.recursive(
     max_leaves=8,
 )
 _keys = st.sampled_from(
-    ["mode", "multiQueue", "tapOwner", "logFile", "logLevel", "name", "args", "deviceID", "runtimeConfig", "sysfsRoot", "other"]
+    [
+        "mode",
+        "multiQueue",
+        "tapOwner",
+        "logFile",
+        "logLevel",
+        "name",
+        "args",
+        "deviceID",
+        "runtimeConfig",
+        "sysfsRoot",
+        "other",
+    ]
 )
 
 
@@ -575,7 +737,7 @@ def test_redirect_kinds_are_the_models() -> None:
     """One rule for which pod links get redirect mode, shared with the translation."""
     from kvnet.domain import translate
 
-    assert REDIRECT_KINDS == frozenset({"macvlan", "ipvlan"})
+    assert frozenset({"macvlan", "ipvlan"}) == REDIRECT_KINDS
     assert binding.REDIRECT_KINDS is REDIRECT_KINDS and translate.REDIRECT_KINDS is REDIRECT_KINDS
     for kind in sorted(REDIRECT_KINDS):
         assert plan(observed(veth(kind=kind)), "blue", CFG, pod_iface=BLUE).mode == "redirect"
@@ -592,18 +754,30 @@ def sysfs_root(tmp_path: Path) -> str:
     """A PF with a VFIO VF, a kernel VF whose netdev is still on the node, one whose netdev
     left the node's view (moved to some netns), and an unbound VF."""
     root = str(tmp_path / "root")
-    make_fake_sysfs(root, {PF: FakePf(vfs=[
-        FakeVf(VFIO_VF, iommu_group=60),
-        FakeVf(KERNEL_VF, driver="iavf", iommu_group=62, netdev="ens1f0v2"),
-        FakeVf(MOVED_VF, driver="iavf", iommu_group=63),
-        FakeVf(UNBOUND_VF, driver=None),
-    ], netdev="ens1f0")})
+    make_fake_sysfs(
+        root,
+        {
+            PF: FakePf(
+                vfs=[
+                    FakeVf(VFIO_VF, iommu_group=60),
+                    FakeVf(KERNEL_VF, driver="iavf", iommu_group=62, netdev="ens1f0v2"),
+                    FakeVf(MOVED_VF, driver="iavf", iommu_group=63),
+                    FakeVf(UNBOUND_VF, driver=None),
+                ],
+                netdev="ens1f0",
+            )
+        },
+    )
     return root
 
 
 def sriov_req(device_id: str | None, root: str, *, runtime: bool = False) -> Req:
-    conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "kvnet-binding", "args": {"cni": {"logicNetworkName": "blue"}},
-                            "sysfsRoot": root}
+    conf: dict[str, Any] = {
+        "cniVersion": "1.0.0",
+        "name": "kvnet-binding",
+        "args": {"cni": {"logicNetworkName": "blue"}},
+        "sysfsRoot": root,
+    }
     if device_id is not None:
         if runtime:
             conf["runtimeConfig"] = {"deviceID": device_id}
@@ -630,16 +804,22 @@ def test_plan_vfio_vf_nothing_to_plumb() -> None:
 @pytest.mark.parametrize(
     ("vf", "message"),
     [
-        (vf_info("iavf", ("ens1f0v2",)),
-         f"network blue: SR-IOV VF 0000:81:00.4 (deviceID) is bound to iavf, not vfio-pci, but its netdev (ens1f0v2, still on"
-         f" the node) is not in the pod as {BLUE}: the attachment's plugin did not move it there (or bind the VF to vfio-pci"
-         " for a PCI hostdev)"),
-        (vf_info("mlx5_core"),
-         f"network blue: SR-IOV VF 0000:81:00.4 (deviceID) is bound to mlx5_core, not vfio-pci, but its netdev (not on the"
-         f" node either) is not in the pod as {BLUE}"),
-        (vf_info(None),
-         f"network blue: SR-IOV VF 0000:81:00.4 (deviceID) is bound to no driver: it has no netdev for the pod link {BLUE}"
-         " and no VM can take it (bind it to vfio-pci for a PCI hostdev)"),
+        (
+            vf_info("iavf", ("ens1f0v2",)),
+            f"network blue: SR-IOV VF 0000:81:00.4 (deviceID) is bound to iavf, not vfio-pci, but its netdev (ens1f0v2, still on"
+            f" the node) is not in the pod as {BLUE}: the attachment's plugin did not move it there (or bind the VF to vfio-pci"
+            " for a PCI hostdev)",
+        ),
+        (
+            vf_info("mlx5_core"),
+            f"network blue: SR-IOV VF 0000:81:00.4 (deviceID) is bound to mlx5_core, not vfio-pci, but its netdev (not on the"
+            f" node either) is not in the pod as {BLUE}",
+        ),
+        (
+            vf_info(None),
+            f"network blue: SR-IOV VF 0000:81:00.4 (deviceID) is bound to no driver: it has no netdev for the pod link {BLUE}"
+            " and no VM can take it (bind it to vfio-pci for a PCI hostdev)",
+        ),
     ],
 )
 def test_plan_kernel_vf_without_its_pod_link_is_an_error(vf: VfInfo, message: str) -> None:
@@ -668,10 +848,16 @@ def test_add_vfio_vf_succeeds_and_says_so(sysfs_root: str, runtime: bool, caplog
 @pytest.mark.parametrize(
     ("device_id", "message"),
     [
-        (KERNEL_VF, f"network blue: SR-IOV VF {KERNEL_VF} (deviceID) is bound to iavf, not vfio-pci, but its netdev"
-                    f" (ens1f0v2, still on the node) is not in the pod as {BLUE}"),
-        (MOVED_VF, f"network blue: SR-IOV VF {MOVED_VF} (deviceID) is bound to iavf, not vfio-pci, but its netdev"
-                   f" (not on the node either) is not in the pod as {BLUE}"),
+        (
+            KERNEL_VF,
+            f"network blue: SR-IOV VF {KERNEL_VF} (deviceID) is bound to iavf, not vfio-pci, but its netdev"
+            f" (ens1f0v2, still on the node) is not in the pod as {BLUE}",
+        ),
+        (
+            MOVED_VF,
+            f"network blue: SR-IOV VF {MOVED_VF} (deviceID) is bound to iavf, not vfio-pci, but its netdev"
+            f" (not on the node either) is not in the pod as {BLUE}",
+        ),
         (UNBOUND_VF, f"network blue: SR-IOV VF {UNBOUND_VF} (deviceID) is bound to no driver"),
     ],
 )

@@ -60,7 +60,10 @@ def test_decode_foreign_or_empty_alias_is_none(text: str | None) -> None:
         ('{"kvnet":1,"mac":"0a:58:0a:01:00:05","mtu":1500,"ip":["10.1.0.5"]}', "address '10.1.0.5' is not"),
         ('{"kvnet":1,"mac":"0a:58:0a:01:00:05","mtu":1500,"gw":["x"]}', "gateway 'x' is not"),
         ('{"kvnet":1,"mac":"0a:58:0a:01:00:05","mtu":1500,"rt":[["10.0.0.0/8"]]}', "each rt entry must be [dst, via]"),
-        ('{"kvnet":1,"mac":"0a:58:0a:01:00:05","mtu":1500,"rt":[["nowhere","10.0.0.1"]]}', "route destination 'nowhere'"),
+        (
+            '{"kvnet":1,"mac":"0a:58:0a:01:00:05","mtu":1500,"rt":[["nowhere","10.0.0.1"]]}',
+            "route destination 'nowhere'",
+        ),
         ('{"kvnet":1,"mac":"0a:58:0a:01:00:05","mtu":1500,"ip":"10.1.0.5/24"}', "must be lists of strings"),
         ('{"kvnet":1,"mac":"0a:58:0a:01:00:05","mtu":1500,"x":1}', "unknown keys ['x']"),
     ],

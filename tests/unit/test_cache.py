@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kvnet.core.errors import DecodeFailure, InvalidEnvironment, UnknownContainer
 from kvnet.meta import cache
 from kvnet.meta.cache import CachedDelegate
-from kvnet.core.errors import DecodeFailure, InvalidEnvironment, UnknownContainer
 
 # A cache as Multus 4.x writes it (Go encoding/json of []*DelegateNetConf): a clusterNetwork
 # conflist in the older 4.x shape (lossy Bytes, lossless CNINetworkConfigList), a NAD
@@ -23,14 +23,14 @@ MULTUS_CACHE = (
     '"ipam":{"type":"host-local"},"dns":{}},{"type":"portmap","capabilities":{"portMappings":true},"ipam":{},'
     '"dns":{}}]},"CNINetworkConfigList":{"Name":"cbr0","CNIVersion":"0.3.1","DisableCheck":false,"DisableGC":false,'
     '"Plugins":[{"Network":{"type":"bridge","ipam":{"type":"host-local"},"dns":{}},"Bytes":"eyJ0eXBlIjoiYnJpZGdlIiwiY'
-    'nJpZGdlIjoiY25pMCIsImlzRGVmYXVsdEdhdGV3YXkiOnRydWUsImlwYW0iOnsidHlwZSI6Imhvc3QtbG9jYWwiLCJzdWJuZXQiOiIxMC4yNDQuM'
+    "nJpZGdlIjoiY25pMCIsImlzRGVmYXVsdEdhdGV3YXkiOnRydWUsImlwYW0iOnsidHlwZSI6Imhvc3QtbG9jYWwiLCJzdWJuZXQiOiIxMC4yNDQuM"
     'S4wLzI0In19"},{"Network":{"type":"portmap","capabilities":{"portMappings":true},"ipam":{},"dns":{}},"Bytes":"eyJ0e'
     'XBlIjoicG9ydG1hcCIsImNhcGFiaWxpdGllcyI6eyJwb3J0TWFwcGluZ3MiOnRydWV9fQ=="}],"Bytes":"eyJjbmlWZXJzaW9uIjoiMC4zLjEiL'
-    'CJuYW1lIjoiY2JyMCIsInBsdWdpbnMiOlt7InR5cGUiOiJicmlkZ2UiLCJicmlkZ2UiOiJjbmkwIiwiaXNEZWZhdWx0R2F0ZXdheSI6dHJ1ZSwia'
-    'XBhbSI6eyJ0eXBlIjoiaG9zdC1sb2NhbCIsInN1Ym5ldCI6IjEwLjI0NC4xLjAvMjQifX0seyJ0eXBlIjoicG9ydG1hcCIsImNhcGFiaWxpdGllc'
+    "CJuYW1lIjoiY2JyMCIsInBsdWdpbnMiOlt7InR5cGUiOiJicmlkZ2UiLCJicmlkZ2UiOiJjbmkwIiwiaXNEZWZhdWx0R2F0ZXdheSI6dHJ1ZSwia"
+    "XBhbSI6eyJ0eXBlIjoiaG9zdC1sb2NhbCIsInN1Ym5ldCI6IjEwLjI0NC4xLjAvMjQifX0seyJ0eXBlIjoicG9ydG1hcCIsImNhcGFiaWxpdGllc"
     'yI6eyJwb3J0TWFwcGluZ3MiOnRydWV9fV19"},"Name":"cbr0","IsFilterV4Gateway":true,"IsFilterV6Gateway":true,"Bytes":"e'
-    'yJjbmlWZXJzaW9uIjoiMC4zLjEiLCJuYW1lIjoiY2JyMCIsInBsdWdpbnMiOlt7InR5cGUiOiJicmlkZ2UiLCJpcGFtIjp7InR5cGUiOiJob3N0L'
-    'WxvY2FsIn0sImRucyI6e319LHsidHlwZSI6InBvcnRtYXAiLCJjYXBhYmlsaXRpZXMiOnsicG9ydE1hcHBpbmdzIjp0cnVlfSwiaXBhbSI6e30sI'
+    "yJjbmlWZXJzaW9uIjoiMC4zLjEiLCJuYW1lIjoiY2JyMCIsInBsdWdpbnMiOlt7InR5cGUiOiJicmlkZ2UiLCJpcGFtIjp7InR5cGUiOiJob3N0L"
+    "WxvY2FsIn0sImRucyI6e319LHsidHlwZSI6InBvcnRtYXAiLCJjYXBhYmlsaXRpZXMiOnsicG9ydE1hcHBpbmdzIjp0cnVlfSwiaXBhbSI6e30sI"
     'mRucyI6e319XX0="},{"Conf":{"cniVersion":"0.3.1","name":"macvlan-conf","type":"macvlan","ipam":{"type":"static"},'
     '"dns":{}},"ConfList":{},"CNINetworkConfigList":{"Name":"","CNIVersion":"","DisableCheck":false,"DisableGC":false,'
     '"Plugins":null,"Bytes":null},"Name":"default/macvlan-conf","ifnameRequest":"mv0","macRequest":"c2:b0:57:49:47:f1",'
@@ -53,8 +53,12 @@ def test_multus_written_cache_parses() -> None:
         "cniVersion": "0.3.1",
         "name": "cbr0",
         "plugins": [
-            {"type": "bridge", "bridge": "cni0", "isDefaultGateway": True,
-             "ipam": {"type": "host-local", "subnet": "10.244.1.0/24"}},
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isDefaultGateway": True,
+                "ipam": {"type": "host-local", "subnet": "10.244.1.0/24"},
+            },
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
@@ -73,10 +77,21 @@ def test_multus_written_cache_parses() -> None:
 def test_ours_matches_go_tags_exactly() -> None:
     d = CachedDelegate(
         name="default/macvlan-conf",
-        conf={"cniVersion": "0.3.1", "name": "macvlan-conf", "type": "macvlan", "master": "eth1", "mode": "bridge",
-              "ipam": {"type": "static"}, "args": {"cni": {"foo": "bar"}}},
-        ifname_request="mv0", mac_request="c2:b0:57:49:47:f1", ip_request=("10.1.1.101/24",),
-        gateway_request=("10.1.1.1",), is_filter_v4_gateway=False, is_filter_v6_gateway=True,
+        conf={
+            "cniVersion": "0.3.1",
+            "name": "macvlan-conf",
+            "type": "macvlan",
+            "master": "eth1",
+            "mode": "bridge",
+            "ipam": {"type": "static"},
+            "args": {"cni": {"foo": "bar"}},
+        },
+        ifname_request="mv0",
+        mac_request="c2:b0:57:49:47:f1",
+        ip_request=("10.1.1.101/24",),
+        gateway_request=("10.1.1.1",),
+        is_filter_v4_gateway=False,
+        is_filter_v6_gateway=True,
     )
     multus = json.loads(MULTUS_CACHE)[1]
     ours = cache.encode_delegate(d)
@@ -85,14 +100,24 @@ def test_ours_matches_go_tags_exactly() -> None:
 
 
 def test_conflist_delegate_shape() -> None:
-    conf = {"cniVersion": "1.0.0", "name": "chain", "plugins": [
-        {"type": "bridge", "bridge": "br9", "ipam": {"type": "host-local", "subnet": "10.9.0.0/24"}},
-        {"type": "tuning", "capabilities": {"mac": True}, "sysctl": {"net.core.somaxconn": "500"}}]}
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "chain",
+        "plugins": [
+            {"type": "bridge", "bridge": "br9", "ipam": {"type": "host-local", "subnet": "10.9.0.0/24"}},
+            {"type": "tuning", "capabilities": {"mac": True}, "sysctl": {"net.core.somaxconn": "500"}},
+        ],
+    }
     enc = cache.encode_delegate(CachedDelegate(name="ns/chain", conf=conf, master=True))
     assert enc["Conf"] == {"ipam": {}, "dns": {}}
-    assert enc["ConfList"] == {"cniVersion": "1.0.0", "name": "chain", "plugins": [
-        {"type": "bridge", "ipam": {"type": "host-local"}, "dns": {}},
-        {"type": "tuning", "capabilities": {"mac": True}, "ipam": {}, "dns": {}}]}
+    assert enc["ConfList"] == {
+        "cniVersion": "1.0.0",
+        "name": "chain",
+        "plugins": [
+            {"type": "bridge", "ipam": {"type": "host-local"}, "dns": {}},
+            {"type": "tuning", "capabilities": {"mac": True}, "ipam": {}, "dns": {}},
+        ],
+    }
     assert enc["CNINetworkConfigList"]["Plugins"] is None
     assert "default-route" not in enc and "ifnameRequest" not in enc
     assert json.loads(base64.b64decode(enc["Bytes"])) == conf
@@ -121,7 +146,11 @@ def test_escaping_container_ids_rejected(tmp_path: Path, container_id: str, op: 
         else:
             getattr(cache, op)(tmp_path, container_id)
     # libcni's ValidateContainerID: the message, the ID in the details, code 4
-    assert (err.value.msg, err.value.details, err.value.cni_code) == ("invalid characters in containerID", container_id, 4)
+    assert (err.value.msg, err.value.details, err.value.cni_code) == (
+        "invalid characters in containerID",
+        container_id,
+        4,
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -150,21 +179,22 @@ def test_malformed_cache(data: bytes, needle: str) -> None:
 
 
 def test_go_keys_match_case_insensitively() -> None:
-    raw = [{"bytes": base64.b64encode(b'{"type":"bridge","name":"b"}').decode(), "name": "ns/b",
-            "IFNAMEREQUEST": "x0"}]
+    raw = [{"bytes": base64.b64encode(b'{"type":"bridge","name":"b"}').decode(), "name": "ns/b", "IFNAMEREQUEST": "x0"}]
     (d,) = cache.decode(json.dumps(raw).encode())
     assert d.name == "ns/b" and d.ifname_request == "x0" and d.conf["type"] == "bridge"
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
 
 
 @given(
-    extra=st.dictionaries(st.text(min_size=1, max_size=6).filter(lambda k: k not in ("type", "plugins")), _json, max_size=4),
+    extra=st.dictionaries(
+        st.text(min_size=1, max_size=6).filter(lambda k: k not in ("type", "plugins")), _json, max_size=4
+    ),
     name=st.text(max_size=12),
     ifname=st.text(alphabet="abcdefgh0123", max_size=8),
     ips=st.lists(st.from_regex(r"10\.0\.0\.[0-9]{1,2}/24", fullmatch=True), max_size=2),
@@ -174,8 +204,13 @@ _json = st.recursive(
 )
 def test_encode_decode_round_trip(extra, name, ifname, ips, gws, v4, v6) -> None:  # type: ignore[no-untyped-def]
     d = CachedDelegate(
-        name=name, conf={**extra, "type": "bridge"}, ifname_request=ifname, ip_request=tuple(ips),
-        gateway_request=None if gws is None else tuple(gws), is_filter_v4_gateway=v4, is_filter_v6_gateway=v6,
+        name=name,
+        conf={**extra, "type": "bridge"},
+        ifname_request=ifname,
+        ip_request=tuple(ips),
+        gateway_request=None if gws is None else tuple(gws),
+        is_filter_v4_gateway=v4,
+        is_filter_v6_gateway=v6,
         master=True,
     )
     (back,) = cache.decode(cache.encode([d]))

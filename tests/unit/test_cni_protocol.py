@@ -53,39 +53,98 @@ def error_of(environ: dict[str, str], data: bytes) -> KvnetError:
 # (id, env, stdin, code, msg, details-substring)
 BAD = [
     ("no-command", env(CNI_COMMAND="<unset>"), stdin(), 4, "required env variables [CNI_COMMAND] missing", ""),
-    ("add-no-containerid", env(CNI_CONTAINERID="<unset>"), stdin(), 4,
-     "required env variables [CNI_CONTAINERID] missing", ""),
+    (
+        "add-no-containerid",
+        env(CNI_CONTAINERID="<unset>"),
+        stdin(),
+        4,
+        "required env variables [CNI_CONTAINERID] missing",
+        "",
+    ),
     ("add-no-netns", env(CNI_NETNS=""), stdin(), 4, "required env variables [CNI_NETNS] missing", ""),
     ("add-no-ifname", env(CNI_IFNAME="<unset>"), stdin(), 4, "required env variables [CNI_IFNAME] missing", ""),
     ("add-no-path", env(CNI_PATH="<unset>"), stdin(), 4, "required env variables [CNI_PATH] missing", ""),
-    ("add-bare", {"CNI_COMMAND": "ADD"}, stdin(), 4,
-     "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing", ""),
-    ("check-no-netns", env(CNI_COMMAND="CHECK", CNI_NETNS="<unset>"), stdin(), 4,
-     "required env variables [CNI_NETNS] missing", ""),
-    ("del-no-ifname", env(CNI_COMMAND="DEL", CNI_IFNAME="<unset>"), stdin(), 4,
-     "required env variables [CNI_IFNAME] missing", ""),
-    ("del-no-containerid", env(CNI_COMMAND="DEL", CNI_CONTAINERID="<unset>"), stdin(), 4,
-     "required env variables [CNI_CONTAINERID] missing", ""),
+    (
+        "add-bare",
+        {"CNI_COMMAND": "ADD"},
+        stdin(),
+        4,
+        "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing",
+        "",
+    ),
+    (
+        "check-no-netns",
+        env(CNI_COMMAND="CHECK", CNI_NETNS="<unset>"),
+        stdin(),
+        4,
+        "required env variables [CNI_NETNS] missing",
+        "",
+    ),
+    (
+        "del-no-ifname",
+        env(CNI_COMMAND="DEL", CNI_IFNAME="<unset>"),
+        stdin(),
+        4,
+        "required env variables [CNI_IFNAME] missing",
+        "",
+    ),
+    (
+        "del-no-containerid",
+        env(CNI_COMMAND="DEL", CNI_CONTAINERID="<unset>"),
+        stdin(),
+        4,
+        "required env variables [CNI_CONTAINERID] missing",
+        "",
+    ),
     ("unknown-command", env(CNI_COMMAND="FROB"), stdin(), 4, "unknown CNI_COMMAND: FROB", ""),
     ("lowercase-command", env(CNI_COMMAND="add"), stdin(), 4, "unknown CNI_COMMAND: add", ""),
     ("containerid-dotdot", env(CNI_CONTAINERID="../x"), stdin(), 4, "invalid characters in containerID", "../x"),
     ("containerid-slash", env(CNI_CONTAINERID="a/b"), stdin(), 4, "invalid characters in containerID", "a/b"),
     ("containerid-leading-dash", env(CNI_CONTAINERID="-abc"), stdin(), 4, "invalid characters in containerID", "-abc"),
-    ("containerid-percent", env(CNI_CONTAINERID="1234%%%"), stdin(), 4,
-     "invalid characters in containerID", "1234%%%"),
+    ("containerid-percent", env(CNI_CONTAINERID="1234%%%"), stdin(), 4, "invalid characters in containerID", "1234%%%"),
     ("ifname-too-long", env(CNI_IFNAME="a" * 16), stdin(), 4, "interface name is too long", "a" * 16),
     ("ifname-dot", env(CNI_IFNAME="."), stdin(), 4, "interface name is . or ..", "."),
     ("ifname-dotdot", env(CNI_IFNAME=".."), stdin(), 4, "interface name is . or ..", ".."),
-    ("ifname-slash", env(CNI_IFNAME="eth/0"), stdin(), 4,
-     "interface name contains / or : or whitespace characters", "eth/0"),
-    ("ifname-colon", env(CNI_IFNAME="eth0:1"), stdin(), 4,
-     "interface name contains / or : or whitespace characters", "eth0:1"),
-    ("ifname-space", env(CNI_IFNAME="eth 0"), stdin(), 4,
-     "interface name contains / or : or whitespace characters", "eth 0"),
-    ("ifname-tab", env(CNI_IFNAME="eth\t0"), stdin(), 4,
-     "interface name contains / or : or whitespace characters", "eth\\t0"),
-    ("bad-args-no-equals", env(CNI_ARGS="IgnoreUnknown=true;K8S_POD_NAME"), stdin(), 4,
-     "ARGS: invalid pair 'K8S_POD_NAME'", ""),
+    (
+        "ifname-slash",
+        env(CNI_IFNAME="eth/0"),
+        stdin(),
+        4,
+        "interface name contains / or : or whitespace characters",
+        "eth/0",
+    ),
+    (
+        "ifname-colon",
+        env(CNI_IFNAME="eth0:1"),
+        stdin(),
+        4,
+        "interface name contains / or : or whitespace characters",
+        "eth0:1",
+    ),
+    (
+        "ifname-space",
+        env(CNI_IFNAME="eth 0"),
+        stdin(),
+        4,
+        "interface name contains / or : or whitespace characters",
+        "eth 0",
+    ),
+    (
+        "ifname-tab",
+        env(CNI_IFNAME="eth\t0"),
+        stdin(),
+        4,
+        "interface name contains / or : or whitespace characters",
+        "eth\\t0",
+    ),
+    (
+        "bad-args-no-equals",
+        env(CNI_ARGS="IgnoreUnknown=true;K8S_POD_NAME"),
+        stdin(),
+        4,
+        "ARGS: invalid pair 'K8S_POD_NAME'",
+        "",
+    ),
     ("bad-args-empty-key", env(CNI_ARGS="=v"), stdin(), 4, "ARGS: invalid pair '=v'", ""),
     ("bad-json", env(), b"{not json", 6, "error unmarshall network config:", ""),
     ("empty-stdin", env(), b"", 6, "error unmarshall network config:", ""),
@@ -96,11 +155,23 @@ BAD = [
     ("version-unsupported", env(), stdin(cniVersion="9.9.9"), 1, "incompatible CNI versions", 'config is "9.9.9"'),
     ("version-garbage", env(), stdin(cniVersion="one"), 1, "incompatible CNI versions", 'config is "one"'),
     ("version-not-string", env(), stdin(cniVersion=1), 6, "error unmarshall network config: cniVersion", ""),
-    ("check-too-old", env(CNI_COMMAND="CHECK"), stdin(cniVersion="0.3.1"), 1,
-     "config version does not allow CHECK", ""),
+    (
+        "check-too-old",
+        env(CNI_COMMAND="CHECK"),
+        stdin(cniVersion="0.3.1"),
+        1,
+        "config version does not allow CHECK",
+        "",
+    ),
     ("gc-too-old", env(CNI_COMMAND="GC"), stdin(cniVersion="1.0.0"), 1, "config version does not allow GC", ""),
-    ("status-too-old", env(CNI_COMMAND="STATUS"), stdin(cniVersion="1.0.0"), 1,
-     "config version does not allow STATUS", ""),
+    (
+        "status-too-old",
+        env(CNI_COMMAND="STATUS"),
+        stdin(cniVersion="1.0.0"),
+        1,
+        "config version does not allow STATUS",
+        "",
+    ),
 ]
 
 
@@ -207,7 +278,7 @@ def test_version_answered_by_the_skeleton() -> None:
 
 
 def test_version_with_own_supported_list() -> None:
-    rc, out = run_main({}, {"CNI_COMMAND": "VERSION"}, supported_versions=("0.4.0", "1.0.0"))
+    _rc, out = run_main({}, {"CNI_COMMAND": "VERSION"}, supported_versions=("0.4.0", "1.0.0"))
     assert out == {"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0"]}
 
 
@@ -242,7 +313,7 @@ def test_add_result_converted_to_request_version() -> None:
 
 
 def test_result_without_version_gets_the_request_version() -> None:
-    rc, out = run_main({"ADD": lambda req: {"dns": {}}}, env(), stdin(cniVersion="0.4.0"))
+    _rc, out = run_main({"ADD": lambda req: {"dns": {}}}, env(), stdin(cniVersion="0.4.0"))
     assert out == {"dns": {}, "cniVersion": "0.4.0"}
 
 
@@ -265,11 +336,16 @@ def test_command_without_handler_succeeds_silently() -> None:
 
 def test_kvnet_error_becomes_cni_error_json() -> None:
     def add(req: CniRequest) -> None:
-        raise DelegateFailed("plugin type=\"bridge\" failed (add): boom", "more", code=11)
+        raise DelegateFailed('plugin type="bridge" failed (add): boom', "more", code=11)
 
     rc, out = run_main({"ADD": add}, env(), stdin(cniVersion="0.4.0"))
     assert rc == 1
-    assert out == {"cniVersion": "0.4.0", "code": 11, "msg": "plugin type=\"bridge\" failed (add): boom", "details": "more"}
+    assert out == {
+        "cniVersion": "0.4.0",
+        "code": 11,
+        "msg": 'plugin type="bridge" failed (add): boom',
+        "details": "more",
+    }
 
 
 def test_validation_error_printed_with_spec_code() -> None:
@@ -314,9 +390,12 @@ def test_own_netns_is_refused_before_the_handler_runs() -> None:
     called: list[str] = []
     rc, out = run_main({"ADD": lambda req: called.append("ADD")}, env(CNI_NETNS="/proc/self/ns/net"), stdin())
     assert rc == 1 and called == []
-    assert out == {"cniVersion": "1.0.0", "code": 8,
-                   "msg": "plugin's netns and netns from CNI_NETNS should not be the same",
-                   "details": "/proc/self/ns/net"}
+    assert out == {
+        "cniVersion": "1.0.0",
+        "code": 8,
+        "msg": "plugin's netns and netns from CNI_NETNS should not be the same",
+        "details": "/proc/self/ns/net",
+    }
 
 
 def test_is_own_netns(tmp_path: Any) -> None:
@@ -367,8 +446,9 @@ def test_ifname_length_counts_bytes() -> None:
 
 
 _env_keys = st.sampled_from(["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"])
-_env_vals = st.sampled_from(["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "", "x", "../x", "eth0", "a=b;c"]) | st.text(
-    max_size=20)
+_env_vals = st.sampled_from(
+    ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "", "x", "../x", "eth0", "a=b;c"]
+) | st.text(max_size=20)
 
 
 @NO_DEADLINE
@@ -387,10 +467,11 @@ def test_any_env_and_stdin_fail_only_with_kvnet_errors(environ: dict[str, str], 
 @given(st.dictionaries(_env_keys, _env_vals), st.binary(max_size=64) | st.sampled_from([stdin(), b"{}"]))
 def test_plugin_main_stdout_is_always_one_json_object(environ: dict[str, str], data: bytes) -> None:
     handlers = {"ADD": lambda req: {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/24"}]}}
-    rc, out = run_main(handlers, {**environ, "CNI_NETNS": "/nonexistent/ns"} if "CNI_NETNS" in environ else environ,
-                       data)
+    rc, out = run_main(
+        handlers, {**environ, "CNI_NETNS": "/nonexistent/ns"} if "CNI_NETNS" in environ else environ, data
+    )
     assert rc in (0, 1)
     if rc == 1:
         assert isinstance(out, dict) and {"cniVersion", "code", "msg"} <= out.keys()
     else:
-        assert out is None or isinstance(out, dict) and "cniVersion" in out
+        assert out is None or (isinstance(out, dict) and "cniVersion" in out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -19,8 +20,14 @@ R11: dict[str, Any] = {
     "cniVersion": "1.1.0",
     "interfaces": [
         {"name": "br0", "mac": "aa:bb:cc:dd:ee:01"},
-        {"name": "eth0", "mac": "aa:bb:cc:dd:ee:02", "mtu": 1400, "sandbox": "/var/run/netns/x",
-         "socketPath": "/run/vhost.sock", "pciID": "0000:03:00.1"},
+        {
+            "name": "eth0",
+            "mac": "aa:bb:cc:dd:ee:02",
+            "mtu": 1400,
+            "sandbox": "/var/run/netns/x",
+            "socketPath": "/run/vhost.sock",
+            "pciID": "0000:03:00.1",
+        },
     ],
     "ips": [
         {"interface": 1, "address": "10.0.0.2/24", "gateway": "10.0.0.1"},
@@ -28,12 +35,10 @@ R11: dict[str, Any] = {
         {"interface": 1, "address": "fd00::2/64", "gateway": "fd00::1"},
     ],
     "routes": [
-        {"dst": "0.0.0.0/0", "gw": "10.0.0.1", "mtu": 1300, "advmss": 1200, "priority": 10, "table": 100,
-         "scope": 0},
+        {"dst": "0.0.0.0/0", "gw": "10.0.0.1", "mtu": 1300, "advmss": 1200, "priority": 10, "table": 100, "scope": 0},
         {"dst": "::/0", "gw": "fd00::1"},
     ],
-    "dns": {"nameservers": ["10.0.0.53"], "domain": "example.org", "search": ["example.org"],
-            "options": ["ndots:2"]},
+    "dns": {"nameservers": ["10.0.0.53"], "domain": "example.org", "search": ["example.org"], "options": ["ndots:2"]},
 }
 
 R10 = {
@@ -77,26 +82,37 @@ R020 = {
         (R10, "1.1.0", {**R10, "cniVersion": "1.1.0"}),
         (R040, "1.0.0", R10),
         (R040, "0.2.0", R020),
-        (R020, "0.4.0", {
-            "cniVersion": "0.4.0",
-            "ips": [
-                {"version": "4", "address": "10.0.0.2/24", "gateway": "10.0.0.1"},
-                {"version": "6", "address": "fd00::2/64", "gateway": "fd00::1"},
-            ],
-            "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}, {"dst": "::/0", "gw": "fd00::1"}],
-            "dns": R11["dns"],
-        }),
-        (R020, "1.1.0", {
-            "cniVersion": "1.1.0",
-            "ips": [
-                {"address": "10.0.0.2/24", "gateway": "10.0.0.1"},
-                {"address": "fd00::2/64", "gateway": "fd00::1"},
-            ],
-            "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}, {"dst": "::/0", "gw": "fd00::1"}],
-            "dns": R11["dns"],
-        }),
-        ({"cniVersion": "0.1.0", "ip4": {"ip": "10.9.0.2/16"}}, "0.2.0",
-         {"cniVersion": "0.2.0", "ip4": {"ip": "10.9.0.2/16"}}),
+        (
+            R020,
+            "0.4.0",
+            {
+                "cniVersion": "0.4.0",
+                "ips": [
+                    {"version": "4", "address": "10.0.0.2/24", "gateway": "10.0.0.1"},
+                    {"version": "6", "address": "fd00::2/64", "gateway": "fd00::1"},
+                ],
+                "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}, {"dst": "::/0", "gw": "fd00::1"}],
+                "dns": R11["dns"],
+            },
+        ),
+        (
+            R020,
+            "1.1.0",
+            {
+                "cniVersion": "1.1.0",
+                "ips": [
+                    {"address": "10.0.0.2/24", "gateway": "10.0.0.1"},
+                    {"address": "fd00::2/64", "gateway": "fd00::1"},
+                ],
+                "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}, {"dst": "::/0", "gw": "fd00::1"}],
+                "dns": R11["dns"],
+            },
+        ),
+        (
+            {"cniVersion": "0.1.0", "ip4": {"ip": "10.9.0.2/16"}},
+            "0.2.0",
+            {"cniVersion": "0.2.0", "ip4": {"ip": "10.9.0.2/16"}},
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -110,8 +126,10 @@ def test_debian_plugin_output_with_empty_dns() -> None:
     """What Debian's bridge prints (``"dns": {}``) survives up-conversion unchanged."""
     bridge = {
         "cniVersion": "1.0.0",
-        "interfaces": [{"name": "cni0", "mac": "5a:1c:ee:aa:bb:cc"}, {"name": "eth0", "mac": "ee:aa:bb:cc:dd:ee",
-                                                                     "sandbox": "/var/run/netns/t"}],
+        "interfaces": [
+            {"name": "cni0", "mac": "5a:1c:ee:aa:bb:cc"},
+            {"name": "eth0", "mac": "ee:aa:bb:cc:dd:ee", "sandbox": "/var/run/netns/t"},
+        ],
         "ips": [{"interface": 1, "address": "10.10.0.2/24", "gateway": "10.10.0.1"}],
         "dns": {},
     }
@@ -137,14 +155,17 @@ def test_unknown_target_version(bad: str) -> None:
 
 
 def test_unknown_source_version() -> None:
-    with pytest.raises(IncompatibleVersion, match="unsupported CNI result version '9.0.0'"):
+    with pytest.raises(IncompatibleVersion, match=re.escape("unsupported CNI result version '9.0.0'")):
         convert_result({**R10, "cniVersion": "9.0.0"}, "1.0.0")
 
 
 @pytest.mark.parametrize(
     "bad",
-    [{"cniVersion": "1.0.0", "ips": "10.0.0.1"}, {"cniVersion": "1.0.0", "routes": [1, 2]},
-     {"cniVersion": "0.2.0", "ip4": "x"}],
+    [
+        {"cniVersion": "1.0.0", "ips": "10.0.0.1"},
+        {"cniVersion": "1.0.0", "routes": [1, 2]},
+        {"cniVersion": "0.2.0", "ip4": "x"},
+    ],
 )
 def test_malformed_results_are_decode_failures(bad: dict[str, Any]) -> None:
     with pytest.raises(DecodeFailure):
@@ -161,7 +182,8 @@ def test_result_without_version_uses_from_version_or_shape() -> None:
 
 
 @pytest.mark.parametrize(
-    "v,key", [("0.1.0", (0, 1, 0)), ("1.0.0", (1, 0, 0)), ("1.1.0", (1, 1, 0)), ("0.4", (0, 4, 0)), ("10.2.3", (10, 2, 3))]
+    "v,key",
+    [("0.1.0", (0, 1, 0)), ("1.0.0", (1, 0, 0)), ("1.1.0", (1, 1, 0)), ("0.4", (0, 4, 0)), ("10.2.3", (10, 2, 3))],
 )
 def test_version_key(v: str, key: tuple[int, int, int]) -> None:
     assert version_key(v) == key
@@ -198,12 +220,15 @@ _gw6 = _v6.map(lambda c: c.split("/")[0])
 _name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=15)
 _dns = st.one_of(
     st.just({}),
-    st.fixed_dictionaries({}, optional={
-        "nameservers": st.lists(_gw4, max_size=2),
-        "domain": _name,
-        "search": st.lists(_name, max_size=2),
-        "options": st.lists(_name, max_size=2),
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "nameservers": st.lists(_gw4, max_size=2),
+            "domain": _name,
+            "search": st.lists(_name, max_size=2),
+            "options": st.lists(_name, max_size=2),
+        },
+    ),
 )
 
 
@@ -214,8 +239,13 @@ def results_11(draw: st.DrawFn) -> dict[str, Any]:
     ifaces = []
     for _ in range(n_if):
         iface = {"name": draw(_name)}
-        for key, strat in (("mac", _mac), ("sandbox", st.just("/var/run/netns/t")), ("mtu", st.integers(68, 9000)),
-                           ("socketPath", st.just("/run/s.sock")), ("pciID", st.just("0000:00:01.0"))):
+        for key, strat in (
+            ("mac", _mac),
+            ("sandbox", st.just("/var/run/netns/t")),
+            ("mtu", st.integers(68, 9000)),
+            ("socketPath", st.just("/run/s.sock")),
+            ("pciID", st.just("0000:00:01.0")),
+        ):
             if draw(st.booleans()):
                 iface[key] = draw(strat)
         ifaces.append(iface)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Mapping
@@ -59,7 +60,11 @@ class FakeExec:
         conf = json.loads(stdin) if stdin else {}
         self.calls.append(Call(os.path.basename(plugin), command, conf, dict(env)))
         if command == "VERSION":
-            return 0, json.dumps({"cniVersion": fake.versions[-1], "supportedVersions": list(fake.versions)}).encode(), b""
+            return (
+                0,
+                json.dumps({"cniVersion": fake.versions[-1], "supportedVersions": list(fake.versions)}).encode(),
+                b"",
+            )
         if command in fake.fail:
             return fake.fail[command]
         if conf["cniVersion"] not in fake.versions:
@@ -67,13 +72,20 @@ class FakeExec:
         if command != "ADD":
             return 0, b"", b""
         prev = conf.get("prevResult") or {"cniVersion": conf["cniVersion"]}
-        result = convert_result(
-            {"cniVersion": "1.1.0", "interfaces": [{"name": env["CNI_IFNAME"], "sandbox": env["CNI_NETNS"],
-                                                     "mtu": 1500}],
-             "ips": [{"interface": 0, "address": fake.ip, "gateway": "10.0.0.1"}],
-             "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1", "table": 5}], "dns": {}},
-            conf["cniVersion"],
-        ) if "ips" not in prev else prev
+        result = (
+            convert_result(
+                {
+                    "cniVersion": "1.1.0",
+                    "interfaces": [{"name": env["CNI_IFNAME"], "sandbox": env["CNI_NETNS"], "mtu": 1500}],
+                    "ips": [{"interface": 0, "address": fake.ip, "gateway": "10.0.0.1"}],
+                    "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1", "table": 5}],
+                    "dns": {},
+                },
+                conf["cniVersion"],
+            )
+            if "ips" not in prev
+            else prev
+        )
         return 0, json.dumps(result).encode(), b""
 
     def commands(self, skip_version: bool = True) -> list[tuple[str, str]]:
@@ -153,7 +165,7 @@ def test_env_is_exactly_cni_vars_and_path(bin_dir: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("SECRET", "x")
     runner, fake = runner_with(bin_dir, {"p": FakePlugin()})
     runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
-    add = [c for c in fake.calls if c.command == "ADD"][0]
+    add = next(c for c in fake.calls if c.command == "ADD")
     assert add.env == {
         "CNI_COMMAND": "ADD",
         "CNI_CONTAINERID": "ctr1",
@@ -172,7 +184,12 @@ def test_version_asked_once_per_binary(bin_dir: Path) -> None:
     runner.run("DEL", conf, ENV)
     runner.run("ADD", {**conf, "type": "q"}, ENV)
     assert fake.commands(skip_version=False) == [
-        ("p", "VERSION"), ("p", "ADD"), ("p", "DEL"), ("q", "VERSION"), ("q", "ADD")]
+        ("p", "VERSION"),
+        ("p", "ADD"),
+        ("p", "DEL"),
+        ("q", "VERSION"),
+        ("q", "ADD"),
+    ]
     assert fake.calls[0].env["CNI_COMMAND"] == "VERSION"
 
 
@@ -181,15 +198,27 @@ def test_plugin_that_only_knows_031(bin_dir: Path, conf_version: str) -> None:
     """A 0.3.1-only plugin gets a 0.3.1 conf (prevResult down-converted); its result is
     up-converted to the conf's version."""
     runner, fake = runner_with(bin_dir, {"old": FakePlugin(versions=("0.3.1",))})
-    prev = {"cniVersion": conf_version, "interfaces": [{"name": "eth0", "mtu": 9000}],
-            "ips": [{"interface": 0, "address": "10.5.0.2/16"}], "dns": {}}
+    prev = {
+        "cniVersion": conf_version,
+        "interfaces": [{"name": "eth0", "mtu": 9000}],
+        "ips": [{"interface": 0, "address": "10.5.0.2/16"}],
+        "dns": {},
+    }
     out = runner.run("ADD", {"cniVersion": conf_version, "name": "n", "type": "old", "prevResult": prev}, ENV)
-    sent = [c for c in fake.calls if c.command == "ADD"][0].conf
+    sent = next(c for c in fake.calls if c.command == "ADD").conf
     assert sent["cniVersion"] == "0.3.1"
-    assert sent["prevResult"] == {"cniVersion": "0.3.1", "interfaces": [{"name": "eth0"}],
-                                  "ips": [{"version": "4", "interface": 0, "address": "10.5.0.2/16"}], "dns": {}}
-    assert out == {"cniVersion": conf_version, "interfaces": [{"name": "eth0"}],
-                   "ips": [{"interface": 0, "address": "10.5.0.2/16"}], "dns": {}}
+    assert sent["prevResult"] == {
+        "cniVersion": "0.3.1",
+        "interfaces": [{"name": "eth0"}],
+        "ips": [{"version": "4", "interface": 0, "address": "10.5.0.2/16"}],
+        "dns": {},
+    }
+    assert out == {
+        "cniVersion": conf_version,
+        "interfaces": [{"name": "eth0"}],
+        "ips": [{"interface": 0, "address": "10.5.0.2/16"}],
+        "dns": {},
+    }
 
 
 def test_result_in_conf_version_when_plugin_speaks_it(bin_dir: Path) -> None:
@@ -203,26 +232,29 @@ def test_negotiation_picks_lowest_above_when_nothing_below(bin_dir: Path) -> Non
     runner, fake = runner_with(bin_dir, {"p": FakePlugin(versions=("0.4.0", "1.0.0"))})
     out = runner.run("ADD", {"cniVersion": "0.2.0", "name": "n", "type": "p"}, ENV)
     assert [c.conf["cniVersion"] for c in fake.calls if c.command == "ADD"] == ["0.4.0"]
-    assert out == {"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/24", "gateway": "10.0.0.1",
-                                                  "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}]}, "dns": {}}
+    assert out == {
+        "cniVersion": "0.2.0",
+        "ip4": {"ip": "10.0.0.2/24", "gateway": "10.0.0.1", "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}]},
+        "dns": {},
+    }
 
 
 def test_no_common_version(bin_dir: Path) -> None:
     runner, _ = runner_with(bin_dir, {"p": FakePlugin(versions=("9.9.9",))})
-    with pytest.raises(IncompatibleVersion, match="delegate p does not support config version '1.0.0'"):
+    with pytest.raises(IncompatibleVersion, match=re.escape("delegate p does not support config version '1.0.0'")):
         runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
 
 
 def test_conf_version_unknown(bin_dir: Path) -> None:
     runner, _ = runner_with(bin_dir, {"p": FakePlugin()})
-    with pytest.raises(IncompatibleVersion, match="unsupported cniVersion '0.9.0'"):
+    with pytest.raises(IncompatibleVersion, match=re.escape("unsupported cniVersion '0.9.0'")):
         runner.run("ADD", {"cniVersion": "0.9.0", "name": "n", "type": "p"}, ENV)
 
 
 def test_prev_result_dropped_for_pre_030_plugins(bin_dir: Path) -> None:
     runner, fake = runner_with(bin_dir, {"p": FakePlugin(versions=("0.2.0",))})
     runner.run("DEL", {"cniVersion": "1.0.0", "name": "n", "type": "p", "prevResult": {"cniVersion": "1.0.0"}}, ENV)
-    sent = [c for c in fake.calls if c.command == "DEL"][0].conf
+    sent = next(c for c in fake.calls if c.command == "DEL").conf
     assert sent["cniVersion"] == "0.2.0" and "prevResult" not in sent
 
 
@@ -235,16 +267,20 @@ def test_missing_type(bin_dir: Path) -> None:
 @pytest.mark.parametrize(
     "failure,code,msg,details",
     [
-        ((1, b'{"cniVersion":"1.0.0","code":7,"msg":"bad bridge","details":"vlan"}', b""), 7,
-         "plugin type=\"p\" failed (add): bad bridge", "vlan"),
-        ((1, b"", b'{"code":11,"msg":"busy"}'), 11, "plugin type=\"p\" failed (add): busy", ""),
-        ((1, b"not json", b'{"code":11,"msg":"busy"}'), 11, "plugin type=\"p\" failed (add): busy", ""),
-        ((2, b"panic: oops", b""), 102, "plugin type=\"p\" failed (add): panic: oops", ""),
-        ((2, b"", b"some words\n"), 102, "plugin type=\"p\" failed (add): some words", ""),
-        ((3, b"", b""), 102, "plugin type=\"p\" failed (add): exited with status 3 and no message", ""),
-        ((-9, b"", b""), 102, "plugin type=\"p\" failed (add): killed by signal 9", ""),
-        ((1, b'{"code":"x","msg":"weird code"}', b""), 102, "plugin type=\"p\" failed (add): weird code", ""),
-        ((1, b'{"code":0,"msg":"zero"}', b""), 102, "plugin type=\"p\" failed (add): zero", ""),
+        (
+            (1, b'{"cniVersion":"1.0.0","code":7,"msg":"bad bridge","details":"vlan"}', b""),
+            7,
+            'plugin type="p" failed (add): bad bridge',
+            "vlan",
+        ),
+        ((1, b"", b'{"code":11,"msg":"busy"}'), 11, 'plugin type="p" failed (add): busy', ""),
+        ((1, b"not json", b'{"code":11,"msg":"busy"}'), 11, 'plugin type="p" failed (add): busy', ""),
+        ((2, b"panic: oops", b""), 102, 'plugin type="p" failed (add): panic: oops', ""),
+        ((2, b"", b"some words\n"), 102, 'plugin type="p" failed (add): some words', ""),
+        ((3, b"", b""), 102, 'plugin type="p" failed (add): exited with status 3 and no message', ""),
+        ((-9, b"", b""), 102, 'plugin type="p" failed (add): killed by signal 9', ""),
+        ((1, b'{"code":"x","msg":"weird code"}', b""), 102, 'plugin type="p" failed (add): weird code', ""),
+        ((1, b'{"code":0,"msg":"zero"}', b""), 102, 'plugin type="p" failed (add): zero', ""),
     ],
 )
 def test_delegate_errors_fake_exec(
@@ -288,8 +324,11 @@ def test_exec_oserror_becomes_delegate_failed(bin_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     "out,msg",
-    [(b"", "delegate p ADD returned no result"), (b"{oops", "delegate p ADD returned an unparseable result"),
-     (b"[1]", "delegate p ADD returned a result that is not a JSON object")],
+    [
+        (b"", "delegate p ADD returned no result"),
+        (b"{oops", "delegate p ADD returned an unparseable result"),
+        (b"[1]", "delegate p ADD returned a result that is not a JSON object"),
+    ],
 )
 def test_bad_add_result(bin_dir: Path, out: bytes, msg: str) -> None:
     runner, _ = runner_with(bin_dir, {"p": FakePlugin(fail={"ADD": (0, out, b"")})})
@@ -310,8 +349,12 @@ CONFLIST = {
     ],
 }
 PLUGINS3 = {"bridge": FakePlugin(), "tuning": FakePlugin(), "portmap": FakePlugin()}
-RC = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
-      "bandwidth": {"ingressRate": 1}, "mac": "02:00:00:00:00:01", "ips": ["10.0.0.9/24"]}
+RC = {
+    "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+    "bandwidth": {"ingressRate": 1},
+    "mac": "02:00:00:00:00:01",
+    "ips": ["10.0.0.9/24"],
+}
 
 
 def test_conflist_add_order_prev_result_and_capabilities(bin_dir: Path, tmp_path: Path) -> None:
@@ -376,13 +419,16 @@ def test_del_uses_given_prev_result_when_no_cache(bin_dir: Path) -> None:
     runner, fake = runner_with(bin_dir, PLUGINS3)
     prev = {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.7/24"}]}
     runner.run_network("DEL", CONFLIST, ENV, prev_result=prev)
-    assert all(c.conf["prevResult"] == {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.7/24"}]}
-               for c in fake.calls if c.command == "DEL")
+    assert all(
+        c.conf["prevResult"] == {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.7/24"}]}
+        for c in fake.calls
+        if c.command == "DEL"
+    )
 
 
 def test_del_stops_at_first_failure_and_keeps_cache(bin_dir: Path, tmp_path: Path) -> None:
     plugins = {**PLUGINS3, "tuning": FakePlugin(fail={"DEL": (1, b'{"code":5,"msg":"io"}', b"")})}
-    runner, fake = runner_with(bin_dir, plugins, cache_dir=str(tmp_path / "c"))
+    runner, _fake = runner_with(bin_dir, plugins, cache_dir=str(tmp_path / "c"))
     runner.run_network("ADD", CONFLIST, ENV)
     with pytest.raises(DelegateFailed, match=r'plugin type="tuning" failed \(del\): io'):
         runner.run_network("DEL", CONFLIST, ENV)
@@ -401,7 +447,9 @@ def test_check_in_order_with_cached_result(bin_dir: Path, tmp_path: Path) -> Non
 
 def test_check_needs_040(bin_dir: Path) -> None:
     runner, _ = runner_with(bin_dir, PLUGINS3)
-    with pytest.raises(IncompatibleVersion, match='configuration version "0.3.1" does not support the CHECK command'):
+    with pytest.raises(
+        IncompatibleVersion, match=re.escape('configuration version "0.3.1" does not support the CHECK command')
+    ):
         runner.run_network("CHECK", {**CONFLIST, "cniVersion": "0.3.1"}, ENV)
 
 
@@ -427,7 +475,7 @@ def test_status_failure_reported(bin_dir: Path) -> None:
     runner, _ = runner_with(bin_dir, plugins)
     with pytest.raises(DelegateFailed) as info:
         runner.run_network("STATUS", {"cniVersion": "1.1.0", "name": "n", "type": "new"}, DelegateEnv("", "", "", ""))
-    assert info.value.cni_code == 50 and info.value.msg == "plugin type=\"new\" failed (status): not ready"
+    assert info.value.cni_code == 50 and info.value.msg == 'plugin type="new" failed (status): not ready'
 
 
 def test_gc_deletes_stale_cached_attachments_and_sends_gc(bin_dir: Path, tmp_path: Path) -> None:
@@ -439,11 +487,14 @@ def test_gc_deletes_stale_cached_attachments_and_sends_gc(bin_dir: Path, tmp_pat
         runner.run_network("ADD", net, DelegateEnv(cid, f"/ns/{cid}", "eth0", f"K8S_POD_NAME={cid}"))
     runner.run_network("ADD", other, DelegateEnv("stale", "/ns/stale", "eth1", ""))
     fake.calls.clear()
-    runner.run_network("GC", net, DelegateEnv("", "", "", ""),
-                       valid_attachments=[{"containerID": "keep", "ifname": "eth0"}])
+    runner.run_network(
+        "GC", net, DelegateEnv("", "", "", ""), valid_attachments=[{"containerID": "keep", "ifname": "eth0"}]
+    )
     dels = [c for c in fake.calls if c.command == "DEL"]
     assert [(c.plugin, c.env["CNI_CONTAINERID"], c.env["CNI_ARGS"]) for c in dels] == [
-        ("new", "stale", "K8S_POD_NAME=stale"), ("old", "stale", "K8S_POD_NAME=stale")]
+        ("new", "stale", "K8S_POD_NAME=stale"),
+        ("old", "stale", "K8S_POD_NAME=stale"),
+    ]
     gcs = [c for c in fake.calls if c.command == "GC"]
     assert [c.plugin for c in gcs] == ["new"]
     assert gcs[0].conf["cni.dev/valid-attachments"] == [{"containerID": "keep", "ifname": "eth0"}]
@@ -455,10 +506,14 @@ def test_gc_deletes_stale_cached_attachments_and_sends_gc(bin_dir: Path, tmp_pat
     "network,exc,msg",
     [
         ({"cniVersion": "1.0.0", "type": "x"}, InvalidConfig, "missing network name"),
-        ({"cniVersion": "1.0.0", "name": "../up", "type": "x"}, InvalidConfig, "invalid characters found in network name"),
+        (
+            {"cniVersion": "1.0.0", "name": "../up", "type": "x"},
+            InvalidConfig,
+            "invalid characters found in network name",
+        ),
         ({"cniVersion": "7.0.0", "name": "n", "type": "x"}, IncompatibleVersion, "network 'n': unsupported cniVersion"),
-        ({"cniVersion": "1.0.0", "name": "n", "plugins": []}, InvalidConfig, "\"plugins\" must be a non-empty list"),
-        ({"cniVersion": "1.0.0", "name": "n", "plugins": ["bridge"]}, InvalidConfig, "\"plugins\" must be"),
+        ({"cniVersion": "1.0.0", "name": "n", "plugins": []}, InvalidConfig, '"plugins" must be a non-empty list'),
+        ({"cniVersion": "1.0.0", "name": "n", "plugins": ["bridge"]}, InvalidConfig, '"plugins" must be'),
     ],
 )
 def test_bad_networks(bin_dir: Path, network: dict[str, Any], exc: type[Exception], msg: str) -> None:
@@ -479,14 +534,22 @@ def test_cache_path_cannot_escape(tmp_path: Path) -> None:
 def test_cache_reads_files_written_by_libcni(tmp_path: Path) -> None:
     """A file as libcni writes it (Go's []byte as base64, compact JSON) reads back."""
     conf = b'{"cniVersion":"1.0.0","name":"n","type":"bridge"}'
-    doc = {"kind": "cniCacheV1", "containerId": "c1", "config": base64.b64encode(conf).decode(), "ifName": "eth0",
-           "networkName": "n", "netns": "/ns", "cniArgs": [["K8S_POD_NAME", "p"]],
-           "result": {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}], "dns": {}}}
+    doc = {
+        "kind": "cniCacheV1",
+        "containerId": "c1",
+        "config": base64.b64encode(conf).decode(),
+        "ifName": "eth0",
+        "networkName": "n",
+        "netns": "/ns",
+        "cniArgs": [["K8S_POD_NAME", "p"]],
+        "result": {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}], "dns": {}},
+    }
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "n-c1-eth0").write_text(json.dumps(doc, separators=(",", ":")))
     att = libcni_cache.read_result(tmp_path, "n", "c1", "eth0")
-    assert att == libcni_cache.CachedAttachment("n", "c1", "eth0", conf, "/ns", (("K8S_POD_NAME", "p"),), {},
-                                                doc["result"])
+    assert att == libcni_cache.CachedAttachment(
+        "n", "c1", "eth0", conf, "/ns", (("K8S_POD_NAME", "p"),), {}, doc["result"]
+    )
     assert libcni_cache.list_attachments(tmp_path, "c1") == [att]
     assert libcni_cache.list_attachments(tmp_path, "c2") == []
 
@@ -521,18 +584,25 @@ def test_script_success_and_env(tmp_path: Path) -> None:
     # nothing but CNI_* and PATH reaches the plugin (the shell wrapper adds PWD and SHLVL,
     # Python's C-locale coercion adds LC_CTYPE)
     assert set(calls[1]["env_keys"]) - {"PWD", "SHLVL", "_", "LC_CTYPE"} == {
-        "CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH", "PATH"}
+        "CNI_COMMAND",
+        "CNI_CONTAINERID",
+        "CNI_NETNS",
+        "CNI_IFNAME",
+        "CNI_ARGS",
+        "CNI_PATH",
+        "PATH",
+    }
     assert json.loads(calls[1]["stdin"]) == CONF
 
 
 @pytest.mark.parametrize(
     "mode,code,msg,details",
     [
-        ("error-stdout", 117, "plugin type=\"fake\" failed (add): fake failure", "on stdout"),
-        ("error-stderr", 118, "plugin type=\"fake\" failed (add): fake failure on stderr", ""),
-        ("garbage-stdout", 102, "plugin type=\"fake\" failed (add): panic: something broke\ngoroutine 1 [running]", ""),
-        ("garbage-stderr", 102, "plugin type=\"fake\" failed (add): plain words on stderr", ""),
-        ("silent-fail", 102, "plugin type=\"fake\" failed (add): exited with status 4 and no message", ""),
+        ("error-stdout", 117, 'plugin type="fake" failed (add): fake failure', "on stdout"),
+        ("error-stderr", 118, 'plugin type="fake" failed (add): fake failure on stderr', ""),
+        ("garbage-stdout", 102, 'plugin type="fake" failed (add): panic: something broke\ngoroutine 1 [running]', ""),
+        ("garbage-stderr", 102, 'plugin type="fake" failed (add): plain words on stderr', ""),
+        ("silent-fail", 102, 'plugin type="fake" failed (add): exited with status 4 and no message', ""),
     ],
 )
 def test_script_errors(tmp_path: Path, mode: str, code: int, msg: str, details: str) -> None:
@@ -544,7 +614,7 @@ def test_script_errors(tmp_path: Path, mode: str, code: int, msg: str, details: 
 
 def test_script_non_json_result(tmp_path: Path) -> None:
     make_fake_plugin(tmp_path / "bin", "fake", modes={"ADD": "bad-json-result"})
-    with pytest.raises(DecodeFailure, match="delegate fake ADD returned an unparseable result: '{not json'"):
+    with pytest.raises(DecodeFailure, match=re.escape("delegate fake ADD returned an unparseable result: '{not json'")):
         DelegateRunner([str(tmp_path / "bin")], timeout=20).run("ADD", CONF, ENV)
 
 
@@ -587,7 +657,7 @@ def test_script_hang_is_killed_with_its_children(tmp_path: Path) -> None:
     elapsed = time.monotonic() - start
     assert info.value.msg == 'plugin type="fake" failed (add): timed out after 1.5s and was killed'
     assert 1.4 < elapsed < 6
-    add = [c for c in read_calls(record) if c["command"] == "ADD"][0]
+    add = next(c for c in read_calls(record) if c["command"] == "ADD")
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and (_alive(add["pid"]) or _alive(add["child_pid"])):
         time.sleep(0.05)
@@ -600,14 +670,14 @@ def test_script_killed_by_signal(tmp_path: Path) -> None:
     with pytest.raises(DelegateFailed) as info:
         DelegateRunner([str(tmp_path / "bin")], timeout=20).run("DEL", CONF, ENV)
     # the shell wrapper execs python, so the status is the signal itself
-    assert info.value.msg == "plugin type=\"fake\" failed (del): killed by signal 9"
+    assert info.value.msg == 'plugin type="fake" failed (del): killed by signal 9'
 
 
 def test_error_object_with_status_zero_is_still_an_error(bin_dir: Path) -> None:
     runner, _ = runner_with(bin_dir, {"p": FakePlugin(fail={"ADD": (0, b'{"code":7,"msg":"no master"}', b"")})})
     with pytest.raises(DelegateFailed) as info:
         runner.run("ADD", {"cniVersion": "1.0.0", "name": "n", "type": "p"}, ENV)
-    assert (info.value.cni_code, info.value.msg) == (7, "plugin type=\"p\" failed (add): no master")
+    assert (info.value.cni_code, info.value.msg) == (7, 'plugin type="p" failed (add): no master')
 
 
 def test_script_hang_with_escaped_child_does_not_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -625,7 +695,7 @@ def test_script_hang_with_escaped_child_does_not_block(tmp_path: Path, monkeypat
         with pytest.raises(DelegateFailed, match="timed out after 1s and was killed"):
             runner.run("ADD", CONF, ENV)
         assert time.monotonic() - start < 5
-        add = [c for c in read_calls(record) if c["command"] == "ADD"][0]
+        add = next(c for c in read_calls(record) if c["command"] == "ADD")
         assert not _alive(add["pid"])
     finally:
         for call in read_calls(record):
@@ -638,10 +708,12 @@ def test_script_hang_with_escaped_child_does_not_block(tmp_path: Path, monkeypat
 
 @pytest.mark.parametrize(
     "env,msg",
-    [(DelegateEnv("../x", "/ns", "eth0", ""), "invalid characters in containerID"),
-     (DelegateEnv("", "/ns", "eth0", ""), "missing containerID"),
-     (DelegateEnv("c1", "/ns", "eth0:1", ""), "interface name contains / or : or whitespace characters"),
-     (DelegateEnv("c1", "/ns", "", ""), "interface name is empty")],
+    [
+        (DelegateEnv("../x", "/ns", "eth0", ""), "invalid characters in containerID"),
+        (DelegateEnv("", "/ns", "eth0", ""), "missing containerID"),
+        (DelegateEnv("c1", "/ns", "eth0:1", ""), "interface name contains / or : or whitespace characters"),
+        (DelegateEnv("c1", "/ns", "", ""), "interface name is empty"),
+    ],
 )
 def test_add_validates_container_and_ifname_before_running(bin_dir: Path, env: DelegateEnv, msg: str) -> None:
     runner, fake = runner_with(bin_dir, {"p": FakePlugin()})
@@ -668,7 +740,9 @@ def test_versions_file_spares_version_calls_across_runners(bin_dir: Path, tmp_pa
     (bin_dir / "p").unlink()
     exe(bin_dir, "p").write_text("#!/bin/sh\n# new build\nexit 0\n")
     fake3 = FakeExec({"p": FakePlugin(versions=("1.0.0", "1.1.0"))})
-    DelegateRunner([str(bin_dir)], exec=fake3, versions_file=str(vfile)).run("ADD", {**conf, "cniVersion": "1.1.0"}, ENV)
+    DelegateRunner([str(bin_dir)], exec=fake3, versions_file=str(vfile)).run(
+        "ADD", {**conf, "cniVersion": "1.1.0"}, ENV
+    )
     assert fake3.commands(skip_version=False) == [("p", "VERSION"), ("p", "ADD")]
     assert [c.conf["cniVersion"] for c in fake3.calls if c.command == "ADD"] == ["1.1.0"]
 
@@ -677,7 +751,7 @@ def test_versions_file_asks_again_after_an_in_place_rewrite(bin_dir: Path, tmp_p
     """Same path, same inode, same size: a new modification time alone makes it a new binary."""
     vfile = tmp_path / "versions.json"
     conf = {"cniVersion": "1.0.0", "name": "n", "type": "p"}
-    first, fake1 = runner_with(bin_dir, {"p": FakePlugin(versions=("0.4.0", "1.0.0"))}, versions_file=str(vfile))
+    first, _fake1 = runner_with(bin_dir, {"p": FakePlugin(versions=("0.4.0", "1.0.0"))}, versions_file=str(vfile))
     first.run("ADD", conf, ENV)
     path = bin_dir / "p"
     before = path.stat()
@@ -714,11 +788,16 @@ def test_script_that_only_knows_031(tmp_path: Path, conf_version: str) -> None:
     make_fake_plugin(tmp_path / "bin", "fake", versions=["0.3.1"], record=str(record))
     prev = {"cniVersion": conf_version, "interfaces": [{"name": "br0"}], "ips": [{"address": "fd00::5/64"}], "dns": {}}
     out = DelegateRunner([str(tmp_path / "bin")], timeout=20).run(
-        "ADD", {**CONF, "cniVersion": conf_version, "prevResult": prev}, ENV)
-    sent = json.loads([c for c in read_calls(record) if c["command"] == "ADD"][0]["stdin"])
+        "ADD", {**CONF, "cniVersion": conf_version, "prevResult": prev}, ENV
+    )
+    sent = json.loads(next(c for c in read_calls(record) if c["command"] == "ADD")["stdin"])
     assert sent["cniVersion"] == "0.3.1"
-    assert sent["prevResult"] == {"cniVersion": "0.3.1", "interfaces": [{"name": "br0"}],
-                                  "ips": [{"version": "6", "address": "fd00::5/64"}], "dns": {}}
+    assert sent["prevResult"] == {
+        "cniVersion": "0.3.1",
+        "interfaces": [{"name": "br0"}],
+        "ips": [{"version": "6", "address": "fd00::5/64"}],
+        "dns": {},
+    }
     assert out == {
         "cniVersion": conf_version,
         "interfaces": [{"name": "net1", "mac": "0a:58:0a:01:02:03", "sandbox": "/var/run/netns/p1"}],
@@ -742,9 +821,19 @@ def test_real_exec_of_a_non_executable_format(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("status", [1, 2, -9])
 def test_delegate_error_never_crashes_on_odd_output(status: int) -> None:
-    odd = [b"", b"null", b"[]", b'"text"', b"{}", b'{"code": null}', b'{"msg": 5}', b'{"code": true, "msg": "x"}',
-           b"\xff\xfe\x00", b'{"code": 7, "msg": "m", "details": {"nested": 1}}']
+    odd = [
+        b"",
+        b"null",
+        b"[]",
+        b'"text"',
+        b"{}",
+        b'{"code": null}',
+        b'{"msg": 5}',
+        b'{"code": true, "msg": "x"}',
+        b"\xff\xfe\x00",
+        b'{"code": 7, "msg": "m", "details": {"nested": 1}}',
+    ]
     for out in odd:
         for err in odd:
             e = delegate_error("p", "ADD", status, out, err)
-            assert e.msg.startswith("plugin type=\"p\" failed (add): ") and e.cni_code > 0
+            assert e.msg.startswith('plugin type="p" failed (add): ') and e.cni_code > 0

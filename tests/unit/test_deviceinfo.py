@@ -11,6 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kvnet.binding.sriov import VfInfo
+from kvnet.core.errors import DecodeFailure, InvalidConfig, IOFailure
+from kvnet.core.model import DeviceInfo, PciAddress
 from kvnet.meta.deviceinfo import (
     DEVINFO_ROOT,
     cni_path,
@@ -25,9 +28,6 @@ from kvnet.meta.deviceinfo import (
     save_dp,
     vf_device_info,
 )
-from kvnet.core.errors import DecodeFailure, InvalidConfig, IOFailure
-from kvnet.core.model import DeviceInfo, PciAddress
-from kvnet.binding.sriov import VfInfo
 
 RES = "intel.com/intel_sriov_netdevice"
 VF = "0000:81:00.2"
@@ -117,13 +117,22 @@ BAD: list[tuple[object, type[Exception], str]] = [
     ({"type": "pci", "version": 1.1}, InvalidConfig, r"version 1\.1 is not"),
     ({"type": "pci", "version": "1.1.0"}, InvalidConfig, r"type is 'pci' but 'pci' is not an object"),
     ({"type": "pci", "version": "1.1.0", "pci": {}}, InvalidConfig, r"pci\.pci-address is missing"),
-    ({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "81:00.2"}}, InvalidConfig,
-     r"device-info f: pci\.pci-address: invalid PCI address '81:00\.2'"),
+    (
+        {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "81:00.2"}},
+        InvalidConfig,
+        r"device-info f: pci\.pci-address: invalid PCI address '81:00\.2'",
+    ),
     ({"type": "pci", "version": "1.1.0", "pci": {"pci-address": ""}}, InvalidConfig, r"pci\.pci-address: invalid"),
-    ({"type": "pci", "version": "1.1.0", "pci": {"pci-address": None}}, InvalidConfig,
-     r"pci\.pci-address must be a string, got None"),
-    ({"type": "pci", "version": "1.1.0", "pci": {"pci-address": VF, "pf-pci-address": "x"}}, InvalidConfig,
-     r"pci\.pf-pci-address: invalid PCI address 'x'"),
+    (
+        {"type": "pci", "version": "1.1.0", "pci": {"pci-address": None}},
+        InvalidConfig,
+        r"pci\.pci-address must be a string, got None",
+    ),
+    (
+        {"type": "pci", "version": "1.1.0", "pci": {"pci-address": VF, "pf-pci-address": "x"}},
+        InvalidConfig,
+        r"pci\.pf-pci-address: invalid PCI address 'x'",
+    ),
 ]
 
 
@@ -148,8 +157,11 @@ json_values = st.recursive(
 )
 
 
-@given(extra=st.dictionaries(st.text(max_size=10).filter(lambda k: k not in ("type", "version", "pci")), json_values,
-                             max_size=4))
+@given(
+    extra=st.dictionaries(
+        st.text(max_size=10).filter(lambda k: k not in ("type", "version", "pci")), json_values, max_size=4
+    )
+)
 def test_round_trip_keeps_unknown_fields(extra: dict[str, object]) -> None:
     obj = {**SRIOV_DP_FILE, **extra}
     info = parse_device_info(obj)
@@ -254,7 +266,13 @@ def test_vf_device_info() -> None:
     vf = VfInfo(PciAddress(0, 0x81, 0, 2), PciAddress(0, 0x81, 0, 0), 0, "vfio-pci", 60)
     info = vf_device_info(vf)
     assert json.loads(device_info_json(info)) == {
-        "type": "pci", "version": "1.1.0", "pci": {"pci-address": VF, "pf-pci-address": "0000:81:00.0"}
+        "type": "pci",
+        "version": "1.1.0",
+        "pci": {"pci-address": VF, "pf-pci-address": "0000:81:00.0"},
     }
     orphan = VfInfo(PciAddress(0, 0x81, 0, 2), None, None, None, None)
-    assert vf_device_info(orphan, version="1.0.0").raw == {"type": "pci", "version": "1.0.0", "pci": {"pci-address": VF}}
+    assert vf_device_info(orphan, version="1.0.0").raw == {
+        "type": "pci",
+        "version": "1.0.0",
+        "pci": {"pci-address": VF},
+    }

@@ -61,8 +61,13 @@ def test_binding_answers_in_process(binding_script: str) -> None:
 
 def test_binding_errors_keep_the_cni_shape(binding_script: str) -> None:
     conf = {"cniVersion": "1.0.0", "name": "kvnet-binding", "type": "kvnet-binding"}
-    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/var/run/netns/none", "CNI_IFNAME": "net2",
-           "CNI_PATH": "/usr/lib/cni"}  # no such netns
+    env = {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "c1",
+        "CNI_NETNS": "/var/run/netns/none",
+        "CNI_IFNAME": "net2",
+        "CNI_PATH": "/usr/lib/cni",
+    }  # no such netns
     status, out, _ = InProcessBinding(RecordingExec())(binding_script, json.dumps(conf).encode(), env, 5.0)
     error = json.loads(out)
     assert (status, error["code"]) == (1, 104)
@@ -71,7 +76,14 @@ def test_binding_errors_keep_the_cni_shape(binding_script: str) -> None:
 
 @pytest.mark.parametrize(("setting", "in_process"), [({}, True), ({"inProcessBinding": False}, False)])
 def test_runner_setting(setting: dict[str, object], in_process: bool) -> None:
-    conf = parse_multus_config({"cniVersion": "1.0.0", "name": "kvnet", "type": "kvnet",
-                                "delegates": [{"type": "bridge", "name": "b"}], **setting})
+    conf = parse_multus_config(
+        {
+            "cniVersion": "1.0.0",
+            "name": "kvnet",
+            "type": "kvnet",
+            "delegates": [{"type": "bridge", "name": "b"}],
+            **setting,
+        }
+    )
     runner = new_runner(conf, None)  # type: ignore[arg-type]
     assert isinstance(runner.exec, InProcessBinding) is in_process  # type: ignore[attr-defined]

@@ -24,22 +24,30 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvnet.meta import k8s
-from kvnet.meta.annotations import NETWORK_STATUS
 from kvnet.core.errors import ApiFailure, InvalidConfig
 from kvnet.lab.apiserver import ApiStandIn, StandInTls
+from kvnet.meta import k8s
+from kvnet.meta.annotations import NETWORK_STATUS
 
 POD: dict[str, Any] = {
     "apiVersion": "v1",
     "kind": "Pod",
-    "metadata": {"name": "web", "namespace": "pods", "annotations": {"k8s.v1.cni.cncf.io/networks": "blue", "keep": "me"}},
+    "metadata": {
+        "name": "web",
+        "namespace": "pods",
+        "annotations": {"k8s.v1.cni.cncf.io/networks": "blue", "keep": "me"},
+    },
     "spec": {"containers": [{"name": "c", "image": "busybox"}]},
     "status": {"phase": "Pending"},
 }
 NAD: dict[str, Any] = {
     "apiVersion": "k8s.cni.cncf.io/v1",
     "kind": "NetworkAttachmentDefinition",
-    "metadata": {"name": "blue", "namespace": "pods", "annotations": {"k8s.v1.cni.cncf.io/resourceName": "intel.com/vf"}},
+    "metadata": {
+        "name": "blue",
+        "namespace": "pods",
+        "annotations": {"k8s.v1.cni.cncf.io/resourceName": "intel.com/vf"},
+    },
     "spec": {"config": '{"cniVersion":"1.0.0","type":"bridge"}'},
 }
 STATUS_VALUE = '[{\n    "name": "pods/blue",\n    "interface": "net1",\n    "dns": {}\n}]'
@@ -144,7 +152,12 @@ def test_concurrent_writer_wins_then_we_retry(api: k8s.KubeApi, standin: ApiStan
             writes.append(1)
             conn = http.client.HTTPConnection("127.0.0.1", standin.port, timeout=5)
             body = json.dumps({"metadata": {"annotations": {"other": "writer"}}})
-            conn.request("PATCH", "/api/v1/namespaces/pods/pods/web/status", body, {"Content-Type": "application/merge-patch+json"})
+            conn.request(
+                "PATCH",
+                "/api/v1/namespaces/pods/pods/web/status",
+                body,
+                {"Content-Type": "application/merge-patch+json"},
+            )
             assert conn.getresponse().status == 200
             conn.close()
         return pod
@@ -175,7 +188,9 @@ def test_status_of_missing_pod_is_not_an_error(api: k8s.KubeApi, standin: ApiSta
     api.set_network_status("pods", "web", STATUS_VALUE)
 
 
-@pytest.mark.parametrize(("code", "text"), [(500, "500 Internal error occurred: injected failure"), (403, "403 forbidden: injected failure")])
+@pytest.mark.parametrize(
+    ("code", "text"), [(500, "500 Internal error occurred: injected failure"), (403, "403 forbidden: injected failure")]
+)
 def test_server_errors_are_api_failures(api: k8s.KubeApi, standin: ApiStandIn, code: int, text: str) -> None:
     standin.fail_next(code, method="GET")
     with pytest.raises(ApiFailure) as info:
@@ -192,8 +207,11 @@ def test_server_errors_are_api_failures(api: k8s.KubeApi, standin: ApiStandIn, c
 def test_api_down(factory: Factory, standin: ApiStandIn, kubeconfig: str) -> None:
     client = factory(kubeconfig)
     standin.stop()
-    for call in (lambda: client.get_pod("pods", "web"), lambda: client.get_nad("pods", "blue"),
-                 lambda: client.set_network_status("pods", "web", "[]")):
+    for call in (
+        lambda: client.get_pod("pods", "web"),
+        lambda: client.get_nad("pods", "blue"),
+        lambda: client.set_network_status("pods", "web", "[]"),
+    ):
         with pytest.raises(ApiFailure) as info:
             call()
         assert "Connection refused" in info.value.msg
@@ -208,9 +226,11 @@ def test_timeout(factory: Factory, tmp_path: Path) -> None:
         path = tmp_path / "kubeconfig"
         server = ApiStandIn(port=sock.getsockname()[1])
         server.write_kubeconfig(str(path))
-        client = k8s.light_api(str(path), timeout=0.3) if factory is make_light else k8s.client_api(str(path), timeout=0.3)
+        client = (
+            k8s.light_api(str(path), timeout=0.3) if factory is make_light else k8s.client_api(str(path), timeout=0.3)
+        )
         start = time.monotonic()
-        with pytest.raises(ApiFailure, match="timed out|Read timed out"):
+        with pytest.raises(ApiFailure, match=r"timed out|Read timed out"):
             client.get_pod("pods", "web")
         assert time.monotonic() - start < 3
 
@@ -291,7 +311,9 @@ def test_light_client_does_not_import_kubernetes(kubeconfig: str) -> None:
         "import sys; from kvnet.meta import k8s; api = k8s.light_api(sys.argv[1]); "
         "assert api.get_pod('pods', 'web'); print('kubernetes' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code, kubeconfig], capture_output=True, text=True, check=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-c", code, kubeconfig], capture_output=True, text=True, check=True, timeout=30
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -309,19 +331,38 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("openssl is not installed: cannot make test certificates")
     d = tmp_path_factory.mktemp("pki")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=kvnet test CA", cwd=d)
+    openssl(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=kvnet test CA", cwd=d
+    )
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     for name, subj in (("server", "/CN=127.0.0.1"), ("client", "/CN=kvnet-cni")):
         openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subj, cwd=d)
         extra = ["-extfile", "san.ext"] if name == "server" else []
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.crt", "-days", "2", *extra, cwd=d)
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            *extra,
+            cwd=d,
+        )
     return d
 
 
 def tls_of(pki: Path, *, client: bool) -> StandInTls:
     return StandInTls(
-        cert_file=str(pki / "server.crt"), key_file=str(pki / "server.key"), ca_file=str(pki / "ca.crt"),
+        cert_file=str(pki / "server.crt"),
+        key_file=str(pki / "server.key"),
+        ca_file=str(pki / "ca.crt"),
         client_cert_file=str(pki / "client.crt") if client else None,
         client_key_file=str(pki / "client.key") if client else None,
     )
@@ -345,12 +386,28 @@ def test_https_with_embedded_data(factory: Factory, pki: Path, tmp_path: Path) -
         server.load([POD])
         b64 = lambda name: base64.b64encode((pki / name).read_bytes()).decode()  # noqa: E731
         kubeconfig = tmp_path / "kc"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "c",
-            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
-            "clusters": [{"name": "k", "cluster": {"server": server.url, "certificate-authority-data": b64("ca.crt")}}],
-            "users": [{"name": "u", "user": {"client-certificate-data": b64("client.crt"), "client-key-data": b64("client.key")}}],
-        }))
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "c",
+                    "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+                    "clusters": [
+                        {"name": "k", "cluster": {"server": server.url, "certificate-authority-data": b64("ca.crt")}}
+                    ],
+                    "users": [
+                        {
+                            "name": "u",
+                            "user": {
+                                "client-certificate-data": b64("client.crt"),
+                                "client-key-data": b64("client.key"),
+                            },
+                        }
+                    ],
+                }
+            )
+        )
         pod = factory(str(kubeconfig)).get_pod("pods", "web")
         assert pod is not None and pod["metadata"]["name"] == "web"
 
@@ -362,14 +419,16 @@ def test_https_unknown_ca_is_refused(factory: Factory, pki: Path, tmp_path: Path
         server.write_kubeconfig(str(kubeconfig))
         text = kubeconfig.read_text().replace(str(pki / "ca.crt"), str(pki / "server.crt"))
         kubeconfig.write_text(text)  # trust the wrong certificate
-        with pytest.raises(ApiFailure, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        with pytest.raises(ApiFailure, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             factory(str(kubeconfig)).get_pod("pods", "web")
 
 
 # --- the stand-in's own HTTP behaviour ------------------------------------------------------------
 
 
-def call(server: ApiStandIn, method: str, path: str, body: Any = None, content_type: str = "application/json") -> tuple[int, Any]:
+def call(
+    server: ApiStandIn, method: str, path: str, body: Any = None, content_type: str = "application/json"
+) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     try:
         data = json.dumps(body) if body is not None else None
@@ -383,8 +442,16 @@ def call(server: ApiStandIn, method: str, path: str, body: Any = None, content_t
 def test_standin_404_status_like_the_real_server(standin: ApiStandIn) -> None:
     assert call(standin, "GET", "/api/v1/namespaces/pods/pods/nope") == (
         404,
-        {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": 'pods "nope" not found',
-         "reason": "NotFound", "details": {"name": "nope", "kind": "pods"}, "code": 404},
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": 'pods "nope" not found',
+            "reason": "NotFound",
+            "details": {"name": "nope", "kind": "pods"},
+            "code": 404,
+        },
     )
     code, body = call(standin, "GET", "/apis/k8s.cni.cncf.io/v1/namespaces/pods/network-attachment-definitions/x")
     assert code == 404
@@ -428,7 +495,12 @@ def test_standin_patch_annotations(standin: ApiStandIn, ctype: str) -> None:
 
 
 def test_standin_create_list_delete(standin: ApiStandIn) -> None:
-    nad = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition", "metadata": {"name": "red"}, "spec": {"config": "{}"}}
+    nad = {
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "red"},
+        "spec": {"config": "{}"},
+    }
     base = "/apis/k8s.cni.cncf.io/v1/namespaces/pods/network-attachment-definitions"
     code, created = call(standin, "POST", base, nad)
     assert code == 201 and created["metadata"]["namespace"] == "pods" and created["metadata"]["uid"]
@@ -471,13 +543,24 @@ def test_apiserver_command(kvnet_bin_dir: str, tmp_path: Path) -> None:
     objects.write_text(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: pods}\n---\n"
         "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\n"
-        "metadata: {name: blue, namespace: pods}\nspec: {config: '{\"type\": \"bridge\"}'}\n"
+        'metadata: {name: blue, namespace: pods}\nspec: {config: \'{"type": "bridge"}\'}\n'
     )
     kubeconfig = tmp_path / "kubeconfig"
     proc = subprocess.Popen(
-        [f"{kvnet_bin_dir}/kvnet", "apiserver", "--listen", "127.0.0.1:0", "--load", str(objects),
-         "--kubeconfig", str(kubeconfig), "--ready"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            f"{kvnet_bin_dir}/kvnet",
+            "apiserver",
+            "--listen",
+            "127.0.0.1:0",
+            "--load",
+            str(objects),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--ready",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stderr is not None
@@ -504,8 +587,12 @@ def test_apiserver_command(kvnet_bin_dir: str, tmp_path: Path) -> None:
 def test_apiserver_command_bad_file(kvnet_bin_dir: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: Service\nmetadata: {name: s}\n")
-    out = subprocess.run([f"{kvnet_bin_dir}/kvnet", "apiserver", "--listen", "127.0.0.1:0", "--load", str(bad)],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [f"{kvnet_bin_dir}/kvnet", "apiserver", "--listen", "127.0.0.1:0", "--load", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 1 and out.stdout == ""
     assert "serves pods and network-attachment-definitions, not 'Service'" in out.stderr
 
@@ -583,9 +670,12 @@ def test_rotated_token_is_picked_up(factory: Factory, tmp_path: Path) -> None:
 # --- the stand-in's optimistic concurrency, as a property ------------------------------------------
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["put-current", "put-stale", "put-unconditional", "patch", "patch-stale"]),
-              st.sampled_from(["a", "b", "c"])),
-    min_size=1, max_size=8,
+    st.tuples(
+        st.sampled_from(["put-current", "put-stale", "put-unconditional", "patch", "patch-stale"]),
+        st.sampled_from(["a", "b", "c"]),
+    ),
+    min_size=1,
+    max_size=8,
 )
 
 
@@ -630,7 +720,9 @@ def test_standin_resource_versions(sequence: list[tuple[str, str]]) -> None:
 
 def test_client_side_validation_is_an_api_failure(kubeconfig: str, standin: ApiStandIn) -> None:
     """The official client validates the pod it writes back; its refusal is an ApiFailure, not a crash."""
-    standin.load([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare", "namespace": "default"}, "spec": {}}])
+    standin.load(
+        [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare", "namespace": "default"}, "spec": {}}]
+    )
     api = make_client(kubeconfig)
     with pytest.raises(ApiFailure, match="the client refused the object"):
         api.set_network_status("default", "bare", "[]")

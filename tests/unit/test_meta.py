@@ -12,10 +12,7 @@ from typing import Any
 
 import pytest
 
-from kvnet.meta import cache, commands as meta
-from kvnet.meta.config import parse_multus_config
 from kvnet.cni.delegate import DelegateEnv
-from kvnet.meta.commands import Seams
 from kvnet.cni.protocol import parse_cni_args, parse_request
 from kvnet.core.errors import (
     ApiFailure,
@@ -31,6 +28,10 @@ from kvnet.core.errors import (
     UnknownContainer,
 )
 from kvnet.core.model import DeviceInfo
+from kvnet.meta import cache
+from kvnet.meta import commands as meta
+from kvnet.meta.commands import Seams
+from kvnet.meta.config import parse_multus_config
 
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 DEFAULT_NET = "v1.multus-cni.io/default-network"
@@ -79,9 +80,16 @@ class FakeRunner:
         self.cache_seen_at_first_call: bool | None = None
         self.valid: Any = None
 
-    def run_network(self, command: str, network: Mapping[str, Any], env: DelegateEnv, *,
-                    runtime_config: Mapping[str, Any] | None = None, prev_result: Mapping[str, Any] | None = None,
-                    valid_attachments: Sequence[Mapping[str, str]] | None = None) -> dict[str, Any] | None:
+    def run_network(
+        self,
+        command: str,
+        network: Mapping[str, Any],
+        env: DelegateEnv,
+        *,
+        runtime_config: Mapping[str, Any] | None = None,
+        prev_result: Mapping[str, Any] | None = None,
+        valid_attachments: Sequence[Mapping[str, str]] | None = None,
+    ) -> dict[str, Any] | None:
         if self.cache_seen_at_first_call is None and self.cni_dir is not None:
             self.cache_seen_at_first_call = (self.cni_dir / env.container_id).exists()
         name = str(network.get("name"))
@@ -89,7 +97,7 @@ class FakeRunner:
         self.valid = valid_attachments
         if command == "ADD":
             if name == self.fail_add:
-                raise DelegateFailed(f"plugin type=\"bridge\" failed (add): boom on {name}", code=11)
+                raise DelegateFailed(f'plugin type="bridge" failed (add): boom on {name}', code=11)
             n = len([c for c in self.calls if c[0] == "ADD"])
             return {
                 "cniVersion": "1.0.0",
@@ -163,20 +171,44 @@ def nad(name: str, ns: str = "default", config: Mapping[str, Any] | None = None,
     return {"metadata": meta_, "spec": {"config": json.dumps(cfg)}}
 
 
-MAIN = {"cniVersion": "1.0.0", "name": "main-net", "type": "ptp", "ipam": {"type": "host-local", "subnet": "10.0.0.0/24"}}
+MAIN = {
+    "cniVersion": "1.0.0",
+    "name": "main-net",
+    "type": "ptp",
+    "ipam": {"type": "host-local", "subnet": "10.0.0.0/24"},
+}
 
 
 def config(tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    out = {"cniVersion": "1.0.0", "name": "kvnet", "type": "kvnet", "kubeconfig": "/k", "delegates": [MAIN],
-           "cniDir": str(tmp_path / "cache"), "confDir": str(tmp_path / "conf")}
+    out = {
+        "cniVersion": "1.0.0",
+        "name": "kvnet",
+        "type": "kvnet",
+        "kubeconfig": "/k",
+        "delegates": [MAIN],
+        "cniDir": str(tmp_path / "cache"),
+        "confDir": str(tmp_path / "conf"),
+    }
     out.update(extra)
     return out
 
 
-def request(cfg: Mapping[str, Any], command: str = "ADD", *, container: str = "c0ffee", netns: str = "/var/run/netns/p",
-            args: str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1"):
-    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_NETNS": netns, "CNI_IFNAME": "eth0",
-           "CNI_ARGS": args, "CNI_PATH": "/opt/cni/bin"}
+def request(
+    cfg: Mapping[str, Any],
+    command: str = "ADD",
+    *,
+    container: str = "c0ffee",
+    netns: str = "/var/run/netns/p",
+    args: str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1",
+):
+    env = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_ARGS": args,
+        "CNI_PATH": "/opt/cni/bin",
+    }
     return parse_request(env, json.dumps(cfg).encode())
 
 
@@ -203,7 +235,9 @@ def test_add_names_order_and_cni_args(tmp_path: Path) -> None:
         "K8S_POD_UID=uid-1;IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;"
         "K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-1"
     )
-    assert all(e.container_id == "c0ffee" and e.netns == "/var/run/netns/p" and e.path == ("/opt/cni/bin",) for e in envs)
+    assert all(
+        e.container_id == "c0ffee" and e.netns == "/var/run/netns/p" and e.path == ("/opt/cni/bin",) for e in envs
+    )
     # the main network's result is returned
     assert result["interfaces"][0]["name"] == "eth0" and result["ips"][0]["address"] == "10.1.0.5/24"
     # the cache was there before the first delegate ran, and stays for DEL
@@ -214,7 +248,11 @@ def test_add_names_order_and_cni_args(tmp_path: Path) -> None:
     # network-status written, Multus's format, main network default
     status = json.loads(api.status[("default", "web")])
     assert [(s["name"], s["interface"], s.get("default", False)) for s in status] == [
-        ("main-net", "eth0", True), ("default/a", "foo", False), ("default/b", "net2", False), ("other/c", "net3", False)]
+        ("main-net", "eth0", True),
+        ("default/a", "foo", False),
+        ("default/b", "net2", False),
+        ("other/c", "net3", False),
+    ]
     assert status[1]["ips"] == ["10.2.0.5"] and status[1]["dns"] == {}
 
 
@@ -229,11 +267,11 @@ def test_each_nad_read_once_per_add(tmp_path: Path) -> None:
 def test_empty_cni_args_values_filled_and_extra_args_kept(tmp_path: Path) -> None:
     api = FakeApi([pod()])
     runner = FakeRunner()
-    run("ADD", config(tmp_path), api, runner,
-        args="K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=bar=baz")
+    run("ADD", config(tmp_path), api, runner, args="K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=bar=baz")
     assert runner.calls[0][2].args == (
         "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=;K8S_POD_UID=;"
-        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=bar=baz")
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=bar=baz"
+    )
 
 
 def test_pod_not_found_gives_empty_result_and_runs_nothing(tmp_path: Path) -> None:
@@ -254,17 +292,27 @@ def test_no_api_runs_config_delegates_only(tmp_path: Path) -> None:
 def test_pod_uid_mismatch_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UnknownContainer) as err:
         run("ADD", config(tmp_path), FakeApi([pod(uid="other")]), FakeRunner())
-    assert err.value.msg == "kvnet: [default/web/uid-1]: expected pod UID \"uid-1\" but got \"other\" from Kube API"
+    assert err.value.msg == 'kvnet: [default/web/uid-1]: expected pod UID "uid-1" but got "other" from Kube API'
 
 
 def test_runtime_config_only_for_selections_not_main(tmp_path: Path) -> None:
-    sel = [{"name": "a", "ips": ["10.9.0.7/24"], "mac": "02:00:00:00:00:07", "portMappings": [
-        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}], "bandwidth": {"ingressRate": 1000, "ingressBurst": 10,
-        "egressRate": 1000, "egressBurst": 10}, "infiniband-guid": "c2:11:22:33:44:55:66:77", "deviceID": "0000:01:00.1",
-        "cni-args": {"logicNetworkName": "blue", "n": 1}}]
+    sel = [
+        {
+            "name": "a",
+            "ips": ["10.9.0.7/24"],
+            "mac": "02:00:00:00:00:07",
+            "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+            "bandwidth": {"ingressRate": 1000, "ingressBurst": 10, "egressRate": 1000, "egressBurst": 10},
+            "infiniband-guid": "c2:11:22:33:44:55:66:77",
+            "deviceID": "0000:01:00.1",
+            "cni-args": {"logicNetworkName": "blue", "n": 1},
+        }
+    ]
     cfg = config(tmp_path, runtimeConfig={"portMappings": [{"hostPort": 1, "containerPort": 2}]})
-    api = FakeApi([pod(**{NETWORKS: json.dumps(sel)})], [nad("a", config={
-        "cniVersion": "1.0.0", "type": "bridge", "args": {"cni": {"n": 0, "keep": True}}})])
+    api = FakeApi(
+        [pod(**{NETWORKS: json.dumps(sel)})],
+        [nad("a", config={"cniVersion": "1.0.0", "type": "bridge", "args": {"cni": {"n": 0, "keep": True}}})],
+    )
     runner = FakeRunner()
     devinfo = FakeDevinfo()
     run("ADD", cfg, api, runner, Seams(devinfo=devinfo))
@@ -273,8 +321,11 @@ def test_runtime_config_only_for_selections_not_main(tmp_path: Path) -> None:
     assert sel_rc == {
         "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
         "bandwidth": {"ingressRate": 1000, "ingressBurst": 10, "egressRate": 1000, "egressBurst": 10},
-        "ips": ["10.9.0.7/24"], "mac": "02:00:00:00:00:07", "infinibandGUID": "c2:11:22:33:44:55:66:77",
-        "deviceID": "0000:01:00.1", "CNIDeviceInfoFile": "/devinfo/cni/default-a-c0ffee_net1",
+        "ips": ["10.9.0.7/24"],
+        "mac": "02:00:00:00:00:07",
+        "infinibandGUID": "c2:11:22:33:44:55:66:77",
+        "deviceID": "0000:01:00.1",
+        "CNIDeviceInfoFile": "/devinfo/cni/default-a-c0ffee_net1",
     }
     # cni-args merged into args.cni; the deprecated MAC/IP CNI_ARGS are appended
     assert runner.calls[1][4]["args"] == {"cni": {"n": 1, "keep": True, "logicNetworkName": "blue"}}
@@ -307,7 +358,9 @@ def test_cluster_network_default_networks_and_system_namespaces(tmp_path: Path) 
     # a pod in a system namespace gets no defaultNetworks, and no network-status
     runner = FakeRunner()
     api = FakeApi([pod(ns="kube-system")], nads)
-    run("ADD", cfg, api, runner, args="K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=web;K8S_POD_UID=uid-1", container="c2")
+    run(
+        "ADD", cfg, api, runner, args="K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=web;K8S_POD_UID=uid-1", container="c2"
+    )
     assert runner.adds() == [("cluster", "eth0")] and api.status == {}
 
 
@@ -327,7 +380,8 @@ def test_namespace_isolation(tmp_path: Path) -> None:
     assert err.value.msg == (
         "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: TryLoadPodDelegates: error in getting k8s "
         "network for pod: GetNetworkDelegates: namespace isolation enabled, annotation violates permission, pod is in "
-        "namespace default but refers to target namespace other")
+        "namespace default but refers to target namespace other"
+    )
     assert err.value.cni_code == 7
     assert not (tmp_path / "cache").exists()
     runner = FakeRunner()
@@ -344,15 +398,18 @@ def test_missing_nad_error_and_code(tmp_path: Path) -> None:
         "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: TryLoadPodDelegates: error in getting k8s "
         "network for pod: GetNetworkDelegates: failed getting the delegate: getKubernetesDelegate: cannot find a "
         "network-attachment-definition (nope) in namespace (default): "
-        "network-attachment-definitions.k8s.cni.cncf.io \"nope\" not found")
+        'network-attachment-definitions.k8s.cni.cncf.io "nope" not found'
+    )
     assert runner.calls == [] and not (tmp_path / "cache").exists()
 
 
 def test_malformed_annotation_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidAnnotation) as err:
         run("ADD", config(tmp_path), FakeApi([pod(**{NETWORKS: "[{"})]), FakeRunner())
-    assert err.value.msg.startswith("kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: "
-                                    "parsePodNetworkAnnotation: failed to parse pod Network Attachment Selection")
+    assert err.value.msg.startswith(
+        "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: "
+        "parsePodNetworkAnnotation: failed to parse pod Network Attachment Selection"
+    )
     assert err.value.cni_code == 7
 
 
@@ -363,8 +420,9 @@ def test_rollback_in_reverse_up_to_failed_one(tmp_path: Path) -> None:
         run("ADD", config(tmp_path), api, runner)
     assert err.value.cni_code == 11  # the delegate's own code
     # Multus's cmdPluginErr: the pod's UID and the network, and no product prefix
-    assert err.value.msg == ("[default/web/uid-1:b]: error adding container to network \"b\": "
-                             "plugin type=\"bridge\" failed (add): boom on b")
+    assert err.value.msg == (
+        '[default/web/uid-1:b]: error adding container to network "b": plugin type="bridge" failed (add): boom on b'
+    )
     assert runner.adds() == [("main-net", "eth0"), ("a", "net1"), ("b", "net2")]
     # every delegate up to and including the failed one, reverse order, not stopping at a failed DEL
     assert runner.dels() == [("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
@@ -403,7 +461,9 @@ def test_rollback_tries_every_delegate_when_a_del_raises_a_non_kvnet_error(tmp_p
     runner = FakeRunner(fail_add="b")
     record = runner.run_network
 
-    def del_crashes_on_a(command: str, network: Mapping[str, Any], env: DelegateEnv, **kw: Any) -> dict[str, Any] | None:
+    def del_crashes_on_a(
+        command: str, network: Mapping[str, Any], env: DelegateEnv, **kw: Any
+    ) -> dict[str, Any] | None:
         out = record(command, network, env, **kw)
         if command == "DEL" and network.get("name") == "a":
             raise _Crash("DEL crashed on a")
@@ -423,8 +483,10 @@ def test_default_route_failure_rolls_back(tmp_path: Path) -> None:
     with pytest.raises(NetlinkFailure) as err:
         run("ADD", config(tmp_path), api, runner)  # no route editor
     # the main network loses its default route first: that is where it fails
-    assert err.value.msg == ("kvnet: [default/web/uid-1]: error setting default gateway: network main-net: "
-                             "default-route is requested but no route editor is configured")
+    assert err.value.msg == (
+        "kvnet: [default/web/uid-1]: error setting default gateway: network main-net: "
+        "default-route is requested but no route editor is configured"
+    )
     assert runner.adds() == [("main-net", "eth0")] and runner.dels() == [("main-net", "eth0")]
     assert cache.load(tmp_path / "cache", "c0ffee") is None
 
@@ -435,7 +497,8 @@ def test_cni_args_empty_segments_skipped(tmp_path: Path) -> None:
     run("ADD", config(tmp_path), api, runner, args="K8S_POD_NAMESPACE=default;;K8S_POD_NAME=web;FOO=;FOO=1;")
     assert runner.calls[0][2].args == (
         "IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=;K8S_POD_UID=;"
-        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=1")
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;FOO=1"
+    )
 
 
 def test_status_write_failure_fails_add_and_undoes_it(tmp_path: Path) -> None:
@@ -463,17 +526,43 @@ def test_default_route_moves(tmp_path: Path) -> None:
     runner = FakeRunner()
     routes = FakeRoutes()
     result = run("ADD", config(tmp_path), api, runner, Seams(routes=routes))
-    assert routes.ops == [("del", "eth0", "4"), ("del", "eth0", "6"), ("del", "net1", "4"), ("del", "net1", "6"),
-                          ("set", "net1", "10.2.0.1"), ("del", "net2", "4"), ("del", "net2", "6")]
+    assert routes.ops == [
+        ("del", "eth0", "4"),
+        ("del", "eth0", "6"),
+        ("del", "net1", "4"),
+        ("del", "net1", "6"),
+        ("set", "net1", "10.2.0.1"),
+        ("del", "net2", "4"),
+        ("del", "net2", "6"),
+    ]
     assert result["routes"] == []  # the main network lost its default route
     status = json.loads(api.status[("default", "web")])
     assert status[1]["gateway"] == ["10.2.0.1"] and "gateway" not in status[0]
     cached = cache.load(tmp_path / "cache", "c0ffee")
-    assert [(d.is_filter_v4_gateway, d.is_filter_v6_gateway) for d in cached] == [(True, True), (False, True), (True, True)]
+    assert [(d.is_filter_v4_gateway, d.is_filter_v6_gateway) for d in cached] == [
+        (True, True),
+        (False, True),
+        (True, True),
+    ]
     with pytest.raises(InvalidAnnotation) as err:
-        run("ADD", config(tmp_path), FakeApi([pod(**{NETWORKS: '[{"name":"a","default-route":["10.2.0.1"]},'
-                                                   '{"name":"b","default-route":["10.3.0.1"]}]'})], [nad("a"), nad("b")]),
-            FakeRunner(), Seams(routes=routes), container="c2")
+        run(
+            "ADD",
+            config(tmp_path),
+            FakeApi(
+                [
+                    pod(
+                        **{
+                            NETWORKS: '[{"name":"a","default-route":["10.2.0.1"]},'
+                            '{"name":"b","default-route":["10.3.0.1"]}]'
+                        }
+                    )
+                ],
+                [nad("a"), nad("b")],
+            ),
+            FakeRunner(),
+            Seams(routes=routes),
+            container="c2",
+        )
     assert err.value.msg.endswith("multus does not support ECMP for default-route")
 
 
@@ -481,22 +570,33 @@ def test_resource_name_needs_an_allocator(tmp_path: Path) -> None:
     api = FakeApi([pod(**{NETWORKS: "sriov"})], [nad("sriov", resource="intel.com/sriov")])
     with pytest.raises(InvalidConfig) as err:
         run("ADD", config(tmp_path), api, FakeRunner())
-    assert ("network default/sriov asks for devices of resource \"intel.com/sriov\" but no device allocator"
-            in err.value.msg)
+    assert (
+        'network default/sriov asks for devices of resource "intel.com/sriov" but no device allocator' in err.value.msg
+    )
 
 
 def test_device_ids_consumed_in_order(tmp_path: Path) -> None:
-    nads = [nad("s1", resource="r/x", config={"cniVersion": "1.0.0", "type": "sriov"}),
-            nad("s2", resource="r/x", config={"cniVersion": "1.0.0", "plugins": [{"type": "sriov"}, {"type": "tuning"}]})]
+    nads = [
+        nad("s1", resource="r/x", config={"cniVersion": "1.0.0", "type": "sriov"}),
+        nad("s2", resource="r/x", config={"cniVersion": "1.0.0", "plugins": [{"type": "sriov"}, {"type": "tuning"}]}),
+    ]
     api = FakeApi([pod(**{NETWORKS: "s1,s2"})], nads)
     runner = FakeRunner()
     devinfo = FakeDevinfo()
-    run("ADD", config(tmp_path), api, runner, Seams(allocator=FakeAllocator({"r/x": ["0000:00:01.1", "0000:00:01.2"]}),
-                                                     devinfo=devinfo))
+    run(
+        "ADD",
+        config(tmp_path),
+        api,
+        runner,
+        Seams(allocator=FakeAllocator({"r/x": ["0000:00:01.1", "0000:00:01.2"]}), devinfo=devinfo),
+    )
     assert runner.calls[1][4]["deviceID"] == "0000:00:01.1" and runner.calls[1][4]["pciBusID"] == "0000:00:01.1"
     assert [p["deviceID"] for p in runner.calls[2][4]["plugins"]] == ["0000:00:01.2"] * 2
     assert runner.calls[2][3]["deviceID"] == "0000:00:01.2"
-    assert devinfo.copied == [("r/x", "0000:00:01.1", "default/s1", "net1"), ("r/x", "0000:00:01.2", "default/s2", "net2")]
+    assert devinfo.copied == [
+        ("r/x", "0000:00:01.1", "default/s1", "net1"),
+        ("r/x", "0000:00:01.2", "default/s2", "net2"),
+    ]
     cached = cache.load(tmp_path / "cache", "c0ffee")
     assert [(d.device_id, d.resource_name) for d in cached[1:]] == [("0000:00:01.1", "r/x"), ("0000:00:01.2", "r/x")]
 
@@ -550,12 +650,17 @@ def test_container_id_escaping_cache_rejected(tmp_path: Path, container: str, co
     # libcni's ValidateContainerID wording, the ID in the details
     prefix = "kvnet: [default/web/uid-1]: error saving the delegates: " if command == "ADD" else ""
     assert (err.value.msg, err.value.details, err.value.cni_code) == (
-        prefix + "invalid characters in containerID", container, 4)
+        prefix + "invalid characters in containerID",
+        container,
+        4,
+    )
     assert runner.calls == [] and not (tmp_path / "cache").exists()
 
 
 def test_bad_network_name_in_nad_config_rejected(tmp_path: Path) -> None:
-    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a", config={"cniVersion": "1.0.0", "name": "../../etc", "type": "bridge"})])
+    api = FakeApi(
+        [pod(**{NETWORKS: "a"})], [nad("a", config={"cniVersion": "1.0.0", "name": "../../etc", "type": "bridge"})]
+    )
     runner = FakeRunner()
     with pytest.raises(InvalidConfig) as err:
         run("ADD", config(tmp_path), api, runner)
@@ -591,8 +696,9 @@ def test_del_never_stops_at_one_failure(tmp_path: Path) -> None:
     assert runner.dels() == [("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
     # Multus's CmdDel returns delPlugins' joined errors as they are (no cmdErr prefix)
     assert err.value.msg == (
-        "delegateDel: error invoking DelegateDel - \"bridge\": error in getting result from DelNetwork: del failed on b"
-        " / delegateDel: error invoking DelegateDel - \"bridge\": error in getting result from DelNetwork: del failed on a")
+        'delegateDel: error invoking DelegateDel - "bridge": error in getting result from DelNetwork: del failed on b'
+        ' / delegateDel: error invoking DelegateDel - "bridge": error in getting result from DelNetwork: del failed on a'
+    )
     assert cache.load(tmp_path / "cache", "c0ffee") is None
 
 
@@ -655,7 +761,9 @@ def test_check_from_cache_in_order(tmp_path: Path) -> None:
 
 
 class _FailingCheck(FakeRunner):
-    def run_network(self, command: str, network: Mapping[str, Any], env: DelegateEnv, **kw: Any) -> dict[str, Any] | None:
+    def run_network(
+        self, command: str, network: Mapping[str, Any], env: DelegateEnv, **kw: Any
+    ) -> dict[str, Any] | None:
         out = super().run_network(command, network, env, **kw)
         if command == "CHECK" and network.get("name") == "a":
             raise DelegateFailed("link net1 is gone", code=11)
@@ -668,20 +776,30 @@ def test_check_failure_wording(tmp_path: Path) -> None:
     with pytest.raises(DelegateFailed) as err:
         run("CHECK", config(tmp_path), api, _FailingCheck())
     # Multus's delegateCheck around confCheck, returned by CmdCheck as it is
-    assert err.value.msg == ('delegateCheck: error invoking DelegateCheck - "bridge": '
-                             "error in getting result from DelNetwork: link net1 is gone")
+    assert err.value.msg == (
+        'delegateCheck: error invoking DelegateCheck - "bridge": '
+        "error in getting result from DelNetwork: link net1 is gone"
+    )
     assert err.value.cni_code == 11
 
 
 @pytest.mark.parametrize(
     ("value", "nads", "expected"),
     [
-        ("missing", [], "TryLoadPodDelegates: error in loading K8s cluster default network from pod annotation: "
-         "tryLoadK8sPodDefaultNetwork: failed getting the delegate: getKubernetesDelegate: cannot find a "
-         "network-attachment-definition (missing) in namespace (kube-system): "
-         "network-attachment-definitions.k8s.cni.cncf.io \"missing\" not found"),
-        ("a,b", [], "TryLoadPodDelegates: error in loading K8s cluster default network from pod annotation: "
-         "tryLoadK8sPodDefaultNetwork: more than one default network is specified: a,b"),
+        (
+            "missing",
+            [],
+            "TryLoadPodDelegates: error in loading K8s cluster default network from pod annotation: "
+            "tryLoadK8sPodDefaultNetwork: failed getting the delegate: getKubernetesDelegate: cannot find a "
+            "network-attachment-definition (missing) in namespace (kube-system): "
+            'network-attachment-definitions.k8s.cni.cncf.io "missing" not found',
+        ),
+        (
+            "a,b",
+            [],
+            "TryLoadPodDelegates: error in loading K8s cluster default network from pod annotation: "
+            "tryLoadK8sPodDefaultNetwork: more than one default network is specified: a,b",
+        ),
     ],
 )
 def test_default_network_errors_wrapped_as_multus(tmp_path: Path, value: str, nads: list[Any], expected: str) -> None:
@@ -748,13 +866,20 @@ def test_shim_through_daemon_runs_the_same_add(tmp_path: Path) -> None:
 
     api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
     runner = FakeRunner()
-    handlers = cni_main.make_handlers(api_for=lambda _k: api, runner_for=lambda _c, _r: runner,
-                                      seams_for=lambda _c: Seams())
+    handlers = cni_main.make_handlers(
+        api_for=lambda _k: api, runner_for=lambda _c, _r: runner, seams_for=lambda _c: Seams()
+    )
     sock = str(tmp_path / "run" / "kvnet.sock")
     cfg = {**config(tmp_path), "socketPath": sock}
-    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/var/run/netns/p", "CNI_IFNAME": "eth0",
-           "CNI_PATH": "/opt/cni/bin", "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID=uid-1",
-           "HOME": "/root"}
+    env = {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "c0ffee",
+        "CNI_NETNS": "/var/run/netns/p",
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": "/opt/cni/bin",
+        "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID=uid-1",
+        "HOME": "/root",
+    }
     with CniDaemon(sock, handlers=handlers):
         out = io.StringIO()
         assert shim.run(env, json.dumps(cfg).encode(), out) == 0
@@ -813,8 +938,18 @@ def _install(tmp_path: Path, *extra: str) -> tuple[int, str]:
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        rc = cli.main(["install", "--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "net.d"),
-                       "--cni-dir", str(tmp_path / "cache"), *extra])
+        rc = cli.main(
+            [
+                "install",
+                "--bin-dir",
+                str(tmp_path / "bin"),
+                "--conf-dir",
+                str(tmp_path / "net.d"),
+                "--cni-dir",
+                str(tmp_path / "cache"),
+                *extra,
+            ]
+        )
     return rc, out.getvalue()
 
 
@@ -830,9 +965,17 @@ def test_install_links_programs_and_wraps_the_default_network(tmp_path: Path) ->
     assert shim_text.startswith(f"#!{sys.executable} -IS\n") and "def call_daemon" in shim_text
     assert os.access(tmp_path / "bin" / "kvnet-shim", os.X_OK)
     conf = json.loads((tmp_path / "net.d" / "00-kvnet.conflist").read_text())
-    assert conf["plugins"] == [{"type": "kvnet", "cniDir": str(tmp_path / "cache"), "binDir": str(tmp_path / "bin"),
-                                "logToStderr": True, "logLevel": "error", "kubeconfig": "/etc/kvnet/kubeconfig",
-                                "delegates": [flannel]}]
+    assert conf["plugins"] == [
+        {
+            "type": "kvnet",
+            "cniDir": str(tmp_path / "cache"),
+            "binDir": str(tmp_path / "bin"),
+            "logToStderr": True,
+            "logLevel": "error",
+            "kubeconfig": "/etc/kvnet/kubeconfig",
+            "delegates": [flannel],
+        }
+    ]
     # the written plugin config is one the meta-plugin accepts
     assert parse_multus_config({**conf["plugins"][0], "name": conf["name"]}).delegates[0]["name"] == "cbr0"
     assert out.count("installed:") == 4
@@ -895,8 +1038,14 @@ def test_daemon_config_overlays_all_but_identity() -> None:
 
     req = {"cniVersion": "0.4.0", "name": "from-runtime", "type": "kvnet-shim", "socketPath": "/s", "cniDir": "/a"}
     daemon = {"cniVersion": "1.0.0", "Name": "daemon", "type": "kvnet", "cniDir": "/b", "clusterNetwork": "main"}
-    assert overlay_config(req, daemon) == {"cniVersion": "0.4.0", "name": "from-runtime", "type": "kvnet-shim",
-                                           "socketPath": "/s", "cniDir": "/b", "clusterNetwork": "main"}
+    assert overlay_config(req, daemon) == {
+        "cniVersion": "0.4.0",
+        "name": "from-runtime",
+        "type": "kvnet-shim",
+        "socketPath": "/s",
+        "cniDir": "/b",
+        "clusterNetwork": "main",
+    }
     assert overlay_config(req, None) is req
 
 
@@ -924,8 +1073,13 @@ def test_delegate_cni_args_properties(pairs: list[tuple[str, str]], mac: bool) -
     out = meta.delegate_cni_args(req, pa, d).split(";")
     # Multus's newCNIRuntimeConf, step by step: the fixed five; each runtime pair fills a
     # fixed or earlier key whose value is empty, else it is appended (equal pairs too)
-    model = [["IgnoreUnknown", "true"], ["K8S_POD_NAMESPACE", "ns"], ["K8S_POD_NAME", "pod"],
-             ["K8S_POD_INFRA_CONTAINER_ID", "infra"], ["K8S_POD_UID", "uid"]]
+    model = [
+        ["IgnoreUnknown", "true"],
+        ["K8S_POD_NAMESPACE", "ns"],
+        ["K8S_POD_NAME", "pod"],
+        ["K8S_POD_INFRA_CONTAINER_ID", "infra"],
+        ["K8S_POD_UID", "uid"],
+    ]
     for k, v in pairs:
         hit = next((p for p in model if p[0] == k and p[1] == "" and v != ""), None)
         if hit is not None:
@@ -934,8 +1088,13 @@ def test_delegate_cni_args_properties(pairs: list[tuple[str, str]], mac: bool) -
             model.append([k, v])
     expected = [f"{k}={v}" for k, v in model] + (["MAC=02:00:00:00:00:01"] if mac else [])
     assert out == expected
-    assert out[:5] == ["IgnoreUnknown=true", "K8S_POD_NAMESPACE=ns", "K8S_POD_NAME=pod",
-                       "K8S_POD_INFRA_CONTAINER_ID=infra", "K8S_POD_UID=uid"]
+    assert out[:5] == [
+        "IgnoreUnknown=true",
+        "K8S_POD_NAMESPACE=ns",
+        "K8S_POD_NAME=pod",
+        "K8S_POD_INFRA_CONTAINER_ID=infra",
+        "K8S_POD_UID=uid",
+    ]
     keys = {item.split("=", 1)[0] for item in out}
     for k, v in pairs:  # every runtime key reaches the delegate, every non-empty value too
         assert k in keys
@@ -943,8 +1102,11 @@ def test_delegate_cni_args_properties(pairs: list[tuple[str, str]], mac: bool) -
     assert len(out) >= 5 + len(pairs) - sum(1 for _, v in pairs if v) + (1 if mac else 0)
 
 
-@given(cni_args=st.dictionaries(_key, st.integers() | _val, max_size=4),
-       existing=st.dictionaries(_key, st.integers(), max_size=3), conflist=st.booleans())
+@given(
+    cni_args=st.dictionaries(_key, st.integers() | _val, max_size=4),
+    existing=st.dictionaries(_key, st.integers(), max_size=3),
+    conflist=st.booleans(),
+)
 def test_inject_args_properties(cni_args: dict[str, Any], existing: dict[str, Any], conflist: bool) -> None:
     plugin = {"type": "bridge", "args": {"cni": dict(existing), "other": 1}}
     conf: dict[str, Any] = {"name": "n", "plugins": [plugin, {"type": "tuning"}]} if conflist else dict(plugin)
@@ -962,62 +1124,116 @@ def test_kvnet_cni_binary_without_root(tmp_path: Path, kvnet_bin_dir: str) -> No
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     noop = bin_dir / "noop"
-    noop.write_text('#!/bin/sh\ncase "$CNI_COMMAND" in\nVERSION) echo \'{"cniVersion":"1.0.0","supportedVersions":'
-                    '["1.0.0"]}\';;\nADD) cat >/dev/null; echo \'{"cniVersion":"1.0.0","interfaces":[{"name":"\'$CNI_IFNAME\''
-                    '","sandbox":"/n"}],"ips":[{"address":"10.1.2.3/24"}],"dns":{}}\';;\n*) cat >/dev/null;;\nesac\n')
+    noop.write_text(
+        '#!/bin/sh\ncase "$CNI_COMMAND" in\nVERSION) echo \'{"cniVersion":"1.0.0","supportedVersions":'
+        '["1.0.0"]}\';;\nADD) cat >/dev/null; echo \'{"cniVersion":"1.0.0","interfaces":[{"name":"\'$CNI_IFNAME\''
+        '","sandbox":"/n"}],"ips":[{"address":"10.1.2.3/24"}],"dns":{}}\';;\n*) cat >/dev/null;;\nesac\n'
+    )
     noop.chmod(0o755)
     log = tmp_path / "kvnet.log"
-    cfg = {"cniVersion": "0.4.0", "name": "k", "type": "kvnet", "cniDir": str(tmp_path / "cache"), "binDir": str(bin_dir),
-           "logFile": str(log), "logLevel": "verbose", "logToStderr": False,
-           "delegates": [{"cniVersion": "1.0.0", "name": "main", "type": "noop"},
-                         {"cniVersion": "1.0.0", "name": "second", "type": "noop"}]}
-    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc", "CNI_NETNS": "/n",
-           "CNI_IFNAME": "eth0", "CNI_PATH": str(bin_dir), "CNI_ARGS": "K8S_POD_NAMESPACE=d;K8S_POD_NAME=p"}
+    cfg = {
+        "cniVersion": "0.4.0",
+        "name": "k",
+        "type": "kvnet",
+        "cniDir": str(tmp_path / "cache"),
+        "binDir": str(bin_dir),
+        "logFile": str(log),
+        "logLevel": "verbose",
+        "logToStderr": False,
+        "delegates": [
+            {"cniVersion": "1.0.0", "name": "main", "type": "noop"},
+            {"cniVersion": "1.0.0", "name": "second", "type": "noop"},
+        ],
+    }
+    env = {
+        "PATH": os.environ["PATH"],
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "abc",
+        "CNI_NETNS": "/n",
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(bin_dir),
+        "CNI_ARGS": "K8S_POD_NAMESPACE=d;K8S_POD_NAME=p",
+    }
     exe = os.path.join(kvnet_bin_dir, "kvnet-cni")
     proc = subprocess.run([exe], input=json.dumps(cfg).encode(), env=env, capture_output=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads(proc.stdout) == {"cniVersion": "0.4.0", "interfaces": [{"name": "eth0", "sandbox": "/n"}],
-                                       "ips": [{"version": "4", "address": "10.1.2.3/24"}], "dns": {}}
+    assert json.loads(proc.stdout) == {
+        "cniVersion": "0.4.0",
+        "interfaces": [{"name": "eth0", "sandbox": "/n"}],
+        "ips": [{"version": "4", "address": "10.1.2.3/24"}],
+        "dns": {},
+    }
     assert proc.stderr == b""
     text = log.read_text()
     assert "pod d/p: container abc gets eth0=main, net1=second" in text and "added net1 from second" in text
-    proc = subprocess.run([exe], input=json.dumps(cfg).encode(), env={**env, "CNI_COMMAND": "DEL"},
-                          capture_output=True, check=False)
+    proc = subprocess.run(
+        [exe], input=json.dumps(cfg).encode(), env={**env, "CNI_COMMAND": "DEL"}, capture_output=True, check=False
+    )
     assert proc.returncode == 0 and proc.stdout == b"", proc.stdout + proc.stderr
     assert not (tmp_path / "cache" / "abc").exists()
 
 
 def test_kvnet_cni_sriov_device_ids_from_podresources(tmp_path: Path, kvnet_bin_dir: str) -> None:
     """resourceName NADs get the kubelet's device IDs in order, device-info reaches network-status."""
-    from kvnet.meta import deviceinfo
     from kvnet.lab.apiserver import ApiStandIn
     from kvnet.lab.podresources_server import PodResourcesStandIn
+    from kvnet.meta import deviceinfo
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     rec = bin_dir / "rec"
-    rec.write_text(f'#!/bin/sh\ncase "$CNI_COMMAND" in\nVERSION) echo \'{{"cniVersion":"1.0.0","supportedVersions":'
-                   f'["1.0.0"]}}\';;\nADD) cat > {tmp_path}/$CNI_IFNAME.json; echo \'{{"cniVersion":"1.0.0",'
-                   f'"interfaces":[{{"name":"\'$CNI_IFNAME\'","sandbox":"/n"}}],"dns":{{}}}}\';;\n*) cat >/dev/null;;\nesac\n')
+    rec.write_text(
+        f'#!/bin/sh\ncase "$CNI_COMMAND" in\nVERSION) echo \'{{"cniVersion":"1.0.0","supportedVersions":'
+        f'["1.0.0"]}}\';;\nADD) cat > {tmp_path}/$CNI_IFNAME.json; echo \'{{"cniVersion":"1.0.0",'
+        f'"interfaces":[{{"name":"\'$CNI_IFNAME\'","sandbox":"/n"}}],"dns":{{}}}}\';;\n*) cat >/dev/null;;\nesac\n'
+    )
     rec.chmod(0o755)
     devroot = tmp_path / "devinfo"
     info = deviceinfo.parse_device_info({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:81:00.2"}})
     deviceinfo.save_dp("intel.com/sriov", "0000:81:00.2", info, str(devroot))
     sr = {"cniVersion": "1.0.0", "type": "rec", "capabilities": {"deviceID": True, "CNIDeviceInfoFile": True}}
-    with ApiStandIn() as api, PodResourcesStandIn(str(tmp_path / "kubelet.sock"),
-                                                  {("default", "vm"): {"intel.com/sriov": ["0000:81:00.3", "0000:81:00.2"]}}):
-        nads = [{**nad(n, config=sr, resource="intel.com/sriov"), "kind": "NetworkAttachmentDefinition"} for n in ("sr1", "sr2")]
-        api.load([*nads,
-                  {**pod("vm", uid="u-vm", **{NETWORKS: "sr1,sr2"}), "kind": "Pod",
-                   "spec": {"containers": [{"name": "compute", "image": "x"}]}}])
+    with (
+        ApiStandIn() as api,
+        PodResourcesStandIn(
+            str(tmp_path / "kubelet.sock"), {("default", "vm"): {"intel.com/sriov": ["0000:81:00.3", "0000:81:00.2"]}}
+        ),
+    ):
+        nads = [
+            {**nad(n, config=sr, resource="intel.com/sriov"), "kind": "NetworkAttachmentDefinition"}
+            for n in ("sr1", "sr2")
+        ]
+        api.load(
+            [
+                *nads,
+                {
+                    **pod("vm", uid="u-vm", **{NETWORKS: "sr1,sr2"}),
+                    "kind": "Pod",
+                    "spec": {"containers": [{"name": "compute", "image": "x"}]},
+                },
+            ]
+        )
         api.write_kubeconfig(str(tmp_path / "kubeconfig"))
-        cfg = {"cniVersion": "1.0.0", "name": "k", "type": "kvnet", "cniDir": str(tmp_path / "cache"),
-               "binDir": str(bin_dir), "kubeconfig": str(tmp_path / "kubeconfig"), "logToStderr": False,
-               "podResourcesSocket": str(tmp_path / "kubelet.sock"), "deviceInfoDir": str(devroot),
-               "delegates": [{"cniVersion": "1.0.0", "name": "main", "type": "rec"}]}
-        env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc", "CNI_NETNS": "/n",
-               "CNI_IFNAME": "eth0", "CNI_PATH": str(bin_dir),
-               "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=vm;K8S_POD_UID=u-vm"}
+        cfg = {
+            "cniVersion": "1.0.0",
+            "name": "k",
+            "type": "kvnet",
+            "cniDir": str(tmp_path / "cache"),
+            "binDir": str(bin_dir),
+            "kubeconfig": str(tmp_path / "kubeconfig"),
+            "logToStderr": False,
+            "podResourcesSocket": str(tmp_path / "kubelet.sock"),
+            "deviceInfoDir": str(devroot),
+            "delegates": [{"cniVersion": "1.0.0", "name": "main", "type": "rec"}],
+        }
+        env = {
+            "PATH": os.environ["PATH"],
+            "CNI_COMMAND": "ADD",
+            "CNI_CONTAINERID": "abc",
+            "CNI_NETNS": "/n",
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": str(bin_dir),
+            "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=vm;K8S_POD_UID=u-vm",
+        }
         exe = os.path.join(kvnet_bin_dir, "kvnet-cni")
         proc = subprocess.run([exe], input=json.dumps(cfg).encode(), env=env, capture_output=True, check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -1028,13 +1244,18 @@ def test_kvnet_cni_sriov_device_ids_from_podresources(tmp_path: Path, kvnet_bin_
         assert net2["deviceID"] == "0000:81:00.3"
         cni_file = deviceinfo.cni_path("default/sr1", "abc", "net1", str(devroot))
         assert net1["runtimeConfig"]["CNIDeviceInfoFile"] == cni_file and os.path.exists(cni_file)
-        status = json.loads(api.get("Pod", "default", "vm")["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"])
+        status = json.loads(
+            api.get("Pod", "default", "vm")["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
+        )
         assert status[1]["device-info"] == {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:81:00.2"}}
         assert "device-info" not in status[2]  # the device plugin wrote no file for that one
         cached = json.loads((tmp_path / "cache" / "abc").read_text())
         assert [(d.get("deviceID"), d.get("resourceName")) for d in cached[1:]] == [
-            ("0000:81:00.2", "intel.com/sriov"), ("0000:81:00.3", "intel.com/sriov")]
-        proc = subprocess.run([exe], input=json.dumps(cfg).encode(), env={**env, "CNI_COMMAND": "DEL"},
-                              capture_output=True, check=False)
+            ("0000:81:00.2", "intel.com/sriov"),
+            ("0000:81:00.3", "intel.com/sriov"),
+        ]
+        proc = subprocess.run(
+            [exe], input=json.dumps(cfg).encode(), env={**env, "CNI_COMMAND": "DEL"}, capture_output=True, check=False
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert not os.path.exists(cni_file)

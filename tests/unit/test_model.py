@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kvnet.core.errors import DeviceError
-from kvnet.core.model import PciAddress, TapNic, HostdevNic, is_mac
+from kvnet.core.model import HostdevNic, PciAddress, TapNic, is_mac
 
 
 @pytest.mark.parametrize(
@@ -15,7 +15,9 @@ def test_pci_parse(text: str, expected: PciAddress) -> None:
     assert str(expected) == text.lower()
 
 
-@pytest.mark.parametrize("bad", ["", "0000:81:00", "81:00.1", "0000:81:20.1", "0000:81:00.8", "zzzz:81:00.1", "0000:81:00.1 x"])
+@pytest.mark.parametrize(
+    "bad", ["", "0000:81:00", "81:00.1", "0000:81:20.1", "0000:81:00.8", "zzzz:81:00.1", "0000:81:00.1 x"]
+)
 def test_pci_parse_rejects(bad: str) -> None:
     with pytest.raises(DeviceError, match="invalid PCI address"):
         PciAddress.parse(bad)
@@ -30,4 +32,9 @@ def test_pci_round_trip(d: int, b: int, s: int, f: int) -> None:
 def test_aliases_and_mac() -> None:
     assert TapNic(name="blue", target="tap1", mac="02:00:00:00:00:01").alias == "ua-blue"
     assert HostdevNic(name="vf", source=PciAddress(0, 1, 0, 1)).alias == "ua-sriov-vf"
-    assert is_mac("02:00:00:00:00:01") and not is_mac("02:00:00:00:00") and not is_mac(None) and not is_mac("02:00:00:00:00:01\n")
+    assert (
+        is_mac("02:00:00:00:00:01")
+        and not is_mac("02:00:00:00:00")
+        and not is_mac(None)
+        and not is_mac("02:00:00:00:00:01\n")
+    )

@@ -9,14 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvnet.meta.config import MultusConfig, parse_multus_config
 from kvnet.core.errors import DecodeFailure, InvalidConfig, KvnetError
+from kvnet.meta.config import MultusConfig, parse_multus_config
 
-BRIDGE = {"cniVersion": "1.0.0", "name": "cbr0", "type": "bridge", "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}}
+BRIDGE = {
+    "cniVersion": "1.0.0",
+    "name": "cbr0",
+    "type": "bridge",
+    "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"},
+}
 
 
 def test_defaults_with_delegates() -> None:
-    conf = parse_multus_config(json.dumps({"name": "multus-cni-network", "type": "kvnet", "delegates": [BRIDGE]}).encode())
+    conf = parse_multus_config(
+        json.dumps({"name": "multus-cni-network", "type": "kvnet", "delegates": [BRIDGE]}).encode()
+    )
     assert conf == MultusConfig(
         name="multus-cni-network",
         cni_version="",
@@ -67,7 +74,12 @@ def test_every_key_any_case() -> None:
         "somethingElse": 1,
     }
     conf = parse_multus_config(raw)
-    assert (conf.name, conf.cni_version, conf.kubeconfig, conf.cluster_network) == ("m", "0.3.1", "/etc/kube.conf", "k8s-pod-network")
+    assert (conf.name, conf.cni_version, conf.kubeconfig, conf.cluster_network) == (
+        "m",
+        "0.3.1",
+        "/etc/kube.conf",
+        "k8s-pod-network",
+    )
     assert conf.default_networks == ("extra", "/etc/x.conf")
     assert (conf.conf_dir, conf.cni_dir, conf.bin_dir) == ("/c", "/cache", "/b")
     assert (conf.log_file, conf.log_level, conf.log_to_stderr) == ("/var/log/multus.log", "debug", False)
@@ -89,7 +101,9 @@ def test_later_key_wins_like_go() -> None:
     assert parse_multus_config({"delegates": [BRIDGE], "CONFDIR": "/b", "confDir": "/a"}).conf_dir == "/a"
 
 
-@pytest.mark.parametrize(("level", "expected"), [("Verbose", "verbose"), ("error", "error"), ("PANIC", "panic"), ("chatty", "panic")])
+@pytest.mark.parametrize(
+    ("level", "expected"), [("Verbose", "verbose"), ("error", "error"), ("PANIC", "panic"), ("chatty", "panic")]
+)
 def test_log_level(level: str, expected: str) -> None:
     assert parse_multus_config({"delegates": [BRIDGE], "logLevel": level}).log_level == expected
 
@@ -117,39 +131,92 @@ DELEGATE = L + "failed to load delegate {} config: "
     ("raw", "error", "message"),
     [
         (b"{", DecodeFailure, L + "failed to load netconf: unexpected end of JSON input"),
-        (b"[]", DecodeFailure, L + "failed to load netconf: json: cannot unmarshal array into Go value of type types.NetConf"),
+        (
+            b"[]",
+            DecodeFailure,
+            L + "failed to load netconf: json: cannot unmarshal array into Go value of type types.NetConf",
+        ),
         ({"name": "m"}, InvalidConfig, L + "at least one delegate/clusterNetwork must be specified"),
         ({"delegates": []}, InvalidConfig, L + "at least one delegate/clusterNetwork must be specified"),
         (
             {"delegates": [BRIDGE], "clusterNetwork": "x", "kubeconfig": "/k"},
             InvalidConfig,
-            L + "delegates and clusterNetwork are exclusive: use delegates (the first is the main network) or clusterNetwork, not both",
+            L
+            + "delegates and clusterNetwork are exclusive: use delegates (the first is the main network) or clusterNetwork, not both",
         ),
         ({"clusterNetwork": "x"}, InvalidConfig, "GetDefaultNetworks: must have either Kubernetes config or delegates"),
         (
             {"delegates": [{"name": "x"}]},
             InvalidConfig,
-            DELEGATE.format(0) + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field",
+            DELEGATE.format(0)
+            + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field",
         ),
         (
             {"delegates": [BRIDGE, {"name": "x", "plugins": [{"name": "p"}]}]},
             InvalidConfig,
-            DELEGATE.format(1) + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: a plugin delegate must have the 'type' field",
+            DELEGATE.format(1)
+            + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: a plugin delegate must have the 'type' field",
         ),
         (
             {"delegates": [{"type": 5}]},
             InvalidConfig,
-            DELEGATE.format(0) + "LoadDelegateNetConf: error unmarshalling delegate config: json: cannot unmarshal number into Go struct field NetConf.type of type string",
+            DELEGATE.format(0)
+            + "LoadDelegateNetConf: error unmarshalling delegate config: json: cannot unmarshal number into Go struct field NetConf.type of type string",
         ),
-        ({"delegates": BRIDGE}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal object into Go struct field NetConf.delegates of type []map[string]interface {}"),
-        ({"delegates": ["x"]}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.delegates of type map[string]interface {}"),
-        ({"delegates": [BRIDGE], "confDir": 1}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal number into Go struct field NetConf.confDir of type string"),
-        ({"delegates": [BRIDGE], "namespaceIsolation": "true"}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.namespaceIsolation of type bool"),
-        ({"delegates": [BRIDGE], "systemNamespaces": "kube-system"}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.systemNamespaces of type []string"),
-        ({"delegates": [BRIDGE], "capabilities": {"ips": "yes"}}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.capabilities of type bool"),
-        ({"delegates": [BRIDGE], "logOptions": {"maxAge": "5"}}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.logOptions.maxAge of type int"),
-        ({"delegates": [BRIDGE], "logOptions": {"Compress": 1}}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal number into Go struct field NetConf.logOptions.compress of type bool"),
-        ({"delegates": [BRIDGE], "runtimeConfig": []}, DecodeFailure, L + "failed to load netconf: json: cannot unmarshal array into Go struct field NetConf.runtimeConfig of type types.RuntimeConfig"),
+        (
+            {"delegates": BRIDGE},
+            DecodeFailure,
+            L
+            + "failed to load netconf: json: cannot unmarshal object into Go struct field NetConf.delegates of type []map[string]interface {}",
+        ),
+        (
+            {"delegates": ["x"]},
+            DecodeFailure,
+            L
+            + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.delegates of type map[string]interface {}",
+        ),
+        (
+            {"delegates": [BRIDGE], "confDir": 1},
+            DecodeFailure,
+            L
+            + "failed to load netconf: json: cannot unmarshal number into Go struct field NetConf.confDir of type string",
+        ),
+        (
+            {"delegates": [BRIDGE], "namespaceIsolation": "true"},
+            DecodeFailure,
+            L
+            + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.namespaceIsolation of type bool",
+        ),
+        (
+            {"delegates": [BRIDGE], "systemNamespaces": "kube-system"},
+            DecodeFailure,
+            L
+            + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.systemNamespaces of type []string",
+        ),
+        (
+            {"delegates": [BRIDGE], "capabilities": {"ips": "yes"}},
+            DecodeFailure,
+            L
+            + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.capabilities of type bool",
+        ),
+        (
+            {"delegates": [BRIDGE], "logOptions": {"maxAge": "5"}},
+            DecodeFailure,
+            L
+            + "failed to load netconf: json: cannot unmarshal string into Go struct field NetConf.logOptions.maxAge of type int",
+        ),
+        (
+            {"delegates": [BRIDGE], "logOptions": {"Compress": 1}},
+            DecodeFailure,
+            L
+            + "failed to load netconf: json: cannot unmarshal number into Go struct field NetConf.logOptions.compress of type bool",
+        ),
+        (
+            {"delegates": [BRIDGE], "runtimeConfig": []},
+            DecodeFailure,
+            L
+            + "failed to load netconf: json: cannot unmarshal array into Go struct field NetConf.runtimeConfig of type types.RuntimeConfig",
+        ),
     ],
 )
 def test_errors(raw: Any, error: type[Exception], message: str) -> None:
@@ -163,13 +230,35 @@ def test_errors(raw: Any, error: type[Exception], message: str) -> None:
 # --- fuzz: any JSON object gives a config or a kvnet error -------------------------------------
 
 
-CONFIG_KEYS = ["name", "type", "cniVersion", "kubeconfig", "clusterNetwork", "defaultNetworks", "delegates", "confDir",
-               "cniDir", "binDir", "logLevel", "logToStderr", "logOptions", "readinessindicatorfile",
-               "namespaceIsolation", "globalNamespaces", "systemNamespaces", "multusNamespace", "runtimeConfig",
-               "capabilities", "plugins", "Delegates"]
+CONFIG_KEYS = [
+    "name",
+    "type",
+    "cniVersion",
+    "kubeconfig",
+    "clusterNetwork",
+    "defaultNetworks",
+    "delegates",
+    "confDir",
+    "cniDir",
+    "binDir",
+    "logLevel",
+    "logToStderr",
+    "logOptions",
+    "readinessindicatorfile",
+    "namespaceIsolation",
+    "globalNamespaces",
+    "systemNamespaces",
+    "multusNamespace",
+    "runtimeConfig",
+    "capabilities",
+    "plugins",
+    "Delegates",
+]
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["", "x", "bridge", "/k", "a,b"]),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(CONFIG_KEYS), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(CONFIG_KEYS), children, max_size=4)
+    ),
     max_leaves=12,
 )
 

@@ -15,8 +15,13 @@ from kvnet.core.errors import InvalidConfig, KvnetError, NetworkNotFound
 from kvnet.meta.nad import Delegate, delegate_from_conf_dir, delegate_from_nad
 
 
-def nad(name: str = "blue", namespace: str = "pods", config: Any = None, annotations: dict[str, str] | None = None,
-        spec: Any = "unset") -> dict[str, Any]:
+def nad(
+    name: str = "blue",
+    namespace: str = "pods",
+    config: Any = None,
+    annotations: dict[str, str] | None = None,
+    spec: Any = "unset",
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": namespace}
     if annotations:
         meta["annotations"] = annotations
@@ -44,7 +49,7 @@ class FakeDir:
     def list_dir(self, path: str) -> Sequence[str]:
         if path in self.files:
             raise NotADirectoryError(path)
-        names = [k[len(path) + 1:] for k in self.files if k.startswith(path + "/")]
+        names = [k[len(path) + 1 :] for k in self.files if k.startswith(path + "/")]
         if not names:
             raise FileNotFoundError(path)
         return [n for n in names if "/" not in n]
@@ -71,20 +76,26 @@ def test_name_injected_when_absent(name_value: str | None) -> None:
 
 
 def test_conflist_and_resource_name() -> None:
-    got = delegate_from_nad(nad(config=CONFLIST, annotations={"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov"}), "/x")
+    got = delegate_from_nad(
+        nad(config=CONFLIST, annotations={"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov"}), "/x"
+    )
     assert got.is_conflist and got.config == CONFLIST
     assert got.resource_name == "intel.com/sriov"
 
 
 @pytest.mark.parametrize("spec", [None, {}, {"config": ""}])
 def test_empty_spec_reads_conf_dir(spec: Any) -> None:
-    d = FakeDir({
-        "/cni/00-other.conf": {"name": "other", "type": "ptp"},
-        "/cni/10-blue.conflist": {"cniVersion": "1.0.0", "name": "blue", "plugins": [{"type": "bridge"}]},
-        "/cni/README": b"not a conf",
-    })
+    d = FakeDir(
+        {
+            "/cni/00-other.conf": {"name": "other", "type": "ptp"},
+            "/cni/10-blue.conflist": {"cniVersion": "1.0.0", "name": "blue", "plugins": [{"type": "bridge"}]},
+            "/cni/README": b"not a conf",
+        }
+    )
     got = delegate_from_nad(nad(spec=spec), "/cni", read_file=d.read_file, list_dir=d.list_dir)
-    assert got == Delegate(name="pods/blue", config={"cniVersion": "1.0.0", "name": "blue", "plugins": [{"type": "bridge"}]})
+    assert got == Delegate(
+        name="pods/blue", config={"cniVersion": "1.0.0", "name": "blue", "plugins": [{"type": "bridge"}]}
+    )
     assert "/cni/README" not in d.read
 
 
@@ -104,21 +115,92 @@ FROM_SPEC = W + "GetCNIConfig: err in getCNIConfigFromSpec: failed to unmarshal 
     ("obj", "files", "error", "message"),
     [
         (nad(config="{"), {}, InvalidConfig, FROM_SPEC + "unexpected end of JSON input"),
-        (nad(config="[1]"), {}, InvalidConfig, FROM_SPEC + "json: cannot unmarshal array into Go value of type map[string]interface {}"),
-        (nad(config='{"name": "x"}'), {}, InvalidConfig, W + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field"),
-        (nad(config='{"name": "x", "plugins": []}'), {}, InvalidConfig, W + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field"),
-        (nad(config='{"name": "x", "plugins": [{}]}'), {}, InvalidConfig, W + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: a plugin delegate must have the 'type' field"),
-        (nad(config='{"name": "../x", "type": "bridge"}'), {}, InvalidConfig, W + "invalid characters found in network name '../x'"),
+        (
+            nad(config="[1]"),
+            {},
+            InvalidConfig,
+            FROM_SPEC + "json: cannot unmarshal array into Go value of type map[string]interface {}",
+        ),
+        (
+            nad(config='{"name": "x"}'),
+            {},
+            InvalidConfig,
+            W
+            + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field",
+        ),
+        (
+            nad(config='{"name": "x", "plugins": []}'),
+            {},
+            InvalidConfig,
+            W
+            + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field",
+        ),
+        (
+            nad(config='{"name": "x", "plugins": [{}]}'),
+            {},
+            InvalidConfig,
+            W
+            + "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: a plugin delegate must have the 'type' field",
+        ),
+        (
+            nad(config='{"name": "../x", "type": "bridge"}'),
+            {},
+            InvalidConfig,
+            W + "invalid characters found in network name '../x'",
+        ),
         (nad(spec="x"), {}, InvalidConfig, W + "spec is a JSON string, expected an object with a config string"),
-        (nad(spec={"config": {"type": "bridge"}}), {}, InvalidConfig, W + "spec.config must be a string holding CNI JSON, got a JSON object"),
-        (nad(name="../../etc", config=BRIDGE), {}, InvalidConfig, "net-attach-def pods/../../etc: invalid object name '../../etc'"),
+        (
+            nad(spec={"config": {"type": "bridge"}}),
+            {},
+            InvalidConfig,
+            W + "spec.config must be a string holding CNI JSON, got a JSON object",
+        ),
+        (
+            nad(name="../../etc", config=BRIDGE),
+            {},
+            InvalidConfig,
+            "net-attach-def pods/../../etc: invalid object name '../../etc'",
+        ),
         (nad(spec={}), {}, NetworkNotFound, FROM_FILE + "No networks found in /cni"),
-        (nad(spec={}), {"/cni/a.conf": {"name": "a", "type": "x"}}, NetworkNotFound, FROM_FILE + "no network available in the name blue in cni dir /cni"),
-        (nad(spec={}), {"/cni/a.conf": b"{bad"}, InvalidConfig, FROM_FILE + "Error loading CNI config file /cni/a.conf: error parsing configuration: invalid character 'b' at offset 2: Expecting property name enclosed in double quotes"),
-        (nad(spec={}), {"/cni/b.conf": {"name": "blue"}}, InvalidConfig, FROM_FILE + "Error loading CNI config file /cni/b.conf: no 'type'; perhaps this is a .conflist?"),
-        (nad(spec={}), {"/cni/b.conflist": {"plugins": [{"type": "x"}]}}, InvalidConfig, FROM_FILE + "Error loading CNI conflist file /cni/b.conflist: error parsing configuration list: no name"),
-        (nad(spec={}), {"/cni/b.conflist": {"name": "blue"}}, InvalidConfig, FROM_FILE + "Error loading CNI conflist file /cni/b.conflist: error parsing configuration list: no 'plugins' key"),
-        (nad(spec={}), {"/cni/b.conflist": {"name": "blue", "plugins": []}}, InvalidConfig, FROM_FILE + "Error loading CNI conflist file /cni/b.conflist: error parsing configuration list: no plugins in list"),
+        (
+            nad(spec={}),
+            {"/cni/a.conf": {"name": "a", "type": "x"}},
+            NetworkNotFound,
+            FROM_FILE + "no network available in the name blue in cni dir /cni",
+        ),
+        (
+            nad(spec={}),
+            {"/cni/a.conf": b"{bad"},
+            InvalidConfig,
+            FROM_FILE
+            + "Error loading CNI config file /cni/a.conf: error parsing configuration: invalid character 'b' at offset 2: Expecting property name enclosed in double quotes",
+        ),
+        (
+            nad(spec={}),
+            {"/cni/b.conf": {"name": "blue"}},
+            InvalidConfig,
+            FROM_FILE + "Error loading CNI config file /cni/b.conf: no 'type'; perhaps this is a .conflist?",
+        ),
+        (
+            nad(spec={}),
+            {"/cni/b.conflist": {"plugins": [{"type": "x"}]}},
+            InvalidConfig,
+            FROM_FILE + "Error loading CNI conflist file /cni/b.conflist: error parsing configuration list: no name",
+        ),
+        (
+            nad(spec={}),
+            {"/cni/b.conflist": {"name": "blue"}},
+            InvalidConfig,
+            FROM_FILE
+            + "Error loading CNI conflist file /cni/b.conflist: error parsing configuration list: no 'plugins' key",
+        ),
+        (
+            nad(spec={}),
+            {"/cni/b.conflist": {"name": "blue", "plugins": []}},
+            InvalidConfig,
+            FROM_FILE
+            + "Error loading CNI conflist file /cni/b.conflist: error parsing configuration list: no plugins in list",
+        ),
     ],
 )
 def test_bad_nads(obj: dict[str, Any], files: dict[str, Any], error: type[Exception], message: str) -> None:
@@ -133,19 +215,25 @@ def test_bad_nads(obj: dict[str, Any], files: dict[str, Any], error: type[Except
 
 
 def test_conf_dir_by_network_name() -> None:
-    d = FakeDir({"/cni/00-a.conf": {"name": "a", "type": "ptp"}, "/cni/05-k8s.conflist": CONFLIST | {"name": "k8s-pod-network"}})
+    d = FakeDir(
+        {"/cni/00-a.conf": {"name": "a", "type": "ptp"}, "/cni/05-k8s.conflist": CONFLIST | {"name": "k8s-pod-network"}}
+    )
     got = delegate_from_conf_dir("k8s-pod-network", "/cni", read_file=d.read_file, list_dir=d.list_dir)
     assert got.name == "k8s-pod-network" and got.is_conflist
 
 
 def test_conf_dir_path_forms() -> None:
-    d = FakeDir({
-        "/etc/cni/net.d/10-flannel.conflist": CONFLIST | {"name": "cbr0"},
-        "/etc/cni/net.d/20-b.conf": {"name": "b", "type": "bridge"},
-        "/etc/x/one.conf": {"name": "one", "type": "macvlan"},
-    })
+    d = FakeDir(
+        {
+            "/etc/cni/net.d/10-flannel.conflist": CONFLIST | {"name": "cbr0"},
+            "/etc/cni/net.d/20-b.conf": {"name": "b", "type": "bridge"},
+            "/etc/x/one.conf": {"name": "one", "type": "macvlan"},
+        }
+    )
     # a directory: its first conf file
-    assert delegate_from_conf_dir("/etc/cni/net.d", "/unused", read_file=d.read_file, list_dir=d.list_dir).name == "cbr0"
+    assert (
+        delegate_from_conf_dir("/etc/cni/net.d", "/unused", read_file=d.read_file, list_dir=d.list_dir).name == "cbr0"
+    )
     # a file path
     got = delegate_from_conf_dir("/etc/x/one.conf", "/unused", read_file=d.read_file, list_dir=d.list_dir)
     assert got == Delegate(name="one", config={"name": "one", "type": "macvlan"})
@@ -154,10 +242,25 @@ def test_conf_dir_path_forms() -> None:
 @pytest.mark.parametrize(
     ("name", "files", "error", "message"),
     [
-        ("missing", {"/cni/a.conf": {"name": "a", "type": "x"}}, NetworkNotFound, "getNetDelegate: cannot find network: missing"),
+        (
+            "missing",
+            {"/cni/a.conf": {"name": "a", "type": "x"}},
+            NetworkNotFound,
+            "getNetDelegate: cannot find network: missing",
+        ),
         ("/nowhere/x.conf", {}, NetworkNotFound, "getNetDelegate: cannot find network: /nowhere/x.conf"),
-        ("/etc/x/one.conf", {"/etc/x/one.conf": {"name": "one"}}, InvalidConfig, "error loading CNI config file /etc/x/one.conf: no 'type'; perhaps this is a .conflist?"),
-        ("/etc/x/one.conf", {"/etc/x/one.conf": {"name": "a b", "type": "x"}}, InvalidConfig, "network file /etc/x/one.conf: invalid characters found in network name 'a b'"),
+        (
+            "/etc/x/one.conf",
+            {"/etc/x/one.conf": {"name": "one"}},
+            InvalidConfig,
+            "error loading CNI config file /etc/x/one.conf: no 'type'; perhaps this is a .conflist?",
+        ),
+        (
+            "/etc/x/one.conf",
+            {"/etc/x/one.conf": {"name": "a b", "type": "x"}},
+            InvalidConfig,
+            "network file /etc/x/one.conf: invalid characters found in network name 'a b'",
+        ),
     ],
 )
 def test_conf_dir_errors(name: str, files: dict[str, Any], error: type[Exception], message: str) -> None:
@@ -171,7 +274,9 @@ def test_conf_dir_errors(name: str, files: dict[str, Any], error: type[Exception
 def test_crd_matches_upstream_names() -> None:
     import yaml
 
-    crd = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "network-attachment-definition.yaml").read_text())
+    crd = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "crds" / "network-attachment-definition.yaml").read_text()
+    )
     assert crd["apiVersion"] == "apiextensions.k8s.io/v1" and crd["kind"] == "CustomResourceDefinition"
     assert crd["metadata"]["name"] == "network-attachment-definitions.k8s.cni.cncf.io"
     spec = crd["spec"]
@@ -193,8 +298,10 @@ def test_crd_matches_upstream_names() -> None:
 
 conf_values = st.recursive(
     st.none() | st.booleans() | st.integers(-1, 2) | st.sampled_from(["", "bridge", "blue", "a b"]),
-    lambda children: st.lists(children, max_size=2)
-    | st.dictionaries(st.sampled_from(["name", "type", "plugins", "cniVersion"]), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=2)
+        | st.dictionaries(st.sampled_from(["name", "type", "plugins", "cniVersion"]), children, max_size=3)
+    ),
     max_leaves=8,
 )
 

@@ -9,15 +9,29 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kvnet.core.errors import TranslationError
+from kvnet.core.model import (
+    BindingRecord,
+    GuestBond,
+    GuestIpConfig,
+    HostdevNic,
+    PciAddress,
+    PodFacts,
+    PodLink,
+    TapNic,
+    VmNicPlan,
+)
 from kvnet.domain.netdata import guest_network_data, merge_network_data
 from kvnet.domain.pipeline import cloud_init_network_data
-from kvnet.core.errors import TranslationError
-from kvnet.core.model import BindingRecord, GuestBond, GuestIpConfig, HostdevNic, PciAddress, PodFacts, PodLink, TapNic, VmNicPlan
 
-IP = GuestIpConfig(("10.1.0.5/24", "fd00::5/64"), ("10.1.0.1", "fd00::1"), (("10.2.0.0/16", "10.1.0.254"), ("10.3.0.0/16", "")))
+IP = GuestIpConfig(
+    ("10.1.0.5/24", "fd00::5/64"), ("10.1.0.1", "fd00::1"), (("10.2.0.0/16", "10.1.0.254"), ("10.3.0.0/16", ""))
+)
 A = TapNic(name="blue", target="tap1", mac="02:00:00:00:00:01", ip=IP)
 B = TapNic(name="red", target="tap2", mac="02:00:00:00:00:02")
-VF = HostdevNic(name="a-very-long-vf-name", source=PciAddress(0, 0x81, 0x10, 1), mac="02:00:00:00:00:03", rendered_by_kubevirt=True)
+VF = HostdevNic(
+    name="a-very-long-vf-name", source=PciAddress(0, 0x81, 0x10, 1), mac="02:00:00:00:00:03", rendered_by_kubevirt=True
+)
 
 
 def test_nothing_to_configure() -> None:
@@ -46,17 +60,26 @@ def test_addresses_and_routes() -> None:
 
 
 def test_bond() -> None:
-    bond = GuestBond(name="bond0", members=(B, VF), mode="802.3ad", miimon=200, fail_over_mac="follow", ip=GuestIpConfig(("192.168.1.2/24",)))
+    bond = GuestBond(
+        name="bond0",
+        members=(B, VF),
+        mode="802.3ad",
+        miimon=200,
+        fail_over_mac="follow",
+        ip=GuestIpConfig(("192.168.1.2/24",)),
+    )
     data = guest_network_data(VmNicPlan(nics=(A, B, VF), bonds=(bond,)))
     assert data is not None
     assert data["ethernets"]["red"] == {"match": {"macaddress": "02:00:00:00:00:02"}, "set-name": "red"}
     # a name longer than 15 characters cannot be a guest interface name: matched, not renamed
     assert data["ethernets"]["a-very-long-vf-name"] == {"match": {"macaddress": "02:00:00:00:00:03"}}
-    assert data["bonds"] == {"bond0": {
-        "interfaces": ["red", "a-very-long-vf-name"],
-        "parameters": {"mode": "802.3ad", "mii-monitor-interval": 200, "fail-over-mac-policy": "follow"},
-        "addresses": ["192.168.1.2/24"],
-    }}
+    assert data["bonds"] == {
+        "bond0": {
+            "interfaces": ["red", "a-very-long-vf-name"],
+            "parameters": {"mode": "802.3ad", "mii-monitor-interval": 200, "fail-over-mac-policy": "follow"},
+            "addresses": ["192.168.1.2/24"],
+        }
+    }
     assert "blue" in data["ethernets"]
 
 
@@ -67,8 +90,11 @@ def test_member_without_mac() -> None:
     assert err.value.msg == "interface 'vf': the guest needs configuration for it but it has no MAC to match"
 
 
-OURS = {"version": 2, "ethernets": {"blue": {"match": {"macaddress": "02:00:00:00:00:01"}, "addresses": ["10.1.0.5/24"]}},
-        "bonds": {"bond0": {"interfaces": ["blue"]}}}
+OURS = {
+    "version": 2,
+    "ethernets": {"blue": {"match": {"macaddress": "02:00:00:00:00:01"}, "addresses": ["10.1.0.5/24"]}},
+    "bonds": {"bond0": {"interfaces": ["blue"]}},
+}
 
 
 def test_merge_keeps_the_users_data() -> None:
@@ -90,12 +116,26 @@ def test_merge_wrapped_and_json_and_empty() -> None:
 @pytest.mark.parametrize(
     ("user", "message"),
     [
-        ("version: 1\nconfig: []\n", "the VMI's cloud-init NetworkData is version 1; kvnet's guest network data (bonds, addresses) is version 2"),
-        ("version: 2\nethernets:\n  blue: {dhcp4: true}\n", "NetworkData conflict: the VMI's cloud-init NetworkData already defines ethernets.blue"),
-        ("version: 2\nethernets:\n  mine: {match: {macaddress: '02:00:00:00:00:01'}}\n",
-         "NetworkData conflict: the VMI's cloud-init NetworkData already matches MAC 02:00:00:00:00:01 (ethernets.mine), which kvnet configures for interface 'blue'"),
-        ("version: 2\nbonds:\n  bond0: {interfaces: [x]}\n", "NetworkData conflict: the VMI's cloud-init NetworkData already defines bonds.bond0"),
-        ("version: 2\nvlans:\n  bond0: {id: 5, link: x}\n", "NetworkData conflict: the VMI's cloud-init NetworkData already defines vlans.bond0"),
+        (
+            "version: 1\nconfig: []\n",
+            "the VMI's cloud-init NetworkData is version 1; kvnet's guest network data (bonds, addresses) is version 2",
+        ),
+        (
+            "version: 2\nethernets:\n  blue: {dhcp4: true}\n",
+            "NetworkData conflict: the VMI's cloud-init NetworkData already defines ethernets.blue",
+        ),
+        (
+            "version: 2\nethernets:\n  mine: {match: {macaddress: '02:00:00:00:00:01'}}\n",
+            "NetworkData conflict: the VMI's cloud-init NetworkData already matches MAC 02:00:00:00:00:01 (ethernets.mine), which kvnet configures for interface 'blue'",
+        ),
+        (
+            "version: 2\nbonds:\n  bond0: {interfaces: [x]}\n",
+            "NetworkData conflict: the VMI's cloud-init NetworkData already defines bonds.bond0",
+        ),
+        (
+            "version: 2\nvlans:\n  bond0: {id: 5, link: x}\n",
+            "NetworkData conflict: the VMI's cloud-init NetworkData already defines vlans.bond0",
+        ),
         ("- a\n", "the VMI's cloud-init NetworkData is not a mapping"),
         ("a: [", "the VMI's cloud-init NetworkData is not YAML/JSON"),
     ],
@@ -107,25 +147,38 @@ def test_merge_conflicts(user: str, message: str) -> None:
 
 
 VMI = {
-    "metadata": {"name": "vm1", "annotations": {"kvnet.io/bonds": '[{"name": "bond0", "members": ["blue", "sa"], "mode": "active-backup"}]'}},
+    "metadata": {
+        "name": "vm1",
+        "annotations": {"kvnet.io/bonds": '[{"name": "bond0", "members": ["blue", "sa"], "mode": "active-backup"}]'},
+    },
     "spec": {
         "networks": [{"name": "blue", "multus": {"networkName": "b"}}, {"name": "sa", "multus": {"networkName": "s"}}],
-        "domain": {"devices": {"interfaces": [
-            {"name": "blue", "binding": {"name": "kvnet"}, "macAddress": "02:00:00:00:00:0b"},
-            {"name": "sa", "sriov": {}, "macAddress": "02:00:00:00:00:0a"},
-        ]}},
+        "domain": {
+            "devices": {
+                "interfaces": [
+                    {"name": "blue", "binding": {"name": "kvnet"}, "macAddress": "02:00:00:00:00:0b"},
+                    {"name": "sa", "sriov": {}, "macAddress": "02:00:00:00:00:0a"},
+                ]
+            }
+        },
     },
 }
 LINKS = {
-    "pod16477688c0e": PodLink(name="pod16477688c0e", mac="02:ab:00:00:00:01", mtu=1400,
-                              record=BindingRecord(original_mac="0a:58:00:00:00:01", mtu=1400, ip=GuestIpConfig(("10.1.0.5/24",)))),
+    "pod16477688c0e": PodLink(
+        name="pod16477688c0e",
+        mac="02:ab:00:00:00:01",
+        mtu=1400,
+        record=BindingRecord(original_mac="0a:58:00:00:00:01", mtu=1400, ip=GuestIpConfig(("10.1.0.5/24",))),
+    ),
     "tap16477688c0e": PodLink(name="tap16477688c0e", mac="fe:00:00:00:00:01", mtu=1400, kind="tun"),
 }
 
 
 def test_cloud_init_pipeline() -> None:
     """PreCloudInitIso: no domain at hand, so the sriov member's PCI address is not needed."""
-    out = cloud_init_network_data(VMI, PodFacts(links=LINKS), user_network_data="version: 2\nethernets:\n  eth0: {dhcp4: true}\n")
+    out = cloud_init_network_data(
+        VMI, PodFacts(links=LINKS), user_network_data="version: 2\nethernets:\n  eth0: {dhcp4: true}\n"
+    )
     assert out is not None
     data = yaml.safe_load(out)
     assert set(data["ethernets"]) == {"eth0", "blue", "sa"}
@@ -149,10 +202,15 @@ _eth = st.dictionaries(_ids, _mac, max_size=5)
 
 @given(_eth, _eth, st.booleans())
 def test_merge_keeps_everything_or_refuses(user_eths: dict[str, str], our_eths: dict[str, str], wrap: bool) -> None:
-    user_body = {"version": 2, "ethernets": {k: {"match": {"macaddress": m}, "dhcp4": True} for k, m in user_eths.items()}}
+    user_body = {
+        "version": 2,
+        "ethernets": {k: {"match": {"macaddress": m}, "dhcp4": True} for k, m in user_eths.items()},
+    }
     ours = {"version": 2, "ethernets": {k: {"match": {"macaddress": m}, "set-name": k} for k, m in our_eths.items()}}
     user = yaml.safe_dump({"network": user_body} if wrap else user_body)
-    clash = bool(set(user_eths) & set(our_eths)) or bool({m.lower() for m in user_eths.values()} & {m.lower() for m in our_eths.values()})
+    clash = bool(set(user_eths) & set(our_eths)) or bool(
+        {m.lower() for m in user_eths.values()} & {m.lower() for m in our_eths.values()}
+    )
     try:
         merged = yaml.safe_load(merge_network_data(user, ours))
     except TranslationError as err:

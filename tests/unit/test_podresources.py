@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kvnet.meta.proto import podresources_pb2 as pb
-from kvnet.meta.proto import podresources_pb2_grpc as pb_grpc
 from kvnet.core.errors import ApiFailure
 from kvnet.lab.podresources_server import PodResourcesStandIn
 from kvnet.meta.podresources import PodResourcesClient, resource_map
+from kvnet.meta.proto import podresources_pb2 as pb
+from kvnet.meta.proto import podresources_pb2_grpc as pb_grpc
 
 SRIOV = "intel.com/sriov_vfio"
 MLX = "nvidia.com/mlx_netdevice"
@@ -69,7 +69,9 @@ def test_stand_in_wire_answers(kubelet: PodResourcesStandIn, sock: str) -> None:
         stub = pb_grpc.PodResourcesListerStub(channel)
         listed = stub.List(pb.ListPodResourcesRequest(), timeout=5)
         assert {(p.namespace, p.name) for p in listed.pod_resources} == {
-            POD, ("vms", "virt-launcher-vm2-aaaaa"), ("other", "virt-launcher-vm1-x7k2p")
+            POD,
+            ("vms", "virt-launcher-vm2-aaaaa"),
+            ("other", "virt-launcher-vm1-x7k2p"),
         }
         got = stub.Get(pb.GetPodResourcesRequest(pod_name=POD[1], pod_namespace=POD[0]), timeout=5)
         assert sorted(c.name for c in got.pod_resources.containers) == ["compute", "hook-sidecar-0"]
@@ -94,17 +96,29 @@ def test_resource_map_from_a_message() -> None:
     answer = pb.ListPodResourcesResponse(
         pod_resources=[
             pb.PodResources(
-                name="p", namespace="n",
+                name="p",
+                namespace="n",
                 containers=[
-                    pb.ContainerResources(name="a", devices=[pb.ContainerDevices(resource_name="r", device_ids=["2", "1"])],
-                                          cpu_ids=[3, 4]),
-                    pb.ContainerResources(name="b", devices=[pb.ContainerDevices(
-                        resource_name="r", device_ids=["0"],
-                        topology=pb.TopologyInfo(nodes=[pb.NUMANode(ID=1)]))]),
+                    pb.ContainerResources(
+                        name="a",
+                        devices=[pb.ContainerDevices(resource_name="r", device_ids=["2", "1"])],
+                        cpu_ids=[3, 4],
+                    ),
+                    pb.ContainerResources(
+                        name="b",
+                        devices=[
+                            pb.ContainerDevices(
+                                resource_name="r", device_ids=["0"], topology=pb.TopologyInfo(nodes=[pb.NUMANode(ID=1)])
+                            )
+                        ],
+                    ),
                 ],
             ),
-            pb.PodResources(name="p", namespace="m",
-                            containers=[pb.ContainerResources(devices=[pb.ContainerDevices(resource_name="r", device_ids=["9"])])]),
+            pb.PodResources(
+                name="p",
+                namespace="m",
+                containers=[pb.ContainerResources(devices=[pb.ContainerDevices(resource_name="r", device_ids=["9"])])],
+            ),
         ]
     )
     decoded = pb.ListPodResourcesResponse.FromString(answer.SerializeToString())
@@ -117,9 +131,10 @@ def test_resource_map_from_a_message() -> None:
 
 
 def test_socket_missing(sock: str) -> None:
-    with pytest.raises(ApiFailure, match=(
-        r"pod vms/virt-launcher-vm1-x7k2p: kubelet PodResources socket .*kubelet\.sock does not exist"
-    )) as info:
+    with pytest.raises(
+        ApiFailure,
+        match=(r"pod vms/virt-launcher-vm1-x7k2p: kubelet PodResources socket .*kubelet\.sock does not exist"),
+    ) as info:
         PodResourcesClient(sock).device_ids(*POD, SRIOV)
     assert info.value.cni_code == 103
 
@@ -195,7 +210,8 @@ def test_stand_in_command_line(tmp_path: Path, sock: str) -> None:
     table.write_text(json.dumps([{"namespace": "vms", "pod": "p", "resources": {SRIOV: ["0000:81:00.7"]}}]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "kvnet.lab.podresources_server", "--socket", sock, "--allocations", str(table)],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     try:
@@ -215,7 +231,9 @@ def test_stand_in_command_line(tmp_path: Path, sock: str) -> None:
 
 def test_import_is_light() -> None:
     """The standalone CNI binary imports this module; grpc comes only with the first call."""
-    code = "import sys, kvnet.meta.podresources; print(sorted(m for m in ('grpc', 'google.protobuf') if m in sys.modules))"
+    code = (
+        "import sys, kvnet.meta.podresources; print(sorted(m for m in ('grpc', 'google.protobuf') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
 
@@ -223,9 +241,9 @@ def test_import_is_light() -> None:
 def test_flow_resource_name_to_device_info(tmp_path: Path) -> None:
     """resourceName → sorted device IDs, one per NAD in order (as kvnet.meta.commands hands them out)
     → dp file copied to the attachment's cni file → a VFIO VF."""
-    from kvnet.meta.deviceinfo import cni_path, copy_dp_to_cni, remove_cni, save_dp, vf_device_info
-    from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
     from kvnet.binding.sriov import discover_vf, list_vfs
+    from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
+    from kvnet.meta.deviceinfo import cni_path, copy_dp_to_cni, remove_cni, save_dp, vf_device_info
 
     sysfs, devinfo = str(tmp_path / "root"), str(tmp_path / "devinfo")
     vfs = ["0000:81:00.2", "0000:81:00.3"]

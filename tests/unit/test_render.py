@@ -8,16 +8,28 @@ from typing import Any
 
 import pytest
 
-from kvnet.domain.render import environment, nic_from_element, render_nic, render_plan, render_text
-from kvnet.domain.vmi import parse_vmi
 from kvnet.core.errors import RenderError, TranslationError
 from kvnet.core.model import GuestBond, HostdevNic, PciAddress, TapNic, VmNicPlan
+from kvnet.domain.render import environment, nic_from_element, render_nic, render_plan, render_text
+from kvnet.domain.vmi import parse_vmi
 
 EVIL = ['"/><evil/>', "'&<", "a\"b='c'", "]]><!--", "<evil a='1'>"]
 
-TAP = TapNic(name="blue", target="tap16477688c0e", mac="02:00:00:00:00:01", mtu=1500, pci_address=PciAddress(0, 0, 0x0A, 0),
-             acpi_index=4, boot_order=2, link_up=False, queues=4, model="virtio-non-transitional")
-HOSTDEV = HostdevNic(name="vf", source=PciAddress(0, 0x81, 0x10, 1), pci_address=PciAddress(0, 0, 0x0B, 0), boot_order=3)
+TAP = TapNic(
+    name="blue",
+    target="tap16477688c0e",
+    mac="02:00:00:00:00:01",
+    mtu=1500,
+    pci_address=PciAddress(0, 0, 0x0A, 0),
+    acpi_index=4,
+    boot_order=2,
+    link_up=False,
+    queues=4,
+    model="virtio-non-transitional",
+)
+HOSTDEV = HostdevNic(
+    name="vf", source=PciAddress(0, 0x81, 0x10, 1), pci_address=PciAddress(0, 0, 0x0B, 0), boot_order=3
+)
 
 
 def shape(elem: ET.Element) -> list[tuple[str, tuple[str, ...]]]:
@@ -40,7 +52,13 @@ def test_tap_optional_fields() -> None:
     assert elem.find("link").get("state") == "down"  # type: ignore[union-attr]
     assert elem.find("driver").attrib == {"name": "vhost", "queues": "4"}  # type: ignore[union-attr]
     assert elem.find("acpi").get("index") == "4"  # type: ignore[union-attr]
-    assert elem.find("address").attrib == {"type": "pci", "domain": "0x0000", "bus": "0x00", "slot": "0x0a", "function": "0x0"}  # type: ignore[union-attr]
+    assert elem.find("address").attrib == {
+        "type": "pci",
+        "domain": "0x0000",
+        "bus": "0x00",
+        "slot": "0x0a",
+        "function": "0x0",
+    }  # type: ignore[union-attr]
 
 
 def test_hostdev_xml_source_has_no_type() -> None:
@@ -78,7 +96,13 @@ def test_hostdev_injection_is_escaped(evil: str) -> None:
 
 
 VMI_FIELDS: list[tuple[str, Any]] = [
-    ("name", lambda v, e: (v["spec"]["domain"]["devices"]["interfaces"][0].update(name=e), v["spec"]["networks"][0].update(name=e))),
+    (
+        "name",
+        lambda v, e: (
+            v["spec"]["domain"]["devices"]["interfaces"][0].update(name=e),
+            v["spec"]["networks"][0].update(name=e),
+        ),
+    ),
     ("macAddress", lambda v, e: v["spec"]["domain"]["devices"]["interfaces"][0].update(macAddress=e)),
     ("model", lambda v, e: v["spec"]["domain"]["devices"]["interfaces"][0].update(model=e)),
     ("pciAddress", lambda v, e: v["spec"]["domain"]["devices"]["interfaces"][0].update(pciAddress=e)),
@@ -89,8 +113,13 @@ VMI_FIELDS: list[tuple[str, Any]] = [
 @pytest.mark.parametrize("evil", EVIL)
 @pytest.mark.parametrize(("field", "mutate"), VMI_FIELDS, ids=[f for f, _ in VMI_FIELDS])
 def test_vmi_strings_that_reach_xml_are_rejected(field: str, mutate: Any, evil: str) -> None:
-    doc = {"metadata": {"name": "vm"}, "spec": {"networks": [{"name": "blue", "multus": {"networkName": "n"}}],
-                                                 "domain": {"devices": {"interfaces": [{"name": "blue", "binding": {"name": "kvnet"}}]}}}}
+    doc = {
+        "metadata": {"name": "vm"},
+        "spec": {
+            "networks": [{"name": "blue", "multus": {"networkName": "n"}}],
+            "domain": {"devices": {"interfaces": [{"name": "blue", "binding": {"name": "kvnet"}}]}},
+        },
+    }
     mutate(doc, evil)
     with pytest.raises(TranslationError) as err:
         parse_vmi(doc)
@@ -104,7 +133,9 @@ def test_autoescape_is_forced_for_xml_j2() -> None:
 
 
 def test_render_plan_skips_kubevirt_hostdevs() -> None:
-    theirs = HostdevNic(name="sa", source=PciAddress(0, 0x81, 0x10, 2), mac="02:00:00:00:00:0a", rendered_by_kubevirt=True)
+    theirs = HostdevNic(
+        name="sa", source=PciAddress(0, 0x81, 0x10, 2), mac="02:00:00:00:00:0a", rendered_by_kubevirt=True
+    )
     plan = VmNicPlan(nics=(TAP, HOSTDEV, theirs), bonds=(GuestBond(name="bond0", members=(TAP, theirs)),))
     assert [e.find("alias").get("name") for e in render_plan(plan)] == ["ua-blue", "ua-sriov-vf"]  # type: ignore[union-attr]
 

@@ -56,7 +56,9 @@ def test_only_switches(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_domain_splice(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     domain = tmp_path / "domain.xml"
-    domain.write_text("<domain type=\"qemu\">\n\t<name>demo_vm-kvnet</name>\n\t<devices>\n\t\t<emulator>/usr/bin/qemu-system-x86_64</emulator>\n\t</devices>\n</domain>")
+    domain.write_text(
+        '<domain type="qemu">\n\t<name>demo_vm-kvnet</name>\n\t<devices>\n\t\t<emulator>/usr/bin/qemu-system-x86_64</emulator>\n\t</devices>\n</domain>'
+    )
     code, out, err = render(capsys, EXAMPLE, "--network-info", INFO, "--domain", str(domain), "--only", "xml")
     assert code == 0, err
     root = ET.fromstring(out)
@@ -79,12 +81,16 @@ def test_separate_nad_files_and_missing_nad(capsys: pytest.CaptureFixture[str], 
     assert code == 0, err
 
 
-def test_sriov_bond_members_offline(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+def test_sriov_bond_members_offline(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     """Without a domain the sriov: {} members' hostdevs are KubeVirt's: their PCI addresses are not needed."""
     docs = list(yaml.safe_load_all(Path(EXAMPLE).read_text()))
     ifaces = docs[0]["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
     docs[0]["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"] = [i for i in ifaces if i["name"] != "vf"]
-    docs[0]["spec"]["template"]["spec"]["networks"] = [n for n in docs[0]["spec"]["template"]["spec"]["networks"] if n["name"] != "vf"]
+    docs[0]["spec"]["template"]["spec"]["networks"] = [
+        n for n in docs[0]["spec"]["template"]["spec"]["networks"] if n["name"] != "vf"
+    ]
     (tmp_path / "vm.yaml").write_text(yaml.safe_dump_all(docs))
     caplog.set_level(logging.INFO, logger="kvnet.commands.render")
     code, out, err = render(capsys, str(tmp_path / "vm.yaml"), "--only", "network-data")
@@ -96,17 +102,25 @@ def test_sriov_bond_members_offline(capsys: pytest.CaptureFixture[str], caplog: 
 def test_sriov_needs_network_info(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = render(capsys, EXAMPLE)
     assert code == 1 and out == ""
-    assert err.startswith("kvnet render: interface 'vf': pod interface podc70d6cef7d4 and tap tapc70d6cef7d4 are absent and network-info has no entry")
+    assert err.startswith(
+        "kvnet render: interface 'vf': pod interface podc70d6cef7d4 and tap tapc70d6cef7d4 are absent and network-info has no entry"
+    )
 
 
 def _vm(tmp_path: Path, nad_type: str = "bridge", **iface: object) -> str:
     vm = {
         "kind": "VirtualMachineInstance",
         "metadata": {"name": "v", "namespace": "ns"},
-        "spec": {"networks": [{"name": "blue", "multus": {"networkName": "nad-blue"}}],
-                 "domain": {"devices": {"interfaces": [{"name": "blue", "binding": {"name": "kvnet"}, **iface}]}}},
+        "spec": {
+            "networks": [{"name": "blue", "multus": {"networkName": "nad-blue"}}],
+            "domain": {"devices": {"interfaces": [{"name": "blue", "binding": {"name": "kvnet"}, **iface}]}},
+        },
     }
-    nad = {"kind": "NetworkAttachmentDefinition", "metadata": {"name": "nad-blue"}, "spec": {"config": json.dumps({"type": nad_type, "mtu": 9000})}}
+    nad = {
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "nad-blue"},
+        "spec": {"config": json.dumps({"type": nad_type, "mtu": 9000})},
+    }
     path = tmp_path / "vm.yaml"
     path.write_text(yaml.safe_dump_all([vm, nad]))
     return str(path)
@@ -143,9 +157,15 @@ def test_multiqueue_assumed_when_asked(capsys: pytest.CaptureFixture[str], tmp_p
     ("links", "message"),
     [
         ({"a": 1}, "kvnet render: pod links must be a list of links (or {links: [...]})"),
-        ([{"name": "x/y", "mac": "02:00:00:00:00:01"}], "kvnet render: pod link 'x/y': interface name 'x/y' contains / or : or whitespace"),
+        (
+            [{"name": "x/y", "mac": "02:00:00:00:00:01"}],
+            "kvnet render: pod link 'x/y': interface name 'x/y' contains / or : or whitespace",
+        ),
         ([{"name": "tap1", "mac": "nope"}], "kvnet render: pod link 'tap1': mac 'nope' is not a MAC address"),
-        ([{"name": "tap1", "mac": "02:00:00:00:00:01", "ifalias": '{"kvnet":9}'}], "kvnet render: unsupported kvnet binding record version 9"),
+        (
+            [{"name": "tap1", "mac": "02:00:00:00:00:01", "ifalias": '{"kvnet":9}'}],
+            "kvnet render: unsupported kvnet binding record version 9",
+        ),
     ],
 )
 def test_bad_pod_links(capsys: pytest.CaptureFixture[str], tmp_path: Path, links: object, message: str) -> None:
@@ -165,29 +185,50 @@ def test_bad_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 
 
 def test_console_script(kvnet_bin_dir: str) -> None:
-    done = subprocess.run([f"{kvnet_bin_dir}/kvnet", "render", EXAMPLE, "--network-info", INFO, "--only", "xml"], capture_output=True, text=True)
+    done = subprocess.run(
+        [f"{kvnet_bin_dir}/kvnet", "render", EXAMPLE, "--network-info", INFO, "--only", "xml"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert c14n(done.stdout) == c14n((REPO / "tests" / "golden" / "example" / "expected.xml").read_text())
 
 
 @pytest.mark.parametrize("evil", ['"/><evil/>', "'&<", "]]><!--"])
-def test_nad_and_network_strings_cannot_reach_the_xml(capsys: pytest.CaptureFixture[str], tmp_path: Path, evil: str) -> None:
+def test_nad_and_network_strings_cannot_reach_the_xml(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, evil: str
+) -> None:
     """Strings a VMI or NAD author controls but kvnet does not validate never appear in the XML."""
     vm = {
         "kind": "VirtualMachineInstance",
         "metadata": {"name": f"v{evil}", "namespace": "ns", "annotations": {"x": evil}},
-        "spec": {"networks": [{"name": "blue", "multus": {"networkName": f"ns/{evil}"}}],
-                 "domain": {"devices": {"interfaces": [{"name": "blue", "binding": {"name": "kvnet"}}]}}},
+        "spec": {
+            "networks": [{"name": "blue", "multus": {"networkName": f"ns/{evil}"}}],
+            "domain": {"devices": {"interfaces": [{"name": "blue", "binding": {"name": "kvnet"}}]}},
+        },
     }
-    nad = {"kind": "NetworkAttachmentDefinition", "metadata": {"name": evil, "namespace": "ns", "annotations": {"a": evil}},
-           "spec": {"config": json.dumps({"type": "bridge", "name": evil, "bridge": evil, "ipam": {"type": "static", "addresses": []}})}}
+    nad = {
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": evil, "namespace": "ns", "annotations": {"a": evil}},
+        "spec": {
+            "config": json.dumps(
+                {"type": "bridge", "name": evil, "bridge": evil, "ipam": {"type": "static", "addresses": []}}
+            )
+        },
+    }
     path = tmp_path / "vm.yaml"
     path.write_text(yaml.safe_dump_all([vm, nad]))
     code, out, err = render(capsys, str(path), "--only", "xml")
     assert code == 0, err
     devices = ET.fromstring(out)
     assert [(e.tag, sorted(e.attrib)) for e in devices.iter()] == [
-        ("devices", []), ("interface", ["type"]), ("target", ["dev", "managed"]), ("model", ["type"]),
-        ("mac", ["address"]), ("mtu", ["size"]), ("alias", ["name"]), ("rom", ["enabled"]),
+        ("devices", []),
+        ("interface", ["type"]),
+        ("target", ["dev", "managed"]),
+        ("model", ["type"]),
+        ("mac", ["address"]),
+        ("mtu", ["size"]),
+        ("alias", ["name"]),
+        ("rom", ["enabled"]),
     ]
     assert evil not in out

@@ -37,13 +37,20 @@ def test_generated_modules_match_the_protos(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools", reason="grpcio-tools (test extra) is needed to regenerate")
     made = protogen.generate(API, tmp_path)
     assert sorted(p.name for p in made) == sorted(
-        f"{stem}{suffix}" for stem in ("info", "v1alpha1", "v1alpha2", "v1alpha3") for suffix in ("_pb2.py", "_pb2_grpc.py"))
-    same_tools = _generated_by((PROTO_DIR / "info_pb2_grpc.py").read_text()) == importlib.metadata.version("grpcio-tools")
+        f"{stem}{suffix}"
+        for stem in ("info", "v1alpha1", "v1alpha2", "v1alpha3")
+        for suffix in ("_pb2.py", "_pb2_grpc.py")
+    )
+    same_tools = _generated_by((PROTO_DIR / "info_pb2_grpc.py").read_text()) == importlib.metadata.version(
+        "grpcio-tools"
+    )
     for path in made:
         committed = (PROTO_DIR / path.name).read_text()
         fresh = path.read_text()
         if path.name.endswith("_pb2.py"):
-            assert _descriptor_bytes(committed) == _descriptor_bytes(fresh), f"{path.name} is stale: run python -m kvnet.lab.protogen"
+            assert _descriptor_bytes(committed) == _descriptor_bytes(fresh), (
+                f"{path.name} is stale: run python -m kvnet.lab.protogen"
+            )
         if same_tools:
             assert committed == fresh, f"{path.name} is stale: run python -m kvnet.lab.protogen"
 
@@ -61,12 +68,26 @@ _V = ("v1alpha1", "v1alpha2", "v1alpha3")
 _V2 = ("v1alpha2", "v1alpha3")
 FIELDS = [
     ("info_pb2", "InfoParams", []),
-    ("info_pb2", "InfoResult", ["string name = 1", "repeated HookPoint hookPoints = 3", "repeated string versions = 4"]),
+    (
+        "info_pb2",
+        "InfoResult",
+        ["string name = 1", "repeated HookPoint hookPoints = 3", "repeated string versions = 4"],
+    ),
     ("info_pb2", "HookPoint", ["string name = 1", "int32 priority = 2"]),
     *[(f"{v}_pb2", "OnDefineDomainParams", ["bytes domainXML = 1", "bytes vmi = 2"]) for v in _V],
     *[(f"{v}_pb2", "OnDefineDomainResult", ["bytes domainXML = 1"]) for v in _V],
-    *[(f"{v}_pb2", "PreCloudInitIsoParams", ["bytes cloudInitNoCloudSource = 1", "bytes vmi = 2", "bytes cloudInitData = 3"]) for v in _V2],
-    *[(f"{v}_pb2", "PreCloudInitIsoResult", ["bytes cloudInitNoCloudSource = 1", "bytes cloudInitData = 3"]) for v in _V2],
+    *[
+        (
+            f"{v}_pb2",
+            "PreCloudInitIsoParams",
+            ["bytes cloudInitNoCloudSource = 1", "bytes vmi = 2", "bytes cloudInitData = 3"],
+        )
+        for v in _V2
+    ],
+    *[
+        (f"{v}_pb2", "PreCloudInitIsoResult", ["bytes cloudInitNoCloudSource = 1", "bytes cloudInitData = 3"])
+        for v in _V2
+    ],
     ("v1alpha3_pb2", "ShutdownParams", []),
     ("v1alpha3_pb2", "ShutdownResult", []),
 ]
@@ -99,11 +120,23 @@ def test_wire_fields(module: str, message: str, fields: list[str]) -> None:
 SERVICES = [
     ("info_pb2", "Info", ["Info(InfoParams) returns (InfoResult)"]),
     ("v1alpha1_pb2", "Callbacks", ["OnDefineDomain(OnDefineDomainParams) returns (OnDefineDomainResult)"]),
-    ("v1alpha2_pb2", "Callbacks", ["OnDefineDomain(OnDefineDomainParams) returns (OnDefineDomainResult)",
-                                   "PreCloudInitIso(PreCloudInitIsoParams) returns (PreCloudInitIsoResult)"]),
-    ("v1alpha3_pb2", "Callbacks", ["OnDefineDomain(OnDefineDomainParams) returns (OnDefineDomainResult)",
-                                   "PreCloudInitIso(PreCloudInitIsoParams) returns (PreCloudInitIsoResult)",
-                                   "Shutdown(ShutdownParams) returns (ShutdownResult)"]),
+    (
+        "v1alpha2_pb2",
+        "Callbacks",
+        [
+            "OnDefineDomain(OnDefineDomainParams) returns (OnDefineDomainResult)",
+            "PreCloudInitIso(PreCloudInitIsoParams) returns (PreCloudInitIsoResult)",
+        ],
+    ),
+    (
+        "v1alpha3_pb2",
+        "Callbacks",
+        [
+            "OnDefineDomain(OnDefineDomainParams) returns (OnDefineDomainResult)",
+            "PreCloudInitIso(PreCloudInitIsoParams) returns (PreCloudInitIsoResult)",
+            "Shutdown(ShutdownParams) returns (ShutdownResult)",
+        ],
+    ),
 ]
 
 
@@ -118,5 +151,7 @@ def test_services(module: str, name: str, methods: list[str]) -> None:
         assert full_name.startswith(f"{package}."), full_name  # input and output types of the same package
         return full_name.removeprefix(f"{package}.")
 
-    assert [f"{m.name}({local(m.input_type.full_name)}) returns ({local(m.output_type.full_name)})" for m in service.methods] == methods
+    assert [
+        f"{m.name}({local(m.input_type.full_name)}) returns ({local(m.output_type.full_name)})" for m in service.methods
+    ] == methods
     assert all(not m.client_streaming and not m.server_streaming for m in service.methods)

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvnet.domain.render import render_nic
-from kvnet.domain.splice import kubevirt_hostdevs, splice
 from kvnet.core.errors import RenderError
 from kvnet.core.model import PciAddress, TapNic
+from kvnet.domain.render import render_nic
+from kvnet.domain.splice import kubevirt_hostdevs, splice
 
 # as virt-launcher sends it: tab-indented, no XML header, a qemu: namespace, a comment
 DOMAIN = """<domain type="kvm" xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">
@@ -91,7 +91,12 @@ def test_default_namespaces_survive_repeated_splices() -> None:
     twice = splice(once, [render_nic(RED)])
     assert '<kubevirt xmlns="http://kubevirt.io">' in twice and "ns0" not in twice
     assert [e.find("alias").get("name") for e in ET.fromstring(twice).find("devices")] == [  # type: ignore[union-attr]
-        "ua-default", "ua-blue", "ua-sriov-sa", "hostdev0", "ua-red"]
+        "ua-default",
+        "ua-blue",
+        "ua-sriov-sa",
+        "hostdev0",
+        "ua-red",
+    ]
     assert kubevirt_hostdevs(twice) == {"ua-sriov-sa": PciAddress(0, 0x81, 0x10, 2)}
 
 
@@ -113,8 +118,8 @@ def test_odd_devices(domain: str) -> None:
 
 def test_replacing_keeps_surroundings() -> None:
     out = splice(DOMAIN, [render_nic(BLUE)])
-    before, after = DOMAIN.split("\t\t<interface type=\"ethernet\">\n\t\t\t<target dev=\"tapold\"")
-    after = after[after.index("</interface>") + len("</interface>"):]
+    before, after = DOMAIN.split('\t\t<interface type="ethernet">\n\t\t\t<target dev="tapold"')
+    after = after[after.index("</interface>") + len("</interface>") :]
     assert out.startswith(before) and out.endswith(after)
 
 
@@ -164,7 +169,9 @@ def test_non_ascii_and_non_utf8() -> None:
     out = splice(text, [render_nic(BLUE)])
     assert out.startswith("<domain><description>caf\u00e9 \u2603</description><devices>")
     assert splice(out.encode(), [render_nic(BLUE)]) == out
-    latin1 = "<?xml version='1.0' encoding='iso-8859-1'?><domain><description>caf\u00e9</description><devices/></domain>".encode("latin-1")
+    latin1 = "<?xml version='1.0' encoding='iso-8859-1'?><domain><description>caf\u00e9</description><devices/></domain>".encode(
+        "latin-1"
+    )
     with pytest.raises(RenderError, match="not UTF-8"):
         splice(latin1, [render_nic(BLUE)])
 
@@ -179,27 +186,46 @@ def test_kubevirt_hostdevs() -> None:
     with pytest.raises(RenderError, match="hostdev ua-sriov-x in the domain has no source address"):
         kubevirt_hostdevs('<domain><devices><hostdev><alias name="ua-sriov-x"/></hostdev></devices></domain>')
     with pytest.raises(RenderError, match="malformed source address"):
-        kubevirt_hostdevs('<domain><devices><hostdev><source><address domain="zz"/></source><alias name="ua-sriov-x"/></hostdev></devices></domain>')
+        kubevirt_hostdevs(
+            '<domain><devices><hostdev><source><address domain="zz"/></source><alias name="ua-sriov-x"/></hostdev></devices></domain>'
+        )
 
 
 def test_define_domain_pipeline() -> None:
     """The sidecar's OnDefineDomain call: parse VMI, read KubeVirt's hostdevs, render, splice."""
-    from kvnet.domain.pipeline import define_domain
     from kvnet.core.model import BindingRecord, PodFacts, PodLink
+    from kvnet.domain.pipeline import define_domain
 
     vmi = {
-        "metadata": {"name": "vm1", "namespace": "ns", "annotations": {"kvnet.io/bonds": '[{"name": "bond0", "members": ["blue", "sa"]}]'}},
+        "metadata": {
+            "name": "vm1",
+            "namespace": "ns",
+            "annotations": {"kvnet.io/bonds": '[{"name": "bond0", "members": ["blue", "sa"]}]'},
+        },
         "spec": {
-            "networks": [{"name": "default", "pod": {}}, {"name": "blue", "multus": {"networkName": "b"}}, {"name": "sa", "multus": {"networkName": "s"}}],
-            "domain": {"devices": {"interfaces": [
-                {"name": "default", "masquerade": {}},
-                {"name": "blue", "binding": {"name": "kvnet"}, "macAddress": "02:00:00:00:00:0b"},
-                {"name": "sa", "sriov": {}, "macAddress": "02:00:00:00:00:0a"},
-            ]}},
+            "networks": [
+                {"name": "default", "pod": {}},
+                {"name": "blue", "multus": {"networkName": "b"}},
+                {"name": "sa", "multus": {"networkName": "s"}},
+            ],
+            "domain": {
+                "devices": {
+                    "interfaces": [
+                        {"name": "default", "masquerade": {}},
+                        {"name": "blue", "binding": {"name": "kvnet"}, "macAddress": "02:00:00:00:00:0b"},
+                        {"name": "sa", "sriov": {}, "macAddress": "02:00:00:00:00:0a"},
+                    ]
+                }
+            },
         },
     }
     links = {
-        "pod16477688c0e": PodLink(name="pod16477688c0e", mac="02:ab:00:00:00:01", mtu=1400, record=BindingRecord(original_mac="0a:58:00:00:00:01", mtu=1400)),
+        "pod16477688c0e": PodLink(
+            name="pod16477688c0e",
+            mac="02:ab:00:00:00:01",
+            mtu=1400,
+            record=BindingRecord(original_mac="0a:58:00:00:00:01", mtu=1400),
+        ),
         "tap16477688c0e": PodLink(name="tap16477688c0e", mac="fe:00:00:00:00:01", mtu=1400, kind="tun"),
     }
     out = define_domain(DOMAIN.encode(), vmi, PodFacts(links=links))
@@ -227,7 +253,10 @@ def test_splice_properties(existing: list[str], data: st.DataObject) -> None:
     )
     domain = f"<domain>\n{indent}<name>d</name>\n{indent}<devices>{devices}\n{indent}</devices>\n</domain>"
     ours = data.draw(st.lists(st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), max_size=4, unique=True))
-    nics = [TapNic(name=n[3:] if n.startswith("ua-") else n, target=f"tap{i}", mac="02:00:00:00:00:01") for i, n in enumerate(ours)]
+    nics = [
+        TapNic(name=n[3:] if n.startswith("ua-") else n, target=f"tap{i}", mac="02:00:00:00:00:01")
+        for i, n in enumerate(ours)
+    ]
     replaced = data.draw(st.lists(st.sampled_from(existing), unique=True)) if existing else []
     nics += [TapNic(name=a[3:], target="tapnew", mac="02:00:00:00:00:02") for a in replaced]
     out = splice(domain, [render_nic(n) for n in nics])

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kvnet.binding.sriov import VfInfo, discover_vf, list_vfs, netdev_pci_address
 from kvnet.core.errors import DeviceError
 from kvnet.core.model import PciAddress
 from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
-from kvnet.binding.sriov import VfInfo, discover_vf, list_vfs, netdev_pci_address
 
 PF = "0000:81:00.0"
 VFS = (
@@ -116,30 +116,74 @@ def _relink(path: Path, target: str) -> None:
 Breakage = Callable[[str], None]
 
 BROKEN: list[tuple[str, Breakage, str, str]] = [
-    ("missing-physfn", lambda r: _rm(dev(r, "0000:81:00.2") / "physfn"), "0000:81:00.2",
-     r"PCI device 0000:81:00\.2 is not an SR-IOV VF \(it has no physfn link\)"),
+    (
+        "missing-physfn",
+        lambda r: _rm(dev(r, "0000:81:00.2") / "physfn"),
+        "0000:81:00.2",
+        r"PCI device 0000:81:00\.2 is not an SR-IOV VF \(it has no physfn link\)",
+    ),
     ("pf-is-not-a-vf", lambda r: None, PF, r"PCI device 0000:81:00\.0 is not an SR-IOV VF"),
     ("no-such-device", lambda r: None, "0000:82:00.2", r"PCI device 0000:82:00\.2: no such device"),
-    ("dangling-driver", lambda r: _rm(Path(r, "sys/bus/pci/drivers/iavf")), "0000:81:00.4",
-     r"PCI device 0000:81:00\.4: driver is a broken symlink \(-> \.\./\.\./\.\./bus/pci/drivers/iavf\)"),
-    ("dangling-physfn", lambda r: _relink(dev(r, "0000:81:00.2") / "physfn", "../0000:81:00.7"), "0000:81:00.2",
-     r"PCI device 0000:81:00\.2: physfn is a broken symlink"),
-    ("physfn-not-an-address", lambda r: _relink(dev(r, "0000:81:00.2") / "physfn", "../../pci0000:00"), "0000:81:00.2",
-     r"PCI device 0000:81:00\.2: physfn: invalid PCI address 'pci0000:00'"),
-    ("physfn-not-a-link", lambda r: (_rm(dev(r, "0000:81:00.2") / "physfn"), (dev(r, "0000:81:00.2") / "physfn").mkdir()),
-     "0000:81:00.2", r"PCI device 0000:81:00\.2: physfn is not a symlink"),
-    ("vfio-without-iommu-group", lambda r: _rm(dev(r, "0000:81:00.3") / "iommu_group"), "0000:81:00.3",
-     r"PCI device 0000:81:00\.3 is bound to vfio-pci but has no iommu_group"),
-    ("dangling-iommu-group", lambda r: _rm(Path(r, "sys/kernel/iommu_groups/61")), "0000:81:00.3",
-     r"PCI device 0000:81:00\.3: iommu_group is a broken symlink"),
-    ("iommu-group-not-a-number", lambda r: _relink(dev(r, "0000:81:00.3") / "iommu_group", "../0000:81:00.0"),
-     "0000:81:00.3", r"PCI device 0000:81:00\.3: iommu_group points to '0000:81:00\.0', not a group number"),
-    ("pf-forgot-the-vf", lambda r: _rm(dev(r, PF) / "virtfn1"), "0000:81:00.3",
-     r"PCI device 0000:81:00\.3: its PF 0000:81:00\.0 has no virtfnN link to it"),
-    ("dangling-virtfn", lambda r: _relink(dev(r, PF) / "virtfn2", "../0000:81:0f.7"), "0000:81:00.3",
-     r"PCI device 0000:81:00\.0: virtfn2 is a broken symlink"),
-    ("dangling-bus-link", lambda r: _rm(Path(r, "sys/devices/pci0000:00/0000:81:00.5")), "0000:81:00.5",
-     r"PCI device 0000:81:00\.5: .* is not a device folder \(broken symlink\?\)"),
+    (
+        "dangling-driver",
+        lambda r: _rm(Path(r, "sys/bus/pci/drivers/iavf")),
+        "0000:81:00.4",
+        r"PCI device 0000:81:00\.4: driver is a broken symlink \(-> \.\./\.\./\.\./bus/pci/drivers/iavf\)",
+    ),
+    (
+        "dangling-physfn",
+        lambda r: _relink(dev(r, "0000:81:00.2") / "physfn", "../0000:81:00.7"),
+        "0000:81:00.2",
+        r"PCI device 0000:81:00\.2: physfn is a broken symlink",
+    ),
+    (
+        "physfn-not-an-address",
+        lambda r: _relink(dev(r, "0000:81:00.2") / "physfn", "../../pci0000:00"),
+        "0000:81:00.2",
+        r"PCI device 0000:81:00\.2: physfn: invalid PCI address 'pci0000:00'",
+    ),
+    (
+        "physfn-not-a-link",
+        lambda r: (_rm(dev(r, "0000:81:00.2") / "physfn"), (dev(r, "0000:81:00.2") / "physfn").mkdir()),
+        "0000:81:00.2",
+        r"PCI device 0000:81:00\.2: physfn is not a symlink",
+    ),
+    (
+        "vfio-without-iommu-group",
+        lambda r: _rm(dev(r, "0000:81:00.3") / "iommu_group"),
+        "0000:81:00.3",
+        r"PCI device 0000:81:00\.3 is bound to vfio-pci but has no iommu_group",
+    ),
+    (
+        "dangling-iommu-group",
+        lambda r: _rm(Path(r, "sys/kernel/iommu_groups/61")),
+        "0000:81:00.3",
+        r"PCI device 0000:81:00\.3: iommu_group is a broken symlink",
+    ),
+    (
+        "iommu-group-not-a-number",
+        lambda r: _relink(dev(r, "0000:81:00.3") / "iommu_group", "../0000:81:00.0"),
+        "0000:81:00.3",
+        r"PCI device 0000:81:00\.3: iommu_group points to '0000:81:00\.0', not a group number",
+    ),
+    (
+        "pf-forgot-the-vf",
+        lambda r: _rm(dev(r, PF) / "virtfn1"),
+        "0000:81:00.3",
+        r"PCI device 0000:81:00\.3: its PF 0000:81:00\.0 has no virtfnN link to it",
+    ),
+    (
+        "dangling-virtfn",
+        lambda r: _relink(dev(r, PF) / "virtfn2", "../0000:81:0f.7"),
+        "0000:81:00.3",
+        r"PCI device 0000:81:00\.0: virtfn2 is a broken symlink",
+    ),
+    (
+        "dangling-bus-link",
+        lambda r: _rm(Path(r, "sys/devices/pci0000:00/0000:81:00.5")),
+        "0000:81:00.5",
+        r"PCI device 0000:81:00\.5: .* is not a device folder \(broken symlink\?\)",
+    ),
     ("pf-gone", lambda r: _rm(dev(r, PF)), "0000:81:00.2", r"PCI device 0000:81:00\.0: no such device"),
     ("malformed-address", lambda r: None, "81:00.2", r"SR-IOV VF: invalid PCI address '81:00\.2'"),
     ("slot-out-of-range", lambda r: None, "0000:81:20.2", r"SR-IOV VF: invalid PCI address '0000:81:20\.2'"),
@@ -156,26 +200,56 @@ def test_broken_trees(root: str, case: str, breakage: Breakage, address: str, me
 
 
 BROKEN_PF: list[tuple[str, Breakage, str]] = [
-    ("garbage-numvfs", lambda r: (dev(r, PF) / "sriov_numvfs").write_text("four\n"),
-     r"PCI device 0000:81:00\.0: sriov_numvfs is not a number: 'four'"),
-    ("empty-numvfs", lambda r: (dev(r, PF) / "sriov_numvfs").write_text(""),
-     r"PCI device 0000:81:00\.0: sriov_numvfs is not a number: ''"),
-    ("negative-numvfs", lambda r: (dev(r, PF) / "sriov_numvfs").write_text("-1\n"),
-     r"sriov_numvfs is not a number: '-1'"),
-    ("missing-numvfs", lambda r: _rm(dev(r, PF) / "sriov_numvfs"),
-     r"PCI device 0000:81:00\.0: sriov_numvfs is missing"),
-    ("unreadable-numvfs", lambda r: (_rm(dev(r, PF) / "sriov_numvfs"), (dev(r, PF) / "sriov_numvfs").mkdir()),
-     r"PCI device 0000:81:00\.0: cannot read sriov_numvfs"),
-    ("numvfs-over-total", lambda r: (dev(r, PF) / "sriov_totalvfs").write_text("2\n"),
-     r"PCI device 0000:81:00\.0: sriov_numvfs 4 is more than sriov_totalvfs 2"),
-    ("missing-totalvfs", lambda r: _rm(dev(r, PF) / "sriov_totalvfs"),
-     r"PCI device 0000:81:00\.0: sriov_totalvfs is missing"),
-    ("numvfs-disagrees", lambda r: (dev(r, PF) / "sriov_numvfs").write_text("6\n"),
-     r"sriov_numvfs is 6 but the virtfn links are \['virtfn0', 'virtfn1', 'virtfn2', 'virtfn3'\]"),
-    ("hole-in-virtfn", lambda r: _rm(dev(r, PF) / "virtfn1"),
-     r"sriov_numvfs is 4 but the virtfn links are \['virtfn0', 'virtfn2', 'virtfn3'\]"),
-    ("virtfn-of-another-pf", lambda r: _relink(dev(r, "0000:81:00.4") / "physfn", "../0000:81:00.2"),
-     r"PCI device 0000:81:00\.4: its PF 0000:81:00\.2 has no virtfnN link to it"),
+    (
+        "garbage-numvfs",
+        lambda r: (dev(r, PF) / "sriov_numvfs").write_text("four\n"),
+        r"PCI device 0000:81:00\.0: sriov_numvfs is not a number: 'four'",
+    ),
+    (
+        "empty-numvfs",
+        lambda r: (dev(r, PF) / "sriov_numvfs").write_text(""),
+        r"PCI device 0000:81:00\.0: sriov_numvfs is not a number: ''",
+    ),
+    (
+        "negative-numvfs",
+        lambda r: (dev(r, PF) / "sriov_numvfs").write_text("-1\n"),
+        r"sriov_numvfs is not a number: '-1'",
+    ),
+    (
+        "missing-numvfs",
+        lambda r: _rm(dev(r, PF) / "sriov_numvfs"),
+        r"PCI device 0000:81:00\.0: sriov_numvfs is missing",
+    ),
+    (
+        "unreadable-numvfs",
+        lambda r: (_rm(dev(r, PF) / "sriov_numvfs"), (dev(r, PF) / "sriov_numvfs").mkdir()),
+        r"PCI device 0000:81:00\.0: cannot read sriov_numvfs",
+    ),
+    (
+        "numvfs-over-total",
+        lambda r: (dev(r, PF) / "sriov_totalvfs").write_text("2\n"),
+        r"PCI device 0000:81:00\.0: sriov_numvfs 4 is more than sriov_totalvfs 2",
+    ),
+    (
+        "missing-totalvfs",
+        lambda r: _rm(dev(r, PF) / "sriov_totalvfs"),
+        r"PCI device 0000:81:00\.0: sriov_totalvfs is missing",
+    ),
+    (
+        "numvfs-disagrees",
+        lambda r: (dev(r, PF) / "sriov_numvfs").write_text("6\n"),
+        r"sriov_numvfs is 6 but the virtfn links are \['virtfn0', 'virtfn1', 'virtfn2', 'virtfn3'\]",
+    ),
+    (
+        "hole-in-virtfn",
+        lambda r: _rm(dev(r, PF) / "virtfn1"),
+        r"sriov_numvfs is 4 but the virtfn links are \['virtfn0', 'virtfn2', 'virtfn3'\]",
+    ),
+    (
+        "virtfn-of-another-pf",
+        lambda r: _relink(dev(r, "0000:81:00.4") / "physfn", "../0000:81:00.2"),
+        r"PCI device 0000:81:00\.4: its PF 0000:81:00\.2 has no virtfnN link to it",
+    ),
 ]
 
 
@@ -202,14 +276,16 @@ addresses = st.builds(PciAddress, st.integers(0, 0xFFFF), st.integers(0, 0xFF), 
 
 
 @given(pf=addresses, vfs=st.lists(addresses, min_size=0, max_size=6, unique=True), data=st.data())
-def test_any_tree_round_trips(tmp_path_factory: pytest.TempPathFactory, pf: PciAddress, vfs: list[PciAddress],
-                              data: st.DataObject) -> None:
+def test_any_tree_round_trips(
+    tmp_path_factory: pytest.TempPathFactory, pf: PciAddress, vfs: list[PciAddress], data: st.DataObject
+) -> None:
     vfs = [v for v in vfs if v != pf]
-    drivers = data.draw(st.lists(st.sampled_from(["vfio-pci", "iavf", "mlx5_core", None]), min_size=len(vfs),
-                                 max_size=len(vfs)))
+    drivers = data.draw(
+        st.lists(st.sampled_from(["vfio-pci", "iavf", "mlx5_core", None]), min_size=len(vfs), max_size=len(vfs))
+    )
     fakes = [
         FakeVf(str(a), driver=d, iommu_group=i if d else None, netdev=f"v{i}" if d not in (None, "vfio-pci") else None)
-        for i, (a, d) in enumerate(zip(vfs, drivers))
+        for i, (a, d) in enumerate(zip(vfs, drivers, strict=False))
     ]
     root = str(tmp_path_factory.mktemp("sysfs"))
     make_fake_sysfs(root, {str(pf).upper(): FakePf(vfs=fakes)})
@@ -217,8 +293,9 @@ def test_any_tree_round_trips(tmp_path_factory: pytest.TempPathFactory, pf: PciA
     assert [v.address for v in found] == vfs
     assert [v.driver for v in found] == drivers
     assert all(v.pf_address == pf for v in found)
-    assert [v.netdevs for v in found] == [((f"v{i}",) if d not in (None, "vfio-pci") else ()) for i, d in
-                                          enumerate(drivers)]
+    assert [v.netdevs for v in found] == [
+        ((f"v{i}",) if d not in (None, "vfio-pci") else ()) for i, d in enumerate(drivers)
+    ]
     for v in found:
         assert discover_vf(str(v.address).upper(), root=root) == v
 
@@ -242,8 +319,12 @@ def test_netdev_pci_address(root: str) -> None:
 
 @pytest.mark.parametrize(
     ("ifname", "message"),
-    [("nope0", r"netdev nope0: no such interface"), ("../x", r"netdev '\.\./x': not an interface name"),
-     ("", r"netdev '': not an interface name"), ("ens1f0v3", r"netdev ens1f0v3: device is a broken symlink")],
+    [
+        ("nope0", r"netdev nope0: no such interface"),
+        ("../x", r"netdev '\.\./x': not an interface name"),
+        ("", r"netdev '': not an interface name"),
+        ("ens1f0v3", r"netdev ens1f0v3: device is a broken symlink"),
+    ],
 )
 def test_netdev_pci_address_errors(root: str, ifname: str, message: str) -> None:
     _relink(dev(root, "0000:81:00.5") / "net" / "ens1f0v3" / "device", "../../../0000:81:1f.7")

@@ -10,10 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvnet.core import naming
-from kvnet.domain.render import nic_from_element, render_plan
-from kvnet.domain.splice import splice
-from kvnet.domain.translate import UNKNOWN_SOURCE, plan_vm_nics
-from kvnet.domain.vmi import parse_vmi
 from kvnet.core.errors import TranslationError
 from kvnet.core.model import (
     BindingRecord,
@@ -26,22 +22,38 @@ from kvnet.core.model import (
     PodLink,
     TapNic,
 )
+from kvnet.domain.render import nic_from_element, render_plan
+from kvnet.domain.splice import splice
+from kvnet.domain.translate import UNKNOWN_SOURCE, plan_vm_nics
+from kvnet.domain.vmi import parse_vmi
 
 POD = "pod16477688c0e"  # blue
 TAP = "tap16477688c0e"
 REC = BindingRecord(original_mac="0a:58:0a:01:00:05", mtu=1450, ip=GuestIpConfig(("10.1.0.5/24",), ("10.1.0.1",)))
 
 
-def vmi(*extra: dict[str, Any], devices: dict[str, Any] | None = None, annotations: dict[str, str] | None = None, **blue: Any) -> Any:
+def vmi(
+    *extra: dict[str, Any],
+    devices: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
+    **blue: Any,
+) -> Any:
     ifaces = [{"name": "blue", "binding": {"name": "kvnet"}, **blue}, *extra]
     nets = [{"name": i["name"], "multus": {"networkName": f"nad-{i['name']}"}} for i in ifaces]
-    return parse_vmi({
-        "metadata": {"name": "vm1", "namespace": "ns", "annotations": annotations or {}},
-        "spec": {"networks": nets, "domain": {"cpu": {"cores": 3}, "devices": {"interfaces": ifaces, **(devices or {})}}},
-    })
+    return parse_vmi(
+        {
+            "metadata": {"name": "vm1", "namespace": "ns", "annotations": annotations or {}},
+            "spec": {
+                "networks": nets,
+                "domain": {"cpu": {"cores": 3}, "devices": {"interfaces": ifaces, **(devices or {})}},
+            },
+        }
+    )
 
 
-def tapped(record: BindingRecord | None = REC, multi_queue: bool = False, pod: str = POD, tap: str = TAP) -> dict[str, PodLink]:
+def tapped(
+    record: BindingRecord | None = REC, multi_queue: bool = False, pod: str = POD, tap: str = TAP
+) -> dict[str, PodLink]:
     return {
         pod: PodLink(name=pod, mac="02:ab:0a:01:00:05", mtu=1450, kind="veth", record=record),
         tap: PodLink(name=tap, mac="fe:54:00:00:00:01", mtu=1400, kind="tun", multi_queue=multi_queue),
@@ -49,7 +61,11 @@ def tapped(record: BindingRecord | None = REC, multi_queue: bool = False, pod: s
 
 
 def vf_info(name: str = "blue", addr: str = "0000:81:10.1", mac: str | None = None) -> dict[str, NetworkInfoEntry]:
-    return {name: NetworkInfoEntry(network=name, device_info=DeviceInfo("pci", "1.1.0", {"pci": {"pci-address": addr}}), mac=mac)}
+    return {
+        name: NetworkInfoEntry(
+            network=name, device_info=DeviceInfo("pci", "1.1.0", {"pci": {"pci-address": addr}}), mac=mac
+        )
+    }
 
 
 def test_tap_nic_from_record() -> None:
@@ -59,7 +75,9 @@ def test_tap_nic_from_record() -> None:
 
 
 def test_vmi_mac_wins_and_model_passes_through() -> None:
-    (nic,) = plan_vm_nics(vmi(macAddress="02:00:00:00:00:09", model="e1000", state="down", bootOrder=1), PodFacts(links=tapped())).nics
+    (nic,) = plan_vm_nics(
+        vmi(macAddress="02:00:00:00:00:09", model="e1000", state="down", bootOrder=1), PodFacts(links=tapped())
+    ).nics
     assert isinstance(nic, TapNic)
     assert (nic.mac, nic.model, nic.link_up, nic.boot_order) == ("02:00:00:00:00:09", "e1000", False, 1)
 
@@ -76,12 +94,16 @@ def test_virtio_transitional() -> None:
 
 
 def test_multiqueue_uses_vcpus() -> None:
-    (nic,) = plan_vm_nics(vmi(devices={"networkInterfaceMultiqueue": True}), PodFacts(links=tapped(multi_queue=True))).nics
+    (nic,) = plan_vm_nics(
+        vmi(devices={"networkInterfaceMultiqueue": True}), PodFacts(links=tapped(multi_queue=True))
+    ).nics
     assert isinstance(nic, TapNic) and nic.queues == 3
 
 
 def test_multiqueue_ignored_for_non_virtio_and_when_not_asked() -> None:
-    (nic,) = plan_vm_nics(vmi(model="e1000", devices={"networkInterfaceMultiqueue": True}), PodFacts(links=tapped())).nics
+    (nic,) = plan_vm_nics(
+        vmi(model="e1000", devices={"networkInterfaceMultiqueue": True}), PodFacts(links=tapped())
+    ).nics
     assert isinstance(nic, TapNic) and nic.queues is None
     (nic,) = plan_vm_nics(vmi(), PodFacts(links=tapped(multi_queue=True))).nics
     assert isinstance(nic, TapNic) and nic.queues is None
@@ -114,16 +136,33 @@ def test_macvtap_is_targeted_directly() -> None:
 
 
 def test_vfio_vf_becomes_hostdev() -> None:
-    (nic,) = plan_vm_nics(vmi(macAddress="02:00:00:00:00:01", pciAddress="0000:00:0b.0", bootOrder=2), PodFacts(network_info=vf_info())).nics
-    assert nic == HostdevNic(name="blue", source=PciAddress(0, 0x81, 0x10, 1), mac="02:00:00:00:00:01", pci_address=PciAddress(0, 0, 0x0B, 0), boot_order=2)
+    (nic,) = plan_vm_nics(
+        vmi(macAddress="02:00:00:00:00:01", pciAddress="0000:00:0b.0", bootOrder=2), PodFacts(network_info=vf_info())
+    ).nics
+    assert nic == HostdevNic(
+        name="blue",
+        source=PciAddress(0, 0x81, 0x10, 1),
+        mac="02:00:00:00:00:01",
+        pci_address=PciAddress(0, 0, 0x0B, 0),
+        boot_order=2,
+    )
 
 
 @pytest.mark.parametrize(
     ("field", "message"),
     [
-        ({"model": "e1000"}, "interface 'blue': model 'e1000' does not apply to a PCI hostdev (the guest sees the VF itself)"),
-        ({"acpiIndex": 3}, "interface 'blue': acpiIndex 3 does not apply to a PCI hostdev (the guest sees the VF itself)"),
-        ({"state": "down"}, "interface 'blue': state 'down' does not apply to a PCI hostdev (the guest sees the VF itself)"),
+        (
+            {"model": "e1000"},
+            "interface 'blue': model 'e1000' does not apply to a PCI hostdev (the guest sees the VF itself)",
+        ),
+        (
+            {"acpiIndex": 3},
+            "interface 'blue': acpiIndex 3 does not apply to a PCI hostdev (the guest sees the VF itself)",
+        ),
+        (
+            {"state": "down"},
+            "interface 'blue': state 'down' does not apply to a PCI hostdev (the guest sees the VF itself)",
+        ),
     ],
 )
 def test_hostdev_refuses_guest_fields_it_cannot_carry(field: dict[str, Any], message: str) -> None:
@@ -133,10 +172,15 @@ def test_hostdev_refuses_guest_fields_it_cannot_carry(field: dict[str, Any], mes
 
 
 def test_pod_network_uses_eth0_and_tap0() -> None:
-    doc = parse_vmi({
-        "metadata": {"name": "vm1"},
-        "spec": {"networks": [{"name": "default", "pod": {}}], "domain": {"devices": {"interfaces": [{"name": "default", "binding": {"name": "kvnet"}}]}}},
-    })
+    doc = parse_vmi(
+        {
+            "metadata": {"name": "vm1"},
+            "spec": {
+                "networks": [{"name": "default", "pod": {}}],
+                "domain": {"devices": {"interfaces": [{"name": "default", "binding": {"name": "kvnet"}}]}},
+            },
+        }
+    )
     (nic,) = plan_vm_nics(doc, PodFacts(links=tapped(pod="eth0", tap="tap0"))).nics
     assert isinstance(nic, TapNic) and nic.target == "tap0"
 
@@ -151,22 +195,45 @@ def test_ordinal_names_detected() -> None:
 def test_other_bindings_and_absent_are_skipped() -> None:
     v = vmi({"name": "red", "bridge": {}}, {"name": "green", "binding": {"name": "passt"}}, state="absent")
     assert plan_vm_nics(v, PodFacts()).nics == ()
-    assert plan_vm_nics(vmi(binding={"name": "mine"}), PodFacts(links=tapped()), binding_name="mine").nics[0].name == "blue"
+    assert (
+        plan_vm_nics(vmi(binding={"name": "mine"}), PodFacts(links=tapped()), binding_name="mine").nics[0].name
+        == "blue"
+    )
 
 
 ERRORS = [
-    ("nothing", vmi(), PodFacts(),
-     "interface 'blue': pod interface pod16477688c0e and tap tap16477688c0e are absent and network-info has no entry for it "
-     "(an SR-IOV NIC needs downwardAPI: device-info in the binding)"),
-    ("no-pci", vmi(), PodFacts(network_info={"blue": NetworkInfoEntry(network="blue")}),
-     "interface 'blue': pod interface pod16477688c0e and tap tap16477688c0e are absent and its network-info entry has no PCI device-info"),
-    ("no-tap", vmi(), PodFacts(links={POD: PodLink(name=POD, mac="02:00:00:00:00:01", mtu=1500, kind="veth")}),
-     "interface 'blue': pod interface pod16477688c0e has no tap tap16477688c0e (was the kvnet binding CNI run for it?) and is not a macvtap"),
-    ("no-mac", vmi(), PodFacts(links=tapped(record=None)),
-     "interface 'blue': no MAC for tap tap16477688c0e: no macAddress in the VMI, no binding record in the pod and no mac in network-info"),
-    ("mq", vmi(devices={"networkInterfaceMultiqueue": True}), PodFacts(links=tapped()),
-     "interface 'blue': the VMI asks for networkInterfaceMultiqueue but tap16477688c0e is not a multi-queue tap "
-     "(set multiQueue in the binding's NetworkAttachmentDefinition)"),
+    (
+        "nothing",
+        vmi(),
+        PodFacts(),
+        "interface 'blue': pod interface pod16477688c0e and tap tap16477688c0e are absent and network-info has no entry for it "
+        "(an SR-IOV NIC needs downwardAPI: device-info in the binding)",
+    ),
+    (
+        "no-pci",
+        vmi(),
+        PodFacts(network_info={"blue": NetworkInfoEntry(network="blue")}),
+        "interface 'blue': pod interface pod16477688c0e and tap tap16477688c0e are absent and its network-info entry has no PCI device-info",
+    ),
+    (
+        "no-tap",
+        vmi(),
+        PodFacts(links={POD: PodLink(name=POD, mac="02:00:00:00:00:01", mtu=1500, kind="veth")}),
+        "interface 'blue': pod interface pod16477688c0e has no tap tap16477688c0e (was the kvnet binding CNI run for it?) and is not a macvtap",
+    ),
+    (
+        "no-mac",
+        vmi(),
+        PodFacts(links=tapped(record=None)),
+        "interface 'blue': no MAC for tap tap16477688c0e: no macAddress in the VMI, no binding record in the pod and no mac in network-info",
+    ),
+    (
+        "mq",
+        vmi(devices={"networkInterfaceMultiqueue": True}),
+        PodFacts(links=tapped()),
+        "interface 'blue': the VMI asks for networkInterfaceMultiqueue but tap16477688c0e is not a multi-queue tap "
+        "(set multiQueue in the binding's NetworkAttachmentDefinition)",
+    ),
 ]
 
 
@@ -183,18 +250,28 @@ BOND2 = '[{"name": "bond0", "members": ["blue", "red"], "mode": "active-backup",
 
 
 def test_bond_of_tap_and_kubevirt_vf() -> None:
-    v = vmi({"name": "red", "sriov": {}, "macAddress": "02:00:00:00:00:02"}, macAddress="02:00:00:00:00:01", annotations={"kvnet.io/bonds": BOND2})
+    v = vmi(
+        {"name": "red", "sriov": {}, "macAddress": "02:00:00:00:00:02"},
+        macAddress="02:00:00:00:00:01",
+        annotations={"kvnet.io/bonds": BOND2},
+    )
     src = PciAddress(0, 0x82, 0x10, 2)
     plan = plan_vm_nics(v, PodFacts(links=tapped()), kubevirt_hostdevs={"ua-sriov-red": src})
     tap, vf = plan.nics
-    assert isinstance(tap, TapNic) and vf == HostdevNic(name="red", source=src, mac="02:00:00:00:00:02", rendered_by_kubevirt=True)
+    assert isinstance(tap, TapNic) and vf == HostdevNic(
+        name="red", source=src, mac="02:00:00:00:00:02", rendered_by_kubevirt=True
+    )
     (bond,) = plan.bonds
     assert (bond.name, bond.members, bond.fail_over_mac) == ("bond0", (tap, vf), "active")
     assert bond.ip == REC.ip  # the first member's IPAM moves to the bond
 
 
 def test_bond_vf_source_from_network_info_or_unknown() -> None:
-    v = vmi({"name": "red", "sriov": {}, "macAddress": "02:00:00:00:00:02"}, macAddress="02:00:00:00:00:01", annotations={"kvnet.io/bonds": BOND2})
+    v = vmi(
+        {"name": "red", "sriov": {}, "macAddress": "02:00:00:00:00:02"},
+        macAddress="02:00:00:00:00:01",
+        annotations={"kvnet.io/bonds": BOND2},
+    )
     plan = plan_vm_nics(v, PodFacts(links=tapped(), network_info=vf_info("red", "0000:82:10.3")))
     assert plan.nics[1].source == PciAddress(0, 0x82, 0x10, 3)  # type: ignore[union-attr]
     with pytest.raises(TranslationError) as err:
@@ -208,15 +285,26 @@ def test_bond_vf_source_from_network_info_or_unknown() -> None:
 
 
 def test_bond_member_with_other_binding() -> None:
-    v = vmi({"name": "red", "bridge": {}, "macAddress": "02:00:00:00:00:02"}, macAddress="02:00:00:00:00:01", annotations={"kvnet.io/bonds": BOND2})
+    v = vmi(
+        {"name": "red", "bridge": {}, "macAddress": "02:00:00:00:00:02"},
+        macAddress="02:00:00:00:00:01",
+        annotations={"kvnet.io/bonds": BOND2},
+    )
     with pytest.raises(TranslationError) as err:
         plan_vm_nics(v, PodFacts(links=tapped()))
-    assert err.value.msg == "interface 'red' (member of bond 'bond0') uses bridge; bond members must use binding 'kvnet' or sriov"
+    assert (
+        err.value.msg
+        == "interface 'red' (member of bond 'bond0') uses bridge; bond members must use binding 'kvnet' or sriov"
+    )
 
 
 def test_absent_bond_member() -> None:
-    v = vmi({"name": "red", "sriov": {}, "macAddress": "02:00:00:00:00:02"}, macAddress="02:00:00:00:00:01", state="absent",
-            annotations={"kvnet.io/bonds": BOND2})
+    v = vmi(
+        {"name": "red", "sriov": {}, "macAddress": "02:00:00:00:00:02"},
+        macAddress="02:00:00:00:00:01",
+        state="absent",
+        annotations={"kvnet.io/bonds": BOND2},
+    )
     with pytest.raises(TranslationError) as err:
         plan_vm_nics(v, PodFacts())
     assert err.value.msg == "interface 'blue': state absent, but it is a member of bond 'bond0'"
@@ -224,7 +312,9 @@ def test_absent_bond_member() -> None:
 
 # --- properties -----------------------------------------------------------------------
 
-_names = st.lists(st.from_regex(r"[a-z][a-z0-9]{0,8}(-[a-z0-9]{1,4})?", fullmatch=True), min_size=1, max_size=8, unique=True)
+_names = st.lists(
+    st.from_regex(r"[a-z][a-z0-9]{0,8}(-[a-z0-9]{1,4})?", fullmatch=True), min_size=1, max_size=8, unique=True
+)
 _macs = st.lists(st.integers(0, 255), min_size=5, max_size=5).map(lambda o: "02:" + ":".join(f"{b:02x}" for b in o))
 
 
@@ -235,12 +325,18 @@ def test_every_kvnet_interface_becomes_one_nic(names: list[str], data: st.DataOb
     kinds = [data.draw(st.sampled_from(["tap", "macvtap", "vf"])) for _ in names]
     macs = data.draw(st.lists(_macs, min_size=len(names), max_size=len(names), unique=True))
     ifaces = [{"name": n, "binding": {"name": "kvnet"}} for n in names]
-    doc = parse_vmi({"metadata": {"name": "vm"}, "spec": {
-        "networks": [{"name": n, "multus": {"networkName": n}} for n in names],
-        "domain": {"devices": {"interfaces": ifaces}}}})
+    doc = parse_vmi(
+        {
+            "metadata": {"name": "vm"},
+            "spec": {
+                "networks": [{"name": n, "multus": {"networkName": n}} for n in names],
+                "domain": {"devices": {"interfaces": ifaces}},
+            },
+        }
+    )
     links: dict[str, PodLink] = {}
     info: dict[str, NetworkInfoEntry] = {}
-    for i, (name, kind, mac) in enumerate(zip(names, kinds, macs)):
+    for i, (name, kind, mac) in enumerate(zip(names, kinds, macs, strict=False)):
         pod = naming.hashed_pod_iface(name)
         if kind == "tap":
             links.update(tapped(record=BindingRecord(original_mac=mac, mtu=1500), pod=pod, tap=naming.tap_name(pod)))
@@ -250,7 +346,7 @@ def test_every_kvnet_interface_becomes_one_nic(names: list[str], data: st.DataOb
             info.update(vf_info(name, f"0000:81:{i:02x}.1", mac))
     plan = plan_vm_nics(doc, PodFacts(links=links, network_info=info))
     assert [n.name for n in plan.nics] == names
-    for nic, kind, mac in zip(plan.nics, kinds, macs):
+    for nic, kind, mac in zip(plan.nics, kinds, macs, strict=False):
         assert isinstance(nic, HostdevNic if kind == "vf" else TapNic)
         assert nic.mac == mac
     elements = render_plan(plan)

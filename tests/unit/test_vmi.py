@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kvnet.core.errors import DecodeFailure, InvalidAnnotation, TranslationError
+from kvnet.core.model import PciAddress
 from kvnet.domain.bonds import parse_bonds, vmi_bonds
 from kvnet.domain.networkinfo import format_network_info, parse_network_info
 from kvnet.domain.vmi import BONDS_ANNOTATION, parse_vmi
-from kvnet.core.errors import DecodeFailure, InvalidAnnotation, TranslationError
-from kvnet.core.model import PciAddress
 
 
 def vmi(**iface: Any) -> dict[str, Any]:
@@ -30,7 +31,16 @@ def vmi(**iface: Any) -> dict[str, Any]:
 
 
 def test_parses_fields() -> None:
-    v = parse_vmi(vmi(macAddress="02-00-00-00-00-AA", model="e1000e", pciAddress="0000:00:0a.0", acpiIndex=3, bootOrder=1, state="down"))
+    v = parse_vmi(
+        vmi(
+            macAddress="02-00-00-00-00-AA",
+            model="e1000e",
+            pciAddress="0000:00:0a.0",
+            acpiIndex=3,
+            bootOrder=1,
+            state="down",
+        )
+    )
     assert (v.name, v.namespace) == ("vm1", "ns1")
     blue = v.interface("blue")
     assert blue is not None
@@ -46,7 +56,9 @@ def test_network_lookups_by_name() -> None:
     v = parse_vmi(doc)
     assert v.network("blue").network_name == "br-blue" and v.network("default").default
     assert [v.secondary_position(n) for n in ("blue", "n0", "n1", "n2")] == [1, 2, 3, 4]
-    with pytest.raises(TranslationError, match="interface 'nope' has no network of that name in spec.networks"):
+    with pytest.raises(
+        TranslationError, match=re.escape("interface 'nope' has no network of that name in spec.networks")
+    ):
         v.network("nope")
 
 
@@ -102,30 +114,94 @@ def _iface(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 BAD: list[tuple[str, dict[str, Any], str]] = [
-    ("mac", vmi(macAddress="02:00:00:00:00"), "interface 'blue': macAddress '02:00:00:00:00' is not a MAC address (xx:xx:xx:xx:xx:xx)"),
+    (
+        "mac",
+        vmi(macAddress="02:00:00:00:00"),
+        "interface 'blue': macAddress '02:00:00:00:00' is not a MAC address (xx:xx:xx:xx:xx:xx)",
+    ),
     ("mac-type", vmi(macAddress=5), "interface 'blue': macAddress 5 is not a MAC address (xx:xx:xx:xx:xx:xx)"),
-    ("pci", vmi(pciAddress="0000:81:00"), "interface 'blue': pciAddress '0000:81:00' is not a PCI address (DDDD:BB:SS.F)"),
-    ("pci-slot", vmi(pciAddress="0000:00:20.0"), "interface 'blue': pciAddress '0000:00:20.0' is not a PCI address (DDDD:BB:SS.F)"),
+    (
+        "pci",
+        vmi(pciAddress="0000:81:00"),
+        "interface 'blue': pciAddress '0000:81:00' is not a PCI address (DDDD:BB:SS.F)",
+    ),
+    (
+        "pci-slot",
+        vmi(pciAddress="0000:00:20.0"),
+        "interface 'blue': pciAddress '0000:00:20.0' is not a PCI address (DDDD:BB:SS.F)",
+    ),
     ("model", vmi(model="virtio-net"), "interface 'blue': model 'virtio-net' is not a NIC model libvirt knows ("),
     ("model-list", vmi(model=["virtio"]), "interface 'blue': model ['virtio'] is not a NIC model libvirt knows ("),
-    ("model-object", vmi(model={"type": "virtio"}), "interface 'blue': model {'type': 'virtio'} is not a NIC model libvirt knows ("),
+    (
+        "model-object",
+        vmi(model={"type": "virtio"}),
+        "interface 'blue': model {'type': 'virtio'} is not a NIC model libvirt knows (",
+    ),
     ("boot0", vmi(bootOrder=0), "interface 'blue': bootOrder 0 is not a positive integer"),
     ("boot-str", vmi(bootOrder="1"), "interface 'blue': bootOrder '1' is not a positive integer"),
     ("acpi", vmi(acpiIndex=16384), "interface 'blue': acpiIndex 16384 is not 1..16383"),
     ("state", vmi(state="gone"), "interface 'blue': state 'gone' is not one of up, down, absent"),
     ("binding-name", vmi(binding={"name": ""}), "interface 'blue': binding.name must be a non-empty string"),
-    ("two-kinds", vmi(bridge={}), "interface 'blue': exactly one of binding, bridge, masquerade, sriov, slirp, passt, macvtap must be set, got ['bridge', 'binding']"),
-    ("unknown-net", _with(lambda d: d["spec"]["networks"].pop()), "interface 'blue': no network named 'blue' in spec.networks"),
-    ("bad-name", _with(lambda d: _iface(d).update(name="blue.1")), "spec.domain.devices.interfaces[1]: name 'blue.1' is not a valid interface name (letters, digits, - and _)"),
-    ("bad-net-name", _with(lambda d: d["spec"]["networks"][1].update(name="")), "spec.networks[1]: name '' is not a valid network name (letters, digits, - and _)"),
-    ("dup-iface", _with(lambda d: d["spec"]["domain"]["devices"]["interfaces"].append(copy.deepcopy(_iface(d)))), "interface 'blue' is declared twice in spec.domain.devices.interfaces"),
-    ("no-multus", _with(lambda d: d["spec"]["networks"][1].pop("multus")), "network 'blue': needs pod: {} or multus.networkName"),
-    ("dup-mac", _with(lambda d: (_iface(d).update(macAddress="02:00:00:00:00:01"), d["spec"]["domain"]["devices"]["interfaces"][0].update(macAddress="02:00:00:00:00:01"))),
-     "interface 'blue': macAddress '02:00:00:00:00:01' is already used by interface 'default'"),
-    ("dup-boot", _with(lambda d: (_iface(d).update(bootOrder=1), d["spec"]["domain"]["devices"]["interfaces"][0].update(bootOrder=1))),
-     "interface 'blue': bootOrder 1 is already used by interface 'default'"),
-    ("interfaces-type", _with(lambda d: d["spec"]["domain"]["devices"].update(interfaces={})), "spec.domain.devices.interfaces must be a list, got dict"),
-    ("cpu", _with(lambda d: d["spec"]["domain"].update(cpu={"cores": 0})), "spec.domain.cpu.cores 0 is not a positive integer"),
+    (
+        "two-kinds",
+        vmi(bridge={}),
+        "interface 'blue': exactly one of binding, bridge, masquerade, sriov, slirp, passt, macvtap must be set, got ['bridge', 'binding']",
+    ),
+    (
+        "unknown-net",
+        _with(lambda d: d["spec"]["networks"].pop()),
+        "interface 'blue': no network named 'blue' in spec.networks",
+    ),
+    (
+        "bad-name",
+        _with(lambda d: _iface(d).update(name="blue.1")),
+        "spec.domain.devices.interfaces[1]: name 'blue.1' is not a valid interface name (letters, digits, - and _)",
+    ),
+    (
+        "bad-net-name",
+        _with(lambda d: d["spec"]["networks"][1].update(name="")),
+        "spec.networks[1]: name '' is not a valid network name (letters, digits, - and _)",
+    ),
+    (
+        "dup-iface",
+        _with(lambda d: d["spec"]["domain"]["devices"]["interfaces"].append(copy.deepcopy(_iface(d)))),
+        "interface 'blue' is declared twice in spec.domain.devices.interfaces",
+    ),
+    (
+        "no-multus",
+        _with(lambda d: d["spec"]["networks"][1].pop("multus")),
+        "network 'blue': needs pod: {} or multus.networkName",
+    ),
+    (
+        "dup-mac",
+        _with(
+            lambda d: (
+                _iface(d).update(macAddress="02:00:00:00:00:01"),
+                d["spec"]["domain"]["devices"]["interfaces"][0].update(macAddress="02:00:00:00:00:01"),
+            )
+        ),
+        "interface 'blue': macAddress '02:00:00:00:00:01' is already used by interface 'default'",
+    ),
+    (
+        "dup-boot",
+        _with(
+            lambda d: (
+                _iface(d).update(bootOrder=1),
+                d["spec"]["domain"]["devices"]["interfaces"][0].update(bootOrder=1),
+            )
+        ),
+        "interface 'blue': bootOrder 1 is already used by interface 'default'",
+    ),
+    (
+        "interfaces-type",
+        _with(lambda d: d["spec"]["domain"]["devices"].update(interfaces={})),
+        "spec.domain.devices.interfaces must be a list, got dict",
+    ),
+    (
+        "cpu",
+        _with(lambda d: d["spec"]["domain"].update(cpu={"cores": 0})),
+        "spec.domain.cpu.cores 0 is not a positive integer",
+    ),
 ]
 
 
@@ -138,6 +214,7 @@ def test_bad_vmi(doc: dict[str, Any], message: str) -> None:
 
 
 # --- MAC and PCI parsing: properties --------------------------------------------------
+
 
 @given(st.lists(st.integers(0, 255), min_size=6, max_size=6), st.sampled_from([":", "-"]), st.booleans())
 def test_any_mac_is_accepted_and_normalised(octets: list[int], sep: str, upper: bool) -> None:
@@ -173,11 +250,21 @@ def test_random_pci_text_never_crashes(text: str) -> None:
 
 # --- network-info ---------------------------------------------------------------------
 
+
 def test_network_info() -> None:
-    text = json.dumps({"interfaces": [
-        {"network": "vf", "deviceInfo": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:81:10.1"}}, "mac": "02:00:00:00:00:AA", "mtu": 1500},
-        {"network": "blue"},
-    ]})
+    text = json.dumps(
+        {
+            "interfaces": [
+                {
+                    "network": "vf",
+                    "deviceInfo": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:81:10.1"}},
+                    "mac": "02:00:00:00:00:AA",
+                    "mtu": 1500,
+                },
+                {"network": "blue"},
+            ]
+        }
+    )
     info = parse_network_info(text)
     assert info["vf"].device_info is not None and info["vf"].device_info.pci_address == "0000:81:10.1"
     assert (info["vf"].mac, info["vf"].mtu) == ("02:00:00:00:00:aa", 1500)
@@ -195,10 +282,18 @@ def test_network_info() -> None:
         ('{"interfaces": [{"mac": "02:00:00:00:00:01"}]}', "network-info: interfaces[0] has no network name"),
         ('{"interfaces": [{"network": "a"}, {"network": "a"}]}', "network-info: network 'a' appears twice"),
         ('{"interfaces": [{"network": "a", "mac": "zz"}]}', "network-info: network 'a': mac 'zz' is not a MAC address"),
-        ('{"interfaces": [{"network": "a", "mtu": 10}]}', "network-info: network 'a': mtu 10 is not an integer in 68..65535"),
-        ('{"interfaces": [{"network": "a", "deviceInfo": {"type": "pci", "version": "1.1.0"}}]}', "network-info: network 'a': deviceInfo of type pci has no pci.pci-address"),
-        ('{"interfaces": [{"network": "a", "deviceInfo": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "81:00.1"}}}]}',
-         "network-info: network 'a': pci-address '81:00.1' is not a PCI address (DDDD:BB:SS.F)"),
+        (
+            '{"interfaces": [{"network": "a", "mtu": 10}]}',
+            "network-info: network 'a': mtu 10 is not an integer in 68..65535",
+        ),
+        (
+            '{"interfaces": [{"network": "a", "deviceInfo": {"type": "pci", "version": "1.1.0"}}]}',
+            "network-info: network 'a': deviceInfo of type pci has no pci.pci-address",
+        ),
+        (
+            '{"interfaces": [{"network": "a", "deviceInfo": {"type": "pci", "version": "1.1.0", "pci": {"pci-address": "81:00.1"}}}]}',
+            "network-info: network 'a': pci-address '81:00.1' is not a PCI address (DDDD:BB:SS.F)",
+        ),
     ],
 )
 def test_bad_network_info(text: str, message: str) -> None:
@@ -210,7 +305,9 @@ def test_bad_network_info(text: str, message: str) -> None:
 entries = st.dictionaries(
     st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True),
     st.tuples(
-        st.one_of(st.none(), st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFF), st.integers(0, 0x1F), st.integers(0, 7))),
+        st.one_of(
+            st.none(), st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFF), st.integers(0, 0x1F), st.integers(0, 7))
+        ),
         st.one_of(st.none(), st.lists(st.integers(0, 255), min_size=6, max_size=6)),
         st.one_of(st.none(), st.integers(68, 65535)),
     ),
@@ -248,19 +345,42 @@ def test_network_info_garbage_is_decode_failure(data: bytes) -> None:
 
 # --- the bonds annotation -------------------------------------------------------------
 
+
 def bonded(bonds: Any, **member_b: Any) -> dict[str, Any]:
     doc = vmi(macAddress="02:00:00:00:00:01")
     doc["spec"]["networks"].append({"name": "red", "multus": {"networkName": "br-red"}})
-    doc["spec"]["domain"]["devices"]["interfaces"].append({"name": "red", "binding": {"name": "kvnet"}, "macAddress": "02:00:00:00:00:02", **member_b})
+    doc["spec"]["domain"]["devices"]["interfaces"].append(
+        {"name": "red", "binding": {"name": "kvnet"}, "macAddress": "02:00:00:00:00:02", **member_b}
+    )
     doc["metadata"]["annotations"] = {BONDS_ANNOTATION: bonds if isinstance(bonds, str) else json.dumps(bonds)}
     return doc
 
 
 def test_bonds_annotation() -> None:
-    spec = vmi_bonds(parse_vmi(bonded([{"name": "bond0", "members": ["blue", "red"], "mode": "802.3ad", "miimon": "200", "failOverMac": "follow"}])))
+    spec = vmi_bonds(
+        parse_vmi(
+            bonded(
+                [
+                    {
+                        "name": "bond0",
+                        "members": ["blue", "red"],
+                        "mode": "802.3ad",
+                        "miimon": "200",
+                        "failOverMac": "follow",
+                    }
+                ]
+            )
+        )
+    )
     assert len(spec) == 1
     b = spec[0]
-    assert (b.name, b.members, b.mode, b.miimon, b.fail_over_mac) == ("bond0", ("blue", "red"), "802.3ad", 200, "follow")
+    assert (b.name, b.members, b.mode, b.miimon, b.fail_over_mac) == (
+        "bond0",
+        ("blue", "red"),
+        "802.3ad",
+        200,
+        "follow",
+    )
     assert parse_bonds(None) == () and parse_bonds("  ") == ()
     defaults = parse_bonds('[{"name": "b", "members": ["x"]}]')[0]
     assert (defaults.mode, defaults.miimon, defaults.fail_over_mac) == ("active-backup", 100, None)
@@ -271,14 +391,46 @@ BAD_BONDS: list[tuple[str, Any, str]] = [
     ("list", {"name": "b"}, "kvnet.io/bonds must be a JSON list of bonds"),
     ("name", [{"name": "0bond", "members": ["blue"]}], "kvnet.io/bonds[0]: name '0bond' is not an interface name"),
     ("keys", [{"name": "b", "members": ["blue"], "lacp": 1}], "kvnet.io/bonds: bond 'b': unknown keys ['lacp']"),
-    ("members", [{"name": "b", "members": []}], "kvnet.io/bonds: bond 'b': members must be a non-empty list of interface names"),
-    ("twice", [{"name": "b", "members": ["blue"]}, {"name": "c", "members": ["blue"]}], "kvnet.io/bonds: bond 'c': member 'blue' is already a member of bond 'b'"),
-    ("mode", [{"name": "b", "members": ["blue"], "mode": "lacp"}], "kvnet.io/bonds: bond 'b': mode 'lacp' is not one of"),
-    ("fom", [{"name": "b", "members": ["blue"], "failOverMac": "x"}], "kvnet.io/bonds: bond 'b': failOverMac 'x' is not one of none, active, follow"),
-    ("miimon", [{"name": "b", "members": ["blue"], "miimon": -1}], "kvnet.io/bonds: bond 'b': miimon -1 is not a non-negative integer (ms)"),
-    ("addr", [{"name": "b", "members": ["blue"], "addresses": ["10.0.0.1"]}], "kvnet.io/bonds: bond 'b': address '10.0.0.1' is not a CIDR"),
-    ("route", [{"name": "b", "members": ["blue"], "routes": [{"to": "x", "via": "10.0.0.1"}]}], "kvnet.io/bonds: bond 'b': route"),
-    ("missing", [{"name": "b", "members": ["blue", "green"]}], "kvnet.io/bonds: bond 'b': member 'green' is not an interface of the VMI"),
+    (
+        "members",
+        [{"name": "b", "members": []}],
+        "kvnet.io/bonds: bond 'b': members must be a non-empty list of interface names",
+    ),
+    (
+        "twice",
+        [{"name": "b", "members": ["blue"]}, {"name": "c", "members": ["blue"]}],
+        "kvnet.io/bonds: bond 'c': member 'blue' is already a member of bond 'b'",
+    ),
+    (
+        "mode",
+        [{"name": "b", "members": ["blue"], "mode": "lacp"}],
+        "kvnet.io/bonds: bond 'b': mode 'lacp' is not one of",
+    ),
+    (
+        "fom",
+        [{"name": "b", "members": ["blue"], "failOverMac": "x"}],
+        "kvnet.io/bonds: bond 'b': failOverMac 'x' is not one of none, active, follow",
+    ),
+    (
+        "miimon",
+        [{"name": "b", "members": ["blue"], "miimon": -1}],
+        "kvnet.io/bonds: bond 'b': miimon -1 is not a non-negative integer (ms)",
+    ),
+    (
+        "addr",
+        [{"name": "b", "members": ["blue"], "addresses": ["10.0.0.1"]}],
+        "kvnet.io/bonds: bond 'b': address '10.0.0.1' is not a CIDR",
+    ),
+    (
+        "route",
+        [{"name": "b", "members": ["blue"], "routes": [{"to": "x", "via": "10.0.0.1"}]}],
+        "kvnet.io/bonds: bond 'b': route",
+    ),
+    (
+        "missing",
+        [{"name": "b", "members": ["blue", "green"]}],
+        "kvnet.io/bonds: bond 'b': member 'green' is not an interface of the VMI",
+    ),
 ]
 
 
@@ -294,4 +446,7 @@ def test_bond_member_needs_mac() -> None:
     del doc["spec"]["domain"]["devices"]["interfaces"][2]["macAddress"]
     with pytest.raises(InvalidAnnotation) as err:
         vmi_bonds(parse_vmi(doc))
-    assert err.value.msg == "kvnet.io/bonds: bond 'b': member interface 'red' has no macAddress (the guest matches bond members by MAC)"
+    assert (
+        err.value.msg
+        == "kvnet.io/bonds: bond 'b': member interface 'red' has no macAddress (the guest matches bond members by MAC)"
+    )

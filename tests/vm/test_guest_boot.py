@@ -29,8 +29,13 @@ PEERS = {"brblue": "10.77.0.1/24", "brbond": "10.78.0.1/24"}
 NETWORK_DATA = {
     "version": 2,
     "ethernets": {
-        "blue": {"match": {"macaddress": NICS["blue"][2]}, "set-name": "blue", "mtu": 1400, "addresses": ["10.77.0.5/24"],
-                 "routes": [{"to": "10.99.0.0/16", "via": "10.77.0.1"}]},
+        "blue": {
+            "match": {"macaddress": NICS["blue"][2]},
+            "set-name": "blue",
+            "mtu": 1400,
+            "addresses": ["10.77.0.5/24"],
+            "routes": [{"to": "10.99.0.0/16", "via": "10.77.0.1"}],
+        },
         "m1": {"match": {"macaddress": NICS["m1"][2]}, "set-name": "m1"},
         "m2": {"match": {"macaddress": NICS["m2"][2]}, "set-name": "m2"},
         "ghost": {"match": {"macaddress": "02:6b:76:00:00:ff"}, "addresses": ["10.79.0.5/24"]},  # no such NIC
@@ -52,14 +57,42 @@ class Qemu:
         self.console = workdir / "console.log"
         self.channel = workdir / "cmd.sock"
         self.monitor = workdir / "mon.sock"
-        argv = ["ip", "netns", "exec", ns, "qemu-system-x86_64", "-M", "q35", "-accel", "tcg", "-m", "256",
-                "-nodefaults", "-display", "none", "-no-reboot",
-                "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", image.cmdline(cmdline),
-                "-serial", f"file:{self.console}", "-serial", f"unix:{self.channel},server=on,wait=off",
-                "-monitor", f"unix:{self.monitor},server=on,wait=off"]
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "qemu-system-x86_64",
+            "-M",
+            "q35",
+            "-accel",
+            "tcg",
+            "-m",
+            "256",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-kernel",
+            str(image.kernel),
+            "-initrd",
+            str(image.initrd),
+            "-append",
+            image.cmdline(cmdline),
+            "-serial",
+            f"file:{self.console}",
+            "-serial",
+            f"unix:{self.channel},server=on,wait=off",
+            "-monitor",
+            f"unix:{self.monitor},server=on,wait=off",
+        ]
         for dev, (tap, _, mac) in NICS.items():
-            argv += ["-netdev", f"tap,id=n-{dev},ifname={tap},script=no,downscript=no",
-                     "-device", f"virtio-net-pci-non-transitional,netdev=n-{dev},id={dev},mac={mac}"]
+            argv += [
+                "-netdev",
+                f"tap,id=n-{dev},ifname={tap},script=no,downscript=no",
+                "-device",
+                f"virtio-net-pci-non-transitional,netdev=n-{dev},id={dev},mac={mac}",
+            ]
         self.log = (workdir / "qemu.log").open("wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.seq = 0
@@ -108,7 +141,9 @@ def node(netns_factory: Callable[[str], Any]) -> Iterator[str]:
     yield ns.name
 
 
-def test_guest_boots_reports_nics_applies_data_and_fails_over(guest_image: guest.GuestImage, node: str, tmp_path: Path) -> None:
+def test_guest_boots_reports_nics_applies_data_and_fails_over(
+    guest_image: guest.GuestImage, node: str, tmp_path: Path
+) -> None:
     cmdline = guest.network_cmdline(NETWORK_DATA, peers=["10.77.0.1", "10.78.0.1"], stay=90)
     vm = Qemu(node, guest_image, cmdline, tmp_path)
     try:
@@ -116,7 +151,9 @@ def test_guest_boots_reports_nics_applies_data_and_fails_over(guest_image: guest
         log = console.tail(vm.console)
         assert sorted(n.mac for n in report.nics) == sorted(mac for _, _, mac in NICS.values()), log
         # the one ethernet whose MAC no NIC has is reported, nothing else went wrong
-        assert [dict(e.fields) for e in report.errors] == [{"what": "match", "id": "ghost", "mac": "02:6b:76:00:00:ff"}], log
+        assert [dict(e.fields) for e in report.errors] == [
+            {"what": "match", "id": "ghost", "mac": "02:6b:76:00:00:ff"}
+        ], log
         blue = report.links["blue"]
         assert (blue.mac, blue.mtu, blue.addrs) == (NICS["blue"][2], 1400, ("10.77.0.5/24",)), log
         assert report.links["bond0"].addrs == ("10.78.0.5/24",), log

@@ -19,7 +19,9 @@ def test_guest_build_reuses_an_up_to_date_image(guest_image: guest.GuestImage) -
     stamp = (out / "stamp.json").read_bytes()
     before = guest_image.initrd.stat().st_mtime_ns
     kvnet = Path(sys.executable).parent / "kvnet"
-    done = subprocess.run([str(kvnet), "guest", "build", "--out", str(out)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(kvnet), "guest", "build", "--out", str(out)], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""  # nothing on stdout
     assert f"guest: {guest_image.kernel_package} {guest_image.kernel_version}" in done.stderr

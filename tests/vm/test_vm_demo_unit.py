@@ -34,7 +34,12 @@ def test_networks_annotation_is_kubevirts() -> None:
     )
     entries = json.loads(text)
     assert len(entries) == 10
-    assert entries[6] == {"name": "bond-a-net", "namespace": "default", "mac": "02:6b:76:00:00:a1", "interface": naming.hashed_pod_iface("bond-a")}
+    assert entries[6] == {
+        "name": "bond-a-net",
+        "namespace": "default",
+        "mac": "02:6b:76:00:00:a1",
+        "interface": naming.hashed_pod_iface("bond-a"),
+    }
     assert list(entries[6]) == ["name", "namespace", "mac", "interface"]
     assert all("interface" not in e for e in entries[1::2])
 
@@ -55,20 +60,34 @@ def test_nad_configs() -> None:
     s = vm_demo.default_scenario()
     conf = vm_demo.bridge_nad_config(s.net("green"), "/x")
     assert conf == {
-        "cniVersion": "1.0.0", "name": "green-net", "type": "macvlan", "master": "kvm-green", "mode": "bridge",
+        "cniVersion": "1.0.0",
+        "name": "green-net",
+        "type": "macvlan",
+        "master": "kvm-green",
+        "mode": "bridge",
         "ipam": {"type": "host-local", "subnet": "10.82.0.0/24", "rangeStart": "10.82.0.10", "dataDir": "/x"},
     }
     assert "ipam" not in vm_demo.bridge_nad_config(s.net("bond-a"), "/x")
     assert vm_demo.bridge_nad_config(s.net("red"), None)["mtu"] == 1400
     assert vm_demo.bridge_nad_config(s.net("blue"), None)["ipam"] == {
         "type": "host-local",
-        "ranges": [[{"subnet": "10.81.0.0/24", "rangeStart": "10.81.0.10"}], [{"subnet": "fd00:81::/64", "rangeStart": "fd00:81::10"}]],
+        "ranges": [
+            [{"subnet": "10.81.0.0/24", "rangeStart": "10.81.0.10"}],
+            [{"subnet": "fd00:81::/64", "rangeStart": "fd00:81::10"}],
+        ],
     }
 
 
 def domain(tmp_path: Path) -> str:
     image = guest.GuestImage(tmp_path / "vmlinux", tmp_path / "initrd.gz", "p", "v", True)
-    return vm_demo.launcher_domain("default_vmi", "00000000-0000-4000-8000-000000000001", image, image.cmdline("kvnet.stay=5"), tmp_path / "c.log", tmp_path / "s.sock")
+    return vm_demo.launcher_domain(
+        "default_vmi",
+        "00000000-0000-4000-8000-000000000001",
+        image,
+        image.cmdline("kvnet.stay=5"),
+        tmp_path / "c.log",
+        tmp_path / "s.sock",
+    )
 
 
 def test_launcher_domain_shape(tmp_path: Path) -> None:
@@ -92,19 +111,39 @@ def test_domain_nics_reads_aliases() -> None:
       <interface type="ethernet"><mac address="02:AA:00:00:00:01"/><target dev="tap16477688c0e" managed="no"/><mtu size="1400"/><alias name="ua-blue"/></interface>
       <interface type="ethernet"><mac address="02:aa:00:00:00:02"/><alias name="net0"/></interface>
     </devices></domain>"""
-    assert vm_demo.domain_nics(xml) == {"blue": vm_demo.DomainNic("ua-blue", "02:aa:00:00:00:01", "tap16477688c0e", 1400)}
+    assert vm_demo.domain_nics(xml) == {
+        "blue": vm_demo.DomainNic("ua-blue", "02:aa:00:00:00:01", "tap16477688c0e", 1400)
+    }
 
 
 def test_table_and_verdicts() -> None:
     result = vm_demo.DemoResult(vm_demo.bridge_scenario(2))
     result.rows = [
         vm_demo.NicRow(
-            "net1", "bridge", "02:00:00:00:00:01", "net1", "02:00:00:00:00:01", 1500, 1500,
-            ("10.101.0.10", "fd00::10"), ("10.101.0.10/24", "fd00::10/64"), (("10.101.0.2", True), ("fd00::2", True)),
+            "net1",
+            "bridge",
+            "02:00:00:00:00:01",
+            "net1",
+            "02:00:00:00:00:01",
+            1500,
+            1500,
+            ("10.101.0.10", "fd00::10"),
+            ("10.101.0.10/24", "fd00::10/64"),
+            (("10.101.0.2", True), ("fd00::2", True)),
             ("10.101.0.0/24", "fd00::/64"),
         ),
         vm_demo.NicRow(
-            "net2", "bridge", "02:00:00:00:00:02", None, None, 1500, None, ("10.102.0.10",), (), (("10.102.0.2", None),), ("10.102.0.0/24",)
+            "net2",
+            "bridge",
+            "02:00:00:00:00:02",
+            None,
+            None,
+            1500,
+            None,
+            ("10.102.0.10",),
+            (),
+            (("10.102.0.2", None),),
+            ("10.102.0.0/24",),
         ),
     ]
     result.failover = vm_demo.Failover("bond0", "a", "a", True)
@@ -132,9 +171,13 @@ def test_table_and_verdicts() -> None:
     assert not replace(good, ipam_addresses=(), guest_addresses=()).ok
     assert not replace(good, ipam_addresses=good.ipam_addresses[:1], guest_addresses=good.guest_addresses[:1]).ok
     # an address outside the NAD's subnet, or IPAM where the scenario has none
-    assert not replace(good, ipam_addresses=("10.99.0.10", "fd00::10"), guest_addresses=("10.99.0.10/24", "fd00::10/64")).ok
+    assert not replace(
+        good, ipam_addresses=("10.99.0.10", "fd00::10"), guest_addresses=("10.99.0.10/24", "fd00::10/64")
+    ).ok
     assert not replace(good, ipam_subnets=()).ok
-    assert replace(good, ipam_addresses=(), guest_addresses=("10.84.0.5/24",), ipam_subnets=()).ok  # a bond member: no IPAM
+    assert replace(
+        good, ipam_addresses=(), guest_addresses=("10.84.0.5/24",), ipam_subnets=()
+    ).ok  # a bond member: no IPAM
     assert good.expected_guest_addresses() == ("10.101.0.10/24", "fd00::10/64")
     result.leftovers = ["netns kvd-1"]
     assert not result.ok and "left behind:\n  netns kvd-1" in result.explain()

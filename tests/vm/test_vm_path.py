@@ -44,7 +44,9 @@ def test_vm_gets_every_nic_and_the_bond_fails_over(
     assert [r.network for r in result.rows] == [n.name for n in scenario.nets], why
     # the networks whose NADs have IPAM, and the address families each one allocates
     with_ipam = {"blue": 2, "green": 1, "red": 1}
-    assert with_ipam == {n.name: len([sn for sn in (n.subnet, n.subnet6) if sn]) for n in scenario.nets if n.subnet}, why
+    assert with_ipam == {n.name: len([sn for sn in (n.subnet, n.subnet6) if sn]) for n in scenario.nets if n.subnet}, (
+        why
+    )
     for row in result.rows:
         # every NIC in the guest, with the MAC the domain XML gave it
         assert row.guest_mac == row.domain_mac and row.guest_name == row.network, f"{row.network}: {why}"
@@ -101,7 +103,12 @@ def test_eight_nics_all_arrive_with_kvnet_binding_as_its_own_program(
     as under Multus (the default scenario covers the in-process binding)."""
     scenario = vm_demo.bridge_scenario(8)
     result = vm_demo.run_scenario(
-        guest_image.kernel.parent, scenario, netns_factory=netns_factory, failover=False, stay=0, in_process_binding=False
+        guest_image.kernel.parent,
+        scenario,
+        netns_factory=netns_factory,
+        failover=False,
+        stay=0,
+        in_process_binding=False,
     )
     why = result.explain()
     assert result.ok, why
@@ -136,4 +143,6 @@ def test_links_left_in_the_pod_or_node_netns_are_leftovers(netns_factory: Callab
             f"link pod16477688c0e in the node netns {node.name}",
         ]
     ), found
-    assert vm_demo.link_leftovers(scenario, "kvd-gone", node.name)[0].startswith("links in the pod netns kvd-gone could not be listed")
+    assert vm_demo.link_leftovers(scenario, "kvd-gone", node.name)[0].startswith(
+        "links in the pod netns kvd-gone could not be listed"
+    )
