@@ -28,12 +28,12 @@ from kvnet.domain.networkinfo import parse_network_info
 from kvnet.domain.render import render_plan
 from kvnet.domain.translate import pod_iface_name
 from kvnet.domain.vmi import Vmi, parse_vmi
+from kvnet.meta.nad import RESOURCE_NAME
 
 log = logging.getLogger(__name__)
 
 VM_KINDS = ("VirtualMachine", "VirtualMachineInstance")
 NAD_KIND = "NetworkAttachmentDefinition"
-RESOURCE_NAME = "k8s.v1.cni.cncf.io/resourceName"
 DEFAULT_MTU = 1500
 
 

@@ -44,8 +44,8 @@ from kvnet.core.errors import (
 )
 from kvnet.core.model import DeviceInfo, NetworkSelection, NetworkStatus
 from kvnet.core.naming import cni_name_ok, ifname_problem, ordinal_pod_iface
-from kvnet.meta import annotations as ann
-from kvnet.meta import cache
+from kvnet.meta import cache, gojson, selections
+from kvnet.meta import status as network_status
 from kvnet.meta.cache import CachedDelegate
 from kvnet.meta.config import MultusConfig
 
@@ -265,7 +265,7 @@ def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool) -> Mapping[str, A
             log.warning("pod %s: API has UID %s, the runtime %s; not touching the new pod", pa.label, uid, pa.uid)
             return None
         raise UnknownContainer(
-            f"{_prefix(pa)}expected pod UID {ann.go_quote(pa.uid)} but got {ann.go_quote(uid)} from Kube API"
+            f"{_prefix(pa)}expected pod UID {gojson.go_quote(pa.uid)} but got {gojson.go_quote(uid)} from Kube API"
         )
     return pod
 
@@ -310,7 +310,7 @@ class _DeviceIds:
     def next(self, resource: str, nad: str) -> str:
         if self.allocator is None:
             raise InvalidConfig(
-                f"network {nad} asks for devices of resource {ann.go_quote(resource)} but no device allocator "
+                f"network {nad} asks for devices of resource {gojson.go_quote(resource)} but no device allocator "
                 "(kubelet PodResources) is configured"
             )
         if resource not in self.ids:
@@ -454,10 +454,10 @@ def load_delegates(
         return delegates
     notes = _pod_annotations(pod)
     try:
-        default_value = notes.get(ann.DEFAULT_NETWORK)
+        default_value = notes.get(selections.DEFAULT_NETWORK)
         if default_value:
             try:
-                sel = ann.parse_default_network(default_value, conf.multus_namespace)
+                sel = selections.parse_default_network(default_value, conf.multus_namespace)
                 try:
                     main = _nad_delegate(api, conf, sel.namespace, sel.name, devices)
                 except KvnetError as err:
@@ -465,11 +465,11 @@ def load_delegates(
             except KvnetError as err:
                 raise _reword(err, f"{_DEFAULT_NET_ERR}{err.msg}") from err
             delegates[0] = replace(main, master=True)
-        value = notes.get(ann.NETWORKS)
+        value = notes.get(selections.NETWORKS)
         if value:
-            selections = ann.parse_networks(value, pod_ns)
+            requested = selections.parse_networks(value, pod_ns)
             added = []
-            for sel in selections:
+            for sel in requested:
                 if not conf.namespace_allowed(pod_ns, sel.namespace):
                     raise InvalidAnnotation(
                         f"{_NETWORKS_ERR}GetNetworkDelegates: namespace isolation enabled, annotation violates "
@@ -520,7 +520,7 @@ def check_plan(delegates: Sequence[CachedDelegate], runtime_ifname: str, pa: Pod
         names[ifname] = d.name
         if not cni_name_ok(d.network_name):
             raise InvalidConfig(
-                f"{_prefix(pa)}network {d.name}: invalid network name {ann.go_quote(d.network_name)} in its config"
+                f"{_prefix(pa)}network {d.name}: invalid network name {gojson.go_quote(d.network_name)} in its config"
             )
         if not d.conf.get("type") and not isinstance(d.conf.get("plugins"), list):
             raise InvalidConfig(f"{_prefix(pa)}network {d.name}: the config has neither 'type' nor 'plugins'")
@@ -618,12 +618,12 @@ def _delete_all(
             msg = err.msg if isinstance(err, KvnetError) else f"{type(err).__name__}: {err}"
             if d.is_conflist:
                 errors.append(
-                    f"delegateDel: error invoking ConflistDel - {ann.go_quote(d.network_name)}: "
+                    f"delegateDel: error invoking ConflistDel - {gojson.go_quote(d.network_name)}: "
                     f"conflistDel: error in getting result from DelNetworkList: {msg}"
                 )
             else:
                 errors.append(
-                    f"delegateDel: error invoking DelegateDel - {ann.go_quote(d.plugin_type)}: "
+                    f"delegateDel: error invoking DelegateDel - {gojson.go_quote(d.plugin_type)}: "
                     f"error in getting result from DelNetwork: {msg}"
                 )
             log.error("pod %s: DEL of %s on %s failed: %s", pa.label, d.name, ifname, msg)
@@ -728,14 +728,14 @@ def add(
                 main_result = result
             try:
                 statuses.extend(
-                    ann.status_from_result(d.name, result, ifname=ifname, default=d.master, device_info=info)
+                    network_status.status_from_result(d.name, result, ifname=ifname, default=d.master, device_info=info)
                 )
             except KvnetError as err:
                 raise _reword(err, f"{_prefix(pa)}error setting network statuses: {err.msg}") from err
 
         if api is not None and pod is not None and conf.kubeconfig and not conf.is_system_namespace(pa.namespace):
             try:
-                api.set_network_status(pa.namespace, pa.name, ann.format_network_status(statuses))
+                api.set_network_status(pa.namespace, pa.name, network_status.format_network_status(statuses))
             except KvnetError as err:
                 raise _reword(err, f"{_prefix(pa)}error setting the networks status: {err.msg}") from err
     except BaseException:
@@ -763,7 +763,7 @@ def _add_one(
         raise _reword(
             err,
             f"[{pa.namespace}/{pa.name}/{pa.uid}:{net}]: error adding container to network "
-            f"{ann.go_quote(net)}: {err.msg}",
+            f"{gojson.go_quote(net)}: {err.msg}",
         ) from err
     log.info("pod %s: added %s from %s", pa.label, ifname, d.name)
     try:
@@ -879,13 +879,13 @@ def check(
         except KvnetError as err:
             if d.is_conflist:
                 msg = (
-                    f"delegateCheck: error invoking ConflistCheck - {ann.go_quote(d.network_name)}: "
+                    f"delegateCheck: error invoking ConflistCheck - {gojson.go_quote(d.network_name)}: "
                     f"conflistCheck: error in getting result from CheckNetworkList: {err.msg}"
                 )
             else:
                 # "DelNetwork" is Multus's own wording for a failed CHECK of a single plugin.
                 msg = (
-                    f"delegateCheck: error invoking DelegateCheck - {ann.go_quote(d.plugin_type)}: "
+                    f"delegateCheck: error invoking DelegateCheck - {gojson.go_quote(d.plugin_type)}: "
                     f"error in getting result from DelNetwork: {err.msg}"
                 )
             raise _reword(err, msg) from err

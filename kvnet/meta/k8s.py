@@ -34,7 +34,7 @@ from urllib.parse import quote, urlsplit
 import yaml
 
 from kvnet.core.errors import ApiFailure, InvalidConfig
-from kvnet.meta.annotations import NETWORK_STATUS
+from kvnet.meta.status import NETWORK_STATUS
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from kvnet.core.errors import InvalidAnnotation
 from kvnet.core.model import DeviceInfo, NetworkSelection, NetworkStatus
-from kvnet.meta import annotations as ann
+from kvnet.meta import gojson, selections
+from kvnet.meta import status as network_status
 
 P = "parsePodNetworkAnnotation: "
 OBJ = P + "parsePodNetworkObjectName: "
@@ -49,7 +50,7 @@ def sel(name: str, namespace: str = "pods", **kw: Any) -> NetworkSelection:
     ],
 )
 def test_short_form(value: str, expected: tuple[NetworkSelection, ...]) -> None:
-    assert ann.parse_networks(value, "pods") == expected
+    assert selections.parse_networks(value, "pods") == expected
 
 
 @pytest.mark.parametrize(
@@ -76,7 +77,7 @@ def test_short_form(value: str, expected: tuple[NetworkSelection, ...]) -> None:
 )
 def test_short_form_errors(value: str, message: str) -> None:
     with pytest.raises(InvalidAnnotation) as info:
-        ann.parse_networks(value, "pods")
+        selections.parse_networks(value, "pods")
     assert info.value.msg == message
     assert info.value.cni_code == 7
     assert info.value.to_cni("1.0.0") == {"cniVersion": "1.0.0", "code": 7, "msg": message}
@@ -103,7 +104,7 @@ FULL = {
 
 
 def test_json_every_key() -> None:
-    got = ann.parse_networks(json.dumps([FULL]), "pods")
+    got = selections.parse_networks(json.dumps([FULL]), "pods")
     assert got == (
         NetworkSelection(
             name="sriov-net",
@@ -150,7 +151,7 @@ def test_json_every_key() -> None:
     ],
 )
 def test_json_form(value: str, expected: tuple[NetworkSelection, ...]) -> None:
-    assert ann.parse_networks(value, "pods") == expected
+    assert selections.parse_networks(value, "pods") == expected
 
 
 @pytest.mark.parametrize(
@@ -258,7 +259,7 @@ def test_json_form(value: str, expected: tuple[NetworkSelection, ...]) -> None:
 )
 def test_json_form_errors(value: str, message: str) -> None:
     with pytest.raises(InvalidAnnotation) as info:
-        ann.parse_networks(value, "pods")
+        selections.parse_networks(value, "pods")
     assert info.value.msg == message
     assert info.value.cni_code == 7
 
@@ -266,15 +267,15 @@ def test_json_form_errors(value: str, message: str) -> None:
 def test_json_detection_by_quote_only() -> None:
     # a double quote alone switches to JSON, as in Multus (strings.ContainsAny "[{\"")
     with pytest.raises(InvalidAnnotation, match="JSON format"):
-        ann.parse_networks('"blue"x', "pods")
+        selections.parse_networks('"blue"x', "pods")
 
 
 # --- default-network ---------------------------------------------------------------------
 
 
 def test_default_network() -> None:
-    assert ann.parse_default_network("calico", "kube-system") == sel("calico", "kube-system")
-    assert ann.parse_default_network('[{"name":"c","namespace":"n"}]', "kube-system") == sel("c", "n")
+    assert selections.parse_default_network("calico", "kube-system") == sel("calico", "kube-system")
+    assert selections.parse_default_network('[{"name":"c","namespace":"n"}]', "kube-system") == sel("c", "n")
 
 
 @pytest.mark.parametrize(
@@ -287,7 +288,7 @@ def test_default_network() -> None:
 )
 def test_default_network_errors(value: str, message: str) -> None:
     with pytest.raises(InvalidAnnotation) as info:
-        ann.parse_default_network(value, "kube-system")
+        selections.parse_default_network(value, "kube-system")
     assert info.value.msg == message
 
 
@@ -296,7 +297,7 @@ def test_default_network_errors(value: str, message: str) -> None:
 label = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?\Z")
 ifname = st.from_regex(r"\A[a-zA-Z0-9_-]{1,15}\Z")
 ipv4 = st.ip_addresses(v=4).map(str)
-ipv6 = st.ip_addresses(v=6).map(ann.go_ip_string)  # Go prints IPv4-mapped addresses as IPv4
+ipv6 = st.ip_addresses(v=6).map(gojson.go_ip_string)  # Go prints IPv4-mapped addresses as IPv4
 mac = st.binary(min_size=6, max_size=6).map(lambda b: ":".join(f"{x:02x}" for x in b))
 guid = st.binary(min_size=8, max_size=8).map(lambda b: ":".join(f"{x:02x}" for x in b))
 small_int = st.integers(min_value=0, max_value=2**31)
@@ -329,23 +330,23 @@ full_selection = st.builds(
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(full_selection, min_size=1, max_size=4))
-def test_json_round_trip(selections: list[NetworkSelection]) -> None:
-    text = ann.format_networks_json(selections)
-    assert ann.parse_networks(text, "elsewhere") == tuple(selections)
+def test_json_round_trip(picked: list[NetworkSelection]) -> None:
+    text = selections.format_networks_json(picked)
+    assert selections.parse_networks(text, "elsewhere") == tuple(picked)
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(short_selection, min_size=1, max_size=5), st.sampled_from([",", ", ", " , "]))
-def test_short_round_trip(selections: list[NetworkSelection], sep: str) -> None:
-    text = ann.format_networks_short(selections).replace(",", sep)
-    assert ann.parse_networks(text, "elsewhere") == tuple(selections)
+def test_short_round_trip(picked: list[NetworkSelection], sep: str) -> None:
+    text = selections.format_networks_short(picked).replace(",", sep)
+    assert selections.parse_networks(text, "elsewhere") == tuple(picked)
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(short_selection, min_size=1, max_size=5))
-def test_short_and_json_agree(selections: list[NetworkSelection]) -> None:
-    assert ann.parse_networks(ann.format_networks_short(selections), "x") == ann.parse_networks(
-        ann.format_networks_json(selections), "x"
+def test_short_and_json_agree(picked: list[NetworkSelection]) -> None:
+    assert selections.parse_networks(selections.format_networks_short(picked), "x") == selections.parse_networks(
+        selections.format_networks_json(picked), "x"
     )
 
 
@@ -353,14 +354,14 @@ def test_short_and_json_agree(selections: list[NetworkSelection]) -> None:
 @given(st.text(max_size=40))
 def test_parser_never_crashes(value: str) -> None:
     try:
-        ann.parse_networks(value, "pods")
+        selections.parse_networks(value, "pods")
     except InvalidAnnotation as err:
         assert err.cni_code == 7 and err.msg
 
 
 def test_short_form_needs_json_for_other_keys() -> None:
     with pytest.raises(InvalidAnnotation, match="need the JSON form"):
-        ann.format_networks_short([sel("a", mac="02:00:00:00:00:01")])
+        selections.format_networks_short([sel("a", mac="02:00:00:00:00:01")])
 
 
 # --- network-status ------------------------------------------------------------------------
@@ -392,7 +393,7 @@ BRIDGE_STATUS_TEXT = """[{
 
 
 def test_status_from_bridge_result_matches_multus_bytes() -> None:
-    statuses = ann.status_from_result("pods/bridge-net", BRIDGE_RESULT, ifname="net1", default=False)
+    statuses = network_status.status_from_result("pods/bridge-net", BRIDGE_RESULT, ifname="net1", default=False)
     assert statuses == (
         NetworkStatus(
             name="pods/bridge-net",
@@ -402,7 +403,7 @@ def test_status_from_bridge_result_matches_multus_bytes() -> None:
             gateway=("10.10.0.1",),
         ),
     )
-    assert ann.format_network_status(statuses) == BRIDGE_STATUS_TEXT
+    assert network_status.format_network_status(statuses) == BRIDGE_STATUS_TEXT
 
 
 def test_status_single_interface_takes_every_ip_and_mtu() -> None:
@@ -413,7 +414,7 @@ def test_status_single_interface_takes_every_ip_and_mtu() -> None:
         "routes": [{"dst": "::/0", "gw": "fd00::1"}],
         "dns": {"nameservers": ["10.0.0.10"], "search": ["svc.local"], "domain": "", "options": []},
     }
-    (status,) = ann.status_from_result("cluster", result, ifname="eth0", default=True)
+    (status,) = network_status.status_from_result("cluster", result, ifname="eth0", default=True)
     assert status == NetworkStatus(
         name="cluster",
         interface="eth0",
@@ -424,7 +425,7 @@ def test_status_single_interface_takes_every_ip_and_mtu() -> None:
         dns={"nameservers": ["10.0.0.10"], "search": ["svc.local"]},
         gateway=("fd00::1",),
     )
-    assert list(json.loads(ann.format_network_status([status]))[0]) == [
+    assert list(json.loads(network_status.format_network_status([status]))[0]) == [
         "name",
         "interface",
         "ips",
@@ -452,7 +453,7 @@ def test_status_several_sandbox_interfaces() -> None:
         ],
         "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.1.254"}],
     }
-    got = ann.status_from_result("ns/multi", result, ifname="net1", default=True)
+    got = network_status.status_from_result("ns/multi", result, ifname="net1", default=True)
     assert [(s.interface, s.ips, s.default, s.gateway) for s in got] == [
         ("a", ("10.0.0.1",), False, ("10.0.1.254",)),
         ("b", ("10.0.1.1", "10.0.2.1"), True, ("10.0.1.254",)),
@@ -461,10 +462,10 @@ def test_status_several_sandbox_interfaces() -> None:
 
 def test_status_without_interfaces() -> None:
     # the binding CNI reports nothing: no entry, as with Multus
-    assert ann.status_from_result("ns/binding", {"cniVersion": "1.0.0"}, ifname="net2", default=False) == ()
+    assert network_status.status_from_result("ns/binding", {"cniVersion": "1.0.0"}, ifname="net2", default=False) == ()
     # a 0.2.0 result has IPs but no interfaces: one entry under the requested name
     old = {"cniVersion": "0.2.0", "ip4": {"ip": "10.1.1.2/24", "gateway": "10.1.1.1", "routes": [{"dst": "0.0.0.0/0"}]}}
-    assert ann.status_from_result("ns/old", old, ifname="net3", default=False) == (
+    assert network_status.status_from_result("ns/old", old, ifname="net3", default=False) == (
         NetworkStatus(name="ns/old", interface="net3", ips=("10.1.1.2",)),
     )
 
@@ -480,8 +481,8 @@ def test_status_with_device_info() -> None:
         },
     )
     result = {"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": "/ns"}]}
-    statuses = ann.status_from_result("ns/sriov", result, ifname="net1", default=False, device_info=info)
-    text = ann.format_network_status(statuses)
+    statuses = network_status.status_from_result("ns/sriov", result, ifname="net1", default=False, device_info=info)
+    text = network_status.format_network_status(statuses)
     assert json.loads(text) == [
         {
             "name": "ns/sriov",
@@ -494,20 +495,20 @@ def test_status_with_device_info() -> None:
             },
         }
     ]
-    (back,) = ann.parse_network_status(text)
+    (back,) = network_status.parse_network_status(text)
     assert back.device_info is not None and back.device_info.pci_address == "0000:03:00.2"
 
 
 def test_format_escapes_like_go() -> None:
-    text = ann.format_network_status([NetworkStatus(name="a<b>&c", interface="é")])
+    text = network_status.format_network_status([NetworkStatus(name="a<b>&c", interface="é")])
     assert '"a\\u003cb\\u003e\\u0026c"' in text and '"é"' in text
-    assert ann.parse_network_status(text)[0].name == "a<b>&c"
+    assert network_status.parse_network_status(text)[0].name == "a<b>&c"
 
 
 def test_format_empty_list() -> None:
-    assert ann.format_network_status([]) == "[]"
-    assert ann.parse_network_status("[]") == ()
-    assert ann.parse_network_status("null") == ()
+    assert network_status.format_network_status([]) == "[]"
+    assert network_status.parse_network_status("[]") == ()
+    assert network_status.parse_network_status("null") == ()
 
 
 @pytest.mark.parametrize(
@@ -531,8 +532,8 @@ def test_format_empty_list() -> None:
 )
 def test_parse_status_errors(value: str, message: str) -> None:
     with pytest.raises(InvalidAnnotation) as info:
-        ann.parse_network_status(value)
-    assert info.value.msg == f"failed to parse {ann.NETWORK_STATUS} annotation: {message}"
+        network_status.parse_network_status(value)
+    assert info.value.msg == f"failed to parse {network_status.NETWORK_STATUS} annotation: {message}"
 
 
 dns = st.fixed_dictionaries(
@@ -568,8 +569,8 @@ KEY_ORDER = ["name", "interface", "ips", "mac", "mtu", "default", "dns", "device
 @settings(max_examples=100, deadline=None)
 @given(st.lists(status, max_size=4))
 def test_status_round_trip_and_key_order(statuses: list[NetworkStatus]) -> None:
-    text = ann.format_network_status(statuses)
-    assert ann.parse_network_status(text) == tuple(statuses)
+    text = network_status.format_network_status(statuses)
+    assert network_status.parse_network_status(text) == tuple(statuses)
     for element in json.loads(text):
         keys = list(element)
         assert "dns" in keys  # always present, {} when empty
@@ -612,7 +613,7 @@ json_values = st.recursive(
 @given(st.lists(st.dictionaries(st.sampled_from(ELEMENT_KEYS), json_values, max_size=6), max_size=3) | json_values)
 def test_any_json_annotation_is_parsed_or_refused(value: Any) -> None:
     try:
-        ann.parse_networks(json.dumps(value), "pods")
+        selections.parse_networks(json.dumps(value), "pods")
     except InvalidAnnotation as err:
         assert err.msg
 
@@ -655,11 +656,11 @@ RESULT_KEYS = [
 @given(st.lists(st.dictionaries(st.sampled_from(STATUS_KEYS), json_values, max_size=6), max_size=3) | json_values)
 def test_any_json_status_is_parsed_or_refused(value: Any) -> None:
     try:
-        statuses = ann.parse_network_status(json.dumps(value))
+        statuses = network_status.parse_network_status(json.dumps(value))
     except InvalidAnnotation as err:
         assert err.msg
     else:
-        assert ann.parse_network_status(ann.format_network_status(statuses)) == statuses
+        assert network_status.parse_network_status(network_status.format_network_status(statuses)) == statuses
 
 
 result_values = st.recursive(
@@ -677,8 +678,8 @@ result_values = st.recursive(
 @settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.sampled_from(RESULT_KEYS), result_values, max_size=6), st.booleans())
 def test_status_from_any_result_never_crashes(result: dict[str, Any], default: bool) -> None:
-    statuses = ann.status_from_result("ns/x", result, ifname="net1", default=default)
-    assert ann.parse_network_status(ann.format_network_status(statuses)) == statuses
+    statuses = network_status.status_from_result("ns/x", result, ifname="net1", default=default)
+    assert network_status.parse_network_status(network_status.format_network_status(statuses)) == statuses
 
 
 @pytest.mark.parametrize(
@@ -691,7 +692,7 @@ def test_status_from_any_result_never_crashes(result: dict[str, Any], default: b
 )
 def test_json_constants_refused_like_go(constant: str, go_error: str) -> None:
     with pytest.raises(InvalidAnnotation) as info:
-        ann.parse_networks(f'[{{"name":"a","bandwidth":{{"ingressRate":{constant}}}}}]', "pods")
+        selections.parse_networks(f'[{{"name":"a","bandwidth":{{"ingressRate":{constant}}}}}]', "pods")
     assert info.value.msg == JS + go_error
 
 
@@ -702,7 +703,7 @@ def test_several_entries_joined_like_multus() -> None:
         NetworkStatus(name="cluster", interface="udn1", ips=("10.66.0.21",), mac="0a:58:42:42:00:15", default=True),
         NetworkStatus(name="pods/blue", interface="net1", ips=("10.66.1.4",), mac="0a:58:42:42:01:04"),
     ]
-    assert ann.format_network_status(statuses) == (
+    assert network_status.format_network_status(statuses) == (
         '[{\n    "name": "cluster",\n    "interface": "eth0",\n    "ips": [\n        "10.128.1.80"\n    ],\n'
         '    "mac": "0a:58:0a:80:01:50",\n    "dns": {}\n},{\n    "name": "cluster",\n    "interface": "udn1",\n'
         '    "ips": [\n        "10.66.0.21"\n    ],\n    "mac": "0a:58:42:42:00:15",\n    "default": true,\n'

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from kvnet.core.errors import ApiFailure, InvalidConfig
 from kvnet.lab.apiserver import ApiStandIn, StandInTls
 from kvnet.meta import k8s
-from kvnet.meta.annotations import NETWORK_STATUS
+from kvnet.meta.status import NETWORK_STATUS
 
 POD: dict[str, Any] = {
     "apiVersion": "v1",
