@@ -57,7 +57,7 @@ def run(
     *,
     own_logging: bool = True,
 ) -> int:
-    """One CNI call; the meta-plugin also runs it in-process (kvnet.meta.main.InProcessBinding)."""
+    """One CNI call; the meta-plugin also runs it in-process (kvnet.meta.wiring.InProcessBinding)."""
     return plugin_main(handlers(own_logging=own_logging), about=ABOUT, environ=environ, stdin=stdin, stdout=stdout)
 
 

@@ -43,8 +43,8 @@ def load_config(path: str | None) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kvnet.meta.daemon import CniDaemon, LongLived, client_api
-    from kvnet.meta.main import light_api
+    from kvnet.meta.daemon import CniDaemon
+    from kvnet.meta.wiring import LongLived, client_api, light_api
 
     factory = light_api if args.api == "light" else client_api
     daemon = CniDaemon(args.socket, daemon_conf=load_config(args.config), long_lived=LongLived(factory))

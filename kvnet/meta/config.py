@@ -48,8 +48,29 @@ _KEYS = (
     "multusNamespace",
     "runtimeConfig",
     "capabilities",
+    "retryDeleteOnError",
 )
+# kvnet's own keys (Multus ignores unknown keys, so a config with them still works there)
+_KVNET_KEYS = ("delegateTimeout", "inProcessBinding", "podResourcesSocket", "deviceInfoDir")
 _PREFIX = "LoadNetConf: "
+
+DEFAULT_DELEGATE_TIMEOUT = 60.0  # seconds
+MAX_DELEGATE_TIMEOUT = 86400.0  # a day: beyond it a timeout is a mistake (and overflows the kernel's timers)
+
+
+@dataclass(frozen=True)
+class KvnetOptions:
+    """kvnet's own config keys, typed once (docs/meta-plugin.md lists them).
+
+    ``delegate_timeout``: seconds before a delegate is killed; ``in_process_binding``: run
+    kvnet's own binding delegate inside the meta-plugin; ``pod_resources_socket`` and
+    ``device_info_dir`` move the kubelet socket and the device-info root (None: the defaults).
+    """
+
+    delegate_timeout: float = DEFAULT_DELEGATE_TIMEOUT
+    in_process_binding: bool = True
+    pod_resources_socket: str | None = None
+    device_info_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,8 @@ class MultusConfig:
     multus_namespace: str
     runtime_config: Mapping[str, Any]
     capabilities: Mapping[str, bool]
+    retry_delete_on_error: bool
+    kvnet: KvnetOptions
     raw: Mapping[str, Any]
 
     def namespace_allowed(self, pod_namespace: str, target_namespace: str) -> bool:
@@ -135,6 +158,29 @@ def _obj(f: Mapping[str, Any], key: str, go_type: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise go_type_error(value, _path(key), go_type)
     return value
+
+
+def _timeout(f: Mapping[str, Any], key: str) -> float:
+    value = f.get(key)
+    if value is None:
+        return DEFAULT_DELEGATE_TIMEOUT
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise go_type_error(value, _path(key), "float64")
+    if not 0 < value <= MAX_DELEGATE_TIMEOUT:
+        raise InvalidConfig(
+            f"{_PREFIX}{key} must be more than 0 and at most {MAX_DELEGATE_TIMEOUT:g} seconds, not {value}"
+        )
+    return float(value)
+
+
+def _options(raw: Mapping[str, Any]) -> KvnetOptions:
+    f = go_fields(raw, _KVNET_KEYS)
+    return KvnetOptions(
+        delegate_timeout=_timeout(f, "delegateTimeout"),
+        in_process_binding=_bool(f, "inProcessBinding", True),
+        pod_resources_socket=_str(f, "podResourcesSocket") or None,
+        device_info_dir=_str(f, "deviceInfoDir") or None,
+    )
 
 
 def parse_multus_config(data: bytes | Mapping[str, Any]) -> MultusConfig:
@@ -225,5 +271,7 @@ def _build(raw: dict[str, Any]) -> MultusConfig:
         multus_namespace=_str(f, "multusNamespace") or DEFAULT_MULTUS_NAMESPACE,
         runtime_config=runtime_config,
         capabilities=capabilities,
+        retry_delete_on_error=_bool(f, "retryDeleteOnError", False),
+        kvnet=_options(raw),
         raw=raw,
     )

@@ -2,7 +2,7 @@
 
 ``kvnet-shim`` posts each CNI call here as ``{"env": {CNI_*...}, "stdin": "<config>"}``
 to ``POST /cni``; the daemon runs it through the very same
-:func:`kvnet.cni.protocol.plugin_main` and :mod:`kvnet.meta.commands` code as ``kvnet-cni``,
+:func:`kvnet.cni.protocol.plugin_main` and :func:`kvnet.meta.wiring.make_handlers` as ``kvnet-cni``,
 and answers ``{"exit": <status>, "stdout": "<result or CNI error JSON>"}``. What thick
 mode saves is the per-call start-up: the Kubernetes client (one per kubeconfig) and
 the delegate runners (their VERSION answers cached) live as long as the daemon.
@@ -17,50 +17,16 @@ import logging
 import os
 import socketserver
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from kvnet.cni.delegate import FALLBACK_BIN_DIR, DelegateRunner
-from kvnet.cni.protocol import CniRequest, Handler, plugin_main
+from kvnet.cni.protocol import Handler, plugin_main
 from kvnet.core.errors import IOFailure
-from kvnet.meta import commands as meta
-from kvnet.meta import main as cni_main
-from kvnet.meta.config import MultusConfig
+from kvnet.meta.wiring import LongLived, make_handlers
 
 log = logging.getLogger("kvnet.daemon")
 MAX_BODY = 4 * 1024 * 1024
-
-
-def client_api(kubeconfig: str) -> meta.KubeApi:
-    from kvnet.meta import k8s
-
-    return k8s.client_api(kubeconfig)
-
-
-class LongLived:
-    """API clients per kubeconfig and delegate runners per (binDir, cniDir, timeout)."""
-
-    def __init__(self, api_factory: Callable[[str], meta.KubeApi] = client_api) -> None:
-        self._api_factory = api_factory
-        self._apis: dict[str, meta.KubeApi] = {}
-        self._runners: dict[tuple[str, str, float], meta.Runner] = {}
-        self._lock = threading.Lock()
-
-    def api(self, kubeconfig: str) -> meta.KubeApi:
-        with self._lock:
-            if kubeconfig not in self._apis:
-                self._apis[kubeconfig] = self._api_factory(kubeconfig)
-            return self._apis[kubeconfig]
-
-    def runner(self, conf: MultusConfig, request: CniRequest) -> meta.Runner:
-        key = (conf.bin_dir, conf.cni_dir, cni_main.delegate_timeout(conf))
-        with self._lock:
-            if key not in self._runners:
-                self._runners[key] = DelegateRunner(
-                    [conf.bin_dir, FALLBACK_BIN_DIR], timeout=key[2], cache_dir=conf.cni_dir
-                )
-            return self._runners[key]
 
 
 def serve_call(handlers: Mapping[str, Handler], env: Mapping[str, str], stdin: bytes) -> tuple[int, str]:
@@ -140,7 +106,7 @@ class CniDaemon:
     ) -> None:
         self.socket_path = socket_path
         self.long_lived = long_lived or LongLived()
-        self.handlers = handlers or cni_main.make_handlers(
+        self.handlers = handlers or make_handlers(
             api_for=self.long_lived.api, runner_for=self.long_lived.runner, daemon_conf=daemon_conf
         )
         self._server: _Server | None = None

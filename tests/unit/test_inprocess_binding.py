@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kvnet.meta.config import parse_multus_config
-from kvnet.meta.main import InProcessBinding, is_kvnet_binding, new_runner
+from kvnet.meta.wiring import InProcessBinding, LongLived, is_kvnet_binding, new_runner
 
 SCRIPT = "#!/usr/bin/python3\nimport sys\nfrom kvnet.binding.main import main\nsys.exit(main())\n"
 
@@ -74,8 +74,10 @@ def test_binding_errors_keep_the_cni_shape(binding_script: str) -> None:
     assert error["msg"] == "network namespace /var/run/netns/none does not exist"
 
 
+@pytest.mark.parametrize("mode", ["thin", "thick"])
 @pytest.mark.parametrize(("setting", "in_process"), [({}, True), ({"inProcessBinding": False}, False)])
-def test_runner_setting(setting: dict[str, object], in_process: bool) -> None:
+def test_runner_setting(setting: dict[str, object], in_process: bool, mode: str) -> None:
+    """Thin (a runner per call) and thick (long-lived runners) wire the binding the same way."""
     conf = parse_multus_config(
         {
             "cniVersion": "1.0.0",
@@ -85,5 +87,6 @@ def test_runner_setting(setting: dict[str, object], in_process: bool) -> None:
             **setting,
         }
     )
-    runner = new_runner(conf, None)  # type: ignore[arg-type]
+    runner = new_runner(conf) if mode == "thin" else LongLived(lambda _k: None).runner(conf)  # type: ignore[arg-type,return-value]
     assert isinstance(runner.exec, InProcessBinding) is in_process  # type: ignore[attr-defined]
+    assert runner.timeout == conf.kvnet.delegate_timeout  # type: ignore[attr-defined]

@@ -28,10 +28,12 @@ from kvnet.core.errors import (
     UnknownContainer,
 )
 from kvnet.core.model import DeviceInfo
-from kvnet.meta import cache
+from kvnet.meta import cache, delegates
 from kvnet.meta import commands as meta
-from kvnet.meta.commands import Seams
 from kvnet.meta.config import parse_multus_config
+from kvnet.meta.plan import delegate_cni_args
+from kvnet.meta.pod import PodArgs
+from kvnet.meta.ports import Seams
 
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 DEFAULT_NET = "v1.multus-cni.io/default-network"
@@ -860,13 +862,12 @@ def test_shim_imports_stdlib_only() -> None:
 def test_shim_through_daemon_runs_the_same_add(tmp_path: Path) -> None:
     import io
 
-    from kvnet.meta import main as cni_main
-    from kvnet.meta import shim
+    from kvnet.meta import shim, wiring
     from kvnet.meta.daemon import CniDaemon
 
     api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
     runner = FakeRunner()
-    handlers = cni_main.make_handlers(
+    handlers = wiring.make_handlers(
         api_for=lambda _k: api, runner_for=lambda _c, _r: runner, seams_for=lambda _c: Seams()
     )
     sock = str(tmp_path / "run" / "kvnet.sock")
@@ -1034,7 +1035,7 @@ def test_shim_socket_path_rules() -> None:
 
 
 def test_daemon_config_overlays_all_but_identity() -> None:
-    from kvnet.meta.main import overlay_config
+    from kvnet.meta.wiring import overlay_config
 
     req = {"cniVersion": "0.4.0", "name": "from-runtime", "type": "kvnet-shim", "socketPath": "/s", "cniDir": "/a"}
     daemon = {"cniVersion": "1.0.0", "Name": "daemon", "type": "kvnet", "cniDir": "/b", "clusterNetwork": "main"}
@@ -1068,9 +1069,9 @@ def test_delegate_cni_args_properties(pairs: list[tuple[str, str]], mac: bool) -
 
     raw = ";".join(f"{k}={v}" for k, v in pairs)
     req = replace(request(config(Path("/nonexistent"))), args_str=raw, args=parse_cni_args(raw))
-    pa = meta.PodArgs("ns", "pod", "uid", "infra")
+    pa = PodArgs("ns", "pod", "uid", "infra")
     d = CachedDelegate(name="n", conf={"type": "x"}, mac_request="02:00:00:00:00:01" if mac else "")
-    out = meta.delegate_cni_args(req, pa, d).split(";")
+    out = delegate_cni_args(req, pa, d).split(";")
     # Multus's newCNIRuntimeConf, step by step: the fixed five; each runtime pair fills a
     # fixed or earlier key whose value is empty, else it is appended (equal pairs too)
     model = [
@@ -1110,7 +1111,7 @@ def test_delegate_cni_args_properties(pairs: list[tuple[str, str]], mac: bool) -
 def test_inject_args_properties(cni_args: dict[str, Any], existing: dict[str, Any], conflist: bool) -> None:
     plugin = {"type": "bridge", "args": {"cni": dict(existing), "other": 1}}
     conf: dict[str, Any] = {"name": "n", "plugins": [plugin, {"type": "tuning"}]} if conflist else dict(plugin)
-    out = meta._inject_args(conf, cni_args, "0000:00:01.0")
+    out = delegates._inject_args(conf, cni_args, "0000:00:01.0")
     targets = out["plugins"] if conflist else [out]
     for t in targets:
         assert t["args"]["cni"] == {**(existing if t["type"] == "bridge" else {}), **cni_args}

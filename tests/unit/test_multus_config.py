@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvnet.core.errors import DecodeFailure, InvalidConfig, KvnetError
-from kvnet.meta.config import MultusConfig, parse_multus_config
+from kvnet.meta.config import DEFAULT_DELEGATE_TIMEOUT, KvnetOptions, MultusConfig, parse_multus_config
 
 BRIDGE = {
     "cniVersion": "1.0.0",
@@ -45,6 +46,8 @@ def test_defaults_with_delegates() -> None:
         multus_namespace="kube-system",
         runtime_config={},
         capabilities={},
+        retry_delete_on_error=False,
+        kvnet=KvnetOptions(),
         raw={"name": "multus-cni-network", "type": "kvnet", "delegates": [BRIDGE]},
     )
 
@@ -272,3 +275,59 @@ def test_any_config_is_parsed_or_refused(raw: dict[str, Any]) -> None:
         assert err.cni_code in (6, 7) and err.msg
     else:
         assert conf.delegates or conf.cluster_network
+
+
+# --- kvnet's own keys: typed once, a wrong value is an error naming the key ---------------
+
+
+@pytest.mark.parametrize(
+    ("keys", "options"),
+    [
+        ({}, KvnetOptions()),
+        ({"delegateTimeout": 2}, KvnetOptions(delegate_timeout=2.0)),
+        ({"DelegateTimeout": 0.5}, KvnetOptions(delegate_timeout=0.5)),  # Go's case-insensitive match
+        ({"inProcessBinding": False}, KvnetOptions(in_process_binding=False)),
+        (
+            {"podResourcesSocket": "/k.sock", "deviceInfoDir": "/d"},
+            KvnetOptions(pod_resources_socket="/k.sock", device_info_dir="/d"),
+        ),
+    ],
+)
+def test_kvnet_options(keys: dict[str, Any], options: KvnetOptions) -> None:
+    conf = parse_multus_config({"name": "n", "type": "kvnet", "delegates": [BRIDGE], **keys})
+    assert conf.kvnet == options
+    assert KvnetOptions().delegate_timeout == DEFAULT_DELEGATE_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("keys", "error", "message"),
+    [
+        (
+            {"delegateTimeout": 0},
+            InvalidConfig,
+            "LoadNetConf: delegateTimeout must be more than 0 and at most 86400 seconds, not 0",
+        ),
+        ({"delegateTimeout": -1}, InvalidConfig, "delegateTimeout must be more than 0"),
+        (
+            {"delegateTimeout": 2**31},
+            InvalidConfig,
+            "delegateTimeout must be more than 0 and at most 86400 seconds, not 2147483648",
+        ),
+        (
+            {"delegateTimeout": "60"},
+            DecodeFailure,
+            "cannot unmarshal string into Go struct field NetConf.delegateTimeout of type float64",
+        ),
+        ({"delegateTimeout": True}, DecodeFailure, "NetConf.delegateTimeout of type float64"),
+        (
+            {"inProcessBinding": "no"},
+            DecodeFailure,
+            "cannot unmarshal string into Go struct field NetConf.inProcessBinding of type bool",
+        ),
+        ({"podResourcesSocket": 1}, DecodeFailure, "NetConf.podResourcesSocket of type string"),
+        ({"retryDeleteOnError": "yes"}, DecodeFailure, "NetConf.retryDeleteOnError of type bool"),
+    ],
+)
+def test_kvnet_options_refused(keys: dict[str, Any], error: type[KvnetError], message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        parse_multus_config({"name": "n", "type": "kvnet", "delegates": [BRIDGE], **keys})

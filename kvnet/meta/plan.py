@@ -1,0 +1,163 @@
+"""Each delegate's call, computed once: interface name, CNI_ARGS, env and runtime config.
+
+:func:`plan` turns the delegate list into :class:`PlannedDelegate` values that ADD, its
+rollback, DEL and CHECK all use, so the four build a delegate's call in one way: Multus's
+``getIfname``, ``newCNIRuntimeConf`` (CNI_ARGS) and ``mergeCNIRuntimeConfig``. ADD also
+validates the plan before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kvnet.cni import libcni_cache
+from kvnet.cni.delegate import DelegateEnv
+from kvnet.cni.protocol import CniRequest
+from kvnet.core.errors import InvalidConfig, KvnetError
+from kvnet.core.naming import cni_name_ok, ifname_problem, ordinal_pod_iface
+from kvnet.meta.cache import CachedDelegate
+from kvnet.meta.config import MultusConfig
+from kvnet.meta.gojson import go_quote
+from kvnet.meta.pod import PodArgs
+from kvnet.meta.ports import DeviceInfoStore
+from kvnet.meta.wording import cmd_prefix
+
+
+@dataclass(frozen=True)
+class PlannedDelegate:
+    """One delegate of the pod with the call it gets: ``index`` in the full list (the
+    main network is 0), ``ifname``, the ``env`` and the ``runtime_config`` (before the
+    runner keeps only the capabilities the plugin declares)."""
+
+    index: int
+    delegate: CachedDelegate
+    ifname: str
+    env: DelegateEnv
+    runtime_config: Mapping[str, Any]
+
+    @property
+    def device_info_file(self) -> str | None:
+        value = self.runtime_config.get("CNIDeviceInfoFile")
+        return value if isinstance(value, str) and value else None
+
+
+def plan(
+    request: CniRequest,
+    conf: MultusConfig,
+    pa: PodArgs,
+    delegates: Sequence[CachedDelegate],
+    devinfo: DeviceInfoStore | None,
+    *,
+    validate: bool = False,
+) -> tuple[PlannedDelegate, ...]:
+    """The calls of every delegate; with ``validate`` (ADD) the names are checked first."""
+    if validate:
+        check_plan(delegates, request.ifname, pa)
+    out = []
+    for idx, d in enumerate(delegates):
+        ifname = ifname_of(d, idx, request.ifname)
+        env = DelegateEnv(request.container_id, request.netns, ifname, delegate_cni_args(request, pa, d), request.path)
+        out.append(PlannedDelegate(idx, d, ifname, env, runtime_config(conf, d, request.container_id, ifname, devinfo)))
+    return tuple(out)
+
+
+def ifname_of(d: CachedDelegate, idx: int, runtime_ifname: str) -> str:
+    """Multus's ``getIfname``: requested, else the runtime's for the main network, else ``net<idx>``."""
+    if d.ifname_request:
+        return d.ifname_request
+    if d.master:
+        return runtime_ifname
+    return ordinal_pod_iface(idx)
+
+
+def check_plan(delegates: Sequence[CachedDelegate], runtime_ifname: str, pa: PodArgs) -> list[str]:
+    """Interface names and network names, checked before anything runs (a name that would
+    escape a cache folder, or two attachments on one interface, fail here)."""
+    names: dict[str, str] = {}
+    out = []
+    for idx, d in enumerate(delegates):
+        ifname = ifname_of(d, idx, runtime_ifname)
+        problem = ifname_problem(ifname)
+        if problem:
+            raise InvalidConfig(f"{cmd_prefix(pa)}network {d.name}: {problem}")
+        if ifname in names:
+            raise InvalidConfig(
+                f"{cmd_prefix(pa)}interface name {ifname} is requested by both {names[ifname]} and {d.name}"
+            )
+        names[ifname] = d.name
+        if not cni_name_ok(d.network_name):
+            raise InvalidConfig(
+                f"{cmd_prefix(pa)}network {d.name}: invalid network name {go_quote(d.network_name)} in its config"
+            )
+        if not d.conf.get("type") and not isinstance(d.conf.get("plugins"), list):
+            raise InvalidConfig(f"{cmd_prefix(pa)}network {d.name}: the config has neither 'type' nor 'plugins'")
+        out.append(ifname)
+    return out
+
+
+def delegate_cni_args(request: CniRequest, pa: PodArgs, d: CachedDelegate | None = None) -> str:
+    """CNI_ARGS for a delegate, as Multus's ``newCNIRuntimeConf`` builds them: the fixed
+    five, then each of the runtime's own pairs in order. A runtime pair fills a fixed key
+    whose value is still empty; any other pair is appended, even when the same pair is
+    already there (Multus does not drop duplicates). Then the deprecated MAC/IP requests.
+
+    The runtime's CNI_ARGS were checked when the request was parsed (``parse_cni_args``
+    refuses a pair without ``=`` or key); empty segments are skipped, as there.
+    """
+    pairs: list[list[str]] = [
+        ["IgnoreUnknown", "true"],
+        ["K8S_POD_NAMESPACE", pa.namespace],
+        ["K8S_POD_NAME", pa.name],
+        ["K8S_POD_INFRA_CONTAINER_ID", pa.infra_container_id],
+        ["K8S_POD_UID", pa.uid],
+    ]
+    raw = request.args_str or ";".join(f"{k}={v}" for k, v in request.args.items())
+    for item in raw.split(";"):
+        if not item:
+            continue
+        key, _, val = item.partition("=")
+        for pair in pairs:
+            if pair[0] == key and pair[1] == "" and val != "":
+                pair[1] = val
+                break
+        else:
+            pairs.append([key, val])
+    if d is not None and d.mac_request:
+        pairs.append(["MAC", d.mac_request])
+    if d is not None and d.ip_request:
+        pairs.append(["IP", ",".join(d.ip_request)])
+    return ";".join(f"{k}={v}" for k, v in pairs)
+
+
+def runtime_config(
+    conf: MultusConfig, d: CachedDelegate, container_id: str, ifname: str, devinfo: DeviceInfoStore | None
+) -> dict[str, Any]:
+    """Multus's ``mergeCNIRuntimeConfig``: the config's runtimeConfig, plus the selection's
+    requests for non-main networks (the runner passes on only declared capabilities)."""
+    rc: dict[str, Any] = {k: v for k, v in conf.runtime_config.items() if v not in (None, "", [], {})}
+    if not d.master:
+        if d.port_mappings:
+            rc["portMappings"] = [dict(p) for p in d.port_mappings]
+        if d.bandwidth is not None:
+            rc["bandwidth"] = dict(d.bandwidth)
+        if d.ip_request:
+            rc["ips"] = list(d.ip_request)
+        if d.mac_request:
+            rc["mac"] = d.mac_request
+        if d.infiniband_guid_request:
+            rc["infinibandGUID"] = d.infiniband_guid_request
+        if d.device_id:
+            rc["deviceID"] = d.device_id
+    if rc.get("deviceID") and devinfo is not None:
+        rc["CNIDeviceInfoFile"] = devinfo.cni_file(d.name, container_id, ifname)
+    return rc
+
+
+def cached_capability_args(conf: MultusConfig, d: CachedDelegate, container_id: str, ifname: str) -> dict[str, Any]:
+    try:
+        att = libcni_cache.read_result(conf.cni_dir, d.network_name, container_id, ifname)
+    except KvnetError:
+        return {}
+    return dict(att.capability_args) if att is not None else {}

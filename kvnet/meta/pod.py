@@ -1,0 +1,95 @@
+"""The pod a CNI call is about: its CNI_ARGS, the readiness wait, the pod from the API."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kvnet.cni.protocol import CniRequest
+from kvnet.core.errors import KvnetError, TryAgainLater, UnknownContainer
+from kvnet.meta.config import MultusConfig
+from kvnet.meta.gojson import go_quote
+from kvnet.meta.ports import KubeApi, Seams
+from kvnet.meta.wording import cmd_err, cmd_prefix
+
+log = logging.getLogger("kvnet.meta")
+
+READINESS_POLL = 1.0  # seconds, Multus's pollDuration
+
+
+@dataclass(frozen=True)
+class PodArgs:
+    """Multus's ``K8sArgs``: the pod named in CNI_ARGS."""
+
+    namespace: str
+    name: str
+    uid: str
+    infra_container_id: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def pod_args(request: CniRequest) -> PodArgs:
+    a = request.args
+    return PodArgs(
+        a.get("K8S_POD_NAMESPACE", ""),
+        a.get("K8S_POD_NAME", ""),
+        a.get("K8S_POD_UID", ""),
+        a.get("K8S_POD_INFRA_CONTAINER_ID", ""),
+    )
+
+
+def pod_meta(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = pod.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def pod_annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    found = pod_meta(pod).get("annotations")
+    return found if isinstance(found, Mapping) else {}
+
+
+def wait_readiness(conf: MultusConfig, pa: PodArgs | None, seams: Seams, *, on_del: bool = False) -> None:
+    """Wait (1 s poll, bounded) for ``readinessindicatorfile`` as Multus does."""
+    path = conf.readiness_indicator_file
+    if not path:
+        return
+    deadline = seams.clock() + seams.readiness_timeout
+    while not os.path.exists(path):
+        if seams.clock() >= deadline:
+            what = " (on del)" if on_del else ""
+            raise TryAgainLater(
+                f"{cmd_prefix(pa)}have you checked that your default network is ready? still waiting for "
+                f"readinessindicatorfile @ {path}{what}. pollimmediate error: timed out waiting for the condition"
+            )
+        seams.sleep(READINESS_POLL)
+
+
+def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool) -> Mapping[str, Any] | None:
+    """The pod, or None (no API, no pod name, pod gone; on DEL also API errors and a
+    pod re-created under the same name)."""
+    if api is None or not pa.name:
+        return None
+    try:
+        pod = api.get_pod(pa.namespace, pa.name)
+    except KvnetError as err:
+        if on_del:
+            log.warning("pod %s: cannot read the pod on DEL, deleting from the cache: %s", pa.label, err.msg)
+            return None
+        raise cmd_err(pa, err, "error waiting for pod") from err
+    if pod is None:
+        return None
+    uid = str(pod_meta(pod).get("uid") or "")
+    if pa.uid and uid and uid != pa.uid:
+        if on_del:
+            log.warning("pod %s: API has UID %s, the runtime %s; not touching the new pod", pa.label, uid, pa.uid)
+            return None
+        raise UnknownContainer(
+            f"{cmd_prefix(pa)}expected pod UID {go_quote(pa.uid)} but got {go_quote(uid)} from Kube API"
+        )
+    return pod

@@ -1,0 +1,204 @@
+"""The meta-plugin wired to its production side effects, one way for thin and thick mode.
+
+``kvnet-cni`` (thin: a process per call, the light stdlib API client) and ``kvnet
+daemon`` (thick: long-lived API clients and delegate runners, :class:`LongLived`) both
+call :func:`make_handlers`; the delegate runner (:func:`new_runner`, with kvnet's own
+binding in-process unless ``inProcessBinding`` is false) and the optional side effects
+(:func:`default_seams`) are the same in both. Nothing heavy is imported here: the thin
+binary starts once per call.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kvnet.cni.delegate import FALLBACK_BIN_DIR, DelegateRunner, Exec, subprocess_exec
+from kvnet.cni.protocol import CniRequest, Handler
+from kvnet.meta import commands
+from kvnet.meta.config import MultusConfig, parse_multus_config
+from kvnet.meta.ports import DeviceInfoFiles, IpRouteEditor, KubeApi, Runner, Seams
+
+_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "error": logging.ERROR, "panic": logging.CRITICAL}
+_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+
+ApiFactory = Callable[[str], KubeApi]
+RunnerFactory = Callable[[MultusConfig, CniRequest], Runner]
+SeamsFactory = Callable[[MultusConfig], Seams]
+
+_configured: tuple[Any, ...] | None = None
+
+
+def setup_logging(conf: MultusConfig) -> None:
+    """Multus's ``logFile``/``logLevel``/``logToStderr``; never stdout (the result channel)."""
+    global _configured
+    key = (conf.log_file, conf.log_level, conf.log_to_stderr)
+    if key == _configured:
+        return
+    logger = logging.getLogger("kvnet")
+    for h in list(logger.handlers):
+        if getattr(h, "_kvnet_cni", False):
+            logger.removeHandler(h)
+            h.close()
+    handlers: list[logging.Handler] = []
+    if conf.log_to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if conf.log_file:
+        try:
+            handlers.append(logging.FileHandler(conf.log_file))
+        except OSError as err:
+            sys.stderr.write(f"kvnet: cannot open logFile {conf.log_file}: {err}\n")
+    for h in handlers:
+        h.setFormatter(logging.Formatter(_FORMAT))
+        h._kvnet_cni = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+    logger.setLevel(_LEVELS.get(conf.log_level, logging.CRITICAL))
+    logger.propagate = False
+    _configured = key
+
+
+def light_api(kubeconfig: str) -> KubeApi:
+    from kvnet.meta import k8s
+
+    return k8s.light_api(kubeconfig)
+
+
+BINDING_PLUGIN = "kvnet-binding"
+BINDING_MARK = b"kvnet.binding.main"
+
+
+def is_kvnet_binding(plugin: str) -> bool:
+    """True for kvnet's own ``kvnet-binding`` program (its console script names the module)."""
+    if os.path.basename(plugin) != BINDING_PLUGIN:
+        return False
+    try:
+        with open(plugin, "rb") as f:
+            return BINDING_MARK in f.read(4096)
+    except OSError:
+        return False
+
+
+class InProcessBinding:
+    """An :class:`Exec` that runs kvnet's own binding delegate inside this process.
+
+    A VM with N attachments means N binding calls; as processes each pays Python's start-up
+    and the pyroute2 import (about 0.2 s here), which made ADD grow with the NIC count.
+    In-process the call gets the same env, stdin, stdout and exit status as the program;
+    every other plugin still runs as a process. The delegate timeout does not apply to the
+    in-process call (the binding does a bounded amount of netlink work). The config key
+    ``inProcessBinding: false`` turns this off.
+    """
+
+    def __init__(self, fallback: Exec = subprocess_exec) -> None:
+        self.fallback = fallback
+
+    def __call__(self, plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
+        if not is_kvnet_binding(plugin):
+            return self.fallback(plugin, stdin, env, timeout)
+        from kvnet.binding import main as binding_main
+
+        out = io.StringIO()
+        status = binding_main.run(environ=dict(env), stdin=io.BytesIO(stdin), stdout=out, own_logging=False)
+        return status, out.getvalue().encode(), b""
+
+
+def new_runner(conf: MultusConfig, request: CniRequest | None = None) -> Runner:
+    """binDir first, then CNI_PATH (added per call by the runner), then /usr/lib/cni; kvnet's
+    own binding in-process unless ``inProcessBinding`` is false (thin and thick alike)."""
+    return DelegateRunner(
+        [conf.bin_dir, FALLBACK_BIN_DIR],
+        timeout=conf.kvnet.delegate_timeout,
+        exec=InProcessBinding() if conf.kvnet.in_process_binding else None,
+        cache_dir=conf.cni_dir,
+    )
+
+
+def default_seams(conf: MultusConfig) -> Seams:
+    """Device IDs from the kubelet's PodResources API (gRPC is imported only when a NAD
+    asks for a resource), device-info files, default-route edits with iproute2.
+
+    kvnet's own keys ``podResourcesSocket`` and ``deviceInfoDir`` move the kubelet socket
+    and the device-info root (tests, unusual kubelet layouts)."""
+    from kvnet.meta.podresources import DEFAULT_SOCKET, PodResourcesClient
+
+    return Seams(
+        allocator=PodResourcesClient(conf.kvnet.pod_resources_socket or DEFAULT_SOCKET),
+        devinfo=DeviceInfoFiles(conf.kvnet.device_info_dir),
+        routes=IpRouteEditor(),
+    )
+
+
+def overlay_config(request_conf: Mapping[str, Any], daemon_conf: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The config to act on: the daemon's own config (thick mode) wins over the request's,
+    except ``cniVersion``, ``name`` and ``type``, which stay the runtime's."""
+    if not daemon_conf:
+        return request_conf
+    merged = dict(request_conf)
+    for key, value in daemon_conf.items():
+        if key.lower() not in ("cniversion", "name", "type"):
+            merged[key] = value
+    return merged
+
+
+def make_handlers(
+    api_for: ApiFactory = light_api,
+    runner_for: RunnerFactory = new_runner,
+    seams_for: SeamsFactory = default_seams,
+    daemon_conf: Mapping[str, Any] | None = None,
+) -> dict[str, Handler]:
+    """The five CNI commands bound to ``kvnet.meta.commands`` with the given side effects."""
+
+    def bind(fn: Callable[..., Any]) -> Handler:
+        def handler(request: CniRequest) -> Mapping[str, Any] | None:
+            conf = parse_multus_config(overlay_config(request.config, daemon_conf))
+            setup_logging(conf)
+            api = api_for(conf.kubeconfig) if conf.kubeconfig else None
+            out: Mapping[str, Any] | None = fn(
+                request, conf=conf, api=api, runner=runner_for(conf, request), seams=seams_for(conf)
+            )
+            return out
+
+        return handler
+
+    return {
+        "ADD": bind(commands.add),
+        "DEL": bind(commands.delete),
+        "CHECK": bind(commands.check),
+        "STATUS": bind(commands.status),
+        "GC": bind(commands.gc),
+    }
+
+
+def client_api(kubeconfig: str) -> KubeApi:
+    from kvnet.meta import k8s
+
+    return k8s.client_api(kubeconfig)
+
+
+class LongLived:
+    """API clients per kubeconfig and delegate runners per (binDir, cniDir, timeout)."""
+
+    def __init__(self, api_factory: Callable[[str], KubeApi] = client_api) -> None:
+        self._api_factory = api_factory
+        self._apis: dict[str, KubeApi] = {}
+        self._runners: dict[tuple[str, str, float, bool], Runner] = {}
+        self._lock = threading.Lock()
+
+    def api(self, kubeconfig: str) -> KubeApi:
+        with self._lock:
+            if kubeconfig not in self._apis:
+                self._apis[kubeconfig] = self._api_factory(kubeconfig)
+            return self._apis[kubeconfig]
+
+    def runner(self, conf: MultusConfig, request: CniRequest | None = None) -> Runner:
+        """The runner :func:`new_runner` builds, one per setting that shapes it."""
+        key = (conf.bin_dir, conf.cni_dir, conf.kvnet.delegate_timeout, conf.kvnet.in_process_binding)
+        with self._lock:
+            if key not in self._runners:
+                self._runners[key] = new_runner(conf)
+            return self._runners[key]
