@@ -27,7 +27,7 @@ from kvnet.core.errors import (
     KvnetError,
     UnknownContainer,
 )
-from kvnet.core.naming import MAX_IFNAME, cni_name_ok
+from kvnet.core.naming import MAX_IFNAME, IfnameFault, cni_name_ok, ifname_fault
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 COMMANDS: tuple[str, ...] = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
@@ -108,16 +108,17 @@ def validate_container_id(container_id: str) -> None:
 
 
 def validate_ifname(ifname: str) -> None:
-    """libcni's ``ValidateInterfaceName`` rules and messages (details name the value)."""
-    if not ifname:
+    """libcni's ``ValidateInterfaceName`` messages (details name the value) for the rule in naming."""
+    fault = ifname_fault(ifname)
+    if fault is IfnameFault.EMPTY:
         raise InvalidEnvironment("interface name is empty")
-    if len(ifname.encode("utf-8", "surrogateescape")) > MAX_IFNAME:  # bytes, as the kernel and libcni count
+    if fault is IfnameFault.TOO_LONG:
         raise InvalidEnvironment(
             "interface name is too long", f"interface name {ifname!r} should be less than {MAX_IFNAME + 1} characters"
         )
-    if ifname in (".", ".."):
+    if fault is IfnameFault.DOT:
         raise InvalidEnvironment("interface name is . or ..", ifname)
-    if any(c in "/:" or c.isspace() for c in ifname):
+    if fault is IfnameFault.BAD_CHAR:
         raise InvalidEnvironment("interface name contains / or : or whitespace characters", repr(ifname))
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvnet.core import naming
 from kvnet.core.errors import DeviceError
 
 # ------------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ class TapNic:
 
     @property
     def alias(self) -> str:
-        return f"ua-{self.name}"
+        return naming.interface_alias(self.name)
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ class HostdevNic:
 
     @property
     def alias(self) -> str:
-        return f"ua-sriov-{self.name}"
+        return naming.sriov_alias(self.name)
 
 
 VmNic = TapNic | HostdevNic

@@ -7,6 +7,7 @@ interfaces ``eth0`` for the main network and ``net<position>`` otherwise.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import re
 from collections.abc import Iterable
@@ -54,12 +55,26 @@ def renamed_nic(pod_iface: str) -> str:
     return _suffix(pod_iface) + "-nic"
 
 
+ALIAS_PREFIX = "ua-"  # KubeVirt's user alias of a domain device
+SRIOV_ALIAS_PREFIX = "ua-sriov-"
+
+
 def interface_alias(vmi_iface: str) -> str:
-    return f"ua-{vmi_iface}"
+    """The domain alias of a VMI interface's ``<interface>``: ``ua-<name>``."""
+    return ALIAS_PREFIX + vmi_iface
 
 
 def sriov_alias(vmi_iface: str) -> str:
-    return f"ua-sriov-{vmi_iface}"
+    """The domain alias of a VMI interface's SR-IOV ``<hostdev>``: ``ua-sriov-<name>``."""
+    return SRIOV_ALIAS_PREFIX + vmi_iface
+
+
+def alias_interface(alias: str | None, *, sriov: bool = False) -> str | None:
+    """The VMI interface an alias names (the inverse of the two above), or None."""
+    prefix = SRIOV_ALIAS_PREFIX if sriov else ALIAS_PREFIX
+    if not alias or not alias.startswith(prefix) or len(alias) == len(prefix):
+        return None
+    return alias[len(prefix) :]
 
 
 def multus_ifname(requested: str | None, position: int, is_main: bool) -> str:
@@ -72,17 +87,40 @@ def multus_ifname(requested: str | None, position: int, is_main: bool) -> str:
     return PRIMARY_POD_IFACE if is_main else ordinal_pod_iface(position)
 
 
-def ifname_problem(name: object) -> str | None:
-    """Why ``name`` is not a valid interface name (CNI spec rules), or None."""
+class IfnameFault(enum.Enum):
+    """What makes a string no interface name (the CNI spec's and the kernel's rules)."""
+
+    EMPTY = "empty"
+    TOO_LONG = "too long"
+    DOT = ". or .."
+    BAD_CHAR = "contains / or : or whitespace"
+
+
+def ifname_fault(name: object) -> IfnameFault | None:
+    """The one interface-name rule; each boundary words the fault its own way."""
     if not isinstance(name, str) or not name:
-        return "interface name is empty"
+        return IfnameFault.EMPTY
     if len(name.encode("utf-8", "surrogateescape")) > MAX_IFNAME:  # bytes, as the kernel counts
-        return f"interface name {name!r} is longer than {MAX_IFNAME} characters"
+        return IfnameFault.TOO_LONG
     if name in (".", ".."):
-        return f"interface name {name!r} is . or .."
+        return IfnameFault.DOT
     if _IFNAME_BAD.search(name):
-        return f"interface name {name!r} contains / or : or whitespace"
+        return IfnameFault.BAD_CHAR
     return None
+
+
+def ifname_problem(name: object) -> str | None:
+    """Why ``name`` is not a valid interface name (kvnet's wording), or None."""
+    fault = ifname_fault(name)
+    if fault is None:
+        return None
+    if fault is IfnameFault.EMPTY:
+        return "interface name is empty"
+    if fault is IfnameFault.TOO_LONG:
+        return f"interface name {name!r} is longer than {MAX_IFNAME} characters"
+    if fault is IfnameFault.DOT:
+        return f"interface name {name!r} is . or .."
+    return f"interface name {name!r} contains / or : or whitespace"
 
 
 def cni_name_ok(name: object) -> bool:

@@ -15,6 +15,7 @@ from importlib.resources import files
 
 import jinja2
 
+from kvnet.core import naming
 from kvnet.core.errors import RenderError
 from kvnet.core.model import HostdevNic, PciAddress, TapNic, VmNic, VmNicPlan
 
@@ -94,13 +95,15 @@ def nic_from_element(elem: ET.Element) -> VmNic:
     The inverse of :func:`render_nic` for everything the XML carries (not the guest IP config).
     """
     alias = (elem.find("alias").get("name") if elem.find("alias") is not None else None) or ""  # type: ignore[union-attr]
-    if elem.tag == "interface" and elem.get("type") == "ethernet" and alias.startswith("ua-"):
+    tap_name = naming.alias_interface(alias)
+    sriov_name = naming.alias_interface(alias, sriov=True)
+    if elem.tag == "interface" and elem.get("type") == "ethernet" and tap_name is not None:
         target, model, mac = elem.find("target"), elem.find("model"), elem.find("mac")
         if target is None or model is None or mac is None:
             raise RenderError(f"<interface> {alias} lacks target, model or mac")
         link = elem.find("link")
         return TapNic(
-            name=alias[len("ua-") :],
+            name=tap_name,
             target=target.get("dev", ""),
             mac=mac.get("address", ""),
             model=model.get("type", ""),
@@ -111,12 +114,12 @@ def nic_from_element(elem: ET.Element) -> VmNic:
             link_up=link is None or link.get("state") != "down",
             queues=_int(elem.find("driver"), "queues"),
         )
-    if elem.tag == "hostdev" and alias.startswith("ua-sriov-"):
+    if elem.tag == "hostdev" and sriov_name is not None:
         source = _pci(elem.find("source/address"))
         if source is None:
             raise RenderError(f"<hostdev> {alias} has no source address")
         return HostdevNic(
-            name=alias[len("ua-sriov-") :],
+            name=sriov_name,
             source=source,
             pci_address=_pci(elem.find("address")),
             boot_order=_int(elem.find("boot"), "order"),

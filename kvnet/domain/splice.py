@@ -18,10 +18,9 @@ from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 
+from kvnet.core import naming
 from kvnet.core.errors import RenderError
 from kvnet.core.model import PciAddress
-
-SRIOV_ALIAS_PREFIX = "ua-sriov-"
 
 
 def parse_domain(domain_xml: str | bytes) -> ET.Element:
@@ -301,7 +300,7 @@ def kubevirt_hostdevs(domain_xml: str | bytes) -> dict[str, PciAddress]:
     out: dict[str, PciAddress] = {}
     for hostdev in _devices(root).findall("hostdev"):
         alias = _alias(hostdev)
-        if not alias or not alias.startswith(SRIOV_ALIAS_PREFIX):
+        if alias is None or naming.alias_interface(alias, sriov=True) is None:
             continue
         addr = hostdev.find("source/address")
         if addr is None:

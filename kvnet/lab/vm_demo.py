@@ -357,11 +357,12 @@ def domain_nics(domain_xml: str) -> dict[str, DomainNic]:
     for iface in ET.fromstring(domain_xml).iter("interface"):
         alias = iface.find("alias")
         mac = iface.find("mac")
-        if alias is None or mac is None or not alias.get("name", "").startswith("ua-"):
+        name = naming.alias_interface(alias.get("name") if alias is not None else None)
+        if alias is None or mac is None or name is None:
             continue
         target = iface.find("target")
         mtu = iface.find("mtu")
-        out[alias.get("name", "")[3:]] = DomainNic(
+        out[name] = DomainNic(
             alias.get("name", ""),
             mac.get("address", "").lower(),
             target.get("dev") if target is not None else None,

@@ -15,7 +15,7 @@ from typing import Any
 
 from kvnet.core.errors import InvalidAnnotation
 from kvnet.core.model import NetworkSelection
-from kvnet.core.naming import ifname_problem
+from kvnet.core.naming import MAX_IFNAME, ifname_problem
 from kvnet.meta.gojson import (
     GoTypeError,
     as_int,
@@ -37,9 +37,8 @@ DEFAULT_NETWORK = "v1.multus-cni.io/default-network"
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_IFNAMSIZ = 16
 _JSON_HINT = re.compile(r'[\[{"]')
-_BAD_IFNAME_CHARS = set(" \t\n\v\f\r/")
+_SHORT_FORM_BAD_CHARS = set(" \t\n\v\f\r/")  # what Multus's short-form parser refuses with its own message
 
 _PREFIX = "parsePodNetworkAnnotation: "
 _OBJ_PREFIX = _PREFIX + "parsePodNetworkObjectName: "
@@ -144,8 +143,6 @@ def _element(raw: object, index: int, pod_namespace: str) -> NetworkSelection:
         )
     if interface:
         problem = ifname_problem(interface)
-        if problem is None and len(interface.encode()) >= _IFNAMSIZ:
-            problem = f"interface name {interface!r} is longer than 15 bytes"
         if problem:
             raise InvalidAnnotation(f"{_PREFIX}{where}: {problem}")
     return NetworkSelection(
@@ -192,7 +189,7 @@ def _parse_short_item(item: str, pod_namespace: str) -> NetworkSelection:
                 f"alphanumeric character), mismatch @ '{part}'"
             )
     if ifname:
-        if len(ifname.encode()) > _IFNAMSIZ - 1 or any(c in _BAD_IFNAME_CHARS for c in ifname):
+        if len(ifname.encode()) > MAX_IFNAME or any(c in _SHORT_FORM_BAD_CHARS for c in ifname):
             raise InvalidAnnotation(
                 f"{_OBJ_PREFIX}Failed to parse interface name: must be less than 15 chars and not contain "
                 f"'/' or spaces. interface name '{ifname}'"

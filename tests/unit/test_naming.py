@@ -75,3 +75,40 @@ def test_ifname_rules(name: str, problem: str | None) -> None:
 )
 def test_cni_name(name: str, ok: bool) -> None:
     assert naming.cni_name_ok(name) is ok
+
+
+@pytest.mark.parametrize(
+    ("alias", "sriov", "iface"),
+    [
+        ("ua-blue", False, "blue"),
+        ("ua-sriov-blue", True, "blue"),
+        ("ua-sriov-blue", False, "sriov-blue"),  # an interface alias may itself start with sriov-
+        ("ua-blue", True, None),
+        ("ua-", False, None),
+        ("ua-sriov-", True, None),
+        ("blue", False, None),
+        ("", False, None),
+        (None, False, None),
+    ],
+)
+def test_alias_interface(alias: str | None, sriov: bool, iface: str | None) -> None:
+    assert naming.alias_interface(alias, sriov=sriov) == iface
+    if iface is not None:
+        assert (naming.sriov_alias if sriov else naming.interface_alias)(iface) == alias
+
+
+@pytest.mark.parametrize(
+    ("name", "fault"),
+    [
+        ("eth0", None),
+        ("", naming.IfnameFault.EMPTY),
+        (None, naming.IfnameFault.EMPTY),
+        ("a" * 16, naming.IfnameFault.TOO_LONG),
+        ("é" * 8, naming.IfnameFault.TOO_LONG),  # bytes, as the kernel counts
+        ("..", naming.IfnameFault.DOT),
+        ("a\tb", naming.IfnameFault.BAD_CHAR),
+    ],
+)
+def test_ifname_fault(name: object, fault: naming.IfnameFault | None) -> None:
+    """The one rule every boundary (CNI env, annotations, binding, render) words its own way."""
+    assert naming.ifname_fault(name) is fault
