@@ -8,7 +8,9 @@ APT_PACKAGES := containernetworking-plugins iproute2 iptables nftables libvirt-d
 	libvirt-clients libvirt-dev libxml2-utils qemu-system-x86 busybox-static pkg-config gcc \
 	cpio python3-venv python3-dev
 
-.PHONY: setup apt venv guest lint test test-unit demo bench clean
+PEERS ?= $(BUILD)/peers
+
+.PHONY: setup apt venv guest peers lint test test-unit demo bench clean
 
 setup: venv
 
@@ -29,13 +31,18 @@ $(VENV)/.stamp: pyproject.toml $(BUILD)/.apt-stamp
 guest: venv
 	$(VENV)/bin/kvnet guest build --out $(BUILD)/guest
 
+# The real peers (kube-apiserver, etcd, Multus 4.3, CNI plugins 1.10, whereabouts) from Go
+# modules, cached by a stamp of their pins (peers/README.md); about 11 minutes cold.
+peers:
+	OUT=$(PEERS) bash peers/build.sh
+
 # ruff (lint and format) and mypy --strict, on the checkout as it is
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m mypy kvnet
 
-test: venv guest lint
+test: venv guest peers lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv

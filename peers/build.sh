@@ -105,7 +105,7 @@ gobuild etcd "" -o "$OUT/bin/etcd" go.etcd.io/etcd/server/v3
 v=$(modver multus gopkg.in/k8snetworkplumbingwg/multus-cni.v4)
 log "multus, multus-shim, multus-daemon $v"
 mp=gopkg.in/k8snetworkplumbingwg/multus-cni.v4
-gobuild multus "-X $mp/pkg/multus.version=$v -X $mp/pkg/multus.releaseStatus=released -X $mp/pkg/multus.gitTreeState=clean" \
+gobuild multus "-X $mp/pkg/multus.version=$v -X $mp/pkg/multus.releaseStatus=,released -X $mp/pkg/multus.gitTreeState=clean" \
 	-o "$OUT/bin/" "$mp/cmd/multus" "$mp/cmd/multus-shim" "$mp/cmd/multus-daemon"
 
 # 4. CNI reference plugins ----------------------------------------------------
