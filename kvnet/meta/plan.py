@@ -53,11 +53,13 @@ def plan(
     validate: bool = False,
 ) -> tuple[PlannedDelegate, ...]:
     """The calls of every delegate; with ``validate`` (ADD) the names are checked first."""
-    if validate:
+    ifnames = (
         check_plan(delegates, request.ifname, pa)
+        if validate
+        else [ifname_of(d, idx, request.ifname) for idx, d in enumerate(delegates)]
+    )
     out = []
-    for idx, d in enumerate(delegates):
-        ifname = ifname_of(d, idx, request.ifname)
+    for idx, (d, ifname) in enumerate(zip(delegates, ifnames, strict=True)):
         env = DelegateEnv(request.container_id, request.netns, ifname, delegate_cni_args(request, pa, d), request.path)
         out.append(PlannedDelegate(idx, d, ifname, env, runtime_config(conf, d, request.container_id, ifname, devinfo)))
     return tuple(out)
