@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvnet.lab import apiserver
-from kvnet.lab.pod_demo import IP, Ns, PodLab
+from kvnet.lab.netns import IP, namespaces
+from kvnet.lab.pod_demo import PodLab
 from kvnet.meta.shim import request as shim_request
 
 # The stand-in answers keep-alive requests with the headers and the body in two writes;
@@ -71,21 +72,6 @@ class Row:
     @property
     def total_ms(self) -> float:
         return self.add_ms + self.del_ms
-
-
-@contextmanager
-def namespaces() -> Iterator[tuple[Ns, Ns]]:
-    made: list[Ns] = []
-    try:
-        for prefix in ("kvbench-node", "kvbench-pod"):
-            name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-            subprocess.run([IP, "netns", "add", name], check=True)
-            made.append(Ns(name, f"/var/run/netns/{name}"))
-            subprocess.run([IP, "netns", "exec", name, IP, "link", "set", "lo", "up"], check=True)
-        yield made[0], made[1]
-    finally:
-        for ns in reversed(made):
-            subprocess.run([IP, "netns", "delete", ns.name], check=False, capture_output=True)
 
 
 @contextmanager
@@ -272,7 +258,10 @@ def main() -> int:
     found = shutil.which("kvnet-cni")
     kvnet_bin = os.path.dirname(found) if found else os.path.dirname(sys.executable)
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="kvnet-bench-") as tmp, namespaces() as (node, pod):
+    with (
+        tempfile.TemporaryDirectory(prefix="kvnet-bench-") as tmp,
+        namespaces("kvbench-node", "kvbench-pod") as (node, pod),
+    ):
         with PodLab(node, pod, Path(tmp), kvnet_bin_dir=kvnet_bin) as lab:
             setup_networks(lab, max(SIZES))
             sock = str(Path(tmp) / "kvnet.sock")

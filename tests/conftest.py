@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from kvnet.lab.netns import Netns, delete_netns, make_netns
 
 REPO = Path(__file__).resolve().parent.parent
 CNI_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
@@ -53,28 +52,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
-
-
-@dataclass(frozen=True)
-class Netns:
-    """A network namespace made by a test: ``name`` for ``ip netns exec``, ``path`` for CNI."""
-
-    name: str
-    path: str
-
-    def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", self.name, *cmd], check=check, capture_output=True, text=True)
-
-
-def make_netns(prefix: str = "kvt") -> Netns:
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
-    return Netns(name, f"/var/run/netns/{name}")
-
-
-def delete_netns(ns: Netns) -> None:
-    subprocess.run(["ip", "netns", "delete", ns.name], check=False, capture_output=True)
 
 
 @pytest.fixture

@@ -23,18 +23,17 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 import yaml
 
 from kvnet.lab.apiserver import ApiStandIn
+from kvnet.lab.netns import IP, NetnsLike, in_ns, namespaces
+from kvnet.lab.netns import ip as _ip
 from kvnet.meta.shim import standalone_script
 
-IP = shutil.which("ip") or "/usr/sbin/ip"
 PLUGIN_DIR = "/usr/lib/cni"
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 
@@ -42,32 +41,6 @@ NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 def examples_dir() -> Path:
     """``examples/pod-demo`` of the source tree."""
     return Path(__file__).resolve().parents[2] / "examples" / "pod-demo"
-
-
-class NetnsLike(Protocol):
-    """A namespace: ``name`` for ``ip netns exec``, ``path`` for CNI_NETNS."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def path(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class Ns:
-    """A namespace made by the demo itself (tests pass their fixtures' namespaces)."""
-
-    name: str
-    path: str
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([IP, *args], capture_output=True, text=True, check=check)
-
-
-def in_ns(ns: NetnsLike, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([IP, "netns", "exec", ns.name, *cmd], capture_output=True, text=True, check=check)
 
 
 def make_bin_dir(folder: Path, kvnet_bin_dir: str, plugin_dir: str = PLUGIN_DIR) -> Path:
@@ -288,21 +261,6 @@ class PodLab:
 # ------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _namespaces() -> Iterator[tuple[Ns, Ns]]:
-    made: list[Ns] = []
-    try:
-        for prefix in ("kvdemo-node", "kvdemo-pod"):
-            name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-            _ip("netns", "add", name)
-            made.append(Ns(name, f"/var/run/netns/{name}"))
-            _ip("netns", "exec", name, IP, "link", "set", "lo", "up")
-        yield made[0], made[1]
-    finally:
-        for ns in reversed(made):
-            _ip("netns", "delete", ns.name, check=False)
-
-
 def _kvnet_bin_dir() -> str:
     found = shutil.which("kvnet-cni")
     return os.path.dirname(found) if found else os.path.dirname(sys.executable)
@@ -326,7 +284,10 @@ def run(out: TextIO = sys.stderr) -> int:
         return 1
     pod_uid = "6c0ffee0-0000-4000-8000-00000000d3e0"
     container = "demo" + uuid.uuid4().hex[:12]
-    with tempfile.TemporaryDirectory(prefix="kvnet-demo-") as tmp, _namespaces() as (node, pod):
+    with (
+        tempfile.TemporaryDirectory(prefix="kvnet-demo-") as tmp,
+        namespaces("kvdemo-node", "kvdemo-pod") as (node, pod),
+    ):
         with PodLab(node, pod, Path(tmp), kvnet_bin_dir=_kvnet_bin_dir()) as lab:
             lab.load_examples()
             in_ns(node, IP, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")

@@ -34,7 +34,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 import yaml
 
@@ -42,6 +42,7 @@ from kvnet.core import naming
 from kvnet.core.errors import InvalidEnvironment, IOFailure, KvnetError
 from kvnet.domain.vmi import BONDS_ANNOTATION
 from kvnet.lab import console, guest
+from kvnet.lab.netns import NetnsLike, make_netns
 
 NAMESPACE = "default"
 BINDING_NAME = "kvnet"
@@ -376,31 +377,7 @@ def domain_nics(domain_xml: str) -> dict[str, DomainNic]:
 # ------------------------------------------------------------------------------------
 
 
-class NetnsLike(Protocol):
-    """What the run needs of a netns: ``name`` for ``ip netns exec``, ``path`` for CNI_NETNS."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def path(self) -> str: ...
-
-
 NetnsFactory = Callable[[str], NetnsLike]
-
-
-@dataclass(frozen=True)
-class _Netns:
-    name: str
-    path: str
-
-
-def make_netns(prefix: str) -> NetnsLike:
-    """A fresh named netns ``<prefix>-<8 hex>`` with lo up (the demo's own factory)."""
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    sh("ip", "netns", "add", name)
-    sh("ip", "-n", name, "link", "set", "lo", "up")
-    return _Netns(name, f"/var/run/netns/{name}")
 
 
 def sh(*cmd: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess[str]:

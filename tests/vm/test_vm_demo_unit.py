@@ -15,6 +15,7 @@ import yaml
 
 from kvnet.core import naming
 from kvnet.lab import guest, vm_demo
+from kvnet.lab.netns import NetnsLike
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "vm-demo"
 
@@ -188,7 +189,7 @@ def test_any_exception_is_recorded_with_its_traceback_and_the_console_kept(tmp_p
     traceback), the console log is read and the leftovers check still runs."""
     (tmp_path / "console.log").write_text("KVNET boot uptime=1.0\n")
 
-    def factory(prefix: str) -> vm_demo.NetnsLike:
+    def factory(prefix: str) -> NetnsLike:
         raise RuntimeError(f"no netns for {prefix}")
 
     image = guest.GuestImage(tmp_path / "vmlinux", tmp_path / "initrd.gz", "p", "v", True)
