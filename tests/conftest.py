@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kvnet.lab.kube import KubeCluster, peers_built
 from kvnet.lab.netns import Netns, delete_netns, make_netns
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,3 +107,16 @@ def kvnet_bin_dir() -> str:
     if (candidate / "kvnet-cni").exists():
         return str(candidate)
     pytest.skip("kvnet is not installed (pip install -e .)")
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """The real API server (etcd + kube-apiserver from build/peers), one per test session;
+    the labs on it delete what they create."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (the API address is added to the root netns)")
+    missing = peers_built()
+    if missing:
+        pytest.skip(missing)
+    with KubeCluster(tmp_path_factory.mktemp("kube")) as cluster:
+        yield cluster

@@ -23,13 +23,14 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
 from kvnet.lab.apiserver import ApiStandIn
+from kvnet.lab.kube import KubeCluster
 from kvnet.lab.netns import IP, NetnsLike, in_ns, namespaces
 from kvnet.lab.netns import ip as _ip
 from kvnet.meta.shim import standalone_script
@@ -96,10 +97,20 @@ def leases(data_dir: Path) -> list[str]:
 
 
 class PodLab:
-    """A node netns reachable from the root netns, the API stand-in, temp CNI folders."""
+    """A node netns reachable from the root netns, an API server, temp CNI folders.
+
+    The API server is the real one when ``kube`` is given (shared, so the lab deletes what it
+    created when it stops), else a fresh API stand-in (docs/api-standin.md says when)."""
 
     def __init__(
-        self, node: NetnsLike, pod: NetnsLike, workdir: Path, *, kvnet_bin_dir: str, plugin_dir: str = PLUGIN_DIR
+        self,
+        node: NetnsLike,
+        pod: NetnsLike,
+        workdir: Path,
+        *,
+        kvnet_bin_dir: str,
+        plugin_dir: str = PLUGIN_DIR,
+        kube: KubeCluster | None = None,
     ) -> None:
         self.node = node
         self.pod = pod
@@ -113,7 +124,13 @@ class PodLab:
         octet = random.randint(1, 250)
         quad = random.randint(0, 63) * 4
         self.root_ip, self.node_ip = f"169.254.{octet}.{quad + 1}", f"169.254.{octet}.{quad + 2}"
-        self.api = ApiStandIn(self.root_ip)
+        self.kube = kube
+        self.api: KubeCluster | ApiStandIn = kube if kube is not None else ApiStandIn(self.root_ip)
+        self._made: list[tuple[str, str, str]] = []  # (kind, namespace, name) created on a shared server
+
+    @property
+    def real_api(self) -> bool:
+        return self.kube is not None
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -125,12 +142,28 @@ class PodLab:
         in_ns(self.node, IP, "addr", "add", f"{self.node_ip}/30", "dev", self.node_veth)
         in_ns(self.node, IP, "link", "set", self.node_veth, "up")
         in_ns(self.node, IP, "link", "set", "lo", "up")
-        self.api.start()
+        if isinstance(self.api, ApiStandIn):
+            self.api.start()
+        else:
+            self.api.route_from(self.node, self.root_ip)
         self.api.write_kubeconfig(str(self.kubeconfig))
 
     def stop(self) -> None:
-        self.api.stop()
+        if isinstance(self.api, ApiStandIn):
+            self.api.stop()
+        else:
+            for kind, namespace, name in reversed(self._made):
+                self.api.delete(kind, namespace, name)
+            self._made.clear()
         _ip("link", "del", self.root_veth, check=False)
+
+    def api_down(self) -> None:
+        """The API server becomes unreachable from the node (the stand-in stops; the real,
+        shared one loses its route from the node netns: connections fail at once)."""
+        if isinstance(self.api, ApiStandIn):
+            self.api.stop()
+        else:
+            in_ns(self.node, IP, "route", "del", f"{self.api.address}/32", check=False)
 
     def __enter__(self) -> PodLab:
         self.start()
@@ -139,37 +172,52 @@ class PodLab:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _load(self, objects: Iterable[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+        """Create ``objects`` on the lab's API server; what the server made of them."""
+        if isinstance(self.api, ApiStandIn):
+            docs = [dict(o) for o in objects]
+            self.api.load(docs)
+            return [
+                self.api.get(str(d["kind"]), d["metadata"].get("namespace") or "default", d["metadata"]["name"]) or d
+                for d in docs
+            ]
+        made = self.api.load(objects)
+        for obj in made:
+            meta = obj["metadata"]
+            self._made.append((str(obj["kind"]), meta.get("namespace") or "default", meta["name"]))
+        return made
+
     # --- content -------------------------------------------------------------------------
 
     def load_examples(self, folder: Path | None = None) -> None:
         folder = folder or examples_dir()
-        for doc in yaml.safe_load_all((folder / "nads.yaml").read_text()):
-            if doc:
-                self.api.load([patch_nad(doc, str(self.data_dir))])
-        self.api.load([d for d in yaml.safe_load_all((folder / "pod.yaml").read_text()) if d])
+        nads = [
+            patch_nad(doc, str(self.data_dir)) for doc in yaml.safe_load_all((folder / "nads.yaml").read_text()) if doc
+        ]
+        self._load(nads)
+        self._load([d for d in yaml.safe_load_all((folder / "pod.yaml").read_text()) if d])
 
     def add_nad(self, name: str, config: Mapping[str, Any], namespace: str = "default", **annotations: str) -> None:
         meta: dict[str, Any] = {"name": name, "namespace": namespace}
         if annotations:
             meta["annotations"] = dict(annotations)
         conf = set_host_local_data_dir(config, str(self.data_dir))
-        self.api.load([{"kind": "NetworkAttachmentDefinition", "metadata": meta, "spec": {"config": json.dumps(conf)}}])
+        self._load([{"kind": "NetworkAttachmentDefinition", "metadata": meta, "spec": {"config": json.dumps(conf)}}])
 
     def add_pod(
         self, name: str, networks: str | None = None, namespace: str = "default", uid: str | None = None
     ) -> str:
-        uid = uid or str(uuid.uuid4())
+        """Create the pod; its UID (the real server makes its own: ``uid`` only reaches the stand-in)."""
         notes = {"k8s.v1.cni.cncf.io/networks": networks} if networks else {}
-        self.api.load(
-            [
-                {
-                    "kind": "Pod",
-                    "metadata": {"name": name, "namespace": namespace, "uid": uid, "annotations": notes},
-                    "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]},
-                }
-            ]
-        )
-        return uid
+        meta: dict[str, Any] = {"name": name, "namespace": namespace, "annotations": notes}
+        if not self.real_api:
+            meta["uid"] = uid or str(uuid.uuid4())
+        pod = {
+            "kind": "Pod",
+            "metadata": meta,
+            "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]},
+        }
+        return str(self._load([pod])[0]["metadata"]["uid"])
 
     def config(self, delegates: Iterable[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
         """A kvnet config for this lab (temp cniDir, this bin dir, the stand-in's kubeconfig)."""

@@ -616,14 +616,14 @@ def test_two_attachments_are_independent(
 
 
 def test_under_kvnet_meta_plugin_with_kubevirt_annotation(
-    netns_factory: Callable[[str], Any], kvnet_bin_dir: str, cni_bin_dir: str, tmp_path: Path
+    netns_factory: Callable[[str], Any], kvnet_bin_dir: str, cni_bin_dir: str, tmp_path: Path, kube: Any
 ) -> None:
     """The networks annotation KubeVirt writes for `binding: {name: kvnet}`: the attachment
     with interface pod<hash>, then the binding NAD with cni-args.logicNetworkName."""
     from kvnet.lab.pod_demo import PodLab
 
     node, pod = netns_factory("kvnode"), netns_factory("kvpod")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir) as lab:
+    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir, kube=kube) as lab:
         lab.add_nad(
             "blue-net",
             {

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from kvnet.lab.kube import KubeCluster
 from kvnet.lab.pod_demo import IP, PodLab, in_ns, leases
 
 pytestmark = pytest.mark.root
@@ -48,10 +49,12 @@ if cmd == "ADD":
 
 
 @pytest.fixture
-def lab(netns_factory: Callable[..., Any], cni_bin_dir: str, kvnet_bin_dir: str, tmp_path: Path) -> Iterator[PodLab]:
+def lab(
+    netns_factory: Callable[..., Any], cni_bin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
+) -> Iterator[PodLab]:
     node = netns_factory("kvnode")
     pod = netns_factory("kvpod")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir) as lab:
+    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir, kube=kube) as lab:
         rec = lab.bin_dir / "recorder"
         rec.write_text(RECORDER.format(python=sys.executable))
         rec.chmod(0o755)
@@ -298,7 +301,7 @@ def test_del_with_api_down(lab: PodLab) -> None:
     rc, out, err = lab.cni("ADD", conf, container="ctr4", pod="web", uid=uid)
     assert rc == 0, (out, err)
     assert addrs(lab)["net1"] == ["10.68.0.2/24"]
-    lab.api.stop()
+    lab.api_down()
     t0 = time.monotonic()
     rc, out, err = lab.cni("DEL", conf, container="ctr4", pod="web", uid=uid)
     assert rc == 0, (out, err)
@@ -495,7 +498,7 @@ def test_del_of_a_cache_in_older_multus_shape(lab: PodLab) -> None:
         "Bytes": b64(full),
     }
     path.write_text(json.dumps(cached))
-    lab.api.stop()  # DEL from the cache alone
+    lab.api_down()  # DEL from the cache alone
     rc, out, err = lab.cni("DEL", conf, container="ctr12", pod="web", uid=uid)
     assert rc == 0, (out, err)
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}

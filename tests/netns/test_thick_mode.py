@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from kvnet.lab.kube import KubeCluster
 from kvnet.lab.pod_demo import IP, PodLab, in_ns
 from kvnet.meta.shim import request as shim_request
 
@@ -39,12 +40,12 @@ def _wait_healthy(sock: str, proc: subprocess.Popen[bytes], timeout: float = 30.
 
 @pytest.fixture
 def thick(
-    netns_factory: Callable[..., Any], cni_bin_dir: str, kvnet_bin_dir: str, tmp_path: Path
+    netns_factory: Callable[..., Any], cni_bin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
 ) -> Iterator[tuple[PodLab, str]]:
     node = netns_factory("kvnode")
     pod = netns_factory("kvpod")
     sock = str(tmp_path / "run" / "kvnet.sock")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir) as lab:
+    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir, kube=kube) as lab:
         log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed after the daemon stops
         proc = subprocess.Popen(
             [IP, "netns", "exec", node.name, os.path.join(kvnet_bin_dir, "kvnet"), "daemon", "--socket", sock],
