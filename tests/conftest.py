@@ -86,13 +86,33 @@ def netns_factory() -> Iterator[callable]:  # type: ignore[valid-type]
             delete_netns(ns)
 
 
-@pytest.fixture(scope="session")
-def cni_bin_dir() -> str:
-    """Where Debian's containernetworking-plugins live (skip with the reason if absent)."""
+PEER_PLUGINS = REPO / "build" / "peers" / "cni"
+PLUGIN_GENERATIONS = ("debian", "v1.10.0")
+
+
+def _plugin_dir(generation: str) -> str:
+    """Where one generation of the reference plugins lives (skip with the reason if absent)."""
+    if generation == "v1.10.0":
+        if not (PEER_PLUGINS / "bridge").exists():
+            pytest.skip(f"CNI plugins v1.10.0 not built in {PEER_PLUGINS} (run `make peers`)")
+        return str(PEER_PLUGINS)
     for d in CNI_PLUGIN_DIRS:
         if Path(d, "bridge").exists() and Path(d, "host-local").exists():
             return d
     pytest.skip("reference CNI plugins not installed (apt-get install containernetworking-plugins)")
+
+
+@pytest.fixture(scope="session", params=PLUGIN_GENERATIONS)
+def cni_bin_dir(request: pytest.FixtureRequest) -> str:
+    """The reference plugins; every lane runs on both generations: Debian's 1.1.1 (CNI
+    1.0.0 results, no STATUS) and v1.10.0 from build/peers (CNI 1.1.0 results, STATUS, GC)."""
+    return _plugin_dir(str(request.param))
+
+
+@pytest.fixture(scope="session")
+def peer_plugin_dir() -> str:
+    """The v1.10.0 reference plugins (plus whereabouts) only: for what Debian's cannot do."""
+    return _plugin_dir("v1.10.0")
 
 
 @pytest.fixture(scope="session")
