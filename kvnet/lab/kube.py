@@ -426,20 +426,21 @@ class KubeCluster:
         return str(answer["status"]["token"])
 
     def _apply_crds(self) -> None:
+        """Apply every CRD and wait until each is Established and its storage answers a list."""
         files = sorted((REPO / "crds").glob("*.yaml")) + sorted((PEERS / "crds").glob("*.yaml"))
-        names = [doc["metadata"]["name"] for path in files for doc in yaml.safe_load_all(path.read_text()) if doc]
-        for path in files:
-            self.load_yaml(path)
+        crds = [doc for path in files for doc in yaml.safe_load_all(path.read_text()) if doc]
+        self.load(crds)
         deadline = time.monotonic() + READY_TIMEOUT
-        for name in names:
-            while not _established(self.get("CustomResourceDefinition", None, name)):
+        for crd in crds:
+            spec = crd["spec"]
+            version = next(v["name"] for v in spec["versions"] if v.get("served", True))
+            lists = f"/apis/{spec['group']}/{version}/{spec['names']['plural']}"
+            while not (
+                _established(self.get("CustomResourceDefinition", None, crd["metadata"]["name"]))
+                and self.raw("GET", lists)[0] == 200
+            ):
                 if time.monotonic() > deadline:
-                    raise InvalidEnvironment(f"CRD {name} not established", self.log_tail())
-                time.sleep(0.05)
-        for plural in ("network-attachment-definitions",):  # served only once discovery caught up
-            while self.raw("GET", f"/apis/k8s.cni.cncf.io/v1/{plural}")[0] != 200:
-                if time.monotonic() > deadline:
-                    raise InvalidEnvironment(f"{plural} not served", self.log_tail())
+                    raise InvalidEnvironment(f"CRD {crd['metadata']['name']} not served", self.log_tail())
                 time.sleep(0.05)
 
     # --- what happened -------------------------------------------------------------------
