@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 PEERS = Path(os.environ.get("KVNET_PEERS", REPO / "build" / "peers"))
 API_ADDRESS = "169.254.0.77"  # the lab's API address (the pod labs use 169.254.1-250.x)
 READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 5.0  # then SIGKILL: the lab's etcd data is thrown away anyway
 
 
 @dataclass(frozen=True)
@@ -229,14 +230,14 @@ class KubeCluster:
                 proc.terminate()
         for proc in reversed(self._procs):
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
         self._procs.clear()
-        if self._added_address:
+        if self._added_address and not self._others_listen():
             _ip("addr", "del", f"{self.address}/32", "dev", "lo", check=False)
-            self._added_address = False
+        self._added_address = False
 
     def __enter__(self) -> KubeCluster:
         self.start()
@@ -251,6 +252,11 @@ class KubeCluster:
         if f" {self.address}/32 " not in _ip("-o", "addr", "show", "dev", "lo").stdout:
             _ip("addr", "add", f"{self.address}/32", "dev", "lo")
             self._added_address = True
+
+    def _others_listen(self) -> bool:
+        """Whether another lab's API server still listens on the address (then it stays)."""
+        done = subprocess.run(["ss", "-Htln", "src", self.address], capture_output=True, text=True, check=False)
+        return done.returncode != 0 or bool(done.stdout.strip())
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("wb")
