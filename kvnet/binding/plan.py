@@ -24,7 +24,6 @@ as a binding record (``kvnet.core.bindrecord``) for the sidecar, and for DEL to 
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import re
@@ -38,7 +37,7 @@ from kvnet.binding.netlink import AddressState, LinkState, NetnsMissing, RouteSt
 from kvnet.core import bindrecord
 from kvnet.core.errors import DecodeFailure, DeviceError, InvalidConfig, KvnetError, NetlinkFailure
 from kvnet.core.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig
-from kvnet.core.naming import bridge_name, hashed_pod_iface, ifname_problem, tap_name
+from kvnet.core.naming import bridge_name, hashed_pod_iface, ifname_problem, swapped_mac, tap_name
 
 log = logging.getLogger("kvnet.binding")
 
@@ -260,17 +259,6 @@ def find_pod_iface(link_names: tuple[str, ...] | list[str], network: str, cni_if
     if m and int(m[1]) > 1 and f"net{int(m[1]) - 1}" in link_names:
         return f"net{int(m[1]) - 1}"
     return hashed
-
-
-def swapped_mac(original: str) -> str:
-    """The pod link's MAC in bridge mode: locally administered, unicast, stable, != original."""
-    digest = hashlib.sha256(original.lower().encode()).digest()
-    octets = [(digest[0] & 0xFC) | 0x02, *digest[1:6]]
-    mac = ":".join(f"{b:02x}" for b in octets)
-    if mac == original.lower():
-        octets[5] ^= 0x01
-        mac = ":".join(f"{b:02x}" for b in octets)
-    return mac
 
 
 def _is_default(dst: str) -> bool:

@@ -9,7 +9,6 @@ into. Without ``--pod-links`` the pod is assumed plumbed as the binding CNI does
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -154,9 +153,8 @@ def _record(raw: Any, link: str) -> BindingRecord | None:
 
 
 def placeholder_mac(vmi: Vmi, network: str) -> str:
-    """A stable, locally administered MAC standing in for one the bridge plugin would pick."""
-    digest = hashlib.sha256(f"{vmi.namespace}/{vmi.name}/{network}".encode()).digest()
-    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+    """A stable, locally administered MAC standing in for one the attachment's plugin would pick."""
+    return naming.stand_in_mac(f"{vmi.namespace}/{vmi.name}/{network}")
 
 
 def _static_ip(conf: Mapping[str, Any]) -> GuestIpConfig:

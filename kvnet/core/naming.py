@@ -1,8 +1,12 @@
-"""Every KubeVirt and Multus name rule in one place, pinned by table tests.
+"""Every KubeVirt and Multus name rule, and every MAC rule of the pod side, in one place,
+pinned by table tests.
 
 KubeVirt derives pod-side names from the VMI network name (hashed scheme, with the
 older ordinal ``net<N>`` scheme detected from network-status); Multus names pod
-interfaces ``eth0`` for the main network and ``net<position>`` otherwise.
+interfaces ``eth0`` for the main network and ``net<position>`` otherwise. The MACs are
+the binding's swap (:func:`swapped_mac`), the kernel's rule for a bridge
+(:func:`bridge_mac`), and the stand-in for a MAC chosen out of kvnet's sight
+(:func:`stand_in_mac`).
 """
 
 from __future__ import annotations
@@ -53,6 +57,37 @@ def bridge_name(pod_iface: str) -> str:
 def renamed_nic(pod_iface: str) -> str:
     """KubeVirt's name for the original pod NIC once it is enslaved: ``<x>-nic``."""
     return _suffix(pod_iface) + "-nic"
+
+
+def swapped_mac(original: str) -> str:
+    """The pod link's MAC in bridge mode: locally administered, unicast, stable, != original.
+
+    KubeVirt's MAC swap: the guest takes the pod link's original MAC, so the pod link takes
+    this one (derived by a hash, so a repeated ADD computes the same one and CHECK can
+    compare it).
+    """
+    digest = hashlib.sha256(original.lower().encode()).digest()
+    octets = [(digest[0] & 0xFC) | 0x02, *digest[1:6]]
+    mac = ":".join(f"{b:02x}" for b in octets)
+    if mac == original.lower():
+        octets[5] ^= 0x01
+        mac = ":".join(f"{b:02x}" for b in octets)
+    return mac
+
+
+def stand_in_mac(seed: str) -> str:
+    """A stable, locally administered unicast MAC standing in for one kvnet cannot know.
+
+    The kernel gives a new tap a random MAC, and offline nobody has asked the attachment's
+    plugin for its MAC yet; a model of the pod takes ``02:`` + sha256(seed)[:5] instead.
+    """
+    digest = hashlib.sha256(seed.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+def bridge_mac(port_macs: Iterable[str]) -> str:
+    """The MAC a Linux bridge takes while none was set on it: the lowest of its ports'."""
+    return min(mac.lower() for mac in port_macs)
 
 
 ALIAS_PREFIX = "ua-"  # KubeVirt's user alias of a domain device

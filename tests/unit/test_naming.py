@@ -112,3 +112,53 @@ def test_alias_interface(alias: str | None, sriov: bool, iface: str | None) -> N
 def test_ifname_fault(name: object, fault: naming.IfnameFault | None) -> None:
     """The one rule every boundary (CNI env, annotations, binding, render) words its own way."""
     assert naming.ifname_fault(name) is fault
+
+
+# --- MACs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("original", "swapped"),
+    [
+        ("0a:58:0a:4d:00:02", naming.swapped_mac("0A:58:0A:4D:00:02")),
+        ("02:00:00:00:00:01", naming.swapped_mac("02:00:00:00:00:01")),
+    ],
+)
+def test_swapped_mac_is_local_unicast_and_case_blind(original: str, swapped: str) -> None:
+    assert naming.swapped_mac(original) == swapped != original
+    assert int(swapped[:2], 16) & 0x03 == 0x02
+
+
+def test_swapped_mac_pinned() -> None:
+    """The value a running pod carries: a change here would make CHECK fail on pods bound before it."""
+    assert naming.swapped_mac("0a:58:0a:4d:00:02") == "22:e8:dd:de:c5:44"
+
+
+@pytest.mark.parametrize(
+    ("seed", "mac"),
+    [
+        ("ns/vm/blue", naming.stand_in_mac("ns/vm/blue")),
+        ("tap16477688c0e", naming.stand_in_mac("tap16477688c0e")),
+    ],
+)
+def test_stand_in_mac_is_stable_local_unicast(seed: str, mac: str) -> None:
+    assert mac.startswith("02:") and len(mac) == 17
+    assert naming.stand_in_mac(seed) == mac
+    assert naming.stand_in_mac(seed + "x") != mac
+
+
+def test_stand_in_mac_pinned() -> None:
+    """kvnet render's placeholder MAC reaches the XML: pinned."""
+    assert naming.stand_in_mac("demo/vm-kvnet/blue") == "02:88:95:4b:49:d8"
+
+
+@pytest.mark.parametrize(
+    ("ports", "mac"),
+    [
+        (["02:10:00:00:00:01", "d2:bd:33:a6:79:9a"], "02:10:00:00:00:01"),
+        (["FE:00:00:00:00:01", "0A:58:0A:01:00:05"], "0a:58:0a:01:00:05"),
+        (["06:00:00:00:00:02"], "06:00:00:00:00:02"),
+    ],
+)
+def test_bridge_takes_the_lowest_port_mac(ports: list[str], mac: str) -> None:
+    assert naming.bridge_mac(ports) == mac
