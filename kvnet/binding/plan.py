@@ -20,6 +20,8 @@ and applies it with an undo for every step:
 
 The original MAC, MTU, addresses, gateways and routes are kept in the pod link's ifalias
 as a binding record (``kvnet.core.bindrecord``) for the sidecar, and for DEL to restore.
+The pod each plan leaves is a ``kvnet.core.plumbing`` value (``DesiredPlumbing.after``): its
+names, MACs and mode rule are the ones ``kvnet render`` and the lab's fake pod assume.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ from kvnet.binding import sriov
 from kvnet.binding.netlink import AddressState, LinkState, NetnsMissing, RouteState, open_netns
 from kvnet.core import bindrecord
 from kvnet.core.errors import DecodeFailure, DeviceError, InvalidConfig, KvnetError, NetlinkFailure
-from kvnet.core.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig
-from kvnet.core.naming import bridge_name, hashed_pod_iface, ifname_problem, swapped_mac, tap_name
+from kvnet.core.model import BindingRecord, GuestIpConfig
+from kvnet.core.naming import bridge_name, hashed_pod_iface, ifname_problem, tap_name
+from kvnet.core.naming import swapped_mac as swapped_mac  # where callers have always found it
+from kvnet.core.plumbing import MODES, BridgedTap, Macvtap, Plumbing, VfioVf, tap_plumbing
 
 log = logging.getLogger("kvnet.binding")
 
 DEFAULT_TAP_OWNER = 107  # the qemu user of virt-launcher
-MODES = ("auto", "bridge", "redirect")
 DIRECT_KINDS = frozenset({"macvtap", "tun"})  # the VM uses the pod link itself
 RTPROT_KERNEL = 2
 
@@ -199,7 +202,10 @@ class DesiredPlumbing:
     """What the pod netns should look like for one attachment.
 
     ``mode`` is ``bridge``, ``redirect`` or ``none``; ``reason`` says why. ``pod_mac`` is
-    the MAC the pod link ends with; ``record`` is what its ifalias carries.
+    the MAC the pod link ends with; ``record`` is what its ifalias carries. ``after`` is the
+    pod after ADD as the sidecar will read it (``kvnet.core.plumbing``), the value ``bridge``,
+    ``pod_mac`` and the tap's name are taken from; None when the binding cannot tell (no
+    pod link and no ``deviceID``, or a tap the VM is to use as it is).
     """
 
     network: str
@@ -210,6 +216,7 @@ class DesiredPlumbing:
     tap: TapSpec | None = None
     bridge: str | None = None
     pod_mac: str | None = None
+    after: Plumbing | None = None
 
     def describe(self) -> str:
         if self.mode == "none":
@@ -307,7 +314,13 @@ def plan(
         if vf is None:
             return DesiredPlumbing(network, pod_iface, "none", f"no pod link {pod_iface} (a VFIO VF, or no netdev)")
         if vf.is_vfio:
-            return DesiredPlumbing(network, pod_iface, "none", f"VFIO VF {vf.address}: nothing to plumb")
+            return DesiredPlumbing(
+                network,
+                pod_iface,
+                "none",
+                f"VFIO VF {vf.address}: nothing to plumb",
+                after=VfioVf(pod_iface, vf.address),
+            )
         where = f"SR-IOV VF {vf.address} (deviceID)"
         if vf.driver is None:
             raise InvalidConfig(
@@ -322,8 +335,9 @@ def plan(
         )
     link = observed.link
     if link.kind in DIRECT_KINDS:
+        direct = Macvtap(pod_iface, link.mac, link.mtu) if link.kind == "macvtap" else None
         return DesiredPlumbing(
-            network, pod_iface, "none", f"pod link {pod_iface} is a {link.kind}: the VM uses it directly"
+            network, pod_iface, "none", f"pod link {pod_iface} is a {link.kind}: the VM uses it directly", after=direct
         )
     if link.kind == "bridge":
         raise InvalidConfig(f"network {network}: pod interface {pod_iface} is a bridge; kvnet-binding cannot bind it")
@@ -342,20 +356,14 @@ def plan(
             bindrecord.encode(record)
         except InvalidConfig as err:
             raise InvalidConfig(f"network {network}: pod interface {pod_iface}: {err.msg}") from None
-    if config.mode == "auto":
-        mode = "redirect" if link.kind in REDIRECT_KINDS else "bridge"
-        reason = f"auto for a {link.kind or 'physical'} pod link"
-    else:
-        mode, reason = config.mode, "set in the binding conf"
-    tap = TapSpec(tap_name(pod_iface), record.mtu, config.tap_uid, config.tap_gid, config.multi_queue)
+    after = tap_plumbing(pod_iface, record, link.kind, mode=config.mode, multi_queue=config.multi_queue)
+    reason = f"auto for a {link.kind or 'physical'} pod link" if config.mode == "auto" else "set in the binding conf"
+    tap = TapSpec(after.tap, record.mtu, config.tap_uid, config.tap_gid, config.multi_queue)
     problem = ifname_problem(tap.name)
     if problem:
         raise InvalidConfig(f"network {network}: cannot name the tap for {pod_iface}: {problem}")
-    if mode == "bridge":
-        return DesiredPlumbing(
-            network, pod_iface, mode, reason, record, tap, bridge_name(pod_iface), swapped_mac(record.original_mac)
-        )
-    return DesiredPlumbing(network, pod_iface, mode, reason, record, tap, None, record.original_mac)
+    bridge = after.bridge if isinstance(after, BridgedTap) else None
+    return DesiredPlumbing(network, pod_iface, after.mode, reason, record, tap, bridge, after.pod_mac, after)
 
 
 # ------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from kvnet.binding.plan import (
 from kvnet.binding.sriov import VfInfo
 from kvnet.core import bindrecord
 from kvnet.core.errors import DecodeFailure, DeviceError, InvalidConfig, NetlinkFailure
-from kvnet.core.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig, PciAddress
+from kvnet.core.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig, PciAddress, PodLink
+from kvnet.core.plumbing import BridgedTap, Macvtap, RedirectedTap, VfioVf
 from kvnet.lab.fake_sysfs import FakePf, FakeVf, make_fake_sysfs
 
 BLUE = "pod16477688c0e"
@@ -183,6 +184,7 @@ CFG = BindingConfig()
                 TapSpec("tap16477688c0e", 1400, 107, 107, False),
                 "k6t-16477688c0e",
                 swapped_mac(MAC),
+                BridgedTap(BLUE, RECORD, "veth"),
             ),
             id="veth-bridge-mac-swap",
         ),
@@ -198,6 +200,7 @@ CFG = BindingConfig()
                 TapSpec("tap16477688c0e", 1400, 107, 107, False),
                 None,
                 MAC,
+                RedirectedTap(BLUE, RECORD, "macvlan"),
             ),
             id="macvlan-redirect",
         ),
@@ -213,6 +216,7 @@ CFG = BindingConfig()
                 TapSpec("tap16477688c0e", 1400, 107, 107, False),
                 None,
                 MAC,
+                RedirectedTap(BLUE, RECORD, "ipvlan"),
             ),
             id="ipvlan-redirect",
         ),
@@ -228,6 +232,7 @@ CFG = BindingConfig()
                 TapSpec("tap16477688c0e", 1400, 107, 107, False),
                 "k6t-16477688c0e",
                 swapped_mac(MAC),
+                BridgedTap(BLUE, RECORD, "bond"),
             ),
             id="bond-bridge",  # a bond bond-cni built in the pod is just a kernel link
         ),
@@ -243,6 +248,7 @@ CFG = BindingConfig()
                 TapSpec("tap16477688c0e", 9000, 0, 36, True),
                 "k6t-16477688c0e",
                 swapped_mac(MAC),
+                BridgedTap(BLUE, replace(RECORD, mtu=9000), "", multi_queue=True),
             ),
             id="physical-multiqueue-owner-mtu",
         ),
@@ -258,13 +264,20 @@ CFG = BindingConfig()
                 TapSpec("tap16477688c0e", 1400, 107, 107, False),
                 "k6t-16477688c0e",
                 swapped_mac(MAC),
+                BridgedTap(BLUE, RECORD, "macvlan"),
             ),
             id="mode-override",
         ),
         pytest.param(
             observed(veth(kind="macvtap")),
             BindingConfig(mode="bridge"),
-            DesiredPlumbing("blue", BLUE, "none", f"pod link {BLUE} is a macvtap: the VM uses it directly"),
+            DesiredPlumbing(
+                "blue",
+                BLUE,
+                "none",
+                f"pod link {BLUE} is a macvtap: the VM uses it directly",
+                after=Macvtap(BLUE, MAC, 1400),
+            ),
             id="macvtap-nothing",
         ),
         pytest.param(
@@ -295,6 +308,7 @@ CFG = BindingConfig()
                 TapSpec("tap16477688c0e", 1400, 107, 107, False),
                 "k6t-16477688c0e",
                 swapped_mac(MAC),
+                BridgedTap(BLUE, RECORD, "veth"),
             ),
             id="already-plumbed-same-plan",
         ),
@@ -310,6 +324,7 @@ CFG = BindingConfig()
                 TapSpec("tap16477688c0e", 1400, 107, 107, False),
                 "k6t-16477688c0e",
                 swapped_mac(MAC),
+                BridgedTap(BLUE, BindingRecord(MAC, 1400), "veth"),
             ),
             id="no-ipam-pure-l2",
         ),
@@ -537,6 +552,35 @@ def test_add_is_idempotent_and_delete_restores(kind: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("kind", "config"), [("veth", CFG), ("macvlan", CFG), ("veth", BindingConfig(multi_queue=True))]
+)
+def test_add_leaves_the_pod_its_plan_says(kind: str, config: BindingConfig) -> None:
+    """The netns after ADD is ``DesiredPlumbing.after``'s links (``kvnet.core.plumbing``), as the
+    sidecar reads them: names, kinds, masters, MTUs, the pod link's MAC and record, multi-queue.
+    Only the MACs the kernel picks (the tap's, and so the bridge's) are the model's stand-ins."""
+    ns = fake_pod(kind)
+    conf = {**Req().config, "multiQueue": config.multi_queue}
+    desired, _ = binding._prepare(Req(config=conf), ns)
+    binding.add(Req(config=conf), nl=opener(ns))
+    assert desired.after is not None
+    expected = {link.name: link for link in desired.after.links()}
+    assert set(ns.links) - {"lo"} == set(expected)
+    for name, want in expected.items():
+        got = ns.links[name]
+        seen = PodLink(
+            name,
+            got.mac if name == BLUE else want.mac,
+            got.mtu,
+            kind=got.kind,
+            master=got.master,
+            up=got.up,
+            multi_queue=got.multi_queue,
+            record=bindrecord.decode(got.alias),
+        )
+        assert seen == want
+
+
+@pytest.mark.parametrize(
     "step",
     [
         "set_alias",
@@ -734,13 +778,21 @@ def test_a_failing_undo_step_does_not_hide_the_original_error() -> None:
 
 
 def test_redirect_kinds_are_the_models() -> None:
-    """One rule for which pod links get redirect mode, shared with the translation."""
+    """One rule for which pod links get redirect mode, shared with the translation.
+
+    The binding decides the mode through ``kvnet.core.plumbing.tap_plumbing``, which
+    ``kvnet render`` uses too.
+    """
+    from kvnet.core import plumbing
     from kvnet.domain import translate
 
     assert frozenset({"macvlan", "ipvlan"}) == REDIRECT_KINDS
-    assert binding.REDIRECT_KINDS is REDIRECT_KINDS and translate.REDIRECT_KINDS is REDIRECT_KINDS
+    assert plumbing.REDIRECT_KINDS is REDIRECT_KINDS and translate.REDIRECT_KINDS is REDIRECT_KINDS
+    assert binding.tap_plumbing is plumbing.tap_plumbing
     for kind in sorted(REDIRECT_KINDS):
         assert plan(observed(veth(kind=kind)), "blue", CFG, pod_iface=BLUE).mode == "redirect"
+    for kind in ("veth", "vxlan", "vlan", "bond", ""):
+        assert plan(observed(veth(kind=kind)), "blue", CFG, pod_iface=BLUE).mode == "bridge"
 
 
 # --- no pod link, an SR-IOV deviceID: discovery on fake sysfs trees ------------------------
@@ -797,7 +849,7 @@ def vf_info(driver: str | None, netdevs: tuple[str, ...] = ()) -> VfInfo:
 def test_plan_vfio_vf_nothing_to_plumb() -> None:
     vf = replace(vf_info("vfio-pci"), address=PciAddress(0, 0x81, 0, 2))
     assert plan(None, "blue", CFG, pod_iface=BLUE, vf=vf) == DesiredPlumbing(
-        "blue", BLUE, "none", "VFIO VF 0000:81:00.2: nothing to plumb"
+        "blue", BLUE, "none", "VFIO VF 0000:81:00.2: nothing to plumb", after=VfioVf(BLUE, PciAddress(0, 0x81, 0, 2))
     )
 
 
