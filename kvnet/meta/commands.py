@@ -59,7 +59,7 @@ def add(
     """CNI ADD: every attachment of the pod, the main network's result returned."""
     pa = pod_args(request)
     wait_readiness(conf, pa, seams)
-    pod = get_pod(api, pa, on_del=False)
+    pod = get_pod(api, pa, on_del=False, seams=seams)
     if pod is None and api is not None and pa.name:
         log.warning("pod %s not found, exiting with an empty CNI result", pa.label)
         return empty_result(request.cni_version, ifname=request.ifname, netns=request.netns)
@@ -240,7 +240,7 @@ def delete(
     """CNI DEL: from the cache (or, without one, from the pod); every delegate is tried."""
     pa = pod_args(request)
     wait_readiness(conf, pa, seams, on_del=True)
-    pod = get_pod(api, pa, on_del=True)
+    pod = get_pod(api, pa, on_del=True, seams=seams)
     delegates = cache.load(conf.cni_dir, request.container_id)
     from_cache = delegates is not None
     if delegates is None:

@@ -82,12 +82,14 @@ def _nad_delegate(
     """``getKubernetesDelegate``: the NAD's config, its deviceID injected."""
     if not cni_name_ok(name) or not cni_name_ok(namespace):
         raise InvalidAnnotation(f"network {namespace}/{name}: invalid network name")
-    nad = api.get_nad(namespace, name) if api is not None else None
+    missing = f"getKubernetesDelegate: cannot find a network-attachment-definition ({name}) in namespace ({namespace})"
+    try:
+        # read once, never retried (Multus's GetNetAttachDef)
+        nad = api.get_nad(namespace, name) if api is not None else None
+    except KvnetError as err:
+        raise reword(err, f"{missing}: {err.msg}") from err
     if nad is None:
-        raise NetworkNotFound(
-            f"getKubernetesDelegate: cannot find a network-attachment-definition ({name}) in namespace "
-            f'({namespace}): network-attachment-definitions.k8s.cni.cncf.io "{name}" not found'
-        )
+        raise NetworkNotFound(f'{missing}: network-attachment-definitions.k8s.cni.cncf.io "{name}" not found')
     d = delegate_from_nad(nad, conf.conf_dir)
     device_id = ""
     if d.resource_name and devices is not None:

@@ -34,6 +34,7 @@ from urllib.parse import quote, urlsplit
 import yaml
 
 from kvnet.core.errors import ApiFailure, InvalidConfig
+from kvnet.meta.ports import RetriableApiFailure
 from kvnet.meta.status import NETWORK_STATUS
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,82 @@ def _json_object(what: str, data: bytes) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise ApiFailure(f"Kubernetes API {what}: the answer is not a JSON object")
     return value
+
+
+# apimachinery's knownReasons: a Status with one of these is judged by its reason alone
+_KNOWN_REASONS = frozenset(
+    {
+        "Unauthorized",
+        "Forbidden",
+        "NotFound",
+        "AlreadyExists",
+        "Conflict",
+        "Gone",
+        "Invalid",
+        "ServerTimeout",
+        "StorageReadError",
+        "Timeout",
+        "TooManyRequests",
+        "BadRequest",
+        "MethodNotAllowed",
+        "NotAcceptable",
+        "RequestEntityTooLarge",
+        "UnsupportedMediaType",
+        "InternalError",
+        "Expired",
+        "ServiceUnavailable",
+    }
+)
+_RETRIABLE_REASONS = ("InternalError", "ServiceUnavailable")
+
+
+def retriable_answer(status: int, body: bytes | str | None) -> bool:
+    """Multus's ``isCriticalRequestRetriable`` for an HTTP error answer, read as client-go reads it.
+
+    client-go's error carries the answer's Status object when there is one (``kind:
+    Status``, ``status: Failure``), else what ``NewGenericServerResponse`` makes of the
+    HTTP code (503 ServiceUnavailable, 504 Timeout, any other 5xx InternalError). Retried
+    are the reasons InternalError and ServiceUnavailable, and, for a reason apimachinery
+    does not know, the codes 500 and 503 (``IsInternalError``, ``IsServiceUnavailable``).
+    A 429 is not retried.
+    """
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("kind") == "Status" and data.get("status") == "Failure":
+        reason = data.get("reason") if isinstance(data.get("reason"), str) else ""
+        code = data.get("code") if isinstance(data.get("code"), int) else 0
+    else:
+        reason = "ServiceUnavailable" if status == 503 else "InternalError" if status >= 500 and status != 504 else ""
+        code = status
+    if reason in _RETRIABLE_REASONS:
+        return True
+    return reason not in _KNOWN_REASONS and code in (500, 503)
+
+
+def retriable_transport_error(err: BaseException) -> bool:
+    """Multus's ``IsConnectionRefused`` / ``IsConnectionReset``: ECONNREFUSED or ECONNRESET
+    anywhere in the error's chain (urllib3 keeps the cause in ``reason``). A server that
+    closes the connection without an answer (EOF in Go) is neither."""
+    seen: set[int] = set()
+    todo: list[object] = [err]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, http.client.RemoteDisconnected):
+            continue
+        if isinstance(e, (ConnectionRefusedError, ConnectionResetError)):
+            return True
+        todo.extend([e.__cause__, e.__context__, getattr(e, "reason", None), *e.args])
+    return False
+
+
+def _answer_failure(status: int, body: bytes | str | None, msg: str) -> ApiFailure:
+    """The failure for an HTTP error answer: retriable or not (:func:`retriable_answer`)."""
+    return RetriableApiFailure(msg) if retriable_answer(status, body) else ApiFailure(msg)
 
 
 def _status_message(body: bytes | str | None, fallback: str) -> str:
@@ -357,13 +434,16 @@ class LightApi(_RetryingStatusWriter):
                         continue
                     timed_out = isinstance(err, (socket.timeout, TimeoutError))
                     what = "timed out" if timed_out else str(err) or type(err).__name__
-                    raise ApiFailure(f"Kubernetes API {method} {self.conf.server}{path}: {what}") from None
+                    cls = RetriableApiFailure if retriable_transport_error(err) else ApiFailure
+                    raise cls(f"Kubernetes API {method} {self.conf.server}{path}: {what}") from None
         raise AssertionError("unreachable")
 
     def _json(self, method: str, path: str, status: int, data: bytes) -> Mapping[str, Any]:
         if status >= 300:
-            raise ApiFailure(
-                f"Kubernetes API {method} {path}: {status} {_status_message(data, http.client.responses.get(status, ''))}"
+            raise _answer_failure(
+                status,
+                data,
+                f"Kubernetes API {method} {path}: {status} {_status_message(data, http.client.responses.get(status, ''))}",
             )
         return _json_object(f"{method} {path}", data)
 
@@ -489,14 +569,15 @@ class ClientApi(_RetryingStatusWriter):
             body = err.body if isinstance(err.body, bytes) else str(err.body or "").encode()
             return int(err.status), body
         except self._transport_errors as err:
-            raise ApiFailure(f"Kubernetes API {what} at {self.server}: {err}") from None
+            cls = RetriableApiFailure if retriable_transport_error(err) else ApiFailure
+            raise cls(f"Kubernetes API {what} at {self.server}: {err}") from None
         except ValueError as err:  # the client's own model validation refused the object
             raise ApiFailure(f"Kubernetes API {what}: the client refused the object: {err}") from None
 
     def _decode(self, what: str, status: int, data: bytes) -> Mapping[str, Any]:
         if status == 0 or status >= 300:
             reason = http.client.responses.get(status, "no answer")
-            raise ApiFailure(f"Kubernetes API {what}: {status} {_status_message(data, reason)}")
+            raise _answer_failure(status, data, f"Kubernetes API {what}: {status} {_status_message(data, reason)}")
         return _json_object(what, data)
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,12 +12,14 @@ from kvnet.cni.protocol import CniRequest
 from kvnet.core.errors import KvnetError, TryAgainLater, UnknownContainer
 from kvnet.meta.config import MultusConfig
 from kvnet.meta.gojson import go_quote
-from kvnet.meta.ports import KubeApi, Seams
+from kvnet.meta.ports import KubeApi, RetriableApiFailure, Seams
 from kvnet.meta.wording import cmd_err, cmd_prefix
 
 log = logging.getLogger("kvnet.meta")
 
 READINESS_POLL = 1.0  # seconds, Multus's pollDuration
+POD_POLL = 0.25  # seconds, Multus's shortPollDuration: GetPod's retry interval
+POD_POLL_TIMEOUT = 2.5  # seconds, Multus's shortPollTimeout: how long GetPod retries
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,27 @@ def pod_annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
     return found if isinstance(found, Mapping) else {}
 
 
+def poll_immediate(interval: float, timeout: float, condition: Callable[[], bool], seams: Seams) -> bool:
+    """apimachinery's ``wait.PollImmediate``: ``condition`` now, then on every tick of
+    ``interval`` (ticks a slow condition overran are dropped) and once more when
+    ``timeout`` has passed since the first call; True as soon as it holds, False on the
+    timeout. An exception from ``condition`` ends the poll."""
+    if condition():
+        return True
+    start = seams.clock()
+    deadline = start + timeout
+    tick = 1
+    while True:
+        due = start + tick * interval
+        if due >= deadline:
+            seams.sleep(max(0.0, deadline - seams.clock()))
+            return condition()
+        seams.sleep(max(0.0, due - seams.clock()))
+        if condition():
+            return True
+        tick = max(tick + 1, int((seams.clock() - start) // interval) + 1)
+
+
 def wait_readiness(conf: MultusConfig, pa: PodArgs | None, seams: Seams, *, on_del: bool = False) -> None:
     """Wait (1 s poll, bounded) for ``readinessindicatorfile`` as Multus does."""
     path = conf.readiness_indicator_file
@@ -70,13 +93,34 @@ def wait_readiness(conf: MultusConfig, pa: PodArgs | None, seams: Seams, *, on_d
         seams.sleep(READINESS_POLL)
 
 
-def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool) -> Mapping[str, Any] | None:
-    """The pod, or None (no API, no pod name, pod gone; on DEL also API errors and a
-    pod re-created under the same name)."""
+def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool, seams: Seams = Seams()) -> Mapping[str, Any] | None:
+    """Multus's ``GetPod``: the pod, or None (no API, no pod name, pod gone; on DEL also
+    API errors and a pod re-created under the same name).
+
+    A retriable failure (:class:`~kvnet.meta.ports.RetriableApiFailure`: 500, 503, a
+    refused or reset connection) is retried every 0.25 s for 2.5 s; when that runs out, or
+    another failure ends it, the pod is read once more (Multus's live query) and only that
+    read's failure counts. A 404 ends it at once.
+    """
     if api is None or not pa.name:
         return None
+    found: list[Mapping[str, Any] | None] = []
+
+    def attempt() -> bool:
+        try:
+            found.append(api.get_pod(pa.namespace, pa.name))
+        except RetriableApiFailure as err:
+            log.debug("pod %s: reading the pod failed, retrying: %s", pa.label, err.msg)
+            return False
+        return True
+
     try:
-        pod = api.get_pod(pa.namespace, pa.name)
+        done = poll_immediate(POD_POLL, POD_POLL_TIMEOUT, attempt, seams)
+    except KvnetError as err:
+        log.debug("pod %s: reading the pod failed: %s", pa.label, err.msg)
+        done = False
+    try:
+        pod = found[-1] if done else api.get_pod(pa.namespace, pa.name)
     except KvnetError as err:
         if on_del:
             log.warning("pod %s: cannot read the pod on DEL, deleting from the cache: %s", pa.label, err.msg)

@@ -16,14 +16,23 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kvnet.cni.delegate import DelegateEnv
-from kvnet.core.errors import NetlinkFailure
+from kvnet.core.errors import ApiFailure, NetlinkFailure
 from kvnet.core.model import DeviceInfo
 
 READINESS_TIMEOUT = 45.0  # seconds, Multus's pollTimeout
 
 
+class RetriableApiFailure(ApiFailure):
+    """An API failure Multus's ``isCriticalRequestRetriable`` retries: an answer client-go
+    reads as InternalError or ServiceUnavailable, or a refused or reset connection."""
+
+
 class KubeApi(Protocol):
-    """The few API calls the meta-plugin makes (``kvnet.meta.k8s`` implements them)."""
+    """The few API calls the meta-plugin makes (``kvnet.meta.k8s`` implements them).
+
+    Failures are :class:`~kvnet.core.errors.ApiFailure`; the ones worth retrying are
+    :class:`RetriableApiFailure`.
+    """
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from kvnet.lab.apiserver import ApiStandIn
 from kvnet.lab.kube import KubeCluster
 from kvnet.lab.pod_demo import IP, PodLab, in_ns, leases
 
@@ -59,6 +60,17 @@ def lab(
         rec.write_text(RECORDER.format(python=sys.executable))
         rec.chmod(0o755)
         (tmp_path / "records").mkdir()
+        yield lab
+
+
+@pytest.fixture
+def standin_lab(
+    netns_factory: Callable[..., Any], cni_bin_dir: str, kvnet_bin_dir: str, tmp_path: Path
+) -> Iterator[PodLab]:
+    """The lab on the API stand-in, for the faults a real server cannot be made to answer (5xx)."""
+    node = netns_factory("kvnode")
+    pod = netns_factory("kvpod")
+    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir) as lab:
         yield lab
 
 
@@ -502,3 +514,60 @@ def test_del_of_a_cache_in_older_multus_shape(lab: PodLab) -> None:
     rc, out, err = lab.cni("DEL", conf, container="ctr12", pod="web", uid=uid)
     assert rc == 0, (out, err)
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+
+
+def test_pod_read_retried_through_server_errors(standin_lab: PodLab) -> None:
+    """Multus's GetPod retries 500/503 answers (0.25 s apart, 2.5 s at most); NADs are read once."""
+    lab = standin_lab
+    assert isinstance(lab.api, ApiStandIn)
+    lab.add_nad(
+        "blue",
+        {
+            "cniVersion": "1.0.0",
+            "type": "bridge",
+            "bridge": "kvt-blue",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.86.0.0/24"}]]},
+        },
+    )
+    uid = lab.add_pod("web", "blue")
+    conf = lab.config([main_bridge("10.87.0.0/24")])
+    pod_path = "/api/v1/namespaces/default/pods/web"
+    lab.api.fail_next(503, method="GET", path=pod_path, times=3)
+    rc, out, err = lab.cni("ADD", conf, container="ctr13", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert addrs(lab)["net1"] == ["10.86.0.2/24"]
+    # three failed reads and the one that worked, then the status write's own read
+    assert [r for r in lab.api.requests if r == ("GET", pod_path)][:4] == [("GET", pod_path)] * 4
+    rc, out, err = lab.cni("DEL", conf, container="ctr13", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    # a NAD that answers 500 is not read again: the ADD fails at once and leaves nothing
+    lab.api.fail_next(500, method="GET", path="/network-attachment-definitions/blue")
+    before = len(lab.api.requests)
+    rc, out, err = lab.cni("ADD", conf, container="ctr14", pod="web", uid=uid)
+    assert rc == 1 and out["code"] == 103, (out, err)
+    assert (
+        "getKubernetesDelegate: cannot find a network-attachment-definition (blue) in namespace (default): "
+        in (out["msg"])
+    )
+    nad_reads = [r for r in lab.api.requests[before:] if r[1].endswith("/network-attachment-definitions/blue")]
+    assert nad_reads == [("GET", "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/blue")]
+    # an answer Multus does not retry (429) ends the retries at once; the one more read succeeds
+    lab.api.fail_next(429, method="GET", path=pod_path, times=1)
+    before = len(lab.api.requests)
+    rc, out, err = lab.cni("ADD", conf, container="ctr15", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert lab.api.requests[before : before + 2] == [("GET", pod_path)] * 2
+    rc, out, err = lab.cni("DEL", conf, container="ctr15", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    # a pod that keeps answering 503 fails the ADD after about 2.5 s
+    lab.api.fail_next(503, method="GET", path=pod_path, times=100)
+    before = len(lab.api.requests)
+    t0 = time.monotonic()
+    rc, out, err = lab.cni("ADD", conf, container="ctr16", pod="web", uid=uid)
+    took = time.monotonic() - t0
+    assert rc == 1 and out["code"] == 103 and 2.4 < took < 15, (out, err, took)
+    assert out["msg"].startswith(f"kvnet: [default/web/{uid}]: error waiting for pod: ")
+    # one read now, one per tick, one when the time is up, then the live query
+    assert 11 <= len([r for r in lab.api.requests[before:] if r == ("GET", pod_path)]) <= 14
+    assert lab.leftovers()["pod links"] == [] and not (lab.cni_dir / "ctr16").exists()

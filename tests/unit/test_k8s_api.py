@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from kvnet.core.errors import ApiFailure, InvalidConfig
 from kvnet.lab.apiserver import ApiStandIn, StandInTls
 from kvnet.meta import k8s
+from kvnet.meta.ports import RetriableApiFailure
 from kvnet.meta.status import NETWORK_STATUS
 
 POD: dict[str, Any] = {
@@ -204,6 +205,56 @@ def test_server_errors_are_api_failures(api: k8s.KubeApi, standin: ApiStandIn, c
         api.get_nad("pods", "blue")
 
 
+@pytest.mark.parametrize(("code", "retriable"), [(500, True), (503, True), (429, False), (403, False), (504, False)])
+def test_retriable_failures_as_multus_judges_them(
+    api: k8s.KubeApi, standin: ApiStandIn, code: int, retriable: bool
+) -> None:
+    """Multus's isCriticalRequestRetriable: only InternalError and ServiceUnavailable
+    answers (and refused or reset connections) are retried."""
+    for call in (lambda: api.get_pod("pods", "web"), lambda: api.get_nad("pods", "blue")):
+        standin.fail_next(code, method="GET")
+        with pytest.raises(ApiFailure) as info:
+            call()
+        assert isinstance(info.value, RetriableApiFailure) is retriable, code
+        assert info.value.to_cni("1.0.0")["code"] == 103
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retriable"),
+    [
+        # a Status object: its reason decides, its code only for a reason apimachinery does not know
+        (500, {"kind": "Status", "status": "Failure", "reason": "InternalError", "code": 500}, True),
+        (500, {"kind": "Status", "status": "Failure", "reason": "ServiceUnavailable", "code": 500}, True),
+        (503, {"kind": "Status", "status": "Failure", "reason": "Timeout", "code": 503}, False),
+        (502, {"kind": "Status", "status": "Failure", "reason": "Bad Gateway", "code": 502}, False),
+        (599, {"kind": "Status", "status": "Failure", "reason": "Odd", "code": 503}, True),
+        (599, {"kind": "Status", "status": "Failure", "code": 500}, True),
+        (429, {"kind": "Status", "status": "Failure", "reason": "TooManyRequests", "code": 429}, False),
+        # no Status object: client-go's NewGenericServerResponse reading of the HTTP code
+        (502, "<html>bad gateway</html>", True),
+        (500, {"message": "not a Status"}, True),
+        (503, None, True),
+        (504, None, False),
+        (429, None, False),
+        (404, None, False),
+    ],
+)
+def test_retriable_answer_rule(status: int, body: Any, retriable: bool) -> None:
+    raw = json.dumps(body) if isinstance(body, dict) else body
+    assert k8s.retriable_answer(status, raw) is retriable
+
+
+def test_retriable_transport_errors() -> None:
+    refused = ConnectionRefusedError(111, "Connection refused")
+    wrapped = OSError("max retries")
+    wrapped.__cause__ = refused
+    assert k8s.retriable_transport_error(refused) and k8s.retriable_transport_error(wrapped)
+    assert k8s.retriable_transport_error(ConnectionResetError(104, "reset"))
+    assert not k8s.retriable_transport_error(http.client.RemoteDisconnected("closed"))  # Go's EOF
+    assert not k8s.retriable_transport_error(TimeoutError("timed out"))
+    assert not k8s.retriable_transport_error(OSError(113, "No route to host"))
+
+
 def test_api_down(factory: Factory, standin: ApiStandIn, kubeconfig: str) -> None:
     client = factory(kubeconfig)
     standin.stop()
@@ -215,6 +266,7 @@ def test_api_down(factory: Factory, standin: ApiStandIn, kubeconfig: str) -> Non
         with pytest.raises(ApiFailure) as info:
             call()
         assert "Connection refused" in info.value.msg
+        assert isinstance(info.value, RetriableApiFailure)  # Multus retries a refused connection
         assert info.value.to_cni("1.0.0")["code"] == 103
 
 

@@ -33,7 +33,7 @@ from kvnet.meta import commands as meta
 from kvnet.meta.config import parse_multus_config
 from kvnet.meta.plan import delegate_cni_args
 from kvnet.meta.pod import PodArgs
-from kvnet.meta.ports import Seams
+from kvnet.meta.ports import RetriableApiFailure, Seams
 
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 DEFAULT_NET = "v1.multus-cni.io/default-network"
@@ -52,17 +52,24 @@ class FakeApi:
         self.down = False
         self.status_fails = False
         self.calls: list[tuple[str, ...]] = []
+        # raised by the next get_pod / get_nad calls, one each, before they answer
+        self.pod_failures: list[KvnetError] = []
+        self.nad_failures: list[KvnetError] = []
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         self.calls.append(("get_pod", namespace, name))
         if self.down:
             raise ApiFailure("connection refused")
+        if self.pod_failures:
+            raise self.pod_failures.pop(0)
         return self.pods.get((namespace, name))
 
     def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         self.calls.append(("get_nad", namespace, name))
         if self.down:
             raise ApiFailure("connection refused")
+        if self.nad_failures:
+            raise self.nad_failures.pop(0)
         return self.nads.get((namespace, name))
 
     def set_network_status(self, namespace: str, name: str, value: str) -> None:
@@ -632,6 +639,87 @@ def test_api_down_on_add_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ApiFailure) as err:
         run("ADD", config(tmp_path), api, FakeRunner())
     assert err.value.msg == "kvnet: [default/web/uid-1]: error waiting for pod: connection refused"
+
+
+class FakeTime:
+    """A clock that only moves when slept on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(round(s, 6))
+        self.now += s
+
+    def seams(self) -> Seams:
+        return Seams(sleep=self.sleep, clock=lambda: self.now)
+
+
+def test_get_pod_retries_a_retriable_failure_as_multus(tmp_path: Path) -> None:
+    """Multus's GetPod: a 500/503 or a refused connection is retried every 0.25 s."""
+    api = FakeApi([pod()])
+    api.pod_failures = [RetriableApiFailure("Kubernetes API GET ...: 503 unavailable") for _ in range(3)]
+    t = FakeTime()
+    runner = FakeRunner()
+    run("ADD", config(tmp_path), api, runner, t.seams())
+    assert [c for c in api.calls if c[0] == "get_pod"] == [("get_pod", "default", "web")] * 4
+    assert t.slept == [0.25, 0.25, 0.25] and runner.adds() == [("main-net", "eth0")]
+
+
+def test_get_pod_gives_up_after_its_bound_with_the_live_query_error(tmp_path: Path) -> None:
+    """2.5 s of retries (one call now, one per 0.25 s tick, one when the time is up), then
+    Multus's one live query; its failure is the one reported."""
+    api = FakeApi([pod()])
+    api.pod_failures = [RetriableApiFailure("503 unavailable") for _ in range(11)] + [ApiFailure("503 still")]
+    t = FakeTime()
+    with pytest.raises(ApiFailure) as err:
+        run("ADD", config(tmp_path), api, FakeRunner(), t.seams())
+    assert err.value.msg == "kvnet: [default/web/uid-1]: error waiting for pod: 503 still"
+    assert len(api.calls) == 12 and api.pod_failures == []
+    assert t.now == pytest.approx(2.5) and t.slept == [0.25] * 10
+
+
+def test_get_pod_other_failures_are_not_retried_but_read_once_more(tmp_path: Path) -> None:
+    """A 403, a 429 or a timeout ends the poll at once; the live query that follows may still succeed."""
+    api = FakeApi([pod()])
+    api.pod_failures = [ApiFailure("Kubernetes API GET ...: 429 too many requests")]
+    t = FakeTime()
+    runner = FakeRunner()
+    run("ADD", config(tmp_path), api, runner, t.seams())
+    assert api.calls == [("get_pod", "default", "web")] * 2 and t.slept == []
+    assert runner.adds() == [("main-net", "eth0")]
+    api.pod_failures = [ApiFailure("403 forbidden"), ApiFailure("403 forbidden")]
+    with pytest.raises(ApiFailure) as err:
+        run("ADD", config(tmp_path), api, FakeRunner(), t.seams())
+    assert err.value.msg == "kvnet: [default/web/uid-1]: error waiting for pod: 403 forbidden"
+    assert t.slept == []
+
+
+def test_get_pod_retries_on_del_too_then_deletes_from_the_cache(tmp_path: Path) -> None:
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
+    run("ADD", config(tmp_path), api, FakeRunner())
+    api.pod_failures = [RetriableApiFailure("connection refused") for _ in range(20)]
+    t = FakeTime()
+    runner = FakeRunner()
+    run("DEL", config(tmp_path), api, runner, t.seams())
+    assert runner.dels() == [("a", "net1"), ("main-net", "eth0")]
+    assert t.now == pytest.approx(2.5) and len(api.pod_failures) == 8
+
+
+def test_nads_are_not_retried(tmp_path: Path) -> None:
+    """Multus's getKubernetesDelegate reads a NAD once; any failure names the NAD."""
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
+    api.nad_failures = [RetriableApiFailure("Kubernetes API GET /apis/...: 503 unavailable")]
+    t = FakeTime()
+    with pytest.raises(ApiFailure) as err:
+        run("ADD", config(tmp_path), api, FakeRunner(), t.seams())
+    assert [c for c in api.calls if c[0] == "get_nad"] == [("get_nad", "default", "a")] and t.slept == []
+    assert err.value.msg == (
+        "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: TryLoadPodDelegates: error in getting "
+        "k8s network for pod: GetNetworkDelegates: failed getting the delegate: getKubernetesDelegate: cannot find a "
+        "network-attachment-definition (a) in namespace (default): Kubernetes API GET /apis/...: 503 unavailable"
+    )
 
 
 def _raw_request(cfg: Mapping[str, Any], command: str, container: str):  # type: ignore[no-untyped-def]
