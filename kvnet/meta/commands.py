@@ -39,7 +39,7 @@ from kvnet.meta.cache import CachedDelegate
 from kvnet.meta.config import MultusConfig
 from kvnet.meta.delegates import load_delegates, main_delegate
 from kvnet.meta.plan import PlannedDelegate, cached_capability_args, plan
-from kvnet.meta.pod import PodArgs, get_pod, pod_args, wait_readiness
+from kvnet.meta.pod import PodArgs, check_readiness_on_del, get_pod, pod_args, wait_readiness
 from kvnet.meta.ports import KubeApi, RouteEditor, Runner, Seams
 from kvnet.meta.wording import cmd_err, cmd_prefix, delegate_check_err, delegate_del_err, plugin_err, reword
 
@@ -239,7 +239,7 @@ def delete(
 ) -> None:
     """CNI DEL: from the cache (or, without one, from the pod); every delegate is tried."""
     pa = pod_args(request)
-    wait_readiness(conf, pa, seams, on_del=True)
+    check_readiness_on_del(conf, pa)
     pod = get_pod(api, pa, on_del=True, seams=seams)
     delegates = cache.load(conf.cni_dir, request.container_id)
     from_cache = delegates is not None

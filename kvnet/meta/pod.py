@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvnet.cni.protocol import CniRequest
-from kvnet.core.errors import KvnetError, TryAgainLater, UnknownContainer
+from kvnet.core.errors import IOFailure, KvnetError, TryAgainLater, UnknownContainer
 from kvnet.meta.config import MultusConfig
 from kvnet.meta.gojson import go_quote
 from kvnet.meta.ports import KubeApi, RetriableApiFailure, Seams
@@ -77,20 +77,36 @@ def poll_immediate(interval: float, timeout: float, condition: Callable[[], bool
         tick = max(tick + 1, int((seams.clock() - start) // interval) + 1)
 
 
-def wait_readiness(conf: MultusConfig, pa: PodArgs | None, seams: Seams, *, on_del: bool = False) -> None:
-    """Wait (1 s poll, bounded) for ``readinessindicatorfile`` as Multus does."""
+def wait_readiness(conf: MultusConfig, pa: PodArgs | None, seams: Seams) -> None:
+    """Multus's ``GetReadinessIndicatorFile`` (ADD, STATUS, GC): wait for
+    ``readinessindicatorfile``, polled every second for 45 s."""
     path = conf.readiness_indicator_file
     if not path:
         return
-    deadline = seams.clock() + seams.readiness_timeout
-    while not os.path.exists(path):
-        if seams.clock() >= deadline:
-            what = " (on del)" if on_del else ""
-            raise TryAgainLater(
-                f"{cmd_prefix(pa)}have you checked that your default network is ready? still waiting for "
-                f"readinessindicatorfile @ {path}{what}. pollimmediate error: timed out waiting for the condition"
-            )
-        seams.sleep(READINESS_POLL)
+    if not poll_immediate(READINESS_POLL, seams.readiness_timeout, lambda: os.path.exists(path), seams):
+        raise TryAgainLater(
+            f"{cmd_prefix(pa)}have you checked that your default network is ready? still waiting for "
+            f"readinessindicatorfile @ {path}. pollimmediate error: timed out waiting for the condition"
+        )
+
+
+def check_readiness_on_del(conf: MultusConfig, pa: PodArgs) -> None:
+    """Multus's ``CmdDel`` with ``ReadinessIndicatorExistsNow``: DEL never waits, so a pod
+    can be torn down while the default network is down; a missing file is only logged,
+    a file that cannot be checked (not a missing one) fails the DEL."""
+    path = conf.readiness_indicator_file
+    if not path:
+        return
+    try:
+        os.stat(os.path.abspath(path))
+    except FileNotFoundError:
+        log.warning("pod %s: readinessindicatorfile @ %s does not exist on CNI DEL", pa.label, path)
+    except OSError as err:
+        why = (err.strerror or str(err))[:1].lower() + (err.strerror or str(err))[1:]
+        raise IOFailure(
+            f"{cmd_prefix(pa)}error checking readinessindicatorfile on CNI DEL @ {path}: "
+            f"stat {os.path.abspath(path)}: {why}"
+        ) from None
 
 
 def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool, seams: Seams = Seams()) -> Mapping[str, Any] | None:

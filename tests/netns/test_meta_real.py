@@ -571,3 +571,28 @@ def test_pod_read_retried_through_server_errors(standin_lab: PodLab) -> None:
     # one read now, one per tick, one when the time is up, then the live query
     assert 11 <= len([r for r in lab.api.requests[before:] if r == ("GET", pod_path)]) <= 14
     assert lab.leftovers()["pod links"] == [] and not (lab.cni_dir / "ctr16").exists()
+
+
+def test_del_while_the_default_network_is_not_ready(lab: PodLab) -> None:
+    """Multus's CmdDel does not wait for readinessindicatorfile: the pod is torn down at once."""
+    ready = lab.workdir / "ready"
+    ready.write_text("")
+    lab.add_nad(
+        "blue",
+        {
+            "cniVersion": "1.0.0",
+            "type": "bridge",
+            "bridge": "kvt-blue",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/24"}]]},
+        },
+    )
+    uid = lab.add_pod("web", "blue")
+    conf = lab.config([main_bridge("10.89.0.0/24")], readinessindicatorfile=str(ready))
+    rc, out, err = lab.cni("ADD", conf, container="ctr17", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    ready.unlink()  # the default network goes down
+    t0 = time.monotonic()
+    rc, out, err = lab.cni("DEL", conf, container="ctr17", pod="web", uid=uid)
+    assert rc == 0 and time.monotonic() - t0 < 10, (out, err)
+    assert "does not exist on CNI DEL" in err
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}

@@ -633,6 +633,32 @@ def test_readiness_indicator_waits_bounded(tmp_path: Path) -> None:
     assert f"still waiting for readinessindicatorfile @ {ready}" in err.value.msg and err.value.cni_code == 11
 
 
+def test_del_does_not_wait_for_the_readiness_file(tmp_path: Path) -> None:
+    """Multus's CmdDel only checks the file now (ReadinessIndicatorExistsNow): a pod can be
+    torn down while the default network is down."""
+    ready = tmp_path / "ready"
+    cfg = config(tmp_path, readinessindicatorfile=str(ready))
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
+    ready.write_text("")
+    run("ADD", cfg, api, FakeRunner())
+    ready.unlink()
+    t = FakeTime()
+    runner = FakeRunner()
+    assert run("DEL", cfg, api, runner, t.seams()) is None
+    assert t.slept == [] and runner.dels() == [("a", "net1"), ("main-net", "eth0")]
+    assert cache.load(tmp_path / "cache", "c0ffee") is None
+    # a file that cannot even be checked (a path through a regular file) fails the DEL
+    cfg = config(tmp_path, readinessindicatorfile=str(tmp_path / "cache-is-a-file" / "ready"))
+    (tmp_path / "cache-is-a-file").write_text("")
+    with pytest.raises(KvnetError) as err:
+        run("DEL", cfg, api, FakeRunner(), t.seams())
+    where = tmp_path / "cache-is-a-file" / "ready"
+    assert err.value.msg == (
+        f"kvnet: [default/web/uid-1]: error checking readinessindicatorfile on CNI DEL @ {where}: "
+        f"stat {where}: not a directory"
+    )
+
+
 def test_api_down_on_add_is_an_error(tmp_path: Path) -> None:
     api = FakeApi([pod()])
     api.down = True
