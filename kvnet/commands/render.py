@@ -3,7 +3,8 @@
 Inputs are files: the VM (a VirtualMachine or VirtualMachineInstance, YAML or JSON),
 optionally its NADs, KubeVirt's network-info, the pod's links and a domain to splice
 into. Without ``--pod-links`` the pod is assumed plumbed as the binding CNI does it (see
-:func:`assumed_pod_links`); the translation and rendering are the sidecar's own.
+:func:`assumed_plumbing`: ``kvnet.core.plumbing``, the binding's own model); the translation
+and rendering are the sidecar's own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import yaml
 
 from kvnet.core import bindrecord, naming
 from kvnet.core.errors import DecodeFailure, IOFailure, NetworkNotFound
-from kvnet.core.model import BindingRecord, GuestIpConfig, NetworkInfoEntry, PodFacts, PodLink, is_mac
+from kvnet.core.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig, NetworkInfoEntry, PodFacts, PodLink, is_mac
+from kvnet.core.plumbing import Macvtap, Plumbing, VfioVf, pod_links, tap_plumbing
 from kvnet.domain import pipeline
 from kvnet.domain.networkinfo import parse_network_info
 from kvnet.domain.render import render_plan
@@ -173,19 +175,23 @@ def _static_ip(conf: Mapping[str, Any]) -> GuestIpConfig:
     return GuestIpConfig(tuple(addresses), tuple(gateways), routes)
 
 
-def assumed_pod_links(
+def assumed_plumbing(
     vmi: Vmi, nads: Mapping[str, Mapping[str, Any]], info: Mapping[str, NetworkInfoEntry], binding_name: str
-) -> dict[str, PodLink]:
-    """The pod as the binding CNI leaves it, for every interface bound to ``binding_name``.
+) -> list[Plumbing]:
+    """The pod as the binding CNI leaves it, for every interface bound to ``binding_name``
+    (``kvnet.core.plumbing``, the binding's own model of it):
 
     - network-info has a PCI device-info, or the NAD is SR-IOV (``resourceName`` or type
       ``sriov``): a VFIO VF — no link (the hostdev source comes from network-info);
     - the NAD's type is ``macvtap``: the pod interface is a macvtap;
-    - otherwise: the pod interface (renamed MAC, record with the original MAC, the NAD's
-      MTU and its static IPAM) plus ``tap<x>``, multi-queue when the VMI asks for it.
-    The original MAC is network-info's ``mac``, else a stable placeholder.
+    - otherwise a tap behind the pod interface, by the binding's ``auto`` mode rule:
+      redirected for a ``macvlan`` or ``ipvlan`` NAD, else bridged (a veth pod link); the
+      record carries the original MAC, the NAD's MTU and its static IPAM; the tap is
+      multi-queue when the VMI asks for it.
+    The attachment's MAC is the VMI's ``macAddress``, else network-info's ``mac``, else a
+    stable placeholder.
     """
-    links: dict[str, PodLink] = {}
+    out: list[Plumbing] = []
     for iface in vmi.interfaces:
         if iface.kind != "binding" or iface.binding != binding_name or iface.state == "absent":
             continue
@@ -200,31 +206,32 @@ def assumed_pod_links(
             or RESOURCE_NAME in annotations
             or conf.get("type") == "sriov"
         ):
+            out.append(VfioVf(pod_iface))
             continue
-        mac = entry.mac if entry and entry.mac else None
+        mac = iface.mac or (entry.mac if entry and entry.mac else None)
         if mac is None:
             mac = placeholder_mac(vmi, iface.name)
-            if iface.mac is None:
-                log.info(
-                    "interface %r: no macAddress and no network-info mac: %s stands in for the MAC the attachment will get",
-                    iface.name,
-                    mac,
-                )
+            log.info(
+                "interface %r: no macAddress and no network-info mac: %s stands in for the MAC the attachment will get",
+                iface.name,
+                mac,
+            )
         nad_mtu = conf.get("mtu")
         mtu: int = nad_mtu if isinstance(nad_mtu, int) else (entry.mtu if entry and entry.mtu else DEFAULT_MTU)
         if conf.get("type") == "macvtap":
-            links[pod_iface] = PodLink(name=pod_iface, mac=iface.mac or mac, mtu=mtu, kind="macvtap")
+            out.append(Macvtap(pod_iface, mac, mtu))
             continue
         record = BindingRecord(original_mac=mac, mtu=mtu, ip=_static_ip(conf))
-        swapped = "02:" + mac[3:] if mac[:2] != "02" else "06:" + mac[3:]
-        tap = naming.tap_name(pod_iface)
-        bridge = naming.bridge_name(pod_iface)
-        links[pod_iface] = PodLink(name=pod_iface, mac=swapped, mtu=mtu, kind="veth", master=bridge, record=record)
-        links[bridge] = PodLink(name=bridge, mac=swapped, mtu=mtu, kind="bridge")
-        links[tap] = PodLink(
-            name=tap, mac="fe:" + mac[3:], mtu=mtu, kind="tun", master=bridge, multi_queue=vmi.multiqueue
-        )
-    return links
+        kind = conf.get("type") if conf.get("type") in REDIRECT_KINDS else "veth"
+        out.append(tap_plumbing(pod_iface, record, str(kind), multi_queue=vmi.multiqueue))
+    return out
+
+
+def assumed_pod_links(
+    vmi: Vmi, nads: Mapping[str, Mapping[str, Any]], info: Mapping[str, NetworkInfoEntry], binding_name: str
+) -> dict[str, PodLink]:
+    """The links of :func:`assumed_plumbing`'s pod, as the sidecar would read them."""
+    return pod_links(assumed_plumbing(vmi, nads, info, binding_name))
 
 
 def _find_nad(network_name: str, namespace: str, nads: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any] | None:

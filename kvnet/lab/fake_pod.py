@@ -1,10 +1,12 @@
 """A fake pod for the sidecar: a /sys/class/net tree as kvnet.sidecar.podfacts reads it, and
 KubeVirt's network-info JSON.
 
-The links look like what kvnet-binding leaves in the pod netns for a bridge attachment
-(docs/design.md §4): the ``k6t-`` bridge, the pod interface carrying the binding record in its
-``ifalias`` and enslaved to the bridge, and ``tap<x>``. Used by the sidecar tests and the
-sidecar bench; no root needed, the tree is plain files under a folder of the caller's.
+The links are what kvnet-binding leaves in the pod netns (docs/design.md §4), written from
+the binding's own model of it, ``kvnet.core.plumbing``: :func:`write_plumbing` writes the
+links of any plumbing kind, :func:`add_bridge_binding` those of a bridge attachment (the
+``k6t-`` bridge, the pod interface carrying the binding record in its ``ifalias`` and
+enslaved to the bridge, and ``tap<x>``). Used by the sidecar tests and the sidecar bench;
+no root needed, the tree is plain files under a folder of the caller's.
 """
 
 from __future__ import annotations
@@ -16,8 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from kvnet.core import bindrecord
-from kvnet.core.model import BindingRecord, GuestIpConfig
-from kvnet.core.naming import bridge_name, hashed_pod_iface, tap_name
+from kvnet.core.model import BindingRecord, GuestIpConfig, PodLink
+from kvnet.core.naming import hashed_pod_iface
+from kvnet.core.plumbing import BridgedTap, Plumbing
+
+# tun_flags of a tap as kvnet-binding makes it: IFF_TAP | IFF_NO_PI | IFF_PERSIST | IFF_VNET_HDR,
+# plus IFF_MULTI_QUEUE for a multi-queue one (what this kernel shows for such taps)
+TUN_FLAGS = "0x5802"
+TUN_FLAGS_MULTI_QUEUE = "0x5902"
+# kinds sysfs shows in uevent's DEVTYPE; veth, macvlan and ipvlan show nothing of their own
+# (the sidecar asks the ethtool ioctl, which a fake tree cannot answer), so they read back as ""
+_DEVTYPES = {"bridge": "bridge", "vlan": "vlan", "bond": "bond", "vxlan": "vxlan"}
 
 
 def write_link(
@@ -50,16 +61,40 @@ def write_link(
         os.symlink(f"../{master}", d / "master")
 
 
+def write_pod_link(root: Path, link: PodLink) -> None:
+    """The sysfs folder of ``link``: read back by ``kvnet.sidecar.podfacts`` as ``link`` itself,
+    except a kind sysfs cannot show (veth, macvlan, ipvlan: ``""``)."""
+    tun_flags = (TUN_FLAGS_MULTI_QUEUE if link.multi_queue else TUN_FLAGS) if link.kind == "tun" else None
+    write_link(
+        root,
+        link.name,
+        mac=link.mac,
+        mtu=link.mtu,
+        up=link.up,
+        tun_flags=tun_flags,
+        ifalias=bindrecord.encode(link.record) if link.record is not None else "",
+        master=link.master,
+        devtype=_DEVTYPES.get(link.kind),
+    )
+    if link.kind == "macvtap":
+        (root / link.name / "macvtap").mkdir()
+    if link.master is not None:
+        (root / link.name / "brport").mkdir()
+
+
+def write_plumbing(root: Path, *plumbings: Plumbing) -> None:
+    """The links each attachment's plumbing leaves in the pod (``kvnet.core.plumbing``)."""
+    for plumbing in plumbings:
+        for link in plumbing.links():
+            write_pod_link(root, link)
+
+
 def add_bridge_binding(
     root: Path, network: str, *, original_mac: str, mtu: int = 1500, ip: GuestIpConfig = GuestIpConfig()
 ) -> None:
     """What kvnet-binding leaves for a bridge-path attachment of ``network`` (docs/design.md §4)."""
-    pod = hashed_pod_iface(network)
-    br = bridge_name(pod)
-    record = bindrecord.encode(BindingRecord(original_mac=original_mac, mtu=mtu, ip=ip))
-    write_link(root, br, mac="02:6b:36:00:00:01", mtu=mtu, devtype="bridge")
-    write_link(root, pod, mac="02:6b:36:00:00:02", mtu=mtu, ifalias=record, master=br)
-    write_link(root, tap_name(pod), mac="fe:6b:36:00:00:03", mtu=mtu, tun_flags="0x1002", master=br)
+    record = BindingRecord(original_mac=original_mac, mtu=mtu, ip=ip)
+    write_plumbing(root, BridgedTap(hashed_pod_iface(network), record))
 
 
 def network_info(entries: Mapping[str, Mapping[str, Any]]) -> str:

@@ -1,9 +1,11 @@
-"""read_pod_links on fake /sys/class/net trees shaped like this kernel's (see sidecar/podfacts.py)."""
+"""read_pod_links on fake /sys/class/net trees shaped like this kernel's (see sidecar/podfacts.py),
+and the lab's fake pod (kvnet.lab.fake_pod) read back as the binding's model of it."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from hypothesis import strategies as st
 from kvnet.core import bindrecord
 from kvnet.core.errors import DecodeFailure
 from kvnet.core.model import BindingRecord, GuestIpConfig, PodLink
+from kvnet.core.plumbing import BridgedTap, Macvtap, Plumbing, RedirectedTap, VfioVf
+from kvnet.lab.fake_pod import add_bridge_binding, write_plumbing
 from kvnet.sidecar.podfacts import read_pod_links
 
 RECORD = BindingRecord("0a:58:0a:01:00:05", 1450, GuestIpConfig(("10.1.0.5/24",), ("10.1.0.1",)))
@@ -164,3 +168,35 @@ def test_any_file_contents_give_a_link_or_nothing(files: dict[str, str], macvtap
         assert set(links) <= {"x0"}
         for link in links.values():
             assert link.mtu >= 0 and link.kind in ("", "tun", "macvtap", "bridge", "vlan", "bond", "vxlan")
+
+
+_KINDS_SYSFS_SHOWS = ("bridge", "tun", "macvtap", "vlan", "bond", "vxlan")
+
+
+@pytest.mark.parametrize(
+    "plumbing",
+    [
+        BridgedTap("pod16477688c0e", RECORD),
+        BridgedTap("pod16477688c0e", RECORD, "vxlan", multi_queue=True),
+        RedirectedTap("pod16477688c0e", RECORD),
+        RedirectedTap("net1", BindingRecord("0a:58:0a:01:00:09", 9000), "veth", multi_queue=True),
+        Macvtap("podaaaaaaaaaaa", "66:00:00:00:00:09", 1500),
+        VfioVf("podc70d6cef7d4"),
+    ],
+    ids=lambda p: type(p).__name__,
+)
+def test_the_fake_pod_reads_back_as_the_binding_model(tmp_path: Path, plumbing: Plumbing) -> None:
+    """kvnet.lab.fake_pod writes a plumbing kind's links; the sidecar's reader gets them back
+    (a kind sysfs shows only through the ethtool ioctl reads as "" on a fake tree)."""
+    write_plumbing(tmp_path, plumbing)
+    expected = {
+        link.name: replace(link, kind=link.kind if link.kind in _KINDS_SYSFS_SHOWS else "") for link in plumbing.links()
+    }
+    assert read_pod_links(str(tmp_path)) == expected
+
+
+def test_add_bridge_binding_is_a_bridged_tap(tmp_path: Path) -> None:
+    ip = GuestIpConfig(("10.1.0.5/24",))
+    add_bridge_binding(tmp_path / "a", "blue", original_mac="02:00:00:00:00:0a", mtu=1450, ip=ip)
+    write_plumbing(tmp_path / "b", BridgedTap("pod16477688c0e", BindingRecord("02:00:00:00:00:0a", 1450, ip)))
+    assert read_pod_links(str(tmp_path / "a")) == read_pod_links(str(tmp_path / "b"))

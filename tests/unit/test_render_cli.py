@@ -232,3 +232,55 @@ def test_nad_and_network_strings_cannot_reach_the_xml(
         ("rom", ["enabled"]),
     ]
     assert evil not in out
+
+
+@pytest.mark.parametrize(
+    ("nad_type", "mac", "expected"),
+    [
+        ("bridge", None, "BridgedTap"),
+        ("vlan", "02:00:00:00:00:07", "BridgedTap"),
+        ("macvlan", None, "RedirectedTap"),
+        ("ipvlan", "02:00:00:00:00:07", "RedirectedTap"),
+        ("macvtap", "02:00:00:00:00:07", "Macvtap"),
+        ("sriov", None, "VfioVf"),
+    ],
+)
+def test_assumed_pod_is_the_binding_model(nad_type: str, mac: str | None, expected: str) -> None:
+    """Without --pod-links the pod is kvnet.core.plumbing's, by the binding's own mode rule; the
+    attachment's MAC is the VMI's, else network-info's, else the placeholder."""
+    from kvnet.commands.render import assumed_plumbing, assumed_pod_links, placeholder_mac
+    from kvnet.core import plumbing
+    from kvnet.domain.vmi import parse_vmi
+
+    iface: dict[str, object] = {"name": "blue", "binding": {"name": "kvnet"}}
+    if mac:
+        iface["macAddress"] = mac
+    vmi = parse_vmi(
+        {
+            "metadata": {"name": "v", "namespace": "ns"},
+            "spec": {
+                "networks": [{"name": "blue", "multus": {"networkName": "nad-blue"}}],
+                "domain": {"devices": {"interfaces": [iface]}},
+            },
+        }
+    )
+    nad = {"metadata": {"name": "nad-blue"}, "spec": {"config": json.dumps({"type": nad_type, "mtu": 9000})}}
+    (assumed,) = assumed_plumbing(vmi, {"ns/nad-blue": nad}, {}, "kvnet")
+    assert type(assumed).__name__ == expected
+    attachment_mac = mac or placeholder_mac(vmi, "blue")
+    if isinstance(assumed, plumbing.BridgedTap | plumbing.RedirectedTap):
+        assert assumed.record.original_mac == attachment_mac and assumed.record.mtu == 9000
+        assert assumed.pod_link_kind == (nad_type if nad_type in ("macvlan", "ipvlan") else "veth")
+    if isinstance(assumed, plumbing.Macvtap):
+        assert (assumed.mac, assumed.mtu) == (attachment_mac, 9000)
+    assert assumed_pod_links(vmi, {"ns/nad-blue": nad}, {}, "kvnet") == plumbing.pod_links([assumed])
+
+
+def test_macvlan_nad_with_the_vmi_mac_renders_through_the_redirect(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The assumed redirect keeps the attachment's MAC, which is the VMI's: the guest may use it."""
+    _, out, err = render(capsys, _vm(tmp_path, "macvlan", macAddress="02:00:00:00:00:07"), "--only", "xml")
+    elem = ET.fromstring(out)[0]
+    assert elem.find("target").get("dev") == "tap16477688c0e", err  # type: ignore[union-attr]
+    assert elem.find("mac").get("address") == "02:00:00:00:00:07"  # type: ignore[union-attr]
