@@ -2,7 +2,9 @@
 
 ``define_domain`` serves OnDefineDomain (also called on a migration target, so it has
 no side effects); ``cloud_init_network_data`` serves PreCloudInitIso. The sidecar reads
-the pod facts (links, binding records, network-info) and passes them in.
+the pod facts (links, binding records, network-info) and passes them in. Each input may
+come parsed already (the VMI as a ``Vmi``, the domain as a ``DomainXml``) or as the caller
+has it (a dict, the XML text); either way each is parsed once.
 """
 
 from __future__ import annotations
@@ -13,34 +15,41 @@ from typing import Any
 from kvnet.core.model import PodFacts, VmNicPlan
 from kvnet.domain.netdata import guest_network_data, merge_network_data
 from kvnet.domain.render import render_plan
-from kvnet.domain.splice import kubevirt_hostdevs, splice
+from kvnet.domain.splice import DomainXml, kubevirt_hostdevs, parse_domain, splice
 from kvnet.domain.translate import plan_vm_nics
-from kvnet.domain.vmi import parse_vmi
+from kvnet.domain.vmi import Vmi, parse_vmi
+
+VmiInput = Vmi | Mapping[str, Any]
+DomainInput = DomainXml | bytes | str
+
+
+def vmi_of(vmi: VmiInput) -> Vmi:
+    """The VMI parsed (a ``Vmi`` as it is)."""
+    return vmi if isinstance(vmi, Vmi) else parse_vmi(vmi)
 
 
 def plan_for(
-    vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str = "kvnet", domain_xml: bytes | str | None = None
+    vmi: VmiInput, facts: PodFacts, *, binding_name: str = "kvnet", domain_xml: DomainInput | None = None
 ) -> VmNicPlan:
     """Parse the VMI and translate it; hostdevs KubeVirt rendered are read from ``domain_xml``.
 
     Without a domain (PreCloudInitIso) only the guest side is needed: hostdev sources may be unknown.
     """
     if domain_xml is None:
-        return plan_vm_nics(parse_vmi(vmi), facts, binding_name=binding_name, need_hostdev_sources=False)
+        return plan_vm_nics(vmi_of(vmi), facts, binding_name=binding_name, need_hostdev_sources=False)
     hostdevs = kubevirt_hostdevs(domain_xml)
-    return plan_vm_nics(parse_vmi(vmi), facts, binding_name=binding_name, kubevirt_hostdevs=hostdevs)
+    return plan_vm_nics(vmi_of(vmi), facts, binding_name=binding_name, kubevirt_hostdevs=hostdevs)
 
 
-def define_domain(
-    domain_xml: bytes | str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str = "kvnet"
-) -> str:
+def define_domain(domain_xml: DomainInput, vmi: VmiInput, facts: PodFacts, *, binding_name: str = "kvnet") -> str:
     """The domain with kvnet's NICs spliced in (replaced by alias, else appended)."""
-    plan = plan_for(vmi, facts, binding_name=binding_name, domain_xml=domain_xml)
-    return splice(domain_xml, render_plan(plan))
+    domain = parse_domain(domain_xml)
+    plan = plan_for(vmi, facts, binding_name=binding_name, domain_xml=domain)
+    return splice(domain, render_plan(plan))
 
 
 def cloud_init_network_data(
-    vmi: Mapping[str, Any], facts: PodFacts, *, user_network_data: str | None, binding_name: str = "kvnet"
+    vmi: VmiInput, facts: PodFacts, *, user_network_data: str | None, binding_name: str = "kvnet"
 ) -> str | None:
     """The guest's NetworkData: the user's, plus kvnet's bonds and addresses (None: leave it alone)."""
     ours = guest_network_data(plan_for(vmi, facts, binding_name=binding_name))

@@ -1,7 +1,11 @@
 """Put rendered devices into the domain XML KubeVirt hands the sidecar.
 
-Works on the text, not on a re-serialised tree: a device under ``<devices>`` whose
-``<alias name>`` matches one of ours is replaced in place, anything else is appended
+The domain is parsed once (:func:`parse_domain`) into a :class:`DomainXml`: its bytes and
+where its ``<devices>`` and each device are. Both readers of the domain work on that one
+parse: :func:`kubevirt_hostdevs` (the SR-IOV hostdevs KubeVirt rendered) and :func:`splice`.
+
+The splice works on the bytes, not on a re-serialised tree: a device under ``<devices>``
+whose ``<alias name>`` matches one of ours is replaced in place, anything else is appended
 after the last device, and every other byte of the domain (comments, namespaces such as
 KubeVirt's ``<metadata><kubevirt xmlns="http://kubevirt.io">``, ``qemu:`` elements,
 attribute order and quoting, whitespace) stays exactly as it was. ElementTree would
@@ -14,7 +18,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 
@@ -23,44 +27,206 @@ from kvnet.core.errors import RenderError
 from kvnet.core.model import PciAddress
 
 
-def parse_domain(domain_xml: str | bytes) -> ET.Element:
-    """Parse a ``<domain>`` (read-only use: the splice never writes this tree back)."""
-    try:
-        root = ET.fromstring(domain_xml)
-    except ET.ParseError as err:
-        raise RenderError(f"the domain XML does not parse: {err}") from None
-    if root.tag != "domain":
-        raise RenderError(f"the domain XML has root <{root.tag}>, expected <domain>")
-    return root
+class MalformedDomain(RenderError):
+    """The domain XML does not parse, or its root is not ``<domain>``.
+
+    ``syntax`` is the parser's message (ElementTree's wording) when the XML does not parse;
+    ``root`` is the root's tag (ElementTree's ``{namespace}name`` form) when it is not
+    ``<domain>``. A caller that words the fault its own way (the sidecar's input check) reads them.
+    """
+
+    def __init__(self, *, syntax: str | None = None, root: str | None = None) -> None:
+        super().__init__(
+            f"the domain XML does not parse: {syntax}"
+            if syntax is not None
+            else f"the domain XML has root <{root}>, expected <domain>"
+        )
+        self.syntax = syntax
+        self.root = root
 
 
-def _devices(root: ET.Element) -> ET.Element:
-    devices = root.find("devices")
-    if devices is None:
-        raise RenderError(f"domain {root.findtext('name', '?')!r} has no <devices>")
-    return devices
+@dataclass(frozen=True)
+class _Device:
+    """One child of the first ``<devices>``: its byte span (``end`` exclusive) and what is read of it."""
+
+    tag: str
+    start: int
+    end: int
+    aliases: tuple[str | None, ...]  # the name of each <alias> child, in document order
+    source_address: Mapping[str, str] | None  # the attributes of its first <source><address>
+
+    @property
+    def alias(self) -> str | None:
+        """The alias the splice replaces by: the first ``<alias>`` child that has a name."""
+        return next((a for a in self.aliases if a is not None), None)
+
+
+@dataclass(frozen=True)
+class DomainXml:
+    """A ``<domain>`` parsed once: its bytes, its name, where its first ``<devices>`` and each
+    device in it are.
+
+    ``devices`` is ``(start, end)`` of the first ``<devices>``; None when the domain has none,
+    an error for whoever needs them (:meth:`require_devices`).
+    """
+
+    data: bytes
+    name: str  # the text of <name>, "?" without one (ElementTree's findtext("name", "?"))
+    devices: tuple[int, int] | None
+    devices_empty: bool  # written as <devices/>
+    devices_open_end: int  # just after the <devices ...> start tag
+    children: tuple[_Device, ...]
+
+    def require_devices(self) -> tuple[int, int]:
+        if self.devices is None:
+            raise RenderError(f"domain {self.name!r} has no <devices>")
+        return self.devices
+
+    @property
+    def text(self) -> str:
+        """The domain as text (virt-launcher sends UTF-8)."""
+        return _utf8(self.data)
+
+
+def _et_name(name: str) -> str:
+    """An expat name in namespace mode (``uri}local``) as ElementTree writes it (``{uri}local``)."""
+    return "{" + name if "}" in name else name
+
+
+class _UndefinedEntity(Exception):
+    """ElementTree's error for an entity only a DTD could define (expat passes it on)."""
+
+
+def _ignore(text: str) -> None:
+    pass
+
+
+class _Parse:
+    """The handlers of the one expat pass over a domain, and what they collect."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        # namespace mode, as ElementTree parses: an unbound prefix is an error, a namespaced tag is not "domain"
+        self.parser = parser = xml.parsers.expat.ParserCreate(namespace_separator="}")
+        parser.StartElementHandler = self.on_start
+        parser.EndElementHandler = self.on_end
+        parser.StartDoctypeDeclHandler = self.on_doctype
+        self.stack: list[str] = []
+        self.root = ""
+        self.name: list[str] | None = None  # the text of the first <name> of the domain
+        self.reading_name = False
+        self.dtd = False
+        self.devices: list[int] = []  # start (and end) of the first <devices>
+        self.devices_open_end = -1
+        self.devices_empty = False
+        self.devices_closed = False
+        self.spans: list[list[int]] = []  # start (and end) of each device
+        self.tags: list[str] = []
+        self.aliases: list[list[str | None]] = []
+        self.addresses: list[dict[str, str] | None] = []
+
+    def _in_devices(self) -> bool:
+        return bool(self.devices) and not self.devices_closed and self.stack[:2] == ["domain", "devices"]
+
+    def on_start(self, tag: str, attrs: dict[str, str]) -> None:
+        if self.reading_name:  # ElementTree's text of <name> ends at its first child
+            self._stop_name()
+        self.stack.append(tag)
+        depth, here, data = len(self.stack), self.parser.CurrentByteIndex, self.data
+        if depth == 1:
+            self.root = tag
+        elif depth == 2 and self.root == "domain":
+            if tag == "name" and self.name is None:
+                self.name, self.reading_name = [], True
+                self.parser.CharacterDataHandler = self.name.append
+            elif tag == "devices" and not self.devices:
+                end = _tag_end(data, here)
+                self.devices_empty = data[end - 2 : end] == b"/>"
+                self.devices = [here, end] if self.devices_empty else [here]
+                self.devices_open_end = end
+        elif depth == 3 and self._in_devices():
+            end = _tag_end(data, here)
+            self.spans.append([here, end] if data[end - 2 : end] == b"/>" else [here])  # <x/>: its end is known now
+            self.tags.append(_et_name(tag))
+            self.aliases.append([])
+            self.addresses.append(None)
+        elif depth == 4 and tag == "alias" and self.spans and self._in_devices():
+            self.aliases[-1].append(attrs.get("name"))
+        elif (
+            depth == 5
+            and tag == "address"
+            and self.stack[3] == "source"
+            and self.spans
+            and self._in_devices()
+            and self.addresses[-1] is None  # ElementTree's find("source/address"): the first in document order
+        ):
+            self.addresses[-1] = {_et_name(k): v for k, v in attrs.items()}
+
+    def _stop_name(self) -> None:
+        self.parser.CharacterDataHandler = _ignore if self.dtd else None
+        self.reading_name = False
+
+    def on_end(self, tag: str) -> None:
+        if self.reading_name:
+            self._stop_name()
+        depth, here = len(self.stack), self.parser.CurrentByteIndex
+        in_devices = self._in_devices()
+        self.stack.pop()
+        if depth not in (2, 3) or not in_devices:
+            return
+        span = self.spans[-1] if depth == 3 else self.devices
+        if len(span) == 1:  # an explicit end tag starts here
+            span.append(self.data.index(b">", here) + 1)
+        if depth == 2:
+            self.devices_closed = True
+
+    def on_doctype(self, *_: object) -> None:
+        # with a DTD expat passes an entity it cannot resolve to the default handler instead of
+        # failing, where ElementTree fails; character data must then go elsewhere (as in ElementTree)
+        self.dtd = True
+        self.parser.DefaultHandlerExpand = self.on_default
+        if not self.reading_name:
+            self.parser.CharacterDataHandler = _ignore
+
+    def on_default(self, text: str) -> None:
+        if len(text) >= 2 and text[0] == "&":
+            line, column = self.parser.CurrentLineNumber, self.parser.CurrentColumnNumber
+            raise _UndefinedEntity(f"undefined entity {text[:100]}: line {line}, column {column}")
+
+    def result(self) -> DomainXml:
+        try:
+            self.parser.Parse(self.data, True)
+        except (xml.parsers.expat.ExpatError, _UndefinedEntity) as err:
+            raise MalformedDomain(syntax=str(err)) from None
+        if self.root != "domain":
+            raise MalformedDomain(root=_et_name(self.root))
+        return DomainXml(
+            data=self.data,
+            name="?" if self.name is None else "".join(self.name),
+            devices=(self.devices[0], self.devices[1]) if self.devices else None,
+            devices_empty=self.devices_empty,
+            devices_open_end=self.devices_open_end,
+            children=tuple(
+                _Device(tag, span[0], span[1], tuple(aliases), address)
+                for tag, span, aliases, address in zip(self.tags, self.spans, self.aliases, self.addresses, strict=True)
+            ),
+        )
+
+
+def parse_domain(domain_xml: str | bytes | DomainXml) -> DomainXml:
+    """The domain parsed once, accepted and refused as ``ElementTree.fromstring`` would.
+
+    Raises :class:`MalformedDomain` for XML that does not parse or a root that is not
+    ``<domain>``. A domain parsed already is returned as it is.
+    """
+    if isinstance(domain_xml, DomainXml):
+        return domain_xml
+    return _Parse(domain_xml.encode() if isinstance(domain_xml, str) else bytes(domain_xml)).result()
 
 
 def _alias(elem: ET.Element) -> str | None:
     alias = elem.find("alias")
     return alias.get("name") if alias is not None else None
-
-
-@dataclass
-class _Span:
-    """Byte offsets of one element in the document (``end`` exclusive)."""
-
-    start: int
-    end: int = -1
-    alias: str | None = None
-
-
-@dataclass
-class _Layout:
-    devices: _Span
-    devices_empty: bool  # written as <devices/>
-    devices_open_end: int  # just after the <devices ...> start tag
-    children: list[_Span]
 
 
 def _tag_end(data: bytes, start: int) -> int:
@@ -76,68 +242,6 @@ def _tag_end(data: bytes, start: int) -> int:
         elif c == 0x3E:  # >
             return i + 1
     raise RenderError("the domain XML has an unterminated tag")
-
-
-def _layout(data: bytes) -> _Layout:
-    parser = xml.parsers.expat.ParserCreate()
-    stack: list[str] = []
-    state: dict[str, object] = {}
-    children: list[_Span] = []
-
-    def on_start(name: str, attrs: dict[str, str]) -> None:
-        stack.append(name)
-        here = parser.CurrentByteIndex
-        if stack == ["domain", "devices"] and "devices" not in state:
-            end = _tag_end(data, here)
-            empty = data[end - 2 : end] == b"/>"
-            state["devices"] = _Span(here, end if empty else -1)
-            state["open_end"] = end
-            state["empty"] = empty
-        elif (
-            len(stack) == 3
-            and stack[:2] == ["domain", "devices"]
-            and state.get("devices") is not None
-            and "closed" not in state
-        ):
-            child = _Span(here)
-            end = _tag_end(data, here)
-            if data[end - 2 : end] == b"/>":
-                child.end = end  # <x/>: expat reports its end after the tag
-            children.append(child)
-        elif (
-            len(stack) == 4
-            and stack[:2] == ["domain", "devices"]
-            and name == "alias"
-            and children
-            and "closed" not in state
-        ) and children[-1].alias is None:
-            children[-1].alias = attrs.get("name")
-
-    def on_end(name: str) -> None:
-        here = parser.CurrentByteIndex
-        depth = len(stack)
-        stack.pop()
-        if depth not in (2, 3) or "closed" in state or state.get("devices") is None:
-            return
-        span = children[-1] if depth == 3 else state["devices"]
-        assert isinstance(span, _Span)
-        if span.end < 0:  # an explicit end tag starts here
-            span.end = data.index(b">", here) + 1
-        if depth == 2:
-            state["closed"] = True
-
-    parser.StartElementHandler = on_start
-    parser.EndElementHandler = on_end
-    try:
-        parser.Parse(data, True)
-    except xml.parsers.expat.ExpatError as err:
-        raise RenderError(f"the domain XML does not parse: {err}") from None
-    span = state.get("devices")
-    if not isinstance(span, _Span):
-        raise RenderError("the domain has no <devices>")
-    open_end = state["open_end"]
-    assert isinstance(open_end, int)
-    return _Layout(span, bool(state["empty"]), open_end, children)
 
 
 def _line_indent(data: bytes, pos: int) -> bytes:
@@ -232,20 +336,22 @@ def _write_indented(elem: ET.Element, unit: str, level: int, out: list[str]) -> 
     out += ["</", tag, ">"]
 
 
-def splice(domain_xml: str | bytes, devices: Sequence[ET.Element]) -> str:
-    """The domain with ``devices`` replaced by alias or appended; everything else byte for byte."""
-    data = domain_xml.encode() if isinstance(domain_xml, str) else bytes(domain_xml)
-    root = parse_domain(data)
-    _devices(root)  # the specific error for a domain without <devices>
-    layout = _layout(data)
-    devices_indent = _line_indent(data, layout.devices.start).decode()
+def splice(domain_xml: str | bytes | DomainXml, devices: Sequence[ET.Element]) -> str:
+    """The domain with ``devices`` replaced by alias or appended; everything else byte for byte.
+
+    A domain parsed already (:func:`parse_domain`) is not parsed again.
+    """
+    domain = parse_domain(domain_xml)
+    data = domain.data
+    devices_start, devices_end = domain.require_devices()
+    devices_indent = _line_indent(data, devices_start).decode()
     unit = devices_indent or "\t"
-    if layout.children:
-        child_indent = _line_indent(data, layout.children[0].start).decode() or devices_indent + unit
+    if domain.children:
+        child_indent = _line_indent(data, domain.children[0].start).decode() or devices_indent + unit
     else:
         child_indent = devices_indent + unit
     existing: dict[str, int] = {}  # alias -> index of the first device carrying it
-    for i, child in enumerate(layout.children):
+    for i, child in enumerate(domain.children):
         if child.alias is not None:
             existing.setdefault(child.alias, i)
     replaced: dict[int, bytes] = {}
@@ -264,49 +370,56 @@ def splice(domain_xml: str | bytes, devices: Sequence[ET.Element]) -> str:
             appended[alias] = text
     out: list[bytes] = []
     cursor = 0
-    for i, child in enumerate(layout.children):
+    for i, child in enumerate(domain.children):
         if i in replaced:
             out += [data[cursor : child.start], replaced[i]]
             cursor = child.end
     block = b"".join(b"\n" + child_indent.encode() + text for text in appended.values())
-    if layout.devices_empty:
+    if domain.devices_empty:
         out += [
-            data[cursor : layout.devices.start],
+            data[cursor:devices_start],
             b"<devices>",
             block,
             b"\n" + devices_indent.encode(),
             b"</devices>",
         ]
-        cursor = layout.devices.end
+        cursor = devices_end
     elif block:
-        insert_at = layout.children[-1].end if layout.children else layout.devices_open_end
+        insert_at = domain.children[-1].end if domain.children else domain.devices_open_end
         out += [data[cursor:insert_at], block]
         cursor = insert_at
-        if not layout.children:
+        if not domain.children:
             # an empty <devices></devices>: put the end tag back on its own line
-            rest = data[cursor : layout.devices.end]
+            rest = data[cursor:devices_end]
             if not rest.startswith(b"\n"):
                 out.append(b"\n" + devices_indent.encode())
     out.append(data[cursor:])
+    return _utf8(b"".join(out))
+
+
+def _utf8(data: bytes) -> str:
     try:
-        return b"".join(out).decode()
+        return data.decode()
     except UnicodeDecodeError:
         raise RenderError("the domain XML is not UTF-8 (virt-launcher sends UTF-8)") from None
 
 
-def kubevirt_hostdevs(domain_xml: str | bytes) -> dict[str, PciAddress]:
+def kubevirt_hostdevs(domain_xml: str | bytes | DomainXml) -> dict[str, PciAddress]:
     """Alias → source address of the SR-IOV hostdevs KubeVirt put in the domain (``ua-sriov-*``)."""
-    root = parse_domain(domain_xml)
+    domain = parse_domain(domain_xml)
+    domain.require_devices()
     out: dict[str, PciAddress] = {}
-    for hostdev in _devices(root).findall("hostdev"):
-        alias = _alias(hostdev)
+    for hostdev in domain.children:
+        if hostdev.tag != "hostdev":
+            continue
+        alias = hostdev.aliases[0] if hostdev.aliases else None  # ElementTree's find("alias").get("name")
         if alias is None or naming.alias_interface(alias, sriov=True) is None:
             continue
-        addr = hostdev.find("source/address")
+        addr = hostdev.source_address
         if addr is None:
             raise RenderError(f"hostdev {alias} in the domain has no source address")
         try:
             out[alias] = PciAddress(*(int(addr.get(k, ""), 16) for k in ("domain", "bus", "slot", "function")))
         except ValueError:
-            raise RenderError(f"hostdev {alias} in the domain has a malformed source address {addr.attrib}") from None
+            raise RenderError(f"hostdev {alias} in the domain has a malformed source address {dict(addr)}") from None
     return out

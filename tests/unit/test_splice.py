@@ -271,3 +271,102 @@ def test_splice_properties(existing: list[str], data: st.DataObject) -> None:
     assert out.startswith(f"<domain>\n{indent}<name>d</name>\n{indent}<devices>")
     assert out.endswith(f"\n{indent}</devices>\n</domain>")
     assert splice(out, [render_nic(n) for n in nics]) == out
+
+
+# --- one parse: the domain as ElementTree would read it ---------------------------------------
+
+_PIECES = st.sampled_from(
+    [
+        "<domain>",
+        "</domain>",
+        "<devices>",
+        "</devices>",
+        "<devices/>",
+        "<name>",
+        "</name>",
+        "vm1",
+        "<hostdev>",
+        "</hostdev>",
+        "<source>",
+        "</source>",
+        '<address domain="0x0000" bus="0x81" slot="0x10" function="0x2"/>',
+        '<address domain="zz"/>',
+        '<alias name="ua-sriov-x"/>',
+        "<alias/>",
+        '<alias name="ua-blue"/>',
+        "<interface>",
+        "</interface>",
+        "<x/>",
+        "\n\t",
+        "<!-- c -->",
+        "&amp;",
+        "&x;",
+        '<q:a xmlns:q="u"/>',
+        "<q:b/>",
+        '<!DOCTYPE domain SYSTEM "d.dtd">',
+        "<![CDATA[<]]>",
+        '<devices xmlns="urn:x">',
+        '<domain xmlns="urn:y">',
+    ]
+)
+
+
+def _reference_hostdevs(root: ET.Element) -> dict[str, PciAddress] | str:
+    """kubevirt_hostdevs as it was written over ElementTree (the error as text)."""
+    devices = root.find("devices")
+    if devices is None:
+        return f"domain {root.findtext('name', '?')!r} has no <devices>"
+    out = {}
+    for hostdev in devices.findall("hostdev"):
+        alias_elem = hostdev.find("alias")
+        alias = alias_elem.get("name") if alias_elem is not None else None
+        if alias is None or not alias.startswith("ua-sriov-") or alias == "ua-sriov-":
+            continue
+        addr = hostdev.find("source/address")
+        if addr is None:
+            return f"hostdev {alias} in the domain has no source address"
+        try:
+            out[alias] = PciAddress(*(int(addr.get(k, ""), 16) for k in ("domain", "bus", "slot", "function")))
+        except ValueError:
+            return f"hostdev {alias} in the domain has a malformed source address {addr.attrib}"
+    return out
+
+
+@given(st.lists(_PIECES, max_size=14))
+@settings(max_examples=500, deadline=None)
+def test_one_parse_reads_what_elementtree_reads(parts: list[str]) -> None:
+    """parse_domain accepts and refuses what ElementTree.fromstring does, with its message, and
+    the KubeVirt hostdevs read from that one parse are what ElementTree's tree gives."""
+    from kvnet.domain.splice import MalformedDomain, parse_domain
+
+    text = "".join(parts)
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as err:
+        with pytest.raises(MalformedDomain) as exc:
+            parse_domain(text)
+        assert (exc.value.syntax, exc.value.msg) == (str(err), f"the domain XML does not parse: {err}")
+        return
+    if root.tag != "domain":
+        with pytest.raises(MalformedDomain) as exc:
+            parse_domain(text)
+        assert (exc.value.syntax, exc.value.root) == (None, root.tag)
+        return
+    domain = parse_domain(text)
+    assert domain.name == root.findtext("name", "?")
+    assert parse_domain(domain) is domain  # parsed once
+    expected = _reference_hostdevs(root)
+    if isinstance(expected, str):
+        with pytest.raises(RenderError) as exc:
+            kubevirt_hostdevs(domain)
+        assert exc.value.msg == expected
+    else:
+        assert kubevirt_hostdevs(domain) == expected
+
+
+def test_splice_of_a_parsed_domain_is_the_splice_of_its_text() -> None:
+    from kvnet.domain.splice import parse_domain
+
+    domain = parse_domain(DOMAIN)
+    assert splice(domain, [render_nic(BLUE), render_nic(RED)]) == splice(DOMAIN, [render_nic(BLUE), render_nic(RED)])
+    assert domain.text == DOMAIN
