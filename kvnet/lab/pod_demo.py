@@ -87,13 +87,9 @@ def patch_nad(nad: Mapping[str, Any], data_dir: str) -> dict[str, Any]:
 
 def leases(data_dir: Path) -> list[str]:
     """host-local's lease files (not its lock or last-reserved bookkeeping)."""
-    if not data_dir.exists():
-        return []
-    return sorted(
-        str(p.relative_to(data_dir))
-        for p in data_dir.rglob("*")
-        if p.is_file() and p.name != "lock" and not p.name.startswith("last_reserved_ip")
-    )
+    from kvnet.lab.teardown import lease_files
+
+    return lease_files(data_dir)
 
 
 class PodLab:
@@ -292,16 +288,9 @@ class PodLab:
 
     def leftovers(self) -> dict[str, list[str]]:
         """Everything a clean DEL must have removed."""
-        cache_files = (
-            sorted(str(p.relative_to(self.cni_dir)) for p in self.cni_dir.rglob("*") if p.is_file())
-            if self.cni_dir.exists()
-            else []
-        )
-        return {
-            "pod links": [n for n in self.pod_links() if n != "lo"],
-            "host-local leases": leases(self.data_dir),
-            "cache files": cache_files,
-        }
+        from kvnet.lab.teardown import cni_leftovers
+
+        return cni_leftovers(self.pod_links(), self.data_dir, self.cni_dir)
 
 
 # ------------------------------------------------------------------------------------
@@ -324,6 +313,8 @@ def _show_interfaces(lab: PodLab, out: TextIO) -> None:
 
 def run(out: TextIO = sys.stderr) -> int:
     """The pod demo; returns 0 when the pod got its interfaces and DEL left nothing behind."""
+    from kvnet.lab.teardown import report_groups
+
     if os.geteuid() != 0:
         out.write("kvnet demo (pod): needs root to create network namespaces\n")
         return 1
@@ -364,8 +355,5 @@ def run(out: TextIO = sys.stderr) -> int:
                 out.write(f"DEL failed ({rc}): {json.dumps(result)}\n{err}")
                 return 1
             left = lab.leftovers()
-            for what, items in left.items():
-                out.write(f"  {what}: {', '.join(items) if items else 'none'}\n")
-            clean = not any(left.values())
-            out.write("nothing left behind\n" if clean else "LEFT BEHIND: see above\n")
-            return 0 if clean else 1
+            out.write(report_groups(left))
+            return 0 if not any(left.values()) else 1
