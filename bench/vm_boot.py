@@ -21,7 +21,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from kvnet.lab import vm_demo
+from kvnet.lab.vm.run import run_scenario
+from kvnet.lab.vm.scenario import bridge_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "bench" / "vm_boot.md"
@@ -60,7 +61,7 @@ def binding_calls(cni_log: str) -> tuple[int, int, float]:
 
 
 def measure(guest_dir: Path, size: int) -> tuple[dict[str, float], float | None]:
-    result = vm_demo.run_scenario(guest_dir, vm_demo.bridge_scenario(size), failover=False, stay=0)
+    result = run_scenario(guest_dir, bridge_scenario(size), failover=False, stay=0)
     if not result.ok:
         raise SystemExit(f"{size} NICs: the run failed\n{result.explain()}")
     t = dict(result.timings)

@@ -17,9 +17,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kvnet.lab import pod_demo, vm_demo
+    from kvnet.lab import pod_demo
+    from kvnet.lab.vm import run as vm_run
 
     status = int(pod_demo.run(out=sys.stdout) or 0)
     if status or args.pod_only:
         return status
-    return int(vm_demo.run(args.guest, out=sys.stdout) or 0)
+    return int(vm_run.demo(args.guest, out=sys.stdout) or 0)

@@ -149,3 +149,19 @@ def test_no_bare_except(path: Path) -> None:
     tree = ast.parse(path.read_text(), str(path))
     bare = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ExceptHandler) and n.type is None]
     assert not bare, f"bare except at lines {bare}"
+
+
+# lab modules that are data and pure builders only: the VM demo's scenario and its report
+PURE_LAB = ("kvnet.lab.vm.scenario", "kvnet.lab.vm.report")
+LAB_IO_MODULES = ("subprocess", "socket", "grpc", "libvirt", "os", "shutil", "tempfile")
+
+
+@pytest.mark.parametrize("module", PURE_LAB)
+def test_pure_lab_modules_do_no_io(module: str) -> None:
+    """The demo's I/O lives in its run (``kvnet.lab.vm.run``) and the shared teardown."""
+    [path] = [p for p in SOURCES if module_name(p) == module]
+    for name in imports(path):
+        assert name.split(".")[0] not in LAB_IO_MODULES, f"{module} imports {name}"
+        assert name not in ("kvnet.lab.vm.run", "kvnet.lab.apiserver", "kvnet.lab.libvirtd", "kvnet.lab.launcher"), (
+            f"{module} imports {name}"
+        )

@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from kvnet.core import naming
-from kvnet.lab import guest, vm_demo
+from kvnet.lab import guest
 from kvnet.lab.netns import NetnsLike
+from kvnet.lab.vm import report, scenario
+from kvnet.lab.vm.run import run_in
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "vm-demo"
 
@@ -23,11 +25,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "vm-demo"
 @pytest.mark.parametrize("name", ["nads.yaml", "vmi.yaml", "pod.yaml"])
 def test_examples_are_what_the_demo_loads(name: str) -> None:
     on_disk = [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
-    assert on_disk == vm_demo.example_objects()[name]
+    assert on_disk == scenario.example_objects()[name]
 
 
 def test_networks_annotation_is_kubevirts() -> None:
-    pod = vm_demo.launcher_pod(vm_demo.default_scenario())
+    pod = scenario.launcher_pod(scenario.default_scenario())
     text = pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]
     assert text.startswith(
         '[{"name":"blue-net","namespace":"default","interface":"pod16477688c0e"},'
@@ -46,7 +48,7 @@ def test_networks_annotation_is_kubevirts() -> None:
 
 
 def test_peers_one_per_segment() -> None:
-    s = vm_demo.default_scenario()
+    s = scenario.default_scenario()
     assert [(p.segment, p.addresses) for p in s.peers()] == [
         ("kvb-blue", ("10.81.0.2/24", "fd00:81::2/64")),
         ("kvm-green", ("10.82.0.2/24",)),
@@ -54,12 +56,12 @@ def test_peers_one_per_segment() -> None:
         ("kvb-bond", ("10.84.0.2/24",)),
     ]
     assert s.expected_peer("bond-b") == s.expected_peer("bond-a")
-    assert [n.subnet for n in vm_demo.bridge_scenario(8).nets][-1] == "10.108.0.0/24"
+    assert [n.subnet for n in scenario.bridge_scenario(8).nets][-1] == "10.108.0.0/24"
 
 
 def test_nad_configs() -> None:
-    s = vm_demo.default_scenario()
-    conf = vm_demo.bridge_nad_config(s.net("green"), "/x")
+    s = scenario.default_scenario()
+    conf = scenario.bridge_nad_config(s.net("green"), "/x")
     assert conf == {
         "cniVersion": "1.0.0",
         "name": "green-net",
@@ -68,9 +70,9 @@ def test_nad_configs() -> None:
         "mode": "bridge",
         "ipam": {"type": "host-local", "subnet": "10.82.0.0/24", "rangeStart": "10.82.0.10", "dataDir": "/x"},
     }
-    assert "ipam" not in vm_demo.bridge_nad_config(s.net("bond-a"), "/x")
-    assert vm_demo.bridge_nad_config(s.net("red"), None)["mtu"] == 1400
-    assert vm_demo.bridge_nad_config(s.net("blue"), None)["ipam"] == {
+    assert "ipam" not in scenario.bridge_nad_config(s.net("bond-a"), "/x")
+    assert scenario.bridge_nad_config(s.net("red"), None)["mtu"] == 1400
+    assert scenario.bridge_nad_config(s.net("blue"), None)["ipam"] == {
         "type": "host-local",
         "ranges": [
             [{"subnet": "10.81.0.0/24", "rangeStart": "10.81.0.10"}],
@@ -81,7 +83,7 @@ def test_nad_configs() -> None:
 
 def domain(tmp_path: Path) -> str:
     image = guest.GuestImage(tmp_path / "vmlinux", tmp_path / "initrd.gz", "p", "v", True)
-    return vm_demo.launcher_domain(
+    return scenario.launcher_domain(
         "default_vmi",
         "00000000-0000-4000-8000-000000000001",
         image,
@@ -112,15 +114,14 @@ def test_domain_nics_reads_aliases() -> None:
       <interface type="ethernet"><mac address="02:AA:00:00:00:01"/><target dev="tap16477688c0e" managed="no"/><mtu size="1400"/><alias name="ua-blue"/></interface>
       <interface type="ethernet"><mac address="02:aa:00:00:00:02"/><alias name="net0"/></interface>
     </devices></domain>"""
-    assert vm_demo.domain_nics(xml) == {
-        "blue": vm_demo.DomainNic("ua-blue", "02:aa:00:00:00:01", "tap16477688c0e", 1400)
+    assert scenario.domain_nics(xml) == {
+        "blue": scenario.DomainNic("ua-blue", "02:aa:00:00:00:01", "tap16477688c0e", 1400)
     }
 
 
 def test_table_and_verdicts() -> None:
-    result = vm_demo.DemoResult(vm_demo.bridge_scenario(2))
-    result.rows = [
-        vm_demo.NicRow(
+    rows = [
+        report.NicRow(
             "net1",
             "bridge",
             "02:00:00:00:00:01",
@@ -133,7 +134,7 @@ def test_table_and_verdicts() -> None:
             (("10.101.0.2", True), ("fd00::2", True)),
             ("10.101.0.0/24", "fd00::/64"),
         ),
-        vm_demo.NicRow(
+        report.NicRow(
             "net2",
             "bridge",
             "02:00:00:00:00:02",
@@ -147,21 +148,21 @@ def test_table_and_verdicts() -> None:
             ("10.102.0.0/24",),
         ),
     ]
-    result.failover = vm_demo.Failover("bond0", "a", "a", True)
-    table = vm_demo.format_table(result)
+    result = report.DemoResult(
+        scenario.bridge_scenario(2), rows=rows, failover=report.Failover("bond0", "a", "a", True)
+    )
+    table = report.format_table(result)
     assert "failover bond0: active a -> a (ping ok) -> back to - (ping -): FAILED" in table
     assert "MISSING" in table and "02:00:00:00:00:02 != -" in table and "1500 != -" in table
     assert "10.101.0.2 ok, fd00::2 ok" in table and "10.102.0.2 -" in table
     assert result.rows[0].ok and not result.rows[1].ok and not result.ok
-    result.rows = result.rows[:1]
-    result.failover = vm_demo.Failover("bond0", "a", "b", True, "a", True)
+    result = replace(result, rows=result.rows[:1], failover=report.Failover("bond0", "a", "b", True, "a", True))
     assert not result.ok  # net2 has no row
-    result.scenario = vm_demo.bridge_scenario(1)
-    result.failover = vm_demo.Failover("bond0", "a", "b", True)
+    result = replace(result, scenario=scenario.bridge_scenario(1), failover=report.Failover("bond0", "a", "b", True))
     assert not result.ok  # no failback
-    result.failover = vm_demo.Failover("bond0", "a", "b", True, "b", True)
+    result = replace(result, failover=report.Failover("bond0", "a", "b", True, "b", True))
     assert not result.ok  # did not come back
-    result.failover = vm_demo.Failover("bond0", "a", "b", True, "a", True)
+    result = replace(result, failover=report.Failover("bond0", "a", "b", True, "a", True))
     assert result.ok
     good = result.rows[0]
     assert not replace(good, domain_mtu=1400, guest_mtu=1500).ok
@@ -180,7 +181,7 @@ def test_table_and_verdicts() -> None:
         good, ipam_addresses=(), guest_addresses=("10.84.0.5/24",), ipam_subnets=()
     ).ok  # a bond member: no IPAM
     assert good.expected_guest_addresses() == ("10.101.0.10/24", "fd00::10/64")
-    result.leftovers = ["netns kvd-1"]
+    result = replace(result, leftovers=["netns kvd-1"])
     assert not result.ok and "left behind:\n  netns kvd-1" in result.explain()
 
 
@@ -193,8 +194,7 @@ def test_any_exception_is_recorded_with_its_traceback_and_the_console_kept(tmp_p
         raise RuntimeError(f"no netns for {prefix}")
 
     image = guest.GuestImage(tmp_path / "vmlinux", tmp_path / "initrd.gz", "p", "v", True)
-    run = vm_demo._Run(image, vm_demo.bridge_scenario(1), tmp_path, lambda _m: None, factory)
-    result = run.run(failover=False, stay=0)
+    result = run_in(tmp_path, image, scenario.bridge_scenario(1), netns_factory=factory, failover=False, stay=0)
     assert result.error == "RuntimeError: no netns for kvd"
     assert "Traceback" in result.traceback and "in factory" in result.traceback
     assert "RuntimeError: no netns for kvd" in result.explain() and "Traceback" in result.explain()

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from kvnet.lab import guest, vm_demo
+from kvnet.lab import guest
+from kvnet.lab.vm.run import link_leftovers, run_scenario, sh
+from kvnet.lab.vm.scenario import bridge_scenario, default_scenario
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
 
@@ -37,8 +39,8 @@ def existing_netns() -> set[str]:
 def test_vm_gets_every_nic_and_the_bond_fails_over(
     guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any]
 ) -> None:
-    scenario = vm_demo.default_scenario()
-    result = vm_demo.run_scenario(guest_image.kernel.parent, scenario, netns_factory=netns_factory)
+    scenario = default_scenario()
+    result = run_scenario(guest_image.kernel.parent, scenario, netns_factory=netns_factory)
     why = result.explain()
     assert result.error is None, why
     assert [r.network for r in result.rows] == [n.name for n in scenario.nets], why
@@ -86,8 +88,8 @@ def test_a_guest_that_does_not_boot_fails_with_its_console_and_still_tears_down(
     broken = tmp_path / "guest"
     shutil.copytree(guest_image.kernel.parent, broken)
     (broken / "initrd.gz").write_bytes(b"not an initramfs")
-    scenario = vm_demo.bridge_scenario(1)
-    result = vm_demo.run_scenario(broken, scenario, netns_factory=netns_factory, failover=False)
+    scenario = bridge_scenario(1)
+    result = run_scenario(broken, scenario, netns_factory=netns_factory, failover=False)
     assert result.error is not None and "did not report its NICs" in result.error, result.explain()
     assert "Kernel panic" in result.console_text or "VFS" in result.console_text, result.explain()
     assert "guest console" in result.explain() and "Kernel panic" in result.explain()
@@ -101,8 +103,8 @@ def test_eight_nics_all_arrive_with_kvnet_binding_as_its_own_program(
 ) -> None:
     """``"inProcessBinding": false``: each kvnet-binding delegate runs as a separate program,
     as under Multus (the default scenario covers the in-process binding)."""
-    scenario = vm_demo.bridge_scenario(8)
-    result = vm_demo.run_scenario(
+    scenario = bridge_scenario(8)
+    result = run_scenario(
         guest_image.kernel.parent,
         scenario,
         netns_factory=netns_factory,
@@ -126,16 +128,16 @@ def test_eight_nics_all_arrive_with_kvnet_binding_as_its_own_program(
 def test_links_left_in_the_pod_or_node_netns_are_leftovers(netns_factory: Callable[[str], Any]) -> None:
     """The link check the run does after CNI DEL (no guest needed): only ``lo`` may stay in
     the pod netns, only the demo's own links in the node netns."""
-    scenario = vm_demo.default_scenario()
+    scenario = default_scenario()
     node, pod = netns_factory("kvd"), netns_factory("kvd")
     for seg in ("kvb-blue", "kvc0"):
-        vm_demo.sh("ip", "-n", node.name, "link", "add", seg, "type", "bridge")
-    vm_demo.sh("ip", "-n", node.name, "link", "add", "kvp0", "type", "veth", "peer", "name", "api0")
-    assert vm_demo.link_leftovers(scenario, pod.name, node.name) == []
+        sh("ip", "-n", node.name, "link", "add", seg, "type", "bridge")
+    sh("ip", "-n", node.name, "link", "add", "kvp0", "type", "veth", "peer", "name", "api0")
+    assert link_leftovers(scenario, pod.name, node.name) == []
     # what a DEL that forgot something leaves: a pod link, a node-side veth of a pod link
-    vm_demo.sh("ip", "-n", pod.name, "link", "add", "tapblue", "type", "bridge")
-    vm_demo.sh("ip", "-n", node.name, "link", "add", "veth1a2b3c", "type", "veth", "peer", "name", "pod16477688c0e")
-    found = vm_demo.link_leftovers(scenario, pod.name, node.name)
+    sh("ip", "-n", pod.name, "link", "add", "tapblue", "type", "bridge")
+    sh("ip", "-n", node.name, "link", "add", "veth1a2b3c", "type", "veth", "peer", "name", "pod16477688c0e")
+    found = link_leftovers(scenario, pod.name, node.name)
     assert sorted(found) == sorted(
         [
             f"link tapblue in the pod netns {pod.name}",
@@ -143,6 +145,6 @@ def test_links_left_in_the_pod_or_node_netns_are_leftovers(netns_factory: Callab
             f"link pod16477688c0e in the node netns {node.name}",
         ]
     ), found
-    assert vm_demo.link_leftovers(scenario, "kvd-gone", node.name)[0].startswith(
+    assert link_leftovers(scenario, "kvd-gone", node.name)[0].startswith(
         "links in the pod netns kvd-gone could not be listed"
     )

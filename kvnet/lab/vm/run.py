@@ -1,0 +1,708 @@
+"""The VM demo's run: from node set-up to teardown, one stage a step, each handing on what it made.
+
+Driven the way a cluster drives it: the API stand-in holds the virt-launcher pod (its
+networks annotation exactly as KubeVirt writes it) and the NADs; ``kvnet-cni`` ADD runs
+as a runtime would run it (env + stdin, inside a "node" netns where the node bridges
+live) and calls the real reference plugins and ``kvnet-binding``; ``kvnet-sidecar`` runs
+in the pod netns and is called over gRPC by a small virt-launcher-like client (Info,
+PreCloudInitIso, OnDefineDomain); libvirtd runs in the pod netns and starts the domain
+under QEMU (TCG); the test guest reports what it saw on its serial console and pings a
+peer on every network. Then the bond fails over, the VM stops, DEL runs, and the
+teardown (:mod:`kvnet.lab.teardown`) proves nothing is left.
+
+Each stage is a function of the run's :class:`Lab` and the values earlier stages
+returned (:class:`Namespaces`, :class:`Api`, :class:`Attached`, :class:`Sidecar`,
+:class:`Domain`, the booted :class:`Guest`, :class:`Observed`); every step registers its
+undo with the lab's :class:`~kvnet.lab.teardown.Teardown`. :func:`run_in` runs the stages
+and builds the :class:`~kvnet.lab.vm.report.DemoResult` once at the end.
+
+Used by ``kvnet demo`` (:func:`demo`), the VM test lane (:func:`run_scenario`) and the
+boot benchmark. The API stand-in listens in the root netns on a link-local address
+reached from the node netns over a veth pair (a process in the node netns cannot reach
+the root netns's 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import yaml
+
+from kvnet.core.errors import InvalidEnvironment, IOFailure, KvnetError
+from kvnet.lab import console, guest
+from kvnet.lab.netns import NetnsLike, make_netns
+from kvnet.lab.teardown import POD_LINKS_KEPT, Teardown, leftovers, links_left
+from kvnet.lab.vm.report import DemoResult, Failover, NicRow, guest_errors, nic_rows, summary
+from kvnet.lab.vm.scenario import (
+    BINDING_NAME,
+    NAMESPACE,
+    STATUS_ANNOTATION,
+    DomainNic,
+    RunFiles,
+    Scenario,
+    cloud_init_data,
+    cni_config,
+    cni_env,
+    default_scenario,
+    domain_name,
+    domain_nics,
+    launcher_domain,
+    launcher_pod,
+    nads,
+    network_info,
+    node_links,
+    vmi,
+)
+
+if TYPE_CHECKING:
+    from kvnet.lab.apiserver import ApiStandIn
+    from kvnet.lab.launcher import LauncherClient
+    from kvnet.lab.libvirtd import Libvirtd
+
+CNI_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+
+NetnsFactory = Callable[[str], NetnsLike]
+Progress = Callable[[str], None]
+
+
+# ------------------------------------------------------------------------------------
+# Commands
+# ------------------------------------------------------------------------------------
+
+
+def sh(*cmd: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command (in ``ns`` when given); failures become IOFailure with its stderr."""
+    argv = ["ip", "netns", "exec", ns, *cmd] if ns else list(cmd)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise IOFailure(f"{' '.join(argv)} failed with status {done.returncode}", (done.stderr or done.stdout).strip())
+    return done
+
+
+def make_bin_dir(files: RunFiles) -> Path:
+    """CNI_PATH/binDir: the reference plugins plus kvnet's own programs, side by side."""
+    bindir = files.bin_dir
+    bindir.mkdir()
+    plugins = next((Path(d) for d in CNI_PLUGIN_DIRS if Path(d, "bridge").exists()), None)
+    if plugins is None:
+        raise InvalidEnvironment("reference CNI plugins not installed (apt-get install containernetworking-plugins)")
+    for p in plugins.iterdir():
+        (bindir / p.name).symlink_to(p)
+    here = Path(sys.executable).parent
+    for prog in ("kvnet-cni", "kvnet-binding", "kvnet-sidecar"):
+        src = here / prog
+        if not src.exists():
+            raise InvalidEnvironment(f"{prog} is not installed next to {sys.executable} (pip install -e .)")
+        (bindir / prog).symlink_to(src)
+    return bindir
+
+
+def file_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` of a log file ('' when it cannot be read)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def link_leftovers(scenario: Scenario, pod_ns: str, node_ns: str) -> list[str]:
+    """Links left after CNI DEL: the pod netns may hold only ``lo``, the node netns only
+    what the demo made itself (:func:`~kvnet.lab.vm.scenario.node_links`). Run before the
+    netns are deleted."""
+    return [*links_left(pod_ns, POD_LINKS_KEPT, "pod"), *links_left(node_ns, node_links(scenario), "node")]
+
+
+# ------------------------------------------------------------------------------------
+# The run's context and what each stage hands on
+# ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lab:
+    """What every stage gets: the run's inputs and files, where it reports progress, the
+    teardown its steps register their undo with, and the timings it records."""
+
+    image: guest.GuestImage
+    scenario: Scenario
+    files: RunFiles
+    say: Progress
+    make_ns: NetnsFactory
+    teardown: Teardown
+    timings: dict[str, float]  # seconds by step, kept when a later step fails
+    container_id: str
+    api_link: str  # the root end of the veth the API stand-in is reached through
+    in_process_binding: bool = True
+
+    def netns(self) -> NetnsLike:
+        """A fresh ``kvd-`` netns of this run (deleted on the way out)."""
+        made = self.teardown.netns_made(self.make_ns("kvd"))
+        return made
+
+    def timed(self, key: str, start: float) -> float:
+        now = time.monotonic()
+        self.timings[key] = now - start
+        return now
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    node: NetnsLike  # the node bridges, the macvlan uplink, kvnet-cni runs here
+    pod: NetnsLike  # the virt-launcher pod's sandbox: the sidecar and libvirtd run here
+
+
+@dataclass(frozen=True)
+class Api:
+    server: ApiStandIn
+    pod: Mapping[str, Any]  # the virt-launcher pod as loaded
+    vmi: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Attached:
+    status: Mapping[str, Mapping[str, Any]]  # network-status after ADD, by pod interface
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    proc: subprocess.Popen[bytes]
+    hook: LauncherClient  # virt-launcher's hook manager
+
+
+@dataclass(frozen=True)
+class Domain:
+    network_data: Mapping[str, Any]  # the sidecar's cloud-init network data, parsed
+    cmdline: str  # the guest kernel's command line (the network data in it)
+    xml: str  # the domain after OnDefineDomain
+    nics: Mapping[str, DomainNic]  # its kvnet NICs by VMI interface name
+
+
+@dataclass(frozen=True)
+class Observed:
+    report: console.GuestReport  # what the guest printed up to ``ready``
+    rows: list[NicRow]
+    guest_errors: list[str]
+
+
+class Guest:
+    """The booted domain: its libvirtd, its console, and the guest's command channel (one
+    connection, opened on the first command and closed on the way out)."""
+
+    def __init__(self, libvirtd: Libvirtd, name: str, files: RunFiles, teardown: Teardown) -> None:
+        self.libvirtd = libvirtd
+        self.name = name
+        self.console_log = files.console_log
+        self._channel_path = files.channel
+        self._teardown = teardown
+        self._seq = 0
+        self._chan: socket.socket | None = None
+
+    def alive(self) -> bool:
+        done = self.libvirtd.virsh("domstate", self.name, check=False)
+        return done.returncode == 0 and "running" in done.stdout
+
+    def set_link(self, target: str, state: str) -> None:
+        self.libvirtd.virsh("domif-setlink", self.name, target, state)
+
+    def command(self, cmd: str, timeout: float = 30) -> console.GuestReport:
+        """Send a line on the guest's command channel and wait for its ``done`` line."""
+        self._seq += 1
+        seq = str(self._seq)
+        if self._chan is None:
+            self._chan = socket.socket(socket.AF_UNIX)
+            self._teardown.undo(self._chan.close)
+            self._chan.connect(str(self._channel_path))
+        self._chan.sendall(f"{cmd} {seq}\n".encode())
+        report = console.wait_for(self.console_log, lambda r: r.has("done", seq=seq), timeout, alive=self.alive)
+        if report is None:
+            raise IOFailure(f"guest did not answer {cmd!r} within {timeout:.0f} s")
+        return report
+
+
+# ------------------------------------------------------------------------------------
+# Node, peers, API
+# ------------------------------------------------------------------------------------
+
+
+def setup_node(lab: Lab) -> Namespaces:
+    s = lab.scenario
+    ns = Namespaces(node=lab.netns(), pod=lab.netns())
+    node = ns.node.name
+    segments = {n.segment: n.kind for n in s.nets}
+    segments["kvc0"] = "bridge"
+    for seg, kind in segments.items():
+        if kind == "bridge":
+            sh("ip", "-n", node, "link", "add", seg, "type", "bridge")
+            sh("ip", "-n", node, "link", "set", seg, "up")
+    for i, peer in enumerate(s.peers()):
+        pns = lab.netns()
+        if peer.kind == "bridge":
+            sh("ip", "-n", node, "link", "add", f"kvp{i}", "type", "veth", "peer", "name", "eth0", "netns", pns.name)
+            sh("ip", "-n", node, "link", "set", f"kvp{i}", "master", peer.segment, "up")
+        else:  # macvlan uplink: a veth whose other end is the peer
+            sh("ip", "-n", node, "link", "add", peer.segment, "type", "veth", "peer", "name", "eth0", "netns", pns.name)
+            sh("ip", "-n", node, "link", "set", peer.segment, "up")
+        for address in peer.addresses:
+            sh("ip", "-n", pns.name, "addr", "add", address, "dev", "eth0", "nodad")
+        sh("ip", "-n", pns.name, "link", "set", "eth0", "up")
+    # runs after CNI DEL (registered later, so undone earlier) and before the netns go
+    lab.teardown.check(lambda: link_leftovers(s, ns.pod.name, node))
+    lab.say(f"node netns {node}, pod netns {ns.pod.name}, {len(s.peers())} peer netns")
+    return ns
+
+
+def start_api(lab: Lab, ns: Namespaces) -> Api:
+    from kvnet.lab.apiserver import ApiStandIn
+
+    s, files = lab.scenario, lab.files
+    base = random.randrange(1, 254) * 256 + random.randrange(0, 64) * 4
+    host_ip = str(ipaddress.ip_address("169.254.0.0") + base + 1)
+    node_ip = str(ipaddress.ip_address("169.254.0.0") + base + 2)
+    sh("ip", "link", "add", lab.api_link, "type", "veth", "peer", "name", "api0", "netns", ns.node.name)
+    lab.teardown.root_link_made(lab.api_link)
+    sh("ip", "addr", "add", f"{host_ip}/30", "dev", lab.api_link)
+    sh("ip", "link", "set", lab.api_link, "up")
+    sh("ip", "-n", ns.node.name, "addr", "add", f"{node_ip}/30", "dev", "api0")
+    sh("ip", "-n", ns.node.name, "link", "set", "api0", "up")
+    server = ApiStandIn(host_ip, 0)
+    server.start()
+    lab.teardown.undo(server.stop)
+    api = Api(server, launcher_pod(s), vmi(s))
+    binding_log = None if lab.in_process_binding else str(files.binding_log)
+    server.load([*nads(s, str(files.ipam), binding_log), api.pod])
+    server.write_kubeconfig(str(files.kubeconfig))
+    lab.say(f"API stand-in at {server.url}: pod {NAMESPACE}/{api.pod['metadata']['name']} and {len(s.nets) + 1} NADs")
+    return api
+
+
+# ------------------------------------------------------------------------------------
+# CNI
+# ------------------------------------------------------------------------------------
+
+
+def cni(lab: Lab, ns: Namespaces, api: Api, command: str) -> dict[str, Any]:
+    """``kvnet-cni COMMAND`` inside the node netns, as a runtime runs it (env + stdin)."""
+    files = lab.files
+    env = cni_env(
+        command,
+        api.pod,
+        container_id=lab.container_id,
+        netns=ns.pod.path,
+        cni_path=files.bin_dir,
+        path=os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+    )
+    done = subprocess.run(
+        ["ip", "netns", "exec", ns.node.name, str(files.bin_dir / "kvnet-cni")],
+        input=json.dumps(cni_config(files, in_process_binding=lab.in_process_binding)),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise IOFailure(
+            f"kvnet-cni {command} failed with status {done.returncode}: {done.stdout.strip()}",
+            done.stderr.strip()[-2000:],
+        )
+    result: dict[str, Any] = json.loads(done.stdout) if done.stdout.strip() else {}
+    return result
+
+
+def cni_add(lab: Lab, ns: Namespaces, api: Api) -> Attached:
+    make_bin_dir(lab.files)
+    t0 = time.monotonic()
+    lab.teardown.check(lambda: cni_del(lab, ns, api))
+    cni(lab, ns, api, "ADD")
+    lab.timed("cni_add", t0)
+    pod = api.server.get("pods", NAMESPACE, api.pod["metadata"]["name"]) or {}
+    status = json.loads(pod.get("metadata", {}).get("annotations", {}).get(STATUS_ANNOTATION, "[]"))
+    lab.say(f"kvnet-cni ADD: {len(status)} network-status entries in {lab.timings['cni_add']:.2f} s")
+    return Attached({e.get("interface"): e for e in status})
+
+
+def cni_del(lab: Lab, ns: Namespaces, api: Api) -> list[str]:
+    """CNI DEL (on the way out, whatever happened); a failed DEL is a leftover."""
+    t0 = time.monotonic()
+    found = []
+    try:
+        cni(lab, ns, api, "DEL")
+    except KvnetError as err:
+        found.append(f"CNI DEL failed: {err.msg} {err.details}")
+    lab.timed("cni_del", t0)
+    return found
+
+
+# ------------------------------------------------------------------------------------
+# Sidecar
+# ------------------------------------------------------------------------------------
+
+
+def start_sidecar(lab: Lab, ns: Namespaces, attached: Attached) -> Sidecar:
+    files = lab.files
+    t0 = time.monotonic()
+    hooks = files.hooks
+    hooks.mkdir()
+    files.network_info.write_text(json.dumps(network_info(lab.scenario, attached.status)))
+    log = files.sidecar_log.open("ab")
+    lab.teardown.undo(log.close)
+    env = {**os.environ, "NETWORK_BINDING_PLUGIN_NAME": BINDING_NAME, "CONTAINER_NAME": "hook-sidecar-0"}
+    proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns.pod.name,
+            str(files.bin_dir / "kvnet-sidecar"),
+            "--hooks-dir",
+            str(hooks),
+            "--name",
+            BINDING_NAME,
+            "--network-info",
+            str(files.network_info),
+            "--network-info-timeout",
+            "10",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        env=env,
+        start_new_session=True,
+    )
+    lab.teardown.undo(stop_process, proc)
+    deadline = time.monotonic() + 20
+    sock: Path | None = None
+    while sock is None:
+        sock = next((p for p in hooks.iterdir() if p.is_socket()), None) if hooks.exists() else None
+        if proc.poll() is not None:
+            raise IOFailure(
+                f"kvnet-sidecar exited with status {proc.returncode} before listening", file_tail(files.sidecar_log)
+            )
+        if time.monotonic() > deadline:
+            raise IOFailure("kvnet-sidecar did not publish its socket within 20 s", file_tail(files.sidecar_log))
+        time.sleep(0.02)
+    from kvnet.lab.launcher import LauncherClient  # grpc and the generated messages, only when a VM runs
+
+    hook = LauncherClient(hooks)  # virt-launcher's hook manager: Info with a 1 s deadline, newest version
+    lab.teardown.undo(shut_down, proc, hook)  # before the process is stopped
+    hook.collect(1, timeout=max(1.0, deadline - time.monotonic()))
+    lab.timed("sidecar_start", t0)
+    return Sidecar(proc, hook)
+
+
+def hook_errors(hook: LauncherClient, point: str) -> contextlib.AbstractContextManager[None]:
+    """A failed hook call as an ``IOFailure`` naming the sidecar and the hook point."""
+    from kvnet.lab.launcher import as_io_failure
+
+    return as_io_failure(point, ", ".join(sc.name for sc in hook.sidecars) or BINDING_NAME)
+
+
+def shut_down(proc: subprocess.Popen[bytes], hook: LauncherClient) -> None:
+    """virt-launcher's Shutdown call, then up to 5 s for the sidecar to exit."""
+    if proc.poll() is None:
+        with contextlib.suppress(KvnetError), hook_errors(hook, "Shutdown"):
+            hook.shutdown(timeout=5.0)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """A process still running: terminated, killed after 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def call_hooks(lab: Lab, sidecar: Sidecar, api: Api, stay: int) -> Domain:
+    """PreCloudInitIso (the network data), then OnDefineDomain on a KubeVirt-shaped domain."""
+    s, files = lab.scenario, lab.files
+    t0 = time.monotonic()
+    with hook_errors(sidecar.hook, "PreCloudInitIso"):
+        answer = sidecar.hook.pre_cloud_init_iso(api.vmi, cloud_init_data(s), timeout=30.0)
+    text = answer.get("NetworkData") or ""
+    try:
+        network_data: dict[str, Any] = yaml.safe_load(text) if text.strip() else {"version": 2}
+    except yaml.YAMLError as err:
+        raise IOFailure(f"the sidecar's NetworkData for VMI {s.vmi_name} is not YAML: {err}") from None
+    peers = [ip for p in s.peers() for ip in p.ips]
+    cmdline = lab.image.cmdline(guest.network_cmdline(network_data, peers=peers, stay=stay))
+    uid = api.vmi["metadata"]["uid"]
+    domain = launcher_domain(domain_name(s), uid, lab.image, cmdline, files.console_log, files.channel)
+    with hook_errors(sidecar.hook, "OnDefineDomain"):
+        domain_xml = sidecar.hook.on_define_domain(domain, api.vmi, timeout=30.0)
+    nics = domain_nics(domain_xml)
+    files.domain_xml.write_text(domain_xml)
+    lab.timed("sidecar_hooks", t0)
+    lab.say(
+        f"sidecar: network data for {len(network_data.get('ethernets', {}))} ethernets, "
+        f"{len(network_data.get('bonds', {}))} bonds; domain has {len(nics)} kvnet NICs"
+    )
+    return Domain(network_data, cmdline, domain_xml, nics)
+
+
+# ------------------------------------------------------------------------------------
+# libvirt and the guest
+# ------------------------------------------------------------------------------------
+
+
+def domains_left(libvirtd: Libvirtd) -> list[str]:
+    done = libvirtd.virsh("list", "--all", "--name", check=False)
+    names = [n for n in done.stdout.split() if n]
+    return [f"libvirt domains still defined: {', '.join(names)}"] if names else []
+
+
+def boot(lab: Lab, ns: Namespaces, domain: Domain, t_start: float) -> Guest:
+    """libvirtd in the pod netns, the domain defined (schema-validated) and started, until
+    the guest reports its NICs (``t_start``: when CNI ADD began)."""
+    from kvnet.lab.libvirtd import Libvirtd
+
+    files, td = lab.files, lab.teardown
+    name = domain_name(lab.scenario)
+    t0 = time.monotonic()
+    libvirtd = Libvirtd(str(files.libvirtd), netns=ns.pod.name)
+    libvirtd.start()
+    td.undo(libvirtd.stop)
+    with contextlib.suppress(OSError, ValueError):
+        td.process_started(int((files.libvirtd / "run" / "libvirtd.pid").read_text().split()[0]))
+    td.check(lambda: domains_left(libvirtd))
+    lab.timed("libvirtd_start", t0)
+    t1 = time.monotonic()
+    libvirtd.define_validate(domain.xml)
+    td.undo(libvirtd.undefine, name)
+    libvirtd.start_domain(name)
+    t2 = lab.timed("define_start", t1)
+    lab.say(f"domain {name} defined and started in the pod netns ({lab.timings['define_start']:.2f} s)")
+    vm = Guest(libvirtd, name, files, td)
+    want = len(lab.scenario.nets)
+    report = console.wait_for(files.console_log, lambda r: r.has("nics"), 90, alive=vm.alive)
+    if report is None:
+        raise IOFailure(f"guest did not report its NICs within 90 s (domain {name})")
+    lab.timed("guest_nics", t2)
+    lab.timings["add_to_nics"] = time.monotonic() - t_start
+    lab.say(f"guest up: {len(report.nics)}/{want} NICs reported {lab.timings['guest_nics']:.2f} s after start")
+    return vm
+
+
+def observe(lab: Lab, vm: Guest, domain: Domain, attached: Attached) -> Observed:
+    """Wait until the guest configured its links and pinged; a row per network."""
+    report = console.wait_for(vm.console_log, lambda r: r.has("ready") or r.has("poweroff"), 90, alive=vm.alive)
+    if report is None:
+        raise IOFailure("guest did not finish configuring and pinging within 90 s")
+    return Observed(report, nic_rows(lab.scenario, domain.nics, attached.status, report), guest_errors(report))
+
+
+def fail_over(lab: Lab, vm: Guest, domain: Domain, report: console.GuestReport) -> Iterator[Failover]:
+    """Per bond: its active member's link down until the bond switches, then back (that
+    link up, the other one down); yields the failover as far as it got after each step."""
+    s, nics = lab.scenario, domain.nics
+    for bond in s.bonds:
+        state = report.bonds.get(bond.name)
+        before = state.active if state else None
+        peer = s.expected_peer(bond.members[0])
+        if before is None or before not in nics:
+            yield Failover(bond.name, before, None, None)
+            continue
+        ips = peer.ips if peer else ()
+        target = nics[before].target or nics[before].mac
+        vm.set_link(target, "down")
+        lab.say(f"failover: {bond.name} active member {before}; virsh domif-setlink {target} down")
+        after, ping = switched(vm, bond.name, before, ips)
+        yield Failover(bond.name, before, after, ping)
+        lab.say(f"failover: {bond.name} now on {after or '-'}, ping {' '.join(ips) or '-'}: {'ok' if ping else 'FAIL'}")
+        if after is None or after == before or after not in nics:
+            continue
+        other = nics[after].target or nics[after].mac
+        vm.set_link(target, "up")
+        time.sleep(3 * bond.miimon / 1000)  # let miimon see the link come back
+        vm.set_link(other, "down")
+        back, ping_back = switched(vm, bond.name, after, ips)
+        yield Failover(bond.name, before, after, ping, back, ping_back)
+        lab.say(
+            f"failback: {other} down, {target} up: {bond.name} on {back or '-'}, ping: {'ok' if ping_back else 'FAIL'}"
+        )
+
+
+def switched(vm: Guest, bond: str, old: str, ips: Sequence[str]) -> tuple[str | None, bool | None]:
+    """Ask the guest until the bond's active member is not ``old`` (20 s); then the pings."""
+    deadline = time.monotonic() + 20
+    active: str | None = old
+    report: console.GuestReport | None = None
+    while time.monotonic() < deadline:
+        report = vm.command("status")
+        now = report.bonds.get(bond)
+        active = now.active if now else None
+        if active not in (None, old):
+            break
+        time.sleep(0.2)
+    results = [report.last_ping(ip) for ip in ips] if report else []
+    return active, (all(results) if results else None)
+
+
+def power_off(lab: Lab, vm: Guest) -> None:
+    with contextlib.suppress(KvnetError, OSError):
+        vm.command("poweroff", timeout=10)
+    deadline = time.monotonic() + 20
+    while vm.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if vm.alive():
+        vm.libvirtd.destroy_domain(vm.name)
+        lab.say("guest did not power off; domain destroyed")
+    else:
+        lab.say("guest powered off")
+
+
+# ------------------------------------------------------------------------------------
+# Driver
+# ------------------------------------------------------------------------------------
+
+
+def run_in(
+    workdir: Path,
+    image: guest.GuestImage,
+    scenario: Scenario,
+    *,
+    progress: Progress | None = None,
+    netns_factory: NetnsFactory | None = None,
+    failover: bool = True,
+    stay: int = 120,
+    in_process_binding: bool = True,
+) -> DemoResult:
+    """Every stage in ``workdir``, then the teardown and its sweep; never raises for a failed
+    step (the error, its traceback, the console log and any leftovers are in the result)."""
+    files = RunFiles(workdir)
+    lab = Lab(
+        image=image,
+        scenario=scenario,
+        files=files,
+        say=progress or (lambda _msg: None),
+        make_ns=netns_factory or make_netns,
+        teardown=Teardown(),
+        timings={},
+        container_id=uuid.uuid4().hex,
+        api_link=f"kvd{uuid.uuid4().hex[:6]}a",
+        in_process_binding=in_process_binding,
+    )
+    observed: Observed | None = None
+    bond_failover: Failover | None = None
+    console_text = ""
+    error: str | None = None
+    where = ""
+    try:
+        with lab.teardown:
+            ns = setup_node(lab)
+            api = start_api(lab, ns)
+            t_start = time.monotonic()
+            attached = cni_add(lab, ns, api)
+            sidecar = start_sidecar(lab, ns, attached)
+            domain = call_hooks(lab, sidecar, api, stay)
+            vm = boot(lab, ns, domain, t_start)
+            observed = observe(lab, vm, domain, attached)
+            if failover and scenario.bonds:
+                for step in fail_over(lab, vm, domain, observed.report):
+                    bond_failover = step  # as far as it got, also when a later step fails
+            power_off(lab, vm)
+            console_text = console.read_text(files.console_log)
+    except KvnetError as err:
+        error = f"{type(err).__name__}: {err.msg}" + (f"\n{err.details}" if err.details else "")
+        where = traceback.format_exc()
+    except Exception as err:  # any failure keeps the console log and runs the leftovers check
+        error = f"{type(err).__name__}: {err}"
+        where = traceback.format_exc()
+    td = lab.teardown
+    return DemoResult(
+        scenario,
+        rows=observed.rows if observed else [],
+        failover=bond_failover,
+        timings=dict(lab.timings),
+        leftovers=[*td.found, *leftovers(workdir, td.netns, td.root_links, lab.container_id, td.pids)],
+        console_text=console_text or console.read_text(files.console_log),
+        guest_errors=observed.guest_errors if observed else [],
+        error=error,
+        netns=list(td.netns),
+        cni_log=console.read_text(files.cni_log),
+        binding_log=console.read_text(files.binding_log),
+        traceback=where,
+    )
+
+
+def run_scenario(
+    guest_dir: str | Path,
+    scenario: Scenario | None = None,
+    *,
+    progress: Progress | None = None,
+    failover: bool = True,
+    stay: int = 120,
+    netns_factory: NetnsFactory | None = None,
+    keep_workdir: bool = False,
+    in_process_binding: bool = True,
+) -> DemoResult:
+    """Run the whole path once in a fresh work folder and return what happened (never raises
+    for a failed step: the error, the console log and any leftovers are in the result).
+
+    ``in_process_binding=False`` puts ``"inProcessBinding": false`` in the kvnet-cni config,
+    so each ``kvnet-binding`` delegate runs as its own program (what Multus users get); the
+    binding NAD then has its own ``logFile``, read into ``DemoResult.binding_log``."""
+    if os.geteuid() != 0:
+        raise InvalidEnvironment("the VM demo needs root (network namespaces, libvirtd)")
+    image = guest.load(Path(guest_dir))
+    workdir = Path(tempfile.mkdtemp(prefix="kvnet-vm-"))
+    try:
+        return run_in(
+            workdir,
+            image,
+            scenario or default_scenario(),
+            progress=progress,
+            netns_factory=netns_factory,
+            failover=failover,
+            stay=stay,
+            in_process_binding=in_process_binding,
+        )
+    finally:
+        if not keep_workdir:
+            subprocess.run(["rm", "-rf", str(workdir)], check=False)
+
+
+def demo(guest_dir: str | Path, out: TextIO = sys.stderr) -> int:
+    """``kvnet demo``'s VM half: progress lines, the guest's NIC table, the failover, 0 on success."""
+    start = time.monotonic()
+
+    def say(msg: str) -> None:
+        print(f"[{time.monotonic() - start:6.1f}s] {msg}", file=out, flush=True)
+
+    say("VM demo: a VM in a pod gets one NIC per attachment (real plugins, libvirtd, QEMU TCG)")
+    try:
+        result = run_scenario(guest_dir, progress=say)
+    except KvnetError as err:
+        print(f"VM demo cannot run: {err.msg}", file=out)
+        return 1
+    print(summary(result), file=out)
+    print(f"VM demo {'passed' if result.ok else 'FAILED'} in {time.monotonic() - start:.0f} s", file=out)
+    return 0 if result.ok else 1
+
+
+__all__ = [
+    "Lab",
+    "demo",
+    "link_leftovers",
+    "run_in",
+    "run_scenario",
+    "sh",
+]
