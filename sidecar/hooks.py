@@ -6,6 +6,11 @@ to measure). Pod facts (network-info, /sys/class/net) and the translation are pa
 small Protocols, so tests give fakes and the server and the shim share one code path.
 Nothing here writes anything: OnDefineDomain also runs on migration targets, where its
 result is thrown away.
+
+Each input is parsed once, up front: the VMI JSON (then the VMI itself, ``kvnet.domain.vmi``),
+the domain XML (``kvnet.domain.splice.parse_domain``); the pod is read next, exactly the
+links the VMI's kvnet interfaces name (``kvnet.domain.translate.pod_link_query``), into a
+plain ``PodFacts``; the translation then runs on those values alone.
 """
 
 from __future__ import annotations
@@ -14,8 +19,7 @@ import json
 import logging
 import threading
 import time
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,10 @@ from typing import Any, Protocol
 
 from kvnet.core.errors import DecodeFailure, KvnetError, RenderError, TryAgainLater
 from kvnet.core.model import NetworkInfoEntry, PodFacts, PodLink
-from kvnet.domain.vmi import BONDS_ANNOTATION
+from kvnet.domain.splice import DomainXml, MalformedDomain, check_domain_xml, parse_domain
+from kvnet.domain.translate import PodLinkQuery, pod_link_query
+from kvnet.domain.vmi import BONDS_ANNOTATION, Vmi
+from kvnet.domain.vmi import parse_vmi as vmi_spec
 
 log = logging.getLogger("kvnet.sidecar")
 
@@ -47,19 +54,23 @@ class PodFactsUnavailable(TryAgainLater):
 
 
 class Translator(Protocol):
-    """The domain pipeline (``kvnet.domain.pipeline``): pure functions of their inputs."""
+    """The domain pipeline (``kvnet.domain.pipeline``): pure functions of their inputs, parsed already."""
 
-    def define_domain(self, domain_xml: str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str) -> str: ...
+    def define_domain(self, domain: DomainXml, vmi: Vmi, facts: PodFacts, *, binding_name: str) -> str: ...
 
     def cloud_init_network_data(
-        self, vmi: Mapping[str, Any], facts: PodFacts, *, user_network_data: str | None, binding_name: str
+        self, vmi: Vmi, facts: PodFacts, *, user_network_data: str | None, binding_name: str
     ) -> str | None: ...
 
 
 class FactsSource(Protocol):
-    """Reads what the pod shows for the given VMI interfaces (read-only)."""
+    """Reads what the pod shows for the given VMI interfaces (read-only), all of it now.
 
-    def read(self, interfaces: Sequence[str]) -> PodFacts: ...
+    ``query`` names the links the translation will look at (``kvnet.domain.translate``);
+    without one every link is read.
+    """
+
+    def read(self, interfaces: Sequence[str], query: PodLinkQuery | None = None) -> PodFacts: ...
 
 
 class Hooks(Protocol):
@@ -141,16 +152,34 @@ def declares_bonds(vmi: Mapping[str, Any]) -> bool:
     return isinstance(annotations, dict) and bool(annotations.get(BONDS_ANNOTATION))
 
 
+def read_domain(domain_xml: bytes | str, *, what: str = "domain XML") -> DomainXml:
+    """The domain parsed, once, after checking it is UTF-8 and a parseable ``<domain>``."""
+    with _domain_faults(what):
+        if isinstance(domain_xml, bytes):
+            domain_xml.decode()
+        domain = parse_domain(domain_xml)
+    return domain
+
+
 def check_domain(domain_xml: bytes | str, *, what: str = "domain XML") -> str:
-    """The domain as text after checking it is a parseable ``<domain>``."""
-    try:
+    """The domain as text after checking it is a parseable ``<domain>`` (not read any further)."""
+    with _domain_faults(what):
         text = domain_xml.decode() if isinstance(domain_xml, bytes) else domain_xml
-        root = ET.fromstring(text)
-    except (UnicodeDecodeError, ET.ParseError) as err:
-        raise BadHookInput(f"{what} is malformed: {err}") from None
-    if root.tag != "domain":
-        raise BadHookInput(f"{what} has root <{root.tag}>, expected <domain>")
+        check_domain_xml(domain_xml)
     return text
+
+
+@contextmanager
+def _domain_faults(what: str) -> Iterator[None]:
+    """A domain that is not UTF-8, does not parse or is not a ``<domain>``, as ``BadHookInput``."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        raise BadHookInput(f"{what} is malformed: {err}") from None
+    except MalformedDomain as err:
+        if err.syntax is not None:
+            raise BadHookInput(f"{what} is malformed: {err.syntax}") from None
+        raise BadHookInput(f"{what} has root <{err.root}>, expected <domain>") from None
 
 
 def parse_cloud_init_data(data: bytes | str) -> dict[str, Any]:
@@ -194,12 +223,13 @@ class KvnetHooks:
             log.info("OnDefineDomain %s: no interface uses binding %s, domain unchanged", vmi_name(vmi), self.name)
             return domain_xml
         try:
-            domain = check_domain(domain_xml)
+            domain = read_domain(domain_xml)
         except BadHookInput as err:
             raise BadHookInput(f"interfaces {', '.join(names)}: {err.msg}") from None
         with _unexpected_as_render_error(names):
-            facts = self.facts.read(names)
-            out = self.translator.define_domain(domain, vmi, facts, binding_name=self.name)
+            spec = vmi_spec(vmi)
+            facts = self.facts.read(names, pod_link_query(spec, binding_name=self.name))
+            out = self.translator.define_domain(domain, spec, facts, binding_name=self.name)
         try:
             check_domain(out, what="the domain kvnet built")
         except BadHookInput as err:
@@ -218,8 +248,11 @@ class KvnetHooks:
             raise BadHookInput(f"interfaces {', '.join(names) or '(bonds only)'}: {err.msg}") from None
         user = data.get("NetworkData") or None
         with _unexpected_as_render_error(names):
-            facts = self.facts.read(names)
-            merged = self.translator.cloud_init_network_data(vmi, facts, user_network_data=user, binding_name=self.name)
+            spec = vmi_spec(vmi)
+            facts = self.facts.read(names, pod_link_query(spec, binding_name=self.name))
+            merged = self.translator.cloud_init_network_data(
+                spec, facts, user_network_data=user, binding_name=self.name
+            )
         if merged is None or merged == user:
             return CloudInitResult(cloud_init_data, no_cloud_source)
         data["NetworkData"] = merged
@@ -280,6 +313,11 @@ def legacy_no_cloud_source(no_cloud_source: bytes, data: Mapping[str, Any]) -> b
 # --------------------------------------------------------------------------------------
 
 
+LinkReader = Callable[..., Mapping[str, PodLink]]
+"""``read_links(sys_class_net)`` reads every link, ``read_links(sys_class_net, query)`` the
+query's (``kvnet.sidecar.podfacts.read_pod_links``)."""
+
+
 class PodFactsReader:
     """Reads ``/etc/podinfo/network-info`` (bounded poll) and the pod links, nothing else.
 
@@ -293,7 +331,7 @@ class PodFactsReader:
         network_info_path: str,
         sys_class_net: str,
         *,
-        read_links: Callable[[str], Mapping[str, PodLink]],
+        read_links: LinkReader,
         parse_network_info: Callable[[str], Mapping[str, NetworkInfoEntry]],
         timeout: float = 30.0,
         interval: float = 0.2,
@@ -311,7 +349,8 @@ class PodFactsReader:
         self.sleep = sleep
         self.stopping = stopping  # set when the sidecar shuts down: a waiting call gives up at once
 
-    def read(self, interfaces: Sequence[str]) -> PodFacts:
+    def read(self, interfaces: Sequence[str], query: PodLinkQuery | None = None) -> PodFacts:
+        """network-info, then the links ``query`` names (every link without one), as plain values."""
         text = self._wait_network_info(interfaces)
         try:
             info = self.parse_network_info(text)
@@ -321,12 +360,12 @@ class PodFactsReader:
             ) from None
         unreadable = f"interfaces {', '.join(interfaces)}: cannot read the pod links in {self.sys_class_net}"
         try:
-            links = self.read_links(self.sys_class_net)
+            links = self.read_links(self.sys_class_net) if query is None else self.read_links(self.sys_class_net, query)
         except KvnetError as err:
             raise PodFactsUnavailable(f"{unreadable}: {err.msg}") from None
         except OSError as err:
             raise PodFactsUnavailable(f"{unreadable}: {err}") from None
-        return PodFacts(links=_LinksOrUnavailable(links, unreadable), network_info=dict(info))
+        return PodFacts(links=dict(links), network_info=dict(info))
 
     def _wait_network_info(self, interfaces: Sequence[str]) -> str:
         deadline = self.clock() + self.timeout
@@ -354,46 +393,3 @@ class PodFactsReader:
                 self.stopping.wait(self.interval)
             else:
                 self.sleep(self.interval)
-
-
-class _LinksOrUnavailable(Mapping[str, PodLink]):
-    """The pod links as ``read_links`` gave them, which may read each link on first lookup
-    (``kvnet.sidecar.podfacts.PodLinks``): an error while reading a link (a malformed binding
-    record) is the same ``PodFactsUnavailable`` as when ``read_links`` reads all at once.
-    """
-
-    def __init__(self, links: Mapping[str, PodLink], unreadable: str) -> None:
-        self._links = links
-        self._unreadable = unreadable
-
-    def _fail(self, err: KvnetError | OSError) -> PodFactsUnavailable:
-        return PodFactsUnavailable(f"{self._unreadable}: {err.msg if isinstance(err, KvnetError) else err}")
-
-    def listed(self) -> Iterable[str]:
-        """Candidate names without reading any link (see ``kvnet.domain.translate.uses_ordinal_names``)."""
-        listed = getattr(self._links, "listed", None)
-        return listed() if callable(listed) else tuple(self)
-
-    def __getitem__(self, name: str) -> PodLink:
-        try:
-            return self._links[name]
-        except (KvnetError, OSError) as err:
-            raise self._fail(err) from None
-
-    def __contains__(self, name: object) -> bool:
-        try:
-            return name in self._links
-        except (KvnetError, OSError) as err:
-            raise self._fail(err) from None
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            yield from self._links
-        except (KvnetError, OSError) as err:
-            raise self._fail(err) from None
-
-    def __len__(self) -> int:
-        try:
-            return len(self._links)
-        except (KvnetError, OSError) as err:
-            raise self._fail(err) from None

@@ -12,7 +12,13 @@ reads sysfs files any user may read. What each link kind shows in this kernel:
 - a port of a bridge has a ``master`` symlink and a ``brport/`` folder.
 
 The root is injectable so tests build fake trees; the driver lookup is injectable too
-(by default it runs only against the real ``/sys/class/net``).
+(by default it runs only against the real ``/sys/class/net``). Everything is read up front
+into plain ``PodLink`` values, before the translation runs (docs/design.md §4): the
+sidecar reads the links its VMI's kvnet interfaces name (:func:`read_pod_links` with a
+query), tools and tests every link.
+
+Files are read with ``os.open``/``os.read`` relative to the link's folder: pathlib's path
+objects cost several times the read itself, and this runs on every OnDefineDomain.
 """
 
 from __future__ import annotations
@@ -24,12 +30,13 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
-from kvnet.core import bindrecord
+from kvnet.core import bindrecord, naming
 from kvnet.core.errors import DecodeFailure
 from kvnet.core.model import BindingRecord, PodLink
+from kvnet.domain.translate import PodLinkQuery
 
 SYS_CLASS_NET = "/sys/class/net"
 IFF_UP = 0x1
@@ -43,21 +50,20 @@ _ETHTOOL_GDRVINFO = 0x00000003
 DriverLookup = Callable[[str], "str | None"]
 
 
-def read_pod_links(sys_class_net: str = SYS_CLASS_NET, *, driver_of: DriverLookup | None = None) -> dict[str, PodLink]:
-    """Every link of the netns (loopback left out), by name, all read now.
+def read_pod_links(
+    sys_class_net: str = SYS_CLASS_NET, query: PodLinkQuery | None = None, *, driver_of: DriverLookup | None = None
+) -> dict[str, PodLink]:
+    """The links of the netns by name, all read now into plain values (loopback, and links
+    that vanish while being read, left out).
 
-    ``record`` is the decoded binding record from the link's ifalias, when it carries
-    one; a kvnet-tagged but malformed alias raises ``DecodeFailure`` naming the link.
-    A link that vanishes while being read is left out.
-    """
-    return dict(pod_links(sys_class_net, driver_of=driver_of).items())
-
-
-def pod_links(sys_class_net: str = SYS_CLASS_NET, *, driver_of: DriverLookup | None = None) -> PodLinks:
-    """The links of the netns, listed now and each read when first looked up (:class:`PodLinks`).
-
-    The sidecar's reader: a call that adds one bridge attachment needs its tap and its
-    pod link, not the bridge, the primary interface or the other attachments' links.
+    Without a ``query``, every link. With one (``kvnet.domain.translate.pod_link_query``),
+    exactly the links translating that VMI looks at: when the pod's naming scheme matters,
+    the ``net<N>`` folders until one is a link (it makes the pod ordinal, and is kept: the
+    translation decides by it); then per attachment its pod interface and its tap and, when
+    the tap is there, the links its binding record may be on until one carries it. A bridge
+    attachment so reads two links, not the bridge, the primary interface or the other
+    attachments' links. ``record`` is the decoded binding record of a link's ifalias; a
+    kvnet-tagged but malformed alias on a link read raises ``DecodeFailure`` naming the link.
     """
     if driver_of is None and (
         sys_class_net == SYS_CLASS_NET or os.path.realpath(sys_class_net) == os.path.realpath(SYS_CLASS_NET)
@@ -67,61 +73,28 @@ def pod_links(sys_class_net: str = SYS_CLASS_NET, *, driver_of: DriverLookup | N
         names = sorted(os.listdir(sys_class_net))
     except (NotADirectoryError, FileNotFoundError):
         names = []
-    return PodLinks(sys_class_net, names, driver_of)
+    if query is None:
+        every = ((name, _read_link_at(sys_class_net, name, driver_of)) for name in names)
+        return {name: link for name, link in every if link is not None}
+    listed = frozenset(names)
+    read: dict[str, PodLink | None] = {}
 
+    def link(name: str) -> PodLink | None:
+        if name not in read:
+            read[name] = _read_link_at(sys_class_net, name, driver_of) if name in listed else None
+        return read[name]
 
-class PodLinks(Mapping[str, PodLink]):
-    """The links of one netns by name; each link's sysfs files are read on its first lookup.
-
-    The folder names are listed once, when the mapping is made; a link's files are read
-    the first time the link is looked up (``links[name]``, ``name in links``, ``get``) and
-    kept for the life of this mapping only, which is one hook call: nothing is cached
-    between calls. Keys are exactly :func:`read_pod_links`'s: iterating (or ``len``) reads
-    every link not read yet, to leave out loopback and links that have gone away.
-    :meth:`listed` gives the folder names without reading anything. A malformed binding
-    record raises ``DecodeFailure`` naming the link when that link is looked up.
-
-    Files are read with ``os.open``/``os.read`` relative to the link's folder: pathlib's
-    path objects cost several times the read itself, and this runs on every OnDefineDomain.
-    """
-
-    def __init__(self, sys_class_net: str, names: Iterable[str], driver_of: DriverLookup | None = None) -> None:
-        self._root = sys_class_net
-        self._names = tuple(names)
-        self._listed = frozenset(self._names)
-        self._driver_of = driver_of
-        self._read: dict[str, PodLink | None] = {}
-
-    def listed(self) -> tuple[str, ...]:
-        """Every folder name listed (a superset of the keys: loopback and vanished links included), nothing read."""
-        return self._names
-
-    def _link(self, name: str) -> PodLink | None:
-        try:
-            return self._read[name]
-        except KeyError:
-            if name not in self._listed:
-                return None
-            link = self._read[name] = _read_link_at(self._root, name, self._driver_of)
-            return link
-
-    def __getitem__(self, name: str) -> PodLink:
-        link = self._link(name)
-        if link is None:
-            raise KeyError(name)
-        return link
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._link(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        return (name for name in self._names if self.get(name) is not None)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def __repr__(self) -> str:
-        return f"PodLinks({self._root!r}, {len(self._names)} listed, {len(self._read)} read)"
+    ordinal = query.ordinal is not None and any(
+        naming.ORDINAL_RE.fullmatch(name) and link(name) is not None for name in names
+    )
+    for attachment in query.attachments(ordinal=ordinal):
+        link(attachment.pod_iface)
+        if link(attachment.tap) is not None:
+            for name in attachment.record_on:
+                found = link(name)
+                if found is not None and found.record is not None:
+                    break
+    return {name: found for name, found in read.items() if found is not None}
 
 
 def read_link(path: Path, *, driver_of: DriverLookup | None = None) -> PodLink | None:

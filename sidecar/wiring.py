@@ -10,9 +10,10 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from kvnet.core.model import PodFacts
+from kvnet.domain.splice import DomainXml
+from kvnet.domain.vmi import Vmi
 from kvnet.sidecar.hooks import EchoHooks, Hooks, KvnetHooks, PodFactsReader
 
 DEFAULT_NAME = "kvnet"
@@ -54,11 +55,11 @@ class PipelineTranslator:
 
         self._pipeline = pipeline
 
-    def define_domain(self, domain_xml: str, vmi: Mapping[str, Any], facts: PodFacts, *, binding_name: str) -> str:
-        return self._pipeline.define_domain(domain_xml, vmi, facts, binding_name=binding_name)
+    def define_domain(self, domain: DomainXml, vmi: Vmi, facts: PodFacts, *, binding_name: str) -> str:
+        return self._pipeline.define_domain(domain, vmi, facts, binding_name=binding_name)
 
     def cloud_init_network_data(
-        self, vmi: Mapping[str, Any], facts: PodFacts, *, user_network_data: str | None, binding_name: str
+        self, vmi: Vmi, facts: PodFacts, *, user_network_data: str | None, binding_name: str
     ) -> str | None:
         return self._pipeline.cloud_init_network_data(
             vmi, facts, user_network_data=user_network_data, binding_name=binding_name
@@ -70,12 +71,12 @@ def build_hooks(settings: SidecarSettings, *, stopping: threading.Event | None =
     if settings.echo:
         return EchoHooks(settings.name)
     from kvnet.domain.networkinfo import parse_network_info
-    from kvnet.sidecar.podfacts import pod_links
+    from kvnet.sidecar.podfacts import read_pod_links
 
     reader = PodFactsReader(
         settings.network_info,
         settings.sys_class_net,
-        read_links=pod_links,  # each link read when the translation first looks it up
+        read_links=read_pod_links,  # with each call's query: the links its VMI's kvnet interfaces name
         parse_network_info=parse_network_info,
         timeout=settings.network_info_timeout,
         stopping=stopping,

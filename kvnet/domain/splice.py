@@ -104,8 +104,9 @@ def _ignore(text: str) -> None:
 class _Parse:
     """The handlers of the one expat pass over a domain, and what they collect."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, *, layout: bool = True) -> None:
         self.data = data
+        self.layout = layout  # False: only whether it is a well-formed <domain>
         # namespace mode, as ElementTree parses: an unbound prefix is an error, a namespaced tag is not "domain"
         self.parser = parser = xml.parsers.expat.ParserCreate(namespace_separator="}")
         parser.StartElementHandler = self.on_start
@@ -135,6 +136,8 @@ class _Parse:
         depth, here, data = len(self.stack), self.parser.CurrentByteIndex, self.data
         if depth == 1:
             self.root = tag
+            if not self.layout:  # the rest is expat's alone, at C speed
+                self.parser.StartElementHandler = self.parser.EndElementHandler = None
         elif depth == 2 and self.root == "domain":
             if tag == "name" and self.name is None:
                 self.name, self.reading_name = [], True
@@ -193,13 +196,17 @@ class _Parse:
             line, column = self.parser.CurrentLineNumber, self.parser.CurrentColumnNumber
             raise _UndefinedEntity(f"undefined entity {text[:100]}: line {line}, column {column}")
 
-    def result(self) -> DomainXml:
+    def check(self) -> None:
+        """Parse it all; raise ``MalformedDomain`` unless it is a well-formed ``<domain>``."""
         try:
             self.parser.Parse(self.data, True)
         except (xml.parsers.expat.ExpatError, _UndefinedEntity) as err:
             raise MalformedDomain(syntax=str(err)) from None
         if self.root != "domain":
             raise MalformedDomain(root=_et_name(self.root))
+
+    def result(self) -> DomainXml:
+        self.check()
         return DomainXml(
             data=self.data,
             name="?" if self.name is None else "".join(self.name),
@@ -222,6 +229,13 @@ def parse_domain(domain_xml: str | bytes | DomainXml) -> DomainXml:
     if isinstance(domain_xml, DomainXml):
         return domain_xml
     return _Parse(domain_xml.encode() if isinstance(domain_xml, str) else bytes(domain_xml)).result()
+
+
+def check_domain_xml(domain_xml: str | bytes) -> None:
+    """Raise :class:`MalformedDomain` unless ``domain_xml`` is a well-formed ``<domain>``,
+    judged as :func:`parse_domain` judges it, without reading any further (a domain built,
+    checked before it leaves)."""
+    _Parse(domain_xml.encode() if isinstance(domain_xml, str) else bytes(domain_xml), layout=False).check()
 
 
 def _alias(elem: ET.Element) -> str | None:

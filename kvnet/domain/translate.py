@@ -9,11 +9,15 @@ the NIC kind:
 
 Anything else is a :class:`TranslationError` naming the interface and what is missing.
 Bonds (``kvnet.io/bonds``) add ``sriov: {}`` members whose hostdevs KubeVirt renders itself.
+
+Which pod links the translation looks at is data too (:func:`pod_link_query`), so the sidecar
+reads exactly those before it translates (docs/design.md §4).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from kvnet.core import naming
 from kvnet.core.errors import DeviceError, TranslationError
@@ -48,23 +52,60 @@ def pod_iface_name(vmi: Vmi, network: VmiNetwork, facts: PodFacts, *, ordinal: b
     """
     if network.default:
         return naming.PRIMARY_POD_IFACE
-    if uses_ordinal_names(facts.links) if ordinal is None else ordinal:
+    if naming.uses_ordinal_names(facts.links) if ordinal is None else ordinal:
         return naming.ordinal_pod_iface(vmi.secondary_position(network.name))
     return naming.hashed_pod_iface(network.name)
 
 
-def uses_ordinal_names(links: Mapping[str, PodLink]) -> bool:
-    """``naming.uses_ordinal_names`` over the pod's link names, reading as few links as possible.
+@dataclass(frozen=True)
+class AttachmentLinks:
+    """The pod links the translation looks at for one kvnet interface, in the order it looks.
 
-    A mapping that reads each link on its first lookup (``kvnet.sidecar.podfacts.PodLinks``) would
-    read every link if iterated; when it can list its candidate names without reading them
-    (a ``listed()`` method giving a superset of its keys), only the ``net<N>``-looking ones are
-    looked up. Same answer either way.
+    Always the tap and the pod interface; the binding record is taken from the first of
+    ``record_on`` that carries one (the pod interface, where kvnet-binding writes it, then
+    KubeVirt's renamed NIC, the bridge and the tap).
     """
-    listed = getattr(links, "listed", None)
-    if callable(listed):
-        return any(naming.ORDINAL_RE.fullmatch(name) and name in links for name in listed())
-    return naming.uses_ordinal_names(links)
+
+    pod_iface: str
+    tap: str
+    record_on: tuple[str, ...]
+
+    @classmethod
+    def of(cls, pod_iface: str) -> AttachmentLinks:
+        tap = naming.tap_name(pod_iface)
+        return cls(pod_iface, tap, (pod_iface, naming.renamed_nic(pod_iface), naming.bridge_name(pod_iface), tap))
+
+
+@dataclass(frozen=True)
+class PodLinkQuery:
+    """Which pod links translating one VMI looks at: what the sidecar reads before translating.
+
+    ``hashed`` gives each kvnet interface's links in a pod of KubeVirt's hashed names,
+    ``ordinal`` in a pod of the older ``net<N>`` names; ``ordinal`` is None when no interface's
+    names depend on the scheme (all on the pod network). A pod is ordinal when one of its links
+    is named ``net<N>`` (:func:`pod_iface_name`); that link is then a fact the translation reads.
+    """
+
+    hashed: tuple[AttachmentLinks, ...] = ()
+    ordinal: tuple[AttachmentLinks, ...] | None = None
+
+    def attachments(self, *, ordinal: bool) -> tuple[AttachmentLinks, ...]:
+        return self.ordinal if ordinal and self.ordinal is not None else self.hashed
+
+
+def pod_link_query(vmi: Vmi, *, binding_name: str = "kvnet") -> PodLinkQuery:
+    """The links :func:`plan_vm_nics` looks at for ``vmi``, under either naming scheme."""
+    hashed: list[AttachmentLinks] = []
+    ordinal: list[AttachmentLinks] = []
+    scheme_matters = False
+    for iface in vmi.interfaces:
+        if iface.state == "absent" or iface.kind != "binding" or iface.binding != binding_name:
+            continue
+        network = vmi.network(iface.name)
+        scheme_matters = scheme_matters or not network.default
+        hashed.append(AttachmentLinks.of(pod_iface_name(vmi, network, PodFacts(), ordinal=False)))
+        ordinal.append(AttachmentLinks.of(pod_iface_name(vmi, network, PodFacts(), ordinal=True)))
+    return PodLinkQuery(tuple(hashed), tuple(ordinal) if scheme_matters else None)
 
 
 def guest_model(iface: VmiInterface, vmi: Vmi) -> str:
@@ -74,9 +115,9 @@ def guest_model(iface: VmiInterface, vmi: Vmi) -> str:
     return iface.model
 
 
-def _record(pod_iface: str, tap: str, links: Mapping[str, PodLink]) -> BindingRecord | None:
+def _record(pod_iface: str, links: Mapping[str, PodLink]) -> BindingRecord | None:
     """The binding CNI's record, on whichever link of this attachment carries it."""
-    for name in (pod_iface, naming.renamed_nic(pod_iface), naming.bridge_name(pod_iface), tap):
+    for name in AttachmentLinks.of(pod_iface).record_on:
         link = links.get(name)
         if link is not None and link.record is not None:
             return link.record
@@ -121,7 +162,7 @@ def _vm_nic(iface: VmiInterface, vmi: Vmi, facts: PodFacts, pod_iface: str) -> V
     info = facts.network_info.get(iface.name)
     pod_link = links.get(pod_iface)
     if tap in links:
-        record = _record(pod_iface, tap, links)
+        record = _record(pod_iface, links)
         mac = iface.mac or (record.original_mac if record else None) or (info.mac if info else None)
         if mac is None:
             raise TranslationError(
@@ -249,7 +290,7 @@ def plan_vm_nics(
         if iface.kind == "binding" and iface.binding == binding_name:
             network = vmi.network(iface.name)
             if ordinal is None and not network.default:
-                ordinal = uses_ordinal_names(facts.links)
+                ordinal = naming.uses_ordinal_names(facts.links)
             nic = _vm_nic(iface, vmi, facts, pod_iface_name(vmi, network, facts, ordinal=ordinal))
         elif iface.name in bond_of:
             if iface.kind != "sriov":

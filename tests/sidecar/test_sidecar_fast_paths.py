@@ -1,15 +1,17 @@
 """The sidecar's hot-path shortcuts give what the plain code gives.
 
-OnDefineDomain reads each pod link only when the translation looks it up
-(``kvnet.sidecar.podfacts.PodLinks``), decides the pod's naming scheme once, and writes the new
-devices without ``ET.tostring`` (``kvnet.domain.splice``). Each is checked here against
-the straightforward version, and the errors stay what they were.
+OnDefineDomain reads, up front, exactly the pod links the translation looks at
+(``kvnet.sidecar.podfacts.read_pod_links`` with ``kvnet.domain.translate.pod_link_query``),
+decides the pod's naming scheme from the listed names, and writes the new devices without
+``ET.tostring`` (``kvnet.domain.splice``). Each is checked here against the straightforward
+version, and the errors stay what they were.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -21,14 +23,17 @@ from hypothesis import strategies as st
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, add_bridge_binding, make_vmi, network_info, write_link
 
 from kvnet.core import bindrecord, naming
-from kvnet.core.errors import DecodeFailure, TranslationError
-from kvnet.core.model import BindingRecord
+from kvnet.core.errors import DecodeFailure, KvnetError, TranslationError
+from kvnet.core.model import BindingRecord, PodFacts, PodLink
 from kvnet.core.naming import hashed_pod_iface
-from kvnet.domain import splice
+from kvnet.core.plumbing import BridgedTap, Macvtap, RedirectedTap
+from kvnet.domain import pipeline, splice
 from kvnet.domain.networkinfo import parse_network_info
-from kvnet.domain.translate import uses_ordinal_names
+from kvnet.domain.translate import pod_link_query
+from kvnet.domain.vmi import parse_vmi
+from kvnet.lab.fake_pod import write_plumbing
 from kvnet.sidecar.hooks import KvnetHooks, PodFactsReader, PodFactsUnavailable
-from kvnet.sidecar.podfacts import PodLinks, pod_links, read_pod_links
+from kvnet.sidecar.podfacts import read_pod_links
 from kvnet.sidecar.server import status_for
 from kvnet.sidecar.wiring import PipelineTranslator
 
@@ -50,45 +55,66 @@ def _hooks(pod: PodFiles) -> KvnetHooks:
     reader = PodFactsReader(
         str(pod.network_info),
         str(pod.sys_class_net),
-        read_links=pod_links,
+        read_links=read_pod_links,
         parse_network_info=parse_network_info,
         timeout=1.0,
     )
     return KvnetHooks("kvnet", reader, PipelineTranslator())
 
 
-# --- lazy pod links ---------------------------------------------------------------------
+def _query(networks: dict[str, str | None]) -> Any:
+    return pod_link_query(parse_vmi(make_vmi(networks)), binding_name="kvnet")
 
 
-def test_lazy_links_equal_the_eager_read(tmp_path: Path) -> None:
+# --- the links read up front ------------------------------------------------------------
+
+
+def test_a_query_reads_the_eager_links_it_names(tmp_path: Path) -> None:
     pod = _pod(tmp_path)
     write_link(pod.sys_class_net, "lo", mac="00:00:00:00:00:00")
     (pod.sys_class_net / "lo" / "type").write_text("772\n")
     (pod.sys_class_net / "gone").mkdir()  # a link deleted mid-read: its folder has no files
-    lazy = pod_links(str(pod.sys_class_net))
     eager = read_pod_links(str(pod.sys_class_net))
     assert "lo" not in eager and "gone" not in eager
-    assert "lo" not in lazy and "gone" not in lazy and "nothing" not in lazy
-    assert lazy == eager and list(lazy) == list(eager) and len(lazy) == len(eager)
-    assert set(lazy.listed()) == set(eager) | {"lo", "gone"}
+    red = hashed_pod_iface("red")
+    read = read_pod_links(str(pod.sys_class_net), _query({"red": "kvnet"}))
+    assert read == {name: eager[name] for name in (red, naming.tap_name(red))}  # not the bridge, eth0 or blue's
+    both = read_pod_links(str(pod.sys_class_net), _query({"red": "kvnet", "blue": "kvnet"}))
+    assert set(both) == {red, naming.tap_name(red), hashed_pod_iface("blue"), naming.tap_name(hashed_pod_iface("blue"))}
 
 
-def test_lazy_links_read_only_what_is_looked_up(tmp_path: Path) -> None:
+def test_a_query_reads_only_the_links_it_names(tmp_path: Path) -> None:
     pod = _pod(tmp_path)
     write_link(pod.sys_class_net, "pod0000000000a", mac="02:00:00:00:00:99", ifalias=BAD_RECORD)
-    links = pod_links(str(pod.sys_class_net))
-    assert links["eth0"].mac == "0a:58:0a:f4:00:0c"  # the malformed record elsewhere is not read
-    with pytest.raises(DecodeFailure, match="link pod0000000000a in the pod netns: malformed kvnet binding record"):
-        links["pod0000000000a"]
+    read = read_pod_links(str(pod.sys_class_net), _query({"red": "kvnet"}))  # the malformed record is not read
+    assert set(read) == {hashed_pod_iface("red"), naming.tap_name(hashed_pod_iface("red"))}
+    (pod.sys_class_net / hashed_pod_iface("red") / "ifalias").write_text(BAD_RECORD + "\n")
+    with pytest.raises(DecodeFailure, match=f"link {hashed_pod_iface('red')} in the pod netns: malformed kvnet"):
+        read_pod_links(str(pod.sys_class_net), _query({"red": "kvnet"}))
     with pytest.raises(DecodeFailure):
-        dict(links)  # reading them all reads it too, as read_pod_links does
-    with pytest.raises(DecodeFailure):
-        read_pod_links(str(pod.sys_class_net))
+        read_pod_links(str(pod.sys_class_net))  # reading them all reads it too
 
 
-def test_lazy_links_of_a_missing_folder(tmp_path: Path) -> None:
-    links = pod_links(str(tmp_path / "nothing"))
-    assert isinstance(links, PodLinks) and links == {} and not links.listed()
+def test_the_record_is_looked_for_where_the_translation_looks(tmp_path: Path) -> None:
+    """A pod link without a record: its bridge and tap are read, in the translation's order."""
+    root = tmp_path / "scn"
+    root.mkdir()
+    red = hashed_pod_iface("red")
+    write_link(root, red, mac="02:00:00:00:00:01", master=naming.bridge_name(red))
+    record = bindrecord.encode(BindingRecord("0a:58:0a:01:00:05", 1450))
+    write_link(root, naming.bridge_name(red), mac="02:00:00:00:00:02", devtype="bridge", ifalias=record)
+    write_link(root, naming.tap_name(red), mac="02:00:00:00:00:03", tun_flags="0x5802", ifalias=BAD_RECORD)
+    with pytest.raises(DecodeFailure):  # the tap is always read, as the translation always looks at it
+        read_pod_links(str(root), _query({"red": "kvnet"}))
+    (root / naming.tap_name(red) / "ifalias").write_text("\n")
+    read = read_pod_links(str(root), _query({"red": "kvnet"}))
+    assert set(read) == {red, naming.tap_name(red), naming.bridge_name(red)}
+    assert read[naming.bridge_name(red)].record == BindingRecord("0a:58:0a:01:00:05", 1450)
+
+
+def test_a_missing_folder_has_no_links(tmp_path: Path) -> None:
+    assert read_pod_links(str(tmp_path / "nothing")) == {}
+    assert read_pod_links(str(tmp_path / "nothing"), _query({"red": "kvnet"})) == {}
 
 
 def test_each_call_reads_the_pod_afresh(tmp_path: Path) -> None:
@@ -113,9 +139,10 @@ def test_ordinal_check_reads_no_link(tmp_path: Path, ordinal: bool) -> None:
         write_link(root, name, mac="02:00:00:00:00:01", ifalias=BAD_RECORD)  # any read would raise
     if ordinal:
         write_link(root, "net1", mac="02:00:00:00:00:02")
-    links = pod_links(str(root))
-    assert uses_ordinal_names(links) is ordinal
-    assert uses_ordinal_names(dict.fromkeys(links.listed())) is ordinal  # a plain mapping: every key
+    # "green" is plumbed nowhere (pod<hash> and net2 are absent): only the naming scheme is read
+    read = read_pod_links(str(root), _query({"blue": None, "green": "kvnet"}))
+    assert read == ({"net1": PodLink("net1", "02:00:00:00:00:02", 1500)} if ordinal else {})
+    assert naming.uses_ordinal_names(read) is ordinal
 
 
 def test_ordinal_check_ignores_a_net_folder_that_is_not_a_link(tmp_path: Path) -> None:
@@ -123,7 +150,48 @@ def test_ordinal_check_ignores_a_net_folder_that_is_not_a_link(tmp_path: Path) -
     root.mkdir()
     write_link(root, "eth0", mac="02:00:00:00:00:01")
     (root / "net1").mkdir()  # vanished while listed
-    assert uses_ordinal_names(pod_links(str(root))) is naming.uses_ordinal_names(read_pod_links(str(root))) is False
+    read = read_pod_links(str(root), _query({"green": "kvnet"}))
+    assert naming.uses_ordinal_names(read) is naming.uses_ordinal_names(read_pod_links(str(root))) is False
+
+
+_PLUMBINGS = [
+    ("red", lambda pod: BridgedTap(pod, BindingRecord("0a:58:0a:01:00:05", 1450))),
+    ("blue", lambda pod: RedirectedTap(pod, BindingRecord("0a:58:0a:01:00:06", 1500))),
+    ("pink", lambda pod: Macvtap(pod, "66:00:00:00:00:09", 1500)),
+    ("green", None),  # not plumbed: no pod link, no tap
+]
+
+
+@given(
+    st.lists(st.sampled_from(range(len(_PLUMBINGS))), unique=True, max_size=4),
+    st.lists(st.sampled_from(range(len(_PLUMBINGS))), unique=True, max_size=4),
+    st.booleans(),
+)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_query_read_translates_as_every_link_does(
+    tmp_path: Path, plumbed: list[int], bound: list[int], ordinal: bool
+) -> None:
+    """Whatever the pod and whichever interfaces are kvnet's, the translation over the links
+    read up front gives what it gives over every link of the pod (the same plan, or the same error)."""
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    write_link(root, "eth0", mac="0a:58:0a:f4:00:0c")
+    networks = [name for name, _ in _PLUMBINGS]
+    for i in plumbed:
+        name, plumbing = _PLUMBINGS[i]
+        pod = naming.ordinal_pod_iface(networks.index(name) + 1) if ordinal else hashed_pod_iface(name)
+        if plumbing is not None:
+            write_plumbing(root, plumbing(pod))
+    if ordinal and not plumbed:
+        write_link(root, "net9", mac="02:00:00:00:00:09")
+    vmi = parse_vmi(make_vmi({name: ("kvnet" if i in bound else "other") for i, (name, _) in enumerate(_PLUMBINGS)}))
+
+    def outcome(links: Any) -> Any:
+        try:
+            return pipeline.define_domain(KUBEVIRT_DOMAIN, vmi, PodFacts(links=links))
+        except KvnetError as err:
+            return type(err), err.msg
+
+    assert outcome(read_pod_links(str(root), pod_link_query(vmi))) == outcome(read_pod_links(str(root)))
 
 
 def test_malformed_record_of_an_attachment_is_still_failed_precondition(tmp_path: Path) -> None:
@@ -194,3 +262,43 @@ def test_device_text_leaves_namespaces_and_comments_to_elementtree() -> None:
     elem = ET.fromstring('<interface xmlns:q="urn:q"><q:x q:a="1"/></interface>')
     elem.append(ET.Comment(" note "))
     assert splice._device_text(elem, "\t", "\t\t") == _reference(elem, "\t", "\t\t")
+
+
+# --- each input parsed once, the translation on plain values --------------------------------
+
+
+class _Keeping(PipelineTranslator):
+    """The real pipeline, keeping what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: list[Any] = []
+
+    def define_domain(self, domain: Any, vmi: Any, facts: PodFacts, *, binding_name: str) -> str:
+        self.given.append((domain, vmi, facts))
+        return super().define_domain(domain, vmi, facts, binding_name=binding_name)
+
+
+def test_the_translation_gets_values_read_and_parsed_up_front(tmp_path: Path, monkeypatch: Any) -> None:
+    from kvnet.domain.splice import DomainXml
+    from kvnet.domain.vmi import Vmi
+
+    pod = _pod(tmp_path)
+    parses: list[tuple[bytes, bool]] = []
+    real = splice._Parse.__init__
+
+    def counting(self: Any, data: bytes, *, layout: bool = True) -> None:
+        parses.append((data, layout))
+        real(self, data, layout=layout)
+
+    monkeypatch.setattr(splice._Parse, "__init__", counting)
+    translator = _Keeping()
+    hooks = KvnetHooks("kvnet", _hooks(pod).facts, translator)
+    out = hooks.on_define_domain(KUBEVIRT_DOMAIN.encode(), json.dumps(make_vmi({"red": "kvnet"})).encode())
+    # the domain virt-launcher sent, once; the domain kvnet built, only checked before it leaves
+    assert parses == [(KUBEVIRT_DOMAIN.encode(), True), (out, False)]
+    [(domain, vmi, facts)] = translator.given
+    assert isinstance(domain, DomainXml) and isinstance(vmi, Vmi)
+    red = hashed_pod_iface("red")
+    assert type(facts.links) is dict and set(facts.links) == {red, naming.tap_name(red)}
+    assert type(facts.network_info) is dict

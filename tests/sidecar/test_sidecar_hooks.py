@@ -14,6 +14,7 @@ from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, make_vmi
 
 from kvnet.core.errors import KvnetError, RenderError
 from kvnet.core.model import PodFacts
+from kvnet.domain.splice import DomainXml
 from kvnet.domain.vmi import BONDS_ANNOTATION
 from kvnet.sidecar.hooks import (
     BadHookInput,
@@ -83,9 +84,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def define_domain(self, domain_xml: str, vmi: Any, facts: PodFacts, *, binding_name: str) -> str:
+    def define_domain(self, domain: DomainXml, vmi: Any, facts: PodFacts, *, binding_name: str) -> str:
         self.calls.append(binding_name)
-        return domain_xml
+        return domain.text
 
     def cloud_init_network_data(
         self, vmi: Any, facts: PodFacts, *, user_network_data: str | None, binding_name: str
@@ -98,7 +99,7 @@ class _NoFacts:
     def __init__(self) -> None:
         self.reads = 0
 
-    def read(self, interfaces: Any) -> PodFacts:
+    def read(self, interfaces: Any, query: Any = None) -> PodFacts:
         self.reads += 1
         return PodFacts()
 
@@ -150,7 +151,7 @@ def test_bonds_annotation_alone_asks_for_network_data() -> None:
 
 
 class _BrokenFacts:
-    def read(self, interfaces: Any) -> PodFacts:
+    def read(self, interfaces: Any, query: Any = None) -> PodFacts:
         raise ValueError("boom")
 
 

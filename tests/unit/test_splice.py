@@ -335,23 +335,27 @@ def _reference_hostdevs(root: ET.Element) -> dict[str, PciAddress] | str:
 @given(st.lists(_PIECES, max_size=14))
 @settings(max_examples=500, deadline=None)
 def test_one_parse_reads_what_elementtree_reads(parts: list[str]) -> None:
-    """parse_domain accepts and refuses what ElementTree.fromstring does, with its message, and
-    the KubeVirt hostdevs read from that one parse are what ElementTree's tree gives."""
-    from kvnet.domain.splice import MalformedDomain, parse_domain
+    """parse_domain (and check_domain_xml, which reads no further) accepts and refuses what
+    ElementTree.fromstring does, with its message, and the KubeVirt hostdevs read from that one
+    parse are what ElementTree's tree gives."""
+    from kvnet.domain.splice import MalformedDomain, check_domain_xml, parse_domain
 
     text = "".join(parts)
     try:
         root = ET.fromstring(text)
     except ET.ParseError as err:
-        with pytest.raises(MalformedDomain) as exc:
-            parse_domain(text)
-        assert (exc.value.syntax, exc.value.msg) == (str(err), f"the domain XML does not parse: {err}")
+        for parse in (parse_domain, check_domain_xml):
+            with pytest.raises(MalformedDomain) as exc:
+                parse(text)
+            assert (exc.value.syntax, exc.value.msg) == (str(err), f"the domain XML does not parse: {err}")
         return
     if root.tag != "domain":
-        with pytest.raises(MalformedDomain) as exc:
-            parse_domain(text)
-        assert (exc.value.syntax, exc.value.root) == (None, root.tag)
+        for parse in (parse_domain, check_domain_xml):
+            with pytest.raises(MalformedDomain) as exc:
+                parse(text)
+            assert (exc.value.syntax, exc.value.root) == (None, root.tag)
         return
+    check_domain_xml(text)
     domain = parse_domain(text)
     assert domain.name == root.findtext("name", "?")
     assert parse_domain(domain) is domain  # parsed once
