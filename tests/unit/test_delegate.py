@@ -10,7 +10,6 @@ import re
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from fixtures_cni import make_fake_plugin, read_calls
 
 from kvnet.cni import libcni_cache
 from kvnet.cni.delegate import DelegateEnv, DelegateRunner, ExecTimeout, delegate_error
-from kvnet.cni.results import convert_result
 from kvnet.core.errors import (
     DecodeFailure,
     DelegateFailed,
@@ -28,68 +26,9 @@ from kvnet.core.errors import (
     InvalidEnvironment,
     KvnetError,
 )
+from kvnet.lab.fakes import FakeExec, FakePlugin
 
 ENV = DelegateEnv("ctr1", "/var/run/netns/p1", "net1", "IgnoreUnknown=true;K8S_POD_NAME=p", ("/extra",))
-
-
-@dataclass
-class Call:
-    plugin: str
-    command: str
-    conf: dict[str, Any]
-    env: dict[str, str]
-
-
-@dataclass
-class FakePlugin:
-    versions: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")
-    fail: dict[str, tuple[int, bytes, bytes]] = field(default_factory=dict)
-    ip: str = "10.0.0.2/24"
-
-
-class FakeExec:
-    """An Exec that answers like a plugin would, and records every call."""
-
-    def __init__(self, plugins: Mapping[str, FakePlugin]) -> None:
-        self.plugins = dict(plugins)
-        self.calls: list[Call] = []
-
-    def __call__(self, plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
-        fake = self.plugins[os.path.basename(plugin)]
-        command = env["CNI_COMMAND"]
-        conf = json.loads(stdin) if stdin else {}
-        self.calls.append(Call(os.path.basename(plugin), command, conf, dict(env)))
-        if command == "VERSION":
-            return (
-                0,
-                json.dumps({"cniVersion": fake.versions[-1], "supportedVersions": list(fake.versions)}).encode(),
-                b"",
-            )
-        if command in fake.fail:
-            return fake.fail[command]
-        if conf["cniVersion"] not in fake.versions:
-            return 1, json.dumps({"code": 1, "msg": "incompatible CNI versions"}).encode(), b""
-        if command != "ADD":
-            return 0, b"", b""
-        prev = conf.get("prevResult") or {"cniVersion": conf["cniVersion"]}
-        result = (
-            convert_result(
-                {
-                    "cniVersion": "1.1.0",
-                    "interfaces": [{"name": env["CNI_IFNAME"], "sandbox": env["CNI_NETNS"], "mtu": 1500}],
-                    "ips": [{"interface": 0, "address": fake.ip, "gateway": "10.0.0.1"}],
-                    "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1", "table": 5}],
-                    "dns": {},
-                },
-                conf["cniVersion"],
-            )
-            if "ips" not in prev
-            else prev
-        )
-        return 0, json.dumps(result).encode(), b""
-
-    def commands(self, skip_version: bool = True) -> list[tuple[str, str]]:
-        return [(c.plugin, c.command) for c in self.calls if not (skip_version and c.command == "VERSION")]
 
 
 @pytest.fixture

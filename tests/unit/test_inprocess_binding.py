@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
+from kvnet.lab.fakes import FakeExec, FakePlugin
 from kvnet.meta.config import parse_multus_config
 from kvnet.meta.wiring import InProcessBinding, LongLived, is_kvnet_binding, new_runner
 
 SCRIPT = "#!/usr/bin/python3\nimport sys\nfrom kvnet.binding.main import main\nsys.exit(main())\n"
 
 
-class RecordingExec:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def __call__(self, plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
-        self.calls.append(plugin)
-        return 0, b'{"cniVersion": "1.0.0"}', b""
+# the fallback for every other plugin: a bridge whose ADD answers a canned result
+BRIDGE = FakePlugin(fail={"ADD": (0, b'{"cniVersion": "1.0.0"}', b"")})
 
 
 @pytest.fixture
@@ -47,13 +42,17 @@ def test_is_kvnet_binding(tmp_path: Path, name: str, content: str, ours: bool) -
 
 
 def test_other_plugins_run_as_processes(tmp_path: Path) -> None:
-    fallback = RecordingExec()
+    fallback = FakeExec({"bridge": BRIDGE})
     status, out, _ = InProcessBinding(fallback)(str(tmp_path / "bridge"), b"{}", {"CNI_COMMAND": "ADD"}, 5.0)
-    assert (status, json.loads(out), fallback.calls) == (0, {"cniVersion": "1.0.0"}, [str(tmp_path / "bridge")])
+    assert (status, json.loads(out), [c.path for c in fallback.calls]) == (
+        0,
+        {"cniVersion": "1.0.0"},
+        [str(tmp_path / "bridge")],
+    )
 
 
 def test_binding_answers_in_process(binding_script: str) -> None:
-    fallback = RecordingExec()
+    fallback = FakeExec({})
     status, out, err = InProcessBinding(fallback)(binding_script, b"", {"CNI_COMMAND": "VERSION"}, 5.0)
     assert status == 0 and fallback.calls == [] and err == b""
     assert "1.0.0" in json.loads(out)["supportedVersions"]
@@ -68,7 +67,7 @@ def test_binding_errors_keep_the_cni_shape(binding_script: str) -> None:
         "CNI_IFNAME": "net2",
         "CNI_PATH": "/usr/lib/cni",
     }  # no such netns
-    status, out, _ = InProcessBinding(RecordingExec())(binding_script, json.dumps(conf).encode(), env, 5.0)
+    status, out, _ = InProcessBinding(FakeExec({}))(binding_script, json.dumps(conf).encode(), env, 5.0)
     error = json.loads(out)
     assert (status, error["code"]) == (1, 104)
     assert error["msg"] == "network namespace /var/run/netns/none does not exist"
