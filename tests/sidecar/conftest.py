@@ -94,26 +94,31 @@ def start_sidecar(hooks_dir: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def serve_kvnet(hooks_dir: Path) -> Iterator[Any]:
-    """Serve kvnet's real hooks in-process for a pod: ``serve_kvnet(pod, name="kvnet")``."""
-    from pod_inputs import facts_reader
-
-    from kvnet.sidecar.hooks import KvnetHooks
+def serve(hooks_dir: Path) -> Iterator[Any]:
+    """Serve hooks in-process on the hooks directory: ``serve(hooks)``; all stopped at the end."""
     from kvnet.sidecar.server import SidecarServer, socket_path
-    from kvnet.sidecar.wiring import PipelineTranslator
 
     servers: list[Any] = []
 
-    def serve(pod: PodFiles, name: str = "kvnet", timeout: float = 2.0) -> Any:
-        server = SidecarServer(
-            KvnetHooks(name, facts_reader(pod, timeout=timeout), PipelineTranslator()), socket_path(hooks_dir, name)
-        )
+    def start(hooks: Any) -> Any:
+        server = SidecarServer(hooks, socket_path(hooks_dir, hooks.name))
         server.start()
         servers.append(server)
         return server
 
     try:
-        yield serve
+        yield start
     finally:
         for s in servers:
             s.stop(0)
+
+
+@pytest.fixture
+def serve_kvnet(serve: Any) -> Any:
+    """Serve kvnet's real hooks in-process for a pod: ``serve_kvnet(pod, name="kvnet")``."""
+    from pod_inputs import kvnet_hooks
+
+    def serve_pod(pod: PodFiles, name: str = "kvnet", timeout: float = 2.0) -> Any:
+        return serve(kvnet_hooks(pod, name, timeout=timeout))
+
+    return serve_pod

@@ -27,6 +27,7 @@ __all__ = [
     "SidecarProcess",
     "add_bridge_binding",
     "facts_reader",
+    "kvnet_hooks",
     "make_vmi",
     "network_info",
     "sidecar_cmd",
@@ -211,3 +212,11 @@ def facts_reader(pod: PodFiles, *, timeout: float = 2.0, interval: float = 0.05)
         timeout=timeout,
         interval=interval,
     )
+
+
+def kvnet_hooks(pod: PodFiles, name: str = "kvnet", *, timeout: float = 2.0) -> Any:
+    """kvnet's real hooks (the pipeline translator) reading ``pod``'s facts."""
+    from kvnet.sidecar.hooks import KvnetHooks
+    from kvnet.sidecar.wiring import PipelineTranslator
+
+    return KvnetHooks(name, facts_reader(pod, timeout=timeout), PipelineTranslator())

@@ -11,7 +11,6 @@ import os
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from pod_inputs import (
     PodFiles,
     add_bridge_binding,
     facts_reader,
+    kvnet_hooks,
     make_vmi,
     network_info,
 )
@@ -30,30 +30,9 @@ from pod_inputs import (
 from kvnet.core.errors import TranslationError
 from kvnet.core.model import GuestIpConfig, PodFacts
 from kvnet.lab.launcher import MODULES, LauncherClient, info
-from kvnet.sidecar.hooks import EchoHooks, Hooks, KvnetHooks
+from kvnet.sidecar.hooks import EchoHooks, KvnetHooks
 from kvnet.sidecar.server import SidecarServer, socket_path
 from kvnet.sidecar.wiring import PipelineTranslator
-
-
-def kvnet_hooks(pod: PodFiles, name: str = "kvnet", *, timeout: float = 2.0) -> KvnetHooks:
-    return KvnetHooks(name, facts_reader(pod, timeout=timeout), PipelineTranslator())
-
-
-@pytest.fixture
-def serve(hooks_dir: Path) -> Iterator[Any]:
-    servers: list[SidecarServer] = []
-
-    def start(hooks: Hooks) -> SidecarServer:
-        server = SidecarServer(hooks, socket_path(hooks_dir, hooks.name))
-        server.start()
-        servers.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for s in servers:
-            s.stop(0)
 
 
 def interfaces(domain_xml: str) -> dict[str, ET.Element]:
