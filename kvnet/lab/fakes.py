@@ -1,6 +1,7 @@
 """Test doubles the lanes share, one home each (the way Multus keeps ``pkg/testing``).
 
-:class:`FakeExec` stands in for the delegate runner's ``Exec`` seam
+:class:`FakeClock` is a clock that moves only when slept on (for bounded polls: pass it
+as the clock and its ``sleep`` as the sleep). :class:`FakeExec` stands in for the delegate runner's ``Exec`` seam
 (:class:`kvnet.cni.delegate.Exec`): each plugin it knows answers like a CNI plugin would
 (VERSION with its versions, ADD with a result in the config's version, or the answer
 given for a command) and every call is recorded. The other fakes of the lab have their
@@ -14,11 +15,35 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kvnet.cni.results import convert_result
+
+
+class FakeClock:
+    """A monotonic clock that only moves when slept on: calling it gives the time, ``sleep``
+    moves it on, records the step (``slept``, rounded to microseconds) and then calls
+    ``on_sleep`` with the number of sleeps so far (to change the world mid-poll)."""
+
+    def __init__(self, on_sleep: Callable[[int], object] | None = None) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+        self.on_sleep = on_sleep
+
+    def __call__(self) -> float:
+        return self.now
+
+    @property
+    def sleeps(self) -> int:
+        return len(self.slept)
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept.append(round(seconds, 6))
+        if self.on_sleep is not None:
+            self.on_sleep(self.sleeps)
 
 
 @dataclass(frozen=True)
@@ -91,4 +116,4 @@ class FakeExec:
         return [(c.plugin, c.command) for c in self.calls if not (skip_version and c.command == "VERSION")]
 
 
-__all__ = ["ExecCall", "FakeExec", "FakePlugin"]
+__all__ = ["ExecCall", "FakeClock", "FakeExec", "FakePlugin"]

@@ -16,6 +16,7 @@ from kvnet.core.errors import KvnetError, RenderError
 from kvnet.core.model import PodFacts
 from kvnet.domain.splice import DomainXml
 from kvnet.domain.vmi import BONDS_ANNOTATION
+from kvnet.lab.fakes import FakeClock
 from kvnet.sidecar.hooks import (
     BadHookInput,
     KvnetHooks,
@@ -215,23 +216,7 @@ def test_legacy_answer(legacy: bytes, data: dict[str, str], expected: dict[str, 
 # the bounded poll, on a fake clock
 
 
-class _Clock:
-    def __init__(self, on_sleep: Any = None) -> None:
-        self.now = 0.0
-        self.sleeps = 0
-        self.on_sleep = on_sleep
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        self.sleeps += 1
-        if self.on_sleep:
-            self.on_sleep(self.sleeps)
-
-
-def reader(pod: PodFiles, clock: _Clock, timeout: float = 3.0) -> PodFactsReader:
+def reader(pod: PodFiles, clock: FakeClock, timeout: float = 3.0) -> PodFactsReader:
     return PodFactsReader(
         str(pod.network_info),
         str(pod.sys_class_net),
@@ -245,13 +230,13 @@ def reader(pod: PodFiles, clock: _Clock, timeout: float = 3.0) -> PodFactsReader
 
 
 def test_poll_waits_for_content(pod: PodFiles) -> None:
-    clock = _Clock(on_sleep=lambda n: n == 3 and pod.network_info.write_text('{"interfaces": []}'))
+    clock = FakeClock(on_sleep=lambda n: n == 3 and pod.network_info.write_text('{"interfaces": []}'))
     reader(pod, clock).read(["red"])
     assert clock.sleeps == 3
 
 
 def test_poll_gives_up_at_the_bound(pod: PodFiles) -> None:
-    clock = _Clock()
+    clock = FakeClock()
     with pytest.raises(PodFactsUnavailable) as exc:
         reader(pod, clock, timeout=3.0).read(["red", "blue"])
     assert clock.now == pytest.approx(3.0)
@@ -265,7 +250,7 @@ def test_unreadable_network_info(pod: PodFiles) -> None:
     pod.network_info.unlink()
     pod.network_info.mkdir()  # a folder where the file should be
     with pytest.raises(PodFactsUnavailable) as exc:
-        reader(pod, _Clock()).read(["red"])
+        reader(pod, FakeClock()).read(["red"])
     assert exc.value.msg.startswith(f"interfaces red: cannot read network-info {pod.network_info}: ")
 
 
