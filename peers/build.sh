@@ -31,7 +31,7 @@ export GOTOOLCHAIN=local GOWORK=off
 export GOFLAGS="${PEERS_GOFLAGS:--mod=readonly} -buildvcs=false"
 export CGO_ENABLED=0
 
-BIN_OUT=(kube-apiserver etcd multus multus-shim multus-daemon)
+BIN_OUT=(kube-apiserver etcd multus multus-shim multus-daemon kubevirt-peer)
 CNI_PLUGINS=(
 	main/bridge main/dummy main/host-device main/ipvlan main/loopback
 	main/macvlan main/ptp main/tap main/vlan
@@ -124,6 +124,15 @@ gobuild whereabouts "-X $wp/pkg/version.Version=$v -X $wp/pkg/version.ReleaseSta
 	-o "$OUT/cni/whereabouts" "$wp/cmd"
 wdir=$(cd "$PEERS/whereabouts" && go list -m -f '{{.Dir}}' "$wp")
 for f in "${CRDS[@]}"; do install -m 0644 "$wdir/doc/crds/$f" "$OUT/crds/$f"; done
+
+# 6. kubevirt-peer -----------------------------------------------------------
+# Our own small program over KubeVirt's packages (peers/kubevirt/*.go). KubeVirt's
+# virt-launcher packages import libvirt's Go binding, which needs cgo; its libvirt_dlopen
+# tag builds it without libvirt's headers or library (nothing here calls libvirt).
+v=$(modver kubevirt kubevirt.io/kubevirt)
+log "kubevirt-peer over kubevirt.io/kubevirt $v (cgo, -tags libvirt_dlopen)"
+(cd "$PEERS/kubevirt" && CGO_ENABLED=1 go build -tags libvirt_dlopen -trimpath -ldflags="$LDS" \
+	-o "$OUT/bin/kubevirt-peer" .)
 
 while read -r f; do [[ -e $f ]] || { log "missing after build: $f"; exit 1; }; done < <(expected_outputs)
 echo "$want" > "$OUT/.stamp"
