@@ -70,7 +70,8 @@ func (in *input) applyDefaults(vmi *v1.VirtualMachineInstance, cfg *virtconfig.C
 // (sriov.CreateHostDevices reads it from /etc/podinfo/network-info; here from the input),
 // converter.Convert_v1_VirtualMachineInstance_To_api_Domain, then api.NewDefaulter.
 // Not done (needs the pod or libvirt): netsetup's phase 2 (it fills <mac>/<mtu> of
-// masquerade and bridge interfaces from the pod), disk probing, EFI firmware paths.
+// masquerade and bridge interfaces from the pod), disk probing ("disksInfo" gives
+// qemu-img's answer per container disk volume), EFI firmware paths.
 func domainSpec(in *input) (*api.DomainSpec, error) {
 	vmi, err := in.vmi()
 	if err != nil {
@@ -106,6 +107,7 @@ func domainSpec(in *input) (*api.DomainSpec, error) {
 		MemBalloonStatsPeriod:           uint(cfg.GetMemBalloonStatsPeriod()),
 		DomainAttachmentByInterfaceName: domainspec.DomainAttachmentByInterfaceName(vmi.Spec.Domain.Devices.Interfaces, cfg.GetNetworkBindings()),
 		SRIOVDevices:                    sriovDevices,
+		DisksInfo:                       in.DisksInfo, // virt-launcher's qemu-img info of container disks
 		HypervisorName:                  cfg.GetHypervisor().Name,
 	}
 	if smbios != nil {

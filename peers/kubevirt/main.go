@@ -7,7 +7,7 @@
 //	kubevirt-peer version        -> "kubevirt.io/kubevirt v1.8.4"
 //	kubevirt-peer annotation     {vmi, kubevirt}                 -> {annotations, hookSidecars}
 //	kubevirt-peer network-info   {vmi, kubevirt, networkStatus}  -> {annotations, networkInfo}
-//	kubevirt-peer domain         {vmi, kubevirt, networkInfo, defaults, hypervisorDeviceAvailable} -> domain XML
+//	kubevirt-peer domain         {vmi, kubevirt, networkInfo, disksInfo, defaults, hypervisorDeviceAvailable} -> domain XML
 //	kubevirt-peer hooks          {hooksDir, sidecars, vmi, domainXML, timeoutSeconds} -> {sidecars, callbacks, preCloudInitIso, onDefineDomain, domainXML, shutdown}
 //
 // Errors go to stderr with exit status 1 (2 for a usage error).
@@ -25,6 +25,7 @@ import (
 
 	v1 "kubevirt.io/api/core/v1"
 
+	"kubevirt.io/kubevirt/pkg/os/disk"
 	virtconfig "kubevirt.io/kubevirt/pkg/virt-config"
 
 	"kubevirt.io/kubevirt/pkg/testutils"
@@ -38,6 +39,7 @@ type input struct {
 	NetworkInfo               json.RawMessage            `json:"networkInfo"`
 	Defaults                  *bool                      `json:"defaults"`
 	HypervisorDeviceAvailable bool                       `json:"hypervisorDeviceAvailable"`
+	DisksInfo                 map[string]*disk.DiskInfo  `json:"disksInfo"`
 	HooksDir                  string                     `json:"hooksDir"`
 	Sidecars                  uint                       `json:"sidecars"`
 	DomainXML                 string                     `json:"domainXML"`
