@@ -78,43 +78,46 @@ def add(
         ", ".join(f"{p.ifname}={p.delegate.name}" for p in planned),
     )
 
-    # From here on every way out but success undoes what ran: the delegates up to the
-    # one that failed (itself included), in reverse, and the cache.
-    last = -1
-    try:
-        main_result: Mapping[str, Any] | None = None
-        statuses: list[NetworkStatus] = []
-        for p in planned:
-            last = p.index
-            d = p.delegate
-            result, info = _add_one(request, pa, p, runner, seams)
-            if d.master or main_result is None:
-                main_result = result
-            try:
-                statuses.extend(
-                    network_status.status_from_result(
-                        d.name, result, ifname=p.ifname, default=d.master, device_info=info
-                    )
-                )
-            except KvnetError as err:
-                raise cmd_err(pa, err, "error setting network statuses") from err
+    # The cache stays whatever happens from here on (Multus's CmdAdd never removes it):
+    # the runtime's DEL after a failed ADD undoes every delegate from it.
+    main_result: Mapping[str, Any] | None = None
+    statuses: list[NetworkStatus] = []
+    for p in planned:
+        d = p.delegate
+        result, info = _add_one(request, conf, pa, planned, p, runner, seams)
+        if d.master or main_result is None:
+            main_result = result
+        try:
+            statuses.extend(
+                network_status.status_from_result(d.name, result, ifname=p.ifname, default=d.master, device_info=info)
+            )
+        except KvnetError as err:
+            raise cmd_err(pa, err, "error setting network statuses") from err
 
-        if api is not None and pod is not None and conf.kubeconfig and not conf.is_system_namespace(pa.namespace):
-            try:
-                api.set_network_status(pa.namespace, pa.name, network_status.format_network_status(statuses))
-            except KvnetError as err:
-                raise cmd_err(pa, err, "error setting the networks status") from err
-    except BaseException:
-        _rollback(request, conf, pa, planned[: last + 1], runner, seams)
-        raise
+    if api is not None and pod is not None and conf.kubeconfig and not conf.is_system_namespace(pa.namespace):
+        try:
+            api.set_network_status(pa.namespace, pa.name, network_status.format_network_status(statuses))
+        except KvnetError as err:
+            raise cmd_err(pa, err, "error setting the networks status") from err
     return main_result or empty_result(request.cni_version, ifname=request.ifname, netns=request.netns)
 
 
 def _add_one(
-    request: CniRequest, pa: PodArgs, p: PlannedDelegate, runner: Runner, seams: Seams
+    request: CniRequest,
+    conf: MultusConfig,
+    pa: PodArgs,
+    planned: Sequence[PlannedDelegate],
+    p: PlannedDelegate,
+    runner: Runner,
+    seams: Seams,
 ) -> tuple[dict[str, Any], DeviceInfo | None]:
     """One delegate's ADD (Multus's ``DelegateAdd``), its ``default-route`` edits and its
-    device-info (a missing or unreadable file is only logged, as Multus does)."""
+    device-info (a missing or unreadable file is only logged, as Multus does).
+
+    When the delegate fails, every delegate up to it (itself included) is deleted in
+    reverse, errors ignored, before its error is raised (Multus's ``delPlugins`` in
+    ``CmdAdd``); a failure after a delegate succeeded is raised as it is.
+    """
     d = p.delegate
     if p.device_info_file and d.resource_name and d.device_id and seams.devinfo is not None:
         try:
@@ -123,8 +126,11 @@ def _add_one(
             log.debug("pod %s: %s: no device-plugin device-info: %s", pa.label, d.name, err.msg)
     try:
         result = runner.run_network("ADD", d.conf, p.env, runtime_config=p.runtime_config) or {}
-    except KvnetError as err:
-        raise plugin_err(pa, d.network_name, err) from err
+    except Exception as err:  # whatever the delegate raised, what ran is undone first
+        _rollback(request, conf, pa, planned[: p.index + 1], runner, seams)
+        if isinstance(err, KvnetError):
+            raise plugin_err(pa, d.network_name, err) from err
+        raise
     log.info("pod %s: added %s from %s", pa.label, p.ifname, d.name)
     try:
         result = _move_default_route(request, d, p.ifname, result, seams.routes)
@@ -223,10 +229,6 @@ def _rollback(
     errors = _delete_all(request, conf, pa, planned, runner, seams)
     for e in errors:
         log.error("pod %s: rollback: %s", pa.label, e)
-    try:
-        cache.remove(conf.cni_dir, request.container_id)
-    except KvnetError as err:
-        log.error("pod %s: rollback: %s", pa.label, err.msg)
 
 
 def delete(

@@ -289,13 +289,19 @@ def test_rollback_after_failing_third_delegate_leaves_nothing(lab: PodLab) -> No
         f'[default/web/{uid}:bad]: error adding container to network "bad": '
         'plugin type="recorder" failed (add): recorder told to fail'
     )
-    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    # only the delegate cache is left (Multus's CmdAdd keeps it for the runtime's DEL)
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": ["ctr3"]}
     # the failed delegate was deleted too, the fourth never ran, no veth left on the node
     assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net2"]
     assert [r["env"]["CNI_IFNAME"] for r in records(lab, "ADD")] == ["net2"]
     node_links = json.loads(in_ns(lab.node, IP, "-j", "link", "show", "type", "veth").stdout)
     assert [link["ifname"] for link in node_links] == [lab.node_veth]
     assert lab.status("web") is None
+    # the runtime's DEL deletes every delegate of the cache, the one that never ran too
+    rc, out, err = lab.cni("DEL", conf, container="ctr3", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net2", "net3", "net2"]
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
 
 
 def test_del_with_api_down(lab: PodLab) -> None:
@@ -341,8 +347,11 @@ def test_hanging_delegate_killed_at_timeout_and_rolled_back(lab: PodLab) -> None
     assert rc == 1 and took < 20, (out, err)
     assert out["msg"].startswith(f'[default/web/{uid}:slow]: error adding container to network "slow": ')
     assert out["msg"].endswith('plugin type="recorder" failed (add): timed out after 2s and was killed')
-    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": ["ctr6"]}
     assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net1"]
+    rc, out, err = lab.cni("DEL", conf, container="ctr6", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
 
 
 def test_bad_annotation_is_a_config_error_and_leaves_nothing(lab: PodLab) -> None:

@@ -435,7 +435,36 @@ def test_rollback_in_reverse_up_to_failed_one(tmp_path: Path) -> None:
     assert runner.adds() == [("main-net", "eth0"), ("a", "net1"), ("b", "net2")]
     # every delegate up to and including the failed one, reverse order, not stopping at a failed DEL
     assert runner.dels() == [("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
-    assert cache.load(tmp_path / "cache", "c0ffee") is None and api.status == {}
+    assert api.status == {}
+    # the cache stays (Multus's CmdAdd never removes it): the runtime's DEL undoes every delegate
+    assert [d.name for d in cache.load(tmp_path / "cache", "c0ffee") or ()] == [
+        "main-net",
+        "default/a",
+        "default/b",
+        "default/c",
+    ]
+    runner = FakeRunner()
+    api.down = True  # from the cache alone
+    run("DEL", config(tmp_path), api, runner)
+    assert runner.dels() == [("c", "net3"), ("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
+    assert cache.load(tmp_path / "cache", "c0ffee") is None
+
+
+def test_del_after_a_failed_add_without_api_undoes_every_delegate(tmp_path: Path) -> None:
+    """Without the pod to rebuild the list from, the kept cache is what lets DEL reach the
+    delegates that ran before the failure (Multus's CmdDel reads the cache)."""
+    second = {**MAIN, "name": "second", "type": "macvlan"}
+    third = {**MAIN, "name": "third", "type": "macvlan"}
+    cfg = config(tmp_path, delegates=[MAIN, second, third])
+    del cfg["kubeconfig"]
+    runner = FakeRunner(fail_add="third", fail_del=["second"])
+    with pytest.raises(DelegateFailed):
+        run("ADD", cfg, None, runner)
+    assert runner.dels() == [("third", "net2"), ("second", "net1"), ("main-net", "eth0")]
+    runner = FakeRunner()
+    run("DEL", cfg, None, runner)
+    assert runner.dels() == [("third", "net2"), ("second", "net1"), ("main-net", "eth0")]
+    assert cache.load(tmp_path / "cache", "c0ffee") is None
 
 
 class _Crash(RuntimeError):
@@ -459,10 +488,10 @@ def test_any_exception_in_add_rolls_back_everything_and_reraises(tmp_path: Path,
         run("ADD", config(tmp_path), api, runner)
     assert str(err.value) == f"runner crashed on {crash_on}"  # the same exception, not wrapped
     ran = runner.adds()
-    # every delegate that ran (the crashing one too) is deleted, in reverse, and the cache is gone
+    # every delegate that ran (the crashing one too) is deleted, in reverse; the cache stays for DEL
     assert runner.dels() == list(reversed(ran))
     assert ran[-1][0] == crash_on
-    assert cache.load(tmp_path / "cache", "c0ffee") is None and api.status == {}
+    assert cache.load(tmp_path / "cache", "c0ffee") is not None and api.status == {}
 
 
 def test_rollback_tries_every_delegate_when_a_del_raises_a_non_kvnet_error(tmp_path: Path) -> None:
@@ -483,10 +512,12 @@ def test_rollback_tries_every_delegate_when_a_del_raises_a_non_kvnet_error(tmp_p
         run("ADD", config(tmp_path), api, runner)
     assert err.value.msg.startswith('[default/web/uid-1:b]: error adding container to network "b": ')
     assert runner.dels() == [("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
-    assert cache.load(tmp_path / "cache", "c0ffee") is None
+    assert cache.load(tmp_path / "cache", "c0ffee") is not None
 
 
-def test_default_route_failure_rolls_back(tmp_path: Path) -> None:
+def test_default_route_failure_is_left_to_del(tmp_path: Path) -> None:
+    """Multus's CmdAdd undoes nothing when a step after a delegate fails: the cache stays
+    and the runtime's DEL undoes every delegate."""
     api = FakeApi([pod(**{NETWORKS: json.dumps([{"name": "a", "default-route": ["10.2.0.1"]}])})], [nad("a")])
     runner = FakeRunner()
     with pytest.raises(NetlinkFailure) as err:
@@ -496,8 +527,11 @@ def test_default_route_failure_rolls_back(tmp_path: Path) -> None:
         "kvnet: [default/web/uid-1]: error setting default gateway: network main-net: "
         "default-route is requested but no route editor is configured"
     )
-    assert runner.adds() == [("main-net", "eth0")] and runner.dels() == [("main-net", "eth0")]
-    assert cache.load(tmp_path / "cache", "c0ffee") is None
+    assert runner.adds() == [("main-net", "eth0")] and runner.dels() == []
+    assert cache.load(tmp_path / "cache", "c0ffee") is not None
+    runner = FakeRunner()
+    run("DEL", config(tmp_path), api, runner)
+    assert runner.dels() == [("a", "net1"), ("main-net", "eth0")]
 
 
 def test_cni_args_empty_segments_skipped(tmp_path: Path) -> None:
@@ -510,13 +544,16 @@ def test_cni_args_empty_segments_skipped(tmp_path: Path) -> None:
     )
 
 
-def test_status_write_failure_fails_add_and_undoes_it(tmp_path: Path) -> None:
+def test_status_write_failure_fails_add_and_leaves_it_to_del(tmp_path: Path) -> None:
     api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
     api.status_fails = True
     runner = FakeRunner()
     with pytest.raises(ApiFailure) as err:
         run("ADD", config(tmp_path), api, runner)
     assert err.value.msg == "kvnet: [default/web/uid-1]: error setting the networks status: pods/status: 500"
+    assert runner.dels() == []  # Multus's CmdAdd: no rollback after the delegates succeeded
+    runner = FakeRunner()
+    run("DEL", config(tmp_path), api, runner)
     assert runner.dels() == [("a", "net1"), ("main-net", "eth0")]
     assert cache.load(tmp_path / "cache", "c0ffee") is None
 
