@@ -219,11 +219,10 @@ def _build(raw: dict[str, Any]) -> MultusConfig:
 
     if not delegates_raw and not cluster_network:
         raise InvalidConfig(f"{_PREFIX}at least one delegate/clusterNetwork must be specified")
-    if delegates_raw and cluster_network:
-        raise InvalidConfig(
-            f"{_PREFIX}delegates and clusterNetwork are exclusive: use delegates (the first is the "
-            "main network) or clusterNetwork, not both"
-        )
+    if cluster_network:
+        # LoadNetConf loads the delegates only without clusterNetwork: with it they are
+        # ignored, not even checked
+        delegates_raw = []
     if cluster_network and not kubeconfig:
         raise InvalidConfig("GetDefaultNetworks: must have either Kubernetes config or delegates")
     for idx, conf in enumerate(delegates_raw):

@@ -605,3 +605,28 @@ def test_del_while_the_default_network_is_not_ready(lab: PodLab) -> None:
     assert rc == 0 and time.monotonic() - t0 < 10, (out, err)
     assert "does not exist on CNI DEL" in err
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+
+
+def test_cluster_network_beside_delegates(lab: PodLab) -> None:
+    """Multus's LoadNetConf ignores delegates when clusterNetwork is set: the main network
+    is clusterNetwork's conf file, the inline delegate never runs."""
+    conf_dir = lab.workdir / "conf"
+    conf_dir.mkdir()
+    (conf_dir / "10-main.conf").write_text(
+        json.dumps(
+            {
+                **main_bridge("10.90.0.0/24"),
+                "ipam": {"type": "host-local", "dataDir": str(lab.data_dir), "ranges": [[{"subnet": "10.90.0.0/24"}]]},
+            }
+        )
+    )
+    uid = lab.add_pod("web")
+    conf = lab.config([main_bridge("10.91.0.0/24")], clusterNetwork="main", confDir=str(conf_dir))
+    rc, out, err = lab.cni("ADD", conf, container="ctr18", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert out["ips"][0]["address"] == "10.90.0.2/24"
+    assert addrs(lab)["eth0"] == ["10.90.0.2/24"]
+    assert [s["name"] for s in lab.status("web") or []] == ["main"]
+    rc, out, err = lab.cni("DEL", conf, container="ctr18", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}

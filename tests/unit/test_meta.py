@@ -373,6 +373,20 @@ def test_cluster_network_default_networks_and_system_namespaces(tmp_path: Path) 
     assert runner.adds() == [("cluster", "eth0")] and api.status == {}
 
 
+def test_cluster_network_wins_over_delegates(tmp_path: Path) -> None:
+    """Multus accepts clusterNetwork beside delegates and runs clusterNetwork (LoadNetConf
+    ignores the delegates); DEL and the cache know only clusterNetwork."""
+    cfg = config(tmp_path, clusterNetwork="cluster")  # config() has delegates: [MAIN]
+    api = FakeApi([pod(**{NETWORKS: "x"})], [nad("cluster", "kube-system"), nad("x")])
+    runner = FakeRunner()
+    run("ADD", cfg, api, runner)
+    assert runner.adds() == [("cluster", "eth0"), ("x", "net1")]
+    assert [d.name for d in cache.load(tmp_path / "cache", "c0ffee") or ()] == ["kube-system/cluster", "default/x"]
+    runner = FakeRunner()
+    run("DEL", cfg, api, runner)
+    assert runner.dels() == [("x", "net1"), ("cluster", "eth0")]
+
+
 def test_default_network_annotation_replaces_main(tmp_path: Path) -> None:
     api = FakeApi([pod(**{DEFAULT_NET: "alt", NETWORKS: "a"})], [nad("alt", "kube-system"), nad("a")])
     runner = FakeRunner()

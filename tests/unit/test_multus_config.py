@@ -141,12 +141,6 @@ DELEGATE = L + "failed to load delegate {} config: "
         ),
         ({"name": "m"}, InvalidConfig, L + "at least one delegate/clusterNetwork must be specified"),
         ({"delegates": []}, InvalidConfig, L + "at least one delegate/clusterNetwork must be specified"),
-        (
-            {"delegates": [BRIDGE], "clusterNetwork": "x", "kubeconfig": "/k"},
-            InvalidConfig,
-            L
-            + "delegates and clusterNetwork are exclusive: use delegates (the first is the main network) or clusterNetwork, not both",
-        ),
         ({"clusterNetwork": "x"}, InvalidConfig, "GetDefaultNetworks: must have either Kubernetes config or delegates"),
         (
             {"delegates": [{"name": "x"}]},
@@ -331,3 +325,15 @@ def test_kvnet_options(keys: dict[str, Any], options: KvnetOptions) -> None:
 def test_kvnet_options_refused(keys: dict[str, Any], error: type[KvnetError], message: str) -> None:
     with pytest.raises(error, match=re.escape(message)):
         parse_multus_config({"name": "n", "type": "kvnet", "delegates": [BRIDGE], **keys})
+
+
+def test_delegates_are_ignored_beside_cluster_network() -> None:
+    """Multus's LoadNetConf loads delegates only without clusterNetwork: beside it they are
+    ignored, even a delegate Multus would refuse on its own (no type); their JSON types
+    still count."""
+    conf = parse_multus_config(
+        {"clusterNetwork": "main", "kubeconfig": "/k", "delegates": [BRIDGE, {"name": "no-type"}]}
+    )
+    assert conf.cluster_network == "main" and conf.delegates == ()
+    with pytest.raises(DecodeFailure):
+        parse_multus_config({"clusterNetwork": "main", "kubeconfig": "/k", "delegates": ["not an object"]})
