@@ -68,7 +68,8 @@ def result_version(result: Mapping[str, Any]) -> str:
         return v
     if "ip4" in result or "ip6" in result:
         return "0.2.0"
-    if any(isinstance(ip, Mapping) and "version" in ip for ip in result.get("ips") or ()):
+    ips = result.get("ips")
+    if isinstance(ips, list) and any(isinstance(ip, Mapping) and "version" in ip for ip in ips):
         return "0.4.0"
     return "1.0.0"
 
