@@ -17,6 +17,7 @@ from kvnet.meta.wording import cmd_err, cmd_prefix
 
 log = logging.getLogger("kvnet.meta")
 
+CONFIG_SOURCE = "kubernetes.io/config.source"  # the kubelet's ConfigSourceAnnotationKey
 READINESS_POLL = 1.0  # seconds, Multus's pollDuration
 POD_POLL = 0.25  # seconds, Multus's shortPollDuration: GetPod's retry interval
 POD_POLL_TIMEOUT = 2.5  # seconds, Multus's shortPollTimeout: how long GetPod retries
@@ -75,6 +76,14 @@ def poll_immediate(interval: float, timeout: float, condition: Callable[[], bool
         if condition():
             return True
         tick = max(tick + 1, int((seams.clock() - start) // interval) + 1)
+
+
+def is_static_pod(pod: Mapping[str, Any]) -> bool:
+    """Multus's ``IsStaticPod``: the kubelet's ``kubernetes.io/config.source`` annotation
+    says the pod came from somewhere else than the API (``file``, ``http``): the API holds
+    its mirror pod, whose UID is not the one the runtime knows."""
+    source = pod_annotations(pod).get(CONFIG_SOURCE)
+    return source is not None and source != "api"
 
 
 def wait_readiness(conf: MultusConfig, pa: PodArgs | None, seams: Seams) -> None:
@@ -145,7 +154,7 @@ def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool, seams: Seams = Se
     if pod is None:
         return None
     uid = str(pod_meta(pod).get("uid") or "")
-    if pa.uid and uid and uid != pa.uid:
+    if pa.uid and uid != pa.uid and not is_static_pod(pod):
         if on_del:
             log.warning("pod %s: API has UID %s, the runtime %s; not touching the new pod", pa.label, uid, pa.uid)
             return None

@@ -630,3 +630,49 @@ def test_cluster_network_beside_delegates(lab: PodLab) -> None:
     rc, out, err = lab.cni("DEL", conf, container="ctr18", pod="web", uid=uid)
     assert rc == 0, (out, err)
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+
+
+def test_static_pod_with_the_runtime_uid_not_the_mirror_uid(lab: PodLab) -> None:
+    """A static pod: the API server holds its mirror (kubernetes.io/config.source: file),
+    whose UID the server made; the runtime names the kubelet's own UID. Multus's GetPod
+    accepts the mismatch for such a pod, and so does kvnet."""
+    lab.add_nad(
+        "blue",
+        {
+            "cniVersion": "1.0.0",
+            "type": "bridge",
+            "bridge": "kvt-blue",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.92.0.0/24"}]]},
+        },
+    )
+    made = lab._load(
+        [
+            {
+                "kind": "Pod",
+                "metadata": {
+                    "name": "static-web",
+                    "namespace": "default",
+                    "annotations": {"k8s.v1.cni.cncf.io/networks": "blue", "kubernetes.io/config.source": "file"},
+                },
+                "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]},
+            }
+        ]
+    )
+    mirror_uid = made[0]["metadata"]["uid"]
+    runtime_uid = "0f0e0d0c-0b0a-4908-8706-050403020100"
+    assert mirror_uid != runtime_uid
+    conf = lab.config([main_bridge("10.93.0.0/24")])
+    rc, out, err = lab.cni("ADD", conf, container="ctr19", pod="static-web", uid=runtime_uid)
+    assert rc == 0, (out, err)
+    assert addrs(lab)["net1"] == ["10.92.0.2/24"]
+    assert [s.get("interface") for s in lab.status("static-web") or []] == ["eth0", "net1"]
+    rc, out, err = lab.cni("DEL", conf, container="ctr19", pod="static-web", uid=runtime_uid)
+    assert rc == 0, (out, err)
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    # the same mismatch on a pod made through the API is refused
+    uid = lab.add_pod("web", "blue")
+    rc, out, err = lab.cni("ADD", conf, container="ctr20", pod="web", uid=runtime_uid)
+    assert rc == 1 and out["code"] == 3, (out, err)
+    assert out["msg"] == (
+        f'kvnet: [default/web/{runtime_uid}]: expected pod UID "{runtime_uid}" but got "{uid}" from Kube API'
+    )

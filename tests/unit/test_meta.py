@@ -304,6 +304,29 @@ def test_pod_uid_mismatch_is_refused(tmp_path: Path) -> None:
     assert err.value.msg == 'kvnet: [default/web/uid-1]: expected pod UID "uid-1" but got "other" from Kube API'
 
 
+@pytest.mark.parametrize("source", ["file", "http", ""])
+def test_static_pod_uid_mismatch_is_tolerated(tmp_path: Path, source: str) -> None:
+    """Multus's IsStaticPod: a pod whose kubernetes.io/config.source is not api is a static
+    pod; the API shows its mirror pod, with another UID than the runtime's."""
+    static = pod(uid="mirror-uid", **{NETWORKS: "a", "kubernetes.io/config.source": source})
+    api = FakeApi([static], [nad("a")])
+    runner = FakeRunner()
+    run("ADD", config(tmp_path), api, runner)
+    assert runner.adds() == [("main-net", "eth0"), ("a", "net1")]
+    assert ("default", "web") in api.status
+    # DEL without a cache rebuilds the list from the mirror pod
+    cache.remove(tmp_path / "cache", "c0ffee")
+    runner = FakeRunner()
+    run("DEL", config(tmp_path), api, runner)
+    assert runner.dels() == [("a", "net1"), ("main-net", "eth0")]
+
+
+def test_pod_from_the_api_source_is_not_a_static_pod(tmp_path: Path) -> None:
+    api = FakeApi([pod(uid="other", **{"kubernetes.io/config.source": "api"})])
+    with pytest.raises(UnknownContainer):
+        run("ADD", config(tmp_path), api, FakeRunner())
+
+
 def test_runtime_config_only_for_selections_not_main(tmp_path: Path) -> None:
     sel = [
         {
