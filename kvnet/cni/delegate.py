@@ -505,10 +505,14 @@ class DelegateRunner:
         env: DelegateEnv,
         valid: Sequence[Mapping[str, str]],
     ) -> None:
-        """libcni's GC: DEL every cached attachment of this network that is not valid,
-        then send GC (1.1.0) to each plugin; all errors are collected, the first raised."""
-        errors: list[KvnetError] = []
-        keep = {(str(a.get("containerID", "")), str(a.get("ifname", ""))) for a in valid}
+        """libcni's ``GCNetworkList``: DEL every cached attachment of this network that is
+        not valid, then send GC (1.1.0) to each plugin with the valid attachments as given,
+        under ``cni.dev/valid-attachments`` and the misnamed ``cni.dev/attachments`` (CNI
+        #1101); all errors are collected and joined with newlines as ``errors.Join`` does,
+        the first one's code raised."""
+        errors: list[tuple[KvnetError, str]] = []
+        listed = [{"containerID": str(a.get("containerID", "")), "ifname": str(a.get("ifname", ""))} for a in valid]
+        keep = {(a["containerID"], a["ifname"]) for a in listed}
         if self.cache_dir:
             for att in libcni_cache.list_attachments(self.cache_dir):
                 if att.network_name != name or (att.container_id, att.ifname) in keep:
@@ -519,19 +523,19 @@ class DelegateRunner:
                 try:
                     self.run_network("DEL", network, stale, runtime_config=att.capability_args)
                 except KvnetError as e:
-                    errors.append(e)
+                    errors.append((e, f"failed to delete stale attachment {att.container_id} {att.ifname}: {e.msg}"))
         if version_key(version) >= (1, 1, 0):
             for p in plugins:
                 conf = _build(p, name, version, None, {})
-                conf["cni.dev/valid-attachments"] = [{"containerID": c, "ifname": i} for c, i in sorted(keep)]
+                conf["cni.dev/valid-attachments"] = listed
+                conf["cni.dev/attachments"] = listed
                 try:
                     self.run("GC", conf, env)
                 except KvnetError as e:
-                    errors.append(e)
+                    errors.append((e, f"failed to GC plugin {p.get('type')}: {e.msg}"))
         if errors:
-            first = errors[0]
-            msg = "; ".join(e.msg for e in errors)
-            raise DelegateFailed(f"network {name!r} GC: {msg}", first.details, code=first.cni_code)
+            first = errors[0][0]
+            raise DelegateFailed("\n".join(msg for _, msg in errors), first.details, code=first.cni_code)
 
 
 def _build(

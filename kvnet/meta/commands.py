@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from kvnet.cni.results import empty_result
 from kvnet.core.errors import (
     DelegateFailed,
     InvalidConfig,
+    IOFailure,
     KvnetError,
     NetlinkFailure,
     StatusNotAvailable,
@@ -334,18 +336,44 @@ def gc(
     runner: Runner,
     seams: Seams = Seams(),
 ) -> None:
-    """CNI GC (1.1.0): the main network's GC with the runtime's valid attachments."""
-    valid_raw = request.config.get("cni.dev/valid-attachments") or []
-    valid = [
-        {"containerID": str(a.get("containerID", "")), "ifname": str(a.get("ifname", ""))}
-        for a in valid_raw
-        if isinstance(a, Mapping)
-    ]
+    """CNI GC (1.1.0), as Multus's ``CmdGC``: after the readiness wait, the main network's
+    GC with every attachment of the results cache as valid (the runtime's
+    ``cni.dev/valid-attachments`` are not used), so no cached attachment is deleted."""
+    wait_readiness(conf, None, seams)
     d = main_delegate(conf, api)
+    valid = gather_valid_attachments(conf.cni_dir)
     try:
         runner.run_network("GC", d.conf, _bare_env(request), valid_attachments=valid)
     except KvnetError as err:
-        raise reword(err, f"kvnet: GC of the main network {d.name}: {err.msg}") from err
+        raise reword(err, f"error in GC command: {err.msg}") from err
+
+
+def gather_valid_attachments(cni_dir: str) -> list[dict[str, str]]:
+    """Multus's ``gatherValidAttachmentsFromCache``: ``{containerID, ifname}`` of every file
+    of ``<cniDir>/results`` in name order, files that cannot be read or have no container
+    ID or interface skipped; a results folder that cannot be listed is an error."""
+    folder = os.path.join(cni_dir, "results")
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as err:
+        why = err.strerror or str(err)
+        raise IOFailure(f"error in gather valid attachments: open {folder}: {why[:1].lower()}{why[1:]}") from None
+    out = []
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as f:
+                doc = json.loads(f.read())
+        except (OSError, ValueError) as err:
+            log.error("gatherValidAttachmentsFromCache: cannot read %s, skipped: %s", path, err)
+            continue
+        cid = doc.get("containerId") if isinstance(doc, dict) else None
+        ifname = doc.get("ifName") if isinstance(doc, dict) else None
+        if not isinstance(cid, str) or not isinstance(ifname, str) or not cid or not ifname:
+            log.error("gatherValidAttachmentsFromCache: invalid cache %s, skipped", path)
+            continue
+        out.append({"containerID": cid, "ifname": ifname})
+    return out
 
 
 def _bare_env(request: CniRequest) -> DelegateEnv:

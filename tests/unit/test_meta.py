@@ -1009,11 +1009,83 @@ def test_status_and_gc_act_on_main_network(tmp_path: Path) -> None:
     runner = FakeRunner()
     run("STATUS", cfg, None, runner)
     assert [(c[0], c[1]) for c in runner.calls] == [("STATUS", "main-net")]
-    cfg["cni.dev/valid-attachments"] = [{"containerID": "c1", "ifname": "eth0"}]
+
+
+def _results_file(cni_dir: Path, name: str, doc: Any) -> None:
+    (cni_dir / "results").mkdir(parents=True, exist_ok=True)
+    (cni_dir / "results" / name).write_text(doc if isinstance(doc, str) else json.dumps(doc))
+
+
+def test_gc_keeps_every_cached_attachment_as_multus(tmp_path: Path) -> None:
+    """Multus's CmdGC: the valid attachments are every file of <cniDir>/results
+    (gatherValidAttachmentsFromCache, name order), not the runtime's list."""
+    cfg = config(tmp_path, cniVersion="1.1.0")
+    cfg["cni.dev/valid-attachments"] = [{"containerID": "runtime-says", "ifname": "eth0"}]
+    cni_dir = tmp_path / "cache"
+    _results_file(cni_dir, "main-net-c2-eth0", {"kind": "cniCacheV1", "containerId": "c2", "ifName": "eth0"})
+    _results_file(cni_dir, "blue-c1-net1", {"kind": "cniCacheV1", "containerId": "c1", "ifName": "net1"})
+    _results_file(cni_dir, "broken", "{not json")
+    _results_file(cni_dir, "no-ifname", {"containerId": "c3"})
     runner = FakeRunner()
     run("GC", cfg, None, runner)
     assert [(c[0], c[1]) for c in runner.calls] == [("GC", "main-net")]
-    assert runner.valid == [{"containerID": "c1", "ifname": "eth0"}]
+    assert runner.valid == [{"containerID": "c1", "ifname": "net1"}, {"containerID": "c2", "ifname": "eth0"}]
+    # no results folder at all: Multus's GC fails
+    cfg["cniDir"] = str(tmp_path / "empty")
+    with pytest.raises(KvnetError) as err:
+        run("GC", cfg, None, FakeRunner())
+    assert err.value.msg == (
+        f"error in gather valid attachments: open {tmp_path / 'empty' / 'results'}: no such file or directory"
+    )
+
+
+def test_gc_waits_for_the_readiness_file(tmp_path: Path) -> None:
+    cfg = config(tmp_path, cniVersion="1.1.0", readinessindicatorfile=str(tmp_path / "ready"))
+    t = FakeTime()
+    with pytest.raises(TryAgainLater) as err:
+        run("GC", cfg, None, FakeRunner(), Seams(sleep=t.sleep, clock=lambda: t.now, readiness_timeout=3))
+    assert t.slept == [1.0, 1.0, 1.0] and "still waiting for readinessindicatorfile" in err.value.msg
+
+
+class RecordingExec:
+    """A delegate program for the real DelegateRunner: speaks CNI up to 1.1.0, records its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+
+    def __call__(self, plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
+        command = env["CNI_COMMAND"]
+        if command == "VERSION":
+            return 0, json.dumps({"cniVersion": "1.1.0", "supportedVersions": ["1.0.0", "1.1.0"]}).encode(), b""
+        self.calls.append((command, dict(env), json.loads(stdin)))
+        if command == "ADD":
+            out = {"cniVersion": "1.1.0", "interfaces": [{"name": env["CNI_IFNAME"], "sandbox": env["CNI_NETNS"]}]}
+            return 0, json.dumps(out).encode(), b""
+        return 0, b"", b""
+
+
+def test_gc_through_the_runner_sends_gc_not_del(tmp_path: Path) -> None:
+    """The runtime does not list the attachment, yet nothing is deleted: the main network
+    gets GC with both keys libcni's GCNetworkList injects."""
+    from kvnet.cni.delegate import DelegateRunner
+
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    (bins / "fake").write_text("#!/bin/sh\n")
+    (bins / "fake").chmod(0o755)
+    main = {"cniVersion": "1.1.0", "name": "main-net", "type": "fake"}
+    cfg = config(tmp_path, cniVersion="1.1.0", delegates=[main])
+    del cfg["kubeconfig"]
+    fake = RecordingExec()
+    runner = DelegateRunner([str(bins)], exec=fake, cache_dir=str(tmp_path / "cache"))
+    run("ADD", cfg, None, runner)
+    fake.calls.clear()
+    run("GC", {**cfg, "cni.dev/valid-attachments": []}, None, runner)
+    assert [c[0] for c in fake.calls] == ["GC"]
+    sent = fake.calls[0][2]
+    assert sent["cni.dev/valid-attachments"] == [{"containerID": "c0ffee", "ifname": "eth0"}]
+    assert sent["cni.dev/attachments"] == sent["cni.dev/valid-attachments"]
+    assert (tmp_path / "cache" / "results" / "main-net-c0ffee-eth0").exists()
 
 
 # ------------------------------------------------------------------------------------
