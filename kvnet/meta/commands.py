@@ -47,8 +47,6 @@ from kvnet.meta.wording import cmd_err, cmd_prefix, delegate_check_err, delegate
 
 log = logging.getLogger("kvnet.meta")
 
-EMPTY_STATUS = "[]"
-
 
 def add(
     request: CniRequest,
@@ -268,18 +266,7 @@ def delete(
         else d
         for d in delegates
     )
-    netns_found = bool(request.netns) and os.path.exists(request.netns)
-    if (
-        api is not None
-        and pod is not None
-        and conf.kubeconfig
-        and netns_found
-        and not conf.is_system_namespace(pa.namespace)
-    ):
-        try:
-            api.set_network_status(pa.namespace, pa.name, EMPTY_STATUS)
-        except KvnetError as err:
-            log.error("pod %s: error unsetting the networks status: %s", pa.label, err.msg)
+    # network-status is left as it is (Multus's CmdDel never writes it)
     planned = plan(request, conf, pa, delegates, seams.devinfo)
     errors = _delete_all(request, conf, pa, planned, runner, seams, cached_caps=True)
     if from_cache and not (errors and conf.retry_delete_on_error):

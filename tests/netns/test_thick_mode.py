@@ -115,6 +115,7 @@ def test_add_check_del_through_shim_and_daemon(thick: tuple[PodLab, str]) -> Non
     rc, out, err = lab.cni("DEL", conf, container="thick1", pod="web", uid=uid, binary="kvnet-shim")
     assert rc == 0 and out is None, (out, err)
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    assert lab.status("web") == status  # DEL does not write network-status (Multus's CmdDel)
     # errors come back as CNI error objects with the daemon's code
     rc, out, err = lab.cni("ADD", conf, container="thick2", pod="web", uid=uid, binary="kvnet-shim", ifname="bad/name")
     assert rc == 1 and out["code"] == 4, (out, err)
