@@ -6,6 +6,14 @@ bin dir (symlinks to this installation, or copies with ``--copy``) and a config 
 main network is ``--cluster-network`` when given, else the node's current default
 network (the first other config in the conf dir) embedded as ``delegates[0]``, as
 Multus's auto-configuration does. Running it again changes nothing unless an input did.
+
+With ``--token-file`` (or ``--in-cluster``, a pod's own ServiceAccount) it also writes the
+``--kubeconfig`` file, as a DaemonSet's install step would: the API server (``--server``,
+else the in-cluster ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT``), its CA file
+and the token by ``tokenFile``, so both API clients re-read a rotated token (the kubelet
+rotates projected tokens) without a restart. The kubeconfig and the conflist are written
+0600: the runtime reads them as root, and the embedded default network may carry
+secrets (docs/meta-plugin.md, "Identity and RBAC").
 """
 
 from __future__ import annotations
@@ -14,14 +22,23 @@ import argparse
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from kvnet.core.errors import InvalidConfig, IOFailure
 
 CONF_NAME = "00-kvnet.conflist"
+SECRET_MODE = 0o600  # the kubeconfig and the conflist, as Multus writes its own
+# where the kubelet projects a pod's ServiceAccount token and the cluster's CA
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_ACCOUNT_TOKEN = f"{SERVICE_ACCOUNT_DIR}/token"
+SERVICE_ACCOUNT_CA = f"{SERVICE_ACCOUNT_DIR}/ca.crt"
 BINARIES = {"kvnet-cni": "kvnet", "kvnet-binding": "kvnet-binding"}
 SHIM = "kvnet-shim"  # written as a self-contained script for ``python -I -S`` (see kvnet.meta.shim)
 _CONF_EXTS = (".conf", ".conflist", ".json")
@@ -30,7 +47,26 @@ _CONF_EXTS = (".conf", ".conflist", ".json")
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bin-dir", default="/opt/cni/bin", help="CNI bin dir (default /opt/cni/bin)")
     parser.add_argument("--conf-dir", default="/etc/cni/net.d", help="CNI conf dir (default /etc/cni/net.d)")
-    parser.add_argument("--kubeconfig", help="kubeconfig the meta-plugin uses to read pods and NADs")
+    parser.add_argument(
+        "--kubeconfig",
+        help="kubeconfig the meta-plugin uses to read pods and NADs (written here with --token-file/--in-cluster)",
+    )
+    parser.add_argument(
+        "--token-file",
+        help="write --kubeconfig for this ServiceAccount token file (named as tokenFile: re-read when it rotates)",
+    )
+    parser.add_argument("--ca-file", help="the API server's CA bundle for the written kubeconfig")
+    parser.add_argument(
+        "--server",
+        help="the API server URL for the written kubeconfig "
+        "(default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)",
+    )
+    parser.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help=f"use this pod's ServiceAccount: --token-file {SERVICE_ACCOUNT_TOKEN}, --ca-file {SERVICE_ACCOUNT_CA}, "
+        "the server from KUBERNETES_SERVICE_HOST/PORT (explicit options win)",
+    )
     parser.add_argument(
         "--cni-dir",
         default="/var/lib/cni/multus",
@@ -52,6 +88,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="the plugin type/binary name for the meta-plugin (e.g. multus to stand in for it)",
     )
     parser.add_argument("--copy", action="store_true", help="copy the programs instead of symlinking them")
+    parser.add_argument(
+        "--shim-python",
+        default=sys.executable,
+        help="the Python that runs kvnet-shim on the node (default this one; a container names the node's)",
+    )
     parser.add_argument("--cni-version", default="1.0.0", help="cniVersion of the written config")
     parser.set_defaults(func=run)
 
@@ -64,7 +105,7 @@ def _scripts_dir() -> Path:
 def install_binary(src: Path, dst: Path, *, copy: bool) -> str:
     """Symlink (or copy) ``src`` to ``dst``; returns "unchanged", "installed" or "updated"."""
     if not src.exists():
-        raise IOFailure(f"kvnet install: {src} does not exist (is kvnet installed?)")
+        raise IOFailure(f"{src} does not exist (is kvnet installed?)")
     existed = dst.exists() or dst.is_symlink()
     if copy:
         if existed and not dst.is_symlink() and dst.read_bytes() == src.read_bytes():
@@ -82,15 +123,66 @@ def install_binary(src: Path, dst: Path, *, copy: bool) -> str:
     return "updated" if existed else "installed"
 
 
-def install_shim(dst: Path) -> str:
+def install_shim(dst: Path, python: str = sys.executable) -> str:
     """``kvnet-shim`` as a standalone stdlib script: it starts without ``site``."""
     from kvnet.meta.shim import standalone_script
 
     if dst.is_symlink():
         dst.unlink()
-    state = write_if_changed(dst, standalone_script(sys.executable))
-    os.chmod(dst, 0o755)
-    return state
+    return write_if_changed(dst, standalone_script(python), mode=0o755)
+
+
+def in_cluster_server(environ: Mapping[str, str]) -> str:
+    """The API server as a pod sees it (client-go's ``InClusterConfig``, Multus's entrypoint)."""
+    host, port = environ.get("KUBERNETES_SERVICE_HOST", ""), environ.get("KUBERNETES_SERVICE_PORT", "")
+    if not host or not port:
+        raise InvalidConfig(
+            "the kubeconfig needs --server, or KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT (set in every pod)"
+        )
+    scheme = environ.get("KUBERNETES_SERVICE_PROTOCOL") or "https"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _readable(option: str, path: str, *, nonempty: bool = False) -> None:
+    try:
+        with open(path, "rb") as fh:
+            empty = not fh.read().strip()
+    except OSError as err:
+        raise InvalidConfig(f"cannot read {option} {path}: {err.strerror or err}") from None
+    if nonempty and empty:
+        raise InvalidConfig(f"{option} {path} is empty")
+
+
+def service_account_kubeconfig(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+) -> dict[str, Any] | None:
+    """The kubeconfig to write for a ServiceAccount token file, or None when none is asked for.
+
+    The token is named by ``tokenFile``, never copied in: client-go and both of kvnet's
+    clients re-read it, so a token the kubelet rotates is used without a restart.
+    """
+    token_file = args.token_file or (SERVICE_ACCOUNT_TOKEN if args.in_cluster else None)
+    if not token_file:
+        if args.ca_file or args.server:
+            raise InvalidConfig("--ca-file and --server describe a kubeconfig to write: add --token-file")
+        return None
+    if not args.kubeconfig:
+        raise InvalidConfig("--token-file needs --kubeconfig (where to write the kubeconfig)")
+    ca_file = args.ca_file or (SERVICE_ACCOUNT_CA if args.in_cluster else None)
+    server = args.server or in_cluster_server(environ)
+    _readable("--token-file", token_file, nonempty=True)
+    cluster: dict[str, Any] = {"server": server}
+    if ca_file:
+        _readable("--ca-file", ca_file)
+        cluster["certificate-authority"] = os.path.abspath(ca_file)
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kvnet", "cluster": cluster}],
+        "users": [{"name": "kvnet", "user": {"tokenFile": os.path.abspath(token_file)}}],
+        "contexts": [{"name": "kvnet", "context": {"cluster": "kvnet", "user": "kvnet"}}],
+        "current-context": "kvnet",
+    }
 
 
 def current_default_network(conf_dir: Path) -> dict[str, Any] | None:
@@ -103,7 +195,7 @@ def current_default_network(conf_dir: Path) -> dict[str, Any] | None:
         try:
             conf = json.loads(path.read_text())
         except (OSError, ValueError) as err:
-            raise InvalidConfig(f"kvnet install: cannot read the default network config {path}: {err}") from err
+            raise InvalidConfig(f"cannot read the default network config {path}: {err}") from err
         if isinstance(conf, dict) and (conf.get("type") or conf.get("plugins")):
             return conf
     return None
@@ -123,28 +215,31 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         plugin["socketPath"] = args.socket
     if args.cluster_network:
         if not args.kubeconfig:
-            raise InvalidConfig("kvnet install: --cluster-network needs --kubeconfig (it may name a NAD)")
+            raise InvalidConfig("--cluster-network needs --kubeconfig (it may name a NAD)")
         plugin["confDir"] = args.conf_dir
         plugin["clusterNetwork"] = args.cluster_network
     else:
         main = current_default_network(Path(args.conf_dir))
         if main is None:
-            raise InvalidConfig(
-                f"kvnet install: no default network config in {args.conf_dir}; install one or pass --cluster-network"
-            )
+            raise InvalidConfig(f"no default network config in {args.conf_dir}; install one or pass --cluster-network")
         plugin["delegates"] = [main]
     return {"cniVersion": args.cni_version, "name": "kvnet-cni-network", "plugins": [plugin]}
 
 
-def write_if_changed(path: Path, text: str) -> str:
-    if path.exists() and path.read_text() == text:
-        return "unchanged"
+def write_if_changed(path: Path, text: str, *, mode: int = SECRET_MODE) -> str:
+    """Write ``text`` atomically with ``mode`` (a temp file never readable by others);
+    "unchanged" when content and mode are already so."""
     existed = path.exists()
+    if existed and path.read_text() == text:
+        if stat.S_IMODE(path.stat().st_mode) == mode:
+            return "unchanged"
+        os.chmod(path, mode)
+        return "updated"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # 0600 from the start
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
-    os.chmod(tmp, 0o644)
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
     return "updated" if existed else "installed"
 
@@ -154,16 +249,20 @@ def run(args: argparse.Namespace) -> int:
     bin_dir = Path(args.bin_dir)
     try:
         bin_dir.mkdir(parents=True, exist_ok=True)
+        kubeconfig = service_account_kubeconfig(args)
         config = build_config(args)
         for script, name in BINARIES.items():
             target = args.plugin_name if script == "kvnet-cni" else name
             state = install_binary(scripts / script, bin_dir / target, copy=args.copy)
             print(f"{state}: {bin_dir / target}")
-        state = install_shim(bin_dir / SHIM)
+        state = install_shim(bin_dir / SHIM, args.shim_python)
         print(f"{state}: {bin_dir / SHIM}")
+        if kubeconfig is not None:  # before the conflist that names it
+            state = write_if_changed(Path(args.kubeconfig), yaml.safe_dump(kubeconfig, sort_keys=False))
+            print(f"{state}: {args.kubeconfig}")
         conf_path = Path(args.conf_dir) / CONF_NAME
         state = write_if_changed(conf_path, json.dumps(config, indent=2) + "\n")
     except OSError as err:
-        raise IOFailure(f"kvnet install: {err}") from err
+        raise IOFailure(f"{err}") from err
     print(f"{state}: {conf_path}")
     return 0

@@ -10,12 +10,18 @@ Both answer ``None`` for a 404, write ``network-status`` through the ``pods/stat
 subresource with Multus's conflict retries (GET, set the annotation, PUT with the
 ``resourceVersion``; retry on 409), and turn every transport or API failure into
 :class:`~kvnet.core.errors.ApiFailure` at this one boundary.
+
+Both read a kubeconfig's ``tokenFile`` as client-go does (:class:`TokenFile`: re-read
+when the last read is 50 s old, the last good token kept when a read fails) and, on a
+401, re-read it at once and retry the request once, so a rotated ServiceAccount token is
+used without a restart.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import http.client
 import json
 import logging
@@ -217,7 +223,11 @@ class _RetryingStatusWriter:
 
 @dataclass(frozen=True)
 class KubeConfig:
-    """The parts of a kubeconfig's current context the light client uses."""
+    """The parts of a kubeconfig's current context the light client uses.
+
+    With ``token_file``, ``token`` is what the file held when the kubeconfig was read (the
+    file wins over an inline ``token``, as in client-go; the inline one stays the fallback
+    when the file cannot be read)."""
 
     server: str
     ca_file: str | None = None
@@ -231,6 +241,71 @@ class KubeConfig:
     token: str | None = None
     username: str | None = None
     password: str | None = None
+    token_file: str | None = None
+
+
+# client-go's NewCachedFileTokenSource: a tokenFile is re-read a minute after it was last
+# read, less a leeway of 10 s ("half of the duration between when the kubelet refreshes a
+# projected service account token and when the original token expires")
+TOKEN_FILE_PERIOD = 60.0
+TOKEN_FILE_LEEWAY = 10.0
+
+
+def read_token_file(path: str) -> str:
+    """A bearer token file's content without surrounding whitespace (client-go's fileTokenSource)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise InvalidConfig(f"cannot read tokenFile {path}: {why}") from None
+    if not token:
+        raise InvalidConfig(f"read empty token from file {path}")
+    return token
+
+
+class TokenFile:
+    """A kubeconfig's ``tokenFile`` as client-go's cached file token source reads it.
+
+    :meth:`token` re-reads the file once the last read is ``TOKEN_FILE_PERIOD -
+    TOKEN_FILE_LEEWAY`` seconds old; a failed read keeps the last token (and is tried again
+    on the next call). :meth:`refresh` re-reads at once: the clients call it after a 401,
+    where client-go only drops its cache and fails the request.
+    """
+
+    def __init__(self, path: str, token: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self._token = token
+        self._clock = clock
+        self._read_at = clock()
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> str:
+        """The token last read, without looking at the file."""
+        return self._token
+
+    def token(self) -> str:
+        with self._lock:
+            if self._clock() - self._read_at >= TOKEN_FILE_PERIOD - TOKEN_FILE_LEEWAY:
+                self._read()
+            return self._token
+
+    def refresh(self) -> bool:
+        """Read the file now; True when the token changed."""
+        with self._lock:
+            old = self._token
+            self._read()
+            return self._token != old
+
+    def _read(self) -> None:
+        try:
+            token = read_token_file(self.path)
+        except InvalidConfig as err:
+            log.warning("unable to rotate token: %s (keeping the last one)", err.msg)
+            return
+        self._token = token
+        self._read_at = self._clock()
 
 
 def _named(items: object, name: str, what: str, path: str) -> Mapping[str, Any]:
@@ -241,8 +316,8 @@ def _named(items: object, name: str, what: str, path: str) -> Mapping[str, Any]:
     raise InvalidConfig(f"kubeconfig {path}: no {what} named {name!r}")
 
 
-def load_kubeconfig(path: str) -> KubeConfig:
-    """Read the current context of a kubeconfig (relative paths are relative to the file)."""
+def _current_context(path: str) -> tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]:
+    """The current context's (context, cluster, user) of a kubeconfig."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when present
@@ -258,6 +333,25 @@ def load_kubeconfig(path: str) -> KubeConfig:
     context = _named(data.get("contexts"), current, "context", path)
     cluster = _named(data.get("clusters"), str(context.get("cluster")), "cluster", path)
     user = _named(data.get("users"), str(context.get("user")), "user", path) if context.get("user") else {}
+    return context, cluster, user
+
+
+def _path_in(kubeconfig: str, mapping: Mapping[str, Any], key: str) -> str | None:
+    """A file named in a kubeconfig (relative paths are relative to the kubeconfig)."""
+    value = mapping.get(key)
+    if not isinstance(value, str) or not value:
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(kubeconfig)), value)
+
+
+def token_file_of(path: str) -> str | None:
+    """The current user's ``tokenFile`` of a kubeconfig, if it has one."""
+    return _path_in(path, _current_context(path)[2], "tokenFile")
+
+
+def load_kubeconfig(path: str) -> KubeConfig:
+    """Read the current context of a kubeconfig (relative paths are relative to the file)."""
+    context, cluster, user = _current_context(path)
     server = cluster.get("server")
     if not isinstance(server, str) or not server:
         raise InvalidConfig(f"kubeconfig {path}: cluster {context.get('cluster')!r} has no server")
@@ -266,11 +360,9 @@ def load_kubeconfig(path: str) -> KubeConfig:
             f"kubeconfig {path}: user {context.get('user')!r} uses exec/auth-provider credentials; the light "
             "client supports tokens, basic auth and client certificates (use the daemon mode)"
         )
-    base = os.path.dirname(os.path.abspath(path))
 
     def file_of(mapping: Mapping[str, Any], key: str) -> str | None:
-        value = mapping.get(key)
-        return os.path.join(base, value) if isinstance(value, str) and value else None
+        return _path_in(path, mapping, key)
 
     def data_of(mapping: Mapping[str, Any], key: str) -> bytes | None:
         value = mapping.get(key)
@@ -283,12 +375,13 @@ def load_kubeconfig(path: str) -> KubeConfig:
 
     token = user.get("token") if isinstance(user.get("token"), str) else None
     token_file = file_of(user, "tokenFile")
-    if not token and token_file:
+    if token_file:
         try:
-            with open(token_file, encoding="utf-8") as fh:
-                token = fh.read().strip()
-        except OSError as err:
-            raise InvalidConfig(f"kubeconfig {path}: cannot read tokenFile {token_file}: {err.strerror}") from None
+            token = read_token_file(token_file)
+        except InvalidConfig as err:
+            if not token:
+                raise InvalidConfig(f"kubeconfig {path}: {err.msg}") from None
+            log.warning("kubeconfig %s: %s; using its inline token", path, err.msg)
     return KubeConfig(
         server=server.rstrip("/"),
         ca_file=file_of(cluster, "certificate-authority"),
@@ -302,6 +395,7 @@ def load_kubeconfig(path: str) -> KubeConfig:
         token=token or None,
         username=user.get("username") if isinstance(user.get("username"), str) else None,
         password=user.get("password") if isinstance(user.get("password"), str) else None,
+        token_file=token_file,
     )
 
 
@@ -358,6 +452,7 @@ class LightApi(_RetryingStatusWriter):
         self._prefix = parts.path.rstrip("/")
         self._ssl = _ssl_context(conf) if self._https else None
         self._headers = {"Accept": "application/json", "User-Agent": "kvnet/light"}
+        self._token_file = TokenFile(conf.token_file, conf.token) if conf.token_file and conf.token else None
         if conf.token:
             self._headers["Authorization"] = f"Bearer {conf.token}"
         elif conf.username is not None:
@@ -365,7 +460,11 @@ class LightApi(_RetryingStatusWriter):
             self._headers["Authorization"] = f"Basic {basic}"
 
     def _reload_credentials(self) -> bool:
-        """After a 401: re-read the kubeconfig (tokens rotate); True when it changed."""
+        """After a 401: re-read the token file, else the kubeconfig (tokens rotate); True when
+        the credentials changed."""
+        if self._token_file is not None and self._token_file.refresh():
+            log.info("tokenFile %s changed: using its new token", self._token_file.path)
+            return True
         if self._kubeconfig is None:
             return False
         try:
@@ -373,7 +472,8 @@ class LightApi(_RetryingStatusWriter):
         except InvalidConfig as err:
             log.warning("kubeconfig %s cannot be re-read after a 401: %s", self._kubeconfig, err.msg)
             return False
-        if conf == self.conf:
+        used = self.conf if self._token_file is None else dataclasses.replace(self.conf, token=self._token_file.current)
+        if conf == used:
             return False
         log.info("kubeconfig %s changed: using its new credentials", self._kubeconfig)
         self.close()
@@ -408,6 +508,8 @@ class LightApi(_RetryingStatusWriter):
         kvnet makes is safe to repeat: GETs, and PUTs guarded by resourceVersion).
         """
         headers = dict(self._headers)
+        if self._token_file is not None:
+            headers["Authorization"] = f"Bearer {self._token_file.token()}"
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -519,21 +621,50 @@ class ClientApi(_RetryingStatusWriter):
         # A pooled connection the server dropped is replaced (connect/read retry once, at
         # once); HTTP error statuses are never retried here: the caller decides, as client-go.
         configuration.retries = self._retry(total=2, connect=1, read=1, redirect=0, status=0, other=0, backoff_factor=0)
+        self._token_file = self._watch_token_file(configuration)
         api_client = client.ApiClient(configuration)
         self._api_client = api_client
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self.server = api_client.configuration.host
         self._credentials = (
-            configuration.api_key,
+            configuration.api_key,  # the live dict: the token hook keeps the last token used in it
             configuration.cert_file,
             configuration.key_file,
             configuration.username,
             configuration.password,
         )
 
+    def _watch_token_file(self, configuration: Any) -> TokenFile | None:
+        """The kubeconfig's ``tokenFile``, re-read as client-go does (the client library reads
+        it once): the token goes into each request through ``refresh_api_key_hook``."""
+        try:
+            path = token_file_of(self._kubeconfig)
+        except InvalidConfig:
+            return None
+        if path is None:
+            return None
+        loaded = str(configuration.api_key.get("BearerToken") or "").removeprefix("Bearer ")
+        try:
+            source = TokenFile(path, read_token_file(path))
+        except InvalidConfig as err:
+            if not loaded:
+                raise InvalidConfig(f"cannot use kubeconfig {self._kubeconfig}: {err.msg}") from None
+            source = TokenFile(path, loaded)
+
+        def hook(conf: Any) -> None:
+            conf.api_key["BearerToken"] = f"Bearer {source.token()}"
+
+        configuration.refresh_api_key_hook = hook
+        hook(configuration)
+        return source
+
     def _reload_credentials(self) -> bool:
-        """After a 401: re-read the kubeconfig (tokens rotate); True when it changed."""
+        """After a 401: re-read the token file, else the kubeconfig (tokens rotate); True when
+        the credentials changed."""
+        if self._token_file is not None and self._token_file.refresh():
+            log.info("tokenFile %s changed: using its new token", self._token_file.path)
+            return True
         old, old_client = self._credentials, self._api_client
         try:
             self._connect()
