@@ -88,13 +88,18 @@ def add(
         if d.master or main_result is None:
             main_result = result
         try:
-            statuses.extend(
-                network_status.status_from_result(d.name, result, ifname=p.ifname, default=d.master, device_info=info)
-            )
+            statuses.extend(network_status.status_from_result(d.name, result, default=d.master, device_info=info))
         except KvnetError as err:
             raise cmd_err(pa, err, "error setting network statuses") from err
 
-    if api is not None and pod is not None and conf.kubeconfig and not conf.is_system_namespace(pa.namespace):
+    # with no entry at all nothing is written (Multus's SetPodNetworkStatusAnnotation skips a nil list)
+    if (
+        statuses
+        and api is not None
+        and pod is not None
+        and conf.kubeconfig
+        and not conf.is_system_namespace(pa.namespace)
+    ):
         try:
             api.set_network_status(pa.namespace, pa.name, network_status.format_network_status(statuses))
         except KvnetError as err:

@@ -91,7 +91,6 @@ def status_from_result(
     network_name: str,
     result: Mapping[str, Any],
     *,
-    ifname: str,
     default: bool,
     device_info: DeviceInfo | None = None,
 ) -> tuple[NetworkStatus, ...]:
@@ -100,8 +99,8 @@ def status_from_result(
     One interface: one entry with every IP and the default-route gateways. Several:
     one entry per interface with a sandbox, IPs placed by their ``interface`` index
     (unindexed IPs go to the last one), ``default`` on the interface whose IP has the
-    gateway. A result with IPs but no interfaces (CNI 0.2.0) gives one entry named
-    ``ifname``; a result with neither gives none (like Multus).
+    gateway. A result without interfaces gives none, its IPs included (a 0.2.0 result,
+    the KubeVirt binding's empty one), as Multus.
     """
     ifaces, ips, routes = _result_parts(result)
     dns = _dns(result.get("dns"))
@@ -115,9 +114,9 @@ def status_from_result(
         return tuple(ip for ip in (_bare_ip(c.get("address")) for c in ips) if ip is not None)
 
     if len(ifaces) <= 1:
-        if not ifaces and not ips:
+        if not ifaces:
             return ()
-        name: str | None = ifname if not ifaces else None
+        name: str | None = None
         mac: str | None = None
         mtu: int | None = None
         for iface in ifaces:

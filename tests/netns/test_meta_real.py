@@ -674,3 +674,31 @@ def test_static_pod_with_the_runtime_uid_not_the_mirror_uid(lab: PodLab) -> None
     assert out["msg"] == (
         f'kvnet: [default/web/{runtime_uid}]: expected pod UID "{runtime_uid}" but got "{uid}" from Kube API'
     )
+
+
+NO_INTERFACES = """#!{python}
+import json, os, sys
+cmd = os.environ.get("CNI_COMMAND", "")
+conf = json.loads(sys.stdin.read() or "{{}}")
+if cmd == "VERSION":
+    print(json.dumps({{"cniVersion": "1.0.0", "supportedVersions": ["0.3.1", "0.4.0", "1.0.0"]}}))
+elif cmd == "ADD":
+    print(json.dumps({{"cniVersion": conf.get("cniVersion"), "ips": [{{"address": "10.9.9.9/24"}}], "dns": {{}}}}))
+"""
+
+
+def test_a_result_without_interfaces_gets_no_status_entry(lab: PodLab) -> None:
+    """Multus's CreateNetworkStatuses: a delegate result with IPs but no interfaces makes no
+    network-status entry."""
+    plugin = lab.bin_dir / "noiface"
+    plugin.write_text(NO_INTERFACES.format(python=sys.executable))
+    plugin.chmod(0o755)
+    lab.add_nad("bare", {"cniVersion": "1.0.0", "type": "noiface"})
+    uid = lab.add_pod("web", "bare")
+    conf = lab.config([main_bridge("10.94.0.0/24")])
+    rc, out, err = lab.cni("ADD", conf, container="ctr21", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert [(s["name"], s.get("interface")) for s in lab.status("web") or []] == [("main", "eth0")]
+    rc, out, err = lab.cni("DEL", conf, container="ctr21", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}

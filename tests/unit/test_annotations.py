@@ -393,7 +393,7 @@ BRIDGE_STATUS_TEXT = """[{
 
 
 def test_status_from_bridge_result_matches_multus_bytes() -> None:
-    statuses = network_status.status_from_result("pods/bridge-net", BRIDGE_RESULT, ifname="net1", default=False)
+    statuses = network_status.status_from_result("pods/bridge-net", BRIDGE_RESULT, default=False)
     assert statuses == (
         NetworkStatus(
             name="pods/bridge-net",
@@ -414,7 +414,7 @@ def test_status_single_interface_takes_every_ip_and_mtu() -> None:
         "routes": [{"dst": "::/0", "gw": "fd00::1"}],
         "dns": {"nameservers": ["10.0.0.10"], "search": ["svc.local"], "domain": "", "options": []},
     }
-    (status,) = network_status.status_from_result("cluster", result, ifname="eth0", default=True)
+    (status,) = network_status.status_from_result("cluster", result, default=True)
     assert status == NetworkStatus(
         name="cluster",
         interface="eth0",
@@ -453,7 +453,7 @@ def test_status_several_sandbox_interfaces() -> None:
         ],
         "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.1.254"}],
     }
-    got = network_status.status_from_result("ns/multi", result, ifname="net1", default=True)
+    got = network_status.status_from_result("ns/multi", result, default=True)
     assert [(s.interface, s.ips, s.default, s.gateway) for s in got] == [
         ("a", ("10.0.0.1",), False, ("10.0.1.254",)),
         ("b", ("10.0.1.1", "10.0.2.1"), True, ("10.0.1.254",)),
@@ -462,12 +462,13 @@ def test_status_several_sandbox_interfaces() -> None:
 
 def test_status_without_interfaces() -> None:
     # the binding CNI reports nothing: no entry, as with Multus
-    assert network_status.status_from_result("ns/binding", {"cniVersion": "1.0.0"}, ifname="net2", default=False) == ()
-    # a 0.2.0 result has IPs but no interfaces: one entry under the requested name
+    assert network_status.status_from_result("ns/binding", {"cniVersion": "1.0.0"}, default=False) == ()
+    # IPs without interfaces (a 0.2.0 result, or any result without interfaces): no entry
+    # either, as Multus's CreateNetworkStatuses (its IPs are lost)
     old = {"cniVersion": "0.2.0", "ip4": {"ip": "10.1.1.2/24", "gateway": "10.1.1.1", "routes": [{"dst": "0.0.0.0/0"}]}}
-    assert network_status.status_from_result("ns/old", old, ifname="net3", default=False) == (
-        NetworkStatus(name="ns/old", interface="net3", ips=("10.1.1.2",)),
-    )
+    assert network_status.status_from_result("ns/old", old, default=False) == ()
+    ips_only = {"cniVersion": "1.0.0", "ips": [{"address": "10.1.1.2/24"}], "dns": {}}
+    assert network_status.status_from_result("ns/ips", ips_only, default=True) == ()
 
 
 def test_status_with_device_info() -> None:
@@ -481,7 +482,7 @@ def test_status_with_device_info() -> None:
         },
     )
     result = {"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": "/ns"}]}
-    statuses = network_status.status_from_result("ns/sriov", result, ifname="net1", default=False, device_info=info)
+    statuses = network_status.status_from_result("ns/sriov", result, default=False, device_info=info)
     text = network_status.format_network_status(statuses)
     assert json.loads(text) == [
         {
@@ -678,7 +679,7 @@ result_values = st.recursive(
 @settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.sampled_from(RESULT_KEYS), result_values, max_size=6), st.booleans())
 def test_status_from_any_result_never_crashes(result: dict[str, Any], default: bool) -> None:
-    statuses = network_status.status_from_result("ns/x", result, ifname="net1", default=default)
+    statuses = network_status.status_from_result("ns/x", result, default=default)
     assert network_status.parse_network_status(network_status.format_network_status(statuses)) == statuses
 
 

@@ -597,6 +597,28 @@ def test_status_write_failure_fails_add_and_leaves_it_to_del(tmp_path: Path) -> 
     assert cache.load(tmp_path / "cache", "c0ffee") is None
 
 
+class _NoInterfaces(FakeRunner):
+    """Every ADD result has IPs but no interfaces."""
+
+    def run_network(
+        self, command: str, network: Mapping[str, Any], env: DelegateEnv, **kw: Any
+    ) -> dict[str, Any] | None:
+        out = super().run_network(command, network, env, **kw)
+        if out is not None:
+            out.pop("interfaces")
+            out["ips"][0].pop("interface")
+        return out
+
+
+def test_results_without_interfaces_get_no_status_entry(tmp_path: Path) -> None:
+    """Multus's CreateNetworkStatuses makes no entry for a result without interfaces; with
+    no entry at all, network-status is not written (SetPodNetworkStatusAnnotation skips a
+    nil list)."""
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
+    run("ADD", config(tmp_path), api, _NoInterfaces())
+    assert api.writes == []
+
+
 def test_duplicate_interface_rejected_before_anything_runs(tmp_path: Path) -> None:
     api = FakeApi([pod(**{NETWORKS: "a@net2,b"})], [nad("a"), nad("b")])
     runner = FakeRunner()
