@@ -35,7 +35,7 @@ from kvnet.core.errors import (
     UnknownContainer,
 )
 from kvnet.core.model import DeviceInfo, NetworkStatus
-from kvnet.meta import cache
+from kvnet.meta import cache, gateways
 from kvnet.meta import status as network_status
 from kvnet.meta.cache import CachedDelegate
 from kvnet.meta.config import MultusConfig
@@ -84,11 +84,12 @@ def add(
     statuses: list[NetworkStatus] = []
     for p in planned:
         d = p.delegate
-        result, info = _add_one(request, conf, pa, planned, p, runner, seams)
+        result, own, info = _add_one(request, conf, pa, planned, p, runner, seams)
         if d.master or main_result is None:
             main_result = result
         try:
-            statuses.extend(network_status.status_from_result(d.name, result, default=d.master, device_info=info))
+            # from the delegate's own result, as Multus's CreateNetworkStatuses(tmpResult)
+            statuses.extend(network_status.status_from_result(d.name, own, default=d.master, device_info=info))
         except KvnetError as err:
             raise cmd_err(pa, err, "error setting network statuses") from err
 
@@ -115,9 +116,10 @@ def _add_one(
     p: PlannedDelegate,
     runner: Runner,
     seams: Seams,
-) -> tuple[dict[str, Any], DeviceInfo | None]:
+) -> tuple[dict[str, Any], dict[str, Any], DeviceInfo | None]:
     """One delegate's ADD (Multus's ``DelegateAdd``), its ``default-route`` edits and its
-    device-info (a missing or unreadable file is only logged, as Multus does).
+    device-info (a missing or unreadable file is only logged, as Multus does): the result
+    with the edits, the delegate's own result, the device-info.
 
     When the delegate fails, every delegate up to it (itself included) is deleted in
     reverse, errors ignored, before its error is raised (Multus's ``delPlugins`` in
@@ -137,40 +139,69 @@ def _add_one(
             raise plugin_err(pa, d.network_name, err) from err
         raise
     log.info("pod %s: added %s from %s", pa.label, p.ifname, d.name)
-    try:
-        result = _move_default_route(request, d, p.ifname, result, seams.routes)
-    except KvnetError as err:
-        raise cmd_err(pa, err, "error setting default gateway") from err
+    own = copy.deepcopy(dict(result))
+    result = _move_default_route(request, conf, pa, d, p.ifname, result, seams.routes)
     info = None
     if p.device_info_file and seams.devinfo is not None:
         try:
             info = seams.devinfo.load(d.name, request.container_id, p.ifname)
         except KvnetError as err:
             log.debug("pod %s: %s: device-info not read: %s", pa.label, d.name, err.msg)
-    return result, info
+    return result, own, info
 
 
 def _move_default_route(
-    request: CniRequest, d: CachedDelegate, ifname: str, result: Mapping[str, Any], routes: RouteEditor | None
+    request: CniRequest,
+    conf: MultusConfig,
+    pa: PodArgs,
+    d: CachedDelegate,
+    ifname: str,
+    result: Mapping[str, Any],
+    routes: RouteEditor | None,
 ) -> dict[str, Any]:
-    """``default-route``: drop the default route of filtered interfaces, set the requested one.
-
-    The delegate's result is edited the same way, so network-status shows the gateway
-    the pod really uses.
+    """``default-route`` after one delegate's ADD, for a result with interfaces or IPs (as
+    Multus's ``CmdAdd``): drop the default route of filtered interfaces, set the requested
+    one, in the pod and in the returned result; and edit libcni's cached result as
+    Multus's ``DeleteDefaultGWCache`` / ``AddDefaultGWCache`` do (both families dropped
+    there whenever a gateway is requested), so DEL's ``prevResult`` is Multus's.
     """
     out = copy.deepcopy(dict(result))
+    if not (out.get("interfaces") or out.get("ips") or out.get("ip4") or out.get("ip6")):
+        return out
     wanted = d.gateway_request or ()
     families = {
         4: d.is_filter_v4_gateway or any(ipaddress.ip_address(g).version == 4 for g in wanted),
         6: d.is_filter_v6_gateway or any(ipaddress.ip_address(g).version == 6 for g in wanted),
     }
-    if not any(families.values()):
+    cache_v4 = d.is_filter_v4_gateway or bool(wanted)
+    cache_v6 = d.is_filter_v6_gateway or bool(wanted)
+    if not any(families.values()) and not (cache_v4 or cache_v6):
         return out
     if routes is None:
-        raise NetlinkFailure(f"network {d.name}: default-route is requested but no route editor is configured")
-    for fam, drop in families.items():
-        if drop:
-            routes.delete_default(request.netns, ifname, fam)
+        err = NetlinkFailure(f"network {d.name}: default-route is requested but no route editor is configured")
+        raise cmd_err(pa, err, "error setting default gateway")
+    cached = gateways.result_file(conf.cni_dir, d.network_name, request.container_id, ifname)
+    try:
+        for fam, drop in families.items():
+            if drop:
+                routes.delete_default(request.netns, ifname, fam)
+    except KvnetError as err:
+        raise cmd_err(pa, err, "error deleting default gateway") from err
+    if cache_v4 or cache_v6:
+        try:
+            gateways.delete_default_gw_cache(cached, cache_v4, cache_v6)
+        except KvnetError as err:
+            raise cmd_err(pa, err, "error deleting default gateway in cache") from err
+    try:
+        for gw in wanted:
+            routes.set_default(request.netns, ifname, gw)
+    except KvnetError as err:
+        raise cmd_err(pa, err, "error setting default gateway") from err
+    if wanted:
+        try:
+            gateways.add_default_gw_cache(cached, wanted)
+        except KvnetError as err:
+            raise cmd_err(pa, err, "error setting default gateway in cache") from err
     kept = []
     for r in out.get("routes") or []:
         dst = str(r.get("dst", "")) if isinstance(r, Mapping) else ""
@@ -179,7 +210,6 @@ def _move_default_route(
             continue
         kept.append(r)
     for gw in wanted:
-        routes.set_default(request.netns, ifname, gw)
         kept.append({"dst": "0.0.0.0/0" if ipaddress.ip_address(gw).version == 4 else "::/0", "gw": gw})
     if kept or "routes" in out:
         out["routes"] = kept

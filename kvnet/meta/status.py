@@ -66,6 +66,14 @@ def _bare_ip(address: object) -> str | None:
     return go_ip_string(ip) if ip is not None else None
 
 
+def _gateway(gw: object) -> str | None:
+    """A default route's gateway as Multus writes it: Go's ``net.IP.String()``, which is
+    ``<nil>`` for a route without one."""
+    if gw is None or gw == "":
+        return "<nil>"
+    return _bare_ip(gw)
+
+
 def _result_parts(
     result: Mapping[str, Any],
 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]], list[Mapping[str, Any]]]:
@@ -96,7 +104,8 @@ def status_from_result(
 ) -> tuple[NetworkStatus, ...]:
     """The network-status entries for one delegate's result (nadutils ``CreateNetworkStatuses``).
 
-    One interface: one entry with every IP and the default-route gateways. Several:
+    One interface: one entry with every IP and the default-route gateways (``<nil>`` for a
+    default route without a gateway, as Go prints it). Several:
     one entry per interface with a sandbox, IPs placed by their ``interface`` index
     (unindexed IPs go to the last one), ``default`` on the interface whose IP has the
     gateway. A result without interfaces gives none, its IPs included (a 0.2.0 result,
@@ -104,7 +113,7 @@ def status_from_result(
     """
     ifaces, ips, routes = _result_parts(result)
     dns = _dns(result.get("dns"))
-    gateways = tuple(g for g in (_bare_ip(r.get("gw")) for r in routes if _is_default_route(r)) if g is not None)
+    gateways = tuple(g for g in (_gateway(r.get("gw")) for r in routes if _is_default_route(r)) if g is not None)
 
     def mtu_of(iface: Mapping[str, Any]) -> int | None:
         mtu = iface.get("mtu")

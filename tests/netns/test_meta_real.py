@@ -439,10 +439,17 @@ def test_default_route_moves_to_the_selected_network(lab: PodLab) -> None:
     assert rc == 0, (result, err)
     defaults = [(r.get("gateway"), r["dev"]) for r in routes(lab) if r["dst"] == "default"]
     assert defaults == [("10.78.0.1", "net1")]
-    # the main network's result no longer claims the default route; network-status follows
+    # the main network's result no longer claims the default route
     assert all(r.get("dst") != "0.0.0.0/0" for r in result.get("routes", []))
+    # network-status is made from each delegate's own result, as Multus's
+    # CreateNetworkStatuses(tmpResult): the main network's gateway, and blue's default
+    # route that host-local gave without a gateway (Go prints it <nil>)
     status = lab.status("web")
-    assert status[0].get("gateway") is None and status[1]["gateway"] == ["10.78.0.1"]
+    assert [s.get("gateway") for s in status] == [["10.79.0.1"], ["<nil>"]]
+    # libcni's cached results as Multus's DeleteDefaultGWCache / AddDefaultGWCache leave
+    # them, so DEL's prevResult is Multus's
+    cached = {p.name: json.loads(p.read_text())["result"].get("routes") for p in (lab.cni_dir / "results").iterdir()}
+    assert cached == {"main-ctr10-eth0": None, "blue-ctr10-net1": [{"dst": "0.0.0.0/0", "gw": "10.78.0.1"}]}
     rc, out, err = lab.cni("DEL", conf, container="ctr10", pod="web", uid=uid)
     assert rc == 0, (out, err)
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}

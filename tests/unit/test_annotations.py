@@ -471,6 +471,20 @@ def test_status_without_interfaces() -> None:
     assert network_status.status_from_result("ns/ips", ips_only, default=True) == ()
 
 
+def test_status_gateway_of_a_default_route_without_one() -> None:
+    """A default route with no gw (host-local's routes: [{dst: 0.0.0.0/0}]) is written as
+    Go prints a nil net.IP, as Multus's CreateNetworkStatus does."""
+    result = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "net1", "mac": "02:00:00:00:00:01", "sandbox": "/ns"}],
+        "ips": [{"address": "10.1.0.2/24", "gateway": "10.1.0.1", "interface": 0}],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.9.0.0/16", "gw": "10.1.0.9"}],
+    }
+    (status,) = network_status.status_from_result("ns/blue", result, default=False)
+    assert status.gateway == ("<nil>",)
+    assert '"gateway": [\n        "\\u003cnil\\u003e"\n    ]' in network_status.format_network_status([status])
+
+
 def test_status_with_device_info() -> None:
     info = DeviceInfo(
         type="pci",

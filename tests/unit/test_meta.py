@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from kvnet.cni import libcni_cache
 from kvnet.cni.delegate import DelegateEnv
 from kvnet.cni.protocol import parse_cni_args, parse_request
 from kvnet.core.errors import (
@@ -83,7 +84,15 @@ class FakeApi:
 class FakeRunner:
     """Records every call; an ADD result echoes the interface; can fail on a network."""
 
-    def __init__(self, fail_add: str = "", fail_del: Sequence[str] = (), cni_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        fail_add: str = "",
+        fail_del: Sequence[str] = (),
+        cni_dir: Path | None = None,
+        *,
+        write_results: bool = False,
+    ) -> None:
+        self.write_results = write_results  # keep libcni's results cache in cni_dir, as the real runner
         self.calls: list[tuple[str, str, DelegateEnv, dict[str, Any], dict[str, Any]]] = []
         self.fail_add = fail_add
         self.fail_del = set(fail_del)
@@ -110,13 +119,17 @@ class FakeRunner:
             if name == self.fail_add:
                 raise DelegateFailed(f'plugin type="bridge" failed (add): boom on {name}', code=11)
             n = len([c for c in self.calls if c[0] == "ADD"])
-            return {
+            result = {
                 "cniVersion": "1.0.0",
                 "interfaces": [{"name": env.ifname, "mac": f"0a:00:00:00:00:{n:02x}", "sandbox": env.netns}],
                 "ips": [{"address": f"10.{n}.0.5/24", "gateway": f"10.{n}.0.1", "interface": 0}],
                 "routes": [{"dst": "0.0.0.0/0", "gw": f"10.{n}.0.1"}],
                 "dns": {},
             }
+            if self.write_results and self.cni_dir is not None:
+                att = libcni_cache.CachedAttachment(name, env.container_id, env.ifname, b"{}", result=result)
+                libcni_cache.write_result(self.cni_dir, att)
+            return result
         if command == "DEL" and name in self.fail_del:
             raise DelegateFailed(f"del failed on {name}")
         return None
@@ -630,7 +643,7 @@ def test_duplicate_interface_rejected_before_anything_runs(tmp_path: Path) -> No
 
 def test_default_route_moves(tmp_path: Path) -> None:
     api = FakeApi([pod(**{NETWORKS: '[{"name":"a","default-route":["10.2.0.1"]},{"name":"b"}]'})], [nad("a"), nad("b")])
-    runner = FakeRunner()
+    runner = FakeRunner(cni_dir=tmp_path / "cache", write_results=True)
     routes = FakeRoutes()
     result = run("ADD", config(tmp_path), api, runner, Seams(routes=routes))
     assert routes.ops == [
@@ -643,8 +656,19 @@ def test_default_route_moves(tmp_path: Path) -> None:
         ("del", "net2", "6"),
     ]
     assert result["routes"] == []  # the main network lost its default route
+    # network-status comes from each delegate's own result (Multus's CreateNetworkStatuses(tmpResult))
     status = json.loads(api.status[("default", "web")])
-    assert status[1]["gateway"] == ["10.2.0.1"] and "gateway" not in status[0]
+    assert [s["gateway"] for s in status] == [["10.1.0.1"], ["10.2.0.1"], ["10.3.0.1"]]
+    # libcni's cached results as Multus's DeleteDefaultGWCache / AddDefaultGWCache leave them
+    cached_routes = [
+        (att.network_name, (att.result or {}).get("routes"))
+        for att in libcni_cache.list_attachments(tmp_path / "cache", "c0ffee")
+    ]
+    assert sorted(cached_routes) == [
+        ("a", [{"dst": "0.0.0.0/0", "gw": "10.2.0.1"}]),
+        ("b", None),
+        ("main-net", None),
+    ]
     cached = cache.load(tmp_path / "cache", "c0ffee")
     assert [(d.is_filter_v4_gateway, d.is_filter_v6_gateway) for d in cached] == [
         (True, True),
