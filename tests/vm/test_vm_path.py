@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from kvnet.lab import guest
+from kvnet.lab.kube import KubeCluster
 from kvnet.lab.vm.run import link_leftovers, run_scenario, sh
 from kvnet.lab.vm.scenario import bridge_scenario, default_scenario
 
@@ -37,10 +38,12 @@ def existing_netns() -> set[str]:
 
 
 def test_vm_gets_every_nic_and_the_bond_fails_over(
-    guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any]
+    guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any], kube: KubeCluster
 ) -> None:
+    """The whole path on the real API server (the virt-launcher pod and NADs created there,
+    network-status written through its pods/status)."""
     scenario = default_scenario()
-    result = run_scenario(guest_image.kernel.parent, scenario, netns_factory=netns_factory)
+    result = run_scenario(guest_image.kernel.parent, scenario, netns_factory=netns_factory, kube=kube)
     why = result.explain()
     assert result.error is None, why
     assert [r.network for r in result.rows] == [n.name for n in scenario.nets], why
@@ -83,13 +86,17 @@ def test_vm_gets_every_nic_and_the_bond_fails_over(
 
 
 def test_a_guest_that_does_not_boot_fails_with_its_console_and_still_tears_down(
-    guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any], tmp_path: Path
+    guest_image: guest.GuestImage,
+    libvirtd: None,
+    netns_factory: Callable[[str], Any],
+    tmp_path: Path,
+    kube: KubeCluster,
 ) -> None:
     broken = tmp_path / "guest"
     shutil.copytree(guest_image.kernel.parent, broken)
     (broken / "initrd.gz").write_bytes(b"not an initramfs")
     scenario = bridge_scenario(1)
-    result = run_scenario(broken, scenario, netns_factory=netns_factory, failover=False)
+    result = run_scenario(broken, scenario, netns_factory=netns_factory, failover=False, kube=kube)
     assert result.error is not None and "did not report its NICs" in result.error, result.explain()
     assert "Kernel panic" in result.console_text or "VFS" in result.console_text, result.explain()
     assert "guest console" in result.explain() and "Kernel panic" in result.explain()
@@ -99,7 +106,7 @@ def test_a_guest_that_does_not_boot_fails_with_its_console_and_still_tears_down(
 
 
 def test_eight_nics_all_arrive_with_kvnet_binding_as_its_own_program(
-    guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any]
+    guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any], kube: KubeCluster
 ) -> None:
     """``"inProcessBinding": false``: each kvnet-binding delegate runs as a separate program,
     as under Multus (the default scenario covers the in-process binding)."""
@@ -111,6 +118,7 @@ def test_eight_nics_all_arrive_with_kvnet_binding_as_its_own_program(
         failover=False,
         stay=0,
         in_process_binding=False,
+        kube=kube,
     )
     why = result.explain()
     assert result.ok, why

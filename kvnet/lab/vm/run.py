@@ -71,6 +71,7 @@ from kvnet.lab.vm.scenario import (
 
 if TYPE_CHECKING:
     from kvnet.lab.apiserver import ApiStandIn
+    from kvnet.lab.kube import KubeCluster
     from kvnet.lab.launcher import LauncherClient
     from kvnet.lab.libvirtd import Libvirtd
 
@@ -145,8 +146,9 @@ class Lab:
     teardown: Teardown
     timings: dict[str, float]  # seconds by step, kept when a later step fails
     container_id: str
-    api_link: str  # the root end of the veth the API stand-in is reached through
+    api_link: str  # the root end of the veth the API server is reached through
     in_process_binding: bool = True
+    kube: KubeCluster | None = None  # the real API server; None: a fresh API stand-in
 
     def netns(self) -> NetnsLike:
         """A fresh ``kvd-`` netns of this run (deleted on the way out)."""
@@ -167,8 +169,8 @@ class Namespaces:
 
 @dataclass(frozen=True)
 class Api:
-    server: ApiStandIn
-    pod: Mapping[str, Any]  # the virt-launcher pod as loaded
+    server: ApiStandIn | KubeCluster
+    pod: Mapping[str, Any]  # the virt-launcher pod as the API server stored it (its UID)
     vmi: Mapping[str, Any]
 
 
@@ -278,14 +280,28 @@ def start_api(lab: Lab, ns: Namespaces) -> Api:
     sh("ip", "link", "set", lab.api_link, "up")
     sh("ip", "-n", ns.node.name, "addr", "add", f"{node_ip}/30", "dev", "api0")
     sh("ip", "-n", ns.node.name, "link", "set", "api0", "up")
-    server = ApiStandIn(host_ip, 0)
-    server.start()
-    lab.teardown.undo(server.stop)
-    api = Api(server, launcher_pod(s), vmi(s))
     binding_log = None if lab.in_process_binding else str(files.binding_log)
-    server.load([*nads(s, str(files.ipam), binding_log), api.pod])
+    objects = [*nads(s, str(files.ipam), binding_log), launcher_pod(s)]
+    server: ApiStandIn | KubeCluster
+    if lab.kube is None:
+        server = ApiStandIn(host_ip, 0)
+        server.start()
+        lab.teardown.undo(server.stop)
+        server.load(objects)
+        pod = server.get("Pod", NAMESPACE, str(objects[-1]["metadata"]["name"])) or objects[-1]
+        what = f"API stand-in (not a real API server) at {server.url}"
+    else:
+        server = lab.kube
+        server.route_from(ns.node, host_ip)
+        made = server.load(objects)
+        for obj in made:
+            kind, name = str(obj["kind"]), str(obj["metadata"]["name"])
+            lab.teardown.undo(lambda kind=kind, name=name: server.delete(kind, NAMESPACE, name))
+        pod = made[-1]
+        what = f"kube-apiserver at {server.url}"
     server.write_kubeconfig(str(files.kubeconfig))
-    lab.say(f"API stand-in at {server.url}: pod {NAMESPACE}/{api.pod['metadata']['name']} and {len(s.nets) + 1} NADs")
+    api = Api(server, pod, vmi(s))
+    lab.say(f"{what}: pod {NAMESPACE}/{pod['metadata']['name']} and {len(s.nets) + 1} NADs")
     return api
 
 
@@ -329,7 +345,7 @@ def cni_add(lab: Lab, ns: Namespaces, api: Api) -> Attached:
     lab.teardown.check(lambda: cni_del(lab, ns, api))
     cni(lab, ns, api, "ADD")
     lab.timed("cni_add", t0)
-    pod = api.server.get("pods", NAMESPACE, api.pod["metadata"]["name"]) or {}
+    pod = api.server.get("Pod", NAMESPACE, api.pod["metadata"]["name"]) or {}
     status = json.loads(pod.get("metadata", {}).get("annotations", {}).get(STATUS_ANNOTATION, "[]"))
     lab.say(f"kvnet-cni ADD: {len(status)} network-status entries in {lab.timings['cni_add']:.2f} s")
     return Attached({e.get("interface"): e for e in status})
@@ -584,6 +600,7 @@ def run_in(
     failover: bool = True,
     stay: int = 120,
     in_process_binding: bool = True,
+    kube: KubeCluster | None = None,
 ) -> DemoResult:
     """Every stage in ``workdir``, then the teardown and its sweep; never raises for a failed
     step (the error, its traceback, the console log and any leftovers are in the result)."""
@@ -599,6 +616,7 @@ def run_in(
         container_id=uuid.uuid4().hex,
         api_link=f"kvd{uuid.uuid4().hex[:6]}a",
         in_process_binding=in_process_binding,
+        kube=kube,
     )
     observed: Observed | None = None
     bond_failover: Failover | None = None
@@ -653,6 +671,7 @@ def run_scenario(
     netns_factory: NetnsFactory | None = None,
     keep_workdir: bool = False,
     in_process_binding: bool = True,
+    kube: KubeCluster | None = None,
 ) -> DemoResult:
     """Run the whole path once in a fresh work folder and return what happened (never raises
     for a failed step: the error, the console log and any leftovers are in the result).
@@ -674,13 +693,14 @@ def run_scenario(
             failover=failover,
             stay=stay,
             in_process_binding=in_process_binding,
+            kube=kube,
         )
     finally:
         if not keep_workdir:
             subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
 
-def demo(guest_dir: str | Path, out: TextIO = sys.stderr) -> int:
+def demo(guest_dir: str | Path, out: TextIO = sys.stderr, kube: KubeCluster | None = None) -> int:
     """``kvnet demo``'s VM half: progress lines, the guest's NIC table, the failover, 0 on success."""
     start = time.monotonic()
 
@@ -689,7 +709,7 @@ def demo(guest_dir: str | Path, out: TextIO = sys.stderr) -> int:
 
     say("VM demo: a VM in a pod gets one NIC per attachment (real plugins, libvirtd, QEMU TCG)")
     try:
-        result = run_scenario(guest_dir, progress=say)
+        result = run_scenario(guest_dir, progress=say, kube=kube)
     except KvnetError as err:
         print(f"VM demo cannot run: {err.msg}", file=out)
         return 1
