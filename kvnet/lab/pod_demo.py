@@ -33,6 +33,7 @@ from kvnet.lab.apiserver import ApiStandIn
 from kvnet.lab.kube import KubeCluster
 from kvnet.lab.netns import IP, NetnsLike, in_ns, namespaces
 from kvnet.lab.netns import ip as _ip
+from kvnet.lab.teardown import cni_leftovers, lease_files, report_groups
 from kvnet.meta.shim import standalone_script
 
 PLUGIN_DIR = "/usr/lib/cni"
@@ -87,8 +88,6 @@ def patch_nad(nad: Mapping[str, Any], data_dir: str) -> dict[str, Any]:
 
 def leases(data_dir: Path) -> list[str]:
     """host-local's lease files (not its lock or last-reserved bookkeeping)."""
-    from kvnet.lab.teardown import lease_files
-
     return lease_files(data_dir)
 
 
@@ -288,8 +287,6 @@ class PodLab:
 
     def leftovers(self) -> dict[str, list[str]]:
         """Everything a clean DEL must have removed."""
-        from kvnet.lab.teardown import cni_leftovers
-
         return cni_leftovers(self.pod_links(), self.data_dir, self.cni_dir)
 
 
@@ -311,32 +308,30 @@ def _show_interfaces(lab: PodLab, out: TextIO) -> None:
         out.write(f"  {link['ifname']:<8} {link.get('address', ''):<18} {addrs}\n")
 
 
-def run(out: TextIO = sys.stderr) -> int:
-    """The pod demo; returns 0 when the pod got its interfaces and DEL left nothing behind."""
-    from kvnet.lab.teardown import report_groups
-
+def run(out: TextIO = sys.stderr, kube: KubeCluster | None = None, plugin_dir: str = PLUGIN_DIR) -> int:
+    """The pod demo (on ``kube``, the real API server, when given; else on a fresh API
+    stand-in); returns 0 when the pod got its interfaces and DEL left nothing behind."""
     if os.geteuid() != 0:
         out.write("kvnet demo (pod): needs root to create network namespaces\n")
         return 1
     if not (examples_dir() / "pod.yaml").exists():
         out.write(f"kvnet demo (pod): the examples are not at {examples_dir()} (run it from a source checkout)\n")
         return 1
-    pod_uid = "6c0ffee0-0000-4000-8000-00000000d3e0"
     container = "demo" + uuid.uuid4().hex[:12]
     with (
         tempfile.TemporaryDirectory(prefix="kvnet-demo-") as tmp,
         namespaces("kvdemo-node", "kvdemo-pod") as (node, pod),
     ):
-        with PodLab(node, pod, Path(tmp), kvnet_bin_dir=_kvnet_bin_dir()) as lab:
+        with PodLab(node, pod, Path(tmp), kvnet_bin_dir=_kvnet_bin_dir(), plugin_dir=plugin_dir, kube=kube) as lab:
             lab.load_examples()
+            pod_uid = str((lab.api.get("Pod", "default", "demo") or {}).get("metadata", {}).get("uid", ""))
             in_ns(node, IP, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")
             in_ns(node, IP, "link", "set", "uplink0", "up")
             in_ns(node, IP, "link", "set", "uplink1", "up")
             base = json.loads((examples_dir() / "kvnet.conf").read_text())
             conf = lab.config(base["delegates"], name=base["name"])
-            out.write(
-                f"API stand-in (not a real API server) at {lab.api.url}; node netns {node.name}, pod netns {pod.name}\n"
-            )
+            what = "kube-apiserver" if lab.real_api else "API stand-in (not a real API server)"
+            out.write(f"{what} at {lab.api.url}; node netns {node.name}, pod netns {pod.name}\n")
             out.write("ADD: kvnet-cni with the pod default/demo (networks: blue@blue0, uplink, p2p@p2p0)\n")
             rc, result, err = lab.cni("ADD", conf, container=container, pod="demo", uid=pod_uid)
             if rc != 0:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kvnet.lab import pod_demo
+from kvnet.lab.kube import KubeCluster
 
 pytestmark = pytest.mark.root
 
@@ -25,9 +26,11 @@ def _network_status(text: str) -> list[dict[str, Any]]:
     return status
 
 
-def test_pod_demo_adds_the_example_networks_and_leaves_nothing(cni_bin_dir: str, kvnet_bin_dir: str) -> None:
+def test_pod_demo_adds_the_example_networks_and_leaves_nothing(
+    cni_bin_dir: str, kvnet_bin_dir: str, kube: KubeCluster
+) -> None:
     out = io.StringIO()
-    rc = pod_demo.run(out=out)
+    rc = pod_demo.run(out=out, kube=kube, plugin_dir=cni_bin_dir)
     text = out.getvalue()
     assert rc == 0, text
     status = _network_status(text)
