@@ -132,7 +132,7 @@ def _add_one(
         except KvnetError as err:
             log.debug("pod %s: %s: no device-plugin device-info: %s", pa.label, d.name, err.msg)
     try:
-        result = runner.run_network("ADD", d.conf, p.env, runtime_config=p.runtime_config) or {}
+        result = runner.run_network("ADD", d.conf, p.add_env, runtime_config=p.runtime_config) or {}
     except Exception as err:  # whatever the delegate raised, what ran is undone first
         _rollback(request, conf, pa, planned[: p.index + 1], runner, seams)
         if isinstance(err, KvnetError):

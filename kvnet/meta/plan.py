@@ -28,14 +28,17 @@ from kvnet.meta.wording import cmd_prefix
 @dataclass(frozen=True)
 class PlannedDelegate:
     """One delegate of the pod with the call it gets: ``index`` in the full list (the
-    main network is 0), ``ifname``, the ``env`` and the ``runtime_config`` (before the
-    runner keeps only the capabilities the plugin declares)."""
+    main network is 0), ``ifname``, the ``env`` of DEL and CHECK, ``add_env`` (the same
+    with the deprecated ``MAC=``/``IP=`` CNI_ARGS, which only ADD gets, as Multus's
+    ``DelegateAdd`` appends them) and the ``runtime_config`` (before the runner keeps only
+    the capabilities the plugin declares)."""
 
     index: int
     delegate: CachedDelegate
     ifname: str
     env: DelegateEnv
     runtime_config: Mapping[str, Any]
+    add_env: DelegateEnv
 
     @property
     def device_info_file(self) -> str | None:
@@ -60,8 +63,12 @@ def plan(
     )
     out = []
     for idx, (d, ifname) in enumerate(zip(delegates, ifnames, strict=True)):
-        env = DelegateEnv(request.container_id, request.netns, ifname, delegate_cni_args(request, pa, d), request.path)
-        out.append(PlannedDelegate(idx, d, ifname, env, runtime_config(conf, d, request.container_id, ifname, devinfo)))
+        env = DelegateEnv(request.container_id, request.netns, ifname, delegate_cni_args(request, pa), request.path)
+        add_env = DelegateEnv(
+            request.container_id, request.netns, ifname, delegate_cni_args(request, pa, d), request.path
+        )
+        rc = runtime_config(conf, d, request.container_id, ifname, devinfo)
+        out.append(PlannedDelegate(idx, d, ifname, env, rc, add_env))
     return tuple(out)
 
 

@@ -265,6 +265,9 @@ def test_portmap_bandwidth_and_what_delegates_receive(lab: PodLab) -> None:
     assert {"tbf", "ingress"} & set(qdisc_kinds(lab)) == set()
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
     assert [r["env"]["CNI_IFNAME"] for r in records(lab, "DEL")] == ["net2"]
+    # DEL gets no MAC=/IP= (only Multus's DelegateAdd appends them)
+    (deleted,) = records(lab, "DEL")
+    assert deleted["env"]["CNI_ARGS"] == rec["env"]["CNI_ARGS"].removesuffix(";MAC=02:00:00:00:00:42;IP=10.9.9.9/24")
 
 
 def test_rollback_after_failing_third_delegate_leaves_nothing(lab: PodLab) -> None:

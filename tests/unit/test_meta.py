@@ -382,6 +382,22 @@ def test_runtime_config_only_for_selections_not_main(tmp_path: Path) -> None:
     assert status[1]["device-info"]["pci"]["pci-address"] == "0000:3b:02.4"
 
 
+def test_mac_and_ip_cni_args_only_on_add(tmp_path: Path) -> None:
+    """Multus's DelegateAdd appends MAC=/IP= to the ADD's CNI_ARGS; DEL (and the rollback
+    of a failed ADD) and CHECK get the runtime conf without them."""
+    sel = json.dumps([{"name": "a", "mac": "02:00:00:00:00:42", "ips": ["10.9.9.9/24"]}, {"name": "b"}])
+    api = FakeApi([pod(**{NETWORKS: sel})], [nad("a"), nad("b")])
+    runner = FakeRunner(fail_add="b")
+    with pytest.raises(DelegateFailed):
+        run("ADD", config(tmp_path), api, runner)
+    args = {(c[0], c[1]): c[2].args for c in runner.calls}
+    assert args[("ADD", "a")].endswith(";MAC=02:00:00:00:00:42;IP=10.9.9.9/24")
+    assert "MAC=" not in args[("DEL", "a")] and "IP=" not in args[("DEL", "a")]
+    runner = FakeRunner()
+    run("DEL", config(tmp_path), api, runner)
+    assert all("MAC=" not in c[2].args and "IP=" not in c[2].args for c in runner.calls)
+
+
 def test_cni_args_in_every_conflist_plugin(tmp_path: Path) -> None:
     chain = {"cniVersion": "1.0.0", "plugins": [{"type": "bridge"}, {"type": "tuning", "args": {"x": 1}}]}
     api = FakeApi([pod(**{NETWORKS: '[{"name":"chain","cni-args":{"k":"v"}}]'})], [nad("chain", config=chain)])
