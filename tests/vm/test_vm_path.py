@@ -156,3 +156,30 @@ def test_links_left_in_the_pod_or_node_netns_are_leftovers(netns_factory: Callab
     assert link_leftovers(scenario, "kvd-gone", node.name)[0].startswith(
         "links in the pod netns kvd-gone could not be listed"
     )
+
+
+def test_kvnet_binding_and_sidecar_under_the_real_multus(
+    guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any], kube: KubeCluster
+) -> None:
+    """A cluster that keeps Multus (v4.3.0 thin, from build/peers) and adds only kvnet's
+    binding: Multus reads the binding NADs from the real API server and calls kvnet-binding
+    as its own program; the sidecar turns what it plumbed into the guest's NICs."""
+    scenario = bridge_scenario(3)
+    result = run_scenario(
+        guest_image.kernel.parent,
+        scenario,
+        netns_factory=netns_factory,
+        failover=False,
+        stay=0,
+        kube=kube,
+        meta="multus",
+        in_process_binding=False,  # the binding NADs then name kvnet-binding's own log file
+    )
+    why = result.explain()
+    assert result.ok, why
+    adds = re.findall(r"kvnet-binding pid=(\d+) ADD container", result.binding_log)
+    assert len(set(adds)) == 3, result.binding_log + why
+    assert [r.guest_name for r in result.rows] == [f"net{i}" for i in range(1, 4)], why
+    assert [r.guest_addresses for r in result.rows] == [(f"10.{100 + i}.0.10/24",) for i in range(1, 4)], why
+    assert all(ok for r in result.rows for _, ok in r.pings), why
+    assert not set(result.netns) & existing_netns(), why

@@ -113,6 +113,13 @@ def make_bin_dir(files: RunFiles) -> Path:
     return bindir
 
 
+def link_multus(bindir: Path) -> None:
+    """The real Multus (thin) beside kvnet's programs, as a cluster that keeps Multus has it."""
+    from kvnet.lab.kube import peer_binary
+
+    (bindir / "multus").symlink_to(peer_binary("multus"))
+
+
 def file_tail(path: Path, lines: int = 30) -> str:
     """The last ``lines`` of a log file ('' when it cannot be read)."""
     try:
@@ -149,6 +156,7 @@ class Lab:
     api_link: str  # the root end of the veth the API server is reached through
     in_process_binding: bool = True
     kube: KubeCluster | None = None  # the real API server; None: a fresh API stand-in
+    meta: str = "kvnet"  # the meta-plugin: kvnet-cni, or "multus" (the real one, thin, from build/peers)
 
     def netns(self) -> NetnsLike:
         """A fresh ``kvd-`` netns of this run (deleted on the way out)."""
@@ -321,9 +329,10 @@ def cni(lab: Lab, ns: Namespaces, api: Api, command: str) -> dict[str, Any]:
         cni_path=files.bin_dir,
         path=os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     )
+    program = "kvnet-cni" if lab.meta == "kvnet" else lab.meta
     done = subprocess.run(
-        ["ip", "netns", "exec", ns.node.name, str(files.bin_dir / "kvnet-cni")],
-        input=json.dumps(cni_config(files, in_process_binding=lab.in_process_binding)),
+        ["ip", "netns", "exec", ns.node.name, str(files.bin_dir / program)],
+        input=json.dumps(cni_config(files, in_process_binding=lab.in_process_binding, meta=lab.meta)),
         env=env,
         capture_output=True,
         text=True,
@@ -332,7 +341,7 @@ def cni(lab: Lab, ns: Namespaces, api: Api, command: str) -> dict[str, Any]:
     )
     if done.returncode != 0:
         raise IOFailure(
-            f"kvnet-cni {command} failed with status {done.returncode}: {done.stdout.strip()}",
+            f"{program} {command} failed with status {done.returncode}: {done.stdout.strip()}",
             done.stderr.strip()[-2000:],
         )
     result: dict[str, Any] = json.loads(done.stdout) if done.stdout.strip() else {}
@@ -340,14 +349,18 @@ def cni(lab: Lab, ns: Namespaces, api: Api, command: str) -> dict[str, Any]:
 
 
 def cni_add(lab: Lab, ns: Namespaces, api: Api) -> Attached:
-    make_bin_dir(lab.files)
+    bindir = make_bin_dir(lab.files)
+    if lab.meta == "multus":
+        link_multus(bindir)
     t0 = time.monotonic()
     lab.teardown.check(lambda: cni_del(lab, ns, api))
     cni(lab, ns, api, "ADD")
     lab.timed("cni_add", t0)
     pod = api.server.get("Pod", NAMESPACE, api.pod["metadata"]["name"]) or {}
     status = json.loads(pod.get("metadata", {}).get("annotations", {}).get(STATUS_ANNOTATION, "[]"))
-    lab.say(f"kvnet-cni ADD: {len(status)} network-status entries in {lab.timings['cni_add']:.2f} s")
+    lab.say(
+        f"{'kvnet-cni' if lab.meta == 'kvnet' else lab.meta} ADD: {len(status)} network-status entries in {lab.timings['cni_add']:.2f} s"
+    )
     return Attached({e.get("interface"): e for e in status})
 
 
@@ -601,6 +614,7 @@ def run_in(
     stay: int = 120,
     in_process_binding: bool = True,
     kube: KubeCluster | None = None,
+    meta: str = "kvnet",
 ) -> DemoResult:
     """Every stage in ``workdir``, then the teardown and its sweep; never raises for a failed
     step (the error, its traceback, the console log and any leftovers are in the result)."""
@@ -617,6 +631,7 @@ def run_in(
         api_link=f"kvd{uuid.uuid4().hex[:6]}a",
         in_process_binding=in_process_binding,
         kube=kube,
+        meta=meta,
     )
     observed: Observed | None = None
     bond_failover: Failover | None = None
@@ -672,6 +687,7 @@ def run_scenario(
     keep_workdir: bool = False,
     in_process_binding: bool = True,
     kube: KubeCluster | None = None,
+    meta: str = "kvnet",
 ) -> DemoResult:
     """Run the whole path once in a fresh work folder and return what happened (never raises
     for a failed step: the error, the console log and any leftovers are in the result).
@@ -694,6 +710,7 @@ def run_scenario(
             stay=stay,
             in_process_binding=in_process_binding,
             kube=kube,
+            meta=meta,
         )
     finally:
         if not keep_workdir:

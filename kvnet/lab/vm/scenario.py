@@ -423,13 +423,18 @@ class RunFiles:
         return self.workdir / "guest-cmd.sock"  # the guest's command channel (QEMU binds it)
 
 
-def cni_config(files: RunFiles, *, in_process_binding: bool = True) -> dict[str, Any]:
+META_PLUGINS = ("kvnet", "multus")  # kvnet-cni, or the real Multus (thin) with only kvnet's binding
+
+
+def cni_config(files: RunFiles, *, in_process_binding: bool = True, meta: str = "kvnet") -> dict[str, Any]:
     """The meta-plugin config a runtime hands ``kvnet-cni`` (Multus keys, the cluster network
-    as the delegate; ``"inProcessBinding": false`` runs kvnet-binding as its own program)."""
+    as the delegate; ``"inProcessBinding": false`` runs kvnet-binding as its own program).
+    ``meta="multus"``: the same config for the real Multus, which always runs kvnet-binding
+    as its own program."""
     conf: dict[str, Any] = {
         "cniVersion": "1.0.0",
-        "name": "kvnet",
-        "type": "kvnet",
+        "name": "kvnet" if meta == "kvnet" else "multus-cni-network",
+        "type": meta,
         "kubeconfig": str(files.kubeconfig),
         "cniDir": str(files.cni_cache),
         "binDir": str(files.bin_dir),
@@ -451,7 +456,7 @@ def cni_config(files: RunFiles, *, in_process_binding: bool = True) -> dict[str,
             }
         ],
     }
-    if not in_process_binding:  # kvnet-binding as its own program, as under Multus
+    if not in_process_binding and meta == "kvnet":  # kvnet-binding as its own program, as under Multus
         conf["inProcessBinding"] = False
     return conf
 
