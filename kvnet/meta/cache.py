@@ -22,13 +22,15 @@ from typing import Any
 from kvnet.cni.protocol import validate_container_id
 from kvnet.core.errors import DecodeFailure, IOFailure
 
-# Go's zero value of libcni.NetworkConfigList, which Multus 4.x marshals for every
-# delegate (only older 4.x releases filled it, for conflists).
+# Go's zero value of libcni.NetworkConfigList (libcni v1.3, as Multus 4.3 links it),
+# which Multus 4.x marshals for every delegate (only older 4.x releases filled it, for
+# conflists).
 _ZERO_NETWORK_CONFIG_LIST: dict[str, Any] = {
     "Name": "",
     "CNIVersion": "",
     "DisableCheck": False,
     "DisableGC": False,
+    "LoadOnlyInlinedPlugins": False,
     "Plugins": None,
     "Bytes": None,
 }
@@ -87,7 +89,9 @@ class CachedDelegate:
 
 
 def _go_netconf(conf: Mapping[str, Any]) -> dict[str, Any]:
-    """``types.NetConf`` as Go marshals it: omitempty fields dropped, ipam/dns always."""
+    """``types.NetConf`` as libcni v1.3's ``PluginConf.MarshalJSON`` writes it: omitempty
+    fields dropped, ``ipam`` always, ``dns`` only when not empty, keys sorted (it
+    re-marshals a map)."""
     out: dict[str, Any] = {}
     for key in ("cniVersion", "name", "type"):
         value = conf.get(key)
@@ -105,8 +109,9 @@ def _go_netconf(conf: Mapping[str, Any]) -> dict[str, Any]:
         for key in ("nameservers", "domain", "search", "options"):
             if dns.get(key):
                 go_dns[key] = dns[key]
-    out["dns"] = go_dns
-    return out
+    if go_dns:
+        out["dns"] = go_dns
+    return dict(sorted(out.items()))
 
 
 def _go_netconflist(conf: Mapping[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,20 @@ MULTUS_CACHE = (
 )
 
 
+# The same macvlan delegate as Multus 4.3 writes it: libcni v1.3's NetworkConfigList has
+# LoadOnlyInlinedPlugins, and PluginConf.MarshalJSON drops an empty dns and re-marshals
+# through a map (keys sorted).
+MULTUS_43_MACVLAN = (
+    '{"Conf":{"cniVersion":"0.3.1","ipam":{"type":"static"},"name":"macvlan-conf","type":"macvlan"},"ConfList":{},'
+    '"CNINetworkConfigList":{"Name":"","CNIVersion":"","DisableCheck":false,"DisableGC":false,'
+    '"LoadOnlyInlinedPlugins":false,"Plugins":null,"Bytes":null},"Name":"default/macvlan-conf","ifnameRequest":"mv0",'
+    '"macRequest":"c2:b0:57:49:47:f1","ipRequest":["10.1.1.101/24"],"default-route":["10.1.1.1"],'
+    '"IsFilterV4Gateway":false,"IsFilterV6Gateway":true,'
+    '"Bytes":"eyJjbmlWZXJzaW9uIjoiMC4zLjEiLCJuYW1lIjoibWFjdmxhbi1jb25mIiwidHlwZSI6Im1hY3ZsYW4iLCJtYXN0ZXIiOiJldGgxIiwi'
+    'bW9kZSI6ImJyaWRnZSIsImlwYW0iOnsidHlwZSI6InN0YXRpYyJ9LCJhcmdzIjp7ImNuaSI6eyJmb28iOiJiYXIifX19"}'
+)
+
+
 def test_multus_written_cache_parses() -> None:
     first, macvlan, sriov = cache.decode(MULTUS_CACHE.encode())
     # the older 4.x conflist comes back lossless (bridge name and subnet restored)
@@ -93,10 +107,15 @@ def test_ours_matches_go_tags_exactly() -> None:
         is_filter_v4_gateway=False,
         is_filter_v6_gateway=True,
     )
-    multus = json.loads(MULTUS_CACHE)[1]
+    multus = json.loads(MULTUS_43_MACVLAN)
     ours = cache.encode_delegate(d)
     assert list(ours) == list(multus)  # same keys in Go's field order
     assert ours == multus  # and the same values, Bytes included
+    assert json.dumps(ours, separators=(",", ":")) == MULTUS_43_MACVLAN  # byte for byte
+    # a 4.3 cache reads back as the older 4.x one does
+    assert cache.decode(f"[{MULTUS_43_MACVLAN}]".encode()) == cache.decode(
+        json.dumps([json.loads(MULTUS_CACHE)[1]]).encode()
+    )
 
 
 def test_conflist_delegate_shape() -> None:
@@ -109,15 +128,16 @@ def test_conflist_delegate_shape() -> None:
         ],
     }
     enc = cache.encode_delegate(CachedDelegate(name="ns/chain", conf=conf, master=True))
-    assert enc["Conf"] == {"ipam": {}, "dns": {}}
+    assert enc["Conf"] == {"ipam": {}}
     assert enc["ConfList"] == {
         "cniVersion": "1.0.0",
         "name": "chain",
         "plugins": [
-            {"type": "bridge", "ipam": {"type": "host-local"}, "dns": {}},
-            {"type": "tuning", "capabilities": {"mac": True}, "ipam": {}, "dns": {}},
+            {"ipam": {"type": "host-local"}, "type": "bridge"},
+            {"capabilities": {"mac": True}, "ipam": {}, "type": "tuning"},
         ],
     }
+    assert list(enc["ConfList"]["plugins"][1]) == ["capabilities", "ipam", "type"]
     assert enc["CNINetworkConfigList"]["Plugins"] is None
     assert "default-route" not in enc and "ifnameRequest" not in enc
     assert json.loads(base64.b64decode(enc["Bytes"])) == conf
