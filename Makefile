@@ -31,8 +31,8 @@ $(VENV)/.stamp: pyproject.toml $(BUILD)/.apt-stamp
 guest: venv
 	$(VENV)/bin/kvnet guest build --out $(BUILD)/guest
 
-# The real peers (kube-apiserver, etcd, Multus 4.3, CNI plugins 1.10, whereabouts) from Go
-# modules, cached by a stamp of their pins (peers/README.md); about 11 minutes cold.
+# The real peers (kube-apiserver, etcd, Multus 4.3, CNI plugins 1.10, whereabouts, kubevirt-peer)
+# from Go modules, cached by a stamp of their pins (peers/README.md); about 16 minutes cold.
 peers:
 	OUT=$(PEERS) bash peers/build.sh
 
