@@ -42,10 +42,11 @@ def version_key(v: str) -> tuple[int, int, int]:
 
 
 def empty_result(cni_version: str, *, ifname: str = "", netns: str = "") -> dict[str, Any]:
-    """What Multus answers on ADD when the pod is already gone: no addresses.
+    """A result with no addresses in ``cni_version``.
 
     With ``ifname`` the one interface the runtime asked for is reported (sandbox =
-    ``netns``), as Multus does; without it the result carries only the version.
+    ``netns``); without it the result carries only the version. (The meta-plugin's
+    answer for a pod that is gone is Multus's own shape: ``kvnet.meta.commands.empty_cni_result``.)
     """
     out: dict[str, Any] = {"cniVersion": cni_version}
     if ifname and cni_version not in _FAMILY_020:

@@ -24,7 +24,6 @@ from typing import Any
 
 from kvnet.cni.delegate import DelegateEnv
 from kvnet.cni.protocol import CniRequest
-from kvnet.cni.results import empty_result
 from kvnet.core.errors import (
     DelegateFailed,
     InvalidConfig,
@@ -62,7 +61,7 @@ def add(
     pod = get_pod(api, pa, on_del=False, seams=seams)
     if pod is None and api is not None and pa.name:
         log.warning("pod %s not found, exiting with an empty CNI result", pa.label)
-        return empty_result(request.cni_version, ifname=request.ifname, netns=request.netns)
+        return empty_cni_result(request)
     delegates = load_delegates(conf, api, pod, pa, seams.allocator)
     if not delegates:
         raise InvalidConfig(f"{cmd_prefix(pa)}no delegate to run")
@@ -105,7 +104,18 @@ def add(
             api.set_network_status(pa.namespace, pa.name, network_status.format_network_status(statuses))
         except KvnetError as err:
             raise cmd_err(pa, err, "error setting the networks status") from err
-    return main_result or empty_result(request.cni_version, ifname=request.ifname, netns=request.netns)
+    return main_result or empty_cni_result(request)
+
+
+def empty_cni_result(request: CniRequest) -> dict[str, Any]:
+    """Multus's ``emptyCNIResult`` as its ``Print`` writes it, whatever the version: the
+    runtime's interface in its netns, one address ``0.0.0.0/0`` with gateway ``0.0.0.0``,
+    no dns (``Result.MarshalJSON`` drops an empty one)."""
+    return {
+        "cniVersion": request.cni_version,
+        "interfaces": [{"name": request.ifname, "sandbox": request.netns}],
+        "ips": [{"address": "0.0.0.0/0", "gateway": "0.0.0.0"}],
+    }
 
 
 def _add_one(

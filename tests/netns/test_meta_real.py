@@ -335,7 +335,11 @@ def test_pod_not_found_is_an_empty_success(lab: PodLab) -> None:
     conf = lab.config([main_bridge("10.70.0.0/24")])
     rc, out, err = lab.cni("ADD", conf, container="ctr5", pod="ghost")
     assert rc == 0, err
-    assert out == {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": lab.pod.path}], "dns": {}}
+    assert out == {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": lab.pod.path}],
+        "ips": [{"address": "0.0.0.0/0", "gateway": "0.0.0.0"}],
+    }
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
 
 

@@ -301,8 +301,16 @@ def test_empty_cni_args_values_filled_and_extra_args_kept(tmp_path: Path) -> Non
 def test_pod_not_found_gives_empty_result_and_runs_nothing(tmp_path: Path) -> None:
     runner = FakeRunner()
     result = run("ADD", config(tmp_path), FakeApi(), runner)
-    assert result == {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/var/run/netns/p"}], "dns": {}}
+    # Multus's emptyCNIResult: the runtime's interface, 0.0.0.0/0 with gateway 0.0.0.0, no dns
+    assert result == {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": "/var/run/netns/p"}],
+        "ips": [{"address": "0.0.0.0/0", "gateway": "0.0.0.0"}],
+    }
     assert runner.calls == [] and not (tmp_path / "cache").exists()
+    # in any config version, as Multus prints it (not converted)
+    result = run("ADD", config(tmp_path, cniVersion="0.3.1"), FakeApi(), runner)
+    assert result["cniVersion"] == "0.3.1" and result["ips"] == [{"address": "0.0.0.0/0", "gateway": "0.0.0.0"}]
 
 
 def test_no_api_runs_config_delegates_only(tmp_path: Path) -> None:
