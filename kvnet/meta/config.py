@@ -223,8 +223,6 @@ def _build(raw: dict[str, Any]) -> MultusConfig:
         # LoadNetConf loads the delegates only without clusterNetwork: with it they are
         # ignored, not even checked
         delegates_raw = []
-    if cluster_network and not kubeconfig:
-        raise InvalidConfig("GetDefaultNetworks: must have either Kubernetes config or delegates")
     for idx, conf in enumerate(delegates_raw):
         problem = delegate_problem(conf)
         if problem:

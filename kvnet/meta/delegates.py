@@ -192,9 +192,7 @@ def load_delegates(
     delegates: list[CachedDelegate] = []
     if conf.cluster_network:
         try:
-            delegates.append(replace(_net_delegate(api, conf, conf.cluster_network, devices), master=True))
-            if pod is None or not conf.is_system_namespace(pod_ns):
-                delegates.extend(_net_delegate(api, conf, n, devices) for n in conf.default_networks)
+            delegates.extend(_default_networks(conf, api, pod is None or not conf.is_system_namespace(pod_ns), devices))
         except KvnetError as err:
             raise cmd_err(pa, err, "failed to get clusterNetwork/defaultNetworks") from err
     else:
@@ -242,10 +240,29 @@ def load_delegates(
     return delegates
 
 
+def _default_networks(
+    conf: MultusConfig, api: KubeApi | None, with_default_networks: bool, devices: _DeviceIds | None
+) -> list[CachedDelegate]:
+    """Multus's ``GetDefaultNetworks``: ``clusterNetwork`` (the master), then
+    ``defaultNetworks``; without an API client there is nothing to resolve them with."""
+    if api is None:
+        raise InvalidConfig("GetDefaultNetworks: must have either Kubernetes config or delegates")
+    out = [replace(_net_delegate(api, conf, conf.cluster_network or "", devices), master=True)]
+    if with_default_networks:
+        out.extend(_net_delegate(api, conf, n, devices) for n in conf.default_networks)
+    return out
+
+
 def main_delegate(conf: MultusConfig, api: KubeApi | None) -> CachedDelegate:
-    """The cluster (main) network without a pod: STATUS and GC act on it alone."""
-    pa = PodArgs("", "", "", "")
-    delegates = load_delegates(conf, api, None, pa, None, use_devices=False)
-    if not delegates:
+    """The cluster (main) network without a pod: STATUS and GC act on it alone (Multus's
+    ``CmdStatus`` / ``CmdGC``: ``failed to get clusterNetwork: ...`` without a pod prefix)."""
+    if conf.cluster_network:
+        try:
+            return _default_networks(conf, _NadsOnce(api) if api is not None else None, False, None)[0]
+        except KvnetError as err:
+            raise cmd_err(None, err, "failed to get clusterNetwork") from err
+    if not conf.delegates:
         raise InvalidConfig("kvnet: no main network configured")
-    return delegates[0]
+    raw = conf.delegates[0]
+    name = raw.get("name")
+    return CachedDelegate(name=name if isinstance(name, str) else "", conf=dict(raw), master=True)

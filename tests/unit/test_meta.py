@@ -449,6 +449,23 @@ def test_cluster_network_wins_over_delegates(tmp_path: Path) -> None:
     assert runner.dels() == [("x", "net1"), ("cluster", "eth0")]
 
 
+def test_cluster_network_without_kubeconfig(tmp_path: Path) -> None:
+    """Multus: ADD fails in GetDefaultNetworks (with the pod prefix), STATUS and GC without
+    it; DEL finds no pod and no cache and succeeds."""
+    cfg = config(tmp_path, clusterNetwork="cluster", cniVersion="1.1.0")
+    del cfg["kubeconfig"]
+    cause = "GetDefaultNetworks: must have either Kubernetes config or delegates"
+    with pytest.raises(InvalidConfig) as err:
+        run("ADD", cfg, None, FakeRunner())
+    assert err.value.msg == f"kvnet: [default/web/uid-1]: failed to get clusterNetwork/defaultNetworks: {cause}"
+    runner = FakeRunner()
+    assert run("DEL", cfg, None, runner) is None and runner.calls == []
+    for command in ("STATUS", "GC"):
+        with pytest.raises(InvalidConfig) as err:
+            run(command, cfg, None, FakeRunner())
+        assert err.value.msg == f"kvnet: failed to get clusterNetwork: {cause}", command
+
+
 def test_default_network_annotation_replaces_main(tmp_path: Path) -> None:
     api = FakeApi([pod(**{DEFAULT_NET: "alt", NETWORKS: "a"})], [nad("alt", "kube-system"), nad("a")])
     runner = FakeRunner()

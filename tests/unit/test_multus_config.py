@@ -141,7 +141,6 @@ DELEGATE = L + "failed to load delegate {} config: "
         ),
         ({"name": "m"}, InvalidConfig, L + "at least one delegate/clusterNetwork must be specified"),
         ({"delegates": []}, InvalidConfig, L + "at least one delegate/clusterNetwork must be specified"),
-        ({"clusterNetwork": "x"}, InvalidConfig, "GetDefaultNetworks: must have either Kubernetes config or delegates"),
         (
             {"delegates": [{"name": "x"}]},
             InvalidConfig,
@@ -337,3 +336,10 @@ def test_delegates_are_ignored_beside_cluster_network() -> None:
     assert conf.cluster_network == "main" and conf.delegates == ()
     with pytest.raises(DecodeFailure):
         parse_multus_config({"clusterNetwork": "main", "kubeconfig": "/k", "delegates": ["not an object"]})
+
+
+def test_cluster_network_without_kubeconfig_is_read() -> None:
+    """Multus's LoadNetConf accepts it; only the commands that need the cluster network
+    fail (GetDefaultNetworks), tested with the commands."""
+    conf = parse_multus_config({"clusterNetwork": "x"})
+    assert conf.cluster_network == "x" and conf.kubeconfig is None
