@@ -90,7 +90,7 @@ def _nad_delegate(
         raise reword(err, f"{missing}: {err.msg}") from err
     if nad is None:
         raise NetworkNotFound(f'{missing}: network-attachment-definitions.k8s.cni.cncf.io "{name}" not found')
-    d = delegate_from_nad(nad, conf.conf_dir)
+    d = delegate_from_nad(nad, conf.conf_dir, name_the_nad=False)  # Multus's words, as it returns them
     device_id = ""
     if d.resource_name and devices is not None:
         device_id = devices.next(d.resource_name, d.name)

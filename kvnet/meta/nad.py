@@ -107,10 +107,12 @@ def _decode_object(data: bytes | str, what: str) -> dict[str, Any]:
     return value
 
 
-def _check_delegate(conf: Mapping[str, Any], where: str) -> None:
+def _check_delegate(conf: Mapping[str, Any], where: str, multus_where: str | None = None) -> None:
+    """Multus's ``LoadDelegateNetConf`` checks (their message after ``multus_where``, which
+    defaults to ``where: ``), then kvnet's own network-name check (after ``where``)."""
     problem = delegate_problem(conf)
     if problem:
-        raise InvalidConfig(f"{where}: {problem}")
+        raise InvalidConfig(f"{where}: {problem}" if multus_where is None else f"{multus_where}{problem}")
     name = conf.get("name")
     if not isinstance(name, str) or not cni_name_ok(name):
         raise InvalidConfig(f"{where}: invalid characters found in network name {name!r}")
@@ -175,10 +177,20 @@ def config_from_file(
 
 
 def delegate_from_nad(
-    nad: Mapping[str, Any], conf_dir: str, *, read_file: ReadFile = read_file_bytes, list_dir: ListDir = list_dir_names
+    nad: Mapping[str, Any],
+    conf_dir: str,
+    *,
+    read_file: ReadFile = read_file_bytes,
+    list_dir: ListDir = list_dir_names,
+    name_the_nad: bool = True,
 ) -> Delegate:
     """The delegate of a NAD: ``spec.config`` (conf or conflist) or, for an empty spec,
-    the file in ``conf_dir`` whose ``name`` is the NAD's name."""
+    the file in ``conf_dir`` whose ``name`` is the NAD's name.
+
+    Every message names the NAD (``net-attach-def <ns>/<name>: ``); with ``name_the_nad``
+    false, Multus's own messages (``GetCNIConfig: ...``, ``LoadDelegateNetConf: ...``) come
+    as Multus's ``getKubernetesDelegate`` returns them, without it (the meta-plugin's
+    choice); kvnet's own checks always name the NAD."""
     meta = _mapping(nad.get("metadata"))
     name = meta.get("name")
     namespace = meta.get("namespace") or ""
@@ -188,6 +200,7 @@ def delegate_from_nad(
         raise InvalidConfig(f"net-attach-def {namespace}/{name}: invalid namespace {namespace!r}")
     full = f"{namespace}/{name}"
     where = f"net-attach-def {full}"
+    multus_where = f"{where}: " if name_the_nad else ""
     annotations = _mapping(meta.get("annotations"))
     resource = annotations.get(RESOURCE_NAME)
     resource_name = resource if isinstance(resource, str) and resource else None
@@ -205,14 +218,14 @@ def delegate_from_nad(
         try:
             conf = config_from_file(name, conf_dir, read_file=read_file, list_dir=list_dir)
         except (InvalidConfig, NetworkNotFound, IOFailure) as err:
-            raise type(err)(f"{where}: GetCNIConfig: err in GetCNIConfigFromFile: {err.msg}") from None
+            raise type(err)(f"{multus_where}GetCNIConfig: err in GetCNIConfigFromFile: {err.msg}") from None
     else:
         conf = _decode_object(
-            config_text, f"{where}: GetCNIConfig: err in getCNIConfigFromSpec: failed to unmarshal Spec.Config"
+            config_text, f"{multus_where}GetCNIConfig: err in getCNIConfigFromSpec: failed to unmarshal Spec.Config"
         )
         if conf.get("name") in (None, ""):
             conf = {**conf, "name": name}
-    _check_delegate(conf, where)
+    _check_delegate(conf, where, multus_where)
     return Delegate(name=full, config=conf, resource_name=resource_name)
 
 

@@ -505,6 +505,30 @@ def test_missing_nad_error_and_code(tmp_path: Path) -> None:
     assert runner.calls == [] and not (tmp_path / "cache").exists()
 
 
+def test_nad_config_errors_read_as_multus_returns_them(tmp_path: Path) -> None:
+    """getKubernetesDelegate returns GetCNIConfig's and LoadDelegateNetConf's errors as they
+    are: no NAD name before them."""
+    broken = {"metadata": {"name": "a", "namespace": "default"}, "spec": {"config": "{"}}
+    typeless = nad("a", config={"cniVersion": "1.0.0", "name": "a"})
+    prefix = (
+        "kvnet: [default/web/uid-1]: error loading k8s delegates k8s args: TryLoadPodDelegates: error in getting k8s "
+        "network for pod: GetNetworkDelegates: failed getting the delegate: "
+    )
+    for obj, cause in (
+        (
+            broken,
+            "GetCNIConfig: err in getCNIConfigFromSpec: failed to unmarshal Spec.Config: unexpected end of JSON input",
+        ),
+        (
+            typeless,
+            "LoadDelegateNetConf: failed with: LoadDelegateNetConfList: delegate must have the 'type' or 'plugin' field",
+        ),
+    ):
+        with pytest.raises(KvnetError) as err:
+            run("ADD", config(tmp_path), FakeApi([pod(**{NETWORKS: "a"})], [obj]), FakeRunner())
+        assert err.value.msg == prefix + cause
+
+
 def test_malformed_annotation_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidAnnotation) as err:
         run("ADD", config(tmp_path), FakeApi([pod(**{NETWORKS: "[{"})]), FakeRunner())
