@@ -20,9 +20,11 @@ from typing import Any
 
 from kvnet.cni.delegate import FALLBACK_BIN_DIR, DelegateRunner, Exec, subprocess_exec
 from kvnet.cni.protocol import CniRequest, Handler
+from kvnet.core.errors import KvnetError
 from kvnet.meta import commands
 from kvnet.meta.config import MultusConfig, parse_multus_config
 from kvnet.meta.ports import DeviceInfoFiles, IpRouteEditor, KubeApi, Runner, Seams
+from kvnet.meta.wording import cmd_err
 
 _LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "error": logging.ERROR, "panic": logging.CRITICAL}
 _FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
@@ -153,9 +155,14 @@ def make_handlers(
 ) -> dict[str, Handler]:
     """The five CNI commands bound to ``kvnet.meta.commands`` with the given side effects."""
 
-    def bind(fn: Callable[..., Any]) -> Handler:
+    def bind(fn: Callable[..., Any], *, wrap_netconf: bool = False) -> Handler:
         def handler(request: CniRequest) -> Mapping[str, Any] | None:
-            conf = parse_multus_config(overlay_config(request.config, daemon_conf))
+            try:
+                conf = parse_multus_config(overlay_config(request.config, daemon_conf))
+            except KvnetError as err:
+                if wrap_netconf:  # CmdAdd, CmdStatus, CmdGC: cmdErr(nil, "error loading netconf: %v")
+                    raise cmd_err(None, err, "error loading netconf") from err
+                raise  # CmdDel and CmdCheck return LoadNetConf's error as it is
             setup_logging(conf)
             api = api_for(conf.kubeconfig) if conf.kubeconfig else None
             out: Mapping[str, Any] | None = fn(
@@ -166,11 +173,11 @@ def make_handlers(
         return handler
 
     return {
-        "ADD": bind(commands.add),
+        "ADD": bind(commands.add, wrap_netconf=True),
         "DEL": bind(commands.delete),
         "CHECK": bind(commands.check),
-        "STATUS": bind(commands.status),
-        "GC": bind(commands.gc),
+        "STATUS": bind(commands.status, wrap_netconf=True),
+        "GC": bind(commands.gc, wrap_netconf=True),
     }
 
 

@@ -1207,6 +1207,28 @@ def test_gc_through_the_runner_sends_gc_not_del(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------
 
 
+def test_config_errors_worded_per_command_as_multus() -> None:
+    """CmdAdd, CmdStatus and CmdGC wrap LoadNetConf's error (cmdErr(nil, "error loading
+    netconf: %v")); CmdDel and CmdCheck return it as it is."""
+    from kvnet.meta.wiring import make_handlers
+
+    handlers = make_handlers(
+        api_for=lambda _k: FakeApi(), runner_for=lambda _c, _r: FakeRunner(), seams_for=lambda _c: Seams()
+    )
+    bad = {"cniVersion": "1.1.0", "name": "kvnet", "type": "kvnet"}
+    cause = "LoadNetConf: at least one delegate/clusterNetwork must be specified"
+    for command, msg in (
+        ("ADD", f"kvnet: error loading netconf: {cause}"),
+        ("STATUS", f"kvnet: error loading netconf: {cause}"),
+        ("GC", f"kvnet: error loading netconf: {cause}"),
+        ("DEL", cause),
+        ("CHECK", cause),
+    ):
+        with pytest.raises(InvalidConfig) as err:
+            handlers[command](request(bad, command))
+        assert err.value.msg == msg, command
+
+
 def test_main_hot_path_imports_no_heavy_library() -> None:
     code = (
         "import sys, kvnet.meta.main\n"
