@@ -14,12 +14,13 @@ Stdlib only: this module is on the CNI hot path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -125,8 +126,62 @@ def _text(blob: bytes) -> str:
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "..."
 
 
+class PluginFailed(DelegateFailed):
+    """A plugin that answered with a failure. ``msg`` is kvnet's (it names the plugin and
+    the command); ``cni_msg`` is the ``msg`` of the ``types.Error`` libcni makes of the
+    failure, and ``libcni_msg`` that error's text (``msg; details``, named after the
+    plugin of a list as libcni's list calls do), which Multus puts in its messages
+    (:func:`libcni_text`)."""
+
+    def __init__(
+        self, msg: str, details: str = "", code: int | None = None, *, cni_msg: str = "", libcni_msg: str = ""
+    ) -> None:  # defaults: copy.copy rebuilds an exception from its args, then its __dict__
+        super().__init__(msg, details, code)
+        self.cni_msg = cni_msg
+        self.libcni_msg = libcni_msg
+
+
+def libcni_text(err: KvnetError) -> str:
+    """What libcni's error says for ``err``: a plugin's failure as libcni reports it (see
+    :class:`PluginFailed`), any other error's own message."""
+    return err.libcni_msg if isinstance(err, PluginFailed) else err.msg
+
+
+def _go_quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _libcni_error(status: int, stdout: bytes, stderr: bytes) -> tuple[str, str]:
+    """invoke's ``RawExec.pluginErr``: the ``types.Error`` libcni makes of a failed plugin,
+    as (``msg``, its ``Error()`` text): the error JSON on stdout (``msg; details``), else
+    libcni's ``netplugin failed`` texts."""
+    out = stdout.decode("utf-8", errors="replace")
+    if not stdout:
+        if not stderr:
+            name = signal.strsignal(-status) if status < 0 else None
+            how = f"signal: {name[:1].lower()}{name[1:]}" if name else ""
+            msg = f"netplugin failed with no error message: {how or f'exit status {status}'}"
+        else:
+            msg = f"netplugin failed: {_go_quote(stderr.decode('utf-8', errors='replace'))}"
+        return msg, msg
+    try:
+        obj = json.loads(stdout)
+    except (ValueError, UnicodeDecodeError) as err:
+        msg = f"netplugin failed but error parsing its diagnostic message {_go_quote(out)}: {err}"
+        return msg, msg
+    if not isinstance(obj, dict):
+        msg = f"netplugin failed but error parsing its diagnostic message {_go_quote(out)}: not a JSON object"
+        return msg, msg
+    text = obj.get("msg")
+    msg = text if isinstance(text, str) else ""
+    more = obj.get("details")
+    details = more if isinstance(more, str) else ""
+    return msg, f"{msg}; {details}" if details else msg
+
+
 def delegate_error(plugin_type: str, command: str, status: int, stdout: bytes, stderr: bytes) -> DelegateFailed:
     """A failed plugin's error: its CNI error JSON (stdout, else stderr), else its raw text."""
+    cni_msg, libcni_msg = _libcni_error(status, stdout, stderr)
     for blob in (stdout, stderr):
         text = blob.strip()
         if not text:
@@ -140,13 +195,19 @@ def delegate_error(plugin_type: str, command: str, status: int, stdout: bytes, s
             msg = str(obj.get("msg") or f"error code {code}")
             details = obj.get("details") or ""
             good_code = code if isinstance(code, int) and not isinstance(code, bool) and code > 0 else None
-            return DelegateFailed(
-                f'plugin type="{plugin_type}" failed ({command.lower()}): {msg}', str(details), code=good_code
+            return PluginFailed(
+                f'plugin type="{plugin_type}" failed ({command.lower()}): {msg}',
+                str(details),
+                code=good_code,
+                cni_msg=cni_msg,
+                libcni_msg=libcni_msg,
             )
     raw = _text(stdout) or _text(stderr)
     if not raw:
         raw = f"killed by signal {-status}" if status < 0 else f"exited with status {status} and no message"
-    return DelegateFailed(f'plugin type="{plugin_type}" failed ({command.lower()}): {raw}')
+    return PluginFailed(
+        f'plugin type="{plugin_type}" failed ({command.lower()}): {raw}', cni_msg=cni_msg, libcni_msg=libcni_msg
+    )
 
 
 def _plugin_conf_list(network: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -418,13 +479,15 @@ class DelegateRunner:
         rc = runtime_config or {}
         prev = convert_result(prev_result, version) if prev_result else None
 
+        is_list = "plugins" in network
         if command == "ADD":
             # libcni's addNetwork checks these before running anything
             validate_container_id(env.container_id)
             validate_ifname(env.ifname)
             result = prev
             for p in plugins:
-                out = self.run("ADD", _build(p, name, version, result, rc), env)
+                with _as_libcni_list(is_list, p, "add"):
+                    out = self.run("ADD", _build(p, name, version, result, rc), env)
                 if out is not None:
                     result = out
             final = result if result is not None else {"cniVersion": version}
@@ -438,7 +501,8 @@ class DelegateRunner:
                 cached = prev = None
             rc_del = rc if runtime_config is not None else cached_caps
             for p in reversed(plugins):
-                self.run("DEL", _build(p, name, version, cached if cached is not None else prev, rc_del), env)
+                with _as_libcni_list(is_list, p, "delete"):
+                    self.run("DEL", _build(p, name, version, cached if cached is not None else prev, rc_del), env)
             if self.cache_dir:
                 libcni_cache.delete_result(self.cache_dir, name, env.container_id, env.ifname)
             return None
@@ -523,7 +587,9 @@ class DelegateRunner:
                 try:
                     self.run_network("DEL", network, stale, runtime_config=att.capability_args)
                 except KvnetError as e:
-                    errors.append((e, f"failed to delete stale attachment {att.container_id} {att.ifname}: {e.msg}"))
+                    errors.append(
+                        (e, f"failed to delete stale attachment {att.container_id} {att.ifname}: {libcni_text(e)}")
+                    )
         if version_key(version) >= (1, 1, 0):
             for p in plugins:
                 conf = _build(p, name, version, None, {})
@@ -532,10 +598,25 @@ class DelegateRunner:
                 try:
                     self.run("GC", conf, env)
                 except KvnetError as e:
-                    errors.append((e, f"failed to GC plugin {p.get('type')}: {e.msg}"))
+                    errors.append((e, f"failed to GC plugin {p.get('type')}: {libcni_text(e)}"))
         if errors:
             first = errors[0][0]
             raise DelegateFailed("\n".join(msg for _, msg in errors), first.details, code=first.cni_code)
+
+
+@contextlib.contextmanager
+def _as_libcni_list(is_list: bool, plugin: Mapping[str, Any], what: str) -> Iterator[None]:
+    """libcni's ``AddNetworkList`` / ``DelNetworkList`` name the failed plugin of a list:
+    ``plugin type="bridge" failed (add): ...`` (with ``name="..."`` when the plugin has one)."""
+    try:
+        yield
+    except PluginFailed as err:
+        if is_list:
+            desc = f"type={_go_quote(str(plugin.get('type') or ''))}"
+            if isinstance(plugin.get("name"), str) and plugin["name"]:
+                desc += f" name={_go_quote(plugin['name'])}"
+            err.libcni_msg = f"plugin {desc} failed ({what}): {err.libcni_msg}"
+        raise
 
 
 def _build(

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from kvnet.cni.delegate import DelegateEnv
+from kvnet.cni.delegate import DelegateEnv, PluginFailed, libcni_text
 from kvnet.cni.protocol import CniRequest
 from kvnet.core.errors import (
     DelegateFailed,
@@ -252,7 +252,7 @@ def _delete_all(
             runner.run_network("DEL", d.conf, p.env, runtime_config=rc)
             log.info("pod %s: deleted %s (%s) from %s", pa.label, p.ifname, d.plugin_type, d.name)
         except Exception as err:  # every delegate is tried, whatever one of them raised
-            msg = err.msg if isinstance(err, KvnetError) else f"{type(err).__name__}: {err}"
+            msg = libcni_text(err) if isinstance(err, KvnetError) else f"{type(err).__name__}: {err}"
             errors.append(delegate_del_err(d, msg))
             log.error("pod %s: DEL of %s on %s failed: %s", pa.label, d.name, p.ifname, msg)
         if p.device_info_file and seams.devinfo is not None:
@@ -356,8 +356,11 @@ def status(
     d = main_delegate(conf, api)
     try:
         runner.run_network("STATUS", d.conf, _bare_env(request))
+    except PluginFailed as err:
+        raise reword(err, err.cni_msg) from err  # the delegate's CNI error as it is (Multus's confStatus)
     except KvnetError as err:
-        raise reword(err, f"kvnet: failed to get the status of the main network {d.name}: {err.msg}") from err
+        what = "error in STATUS command" if d.is_conflist else "error in getting result from StatusNetworkList"
+        raise reword(err, f"{what}: {err.msg}") from err
 
 
 def gc(

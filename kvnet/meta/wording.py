@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING
 
+from kvnet.cni.delegate import libcni_text
 from kvnet.core.errors import KvnetError
 from kvnet.meta.gojson import go_quote
 
@@ -37,38 +38,40 @@ def cmd_err(pa: PodArgs | None, err: KvnetError, what: str) -> KvnetError:
 
 
 def plugin_err(pa: PodArgs, network: str, err: KvnetError) -> KvnetError:
-    """``cmdPluginErr`` for a delegate's ADD: the pod and the network it failed on."""
+    """``cmdPluginErr`` for a delegate's ADD: the pod and the network it failed on, then
+    the delegate's error as libcni reports it."""
     return reword(
         err,
         f"[{pa.namespace}/{pa.name}/{pa.uid}:{network}]: error adding container to network {go_quote(network)}: "
-        f"{err.msg}",
+        f"{libcni_text(err)}",
     )
 
 
 def delegate_del_err(d: CachedDelegate, cause: str) -> str:
-    """``delegateDel``: one delegate's failed DEL (DEL collects them all, so this is text)."""
+    """``DelegateDel``: one delegate's failed DEL (DEL collects them all, so this is text);
+    ``cause`` is the error as libcni reports it (:func:`~kvnet.cni.delegate.libcni_text`)."""
     if d.is_conflist:
         return (
-            f"delegateDel: error invoking ConflistDel - {go_quote(d.network_name)}: "
+            f"DelegateDel: error invoking ConflistDel - {go_quote(d.network_name)}: "
             f"conflistDel: error in getting result from DelNetworkList: {cause}"
         )
     return (
-        f"delegateDel: error invoking DelegateDel - {go_quote(d.plugin_type)}: "
+        f"DelegateDel: error invoking DelegateDel - {go_quote(d.plugin_type)}: "
         f"error in getting result from DelNetwork: {cause}"
     )
 
 
 def delegate_check_err(d: CachedDelegate, err: KvnetError) -> KvnetError:
-    """``delegateCheck``: one delegate's failed CHECK."""
+    """``DelegateCheck``: one delegate's failed CHECK (``confCheck`` / ``conflistCheck``)."""
+    cause = libcni_text(err)
     if d.is_conflist:
         return reword(
             err,
-            f"delegateCheck: error invoking ConflistCheck - {go_quote(d.network_name)}: "
-            f"conflistCheck: error in getting result from CheckNetworkList: {err.msg}",
+            f"DelegateCheck: error invoking ConflistCheck - {go_quote(d.network_name)}: "
+            f"conflistCheck: error in getting result from CheckNetworkList: {cause}",
         )
-    # "DelNetwork" is Multus's own wording for a failed CHECK of a single plugin.
     return reword(
         err,
-        f"delegateCheck: error invoking DelegateCheck - {go_quote(d.plugin_type)}: "
-        f"error in getting result from DelNetwork: {err.msg}",
+        f"DelegateCheck: error invoking DelegateCheck - {go_quote(d.plugin_type)}: "
+        f"error in getting result from CheckNetwork: {cause}",
     )

@@ -999,8 +999,8 @@ def test_del_never_stops_at_one_failure(tmp_path: Path) -> None:
     assert runner.dels() == [("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
     # Multus's CmdDel returns delPlugins' joined errors as they are (no cmdErr prefix)
     assert err.value.msg == (
-        'delegateDel: error invoking DelegateDel - "bridge": error in getting result from DelNetwork: del failed on b'
-        ' / delegateDel: error invoking DelegateDel - "bridge": error in getting result from DelNetwork: del failed on a'
+        'DelegateDel: error invoking DelegateDel - "bridge": error in getting result from DelNetwork: del failed on b'
+        ' / DelegateDel: error invoking DelegateDel - "bridge": error in getting result from DelNetwork: del failed on a'
     )
     assert cache.load(tmp_path / "cache", "c0ffee") is None
 
@@ -1079,10 +1079,10 @@ def test_check_failure_wording(tmp_path: Path) -> None:
     run("ADD", config(tmp_path), api, FakeRunner())
     with pytest.raises(DelegateFailed) as err:
         run("CHECK", config(tmp_path), api, _FailingCheck())
-    # Multus's delegateCheck around confCheck, returned by CmdCheck as it is
+    # Multus's DelegateCheck around confCheck, returned by CmdCheck as it is
     assert err.value.msg == (
-        'delegateCheck: error invoking DelegateCheck - "bridge": '
-        "error in getting result from DelNetwork: link net1 is gone"
+        'DelegateCheck: error invoking DelegateCheck - "bridge": '
+        "error in getting result from CheckNetwork: link net1 is gone"
     )
     assert err.value.cni_code == 11
 
@@ -1176,6 +1176,76 @@ class RecordingExec:
             out = {"cniVersion": "1.1.0", "interfaces": [{"name": env["CNI_IFNAME"], "sandbox": env["CNI_NETNS"]}]}
             return 0, json.dumps(out).encode(), b""
         return 0, b"", b""
+
+
+class FailingExec(RecordingExec):
+    """The RecordingExec, failing one command with the given exit status, stdout and stderr."""
+
+    def __init__(self, command: str, status: int, stdout: bytes, stderr: bytes = b"") -> None:
+        super().__init__()
+        self.fail = (command, status, stdout, stderr)
+
+    def __call__(self, plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
+        if env["CNI_COMMAND"] == self.fail[0]:
+            self.calls.append((env["CNI_COMMAND"], dict(env), json.loads(stdin)))
+            return self.fail[1], self.fail[2], self.fail[3]
+        return super().__call__(plugin, stdin, env, timeout)
+
+
+def _real_runner(tmp_path: Path, fake: RecordingExec) -> Any:
+    from kvnet.cni.delegate import DelegateRunner
+
+    bins = tmp_path / "bin"
+    bins.mkdir(exist_ok=True)
+    (bins / "fake").write_text("#!/bin/sh\n")
+    (bins / "fake").chmod(0o755)
+    return DelegateRunner([str(bins)], exec=fake, cache_dir=str(tmp_path / "cache"))
+
+
+SINGLE = {"cniVersion": "1.1.0", "name": "main-net", "type": "fake"}
+LIST = {"cniVersion": "1.1.0", "name": "main-net", "plugins": [{"type": "fake"}]}
+ERROR_JSON = b'{"cniVersion":"1.1.0","code":7,"msg":"no bridge","details":"br0 is missing"}'
+
+
+@pytest.mark.parametrize(
+    ("main", "stdout", "stderr", "cause"),
+    [
+        # a single conf: libcni's AddNetwork returns the plugin's error as it is (msg; details)
+        (SINGLE, ERROR_JSON, b"", "no bridge; br0 is missing"),
+        # a list: AddNetworkList names the plugin
+        (LIST, ERROR_JSON, b"", 'plugin type="fake" failed (add): no bridge; br0 is missing'),
+        # no JSON: invoke's RawExec words it
+        (SINGLE, b"", b"boom\n", 'netplugin failed: "boom\\n"'),
+        (SINGLE, b"", b"", "netplugin failed with no error message: exit status 1"),
+    ],
+)
+def test_delegate_errors_read_as_libcni_reports_them(
+    tmp_path: Path, main: dict[str, Any], stdout: bytes, stderr: bytes, cause: str
+) -> None:
+    cfg = config(tmp_path, cniVersion="1.1.0", delegates=[main])
+    del cfg["kubeconfig"]
+    with pytest.raises(DelegateFailed) as err:
+        run("ADD", cfg, None, _real_runner(tmp_path, FailingExec("ADD", 1, stdout, stderr)))
+    assert err.value.msg == f'[default/web/uid-1:main-net]: error adding container to network "main-net": {cause}'
+
+
+def test_del_and_status_errors_read_as_multus(tmp_path: Path) -> None:
+    cfg = config(tmp_path, cniVersion="1.1.0", delegates=[LIST])
+    del cfg["kubeconfig"]
+    run("ADD", cfg, None, _real_runner(tmp_path, RecordingExec()))
+    with pytest.raises(DelegateFailed) as err:
+        run("DEL", cfg, None, _real_runner(tmp_path, FailingExec("DEL", 1, ERROR_JSON)))
+    assert err.value.msg == (
+        'DelegateDel: error invoking ConflistDel - "main-net": conflistDel: error in getting result from '
+        'DelNetworkList: plugin type="fake" failed (delete): no bridge; br0 is missing'
+    )
+    # STATUS: the delegate's CNI error as it is, code and details too (Multus's CmdStatus)
+    status_error = b'{"cniVersion":"1.1.0","code":50,"msg":"not ready yet","details":"waiting"}'
+    for main in (SINGLE, LIST):
+        cfg = config(tmp_path, cniVersion="1.1.0", delegates=[main])
+        with pytest.raises(DelegateFailed) as err:
+            run("STATUS", cfg, None, _real_runner(tmp_path, FailingExec("STATUS", 1, status_error)))
+        assert (err.value.msg, err.value.details, err.value.cni_code) == ("not ready yet", "waiting", 50)
 
 
 def test_gc_through_the_runner_sends_gc_not_del(tmp_path: Path) -> None:
