@@ -114,7 +114,7 @@ def _net_delegate(api: KubeApi | None, conf: MultusConfig, netname: str, devices
 
 
 def _selection_delegate(
-    sel: NetworkSelection, api: KubeApi | None, conf: MultusConfig, devices: _DeviceIds | None
+    sel: NetworkSelection, api: KubeApi | None, conf: MultusConfig, devices: _DeviceIds | None, *, gateway_given: bool
 ) -> CachedDelegate:
     d = _nad_delegate(api, conf, sel.namespace, sel.name, devices)
     device_id = d.device_id or (sel.device_id or "")
@@ -126,7 +126,7 @@ def _selection_delegate(
         mac_request=sel.mac or "",
         infiniband_guid_request=sel.infiniband_guid or "",
         ip_request=tuple(sel.ips),
-        gateway_request=tuple(sel.default_route) if sel.default_route else None,
+        gateway_request=tuple(sel.default_route) if gateway_given or sel.default_route else None,
         port_mappings=tuple(sel.port_mappings),
         bandwidth=sel.bandwidth,
         device_id=device_id,
@@ -219,15 +219,18 @@ def load_delegates(
         value = notes.get(selections.NETWORKS)
         if value:
             requested = selections.parse_networks(value, pod_ns)
+            given = selections.default_route_given(value)
             added = []
-            for sel in requested:
+            for i, sel in enumerate(requested):
                 if not conf.namespace_allowed(pod_ns, sel.namespace):
                     raise InvalidAnnotation(
                         f"{_NETWORKS_ERR}GetNetworkDelegates: namespace isolation enabled, annotation violates "
                         f"permission, pod is in namespace {pod_ns} but refers to target namespace {sel.namespace}"
                     )
                 try:
-                    added.append(_selection_delegate(sel, api, conf, devices))
+                    added.append(
+                        _selection_delegate(sel, api, conf, devices, gateway_given=i < len(given) and given[i])
+                    )
                 except KvnetError as err:
                     raise reword(
                         err, f"{_NETWORKS_ERR}GetNetworkDelegates: failed getting the delegate: {err.msg}"

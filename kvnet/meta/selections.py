@@ -242,6 +242,22 @@ def parse_networks(value: str, pod_namespace: str) -> tuple[NetworkSelection, ..
     return selections
 
 
+def default_route_given(value: str) -> tuple[bool, ...]:
+    """Per element of a networks annotation (already parsed by :func:`parse_networks`):
+    whether it has a ``default-route`` key that is not null. Go's ``*[]net.IP`` tells an
+    empty list (a gateway request without a gateway, which still makes Multus filter the
+    other delegates' default routes) from no key, which ``NetworkSelection.default_route``
+    does not."""
+    if not _JSON_HINT.search(value):
+        return ()
+    data = load_annotation(value, _JSON_PREFIX)
+    if not isinstance(data, list):
+        return ()
+    return tuple(
+        isinstance(raw, dict) and go_fields(raw, _ELEMENT_FIELDS).get("default-route") is not None for raw in data
+    )
+
+
 def parse_default_network(value: str, pod_namespace: str) -> NetworkSelection:
     """Parse ``v1.multus-cni.io/default-network``: exactly one network.
 

@@ -762,6 +762,29 @@ def test_default_route_moves(tmp_path: Path) -> None:
     assert err.value.msg.endswith("multus does not support ECMP for default-route")
 
 
+def test_empty_default_route_still_filters_as_multus(tmp_path: Path) -> None:
+    """`default-route: []` is a gateway request without a gateway: Multus's
+    TryLoadPodDelegates runs CheckGatewayConfig for it, so every delegate is marked filtered
+    (a null or missing key is no request)."""
+    for value, filtered in (
+        ('[{"name":"a","default-route":[]}]', True),
+        ('[{"name":"a","default-route":null}]', False),
+        ('[{"name":"a"}]', False),
+    ):
+        api = FakeApi([pod(**{NETWORKS: value})], [nad("a")])
+        run(
+            "ADD",
+            config(tmp_path),
+            api,
+            FakeRunner(cni_dir=tmp_path / "cache", write_results=True),
+            Seams(routes=FakeRoutes()),
+        )
+        cached = cache.load(tmp_path / "cache", "c0ffee") or ()
+        assert [(d.is_filter_v4_gateway, d.is_filter_v6_gateway) for d in cached] == [(filtered, filtered)] * 2, value
+        assert cached[1].gateway_request == (() if filtered else None), value
+        run("DEL", config(tmp_path), api, FakeRunner())
+
+
 def test_resource_name_needs_an_allocator(tmp_path: Path) -> None:
     api = FakeApi([pod(**{NETWORKS: "sriov"})], [nad("sriov", resource="intel.com/sriov")])
     with pytest.raises(InvalidConfig) as err:
