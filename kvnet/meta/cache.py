@@ -139,7 +139,8 @@ def encode_delegate(d: CachedDelegate) -> dict[str, Any]:
     """One ``DelegateNetConf`` in Go field order and with Go's JSON tags."""
     conflist = d.is_conflist
     out: dict[str, Any] = {
-        "Conf": _go_netconf({} if conflist else d.conf),
+        # LoadDelegateNetConf unmarshals a conflist into Conf too: its cniVersion and name
+        "Conf": _go_netconf(d.conf),
         "ConfList": _go_netconflist(d.conf) if conflist else {},
         "CNINetworkConfigList": dict(_ZERO_NETWORK_CONFIG_LIST),
         "Name": d.name,

@@ -128,7 +128,8 @@ def test_conflist_delegate_shape() -> None:
         ],
     }
     enc = cache.encode_delegate(CachedDelegate(name="ns/chain", conf=conf, master=True))
-    assert enc["Conf"] == {"ipam": {}}
+    # Multus's LoadDelegateNetConf unmarshals the conflist into Conf as well
+    assert enc["Conf"] == {"cniVersion": "1.0.0", "ipam": {}, "name": "chain"}
     assert enc["ConfList"] == {
         "cniVersion": "1.0.0",
         "name": "chain",
