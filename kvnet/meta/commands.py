@@ -298,13 +298,15 @@ def delete(
                 request.container_id,
             )
             return
+        got: list[CachedDelegate] = []
         try:
-            delegates = tuple(load_delegates(conf, api, pod, pa, None, use_devices=False))
+            delegates = tuple(load_delegates(conf, api, pod, pa, None, use_devices=False, partial=got))
         except KvnetError as err:
-            if not conf.delegates and not conf.cluster_network:
-                raise cmd_err(pa, err, "failed to get delegates") from err
+            if not got:  # the cluster network itself failed: Multus's CmdDel returns that error
+                raise
+            # Multus's CmdDel goes on with the delegates it had when TryLoadPodDelegates failed
             log.error("pod %s: failed to get delegates: %s, but continue to delete clusterNetwork", pa.label, err.msg)
-            delegates = tuple(load_delegates(conf, api, None, pa, None, use_devices=False))
+            delegates = tuple(got)
     delegates = tuple(
         replace(d, conf={**d.conf, "cniVersion": conf.cni_version})
         if d.is_conflist and not d.conf.get("cniVersion") and conf.cni_version

@@ -184,8 +184,15 @@ def load_delegates(
     allocator: DeviceAllocator | None,
     *,
     use_devices: bool = True,
+    partial: list[CachedDelegate] | None = None,
 ) -> list[CachedDelegate]:
-    """The full delegate list, the main network first."""
+    """The full delegate list, the main network first.
+
+    ``partial``, when given, holds the list as far as it got, as Multus's ``conf.Delegates``
+    does: when the pod's annotations fail after the main networks (or after the selections
+    were appended, at ``CheckGatewayConfig``), what was there stays in it (DEL deletes it).
+    """
+    partial = partial if partial is not None else []
     devices = _DeviceIds(allocator, pa) if use_devices else None
     api = _NadsOnce(api) if api is not None else None
     pod_ns = str(pod_meta(pod).get("namespace") or pa.namespace) if pod is not None else pa.namespace
@@ -201,6 +208,7 @@ def load_delegates(
             delegates.append(
                 CachedDelegate(name=name if isinstance(name, str) else "", conf=dict(raw), master=idx == 0)
             )
+    partial[:] = delegates
     if pod is None:
         return delegates
     notes = pod_annotations(pod)
@@ -215,7 +223,7 @@ def load_delegates(
                     raise reword(err, f"tryLoadK8sPodDefaultNetwork: failed getting the delegate: {err.msg}") from err
             except KvnetError as err:
                 raise reword(err, f"{_DEFAULT_NET_ERR}{err.msg}") from err
-            delegates[0] = replace(main, master=True)
+            delegates[0] = partial[0] = replace(main, master=True)
         value = notes.get(selections.NETWORKS)
         if value:
             requested = selections.parse_networks(value, pod_ns)
@@ -236,6 +244,7 @@ def load_delegates(
                         err, f"{_NETWORKS_ERR}GetNetworkDelegates: failed getting the delegate: {err.msg}"
                     ) from err
             delegates.extend(added)
+            partial.extend(added)
             if any(d.gateway_request is not None for d in delegates):
                 delegates = _check_gateways(delegates)
     except KvnetError as err:

@@ -1055,6 +1055,20 @@ def test_del_without_cache_recomputes_from_pod(tmp_path: Path) -> None:
     assert runner.dels() == [("a", "net1"), ("main-net", "eth0")]
 
 
+def test_del_without_cache_keeps_what_multus_had_when_the_annotation_failed(tmp_path: Path) -> None:
+    """Multus's CmdDel deletes the delegates TryLoadPodDelegates had when it failed: after
+    CheckGatewayConfig (ECMP) the selections are in; after a missing NAD only the main one."""
+    ecmp = '[{"name":"a","default-route":["10.2.0.1"]},{"name":"b","default-route":["10.3.0.1"]}]'
+    api = FakeApi([pod(**{NETWORKS: ecmp})], [nad("a"), nad("b")])
+    runner = FakeRunner()
+    run("DEL", config(tmp_path), api, runner)
+    assert runner.dels() == [("b", "net2"), ("a", "net1"), ("main-net", "eth0")]
+    api = FakeApi([pod(**{NETWORKS: "a,missing"})], [nad("a")])
+    runner = FakeRunner()
+    run("DEL", config(tmp_path), api, runner)
+    assert runner.dels() == [("main-net", "eth0")]
+
+
 def test_del_of_a_multus_written_cache(tmp_path: Path) -> None:
     import importlib.util
 
