@@ -7,7 +7,9 @@ runs the same meta-plugin code with long-lived clients, so a call costs a Python
 with nothing but the standard library plus one round trip.
 
 Socket: the config's ``socketPath``, else ``<socketDir>/kvnet.sock``, else
-``/run/kvnet/kvnet.sock``. VERSION is answered locally. An unreachable daemon is a CNI
+``/run/kvnet/kvnet.sock``. VERSION is answered locally. A config that is not a JSON
+object is refused here with code 6, as ``kvnet-cni`` refuses it (``multus-shim`` runs
+skel, which checks the config before it calls its daemon). An unreachable daemon is a CNI
 error with code 11 (try again later), so the runtime retries.
 """
 
@@ -29,6 +31,7 @@ REQUEST_PATH = "/cni"
 TIMEOUT = 600.0  # seconds; the daemon applies its own per-delegate timeouts
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 TRY_AGAIN_LATER = 11
+DECODING_FAILURE = 6
 
 
 def request(path: str, method: str, url: str, body: bytes = b"", timeout: float = TIMEOUT) -> tuple[int, bytes]:
@@ -103,10 +106,16 @@ def run(environ: Mapping[str, str], stdin: bytes, stdout: Any) -> int:
         sys.stderr.write("kvnet-shim: thick-mode CNI shim for the kvnet daemon\n")
         return 0
     try:
-        conf = json.loads(stdin) if stdin else {}
-    except ValueError:
-        conf = {}
-    path = socket_path(conf if isinstance(conf, dict) else {})
+        conf = json.loads(stdin)
+        problem = "" if isinstance(conf, dict) else f"expected a JSON object, got {type(conf).__name__}"
+    except (ValueError, UnicodeDecodeError) as err:
+        conf, problem = {}, str(err)
+    if problem:  # skel's validateConfig, in kvnet-cni's words
+        error = {"cniVersion": SUPPORTED_VERSIONS[-1], "code": DECODING_FAILURE}
+        error["msg"] = f"error unmarshall network config: {problem}"
+        stdout.write(json.dumps(error, indent=4) + "\n")
+        return 1
+    path = socket_path(conf)
     env = {k: v for k, v in environ.items() if k.startswith("CNI_")}
     try:
         status, out = call_daemon(path, env, stdin)

@@ -1429,6 +1429,24 @@ def test_shim_without_daemon_is_try_again_later(tmp_path: Path) -> None:
     assert err["msg"].startswith(f"kvnet-shim: cannot reach the kvnet daemon at {sock}: ")
 
 
+@pytest.mark.parametrize("stdin", [b"{", b"[1]", b""])
+def test_shim_refuses_a_config_that_is_not_json_as_kvnet_cni_does(stdin: bytes) -> None:
+    """multus-shim runs skel, which checks the config before it calls its daemon: a broken
+    config is code 6, never the try-again-later of an unreachable daemon."""
+    import io
+
+    from kvnet.cni.protocol import plugin_main
+    from kvnet.meta import shim
+
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/n", "CNI_IFNAME": "eth0", "CNI_PATH": "/p"}
+    out = io.StringIO()
+    assert shim.run(env, stdin, out) == 1
+    thin = io.StringIO()
+    assert plugin_main({"ADD": lambda _r: None}, environ=env, stdin=io.BytesIO(stdin), stdout=thin) != 0
+    assert json.loads(out.getvalue()) == json.loads(thin.getvalue())
+    assert json.loads(out.getvalue())["code"] == 6
+
+
 # ------------------------------------------------------------------------------------
 # kvnet install
 # ------------------------------------------------------------------------------------
