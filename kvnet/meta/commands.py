@@ -41,7 +41,7 @@ from kvnet.meta.config import MultusConfig
 from kvnet.meta.delegates import load_delegates, main_delegate
 from kvnet.meta.plan import PlannedDelegate, cached_capability_args, plan
 from kvnet.meta.pod import PodArgs, check_readiness_on_del, get_pod, pod_args, wait_readiness
-from kvnet.meta.ports import KubeApi, RouteEditor, Runner, Seams
+from kvnet.meta.ports import KubeApi, RouteEditor, Runner, Seams, client_go_text
 from kvnet.meta.wording import cmd_err, cmd_prefix, delegate_check_err, delegate_del_err, plugin_err, reword
 
 log = logging.getLogger("kvnet.meta")
@@ -103,7 +103,7 @@ def add(
         try:
             api.set_network_status(pa.namespace, pa.name, network_status.format_network_status(statuses))
         except KvnetError as err:
-            raise cmd_err(pa, err, "error setting the networks status") from err
+            raise reword(err, f"{cmd_prefix(pa)}error setting the networks status: {client_go_text(err)}") from err
     return main_result or empty_cni_result(request)
 
 

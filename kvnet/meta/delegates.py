@@ -24,7 +24,7 @@ from kvnet.meta.config import MultusConfig
 from kvnet.meta.gojson import go_quote
 from kvnet.meta.nad import delegate_from_conf_dir, delegate_from_nad
 from kvnet.meta.pod import PodArgs, pod_annotations, pod_meta
-from kvnet.meta.ports import DeviceAllocator, KubeApi
+from kvnet.meta.ports import DeviceAllocator, KubeApi, client_go_text
 from kvnet.meta.wording import cmd_err, reword
 
 log = logging.getLogger("kvnet.meta")
@@ -87,7 +87,7 @@ def _nad_delegate(
         # read once, never retried (Multus's GetNetAttachDef)
         nad = api.get_nad(namespace, name) if api is not None else None
     except KvnetError as err:
-        raise reword(err, f"{missing}: {err.msg}") from err
+        raise reword(err, f"{missing}: {client_go_text(err)}") from err
     if nad is None:
         raise NetworkNotFound(f'{missing}: network-attachment-definitions.k8s.cni.cncf.io "{name}" not found')
     d = delegate_from_nad(nad, conf.conf_dir, name_the_nad=False)  # Multus's words, as it returns them

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import ssl
 import tempfile
@@ -40,7 +41,7 @@ from urllib.parse import quote, urlsplit
 import yaml
 
 from kvnet.core.errors import ApiFailure, InvalidConfig
-from kvnet.meta.ports import RetriableApiFailure
+from kvnet.meta.ports import KubeApiFailure, RetriableApiFailure, client_go_text
 from kvnet.meta.status import NETWORK_STATUS
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,11 @@ class KubeApi(Protocol):
 
 
 class _Conflict(Exception):
-    """A 409 on an update: someone else wrote the pod first."""
+    """A 409 on an update: someone else wrote the pod first (``msg``: the error's text)."""
+
+    def __init__(self, msg: str = "") -> None:
+        super().__init__(msg)
+        self.msg = msg
 
 
 def pod_path(namespace: str, name: str, *, status: bool = False) -> str:
@@ -166,9 +171,63 @@ def retriable_transport_error(err: BaseException) -> bool:
     return False
 
 
-def _answer_failure(status: int, body: bytes | str | None, msg: str) -> ApiFailure:
-    """The failure for an HTTP error answer: retriable or not (:func:`retriable_answer`)."""
-    return RetriableApiFailure(msg) if retriable_answer(status, body) else ApiFailure(msg)
+# NewGenericServerResponse's texts for an answer without a Status object
+_GENERIC_TEXT = {
+    400: "the server rejected our request for an unknown reason",
+    401: "the server has asked for the client to provide credentials",
+    404: "the server could not find the requested resource",
+    405: "the server does not allow this method on the requested resource",
+    409: "the server reported a conflict",
+    422: "the server rejected our request due to an error in our request",
+    429: "the server has received too many requests and has asked us to try again later",
+    503: "the server is currently unable to handle the request",
+    504: "the server was unable to return a response in the time allotted, but may still be processing the request",
+}
+_RESOURCE_PATH = re.compile(r"^/api(?:s/(?P<group>[^/]+))?/v1/namespaces/[^/]+/(?P<plural>[^/]+)/(?P<name>[^/]+)")
+
+
+def answer_text(method: str, path: str, status: int, body: bytes | str | None) -> str:
+    """client-go's error text for an HTTP error answer, which Multus's messages carry: the
+    Status object's ``message`` when the body is one (``kind: Status``, ``status:
+    Failure``), else ``NewGenericServerResponse``'s text for the code with the request's
+    verb, resource and name (``... (get pods web)``)."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("kind") == "Status" and data.get("status") == "Failure":
+        message = data.get("message")
+        return message if isinstance(message, str) else ""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else (body or "")
+    server = text.strip() if text.strip() and data is None else "unknown"
+    if status in (403, 415):
+        message = server
+    elif status == 406:
+        message = (
+            server
+            if server != "unknown"
+            else "the server was unable to respond with a content type that the client supports"
+        )
+    elif status in _GENERIC_TEXT:
+        message = _GENERIC_TEXT[status]
+    elif status >= 500:
+        message = f"an error on the server ({json.dumps(server, ensure_ascii=False)}) has prevented the request from succeeding"
+    else:
+        message = f"the server responded with the status code {status} but did not return more information"
+    where = _RESOURCE_PATH.match(path.partition("?")[0])
+    if where:
+        resource = where["plural"] + (f".{where['group']}" if where["group"] else "")
+        message += f" ({method.lower()} {resource} {where['name']})"
+    return message
+
+
+def _answer_failure(method: str, path: str, status: int, body: bytes | str | None) -> KubeApiFailure:
+    """The failure for an HTTP error answer: kvnet's message naming the request, client-go's
+    text (:func:`answer_text`), retriable or not (:func:`retriable_answer`)."""
+    reason = http.client.responses.get(status, "no answer")
+    msg = f"Kubernetes API {method} {path}: {status} {_status_message(body, reason)}"
+    cls = RetriableApiFailure if retriable_answer(status, body) else KubeApiFailure
+    return cls(msg, client_go_msg=answer_text(method, path, status, body))
 
 
 def _status_message(body: bytes | str | None, fallback: str) -> str:
@@ -194,8 +253,25 @@ class _RetryingStatusWriter:
         raise NotImplementedError
 
     def set_network_status(self, namespace: str, name: str, value: str) -> None:
+        """Failures read as Multus's ``SetPodNetworkStatusAnnotation`` words them: the first
+        read ``failed to query the pod``, the update (later reads, the PUT, conflicts to the
+        end of the retries, with the last conflict's text) ``failed to update the pod``."""
+        update = (
+            f"SetPodNetworkStatusAnnotation: failed to update the pod {name} in out of cluster comm: "
+            f"SetNetworkStatus: failed to update the pod {name} in out of cluster comm: "
+            f"status update failed for pod {namespace}/{name}: "
+        )
+        conflict = ""
         for attempt in range(1, RETRY_STEPS + 1):
-            pod = self.get_pod(namespace, name)
+            try:
+                pod = self.get_pod(namespace, name)
+            except ApiFailure as err:
+                what = (
+                    f"SetPodNetworkStatusAnnotation: failed to query the pod {name} in out of cluster comm: "
+                    if attempt == 1
+                    else update
+                )
+                raise _reworded(err, what) from err
             if pod is None:
                 log.info("pod %s/%s is gone: network-status not written", namespace, name)
                 return
@@ -207,13 +283,23 @@ class _RetryingStatusWriter:
                 if not self._put_pod_status(namespace, name, updated):
                     log.info("pod %s/%s was deleted while writing network-status", namespace, name)
                 return
-            except _Conflict:
+            except _Conflict as err:
+                conflict = err.msg
                 log.debug("pod %s/%s: conflict writing network-status (attempt %d)", namespace, name, attempt)
                 if attempt < RETRY_STEPS:
                     self.sleep(RETRY_DELAY * (1 + RETRY_JITTER * random.random()))
-        raise ApiFailure(
-            f"status update failed for pod {namespace}/{name}: still conflicting after {RETRY_STEPS} attempts"
+            except ApiFailure as err:
+                raise _reworded(err, update) from err
+        raise KubeApiFailure(
+            f"status update failed for pod {namespace}/{name}: still conflicting after {RETRY_STEPS} attempts",
+            client_go_msg=update + conflict,
         )
+
+
+def _reworded(err: ApiFailure, prefix: str) -> KubeApiFailure:
+    """The same failure (retriable or not), its client-go text after ``prefix``."""
+    cls = RetriableApiFailure if isinstance(err, RetriableApiFailure) else KubeApiFailure
+    return cls(err.msg, err.details, client_go_msg=prefix + (client_go_text(err)))
 
 
 # ------------------------------------------------------------------------------------
@@ -536,17 +622,13 @@ class LightApi(_RetryingStatusWriter):
                         continue
                     timed_out = isinstance(err, (socket.timeout, TimeoutError))
                     what = "timed out" if timed_out else str(err) or type(err).__name__
-                    cls = RetriableApiFailure if retriable_transport_error(err) else ApiFailure
+                    cls = RetriableApiFailure if retriable_transport_error(err) else KubeApiFailure
                     raise cls(f"Kubernetes API {method} {self.conf.server}{path}: {what}") from None
         raise AssertionError("unreachable")
 
     def _json(self, method: str, path: str, status: int, data: bytes) -> Mapping[str, Any]:
         if status >= 300:
-            raise _answer_failure(
-                status,
-                data,
-                f"Kubernetes API {method} {path}: {status} {_status_message(data, http.client.responses.get(status, ''))}",
-            )
+            raise _answer_failure(method, path, status, data)
         return _json_object(f"{method} {path}", data)
 
     def _get(self, path: str) -> Mapping[str, Any] | None:
@@ -565,7 +647,7 @@ class LightApi(_RetryingStatusWriter):
         path = pod_path(namespace, name, status=True)
         status, data = self.request("PUT", path, pod)
         if status == 409:
-            raise _Conflict()
+            raise _Conflict(answer_text("PUT", path, status, data))
         if status == 404:
             return False
         self._json("PUT", path, status, data)
@@ -700,15 +782,15 @@ class ClientApi(_RetryingStatusWriter):
             body = err.body if isinstance(err.body, bytes) else str(err.body or "").encode()
             return int(err.status), body
         except self._transport_errors as err:
-            cls = RetriableApiFailure if retriable_transport_error(err) else ApiFailure
+            cls = RetriableApiFailure if retriable_transport_error(err) else KubeApiFailure
             raise cls(f"Kubernetes API {what} at {self.server}: {err}") from None
         except ValueError as err:  # the client's own model validation refused the object
             raise ApiFailure(f"Kubernetes API {what}: the client refused the object: {err}") from None
 
     def _decode(self, what: str, status: int, data: bytes) -> Mapping[str, Any]:
         if status == 0 or status >= 300:
-            reason = http.client.responses.get(status, "no answer")
-            raise _answer_failure(status, data, f"Kubernetes API {what}: {status} {_status_message(data, reason)}")
+            method, _, path = what.partition(" ")
+            raise _answer_failure(method, path, status, data)
         return _json_object(what, data)
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
@@ -727,7 +809,7 @@ class ClientApi(_RetryingStatusWriter):
         what = f"PUT {pod_path(namespace, name, status=True)}"
         status, data = self._call(what, "_core", "replace_namespaced_pod_status", name, namespace, dict(pod))
         if status == 409:
-            raise _Conflict()
+            raise _Conflict(answer_text("PUT", pod_path(namespace, name, status=True), status, data))
         if status == 404:
             return False
         self._decode(what, status, data)

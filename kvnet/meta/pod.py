@@ -12,8 +12,8 @@ from kvnet.cni.protocol import CniRequest
 from kvnet.core.errors import IOFailure, KvnetError, TryAgainLater, UnknownContainer
 from kvnet.meta.config import MultusConfig
 from kvnet.meta.gojson import go_quote
-from kvnet.meta.ports import KubeApi, RetriableApiFailure, Seams
-from kvnet.meta.wording import cmd_err, cmd_prefix
+from kvnet.meta.ports import KubeApi, RetriableApiFailure, Seams, client_go_text
+from kvnet.meta.wording import cmd_prefix, reword
 
 log = logging.getLogger("kvnet.meta")
 
@@ -150,7 +150,7 @@ def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool, seams: Seams = Se
         if on_del:
             log.warning("pod %s: cannot read the pod on DEL, deleting from the cache: %s", pa.label, err.msg)
             return None
-        raise cmd_err(pa, err, "error waiting for pod") from err
+        raise reword(err, f"{cmd_prefix(pa)}error waiting for pod: {client_go_text(err)}") from err
     if pod is None:
         return None
     uid = str(pod_meta(pod).get("uid") or "")

@@ -16,15 +16,30 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kvnet.cni.delegate import DelegateEnv
-from kvnet.core.errors import ApiFailure, NetlinkFailure
+from kvnet.core.errors import ApiFailure, KvnetError, NetlinkFailure
 from kvnet.core.model import DeviceInfo
 
 READINESS_TIMEOUT = 45.0  # seconds, Multus's pollTimeout
 
 
-class RetriableApiFailure(ApiFailure):
+class KubeApiFailure(ApiFailure):
+    """An API failure from ``kvnet.meta.k8s``. ``msg`` is kvnet's (it names the request);
+    ``client_go_msg`` is the text client-go's error has for the same failure (the server's
+    Status message, ...), which Multus puts in its messages (:func:`client_go_text`)."""
+
+    def __init__(self, msg: str, details: str = "", *, client_go_msg: str = "") -> None:
+        super().__init__(msg, details)
+        self.client_go_msg = client_go_msg or msg
+
+
+class RetriableApiFailure(KubeApiFailure):
     """An API failure Multus's ``isCriticalRequestRetriable`` retries: an answer client-go
     reads as InternalError or ServiceUnavailable, or a refused or reset connection."""
+
+
+def client_go_text(err: KvnetError) -> str:
+    """What client-go's error says for ``err`` (see :class:`KubeApiFailure`), else its message."""
+    return err.client_go_msg if isinstance(err, KubeApiFailure) else err.msg
 
 
 class KubeApi(Protocol):

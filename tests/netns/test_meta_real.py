@@ -566,9 +566,10 @@ def test_pod_read_retried_through_server_errors(standin_lab: PodLab) -> None:
     before = len(lab.api.requests)
     rc, out, err = lab.cni("ADD", conf, container="ctr14", pod="web", uid=uid)
     assert rc == 1 and out["code"] == 103, (out, err)
-    assert (
+    # client-go's text of the failure: the server's message
+    assert out["msg"].endswith(
         "getKubernetesDelegate: cannot find a network-attachment-definition (blue) in namespace (default): "
-        in (out["msg"])
+        "Internal error occurred: injected failure"
     )
     nad_reads = [r for r in lab.api.requests[before:] if r[1].endswith("/network-attachment-definitions/blue")]
     assert nad_reads == [("GET", "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/blue")]
@@ -581,6 +582,17 @@ def test_pod_read_retried_through_server_errors(standin_lab: PodLab) -> None:
     rc, out, err = lab.cni("DEL", conf, container="ctr15", pod="web", uid=uid)
     assert rc == 0, (out, err)
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    # a status write that fails reads as Multus's SetPodNetworkStatusAnnotation words it
+    lab.api.fail_next(500, method="PUT", path="/status")
+    rc, out, err = lab.cni("ADD", conf, container="ctr22", pod="web", uid=uid)
+    assert rc == 1 and out["code"] == 103, (out, err)
+    assert out["msg"] == (
+        f"kvnet: [default/web/{uid}]: error setting the networks status: SetPodNetworkStatusAnnotation: failed to "
+        "update the pod web in out of cluster comm: SetNetworkStatus: failed to update the pod web in out of cluster "
+        "comm: status update failed for pod default/web: Internal error occurred: injected failure"
+    )
+    rc, out, err = lab.cni("DEL", conf, container="ctr22", pod="web", uid=uid)
+    assert rc == 0, (out, err)
     # a pod that keeps answering 503 fails the ADD after about 2.5 s
     lab.api.fail_next(503, method="GET", path=pod_path, times=100)
     before = len(lab.api.requests)

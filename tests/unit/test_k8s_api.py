@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from kvnet.core.errors import ApiFailure, InvalidConfig
 from kvnet.lab.apiserver import ApiStandIn, StandInTls
 from kvnet.meta import k8s
-from kvnet.meta.ports import RetriableApiFailure
+from kvnet.meta.ports import RetriableApiFailure, client_go_text
 from kvnet.meta.status import NETWORK_STATUS
 
 POD: dict[str, Any] = {
@@ -242,6 +242,74 @@ def test_retriable_failures_as_multus_judges_them(
 def test_retriable_answer_rule(status: int, body: Any, retriable: bool) -> None:
     raw = json.dumps(body) if isinstance(body, dict) else body
     assert k8s.retriable_answer(status, raw) is retriable
+
+
+def test_client_go_text_of_failures(api: k8s.KubeApi, standin: ApiStandIn) -> None:
+    """Beside kvnet's message, each failure keeps client-go's text (the server's Status
+    message), which Multus's messages carry; the status write's is worded as Multus's
+    SetPodNetworkStatusAnnotation words it."""
+    standin.fail_next(500, method="GET")
+    with pytest.raises(ApiFailure) as info:
+        api.get_pod("pods", "web")
+    assert client_go_text(info.value) == "Internal error occurred: injected failure"
+    update = (
+        "SetPodNetworkStatusAnnotation: failed to update the pod web in out of cluster comm: SetNetworkStatus: "
+        "failed to update the pod web in out of cluster comm: status update failed for pod pods/web: "
+    )
+    standin.fail_next(403, path="/status")
+    with pytest.raises(ApiFailure) as info:
+        api.set_network_status("pods", "web", STATUS_VALUE)
+    assert client_go_text(info.value) == update + "forbidden: injected failure"
+    standin.fail_next(500, method="GET")
+    with pytest.raises(ApiFailure) as info:
+        api.set_network_status("pods", "web", STATUS_VALUE)
+    assert client_go_text(info.value) == (
+        "SetPodNetworkStatusAnnotation: failed to query the pod web in out of cluster comm: "
+        "Internal error occurred: injected failure"
+    )
+    standin.fail_next(409, path="/status", times=10)
+    with pytest.raises(ApiFailure) as info:
+        api.set_network_status("pods", "web", STATUS_VALUE)
+    assert client_go_text(info.value).startswith(update + 'Operation cannot be fulfilled on pods "web"')
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "body", "text"),
+    [
+        (
+            "GET",
+            "/api/v1/namespaces/ns/pods/web",
+            503,
+            None,
+            "the server is currently unable to handle the request (get pods web)",
+        ),
+        (
+            "GET",
+            "/apis/k8s.cni.cncf.io/v1/namespaces/ns/network-attachment-definitions/blue",
+            502,
+            "bad gateway",
+            'an error on the server ("bad gateway") has prevented the request from succeeding '
+            "(get network-attachment-definitions.k8s.cni.cncf.io blue)",
+        ),
+        (
+            "PUT",
+            "/api/v1/namespaces/ns/pods/web/status",
+            429,
+            None,
+            "the server has received too many requests and has asked us to try again later (put pods web)",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/ns/pods/web",
+            500,
+            {"kind": "Status", "status": "Failure", "message": "etcd down"},
+            "etcd down",
+        ),
+    ],
+)
+def test_answer_text_is_client_gos(method: str, path: str, status: int, body: Any, text: str) -> None:
+    raw = json.dumps(body) if isinstance(body, dict) else body
+    assert k8s.answer_text(method, path, status, raw) == text
 
 
 def test_retriable_transport_errors() -> None:

@@ -943,6 +943,35 @@ def test_get_pod_retries_on_del_too_then_deletes_from_the_cache(tmp_path: Path) 
     assert t.now == pytest.approx(2.5) and len(api.pod_failures) == 8
 
 
+def test_api_failures_read_with_client_gos_text(tmp_path: Path) -> None:
+    """Multus's messages carry client-go's error text (the server's message), not kvnet's
+    request line: the pod read, a NAD read and the status write."""
+    from kvnet.meta.ports import KubeApiFailure
+
+    def fail(text: str) -> KubeApiFailure:
+        return KubeApiFailure(f"Kubernetes API GET /x: 403 {text}", client_go_msg=text)
+
+    api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
+    api.pod_failures = [fail("pods is forbidden"), fail("pods is forbidden")]
+    with pytest.raises(ApiFailure) as err:
+        run("ADD", config(tmp_path), api, FakeRunner())
+    assert err.value.msg == "kvnet: [default/web/uid-1]: error waiting for pod: pods is forbidden"
+    api.nad_failures = [fail("nads are forbidden")]
+    with pytest.raises(ApiFailure) as err:
+        run("ADD", config(tmp_path), api, FakeRunner())
+    assert err.value.msg.endswith("in namespace (default): nads are forbidden")
+
+    class StatusFails(FakeApi):
+        def set_network_status(self, namespace: str, name: str, value: str) -> None:
+            raise KubeApiFailure("Kubernetes API PUT ...", client_go_msg="SetPodNetworkStatusAnnotation: failed ...")
+
+    with pytest.raises(ApiFailure) as err:
+        run("ADD", config(tmp_path), StatusFails([pod(**{NETWORKS: "a"})], [nad("a")]), FakeRunner())
+    assert err.value.msg == (
+        "kvnet: [default/web/uid-1]: error setting the networks status: SetPodNetworkStatusAnnotation: failed ..."
+    )
+
+
 def test_nads_are_not_retried(tmp_path: Path) -> None:
     """Multus's getKubernetesDelegate reads a NAD once; any failure names the NAD."""
     api = FakeApi([pod(**{NETWORKS: "a"})], [nad("a")])
