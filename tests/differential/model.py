@@ -2,10 +2,13 @@
 makes, and which differences from Multus are deliberate or still known.
 
 Strings in configs, NADs, pods and steps may use these tokens, replaced per scenario and
-mode by the harness: ``$NS`` (the scenario's namespace), ``$NS2`` (a second one), ``$SYS``
-(a third, used as ``multusNamespace``), ``$WORK`` (the scenario's folder, shared by both
-programs and wiped between them), ``$KUBECONFIG``, ``$CID`` (the container ID), ``$NETNS``
-(the pod netns path), ``$READY`` (the readiness indicator file), ``$UID`` (the pod's UID).
+mode by the harness (``Tokens``): ``$NS`` (the scenario's namespace), ``$NS2`` (a second
+one), ``$SYS`` (a third, used as ``multusNamespace``), ``$WORK`` (the scenario's folder,
+shared by both programs and wiped between them), ``$BIN`` (the recording bin dir),
+``$KUBECONFIG`` (the real server, or the fault proxy for ``api="faulty"``),
+``$DEAD_KUBECONFIG`` (a port nobody listens on), ``$CID`` (the container ID), ``$NETNS``
+(the pod netns path), ``$READY`` (the readiness indicator file), ``$UID`` (the pod's UID, in
+``Step.env``).
 """
 
 from __future__ import annotations

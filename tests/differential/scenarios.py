@@ -707,7 +707,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "`cni-args` into every plugin of a conflist",
         nads=(Nad("chain", {"cniVersion": "1.0.0", "plugins": [rec(), rec(args={"cni": {"own": "1"}})]}),),
         pods=(Pod(networks=networks({"name": "chain", "cni-args": {"k": "v"}})),),
-        known=("cache-conflist-conf", "result-reencoded"),
+        known=("result-reencoded",),
     ),
     Scenario(
         "json-port-mappings",
@@ -733,7 +733,6 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
         node=True,
         deliberate=("del-capability-args",),
-        known=("cache-conflist-conf",),
     ),
     Scenario(
         "json-bandwidth",
@@ -767,7 +766,6 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
         node=True,
         deliberate=("del-capability-args",),
-        known=("cache-conflist-conf",),
     ),
     Scenario(
         "json-infiniband-guid",
@@ -829,7 +827,6 @@ SCENARIOS: tuple[Scenario, ...] = (
                 )
             ),
         ),
-        known=("del-rebuild-partial",),
     ),
     Scenario(
         "json-default-route-empty",
@@ -837,7 +834,6 @@ SCENARIOS: tuple[Scenario, ...] = (
         nads=(Nad("blue", BLUE_GW),),
         pods=(Pod(networks=networks({"name": "blue", "default-route": []})),),
         deliberate=("default-route-applied",),
-        known=("default-route-empty-filter",),
     ),
     # --- annotation errors ---------------------------------------------------------------
     *(
@@ -892,7 +888,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "conf-not-json",
         "stdin is not JSON",
         steps=(Step("ADD", stdin="{"), Step("DEL", stdin="{")),
-        known=("config-json-wording@thin", "shim-config-check@thick"),
+        known=("config-json-wording",),
     ),
     Scenario(
         "conf-no-delegates",
@@ -980,7 +976,6 @@ SCENARIOS: tuple[Scenario, ...] = (
                 }
             ]
         },
-        known=("cache-conflist-conf",),
     ),
     Scenario(
         "runtime-config",
@@ -1427,7 +1422,6 @@ SCENARIOS: tuple[Scenario, ...] = (
         pods=(Pod(networks="blue"),),
         steps=(Step("ADD", before=(ApiFault(500, "GET", "/network-attachment-definitions/blue"),)), DEL),
         modes=("thin",),
-        known=("api-error-wording",),
     ),
     Scenario(
         "api-409-status-put",
@@ -1446,6 +1440,5 @@ SCENARIOS: tuple[Scenario, ...] = (
         pods=(Pod(networks="blue"),),
         steps=(Step("ADD", before=(ApiFault(500, "PUT", "/status"),)), DEL),
         modes=("thin",),
-        known=("status-write-wording",),
     ),
 )
