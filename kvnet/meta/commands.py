@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from kvnet.cni import libcni_cache
 from kvnet.cni.delegate import DelegateEnv, PluginFailed, libcni_text
 from kvnet.cni.protocol import CniRequest
 from kvnet.core.errors import (
@@ -190,7 +191,7 @@ def _move_default_route(
     if routes is None:
         err = NetlinkFailure(f"network {d.name}: default-route is requested but no route editor is configured")
         raise cmd_err(pa, err, "error setting default gateway")
-    cached = gateways.result_file(conf.cni_dir, d.network_name, request.container_id, ifname)
+    cached = str(libcni_cache.cache_path(conf.cni_dir, d.network_name, request.container_id, ifname))
     try:
         for fam, drop in families.items():
             if drop:

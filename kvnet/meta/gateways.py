@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kvnet.core.errors import IOFailure
-from kvnet.meta.gojson import go_ip_string, parse_ip
+from kvnet.meta.gojson import go_ip_string, go_marshal_map, parse_ip
 
 V4_DEFAULT = "0.0.0.0/0"
 V6_DEFAULT = "::0/0"  # Multus's spelling; a result's "::/0" is not matched by it
@@ -27,23 +27,6 @@ _SUPPORTED = ("0.3.0", "0.3.1", "0.4.0")
 
 class GatewayCacheError(IOFailure):
     """A cached result Multus's netutils could not edit."""
-
-
-def result_file(cni_dir: str, network: str, container_id: str, ifname: str) -> str:
-    return os.path.join(cni_dir, "results", f"{network}-{container_id}-{ifname}")
-
-
-def _go_marshal(value: object) -> str:
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    for char, esc in (
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("&", "\\u0026"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
-        text = text.replace(char, esc)
-    return text
 
 
 def _edit(path: str, edit: Any) -> None:
@@ -63,7 +46,7 @@ def _edit(path: str, edit: Any) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(_go_marshal(cached))
+            f.write(go_marshal_map(cached))
     except OSError as err:
         raise GatewayCacheError(f"open {path}: {err.strerror or err}") from None
 

@@ -184,9 +184,8 @@ def go_fields(obj: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def go_marshal_indent(value: object) -> str:
-    """``json.MarshalIndent(v, "", "    ")``: UTF-8 kept, ``<>&`` and U+2028/9 escaped as Go does."""
-    text = json.dumps(value, indent=4, ensure_ascii=False)
+def _go_escape(text: str) -> str:
+    """Go's encoding/json HTML-safe escapes: ``<>&`` and U+2028/9 as ``\\u`` sequences."""
     for char, esc in (
         ("<", "\\u003c"),
         (">", "\\u003e"),
@@ -196,3 +195,13 @@ def go_marshal_indent(value: object) -> str:
     ):
         text = text.replace(char, esc)
     return text
+
+
+def go_marshal_indent(value: object) -> str:
+    """``json.MarshalIndent(v, "", "    ")``: UTF-8 kept, ``<>&`` and U+2028/9 escaped as Go does."""
+    return _go_escape(json.dumps(value, indent=4, ensure_ascii=False))
+
+
+def go_marshal_map(value: object) -> str:
+    """``json.Marshal`` of Go maps: compact, keys sorted, UTF-8 kept, Go's escapes."""
+    return _go_escape(json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
