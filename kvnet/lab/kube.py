@@ -23,8 +23,7 @@ import socket
 import ssl
 import subprocess
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -487,18 +486,3 @@ def peers_built() -> str | None:
     if shutil.which("openssl") is None:
         return "openssl is not installed (apt-get install openssl)"
     return None
-
-
-@contextlib.contextmanager
-def cluster(workdir: Path | None = None) -> Iterator[KubeCluster]:
-    """A started cluster in ``workdir`` (a fresh temp folder by default), stopped on exit."""
-    import tempfile
-
-    with contextlib.ExitStack() as stack:
-        folder = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kvnet-kube-")))
-        kube = stack.enter_context(KubeCluster(folder))
-        yield kube
-
-
-def unique_name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
