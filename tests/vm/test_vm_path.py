@@ -124,6 +124,7 @@ def test_eight_nics_all_arrive_with_kvnet_binding_as_its_own_program(
     assert result.ok, why
     # the binding set up its own log (its logFile, which the in-process call never opens):
     # every ADD and every DEL came from a kvnet-binding process of its own
+    assert ("multus_daemon" in result.timings) == (meta == "multus-thick"), result.timings
     adds = re.findall(r"kvnet-binding pid=(\d+) ADD container", result.binding_log)
     dels = set(re.findall(r"kvnet-binding pid=(\d+) DEL container", result.binding_log))
     assert len(adds) == len(set(adds)) == 8 and len(dels) == 8 and not dels & set(adds), result.binding_log + why
@@ -158,12 +159,14 @@ def test_links_left_in_the_pod_or_node_netns_are_leftovers(netns_factory: Callab
     )
 
 
+@pytest.mark.parametrize("meta", ["multus", "multus-thick"])
 def test_kvnet_binding_and_sidecar_under_the_real_multus(
-    guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any], kube: KubeCluster
+    guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any], kube: KubeCluster, meta: str
 ) -> None:
-    """A cluster that keeps Multus (v4.3.0 thin, from build/peers) and adds only kvnet's
-    binding: Multus reads the binding NADs from the real API server and calls kvnet-binding
-    as its own program; the sidecar turns what it plumbed into the guest's NICs."""
+    """A cluster that keeps Multus (v4.3.0, from build/peers; thin, or thick: multus-shim to
+    multus-daemon in the node netns) and adds only kvnet's binding: Multus reads the binding
+    NADs from the real API server and calls kvnet-binding as its own program; the sidecar
+    turns what it plumbed into the guest's NICs, and DEL leaves nothing."""
     scenario = bridge_scenario(3)
     result = run_scenario(
         guest_image.kernel.parent,
@@ -172,7 +175,7 @@ def test_kvnet_binding_and_sidecar_under_the_real_multus(
         failover=False,
         stay=0,
         kube=kube,
-        meta="multus",
+        meta=meta,
         in_process_binding=False,  # the binding NADs then name kvnet-binding's own log file
     )
     why = result.explain()

@@ -45,8 +45,10 @@ import yaml
 
 from kvnet.core.errors import InvalidEnvironment, IOFailure, KvnetError
 from kvnet.lab import console, guest
+from kvnet.lab.kube import peer_binary
 from kvnet.lab.netns import NetnsLike, make_netns
 from kvnet.lab.teardown import POD_LINKS_KEPT, Teardown, leftovers, links_left
+from kvnet.lab.thick import DEVINFO_ROOT, NODE_NAME, MultusDaemon, PrivateMounts
 from kvnet.lab.vm.report import DemoResult, Failover, NicRow, guest_errors, nic_rows, summary
 from kvnet.lab.vm.scenario import (
     BINDING_NAME,
@@ -114,10 +116,33 @@ def make_bin_dir(files: RunFiles) -> Path:
 
 
 def link_multus(bindir: Path) -> None:
-    """The real Multus (thin) beside kvnet's programs, as a cluster that keeps Multus has it."""
-    from kvnet.lab.kube import peer_binary
+    """The real Multus (thin, and thick's shim) beside kvnet's programs, as a cluster that keeps Multus has it."""
+    for name in ("multus", "multus-shim"):
+        (bindir / name).symlink_to(peer_binary(name))
 
-    (bindir / "multus").symlink_to(peer_binary("multus"))
+
+def program_of(meta: str) -> str:
+    """The CNI program the runtime calls for the meta-plugin ``meta``."""
+    return {"kvnet": "kvnet-cni", "multus": "multus", "multus-thick": "multus-shim"}[meta]
+
+
+def daemon_socket_dir(files: RunFiles) -> Path:
+    return files.workdir / "multus-daemon" / "run"
+
+
+def start_multus_daemon(lab: Lab, ns: Namespaces) -> None:
+    """``multus-daemon`` in the node netns on the real API server (kvnet/lab/thick.py), stopped
+    after the CNI DEL of the way out (registered before it, so undone after it)."""
+    if lab.kube is None:
+        raise InvalidEnvironment("multus-thick needs the real API server (multus-daemon has no stand-in mode)")
+    mounts = PrivateMounts([(lab.files.workdir / "devinfo", DEVINFO_ROOT)])
+    daemon = MultusDaemon(lab.kube, ns.node, lab.files.workdir / "multus-daemon", mounts)
+    lab.teardown.undo(mounts.cleanup)
+    lab.teardown.undo(daemon.stop)
+    t0 = time.monotonic()
+    daemon.start()
+    lab.timed("multus_daemon", t0)
+    lab.say(f"multus-daemon in {ns.node.name} on {daemon.socket} in {lab.timings['multus_daemon']:.2f} s")
 
 
 def file_tail(path: Path, lines: int = 30) -> str:
@@ -156,7 +181,7 @@ class Lab:
     api_link: str  # the root end of the veth the API server is reached through
     in_process_binding: bool = True
     kube: KubeCluster | None = None  # the real API server; None: a fresh API stand-in
-    meta: str = "kvnet"  # the meta-plugin: kvnet-cni, or "multus" (the real one, thin, from build/peers)
+    meta: str = "kvnet"  # the meta-plugin: kvnet-cni, or the real Multus from build/peers, "multus" or "multus-thick"
 
     def netns(self) -> NetnsLike:
         """A fresh ``kvd-`` netns of this run (deleted on the way out)."""
@@ -289,7 +314,8 @@ def start_api(lab: Lab, ns: Namespaces) -> Api:
     sh("ip", "-n", ns.node.name, "addr", "add", f"{node_ip}/30", "dev", "api0")
     sh("ip", "-n", ns.node.name, "link", "set", "api0", "up")
     binding_log = None if lab.in_process_binding else str(files.binding_log)
-    objects = [*nads(s, str(files.ipam), binding_log), launcher_pod(s)]
+    node_name = NODE_NAME if lab.meta == "multus-thick" else None
+    objects = [*nads(s, str(files.ipam), binding_log), launcher_pod(s, node_name=node_name)]
     server: ApiStandIn | KubeCluster
     if lab.kube is None:
         server = ApiStandIn(host_ip, 0)
@@ -329,10 +355,13 @@ def cni(lab: Lab, ns: Namespaces, api: Api, command: str) -> dict[str, Any]:
         cni_path=files.bin_dir,
         path=os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     )
-    program = "kvnet-cni" if lab.meta == "kvnet" else lab.meta
+    program = program_of(lab.meta)
+    conf = cni_config(
+        files, in_process_binding=lab.in_process_binding, meta=lab.meta, daemon_socket_dir=str(daemon_socket_dir(files))
+    )
     done = subprocess.run(
         ["ip", "netns", "exec", ns.node.name, str(files.bin_dir / program)],
-        input=json.dumps(cni_config(files, in_process_binding=lab.in_process_binding, meta=lab.meta)),
+        input=json.dumps(conf),
         env=env,
         capture_output=True,
         text=True,
@@ -350,17 +379,17 @@ def cni(lab: Lab, ns: Namespaces, api: Api, command: str) -> dict[str, Any]:
 
 def cni_add(lab: Lab, ns: Namespaces, api: Api) -> Attached:
     bindir = make_bin_dir(lab.files)
-    if lab.meta == "multus":
+    if lab.meta != "kvnet":
         link_multus(bindir)
+    if lab.meta == "multus-thick":
+        start_multus_daemon(lab, ns)
     t0 = time.monotonic()
     lab.teardown.check(lambda: cni_del(lab, ns, api))
     cni(lab, ns, api, "ADD")
     lab.timed("cni_add", t0)
     pod = api.server.get("Pod", NAMESPACE, api.pod["metadata"]["name"]) or {}
     status = json.loads(pod.get("metadata", {}).get("annotations", {}).get(STATUS_ANNOTATION, "[]"))
-    lab.say(
-        f"{'kvnet-cni' if lab.meta == 'kvnet' else lab.meta} ADD: {len(status)} network-status entries in {lab.timings['cni_add']:.2f} s"
-    )
+    lab.say(f"{program_of(lab.meta)} ADD: {len(status)} network-status entries in {lab.timings['cni_add']:.2f} s")
     return Attached({e.get("interface"): e for e in status})
 
 

@@ -258,8 +258,11 @@ def networks_annotation(scenario: Scenario) -> list[dict[str, Any]]:
     return out
 
 
-def launcher_pod(scenario: Scenario, uid: str = "00000000-0000-4000-8000-000000000002") -> dict[str, Any]:
-    return {
+def launcher_pod(
+    scenario: Scenario, uid: str = "00000000-0000-4000-8000-000000000002", node_name: str | None = None
+) -> dict[str, Any]:
+    """The virt-launcher pod; ``node_name`` schedules it (multus-daemon watches only its node's pods)."""
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -278,6 +281,9 @@ def launcher_pod(scenario: Scenario, uid: str = "00000000-0000-4000-8000-0000000
         },
         "status": {"phase": "Pending"},
     }
+    if node_name is not None:
+        pod["spec"]["nodeName"] = node_name
+    return pod
 
 
 def example_objects(scenario: Scenario | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -423,18 +429,23 @@ class RunFiles:
         return self.workdir / "guest-cmd.sock"  # the guest's command channel (QEMU binds it)
 
 
-META_PLUGINS = ("kvnet", "multus")  # kvnet-cni, or the real Multus (thin) with only kvnet's binding
+# kvnet-cni, or the real Multus with only kvnet's binding: thin (``multus``), or thick
+# (``multus-shim`` to ``multus-daemon`` in the node netns, kvnet/lab/thick.py)
+META_PLUGINS = ("kvnet", "multus", "multus-thick")
 
 
-def cni_config(files: RunFiles, *, in_process_binding: bool = True, meta: str = "kvnet") -> dict[str, Any]:
+def cni_config(
+    files: RunFiles, *, in_process_binding: bool = True, meta: str = "kvnet", daemon_socket_dir: str | None = None
+) -> dict[str, Any]:
     """The meta-plugin config a runtime hands ``kvnet-cni`` (Multus keys, the cluster network
     as the delegate; ``"inProcessBinding": false`` runs kvnet-binding as its own program).
     ``meta="multus"``: the same config for the real Multus, which always runs kvnet-binding
-    as its own program."""
+    as its own program; ``meta="multus-thick"``: the same for ``multus-shim``, which hands it
+    to ``multus-daemon`` on the socket in ``daemon_socket_dir``."""
     conf: dict[str, Any] = {
         "cniVersion": "1.0.0",
         "name": "kvnet" if meta == "kvnet" else "multus-cni-network",
-        "type": meta,
+        "type": "multus-shim" if meta == "multus-thick" else meta,
         "kubeconfig": str(files.kubeconfig),
         "cniDir": str(files.cni_cache),
         "binDir": str(files.bin_dir),
@@ -458,6 +469,10 @@ def cni_config(files: RunFiles, *, in_process_binding: bool = True, meta: str = 
     }
     if not in_process_binding and meta == "kvnet":  # kvnet-binding as its own program, as under Multus
         conf["inProcessBinding"] = False
+    if meta == "multus-thick":
+        if daemon_socket_dir is None:
+            raise InvalidEnvironment("multus-thick needs the daemon's socket folder")
+        conf["daemonSocketDir"] = daemon_socket_dir  # multus-shim's key
     return conf
 
 
