@@ -288,10 +288,11 @@ def delete(
     """CNI DEL: from the cache (or, without one, from the pod); every delegate is tried."""
     pa = pod_args(request)
     check_readiness_on_del(conf, pa)
-    pod = get_pod(api, pa, on_del=True, seams=seams)
     delegates = cache.load(conf.cni_dir, request.container_id)
     from_cache = delegates is not None
     if delegates is None:
+        # only a DEL without the cache needs the pod: with it, DEL never waits for the API
+        pod = get_pod(api, pa, on_del=True, seams=seams)
         if pod is None:
             log.error(
                 "pod %s: no cached delegates for container %s and no pod: nothing to delete",
