@@ -27,6 +27,7 @@ from kvnet.core.errors import (
     KvnetError,
     UnknownContainer,
 )
+from kvnet.core.gojson import go_syntax_error
 from kvnet.core.naming import MAX_IFNAME, IfnameFault, cni_name_ok, ifname_fault
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -108,18 +109,19 @@ def validate_container_id(container_id: str) -> None:
 
 
 def validate_ifname(ifname: str) -> None:
-    """libcni's ``ValidateInterfaceName`` messages (details name the value) for the rule in naming."""
+    """libcni's ``ValidateInterfaceName`` errors, word for word (its details never name the
+    value: the runtime set ``CNI_IFNAME`` and knows it), for the rule in naming."""
     fault = ifname_fault(ifname)
     if fault is IfnameFault.EMPTY:
         raise InvalidEnvironment("interface name is empty")
     if fault is IfnameFault.TOO_LONG:
         raise InvalidEnvironment(
-            "interface name is too long", f"interface name {ifname!r} should be less than {MAX_IFNAME + 1} characters"
+            "interface name is too long", f"interface name should be less than {MAX_IFNAME + 1} characters"
         )
     if fault is IfnameFault.DOT:
-        raise InvalidEnvironment("interface name is . or ..", ifname)
+        raise InvalidEnvironment("interface name is . or ..")
     if fault is IfnameFault.BAD_CHAR:
-        raise InvalidEnvironment("interface name contains / or : or whitespace characters", repr(ifname))
+        raise InvalidEnvironment("interface name contains / or : or whitespace characters")
 
 
 def validate_network_name(name: object) -> None:
@@ -132,6 +134,8 @@ def validate_network_name(name: object) -> None:
 def _decode_config(stdin: bytes) -> dict[str, Any]:
     try:
         conf = json.loads(stdin)
+    except json.JSONDecodeError as e:  # skel's validateConfig wording around Go's message
+        raise DecodeFailure(f"error unmarshall network config: {go_syntax_error(e)}") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise DecodeFailure(f"error unmarshall network config: {e}") from None
     if not isinstance(conf, dict):

@@ -15,6 +15,7 @@ Stdlib only: this module is on the CNI hot path.
 from __future__ import annotations
 
 import copy
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,13 +95,101 @@ def convert_result(result: Mapping[str, Any], to_version: str, *, from_version: 
     if src == to_version:
         out = copy.deepcopy(dict(result))
         out["cniVersion"] = to_version
-        return out
+        return go_typed(out, to_version)
     middle = _to_current(result, src)
     if to_version in _FAMILY_100:
-        return _from_current_100(middle, to_version)
+        return go_typed(_from_current_100(middle, to_version), to_version)
     if to_version in _FAMILY_040:
-        return _from_current_040(middle, to_version)
+        return go_typed(_from_current_040(middle, to_version), to_version)
     return _from_current_020(middle, to_version)
+
+
+def go_typed(result: Mapping[str, Any], version: str) -> dict[str, Any]:
+    """``result`` as libcni holds it: decoded into the Go type of ``version`` and written
+    again by encoding/json, which is what libcni caches, hands on as ``prevResult`` and
+    prints (containernetworking/cni pkg/types/100 and 040).
+
+    Keys the type has no field for are dropped; empty strings, zero numbers and empty
+    lists are left out (``omitempty``); addresses are written in Go's canonical form
+    (``net.IPNet``/``net.IP``). 1.0.0/1.1.0: ``Result.MarshalJSON`` goes through a map, so
+    the keys come out sorted at every level, and an empty ``dns`` is left out. 0.3.x/0.4.0:
+    struct order, every ``ips`` entry has its ``version`` and ``dns`` is always written
+    (``{}`` when empty). 0.1.0/0.2.0 results are returned unchanged.
+    """
+    if version in _FAMILY_100:
+        out = {
+            "cniVersion": result.get("cniVersion"),
+            "dns": _go_dns(result.get("dns")) or None,
+            "interfaces": [_go_sorted(_go_iface(i)) for i in _typed_list(result, "interfaces")] or None,
+            "ips": [_go_sorted(_go_ip(ip, with_version=False)) for ip in _typed_list(result, "ips")] or None,
+            "routes": [_go_sorted(_go_route(r)) for r in _typed_list(result, "routes")] or None,
+        }
+        return {k: v for k, v in out.items() if v}
+    if version in _FAMILY_040:
+        out = {
+            "cniVersion": result.get("cniVersion"),
+            "interfaces": [_go_iface(i) for i in _typed_list(result, "interfaces")] or None,
+            "ips": [_go_ip(ip, with_version=True) for ip in _typed_list(result, "ips")] or None,
+            "routes": [_go_route(r) for r in _typed_list(result, "routes")] or None,
+        }
+        typed = {k: v for k, v in out.items() if v}
+        typed["dns"] = _go_dns(result.get("dns"))
+        return typed
+    return copy.deepcopy(dict(result))
+
+
+def _typed_list(result: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    return [x for x in _objects(result.get(key), key)]
+
+
+def _go_sorted(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: d[k] for k in sorted(d)}
+
+
+def _go_omitempty(d: Mapping[str, Any], always: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Go's ``omitempty``: "", 0, false, null and empty lists/objects are left out."""
+    return {k: v for k, v in d.items() if k in always or v not in (None, "", 0, False, [], {})}
+
+
+def _go_canonical(text: Any, *, prefix: bool) -> Any:
+    """An address as Go's ``net.IPNet.String``/``net.IP.String`` writes it (as given when
+    it is not one: libcni would have refused it, and this module does not judge)."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return str(ipaddress.ip_interface(text) if prefix else ipaddress.ip_address(text))
+    except ValueError:
+        return text
+
+
+def _go_iface(i: Mapping[str, Any]) -> dict[str, Any]:
+    fields = {k: i.get(k) for k in ("mac", "mtu", "sandbox", "socketPath", "pciID") if k in i}
+    return {"name": i.get("name") or "", **_go_omitempty(fields)}
+
+
+def _go_ip(ip: Mapping[str, Any], *, with_version: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"version": ip.get("version") or ""} if with_version else {}
+    if ip.get("interface") is not None:  # a pointer: 0 is kept
+        out["interface"] = ip["interface"]
+    out["address"] = _go_canonical(ip.get("address"), prefix=True) or ""
+    if ip.get("gateway"):
+        out["gateway"] = _go_canonical(ip["gateway"], prefix=False)
+    return out
+
+
+def _go_route(r: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"dst": _go_canonical(r.get("dst"), prefix=True) or ""}
+    if r.get("gw"):
+        out["gw"] = _go_canonical(r["gw"], prefix=False)
+    out.update(_go_omitempty({k: r.get(k) for k in ("mtu", "advmss", "priority") if k in r}))
+    out.update({k: r[k] for k in ("table", "scope") if r.get(k) is not None})  # pointers: 0 is kept
+    return out
+
+
+def _go_dns(dns: Any) -> dict[str, Any]:
+    if not isinstance(dns, Mapping):
+        return {}
+    return _go_omitempty({k: dns.get(k) for k in ("nameservers", "domain", "search", "options") if k in dns})
 
 
 # --- internal: every version goes through one 1.1.0-shaped dict ---------------------
@@ -211,6 +300,5 @@ def _from_current_020(cur: Mapping[str, Any], to_version: str) -> dict[str, Any]
     for key in ("ip4", "ip6"):
         if key in blocks:
             out[key] = blocks[key]
-    if "dns" in cur:
-        out["dns"] = cur["dns"]
+    out["dns"] = _go_dns(cur.get("dns"))  # types020's DNS is a struct: always written
     return out

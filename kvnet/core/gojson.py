@@ -100,9 +100,16 @@ def go_loads(text: str) -> Any:
     try:
         return json.loads(text, parse_constant=_no_constants, parse_float=GoNumber)
     except json.JSONDecodeError as err:
-        if err.pos >= len(text.rstrip()):
-            raise GoJsonError("unexpected end of JSON input") from None
-        raise GoJsonError(f"invalid character {text[err.pos]!r} at offset {err.pos + 1}: {err.msg}") from None
+        raise GoJsonError(go_syntax_error(err)) from None
+
+
+def go_syntax_error(err: json.JSONDecodeError) -> str:
+    """A syntax error in Go's words where they are fixed: truncated input is ``unexpected
+    end of JSON input``; otherwise the offending character and offset, with Python's detail."""
+    text = err.doc
+    if err.pos >= len(text.rstrip()):
+        return "unexpected end of JSON input"
+    return f"invalid character {text[err.pos]!r} at offset {err.pos + 1}: {err.msg}"
 
 
 def load_annotation(text: str, prefix: str) -> Any:

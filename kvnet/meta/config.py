@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvnet.core.errors import DecodeFailure, InvalidConfig
-from kvnet.meta.gojson import GoJsonError, GoTypeError, go_fields, go_json_kind, go_loads, go_type_error
+from kvnet.core.gojson import GoJsonError, GoTypeError, go_fields, go_json_kind, go_loads, go_type_error
 from kvnet.meta.nad import delegate_problem
 
 DEFAULT_CNI_DIR = "/var/lib/cni/multus"

@@ -16,12 +16,12 @@ from dataclasses import replace
 from typing import Any
 
 from kvnet.core.errors import InvalidAnnotation, InvalidConfig, KvnetError, NetworkNotFound
+from kvnet.core.gojson import go_quote
 from kvnet.core.model import NetworkSelection
 from kvnet.core.naming import cni_name_ok
 from kvnet.meta import selections
 from kvnet.meta.cache import CachedDelegate
 from kvnet.meta.config import MultusConfig
-from kvnet.meta.gojson import go_quote
 from kvnet.meta.nad import delegate_from_conf_dir, delegate_from_nad
 from kvnet.meta.pod import PodArgs, pod_annotations, pod_meta
 from kvnet.meta.ports import DeviceAllocator, KubeApi, client_go_text

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kvnet.core.errors import IOFailure
-from kvnet.meta.gojson import go_ip_string, go_marshal_map, parse_ip
+from kvnet.core.gojson import go_ip_string, go_marshal_map, parse_ip
 
 V4_DEFAULT = "0.0.0.0/0"
 V6_DEFAULT = "::0/0"  # Multus's spelling; a result's "::/0" is not matched by it

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvnet.core.errors import InvalidConfig, IOFailure, NetworkNotFound
+from kvnet.core.gojson import GoJsonError, go_json_kind, go_loads, go_type_error
 from kvnet.core.naming import cni_name_ok
-from kvnet.meta.gojson import GoJsonError, go_json_kind, go_loads, go_type_error
 
 RESOURCE_NAME = "k8s.v1.cni.cncf.io/resourceName"  # the NAD annotation naming a device-plugin resource
 

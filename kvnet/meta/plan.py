@@ -16,10 +16,10 @@ from kvnet.cni import libcni_cache
 from kvnet.cni.delegate import DelegateEnv
 from kvnet.cni.protocol import CniRequest
 from kvnet.core.errors import InvalidConfig, KvnetError
+from kvnet.core.gojson import go_quote
 from kvnet.core.naming import cni_name_ok, ifname_problem, ordinal_pod_iface
 from kvnet.meta.cache import CachedDelegate
 from kvnet.meta.config import MultusConfig
-from kvnet.meta.gojson import go_quote
 from kvnet.meta.pod import PodArgs
 from kvnet.meta.ports import DeviceInfoStore
 from kvnet.meta.wording import cmd_prefix

@@ -10,8 +10,8 @@ from typing import Any
 
 from kvnet.cni.protocol import CniRequest
 from kvnet.core.errors import IOFailure, KvnetError, TryAgainLater, UnknownContainer
+from kvnet.core.gojson import go_quote
 from kvnet.meta.config import MultusConfig
-from kvnet.meta.gojson import go_quote
 from kvnet.meta.ports import KubeApi, RetriableApiFailure, Seams, client_go_text
 from kvnet.meta.wording import cmd_prefix, reword
 

@@ -14,9 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kvnet.core.errors import InvalidAnnotation
-from kvnet.core.model import NetworkSelection
-from kvnet.core.naming import MAX_IFNAME, ifname_problem
-from kvnet.meta.gojson import (
+from kvnet.core.gojson import (
     GoTypeError,
     as_int,
     as_list,
@@ -31,6 +29,8 @@ from kvnet.meta.gojson import (
     parse_ip,
     parse_mac_ok,
 )
+from kvnet.core.model import NetworkSelection
+from kvnet.core.naming import MAX_IFNAME, ifname_problem
 
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 DEFAULT_NETWORK = "v1.multus-cni.io/default-network"

@@ -108,6 +108,12 @@ def run(environ: Mapping[str, str], stdin: bytes, stdout: Any) -> int:
     try:
         conf = json.loads(stdin)
         problem = "" if isinstance(conf, dict) else f"expected a JSON object, got {type(conf).__name__}"
+    except json.JSONDecodeError as err:
+        # kvnet.core.gojson.go_syntax_error's rule: the installed shim is one file, stdlib
+        # only, so it is repeated here (test_meta compares the shim's error with kvnet-cni's)
+        truncated = err.pos >= len(err.doc.rstrip())
+        where = "" if truncated else f"invalid character {err.doc[err.pos]!r} at offset {err.pos + 1}: {err.msg}"
+        conf, problem = {}, where or "unexpected end of JSON input"
     except (ValueError, UnicodeDecodeError) as err:
         conf, problem = {}, str(err)
     if problem:  # skel's validateConfig, in kvnet-cni's words

@@ -11,8 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kvnet.core.errors import InvalidAnnotation
-from kvnet.core.model import DeviceInfo, NetworkStatus
-from kvnet.meta.gojson import (
+from kvnet.core.gojson import (
     GoTypeError,
     as_int,
     as_list,
@@ -25,6 +24,7 @@ from kvnet.meta.gojson import (
     load_annotation,
     parse_ip,
 )
+from kvnet.core.model import DeviceInfo, NetworkStatus
 
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 

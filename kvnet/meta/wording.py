@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from kvnet.cni.delegate import libcni_text
 from kvnet.core.errors import KvnetError
-from kvnet.meta.gojson import go_quote
+from kvnet.core.gojson import go_quote
 
 if TYPE_CHECKING:
     from kvnet.meta.cache import CachedDelegate

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kvnet.core import gojson
 from kvnet.core.errors import InvalidAnnotation
 from kvnet.core.model import DeviceInfo, NetworkSelection, NetworkStatus
-from kvnet.meta import gojson, selections
+from kvnet.meta import selections
 from kvnet.meta import status as network_status
 
 P = "parsePodNetworkAnnotation: "

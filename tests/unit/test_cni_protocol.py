@@ -102,16 +102,24 @@ BAD = [
     ("containerid-slash", env(CNI_CONTAINERID="a/b"), stdin(), 4, "invalid characters in containerID", "a/b"),
     ("containerid-leading-dash", env(CNI_CONTAINERID="-abc"), stdin(), 4, "invalid characters in containerID", "-abc"),
     ("containerid-percent", env(CNI_CONTAINERID="1234%%%"), stdin(), 4, "invalid characters in containerID", "1234%%%"),
-    ("ifname-too-long", env(CNI_IFNAME="a" * 16), stdin(), 4, "interface name is too long", "a" * 16),
-    ("ifname-dot", env(CNI_IFNAME="."), stdin(), 4, "interface name is . or ..", "."),
-    ("ifname-dotdot", env(CNI_IFNAME=".."), stdin(), 4, "interface name is . or ..", ".."),
+    # libcni's ValidateInterfaceName words, details included (they never name the value)
+    (
+        "ifname-too-long",
+        env(CNI_IFNAME="a" * 16),
+        stdin(),
+        4,
+        "interface name is too long",
+        "interface name should be less than 16 characters",
+    ),
+    ("ifname-dot", env(CNI_IFNAME="."), stdin(), 4, "interface name is . or ..", ""),
+    ("ifname-dotdot", env(CNI_IFNAME=".."), stdin(), 4, "interface name is . or ..", ""),
     (
         "ifname-slash",
         env(CNI_IFNAME="eth/0"),
         stdin(),
         4,
         "interface name contains / or : or whitespace characters",
-        "eth/0",
+        "",
     ),
     (
         "ifname-colon",
@@ -119,7 +127,7 @@ BAD = [
         stdin(),
         4,
         "interface name contains / or : or whitespace characters",
-        "eth0:1",
+        "",
     ),
     (
         "ifname-space",
@@ -127,7 +135,7 @@ BAD = [
         stdin(),
         4,
         "interface name contains / or : or whitespace characters",
-        "eth 0",
+        "",
     ),
     (
         "ifname-tab",
@@ -135,7 +143,7 @@ BAD = [
         stdin(),
         4,
         "interface name contains / or : or whitespace characters",
-        "eth\\t0",
+        "",
     ),
     (
         "bad-args-no-equals",
@@ -309,6 +317,7 @@ def test_add_result_converted_to_request_version() -> None:
         "cniVersion": "0.3.1",
         "interfaces": [{"name": "eth0"}],
         "ips": [{"version": "4", "interface": 0, "address": "10.0.0.2/24"}],
+        "dns": {},  # types040 always writes it
     }
 
 

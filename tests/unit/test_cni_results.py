@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
+import json
 import re
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kvnet.cni.results import ALL_VERSIONS, convert_result, empty_result, result_version, version_key
+from kvnet.cni.results import ALL_VERSIONS, convert_result, empty_result, go_typed, result_version, version_key
 from kvnet.core.errors import DecodeFailure, IncompatibleVersion
 
 # a loaded CI machine must not turn slowness into hypothesis failures
@@ -111,7 +113,7 @@ R020 = {
         (
             {"cniVersion": "0.1.0", "ip4": {"ip": "10.9.0.2/16"}},
             "0.2.0",
-            {"cniVersion": "0.2.0", "ip4": {"ip": "10.9.0.2/16"}},
+            {"cniVersion": "0.2.0", "ip4": {"ip": "10.9.0.2/16"}, "dns": {}},  # types020: dns always written
         ),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
@@ -123,7 +125,8 @@ def test_conversion_table(source: dict[str, Any], to: str, expected: dict[str, A
 
 
 def test_debian_plugin_output_with_empty_dns() -> None:
-    """What Debian's bridge prints (``"dns": {}``) survives up-conversion unchanged."""
+    """What Debian's bridge prints (``"dns": {}``) comes out of up-conversion as libcni
+    writes it: unchanged but for the empty dns, which types100's MarshalJSON leaves out."""
     bridge = {
         "cniVersion": "1.0.0",
         "interfaces": [
@@ -133,12 +136,51 @@ def test_debian_plugin_output_with_empty_dns() -> None:
         "ips": [{"interface": 1, "address": "10.10.0.2/24", "gateway": "10.10.0.1"}],
         "dns": {},
     }
-    assert convert_result(bridge, "1.1.0") == {**bridge, "cniVersion": "1.1.0"}
+    expected = {k: v for k, v in bridge.items() if k != "dns"}
+    assert convert_result(bridge, "1.1.0") == {**expected, "cniVersion": "1.1.0"}
 
 
-def test_absent_dns_stays_absent() -> None:
+def test_dns_as_libcni_writes_it() -> None:
+    """types040 always writes dns (a struct: ``{}`` when empty); types100's MarshalJSON
+    leaves an empty one out. Checked against libcni v1.3.0 built with Go 1.26."""
     out = convert_result({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}]}, "0.3.1")
-    assert "dns" not in out
+    assert out["dns"] == {}
+    assert "dns" not in convert_result({"cniVersion": "0.3.1", "dns": {}}, "1.1.0")
+    assert convert_result({"cniVersion": "1.0.0", "dns": {"nameservers": [], "domain": "x"}}, "1.0.0") == {
+        "cniVersion": "1.0.0",
+        "dns": {"domain": "x"},
+    }
+
+
+def test_go_typed_drops_unknown_keys_and_empty_fields_and_sorts_100() -> None:
+    """What libcni's Go types keep of a result and how encoding/json writes them again."""
+    raw = {
+        "extra": 1,
+        "ips": [{"address": "fd00:0::05/64", "gateway": "", "interface": 0, "x": 1}],
+        "interfaces": [{"sandbox": "/n", "name": "net1", "mtu": 0, "mac": ""}],
+        "routes": [{"dst": "0.0.0.0/0", "mtu": 0, "table": 0}],
+        "cniVersion": "1.0.0",
+        "dns": {},
+    }
+    out = go_typed(raw, "1.0.0")
+    assert json.dumps(out) == json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "net1", "sandbox": "/n"}],
+            "ips": [{"address": "fd00::5/64", "interface": 0}],
+            "routes": [{"dst": "0.0.0.0/0", "table": 0}],
+        }
+    )
+    assert list(go_typed({**raw, "cniVersion": "0.4.0"}, "0.4.0")) == [
+        "cniVersion",
+        "interfaces",
+        "ips",
+        "routes",
+        "dns",
+    ]
+    assert go_typed({**raw, "cniVersion": "0.4.0"}, "0.4.0")["ips"] == [
+        {"version": "", "interface": 0, "address": "fd00::5/64"}
+    ]
 
 
 def test_down_to_020_without_ip_is_incompatible() -> None:
@@ -212,8 +254,9 @@ def test_empty_result() -> None:
 
 _mac = st.from_regex(r"\A[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
 _v4 = st.tuples(*[st.integers(0, 255)] * 4, st.integers(0, 32)).map(lambda t: f"{t[0]}.{t[1]}.{t[2]}.{t[3]}/{t[4]}")
+# written as Go's net.IPNet writes them (libcni's typed results canonicalise addresses)
 _v6 = st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 128)).map(
-    lambda t: f"fd00:{t[0]:x}::{t[1]:x}/{t[2]}"
+    lambda t: str(ipaddress.ip_interface(f"fd00:{t[0]:x}::{t[1]:x}/{t[2]}"))
 )
 _gw4 = _v4.map(lambda c: c.split("/")[0])
 _gw6 = _v6.map(lambda c: c.split("/")[0])
@@ -265,8 +308,8 @@ def results_11(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             route["gw"] = draw(_gw6 if v6 else _gw4)
         for key in ("mtu", "advmss", "priority", "table", "scope"):
-            if draw(st.booleans()):
-                route[key] = draw(st.integers(0, 1000))
+            if draw(st.booleans()):  # table and scope are pointers in Go (0 is kept), the others omitempty
+                route[key] = draw(st.integers(0 if key in ("table", "scope") else 1, 1000))
         routes.append(route)
     out: dict[str, Any] = {"cniVersion": "1.1.0"}
     if ifaces:
@@ -290,6 +333,9 @@ def _strip_11(result: dict[str, Any]) -> dict[str, Any]:
         for k in ("mtu", "advmss", "priority", "table", "scope"):
             route.pop(k, None)
     out.pop("cniVersion")
+    dns = {k: v for k, v in out.pop("dns", {}).items() if v}
+    if dns:  # Go's omitempty inside dns, and types100 leaves an empty dns out
+        out["dns"] = dns
     return out
 
 

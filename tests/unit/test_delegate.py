@@ -152,11 +152,10 @@ def test_plugin_that_only_knows_031(bin_dir: Path, conf_version: str) -> None:
         "ips": [{"version": "4", "interface": 0, "address": "10.5.0.2/16"}],
         "dns": {},
     }
-    assert out == {
+    assert out == {  # types100 leaves the empty dns out
         "cniVersion": conf_version,
         "interfaces": [{"name": "eth0"}],
         "ips": [{"interface": 0, "address": "10.5.0.2/16"}],
-        "dns": {},
     }
 
 
@@ -742,7 +741,6 @@ def test_script_that_only_knows_031(tmp_path: Path, conf_version: str) -> None:
         "interfaces": [{"name": "net1", "mac": "0a:58:0a:01:02:03", "sandbox": "/var/run/netns/p1"}],
         "ips": [{"interface": 0, "address": "10.1.2.3/24", "gateway": "10.1.2.1"}],
         "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.2.1"}],
-        "dns": {},
     }
 
 
