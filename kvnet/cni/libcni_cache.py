@@ -4,12 +4,15 @@ libcni (and so Multus, containerd and CRI-O) writes one JSON file per attachment
 a successful ADD and reads it back for DEL and CHECK. kvnet writes and reads the same
 files in the same ``cniCacheV1`` format, so a node can switch between Multus and kvnet
 while pods are running. Names are checked before they become a path, so a container ID
-or network name can never escape the cache directory.
+or network name can never escape the cache directory, and a name too long for one file
+(``NAME_MAX``) is refused when the file would be written (code 7, naming the network)
+while DEL and CHECK read it as absent: no such file can exist.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kvnet.core.errors import InvalidConfig, InvalidEnvironment, IOFailure
-from kvnet.core.naming import cni_name_ok, ifname_problem
+from kvnet.core.naming import NAME_MAX, cni_name_ok, file_name_fits, ifname_problem, libcni_cache_name, name_bytes
 
 CACHE_KIND = "cniCacheV1"
 RESULTS_DIR = "results"
@@ -47,7 +50,23 @@ def cache_path(cache_dir: str | os.PathLike[str], network_name: str, container_i
     problem = ifname_problem(ifname)
     if problem:
         raise InvalidEnvironment(problem)
-    return Path(cache_dir, RESULTS_DIR, f"{network_name}-{container_id}-{ifname}")
+    return Path(cache_dir, RESULTS_DIR, libcni_cache_name(network_name, container_id, ifname))
+
+
+def _fits(path: Path) -> bool:
+    return file_name_fits(path.name)
+
+
+def _too_long(path: Path, network_name: str) -> InvalidConfig:
+    return InvalidConfig(
+        f"network name {network_name!r} is too long for libcni's results cache: the file "
+        f"<network>-<containerID>-<ifname> would be {name_bytes(path.name)} bytes, more than NAME_MAX {NAME_MAX}"
+    )
+
+
+def _tmp_name(path: Path) -> Path:
+    """The temp file beside ``path``, kept within NAME_MAX whatever the length of ``path``."""
+    return path.with_name(f".{path.name[: NAME_MAX - 32]}.tmp{os.getpid()}")
 
 
 def args_pairs(cni_args: str) -> tuple[tuple[str, str], ...]:
@@ -63,6 +82,8 @@ def args_pairs(cni_args: str) -> tuple[tuple[str, str], ...]:
 def write_result(cache_dir: str | os.PathLike[str], attachment: CachedAttachment) -> Path:
     """Write (atomically) the cniCacheV1 file: dir mode 0700, file mode 0600, like libcni."""
     path = cache_path(cache_dir, attachment.network_name, attachment.container_id, attachment.ifname)
+    if not _fits(path):
+        raise _too_long(path, attachment.network_name)
     doc: dict[str, Any] = {
         "kind": CACHE_KIND,
         "containerId": attachment.container_id,
@@ -78,7 +99,7 @@ def write_result(cache_dir: str | os.PathLike[str], attachment: CachedAttachment
         doc["capabilityArgs"] = dict(attachment.capability_args)
     if attachment.result:
         doc["result"] = dict(attachment.result)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = _tmp_name(path)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -86,7 +107,8 @@ def write_result(cache_dir: str | os.PathLike[str], attachment: CachedAttachment
             json.dump(doc, f)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the write's error is the one to report
+            tmp.unlink(missing_ok=True)
         raise IOFailure(f"failed to set network {attachment.network_name!r} cached result: {e}") from None
     return path
 
@@ -129,6 +151,8 @@ def read_result(
 ) -> CachedAttachment | None:
     """The cached attachment, or None when there is no file or it cannot be understood."""
     path = cache_path(cache_dir, network_name, container_id, ifname)
+    if not _fits(path):
+        return None
     try:
         doc = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -141,6 +165,8 @@ def read_result(
 def delete_result(cache_dir: str | os.PathLike[str], network_name: str, container_id: str, ifname: str) -> bool:
     """Remove the file; True when one was there."""
     path = cache_path(cache_dir, network_name, container_id, ifname)
+    if not _fits(path):
+        return False
     try:
         path.unlink()
     except FileNotFoundError:

@@ -28,7 +28,15 @@ from kvnet.core.errors import (
     UnknownContainer,
 )
 from kvnet.core.gojson import go_syntax_error
-from kvnet.core.naming import MAX_IFNAME, IfnameFault, cni_name_ok, ifname_fault
+from kvnet.core.naming import (
+    MAX_CONTAINER_ID,
+    MAX_IFNAME,
+    NAME_MAX,
+    IfnameFault,
+    cni_name_ok,
+    ifname_fault,
+    name_bytes,
+)
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 COMMANDS: tuple[str, ...] = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
@@ -108,6 +116,33 @@ def validate_container_id(container_id: str) -> None:
         raise InvalidEnvironment("invalid characters in containerID", container_id)
 
 
+def validate_env_text(environ: Mapping[str, str]) -> None:
+    """Every ``CNI_*`` variable is text a Go plugin can pass on: no NUL byte (a kvnet-shim
+    call carries the env as JSON, where one can hide) and valid UTF-8 (os.environ keeps
+    undecodable bytes as lone surrogates, which no result or API call can carry)."""
+    for name in _ENV_ORDER:
+        value = environ.get(name)
+        if not value:
+            continue
+        if "\x00" in value:
+            raise InvalidEnvironment(f"{name} contains a NUL byte", repr(value))
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEnvironment(f"{name} is not valid UTF-8", repr(value)) from None
+
+
+def validate_container_id_length(container_id: str) -> None:
+    """A container ID names kvnet's cache files, so it must fit in one (ADD, CHECK; a DEL
+    of such an ID finds nothing, as nothing can have been added)."""
+    if name_bytes(container_id) > MAX_CONTAINER_ID:
+        raise InvalidEnvironment(
+            f"CNI_CONTAINERID is {name_bytes(container_id)} bytes long, more than {MAX_CONTAINER_ID} "
+            f"(libcni's cache file <network>-<containerID>-<ifname> must fit in NAME_MAX {NAME_MAX})",
+            container_id[:64] + "...",
+        )
+
+
 def validate_ifname(ifname: str) -> None:
     """libcni's ``ValidateInterfaceName`` errors, word for word (its details never name the
     value: the runtime set ``CNI_IFNAME`` and knows it), for the rule in naming."""
@@ -164,10 +199,13 @@ def parse_request(
         raise InvalidEnvironment(f"required env variables [{','.join(missing)}] missing")
     if command not in _REQUIRED_ENV:
         raise InvalidEnvironment(f"unknown CNI_COMMAND: {command}")
+    validate_env_text(environ)
     container_id = environ.get("CNI_CONTAINERID", "")
     ifname = environ.get("CNI_IFNAME", "")
     if "CNI_CONTAINERID" in required:
         validate_container_id(container_id)
+        if command != "DEL":
+            validate_container_id_length(container_id)
     if "CNI_IFNAME" in required:
         validate_ifname(ifname)
     args_str = environ.get("CNI_ARGS", "")

@@ -161,3 +161,33 @@ def ifname_problem(name: object) -> str | None:
 def cni_name_ok(name: object) -> bool:
     """Container IDs and network names: ``^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$`` (CNI spec)."""
     return isinstance(name, str) and bool(_CNI_NAME_RE.fullmatch(name))
+
+
+NAME_MAX = 255  # bytes in one file name (Linux's NAME_MAX): every cache file kvnet names
+# The longest container ID whose libcni results file <network>-<containerID>-<ifname> fits in
+# NAME_MAX with any interface name and a one-character network name.
+MAX_CONTAINER_ID = NAME_MAX - MAX_IFNAME - 3
+
+
+def name_bytes(name: str) -> int:
+    """The length of ``name`` as the kernel counts it (UTF-8 bytes, undecodable bytes kept)."""
+    return len(name.encode("utf-8", "surrogateescape"))
+
+
+def libcni_cache_name(network_name: str, container_id: str, ifname: str) -> str:
+    """libcni's results-cache file name: ``<network>-<containerID>-<ifname>``."""
+    return f"{network_name}-{container_id}-{ifname}"
+
+
+def file_name_fits(name: str) -> bool:
+    """True when ``name`` can be one file name (at most ``NAME_MAX`` bytes)."""
+    return name_bytes(name) <= NAME_MAX
+
+
+def path_segment_problem(name: str) -> str | None:
+    """apimachinery's ``IsValidPathSegmentName`` in client-go's words (``[may not be '.']``),
+    or None: a name that cannot be one segment of an API URL (client-go refuses to send it)."""
+    if name in (".", ".."):
+        return f"[may not be '{name}']"
+    found = [f"may not contain '{c}'" for c in ("/", "%") if c in name]
+    return f"[{' '.join(found)}]" if found else None

@@ -21,6 +21,7 @@ from typing import Any
 
 from kvnet.cni.protocol import validate_container_id
 from kvnet.core.errors import DecodeFailure, IOFailure
+from kvnet.core.naming import NAME_MAX, file_name_fits
 
 # Go's zero value of libcni.NetworkConfigList (libcni v1.3, as Multus 4.3 links it),
 # which Multus 4.x marshals for every delegate (only older 4.x releases filled it, for
@@ -295,6 +296,12 @@ def cache_path(cni_dir: str | os.PathLike[str], container_id: str) -> Path:
     return Path(cni_dir) / container_id
 
 
+def _fits(path: Path) -> bool:
+    """A container ID longer than NAME_MAX names no file: ADD refuses it (CNI_CONTAINERID,
+    code 4), so DEL and CHECK find no cache for it instead of failing on the file name."""
+    return file_name_fits(path.name)
+
+
 def save(cni_dir: str | os.PathLike[str], container_id: str, delegates: Sequence[CachedDelegate]) -> Path:
     """Write the cache atomically (0600 in a 0700 folder, as Multus does)."""
     path = cache_path(cni_dir, container_id)
@@ -303,7 +310,7 @@ def save(cni_dir: str | os.PathLike[str], container_id: str, delegates: Sequence
 
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{container_id}.", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{container_id[: NAME_MAX - 32]}.", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -320,6 +327,8 @@ def save(cni_dir: str | os.PathLike[str], container_id: str, delegates: Sequence
 def load(cni_dir: str | os.PathLike[str], container_id: str) -> tuple[CachedDelegate, ...] | None:
     """The cached delegates, or None when there is no cache for this container."""
     path = cache_path(cni_dir, container_id)
+    if not _fits(path):
+        return None
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -332,6 +341,8 @@ def load(cni_dir: str | os.PathLike[str], container_id: str) -> tuple[CachedDele
 def remove(cni_dir: str | os.PathLike[str], container_id: str) -> None:
     """Drop the cache (missing is fine: DEL is idempotent)."""
     path = cache_path(cni_dir, container_id)
+    if not _fits(path):
+        return
     try:
         path.unlink(missing_ok=True)
     except OSError as err:

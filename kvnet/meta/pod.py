@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvnet.cni.protocol import CniRequest
-from kvnet.core.errors import IOFailure, KvnetError, TryAgainLater, UnknownContainer
+from kvnet.core.errors import InvalidEnvironment, IOFailure, KvnetError, TryAgainLater, UnknownContainer
 from kvnet.core.gojson import go_quote
+from kvnet.core.naming import path_segment_problem
 from kvnet.meta.config import MultusConfig
 from kvnet.meta.ports import KubeApi, RetriableApiFailure, Seams, client_go_text
 from kvnet.meta.wording import cmd_prefix, reword
@@ -45,6 +46,19 @@ def pod_args(request: CniRequest) -> PodArgs:
         a.get("K8S_POD_UID", ""),
         a.get("K8S_POD_INFRA_CONTAINER_ID", ""),
     )
+
+
+def api_name_problem(pa: PodArgs) -> str | None:
+    """What client-go says of a namespace or pod name that cannot be one segment of an API
+    URL (``.``, ``..``, a ``/`` or ``%``: CNI_ARGS is the runtime's text, and ``pods/..``
+    would name another resource), or None. client-go refuses such a request before sending it."""
+    problem = path_segment_problem(pa.namespace)
+    if problem:
+        return f"invalid namespace {go_quote(pa.namespace)}: {problem}"
+    problem = path_segment_problem(pa.name)
+    if problem:
+        return f"invalid resource name {go_quote(pa.name)}: {problem}"
+    return None
 
 
 def pod_meta(pod: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -129,6 +143,12 @@ def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool, seams: Seams = Se
     """
     if api is None or not pa.name:
         return None
+    refused = api_name_problem(pa)
+    if refused:
+        if on_del:
+            log.warning("pod %s: cannot read the pod on DEL, deleting from the cache: %s", pa.label, refused)
+            return None
+        raise InvalidEnvironment(f"{cmd_prefix(pa)}error waiting for pod: {refused}")
     found: list[Mapping[str, Any] | None] = []
 
     def attempt() -> bool:
