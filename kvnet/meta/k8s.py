@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
 import yaml
@@ -221,13 +221,56 @@ def answer_text(method: str, path: str, status: int, body: bytes | str | None) -
     return message
 
 
-def _answer_failure(method: str, path: str, status: int, body: bytes | str | None) -> KubeApiFailure:
+class ThrottledApiFailure(KubeApiFailure):
+    """A 429 (too many requests): not retried by Multus's GetPod rule, but by
+    :class:`RetryingApi`, after the server's suggested delay (``retry_after``) if it gave one."""
+
+    def __init__(self, msg: str, details: str = "", *, client_go_msg: str = "", retry_after: float | None = None):
+        super().__init__(msg, details, client_go_msg=client_go_msg)
+        self.retry_after = retry_after
+
+
+class RetriableAfterFailure(RetriableApiFailure):
+    """A retriable answer (500, 503) that says how long to wait (``retry_after``)."""
+
+    def __init__(self, msg: str, details: str = "", *, client_go_msg: str = "", retry_after: float | None = None):
+        super().__init__(msg, details, client_go_msg=client_go_msg)
+        self.retry_after = retry_after
+
+
+def suggested_delay(body: bytes | str | None) -> float | None:
+    """apimachinery's ``SuggestsClientDelay``: the Status's ``details.retryAfterSeconds``
+    (what the server also sends as the ``Retry-After`` header), else None."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        return None
+    details = data.get("details") if isinstance(data, dict) else None
+    seconds = details.get("retryAfterSeconds") if isinstance(details, dict) else None
+    if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds >= 0:
+        return float(seconds)
+    return None
+
+
+def _answer_failure(
+    method: str, path: str, status: int, body: bytes | str | None, retry_after: str | None = None
+) -> KubeApiFailure:
     """The failure for an HTTP error answer: kvnet's message naming the request, client-go's
-    text (:func:`answer_text`), retriable or not (:func:`retriable_answer`)."""
+    text (:func:`answer_text`), retriable or not (:func:`retriable_answer`), with the delay
+    the server suggests (its ``Retry-After`` header, else the Status's ``retryAfterSeconds``)."""
     reason = http.client.responses.get(status, "no answer")
     msg = f"Kubernetes API {method} {path}: {status} {_status_message(body, reason)}"
-    cls = RetriableApiFailure if retriable_answer(status, body) else KubeApiFailure
-    return cls(msg, client_go_msg=answer_text(method, path, status, body))
+    text = answer_text(method, path, status, body)
+    delay = suggested_delay(body)
+    if retry_after is not None and retry_after.strip().isdigit():
+        delay = float(retry_after.strip())
+    if status == 429:
+        return ThrottledApiFailure(msg, client_go_msg=text, retry_after=delay)
+    if retriable_answer(status, body):
+        if delay is not None:
+            return RetriableAfterFailure(msg, client_go_msg=text, retry_after=delay)
+        return RetriableApiFailure(msg, client_go_msg=text)
+    return KubeApiFailure(msg, client_go_msg=text)
 
 
 def _status_message(body: bytes | str | None, fallback: str) -> str:
@@ -297,9 +340,10 @@ class _RetryingStatusWriter:
 
 
 def _reworded(err: ApiFailure, prefix: str) -> KubeApiFailure:
-    """The same failure (retriable or not), its client-go text after ``prefix``."""
-    cls = RetriableApiFailure if isinstance(err, RetriableApiFailure) else KubeApiFailure
-    return cls(err.msg, err.details, client_go_msg=prefix + (client_go_text(err)))
+    """The same failure (its kind and suggested delay kept), its client-go text after ``prefix``."""
+    out = copy.copy(err) if isinstance(err, KubeApiFailure) else KubeApiFailure(err.msg, err.details)
+    out.client_go_msg = prefix + client_go_text(err)
+    return out
 
 
 # ------------------------------------------------------------------------------------
@@ -515,15 +559,23 @@ def _ssl_context(conf: KubeConfig) -> ssl.SSLContext:
 # ------------------------------------------------------------------------------------
 
 
-class LightApi(_RetryingStatusWriter):
-    """The API over ``http.client`` with the kubeconfig's server, CA, client cert or token."""
+MAX_IDLE_CONNECTIONS = 8  # kept-alive connections of one light client (thick mode: one per call in flight)
 
-    _conn: http.client.HTTPConnection | None = None
+
+class LightApi(_RetryingStatusWriter):
+    """The API over ``http.client`` with the kubeconfig's server, CA, client cert or token.
+
+    Connections are kept alive in a small pool: each request takes an idle one (or opens
+    one) and gives it back, so calls from several threads (the daemon's pods) never wait
+    for each other's answers."""
+
+    _idle: list[http.client.HTTPConnection]
 
     def __init__(self, conf: KubeConfig, *, timeout: float = 10.0, kubeconfig: str | None = None) -> None:
         self.timeout = timeout
         self._kubeconfig = kubeconfig
         self._lock = threading.Lock()
+        self._idle = []
         self._use(conf)
 
     def _use(self, conf: KubeConfig) -> None:
@@ -572,22 +624,35 @@ class LightApi(_RetryingStatusWriter):
         return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
 
     def close(self) -> None:
-        """Drop the kept-alive connection (also done when the client is garbage-collected)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        """Drop the kept-alive connections (also done when the client is garbage-collected)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
             conn.close()
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def __del__(self) -> None:
         self.close()
 
     def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, bytes]:
         """One HTTP exchange; on 401 the kubeconfig is re-read once (a rotated token)."""
-        status, payload = self._exchange(method, path, body)
-        if status == 401 and self._reload_credentials():
-            status, payload = self._exchange(method, path, body)
+        status, payload, _ = self._request(method, path, body)
         return status, payload
 
-    def _exchange(self, method: str, path: str, body: Mapping[str, Any] | None) -> tuple[int, bytes]:
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None) -> tuple[int, bytes, str | None]:
+        """:meth:`request` with the answer's ``Retry-After`` header."""
+        status, payload, retry_after = self._exchange(method, path, body)
+        if status == 401 and self._reload_credentials():
+            status, payload, retry_after = self._exchange(method, path, body)
+        return status, payload, retry_after
+
+    def _exchange(self, method: str, path: str, body: Mapping[str, Any] | None) -> tuple[int, bytes, str | None]:
         """One HTTP exchange on a kept-alive connection; transport failures become ApiFailure.
 
         A kept connection the server closed meanwhile is replaced once (every request
@@ -600,42 +665,42 @@ class LightApi(_RetryingStatusWriter):
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        with self._lock:
-            for attempt in (1, 2):
-                reused = self._conn is not None
-                if self._conn is None:
-                    self._conn = self._connection()
-                conn = self._conn
-                try:
-                    conn.request(method, self._prefix + path, body=data, headers=headers)
-                    resp = conn.getresponse()
-                    payload = resp.read()
-                    if resp.will_close:
-                        conn.close()
-                        self._conn = None
-                    return resp.status, payload
-                except (OSError, http.client.HTTPException) as err:
+        for attempt in (1, 2):
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            reused = conn is not None
+            if conn is None:
+                conn = self._connection()
+            try:
+                conn.request(method, self._prefix + path, body=data, headers=headers)
+                resp = conn.getresponse()
+                payload = resp.read()
+                if resp.will_close:
                     conn.close()
-                    self._conn = None
-                    stale = isinstance(err, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError))
-                    if reused and stale and attempt == 1:
-                        continue
-                    timed_out = isinstance(err, (socket.timeout, TimeoutError))
-                    what = "timed out" if timed_out else str(err) or type(err).__name__
-                    cls = RetriableApiFailure if retriable_transport_error(err) else KubeApiFailure
-                    raise cls(f"Kubernetes API {method} {self.conf.server}{path}: {what}") from None
+                else:
+                    self._give_back(conn)
+                return resp.status, payload, resp.getheader("Retry-After")
+            except (OSError, http.client.HTTPException) as err:
+                conn.close()
+                stale = isinstance(err, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError))
+                if reused and stale and attempt == 1:
+                    continue
+                timed_out = isinstance(err, (socket.timeout, TimeoutError))
+                what = "timed out" if timed_out else str(err) or type(err).__name__
+                cls = RetriableApiFailure if retriable_transport_error(err) else KubeApiFailure
+                raise cls(f"Kubernetes API {method} {self.conf.server}{path}: {what}") from None
         raise AssertionError("unreachable")
 
-    def _json(self, method: str, path: str, status: int, data: bytes) -> Mapping[str, Any]:
+    def _json(self, method: str, path: str, status: int, data: bytes, retry_after: str | None) -> Mapping[str, Any]:
         if status >= 300:
-            raise _answer_failure(method, path, status, data)
+            raise _answer_failure(method, path, status, data, retry_after)
         return _json_object(f"{method} {path}", data)
 
     def _get(self, path: str) -> Mapping[str, Any] | None:
-        status, data = self.request("GET", path)
+        status, data, retry_after = self._request("GET", path, None)
         if status == 404:
             return None
-        return self._json("GET", path, status, data)
+        return self._json("GET", path, status, data, retry_after)
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._get(pod_path(namespace, name))
@@ -645,12 +710,12 @@ class LightApi(_RetryingStatusWriter):
 
     def _put_pod_status(self, namespace: str, name: str, pod: Mapping[str, Any]) -> bool:
         path = pod_path(namespace, name, status=True)
-        status, data = self.request("PUT", path, pod)
+        status, data, retry_after = self._request("PUT", path, pod)
         if status == 409:
             raise _Conflict(answer_text("PUT", path, status, data))
         if status == 404:
             return False
-        self._json("PUT", path, status, data)
+        self._json("PUT", path, status, data, retry_after)
         return True
 
 
@@ -819,3 +884,72 @@ class ClientApi(_RetryingStatusWriter):
 def client_api(kubeconfig: str, *, timeout: float = 10.0) -> KubeApi:
     """The official client, for the long-lived daemon (imported here, lazily)."""
     return ClientApi(kubeconfig, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------
+# transient failures
+# ------------------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+API_RETRY_FOR = 5.0  # seconds a NAD read or the network-status write is retried
+API_RETRY_FIRST = 0.1  # the first pause; doubled after each try
+API_RETRY_MAX_PAUSE = 1.0
+
+
+class RetryingApi:
+    """A :class:`KubeApi` that rides out a transient API failure instead of failing the ADD.
+
+    NAD reads and the network-status write are retried for up to ``retry_for`` seconds on
+    a retriable answer (500, 503, :func:`retriable_answer`), a refused or reset connection
+    and a 429, after the delay the server suggests (``Retry-After``) or else after pauses
+    of 0.1 s doubling up to 1 s; a suggested delay beyond the bound ends the retries. The
+    pod read keeps Multus's own poll (``kvnet.meta.pod.get_pod``: 0.25 s for 2.5 s on
+    retriable failures); here only a 429 on it is retried. Every other failure is raised
+    at once.
+    """
+
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        retry_for: float = API_RETRY_FOR,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api = api
+        self.retry_for = retry_for
+        self._sleep = sleep
+        self._clock = clock
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._retried(lambda: self.api.get_pod(namespace, name), (ThrottledApiFailure,))
+
+    def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._retried(lambda: self.api.get_nad(namespace, name))
+
+    def set_network_status(self, namespace: str, name: str, value: str) -> None:
+        self._retried(lambda: self.api.set_network_status(namespace, name, value))
+
+    def close(self) -> None:
+        close = getattr(self.api, "close", None)
+        if callable(close):
+            close()
+
+    def _retried(
+        self,
+        call: Callable[[], _T],
+        kinds: tuple[type[KubeApiFailure], ...] = (RetriableApiFailure, ThrottledApiFailure),
+    ) -> _T:
+        deadline = self._clock() + self.retry_for
+        pause = API_RETRY_FIRST
+        while True:
+            try:
+                return call()
+            except kinds as err:
+                suggested = getattr(err, "retry_after", None)
+                wait = pause if suggested is None else float(suggested)
+                if self._clock() + wait > deadline:
+                    raise
+                log.info("transient API failure, trying again in %.2fs: %s", wait, err.msg)
+                self._sleep(wait)
+                pause = min(pause * 2, API_RETRY_MAX_PAUSE)

@@ -65,9 +65,10 @@ def setup_logging(conf: MultusConfig) -> None:
 
 
 def light_api(kubeconfig: str) -> KubeApi:
+    """The stdlib client, transient failures retried (:class:`kvnet.meta.k8s.RetryingApi`)."""
     from kvnet.meta import k8s
 
-    return k8s.light_api(kubeconfig)
+    return k8s.RetryingApi(k8s.light_api(kubeconfig))
 
 
 BINDING_PLUGIN = "kvnet-binding"
@@ -182,9 +183,10 @@ def make_handlers(
 
 
 def client_api(kubeconfig: str) -> KubeApi:
+    """The official client, transient failures retried (:class:`kvnet.meta.k8s.RetryingApi`)."""
     from kvnet.meta import k8s
 
-    return k8s.client_api(kubeconfig)
+    return k8s.RetryingApi(k8s.client_api(kubeconfig))
 
 
 class LongLived:

@@ -849,3 +849,132 @@ def test_client_side_validation_is_an_api_failure(kubeconfig: str, standin: ApiS
     light = make_light(kubeconfig)
     light.set_network_status("default", "bare", "[]")
     assert standin.get("pod", "default", "bare")["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"] == "[]"
+
+
+# --- transient failures (RetryingApi) and no head-of-line blocking -----------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("code", [500, 503, 429])
+def test_one_transient_failure_does_not_fail_the_call(api: k8s.KubeApi, standin: ApiStandIn, code: int) -> None:
+    """One 500, 503 or 429 on a NAD read or the status write: retried, the call succeeds
+    (without the wrapper the same answer fails it: test_server_errors_are_api_failures)."""
+    clock = _Clock()
+    retrying = k8s.RetryingApi(api, sleep=clock.sleep, clock=clock)
+    standin.fail_next(code, method="GET", path="/blue")
+    assert retrying.get_nad("pods", "blue") is not None
+    standin.fail_next(code, method="PUT", path="/status")
+    retrying.set_network_status("pods", "web", STATUS_VALUE)
+    pod = standin.get("Pod", "pods", "web")
+    assert pod is not None and pod["metadata"]["annotations"][NETWORK_STATUS] == STATUS_VALUE
+    assert clock.slept == [0.1, 0.1]
+    if code == 429:  # the pod read: only a 429 is retried here (pod.get_pod polls the rest)
+        standin.fail_next(429, method="GET", path="/pods/web")
+        assert retrying.get_pod("pods", "web") is not None
+
+
+def test_transient_failures_end_at_the_bound(api: k8s.KubeApi, standin: ApiStandIn) -> None:
+    clock = _Clock()
+    retrying = k8s.RetryingApi(api, retry_for=2.0, sleep=clock.sleep, clock=clock)
+    standin.fail_next(503, method="GET", path="/blue", times=50)
+    with pytest.raises(RetriableApiFailure):
+        retrying.get_nad("pods", "blue")
+    assert clock.slept == [0.1, 0.2, 0.4, 0.8] and clock.now <= 2.0
+    # not transient: raised at once
+    clock.slept.clear()
+    standin.fail_next(403, method="GET", path="/web")
+    with pytest.raises(ApiFailure):
+        retrying.get_pod("pods", "web")
+    assert clock.slept == []
+
+
+def test_retry_after_is_honoured() -> None:
+    """The server's suggested delay (Retry-After, or the Status's retryAfterSeconds) is
+    waited; one beyond the bound ends the retries."""
+    throttled = json.dumps(
+        {
+            "kind": "Status",
+            "status": "Failure",
+            "reason": "TooManyRequests",
+            "code": 429,
+            "details": {"retryAfterSeconds": 2},
+        }
+    )
+    err = k8s._answer_failure("GET", "/api/v1/namespaces/a/pods/b", 429, throttled)
+    assert isinstance(err, k8s.ThrottledApiFailure) and err.retry_after == 2.0
+    assert not isinstance(err, RetriableApiFailure)  # Multus's GetPod rule does not retry a 429
+    err = k8s._answer_failure("GET", "/api/v1/namespaces/a/pods/b", 503, None, "3")
+    assert isinstance(err, k8s.RetriableAfterFailure) and err.retry_after == 3.0
+    answers: list[Exception | str] = [err, "ok"]
+
+    class Api:
+        def get_nad(self, namespace: str, name: str) -> Any:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return {"ok": answer}
+
+    clock = _Clock()
+    assert k8s.RetryingApi(Api(), sleep=clock.sleep, clock=clock).get_nad("a", "b") == {"ok": "ok"}  # type: ignore[arg-type]
+    assert clock.slept == [3.0]
+    answers[:] = [k8s._answer_failure("GET", "/x", 503, None, "30"), "ok"]
+    with pytest.raises(k8s.RetriableAfterFailure):
+        k8s.RetryingApi(Api(), sleep=clock.sleep, clock=clock).get_nad("a", "b")  # type: ignore[arg-type]
+
+
+def test_light_client_serves_threads_side_by_side(tmp_path: Path) -> None:
+    """One slow answer does not hold up another thread's request on the same client (the
+    daemon shares one client between pods): pod b is answered while pod a's read waits."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.endswith("/pods/a"):
+                release.wait(10)
+            body = json.dumps({"kind": "Pod", "metadata": {"name": self.path.rsplit("/", 1)[-1]}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = k8s.LightApi(k8s.KubeConfig(server=f"http://127.0.0.1:{server.server_address[1]}"), timeout=10)
+        slow = threading.Thread(target=api.get_pod, args=("ns", "a"))
+        slow.start()
+        time.sleep(0.2)  # pod a's request is in flight
+        start = time.monotonic()
+        pod = api.get_pod("ns", "b")
+        took = time.monotonic() - start
+        release.set()
+        slow.join(10)
+        assert pod is not None and pod["metadata"]["name"] == "b"
+        assert took < 2.0, f"pod b waited {took:.2f}s behind pod a"
+        api.close()
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
