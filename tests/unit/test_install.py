@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -177,3 +178,26 @@ def test_shim_python_names_the_nodes_interpreter(tmp_path: Path) -> None:
     rc, _, err = run_install(tmp_path, "--kubeconfig", "/k", "--mode", "thick", "--shim-python", "/usr/bin/python3")
     assert rc == 0, err
     assert (tmp_path / "bin" / "kvnet-shim").read_text().startswith("#!/usr/bin/python3 -IS\n")
+
+
+def test_a_private_default_network_stays_private_in_the_conflist(tmp_path: Path) -> None:
+    """The node's default network is embedded as ``delegates[0]``; a 0600 source holding a
+    token must not come out readable by every user, whatever the umask."""
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    source = conf_dir / "10-calico.conflist"
+    secret = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [{"type": "calico", "token": TOKEN}]}
+    source.write_text(json.dumps(secret))
+    source.chmod(0o600)
+    old = os.umask(0)
+    try:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cli.main(["install", "--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(conf_dir)])
+    finally:
+        os.umask(old)
+    assert rc == 0, err.getvalue()
+    conflist = conf_dir / install.CONF_NAME
+    assert json.loads(conflist.read_text())["plugins"][0]["delegates"] == [secret]
+    assert mode(conflist) == 0o600
+    assert sorted(p.name for p in conf_dir.iterdir()) == [install.CONF_NAME, source.name]  # no temp file left
