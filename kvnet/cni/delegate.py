@@ -5,6 +5,13 @@ through :class:`DelegateRunner`. The one side effect, executing a binary, comes 
 an :class:`Exec` so tests can pass a fake; the default runs the plugin in its own
 process group and kills the whole group at the timeout.
 
+No delegate outlives the call that started it (docs/reliability.md): each one gets
+``PR_SET_PDEATHSIG`` (SIGKILL when the thread that started it ends, so a ``kill -9`` of
+kvnet takes its delegates along), and a call holds its container's :class:`CallGuard`,
+a lock that the delegates inherit, so the next call for the same container waits for
+whatever a killed kvnet left running (and kills it when its owner is gone) before it
+touches anything.
+
 Debian's plugins stop at CNI 1.0.0 while kvnet's callers may speak 1.1.0, so every call
 asks the plugin which versions it speaks (once per binary), sends the highest version
 both sides know, and converts the result back to the caller's version.
@@ -15,12 +22,17 @@ Stdlib only: this module is on the CNI hot path.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +45,7 @@ from kvnet.core.errors import (
     IncompatibleVersion,
     InvalidConfig,
     KvnetError,
+    TryAgainLater,
 )
 from kvnet.core.naming import cni_name_ok
 
@@ -81,9 +94,41 @@ def subprocess_exec(plugin: str, stdin: bytes, env: Mapping[str, str], timeout: 
     return exec_argv([plugin], stdin, env, timeout)
 
 
+PR_SET_PDEATHSIG = 1
+_prctl: Callable[..., int] | None = None
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """The child's set-up before exec: SIGKILL once the thread that started it ends
+    (``prctl(PR_SET_PDEATHSIG)``, kept across exec), and at once if it already has."""
+    global _prctl
+    if _prctl is None:
+        import ctypes  # only here: a delegate is about to run anyway
+
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    prctl = _prctl
+
+    def setup() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return setup
+
+
 def exec_argv(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
     """Run ``argv`` as :func:`subprocess_exec` runs a plugin (for wrappers such as
-    ``ip netns exec <ns> <plugin>``); raises :class:`ExecTimeout` naming ``argv[-1]``."""
+    ``ip netns exec <ns> <plugin>``); raises :class:`ExecTimeout` naming ``argv[-1]``.
+
+    Under a :class:`CallGuard` (the thread's call) the plugin inherits the guard's lock
+    and its process group is recorded while it runs; a cancelled guard refuses to start
+    anything but DEL and VERSION (the rollback) and reports the end of any other command
+    as :class:`Interrupted`."""
+    guard = current_guard()
+    command = env.get("CNI_COMMAND", "")
+    if guard is not None:
+        guard.may_start(command)
     proc = subprocess.Popen(
         list(argv),
         stdin=subprocess.PIPE,
@@ -92,7 +137,11 @@ def exec_argv(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], timeout
         env=dict(env),
         start_new_session=True,
         close_fds=True,
+        pass_fds=guard.inherited_fds() if guard is not None else (),
+        preexec_fn=_die_with_parent(os.getpid()),
     )
+    if guard is not None:
+        guard.started(proc.pid)
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -101,6 +150,11 @@ def exec_argv(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], timeout
     except BaseException:
         _kill(proc)
         raise
+    finally:
+        if guard is not None:
+            guard.ended(proc.pid)
+    if guard is not None:
+        guard.may_go_on(command)
     return proc.returncode, out, err
 
 
@@ -635,3 +689,257 @@ def _build(
         if runtime:
             conf["runtimeConfig"] = runtime
     return conf
+
+
+# ------------------------------------------------------------------------------------
+# one call's hold on its container (docs/reliability.md)
+# ------------------------------------------------------------------------------------
+
+
+class Interrupted(TryAgainLater):
+    """The call was stopped (SIGTERM or SIGINT of kvnet-cni, the daemon's drain bound
+    ran out) and what it had set up was undone (code 11: the runtime may try again)."""
+
+
+LOCK_FOLDER = ".kvnet-locks"  # under the cache folder (cniDir)
+ORPHAN_GRACE = 5.0  # seconds for orphaned delegates to die after they are killed
+LOCK_POLL = 0.02
+
+_local = threading.local()
+calls_begun = 0  # guards acquired by this process (a signal after the last one ended is ignored)
+_active: set[CallGuard] = set()
+_active_lock = threading.Lock()
+
+
+def current_guard() -> CallGuard | None:
+    """The guard of the call this thread runs, if any."""
+    guard: CallGuard | None = getattr(_local, "guard", None)
+    return guard
+
+
+def cancel_all(reason: str) -> bool:
+    """Cancel every call in flight (:meth:`CallGuard.cancel`); True when this thread's call
+    may stop where it is now (it is active, not running a delegate, not already cancelled
+    and not releasing its lock): a signal handler then raises :class:`Interrupted`."""
+    with _active_lock:
+        guards = list(_active)
+    mine = current_guard()
+    stop_here = mine is not None and mine.command != "DEL" and not mine.cancelled and not mine.busy
+    for g in guards:
+        g.cancel(reason)
+    return stop_here
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22),
+    "" when there is no such process: a pid and its start time name one process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return ""
+    fields = stat.rpartition(b")")[2].split()
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+def _orphans(container_id: str, groups: Sequence[int]) -> list[int]:
+    """Processes in one of ``groups`` whose environment names ``container_id``."""
+    mark = f"CNI_CONTAINERID={container_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rpartition(b")")[2].split()
+            if int(fields[2]) not in groups:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if mark in fh.read().split(b"\0"):
+                    found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+class CallGuard:
+    """One CNI call's hold on its container: an exclusive ``flock`` on
+    ``<cniDir>/.kvnet-locks/<container ID>`` for the whole call, and the delegates it runs.
+
+    Every delegate inherits the locked descriptor, so when kvnet is killed the lock stays
+    held exactly as long as one of its delegates (or their children, such as an IPAM
+    plugin) still runs. The file names the holder (pid and start time) and the process
+    groups of the delegates running now. The next call for the container (the runtime's
+    DEL, a retried ADD) takes the lock before it does anything:
+
+    - held by a process that is gone: the delegates it left (the recorded groups, checked
+      by their ``CNI_CONTAINERID``) are killed, and the lock is waited for
+      ``ORPHAN_GRACE`` seconds;
+    - held by a live process (an ADD still running in another ``kvnet-cni`` or in the
+      daemon): it is waited for up to ``wait`` seconds, so a DEL runs after that ADD and
+      undoes it.
+
+    Either wait running out is :class:`~kvnet.core.errors.TryAgainLater` (the runtime
+    retries). :meth:`cancel` stops the call: the running delegates are killed, nothing
+    but DEL (and VERSION) starts from then on. The lock file is removed when the call ends.
+    """
+
+    def __init__(self, cni_dir: str, container_id: str, *, wait: float, command: str = "ADD") -> None:
+        name = container_id if len(container_id) <= 200 else hashlib.sha256(container_id.encode()).hexdigest()
+        self.path = os.path.join(cni_dir, LOCK_FOLDER, name)
+        self.container_id = container_id
+        self.command = command
+        self.wait = wait
+        self.cancelled = ""  # the reason, once cancelled
+        self.releasing = False
+        self._fd: int | None = None
+        self._groups: set[int] = set()
+        self._mutex = threading.Lock()
+        self._owner = (os.getpid(), _start_time(os.getpid()))
+
+    @property
+    def busy(self) -> bool:
+        """A delegate runs or the lock is being let go: not a point to stop at."""
+        return bool(self._groups) or self.releasing
+
+    def inherited_fds(self) -> tuple[int, ...]:
+        return (self._fd,) if self._fd is not None else ()
+
+    # --- the lock ---------------------------------------------------------------------
+
+    def __enter__(self) -> CallGuard:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        deadline: float | None = None
+        killed = False
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = self._holder()
+                alive = holder is not None and _start_time(holder[0]) == holder[1] and holder[1] != ""
+                if holder is not None and not alive and not killed:
+                    self._kill_orphans(holder[2])
+                    killed = True
+                    deadline = time.monotonic() + ORPHAN_GRACE
+                if deadline is None:
+                    deadline = time.monotonic() + (self.wait if alive or holder is None else ORPHAN_GRACE)
+                    if alive:
+                        log.info("container %s: waiting for the call of pid %d to end", self.container_id, holder[0])  # type: ignore[index]
+                if time.monotonic() >= deadline:
+                    who = f"pid {holder[0]}" if holder is not None else "another call"
+                    raise TryAgainLater(
+                        f"container {self.container_id}: {who} still holds {self.path} "
+                        f"after {self.wait if alive else ORPHAN_GRACE:g}s"
+                    ) from None
+                time.sleep(LOCK_POLL)
+                continue
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # removed by the call before us after we opened it: open it again
+                os.close(fd)
+                continue
+            break
+        self._fd = fd
+        self._write()
+        global calls_begun
+        calls_begun += 1
+        with _active_lock:
+            _active.add(self)
+        _local.guard = self
+
+    def release(self) -> None:
+        """Let the lock go and remove its file (the next call makes a new one)."""
+        self.releasing = True
+        try:
+            if getattr(_local, "guard", None) is self:
+                _local.guard = None
+            with _active_lock:
+                _active.discard(self)
+            fd, self._fd = self._fd, None
+            if fd is None:
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            os.close(fd)
+        finally:
+            self.releasing = False
+
+    def _holder(self) -> tuple[int, str, list[int]] | None:
+        try:
+            with open(self.path, "rb") as fh:
+                doc = json.loads(fh.read() or b"null")
+            return int(doc["pid"]), str(doc["start"]), [int(g) for g in doc["groups"]]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def _write(self) -> None:
+        if self._fd is None:
+            return
+        with self._mutex:
+            data = json.dumps({"pid": self._owner[0], "start": self._owner[1], "groups": sorted(self._groups)}).encode()
+        try:
+            os.pwrite(self._fd, data, 0)
+            os.ftruncate(self._fd, len(data))
+        except OSError as err:
+            log.warning(
+                "container %s: cannot record the running delegates in %s: %s", self.container_id, self.path, err
+            )
+
+    def _kill_orphans(self, groups: Sequence[int]) -> None:
+        for pid in _orphans(self.container_id, groups):
+            log.warning("container %s: killing pid %d, a delegate left by a call that is gone", self.container_id, pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    # --- the delegates ----------------------------------------------------------------
+
+    def may_start(self, command: str) -> None:
+        if self.cancelled and command not in ("DEL", "VERSION"):
+            raise Interrupted(f"{self.cancelled}: the call stopped before running its next delegate")
+
+    def may_go_on(self, command: str) -> None:
+        if self.cancelled and command not in ("DEL", "VERSION"):
+            raise Interrupted(f"{self.cancelled}: the call stopped its delegates")
+
+    def started(self, pid: int) -> None:
+        with self._mutex:
+            self._groups.add(pid)
+        self._write()
+        if self.cancelled:
+            self._kill_group(pid)
+
+    def ended(self, pid: int) -> None:
+        with self._mutex:
+            self._groups.discard(pid)
+        self._write()
+
+    def cancel(self, reason: str) -> None:
+        """Stop the call: its running delegates are killed, and only DEL starts from now on.
+        A DEL is left to finish (it only removes, and is bounded by the delegate timeout)."""
+        if self.cancelled:
+            return
+        self.cancelled = reason
+        if self.command == "DEL":
+            return
+        with self._mutex:
+            groups = list(self._groups)
+        for pgid in groups:
+            self._kill_group(pgid)
+
+    def _kill_group(self, pgid: int) -> None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError as err:
+            if err.errno != errno.ESRCH:
+                log.warning("container %s: cannot kill delegate group %d: %s", self.container_id, pgid, err)

@@ -284,8 +284,11 @@ def delete(
     api: KubeApi | None,
     runner: Runner,
     seams: Seams = Seams(),
+    keep_cache: bool = False,
 ) -> None:
-    """CNI DEL: from the cache (or, without one, from the pod); every delegate is tried."""
+    """CNI DEL: from the cache (or, without one, from the pod); every delegate is tried.
+    ``keep_cache``: the cache stays (an interrupted ADD undoing itself: the runtime's DEL
+    that follows finds it)."""
     pa = pod_args(request)
     check_readiness_on_del(conf, pa)
     delegates = cache.load(conf.cni_dir, request.container_id)
@@ -318,7 +321,7 @@ def delete(
     # network-status is left as it is (Multus's CmdDel never writes it)
     planned = plan(request, conf, pa, delegates, seams.devinfo)
     errors = _delete_all(request, conf, pa, planned, runner, seams, cached_caps=True)
-    if from_cache and not (errors and conf.retry_delete_on_error):
+    if from_cache and not keep_cache and not (errors and conf.retry_delete_on_error):
         cache.remove(conf.cni_dir, request.container_id)
     if errors:
         raise DelegateFailed(" / ".join(errors))

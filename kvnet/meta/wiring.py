@@ -18,13 +18,16 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kvnet.cni.delegate import FALLBACK_BIN_DIR, DelegateRunner, Exec, subprocess_exec
+from kvnet.cni.delegate import FALLBACK_BIN_DIR, CallGuard, DelegateRunner, Exec, Interrupted, subprocess_exec
 from kvnet.cni.protocol import CniRequest, Handler
 from kvnet.core.errors import KvnetError
 from kvnet.meta import commands
 from kvnet.meta.config import MultusConfig, parse_multus_config
+from kvnet.meta.pod import pod_args
 from kvnet.meta.ports import DeviceInfoFiles, IpRouteEditor, KubeApi, Runner, Seams
-from kvnet.meta.wording import cmd_err
+from kvnet.meta.wording import cmd_err, cmd_prefix
+
+LOCK_WAIT_EXTRA = 30.0  # seconds a call waits for a live call on its container, beyond one delegate timeout
 
 _LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "error": logging.ERROR, "panic": logging.CRITICAL}
 _FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
@@ -166,10 +169,21 @@ def make_handlers(
                 raise  # CmdDel and CmdCheck return LoadNetConf's error as it is
             setup_logging(conf)
             api = api_for(conf.kubeconfig) if conf.kubeconfig else None
-            out: Mapping[str, Any] | None = fn(
-                request, conf=conf, api=api, runner=runner_for(conf, request), seams=seams_for(conf)
-            )
-            return out
+            runner, seams = runner_for(conf, request), seams_for(conf)
+            if request.command not in ("ADD", "DEL"):
+                out: Mapping[str, Any] | None = fn(request, conf=conf, api=api, runner=runner, seams=seams)
+                return out
+            wait = conf.kvnet.delegate_timeout + LOCK_WAIT_EXTRA
+            with CallGuard(conf.cni_dir, request.container_id, wait=wait, command=request.command) as guard:
+                try:
+                    out = fn(request, conf=conf, api=api, runner=runner, seams=seams)
+                    if guard.cancelled and request.command == "ADD":
+                        raise Interrupted(guard.cancelled)
+                    return out
+                except Exception as err:  # whatever stopped an interrupted ADD, it undoes itself
+                    if request.command != "ADD" or not guard.cancelled:
+                        raise
+                    raise _undone(request, conf, runner, seams, guard.cancelled) from err
 
         return handler
 
@@ -180,6 +194,17 @@ def make_handlers(
         "STATUS": bind(commands.status, wrap_netconf=True),
         "GC": bind(commands.gc, wrap_netconf=True),
     }
+
+
+def _undone(request: CniRequest, conf: MultusConfig, runner: Runner, seams: Seams, reason: str) -> Interrupted:
+    """An interrupted ADD undoes everything it did, as the runtime's DEL would (from the
+    delegate cache, without the API; the cache stays for that DEL), and says so."""
+    what = "every delegate it had started was deleted"
+    try:
+        commands.delete(request, conf=conf, api=None, runner=runner, seams=seams, keep_cache=True)
+    except KvnetError as err:
+        what = f"deleting its delegates failed, the runtime's DEL retries it: {err.msg}"
+    return Interrupted(f"{cmd_prefix(pod_args(request))}ADD interrupted ({reason}): {what}")
 
 
 def client_api(kubeconfig: str) -> KubeApi:

@@ -537,8 +537,15 @@ def test_del_of_a_cache_in_older_multus_shape(lab: PodLab) -> None:
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
 
 
+def _forget_faults(standin: ApiStandIn) -> None:
+    """Drop the stand-in's faults not used up (the stand-in has no call for it)."""
+    with standin._lock:
+        standin._faults.clear()
+
+
 def test_pod_read_retried_through_server_errors(standin_lab: PodLab) -> None:
-    """Multus's GetPod retries 500/503 answers (0.25 s apart, 2.5 s at most); NADs are read once."""
+    """Multus's GetPod retries 500/503 answers (0.25 s apart, 2.5 s at most); a NAD read and
+    the status write ride out transient failures for up to 5 s (kvnet.meta.k8s.RetryingApi)."""
     lab = standin_lab
     assert isinstance(lab.api, ApiStandIn)
     lab.add_nad(
@@ -561,18 +568,26 @@ def test_pod_read_retried_through_server_errors(standin_lab: PodLab) -> None:
     assert [r for r in lab.api.requests if r == ("GET", pod_path)][:4] == [("GET", pod_path)] * 4
     rc, out, err = lab.cni("DEL", conf, container="ctr13", pod="web", uid=uid)
     assert rc == 0, (out, err)
-    # a NAD that answers 500 is not read again: the ADD fails at once and leaves nothing
+    # one 500 on a NAD read is ridden out (RetryingApi): the second read works
     lab.api.fail_next(500, method="GET", path="/network-attachment-definitions/blue")
     before = len(lab.api.requests)
     rc, out, err = lab.cni("ADD", conf, container="ctr14", pod="web", uid=uid)
-    assert rc == 1 and out["code"] == 103, (out, err)
-    # client-go's text of the failure: the server's message
+    assert rc == 0, (out, err)
+    nad_reads = [r for r in lab.api.requests[before:] if r[1].endswith("/network-attachment-definitions/blue")]
+    assert nad_reads == [("GET", "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/blue")] * 2
+    rc, out, err = lab.cni("DEL", conf, container="ctr14", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    # a NAD that keeps answering 500 fails the ADD after the bound, in client-go's text, leaving nothing
+    lab.api.fail_next(500, method="GET", path="/network-attachment-definitions/blue", times=100)
+    t0 = time.monotonic()
+    rc, out, err = lab.cni("ADD", conf, container="ctr18", pod="web", uid=uid)
+    took = time.monotonic() - t0
+    assert rc == 1 and out["code"] == 103 and 4.0 < took < 15, (out, err, took)
     assert out["msg"].endswith(
         "getKubernetesDelegate: cannot find a network-attachment-definition (blue) in namespace (default): "
         "Internal error occurred: injected failure"
     )
-    nad_reads = [r for r in lab.api.requests[before:] if r[1].endswith("/network-attachment-definitions/blue")]
-    assert nad_reads == [("GET", "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/blue")]
+    _forget_faults(lab.api)
     # an answer Multus does not retry (429) ends the retries at once; the one more read succeeds
     lab.api.fail_next(429, method="GET", path=pod_path, times=1)
     before = len(lab.api.requests)
@@ -582,8 +597,14 @@ def test_pod_read_retried_through_server_errors(standin_lab: PodLab) -> None:
     rc, out, err = lab.cni("DEL", conf, container="ctr15", pod="web", uid=uid)
     assert rc == 0, (out, err)
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
-    # a status write that fails reads as Multus's SetPodNetworkStatusAnnotation words it
+    # one 500 on the status write is ridden out; one that keeps failing reads as Multus's
+    # SetPodNetworkStatusAnnotation words it
     lab.api.fail_next(500, method="PUT", path="/status")
+    rc, out, err = lab.cni("ADD", conf, container="ctr21", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    rc, out, err = lab.cni("DEL", conf, container="ctr21", pod="web", uid=uid)
+    assert rc == 0, (out, err)
+    lab.api.fail_next(500, method="PUT", path="/status", times=100)
     rc, out, err = lab.cni("ADD", conf, container="ctr22", pod="web", uid=uid)
     assert rc == 1 and out["code"] == 103, (out, err)
     assert out["msg"] == (
@@ -591,6 +612,7 @@ def test_pod_read_retried_through_server_errors(standin_lab: PodLab) -> None:
         "update the pod web in out of cluster comm: SetNetworkStatus: failed to update the pod web in out of cluster "
         "comm: status update failed for pod default/web: Internal error occurred: injected failure"
     )
+    _forget_faults(lab.api)
     rc, out, err = lab.cni("DEL", conf, container="ctr22", pod="web", uid=uid)
     assert rc == 0, (out, err)
     # a pod that keeps answering 503 fails the ADD after about 2.5 s
