@@ -95,13 +95,17 @@ def start_sidecar(hooks_dir: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def serve(hooks_dir: Path) -> Iterator[Any]:
-    """Serve hooks in-process on the hooks directory: ``serve(hooks)``; all stopped at the end."""
+    """Serve hooks in-process on the hooks directory: ``serve(hooks)`` (or in its sub-folder:
+    ``serve(hooks, "hook-sidecar-0")``, where virt-launcher looks); all stopped at the end."""
     from kvnet.sidecar.server import SidecarServer, socket_path
 
     servers: list[Any] = []
 
-    def start(hooks: Any) -> Any:
-        server = SidecarServer(hooks, socket_path(hooks_dir, hooks.name))
+    def start(hooks: Any, folder: str | None = None) -> Any:
+        """``folder``: a sub-folder of the hooks directory (KubeVirt's layout, one per sidecar)."""
+        where = hooks_dir / folder if folder else hooks_dir
+        where.mkdir(exist_ok=True)
+        server = SidecarServer(hooks, socket_path(where, hooks.name))
         server.start()
         servers.append(server)
         return server
@@ -118,7 +122,7 @@ def serve_kvnet(serve: Any) -> Any:
     """Serve kvnet's real hooks in-process for a pod: ``serve_kvnet(pod, name="kvnet")``."""
     from pod_inputs import kvnet_hooks
 
-    def serve_pod(pod: PodFiles, name: str = "kvnet", timeout: float = 2.0) -> Any:
-        return serve(kvnet_hooks(pod, name, timeout=timeout))
+    def serve_pod(pod: PodFiles, name: str = "kvnet", timeout: float = 2.0, folder: str | None = None) -> Any:
+        return serve(kvnet_hooks(pod, name, timeout=timeout), folder)
 
     return serve_pod

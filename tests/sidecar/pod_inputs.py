@@ -1,7 +1,8 @@
 """KubeVirt-shaped inputs and fake pod facts for the sidecar tests (plain helpers).
 
-The domain and VMI look like what virt-launcher sends: the domain tab-indented with no
-XML declaration (Go's xml.MarshalIndent), the VMI with metadata, spec and status. Pod
+The domain is what KubeVirt's converter makes (kubevirt/vmi-kvnet.xml, written by
+``kubevirt-peer domain``: tab-indented, no XML declaration); the VMI has metadata, spec
+and status as virt-launcher marshals it. Pod
 facts are a fake /sys/class/net tree and a network-info file in a temp folder.
 """
 
@@ -34,40 +35,10 @@ __all__ = [
     "write_link",
 ]
 
-KUBEVIRT_DOMAIN = """<domain type="qemu" xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">
-\t<name>default_vmi-kvnet</name>
-\t<memory unit="b">134217728</memory>
-\t<os>
-\t\t<type arch="x86_64" machine="q35">hvm</type>
-\t</os>
-\t<sysinfo type="smbios">
-\t\t<system>
-\t\t\t<entry name="uuid">5d307ca9-b3ef-428c-8861-06e72d69f223</entry>
-\t\t</system>
-\t</sysinfo>
-\t<devices>
-\t\t<interface type="ethernet">
-\t\t\t<mac address="02:00:00:00:00:01"></mac>
-\t\t\t<target dev="tap0" managed="no"></target>
-\t\t\t<model type="virtio-non-transitional"></model>
-\t\t\t<mtu size="1480"></mtu>
-\t\t\t<alias name="ua-default"></alias>
-\t\t\t<rom enabled="no"></rom>
-\t\t</interface>
-\t\t<controller type="usb" index="0" model="none"></controller>
-\t\t<memballoon model="none"></memballoon>
-\t</devices>
-\t<metadata>
-\t\t<kubevirt xmlns="http://kubevirt.io">
-\t\t\t<uid>5d307ca9-b3ef-428c-8861-06e72d69f223</uid>
-\t\t</kubevirt>
-\t</metadata>
-\t<features>
-\t\t<acpi></acpi>
-\t</features>
-\t<cpu mode="host-model"></cpu>
-\t<vcpu placement="static">1</vcpu>
-</domain>"""
+# The domain KubeVirt's converter makes for make_vmi() (kubevirt-peer domain; kvnet's
+# interfaces are not in it, the sidecar adds them). Checked against the peer by
+# test_kubevirt_inputs.py.
+KUBEVIRT_DOMAIN = (Path(__file__).resolve().parent / "kubevirt" / "vmi-kvnet.xml").read_text().rstrip("\n")
 
 NETWORK_INFO_EMPTY = ""
 

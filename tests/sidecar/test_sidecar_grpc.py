@@ -1,7 +1,21 @@
-"""kvnet-sidecar's gRPC server in-process, driven by the virt-launcher-like client.
+"""kvnet-sidecar's gRPC server in-process, against KubeVirt's hook client where it can be.
 
-No root: the pod is a fake /sys/class/net tree and a network-info file; the translation
-is the real kvnet.domain pipeline.
+KubeVirt's part: the domain every call gets is KubeVirt's converter output
+(``KUBEVIRT_DOMAIN``, kubevirt/vmi-kvnet.xml); the successful starts (a bridge NIC added, the
+VMI's MAC, three sidecars chained, no kvnet interface, PreCloudInitIso's network data) are
+driven by virt-launcher's own hook manager (``kubevirt-peer hooks``: Info, PreCloudInitIso,
+the 2-3 OnDefineDomain calls of a start each fed the previous answer, Shutdown), with each
+server in its ``hook-sidecar-N`` sub-folder as virt-launcher looks for it. That runs in a
+mount namespace (a user namespace too when not root).
+
+The project's ``LauncherClient`` and raw stubs stay for what KubeVirt's client cannot do:
+exact gRPC statuses and messages (malformed VMI, domain, cloudInitData and network-info,
+translation and render errors, the network-info timeout), one call at a time on a chosen
+version, concurrent and waiting calls, calls with an input KubeVirt would never send, and
+PreCloudInitIso answers virt-launcher only reaches through its legacy fallback.
+
+The pod is a fake /sys/class/net tree and a network-info file; the translation is the real
+kvnet.domain pipeline.
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ from typing import Any
 
 import grpc
 import pytest
+from kubevirt_code import SOCKET_FOLDER, kubevirt_hooks, with_cloud_init
 from pod_inputs import (
     KUBEVIRT_DOMAIN,
     PodFiles,
@@ -37,7 +52,13 @@ from kvnet.sidecar.wiring import PipelineTranslator
 
 def interfaces(domain_xml: str) -> dict[str, ET.Element]:
     root = ET.fromstring(domain_xml)
-    return {el.find("alias").get("name"): el for el in root.find("devices") if el.find("alias") is not None}  # type: ignore[union-attr]
+    devices = root.find("devices")
+    assert devices is not None
+    return {
+        el.find("alias").get("name"): el  # type: ignore[union-attr]
+        for el in devices
+        if el.tag in ("interface", "hostdev") and el.find("alias") is not None
+    }
 
 
 def rpc_error(call: Any) -> grpc.RpcError:
@@ -66,10 +87,14 @@ def test_info_answers_within_the_launcher_deadline(serve: Any, hooks_dir: Path, 
 
 
 def test_bridge_nic_added(serve: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
-    serve(kvnet_hooks(bridge_pod))
-    client = LauncherClient(hooks_dir)
-    client.collect(1)
-    out = client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi({"red": "kvnet"}))
+    serve(kvnet_hooks(bridge_pod), SOCKET_FOLDER)
+    run = kubevirt_hooks(hooks_dir, make_vmi({"red": "kvnet"}), domain_xml=KUBEVIRT_DOMAIN)
+    # two interfaces: placeholders, the defining call (the converter's domain again), root ports
+    calls = run["onDefineDomain"]
+    assert [c["step"] for c in calls] == ["placeholders", "define", "root-ports"]
+    sent = calls[1]["input"]
+    assert sent == AS_REPARSED  # KubeVirt's domain after its own DomainSpec round trip
+    out = calls[1]["output"]
     nics = interfaces(out)
     assert set(nics) == {"ua-default", "ua-red"}
     red = nics["ua-red"]
@@ -85,14 +110,28 @@ def test_bridge_nic_added(serve: Any, hooks_dir: Path, bridge_pod: PodFiles) -> 
     assert (
         out.startswith("<domain ") and '\n\t\t<interface type="ethernet">' in out
     )  # as KubeVirt writes it: no declaration, tabs
-    assert out.startswith(KUBEVIRT_DOMAIN[: KUBEVIRT_DOMAIN.index("\t\t<controller")])  # untouched up to the new device
+    end_of_default = sent.index("\t\t</interface>\n") + len("\t\t</interface>\n")
+    assert out.startswith(sent[:end_of_default])  # untouched up to the new device
+    # every call's answer has the NIC once; the last one is what libvirt gets
+    for call in calls:
+        assert [a for a in aliases(call["output"]) if a == "ua-red"] == ["ua-red"]
+    assert interfaces(run["domainXML"])["ua-red"].find("target").get("dev") == "tapb1f51a511f1"  # type: ignore[union-attr]
+    assert run["shutdown"] == "ok"
+
+
+# what the defining call gets after the placeholder call: virt-launcher parses libvirt's
+# answer into api.DomainSpec and marshals it again, which drops the root's xmlns:qemu
+AS_REPARSED = KUBEVIRT_DOMAIN.replace(' xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0"', "", 1)
+
+
+def aliases(domain_xml: str) -> list[str]:
+    return [a.get("name", "") for a in ET.fromstring(domain_xml).iter("alias")]
 
 
 def test_vmi_mac_address_wins(serve: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
-    serve(kvnet_hooks(bridge_pod))
-    client = LauncherClient(hooks_dir)
-    client.collect(1)
-    out = client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi({"red": "kvnet"}, macs={"red": "02:aa:00:00:00:07"}))
+    serve(kvnet_hooks(bridge_pod), SOCKET_FOLDER)
+    vmi = make_vmi({"red": "kvnet"}, macs={"red": "02:aa:00:00:00:07"})
+    out = kubevirt_hooks(hooks_dir, vmi, domain_xml=KUBEVIRT_DOMAIN)["domainXML"]
     assert interfaces(out)["ua-red"].find("mac").get("address") == "02:aa:00:00:00:07"  # type: ignore[union-attr]
 
 
@@ -110,13 +149,13 @@ def test_every_version_serves_on_define_domain(serve: Any, hooks_dir: Path, brid
 
 def test_domain_unchanged_without_kvnet_interfaces(serve: Any, hooks_dir: Path, pod: PodFiles) -> None:
     # network-info stays empty: the sidecar must not even wait for it
-    serve(kvnet_hooks(pod, timeout=30))
-    client = LauncherClient(hooks_dir)
-    client.collect(1)
+    serve(kvnet_hooks(pod, timeout=30), SOCKET_FOLDER)
     started = time.monotonic()
-    out = client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi({"red": "other-binding", "blue": None}))
-    assert out == KUBEVIRT_DOMAIN  # byte for byte
-    assert time.monotonic() - started < 5
+    run = kubevirt_hooks(hooks_dir, make_vmi({"red": "other-binding", "blue": None}), domain_xml=KUBEVIRT_DOMAIN)
+    for call in run["onDefineDomain"]:
+        assert call["output"] == call["input"]  # byte for byte, every call
+    assert run["onDefineDomain"][1]["output"] == AS_REPARSED
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize("domain", ["WITHOUT_KUBEVIRT_METADATA", "KUBEVIRT_DOMAIN"])
@@ -126,16 +165,17 @@ def test_two_sidecars_chained(serve: Any, hooks_dir: Path, pod: PodFiles, domain
     add_bridge_binding(pod.sys_class_net, "red", original_mac="02:00:00:aa:bb:01")
     add_bridge_binding(pod.sys_class_net, "blue", original_mac="02:00:00:aa:bb:02")
     pod.network_info.write_text(network_info({"red": {}, "blue": {}}))
-    serve(kvnet_hooks(pod, "kvnet"))
-    serve(kvnet_hooks(pod, "kvnet-b"))
-    serve(EchoHooks("a-echo"))
-    client = LauncherClient(hooks_dir)
-    assert [s.name for s in client.collect(3)] == ["a-echo", "kvnet-b", "kvnet"]  # os.ReadDir order
-    out = client.on_define_domain(domain, make_vmi({"red": "kvnet", "blue": "kvnet-b"}))
+    serve(EchoHooks("a-echo"), "hook-sidecar-0")
+    serve(kvnet_hooks(pod, "kvnet-b"), "hook-sidecar-1")
+    serve(kvnet_hooks(pod, "kvnet"), "hook-sidecar-2")
+    run = kubevirt_hooks(hooks_dir, make_vmi({"red": "kvnet", "blue": "kvnet-b"}), domain_xml=domain, sidecars=3)
+    assert [s["name"] for s in run["sidecars"]] == ["a-echo", "kvnet-b", "kvnet"]  # sub-folder order
+    out = run["onDefineDomain"][-1]["output"]
     nics = interfaces(out)
     assert set(nics) == {"ua-default", "ua-red", "ua-blue"}
     assert nics["ua-blue"].find("mac").get("address") == "02:00:00:aa:bb:02"  # type: ignore[union-attr]
-    if "<metadata>" in domain:  # KubeVirt's default-namespace metadata survives two splices
+    assert aliases(out).count("ua-red") == aliases(out).count("ua-blue") == 1
+    if "<metadata>" in domain:  # KubeVirt's default-namespace metadata survives the splices
         assert '\t\t<kubevirt xmlns="http://kubevirt.io">\n\t\t\t<uid>' in out
 
 
@@ -398,13 +438,11 @@ def ip_pod(pod: PodFiles) -> PodFiles:
 
 
 def test_pre_cloud_init_iso_adds_network_data(serve: Any, hooks_dir: Path, ip_pod: PodFiles) -> None:
-    serve(kvnet_hooks(ip_pod))
-    client = LauncherClient(hooks_dir)
-    client.collect(1)
-    out = client.pre_cloud_init_iso(make_vmi(), CLOUD_INIT)
-    assert {k: v for k, v in out.items() if k != "NetworkData"} == {
-        k: v for k, v in CLOUD_INIT.items() if k != "NetworkData"
-    }
+    serve(kvnet_hooks(ip_pod), SOCKET_FOLDER)
+    cloud = kubevirt_hooks(hooks_dir, with_cloud_init(make_vmi()))["preCloudInitIso"]
+    sent, out = cloud["input"], cloud["output"]
+    assert sent["NetworkData"] == "" and sent["UserData"] == "#cloud-config\n"  # KubeVirt's, from the volume
+    assert {k: v for k, v in out.items() if k != "NetworkData"} == {k: v for k, v in sent.items() if k != "NetworkData"}
     nd = out["NetworkData"]
     assert "02:00:00:aa:bb:01" in nd and "10.1.0.5/24" in nd and "10.1.0.1" in nd
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+from kubevirt_code import kubevirt_hooks, with_cloud_init
 from pod_inputs import KUBEVIRT_DOMAIN, PodFiles, add_bridge_binding, make_vmi, network_info, sidecar_cmd
 
 from kvnet.core.model import GuestIpConfig
@@ -35,7 +36,8 @@ CLOUD_INIT = {
 
 
 def aliases(domain_xml: str) -> set[str]:
-    return {a.get("name", "") for a in ET.fromstring(domain_xml).iter("alias")}
+    """The aliases of the domain's interfaces."""
+    return {a.get("name", "") for i in ET.fromstring(domain_xml).iter("interface") for a in i.iter("alias")}
 
 
 def test_socket_appears_only_once_serving(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
@@ -100,14 +102,24 @@ def test_plugin_name_from_the_environment(start_sidecar: Any, hooks_dir: Path, b
         proc.stderr.close()
 
 
-def test_kvnet_after_an_echo_sidecar(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
-    start_sidecar("--echo", name="a-echo", env=bridge_pod.env())
-    start_sidecar(env=bridge_pod.env())
-    client = LauncherClient(hooks_dir)
-    assert [s.name for s in client.collect(2)] == ["a-echo", "kvnet"]
-    out = client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi())
-    assert aliases(out) == {"ua-default", "ua-red"}
-    client.shutdown()
+def test_kvnet_after_an_echo_sidecar(hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    """KubeVirt's hook manager over an echo sidecar and kvnet, each in its own sub-folder."""
+    procs = start_in_subfolders(
+        hooks_dir, bridge_pod, [("hook-sidecar-0", ["--echo", "--name", "a-echo"]), ("hook-sidecar-1", [])]
+    )
+    try:
+        out = kubevirt_hooks(hooks_dir, with_cloud_init(make_vmi()), sidecars=2)
+        assert [s["name"] for s in out["sidecars"]] == ["a-echo", "kvnet"]
+        # both sidecars get every OnDefineDomain call, in order; kvnet's NIC is in the final domain
+        assert [c["socket"] for c in out["callbacks"]["OnDefineDomain"]] == [
+            "hook-sidecar-0/a-echo.sock",
+            "hook-sidecar-1/kvnet.sock",
+        ]
+        assert aliases(out["domainXML"]) == {"ua-default", "ua-red"}
+        assert out["shutdown"] == "ok"
+        assert [p.wait(timeout=10) for p in procs] == [0, 0]
+    finally:
+        stop(procs)
 
 
 # --------------------------------------------------------------------------------------
@@ -186,34 +198,51 @@ def test_grpc_status_seen_by_the_launcher(start_sidecar: Any, hooks_dir: Path, p
     assert exc.value.details().startswith("kvnet OnDefineDomain: ") and "red" in exc.value.details()
 
 
-def test_kubevirt_1_6_layout(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
-    """Each sidecar mounts its own sub-folder as its hooks folder; the launcher reads them all.
+def test_kubevirt_1_6_layout(hooks_dir: Path, bridge_pod: PodFiles) -> None:
+    """Each sidecar mounts its own sub-folder as its hooks folder; KubeVirt's hook manager reads
+    them all (``kubevirt-peer hooks``).
 
     The sidecar's staging folder is a folder inside its sub-folder, which virt-launcher skips,
     so only the published socket is ever dialled.
     """
+    procs = start_in_subfolders(
+        hooks_dir, bridge_pod, [("hook-sidecar-0", ["--echo", "--name", "a-echo"]), ("hook-sidecar-1", [])]
+    )
+    try:
+        out = kubevirt_hooks(hooks_dir, with_cloud_init(make_vmi()), sidecars=2)
+        assert [(s["socket"], s["name"], s["version"]) for s in out["sidecars"]] == [
+            ("hook-sidecar-0/a-echo.sock", "a-echo", "v1alpha3"),
+            ("hook-sidecar-1/kvnet.sock", "kvnet", "v1alpha3"),
+        ]
+        steps = [c["step"] for c in out["onDefineDomain"]]
+        assert steps == ["placeholders", "define", "root-ports"]  # two interfaces: three calls
+        for call in out["onDefineDomain"]:
+            assert "ua-red" in aliases(call["output"])
+        assert aliases(out["domainXML"]) == {"ua-default", "ua-red"}
+        assert out["shutdown"] == "ok"
+        assert [p.wait(timeout=10) for p in procs] == [0, 0]
+    finally:
+        stop(procs)
+
+
+def start_in_subfolders(hooks_dir: Path, pod: PodFiles, sidecars: list[tuple[str, list[str]]]) -> list[Any]:
     procs = []
-    for name, extra in (("hook-sidecar-0", ["--echo", "--name", "a-echo"]), ("hook-sidecar-1", [])):
+    for name, extra in sidecars:
         sub = hooks_dir / name
         sub.mkdir()
         procs.append(
             subprocess.Popen(
-                [*sidecar_cmd(), "--hooks-dir", str(sub), *extra], env=bridge_pod.env(), stderr=subprocess.DEVNULL
+                [*sidecar_cmd(), "--hooks-dir", str(sub), *extra], env=pod.env(), stderr=subprocess.DEVNULL
             )
         )
-    try:
-        client = LauncherClient(hooks_dir, layout="subdirs")
-        assert [
-            (Path(s.socket_path).relative_to(hooks_dir).as_posix(), s.name) for s in client.collect(2, timeout=20)
-        ] == [("hook-sidecar-0/a-echo.sock", "a-echo"), ("hook-sidecar-1/kvnet.sock", "kvnet")]
-        assert aliases(client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi())) == {"ua-default", "ua-red"}
-        client.shutdown()
-        assert [p.wait(timeout=10) for p in procs] == [0, 0]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    return procs
+
+
+def stop(procs: list[Any]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def test_sigterm_during_a_network_info_wait(start_sidecar: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
