@@ -168,7 +168,9 @@ def validate_network_name(name: object) -> None:
 
 def _decode_config(stdin: bytes) -> dict[str, Any]:
     try:
-        conf = json.loads(stdin)
+        # UTF-8 only (json.loads of bytes would guess UTF-16/32), and bytes that are no UTF-8
+        # read as U+FFFD, as Go's decoder reads them: a syntax error outside a string
+        conf = json.loads(stdin.decode("utf-8", errors="replace"))
     except json.JSONDecodeError as e:  # skel's validateConfig wording around Go's message
         raise DecodeFailure(f"error unmarshall network config: {go_syntax_error(e)}") from None
     except (ValueError, UnicodeDecodeError) as e:
