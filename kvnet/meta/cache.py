@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvnet.cni import libcni_cache
 from kvnet.cni.protocol import validate_container_id
 from kvnet.core.errors import DecodeFailure, IOFailure
 from kvnet.core.naming import NAME_MAX, file_name_fits
@@ -347,3 +348,23 @@ def remove(cni_dir: str | os.PathLike[str], container_id: str) -> None:
         path.unlink(missing_ok=True)
     except OSError as err:
         raise IOFailure(f"deleteDelegates: error in deleting the delegates {str(path)!r}: {err}") from err
+
+
+# The CNI codes of a delegate that could not read its call (incompatible version,
+# unsupported field, bad env, undecodable or invalid config; a plugin that is not there is
+# InvalidConfig too): asking again gets the same answer.
+UNREADABLE_CALL_CODES = frozenset({1, 2, 4, 6, 7})
+
+
+def rebuilt_del_is_moot(cni_dir: str | os.PathLike[str], container_id: str, codes: Sequence[int]) -> bool:
+    """The rule for a DEL without a delegate cache, whose delegates were rebuilt from the
+    pod: their failures are no reason for the runtime to retry (the DEL is reported as a
+    success, with a log line) when every one is a call the delegate could not read
+    (:data:`UNREADABLE_CALL_CODES`) and nothing of the container exists: no delegate cache
+    and no libcni result of it in ``cni_dir`` (nothing recorded an ADD). A DEL from the
+    cache, and any other failure, still reports the error: something may be left to undo."""
+    if not codes or any(code not in UNREADABLE_CALL_CODES for code in codes):
+        return False
+    if file_name_fits(container_id) and (Path(cni_dir) / container_id).exists():
+        return False
+    return not libcni_cache.list_attachments(cni_dir, container_id)

@@ -236,3 +236,25 @@ def test_encode_decode_round_trip(extra, name, ifname, ips, gws, v4, v6) -> None
     )
     (back,) = cache.decode(cache.encode([d]))
     assert back == d
+
+
+# --- a DEL rebuilt from the pod whose delegates cannot read their call --------------------
+
+
+def test_rebuilt_del_is_moot_only_when_nothing_was_recorded(tmp_path: Path) -> None:
+    from kvnet.cni import libcni_cache
+
+    cid = "c" * 64
+    assert cache.rebuilt_del_is_moot(tmp_path, cid, [7])  # a bad IPAM subnet, a missing plugin
+    assert cache.rebuilt_del_is_moot(tmp_path, cid, [7, 1, 6])
+    assert not cache.rebuilt_del_is_moot(tmp_path, cid, [])  # nothing failed: nothing to excuse
+    assert not cache.rebuilt_del_is_moot(tmp_path, cid, [7, 11])  # try again later: a retry may work
+    assert not cache.rebuilt_del_is_moot(tmp_path, cid, [102])
+    # a libcni result of the container: an ADD was recorded, something may be left
+    libcni_cache.write_result(tmp_path, libcni_cache.CachedAttachment("blue", cid, "net1", b"{}"))
+    assert not cache.rebuilt_del_is_moot(tmp_path, cid, [7])
+    assert cache.rebuilt_del_is_moot(tmp_path, "d" * 64, [7])  # another container's result
+    # the delegate cache of the container
+    cache.save(tmp_path, "e" * 64, [])
+    assert not cache.rebuilt_del_is_moot(tmp_path, "e" * 64, [7])
+    assert cache.rebuilt_del_is_moot(tmp_path, "a" * 300, [7])  # an ID no ADD accepts
