@@ -21,6 +21,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         "except cniVersion, name and type",
     )
     parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long the calls in flight get to finish before the ADDs still running are "
+        "cancelled and undone (default 20; new calls are refused meanwhile)",
+    )
+    parser.add_argument(
         "--api",
         choices=("client", "light"),
         default="client",
@@ -54,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     daemon.start()
     try:
         stop.wait()
+        daemon.drain(args.drain_timeout)
     finally:
         daemon.stop()
     return 0

@@ -18,7 +18,13 @@ without that being a difference in what a delegate does.
   replaced), by default the prevResult when chained, else one interface named as
   ``CNI_IFNAME`` in ``CNI_NETNS``;
 - ``deviceInfo``: an object written to ``runtimeConfig.CNIDeviceInfoFile`` on ADD (what
-  sriov-cni does with the file the meta-plugin names).
+  sriov-cni does with the file the meta-plugin names);
+- ``die``: the commands on which it kills itself with SIGKILL (a delegate that is killed);
+- ``then``: a plugin of the same bin dir to become (exec) on the same stdin and
+  environment, after sleeping ``slow[<command>]`` seconds: a slow real plugin; with
+  ``fork: true`` a child does the sleeping and the exec while the recorder waits for it
+  and passes on its exit status (a delegate whose own child keeps running when the
+  delegate is killed, as an IPAM plugin under its main plugin).
 
 The record folder is the path in ``<bin dir>/.record-dir`` (:func:`record_into`); without
 it nothing is recorded.
@@ -71,6 +77,28 @@ if cmd == "VERSION":
     print(json.dumps({{"cniVersion": "1.1.0",
                       "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}}))
     sys.exit(0)
+if cmd in (conf.get("die") or []):
+    os.kill(os.getpid(), 9)
+then = conf.get("then")
+if then:
+    def become():
+        delay = (conf.get("slow") or {{}}).get(cmd, 0)
+        if delay:
+            time.sleep(float(delay))
+        r, w = os.pipe()
+        os.write(w, data)
+        os.close(w)
+        os.dup2(r, 0)
+        os.close(r)
+        target = os.path.join(os.path.dirname(sys.argv[0]), then)
+        os.execv(target, [target])
+    if conf.get("fork"):
+        child = os.fork()
+        if child == 0:
+            become()
+        _, status = os.waitpid(child, 0)
+        sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+    become()
 fail_on = conf.get("failOn") or (["ADD"] if conf.get("fail") else [])
 if cmd == "ADD" and conf.get("hang"):
     time.sleep(float(conf["hang"]))

@@ -7,6 +7,13 @@ and answers ``{"exit": <status>, "stdout": "<result or CNI error JSON>"}``. What
 mode saves is the per-call start-up: the Kubernetes client (one per kubeconfig) and
 the delegate runners (their VERSION answers cached) live as long as the daemon.
 ``GET /healthz`` answers ``ok`` once the daemon serves.
+
+Stopping (:meth:`CniDaemon.drain`, on SIGTERM): new calls are refused with HTTP 503 (the
+shim reports a daemon that is stopping, code 11), the calls in flight get up to the drain
+bound to finish (``--drain-timeout``, default 20 s, within Kubernetes' default 30 s grace
+period); the ADDs still running then are cancelled (their delegates killed, what they set
+up deleted, code 11 to their shims), and the daemon waits up to ``ROLLBACK_GRACE`` for
+them before it exits (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -17,16 +24,21 @@ import logging
 import os
 import socketserver
 import threading
+import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from kvnet.cni.delegate import cancel_all
 from kvnet.cni.protocol import Handler, plugin_main
 from kvnet.core.errors import IOFailure
 from kvnet.meta.wiring import LongLived, make_handlers
 
 log = logging.getLogger("kvnet.daemon")
 MAX_BODY = 4 * 1024 * 1024
+DRAIN_TIMEOUT = 20.0  # seconds the calls in flight get to finish on SIGTERM
+ROLLBACK_GRACE = 10.0  # seconds cancelled ADDs get to delete what they set up
+STOPPING = b'{"error":"the kvnet daemon is stopping: call refused"}'
 
 
 def serve_call(handlers: Mapping[str, Handler], env: Mapping[str, str], stdin: bytes) -> tuple[int, str]:
@@ -40,6 +52,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
     handlers: Mapping[str, Handler]
+    calls: _Calls
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -82,7 +95,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(400, json.dumps({"error": f"bad request: {err}"}).encode())
             return
         env = {k: v for k, v in env.items() if k.startswith("CNI_")}
-        status, out = serve_call(self.server.handlers, env, stdin)
+        if not self.server.calls.begin():
+            log.info("%s container=%s refused: stopping", env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID"))
+            self._answer(503, STOPPING)
+            return
+        try:
+            status, out = serve_call(self.server.handlers, env, stdin)
+        finally:
+            self.server.calls.end()
         log.info(
             "%s container=%s ifname=%s -> exit %d",
             env.get("CNI_COMMAND"),
@@ -93,8 +113,44 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, json.dumps({"exit": status, "stdout": out}).encode())
 
 
+class _Calls:
+    """The calls in flight, and whether new ones are still taken."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.running = 0
+        self.open = True
+
+    def begin(self) -> bool:
+        with self._cond:
+            if not self.open:
+                return False
+            self.running += 1
+            return True
+
+    def end(self) -> None:
+        with self._cond:
+            self.running -= 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.open = False
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+
 class CniDaemon:
-    """The thick-mode server: ``start()``/``stop()``, or ``serve_forever()``; a context manager."""
+    """The thick-mode server: ``start()``/``stop()`` (or ``drain()`` then ``stop()``), or
+    ``serve_forever()``; a context manager."""
 
     def __init__(
         self,
@@ -111,6 +167,7 @@ class CniDaemon:
         )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.calls = _Calls()
 
     def _bind(self) -> _Server:
         folder = os.path.dirname(self.socket_path)
@@ -124,6 +181,7 @@ class CniDaemon:
         except OSError as err:
             raise IOFailure(f"kvnet daemon: cannot listen on {self.socket_path}: {err}") from err
         server.handlers = self.handlers
+        server.calls = self.calls
         return server
 
     def start(self) -> None:
@@ -139,6 +197,21 @@ class CniDaemon:
             self._server.serve_forever()
         finally:
             self._close()
+
+    def drain(self, timeout: float = DRAIN_TIMEOUT, grace: float = ROLLBACK_GRACE) -> bool:
+        """Refuse new calls, give the ones in flight ``timeout`` seconds, then cancel the
+        ADDs still running and give them ``grace`` seconds to undo themselves; True when
+        no call was left running."""
+        self.calls.close()
+        log.info("kvnet daemon stopping: %d call(s) in flight, waiting up to %gs", self.calls.running, timeout)
+        if self.calls.wait_idle(timeout):
+            return True
+        log.warning("kvnet daemon stopping: %d call(s) still running, cancelling them", self.calls.running)
+        cancel_all(f"the kvnet daemon is stopping (drain bound of {timeout:g}s reached)")
+        if self.calls.wait_idle(grace):
+            return True
+        log.error("kvnet daemon stopping: %d call(s) did not end within %gs", self.calls.running, grace)
+        return False
 
     def stop(self) -> None:
         if self._server is not None:

@@ -9,8 +9,11 @@ with nothing but the standard library plus one round trip.
 Socket: the config's ``socketPath``, else ``<socketDir>/kvnet.sock``, else
 ``/run/kvnet/kvnet.sock``. VERSION is answered locally. A config that is not a JSON
 object is refused here with code 6, as ``kvnet-cni`` refuses it (``multus-shim`` runs
-skel, which checks the config before it calls its daemon). An unreachable daemon is a CNI
-error with code 11 (try again later), so the runtime retries.
+skel, which checks the config before it calls its daemon). When the daemon cannot answer
+the error says which way, with code 11 (try again later) so the runtime retries: no daemon
+listens on the socket; the daemon is stopping and refused the call; the daemon went away
+during the call (what the call had done is undone by the runtime's DEL, which waits for
+anything still running: docs/reliability.md); no answer within the shim's timeout.
 """
 
 from __future__ import annotations
@@ -86,14 +89,37 @@ def _version_of(stdin: bytes) -> str:
     return v if isinstance(v, str) and v else "1.0.0"
 
 
+class DaemonTrouble(Exception):
+    """The daemon gave no CNI answer; the text says what happened."""
+
+
 def call_daemon(path: str, env: Mapping[str, str], stdin: bytes, timeout: float = TIMEOUT) -> tuple[int, str]:
-    """One CNI call through the daemon: (exit status, stdout text)."""
+    """One CNI call through the daemon: (exit status, stdout text); :class:`DaemonTrouble`
+    when there is no CNI answer (no daemon, a stopping one, one that went away)."""
     body = json.dumps({"env": dict(env), "stdin": stdin.decode("utf-8", errors="surrogateescape")})
-    status, data = request(path, "POST", REQUEST_PATH, body.encode("utf-8", errors="surrogateescape"), timeout)
+    command = env.get("CNI_COMMAND", "")
+    try:
+        status, data = request(path, "POST", REQUEST_PATH, body.encode("utf-8", errors="surrogateescape"), timeout)
+    except (FileNotFoundError, ConnectionRefusedError) as err:
+        raise DaemonTrouble(f"no kvnet daemon is listening at {path} (is it running?): {err}") from None
+    except TimeoutError:
+        raise DaemonTrouble(f"the kvnet daemon at {path} gave no answer to {command} within {timeout:g}s") from None
+    except (OSError, ValueError) as err:
+        raise DaemonTrouble(
+            f"the kvnet daemon at {path} went away during {command} without answering ({err}); "
+            "the call may have partly run: the runtime's DEL undoes it"
+        ) from None
+    if status == 503:
+        raise DaemonTrouble(f"the kvnet daemon at {path} is stopping and refused {command}; try again")
     if status != 200:
-        raise ConnectionError(f"daemon answered HTTP {status}: {data.decode(errors='replace')[:500]}")
-    answer = json.loads(data)
-    return int(answer["exit"]), str(answer.get("stdout", ""))
+        raise DaemonTrouble(
+            f"the kvnet daemon at {path} refused {command}: HTTP {status}: {data.decode(errors='replace')[:500]}"
+        )
+    try:
+        answer = json.loads(data)
+        return int(answer["exit"]), str(answer.get("stdout", ""))
+    except (ValueError, KeyError, TypeError) as err:
+        raise DaemonTrouble(f"the kvnet daemon at {path} answered {command} with something unreadable: {err}") from None
 
 
 def run(environ: Mapping[str, str], stdin: bytes, stdout: Any) -> int:
@@ -125,12 +151,12 @@ def run(environ: Mapping[str, str], stdin: bytes, stdout: Any) -> int:
     env = {k: v for k, v in environ.items() if k.startswith("CNI_")}
     try:
         status, out = call_daemon(path, env, stdin)
-    except (OSError, ValueError, KeyError) as err:
+    except DaemonTrouble as err:
         error = {
             "cniVersion": _version_of(stdin),
             "code": TRY_AGAIN_LATER,
-            "msg": f"kvnet-shim: cannot reach the kvnet daemon at {path}: {err}",
-            "details": "start it with: kvnet daemon --socket " + path,
+            "msg": f"kvnet-shim: {err}",
+            "details": "the daemon runs as: kvnet daemon --socket " + path,
         }
         stdout.write(json.dumps(error) + "\n")
         return 1

@@ -126,7 +126,7 @@ def test_shim_reports_a_missing_daemon(thick: tuple[PodLab, str]) -> None:
     conf = lab.config([], type="kvnet-shim", socketPath=sock + ".missing")
     rc, out, _err = lab.cni("ADD", conf, container="thick3", pod="web", binary="kvnet-shim")
     assert rc == 1 and out["code"] == 11
-    assert out["msg"].startswith(f"kvnet-shim: cannot reach the kvnet daemon at {sock}.missing")
+    assert out["msg"].startswith(f"kvnet-shim: no kvnet daemon is listening at {sock}.missing (is it running?)")
 
 
 def test_concurrent_pods_through_one_daemon(thick: tuple[PodLab, str], netns_factory: Callable[..., Any]) -> None:

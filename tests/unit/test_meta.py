@@ -1468,7 +1468,59 @@ def test_shim_without_daemon_is_try_again_later(tmp_path: Path) -> None:
     assert shim.run(env, json.dumps(cfg).encode(), out) == 1
     err = json.loads(out.getvalue())
     assert err["code"] == 11 and err["cniVersion"] == "0.4.0"
-    assert err["msg"].startswith(f"kvnet-shim: cannot reach the kvnet daemon at {sock}: ")
+    assert err["msg"].startswith(f"kvnet-shim: no kvnet daemon is listening at {sock} (is it running?): ")
+
+
+def _one_shot_server(tmp_path: Path, answer: bytes | None) -> tuple[str, Any]:
+    """A unix socket that reads one request, then sends ``answer`` (None: closes without one)."""
+    import socket
+    import threading
+
+    sock_path = str(tmp_path / "d.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            if answer is not None:
+                conn.sendall(answer)
+        server.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return sock_path, thread
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (None, "went away during ADD without answering"),
+        (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            "is stopping and refused ADD; try again",
+        ),
+    ],
+)
+def test_shim_says_what_happened_to_the_daemon(tmp_path: Path, answer: bytes | None, says: str) -> None:
+    """A daemon gone mid-call and a stopping daemon are told apart from a call that failed
+    (which comes back as the daemon's CNI error, printed as it is)."""
+    import io
+
+    from kvnet.meta import shim
+
+    sock, thread = _one_shot_server(tmp_path, answer)
+    cfg = {"cniVersion": "1.0.0", "name": "x", "type": "kvnet-shim", "socketPath": sock}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/n", "CNI_IFNAME": "eth0", "CNI_PATH": "/p"}
+    out = io.StringIO()
+    assert shim.run(env, json.dumps(cfg).encode(), out) == 1
+    thread.join(5)
+    err = json.loads(out.getvalue())
+    assert (
+        err["code"] == 11 and err["msg"].startswith(f"kvnet-shim: the kvnet daemon at {sock} ") and says in err["msg"]
+    )
 
 
 @pytest.mark.parametrize("stdin", [b"{", b"[1]", b""])
