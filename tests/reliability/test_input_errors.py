@@ -288,3 +288,21 @@ def test_network_name_with_an_escaped_lone_surrogate(node: Node) -> None:
     rc, err = node.call("ADD", conf)
     assert rc == 1 and err["code"] == 7 and err["msg"] == "invalid characters found in network name", err
     assert node.delegate_calls() == [] and node.leftovers() == []
+
+
+# --- a DEL without a cache whose delegates cannot read their call ---------------------
+
+
+@pytest.mark.xfail(
+    strict=True, reason="kvnet.meta.commands.delete does not apply kvnet.meta.cache.rebuilt_del_is_moot yet"
+)
+def test_rebuilt_del_of_a_delegate_that_cannot_run_ends(node: Node, standin: ApiStandIn) -> None:
+    """No cache (the ADD never got that far, or the cache is gone), and the pod's network
+    names a plugin that is not there: every DEL was code 7 again, so the runtime retried it
+    forever though nothing of the container exists. The rule (kvnet.meta.cache): such a
+    DEL ends in success, after trying every delegate."""
+    standin.load([pod("extra"), nad("extra", {"cniVersion": "1.0.0", "name": "extra", "type": "nosuch"})])
+    rc, err = node.call("DEL")
+    assert node.delegate_calls() == [("DEL", "main", "eth0")]  # the main network is still deleted
+    assert (rc, err) == (0, {})
+    assert node.leftovers() == []
