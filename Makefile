@@ -51,7 +51,7 @@ test-unit: venv
 demo: venv guest
 	$(VENV)/bin/kvnet demo --guest $(BUILD)/guest
 
-bench: venv guest
+bench: venv guest peers
 	$(PY) -m bench
 
 clean:
