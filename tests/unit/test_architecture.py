@@ -36,11 +36,20 @@ MAY_IMPORT: dict[str, set[str]] = {
     "kvnet.core": set(),
     "kvnet.cni": {"kvnet.core"},
     "kvnet.binding": {"kvnet.core", "kvnet.cni"},
+    "kvnet.mirror": {"kvnet.core", "kvnet.cni"},  # the chained port-mirroring plugin
     "kvnet.meta": {"kvnet.core", "kvnet.cni", "kvnet.binding"},  # the in-process binding, SR-IOV sysfs
     "kvnet.domain": {"kvnet.core"},
     "kvnet.templates": set(),
     "kvnet.sidecar": {"kvnet.core", "kvnet.domain", "kvnet.templates"},
-    "kvnet.lab": {"kvnet.core", "kvnet.cni", "kvnet.binding", "kvnet.meta", "kvnet.domain", "kvnet.sidecar"},
+    "kvnet.lab": {
+        "kvnet.core",
+        "kvnet.cni",
+        "kvnet.binding",
+        "kvnet.mirror",
+        "kvnet.meta",
+        "kvnet.domain",
+        "kvnet.sidecar",
+    },
     "kvnet.commands": {
         "kvnet.core",
         "kvnet.cni",
