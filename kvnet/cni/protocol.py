@@ -27,7 +27,7 @@ from kvnet.core.errors import (
     KvnetError,
     UnknownContainer,
 )
-from kvnet.core.gojson import go_syntax_error
+from kvnet.core.gojson import go_strings, go_syntax_error
 from kvnet.core.naming import (
     MAX_CONTAINER_ID,
     MAX_IFNAME,
@@ -170,7 +170,8 @@ def _decode_config(stdin: bytes) -> dict[str, Any]:
     try:
         # UTF-8 only (json.loads of bytes would guess UTF-16/32), and bytes that are no UTF-8
         # read as U+FFFD, as Go's decoder reads them: a syntax error outside a string
-        conf = json.loads(stdin.decode("utf-8", errors="replace"))
+        # and a lone surrogate escape is U+FFFD too (go_strings)
+        conf = go_strings(json.loads(stdin.decode("utf-8", errors="replace")))
     except json.JSONDecodeError as e:  # skel's validateConfig wording around Go's message
         raise DecodeFailure(f"error unmarshall network config: {go_syntax_error(e)}") from None
     except (ValueError, UnicodeDecodeError) as e:

@@ -95,12 +95,36 @@ def go_loads(text: str) -> Any:
     """``json.loads`` that refuses what Go refuses (``NaN``, ``Infinity``) and words errors like Go.
 
     Truncated input is ``unexpected end of JSON input``; other syntax errors carry the
-    offending character and offset with Python's detail.
+    offending character and offset with Python's detail. A lone surrogate (``"\\udcff"``)
+    is U+FFFD, as Go decodes it (:func:`go_strings`).
     """
     try:
-        return json.loads(text, parse_constant=_no_constants, parse_float=GoNumber)
+        value = json.loads(text, parse_constant=_no_constants, parse_float=GoNumber)
     except json.JSONDecodeError as err:
         raise GoJsonError(go_syntax_error(err)) from None
+    return go_strings(value) if _SURROGATE_HINT.search(text) else value
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# a surrogate escape or character in JSON text: only then can a decoded string hold a lone one
+_SURROGATE_HINT = re.compile("[\ud800-\udfff]|\\\\u[dD][89abcdefABCDEF]")
+
+
+def go_text(text: str) -> str:
+    """``text`` with each lone surrogate as U+FFFD: what Go's strings hold where Python's
+    json decoder (or os.environ, for undecodable bytes) leaves a lone surrogate."""
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
+
+
+def go_strings(value: Any) -> Any:
+    """A decoded JSON value with :func:`go_text` applied to every string, keys included."""
+    if isinstance(value, str):
+        return go_text(value)
+    if isinstance(value, list):
+        return [go_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {go_text(k): go_strings(v) for k, v in value.items()}
+    return value
 
 
 def go_syntax_error(err: json.JSONDecodeError) -> str:

@@ -23,6 +23,7 @@ from kvnet.core.gojson import (
     go_ip_string,
     go_json_kind,
     go_quote,
+    go_text,
     go_type_error,
     load_annotation,
     parse_cidr,
@@ -221,8 +222,10 @@ def _validate_requests(sel: NetworkSelection) -> None:
 def parse_networks(value: str, pod_namespace: str) -> tuple[NetworkSelection, ...]:
     """Parse the networks annotation (short or JSON form); namespaces default to ``pod_namespace``.
 
-    JSON is used when the value contains ``[``, ``{`` or ``"`` (as Multus decides).
+    JSON is used when the value contains ``[``, ``{`` or ``"`` (as Multus decides). A lone
+    surrogate in the value is U+FFFD, as in the string client-go decoded for Multus.
     """
+    value = go_text(value)
     if value == "":
         raise InvalidAnnotation(f'{_PREFIX}pod annotation does not have "network" as key')
     if _JSON_HINT.search(value):

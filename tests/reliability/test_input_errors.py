@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from kvnet.cni.delegate import DelegateRunner
+from kvnet.cni.delegate import DelegateRunner, subprocess_exec
 from kvnet.cni.protocol import CniRequest, plugin_main
 from kvnet.lab.apiserver import ApiStandIn
 from kvnet.lab.fakes import FakeExec, FakePlugin
@@ -305,4 +305,49 @@ def test_rebuilt_del_of_a_delegate_that_cannot_run_ends(node: Node, standin: Api
     rc, err = node.call("DEL")
     assert node.delegate_calls() == [("DEL", "main", "eth0")]  # the main network is still deleted
     assert (rc, err) == (0, {})
+    assert node.leftovers() == []
+
+
+# --- lone surrogates in what the pod's author wrote ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "networks",
+    [
+        '[{"name": "extra", "interface": "e\\udcff"}]',
+        '[{"name": "extra", "interface": "e\\ud800"}]',
+        "extra@e\ud800",  # the short form: the pod's JSON from the API holds the escape
+    ],
+)
+def test_lone_surrogate_in_the_annotations_interface(node: Node, standin: ApiStandIn, networks: str) -> None:
+    """``"interface": "e\\ud800"`` in the networks annotation: Python's decoder keeps a lone
+    surrogate, which no exec can pass (999 'surrogates not allowed', or the plugin got a
+    byte that is no UTF-8 and its result was unparseable, code 6). Go decodes it as U+FFFD,
+    so Multus's delegate gets ``e\\ufffd``; kvnet's does too, through a real exec."""
+    record = node.tmp / "ifnames"
+    plugin = node.bin_dir / "rec"
+    plugin.write_text(
+        "#!/bin/sh\n"
+        'if [ "$CNI_COMMAND" = VERSION ]; then echo \'{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}\'; exit 0; fi\n'
+        f'printf "%s %s\\n" "$CNI_COMMAND" "$CNI_IFNAME" >> {record}\n'
+        'if [ "$CNI_COMMAND" = ADD ]; then echo \'{"cniVersion":"1.0.0"}\'; fi\n'
+    )
+    plugin.chmod(0o755)
+    standin.load([pod(networks), nad("extra", {"cniVersion": "1.0.0", "name": "extra", "type": "rec"})])
+    node.exec = FakeExec({"ok": FakePlugin()})
+
+    def runner(conf: MultusConfig, request: CniRequest | None = None) -> DelegateRunner:
+        def exec_(plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
+            if os.path.basename(plugin) == "ok":
+                return node.exec(plugin, stdin, env, timeout)
+            return subprocess_exec(plugin, stdin, env, timeout)
+
+        return DelegateRunner([conf.bin_dir], exec=exec_, cache_dir=conf.cni_dir)
+
+    node.runner = runner  # type: ignore[method-assign]
+    rc, result = node.call("ADD")
+    assert rc == 0, result
+    assert record.read_text(encoding="utf-8") == "ADD e\ufffd\n"
+    assert node.call("DEL") == (0, {})
+    assert record.read_text(encoding="utf-8") == "ADD e\ufffd\nDEL e\ufffd\n"
     assert node.leftovers() == []
