@@ -3,9 +3,10 @@
 The real Debian bridge plugin makes the attachment in a pod netns (host side in a "node"
 netns), the real ``kvnet-binding`` re-plumbs it for the VM, and ``kvnet-sidecar`` runs
 inside the pod netns the way KubeVirt runs it: uid/gid 107, no capabilities, reading only
-/sys/class/net and network-info. The virt-launcher-like client then gets a domain whose NIC
-is the binding's tap with the pod's original MAC, and guest network data with the
-attachment's IPAM address.
+/sys/class/net and network-info, its socket in its ``hook-sidecar-0`` sub-folder.
+virt-launcher's own hook manager (``kubevirt-peer hooks``, KubeVirt v1.8.4) then gets a
+domain (the converter's) whose NIC is the binding's tap with the pod's original MAC, and
+guest network data with the attachment's IPAM address.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,10 +25,10 @@ from typing import Any
 
 import pytest
 import yaml
-from pod_inputs import KUBEVIRT_DOMAIN, make_vmi
+from kubevirt_code import SOCKET_FOLDER, kubevirt_hooks, with_cloud_init
+from pod_inputs import make_vmi
 
 from kvnet.core.naming import hashed_pod_iface
-from kvnet.lab.launcher import LauncherClient
 
 pytestmark = pytest.mark.root
 
@@ -128,8 +130,8 @@ def test_sidecar_as_qemu_in_a_plumbed_pod(
 ) -> None:
     pod, attach = plumbed_pod
     hooks = shared_dir / "hooks"
-    hooks.mkdir()
-    os.chown(hooks, QEMU_UID, QEMU_UID)
+    (hooks / SOCKET_FOLDER).mkdir(parents=True)  # the sidecar container's own sub-folder
+    os.chown(hooks / SOCKET_FOLDER, QEMU_UID, QEMU_UID)
     info = shared_dir / "network-info"
     info.write_text(json.dumps({"interfaces": [{"network": "blue", "mac": attach["mac"]}]}))
     info.chmod(0o644)
@@ -139,30 +141,29 @@ def test_sidecar_as_qemu_in_a_plumbed_pod(
             "netns",
             "exec",
             pod.name,
-            *as_qemu(f"{kvnet_bin_dir}/kvnet-sidecar", "--hooks-dir", str(hooks), "--network-info", str(info)),
+            *as_qemu(
+                f"{kvnet_bin_dir}/kvnet-sidecar", "--hooks-dir", str(hooks / SOCKET_FOLDER), "--network-info", str(info)
+            ),
         ],
         stderr=subprocess.PIPE,
     )
     try:
-        client = LauncherClient(hooks)
-        client.collect(1, timeout=20)
-        assert os.stat(hooks / "kvnet.sock").st_uid == QEMU_UID
-        out = client.on_define_domain(KUBEVIRT_DOMAIN, make_vmi({"blue": "kvnet"}))
+        sock = hooks / SOCKET_FOLDER / "kvnet.sock"
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the sidecar's socket did not appear"
+            time.sleep(0.02)
+        assert os.stat(sock).st_uid == QEMU_UID
+        run = kubevirt_hooks(hooks, with_cloud_init(make_vmi({"blue": "kvnet"})))  # virt-launcher's hook manager
+        out = run["domainXML"]
         nic = next(el for el in ET.fromstring(out).iter("interface") if el.find("alias").get("name") == "ua-blue")  # type: ignore[union-attr]
         assert nic.find("target").get("dev") == "tap16477688c0e"  # type: ignore[union-attr]
         assert nic.find("mac").get("address") == attach["mac"]  # type: ignore[union-attr]  # the MAC swap: the guest gets the original
         assert nic.find("mtu").get("size") == "1400"  # type: ignore[union-attr]
-        cloud_init = {
-            "DataSource": "noCloud",
-            "NoCloudMetaData": {"instance-id": "i"},
-            "UserData": "#cloud-config\n",
-            "NetworkData": "",
-            "VolumeName": "cloudinitdisk",
-        }
-        nd = yaml.safe_load(client.pre_cloud_init_iso(make_vmi({"blue": "kvnet"}), cloud_init)["NetworkData"])
+        nd = yaml.safe_load(run["preCloudInitIso"]["output"]["NetworkData"])
         [eth] = [e for e in nd["ethernets"].values() if e["match"]["macaddress"] == attach["mac"]]
         assert eth["addresses"] == [attach["ip"]]
-        client.shutdown()
+        assert run["shutdown"] == "ok"
         assert proc.wait(timeout=10) == 0
     finally:
         if proc.poll() is None:
