@@ -1,5 +1,6 @@
 """What ``kvnet-mirror`` wants, as values: the config, the attachment's node-side port and
-the tc filters that mirror it (docs/mirroring.md). Pure: the links and filters it judges
+the tc filters that mirror it (docs/mirroring.md: clsact, an all-matching u32
+filter, a mirred mirror action). Pure: the links and filters it judges
 are read by :mod:`kvnet.mirror.tc` and passed in.
 
 Directions are the attachment's, as the pod sees it: ``ingress`` is what the pod receives
@@ -18,6 +19,9 @@ from kvnet.core.naming import ifname_problem
 
 DIRECTIONS = {"ingress": ("egress",), "egress": ("ingress",), "both": ("ingress", "egress")}
 PREF = 4711  # the tc filter priority kvnet-mirror owns on a port (others' filters are left alone)
+# every packet: u32 with an empty match (cls_u32 is in every kernel the bandwidth plugin runs
+# on; matchall is the modern spelling but not built into every kernel, this host's among them)
+CLASSIFIER = ("u32", "match", "u32", "0", "0")
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,13 @@ def node_port(prev_result: Mapping[str, Any] | None, links: Sequence[Link]) -> s
 
 def missing(conf: MirrorConf, filters: Sequence[Filter]) -> list[str]:
     """The hooks whose mirror filter to ``conf.target`` is not there (CHECK's verdict)."""
-    have = {(f.hook, f.mirror_to) for f in filters if f.pref == PREF and f.kind == "matchall"}
+    have = {(f.hook, f.mirror_to) for f in filters if f.pref == PREF and f.kind == CLASSIFIER[0]}
     return [hook for hook in conf.hooks if (hook, conf.target) not in have]
 
 
 def tc_add(port: str, conf: MirrorConf) -> list[list[str]]:
     """The tc commands that mirror ``port`` to the target (after a clsact qdisc exists)."""
-    match = ["pref", str(PREF), "protocol", "all", "matchall"]
+    match = ["pref", str(PREF), "protocol", "all", *CLASSIFIER]
     action = ["action", "mirred", "egress", "mirror", "dev", conf.target]
     return [["filter", "add", "dev", port, hook, *match, *action] for hook in conf.hooks]
 
