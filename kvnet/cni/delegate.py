@@ -141,7 +141,7 @@ def exec_argv(argv: Sequence[str], stdin: bytes, env: Mapping[str, str], timeout
         preexec_fn=_die_with_parent(os.getpid()),
     )
     if guard is not None:
-        guard.started(proc.pid)
+        guard.started(proc.pid, command)
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -701,6 +701,7 @@ class Interrupted(TryAgainLater):
     ran out) and what it had set up was undone (code 11: the runtime may try again)."""
 
 
+_UNDOING = ("DEL", "VERSION")  # what a cancelled call still runs: its rollback
 LOCK_FOLDER = ".kvnet-locks"  # under the cache folder (cniDir)
 ORPHAN_GRACE = 5.0  # seconds for orphaned delegates to die after they are killed
 LOCK_POLL = 0.02
@@ -793,7 +794,7 @@ class CallGuard:
         self.cancelled = ""  # the reason, once cancelled
         self.releasing = False
         self._fd: int | None = None
-        self._groups: set[int] = set()
+        self._groups: dict[int, str] = {}  # process group -> its CNI command
         self._mutex = threading.Lock()
         self._owner = (os.getpid(), _start_time(os.getpid()))
 
@@ -905,23 +906,23 @@ class CallGuard:
     # --- the delegates ----------------------------------------------------------------
 
     def may_start(self, command: str) -> None:
-        if self.cancelled and command not in ("DEL", "VERSION"):
+        if self.cancelled and command not in _UNDOING:
             raise Interrupted(f"{self.cancelled}: the call stopped before running its next delegate")
 
     def may_go_on(self, command: str) -> None:
-        if self.cancelled and command not in ("DEL", "VERSION"):
+        if self.cancelled and command not in _UNDOING:
             raise Interrupted(f"{self.cancelled}: the call stopped its delegates")
 
-    def started(self, pid: int) -> None:
+    def started(self, pid: int, command: str) -> None:
         with self._mutex:
-            self._groups.add(pid)
+            self._groups[pid] = command
         self._write()
-        if self.cancelled:
+        if self.cancelled and command not in _UNDOING:
             self._kill_group(pid)
 
     def ended(self, pid: int) -> None:
         with self._mutex:
-            self._groups.discard(pid)
+            self._groups.pop(pid, None)
         self._write()
 
     def cancel(self, reason: str) -> None:
@@ -933,7 +934,7 @@ class CallGuard:
         if self.command == "DEL":
             return
         with self._mutex:
-            groups = list(self._groups)
+            groups = [pgid for pgid, command in self._groups.items() if command not in _UNDOING]
         for pgid in groups:
             self._kill_group(pgid)
 

@@ -6,7 +6,9 @@ its writes as protobuf (``k8sclient.GetK8sClient`` sets ``ContentType:
 application/vnd.kubernetes.protobuf``), so Multus could not write network-status there.
 This proxy forwards every request, body and content type untouched, to the real server
 as the lab's admin, and answers the requests chosen with :meth:`FaultProxy.fail_next`
-itself, with the same ``Status`` bodies as the stand-in. It listens on plain HTTP (the
+itself, with the same ``Status`` bodies as the stand-in (a 429 or 503 with the
+``Retry-After`` a real server sends, when asked), or holds chosen requests for a while
+before forwarding them (:meth:`FaultProxy.delay_next`: a slow server). It listens on plain HTTP (the
 kubeconfig it writes says ``http://``); no watch requests are needed by the thin programs
 that use it.
 """
@@ -17,6 +19,7 @@ import http.client
 import json
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,10 +35,12 @@ _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length
 
 @dataclass
 class _Fault:
-    code: int
+    code: int  # 0: forward after ``delay``
     method: str | None
     path: str | None
     remaining: int
+    delay: float = 0.0
+    retry_after: int | None = None
 
 
 class FaultProxy:
@@ -93,11 +98,25 @@ class FaultProxy:
         }
         Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def fail_next(self, code: int, *, method: str | None = None, path: str | None = None, times: int = 1) -> None:
+    def fail_next(
+        self,
+        code: int,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        times: int = 1,
+        retry_after: int | None = None,
+    ) -> None:
         """Answer the next ``times`` requests matching ``method`` and the path suffix
-        ``path`` (query left out) with ``code``."""
+        ``path`` (query left out) with ``code`` (with ``Retry-After: <retry_after>`` and the
+        Status's ``retryAfterSeconds``, as a real server's 429, when given)."""
         with self._lock:
-            self._faults.append(_Fault(code, method.upper() if method else None, path, times))
+            self._faults.append(_Fault(code, method.upper() if method else None, path, times, retry_after=retry_after))
+
+    def delay_next(self, seconds: float, *, method: str | None = None, path: str | None = None, times: int = 1) -> None:
+        """Hold the next ``times`` matching requests ``seconds`` before forwarding them."""
+        with self._lock:
+            self._faults.append(_Fault(0, method.upper() if method else None, path, times, delay=seconds))
 
     def clear(self) -> None:
         """Forget the faults not yet used and the requests seen."""
@@ -105,7 +124,7 @@ class FaultProxy:
             self._faults.clear()
             self.requests.clear()
 
-    def _fault_for(self, method: str, path: str) -> int | None:
+    def _fault_for(self, method: str, path: str) -> _Fault | None:
         bare = path.split("?", 1)[0]
         with self._lock:
             for fault in self._faults:
@@ -113,7 +132,7 @@ class FaultProxy:
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self._faults.remove(fault)
-                    return fault.code
+                    return fault
         return None
 
     def forward(
@@ -129,7 +148,7 @@ class FaultProxy:
             conn.close()
 
 
-def fault_status(code: int, path: str) -> dict[str, Any]:
+def fault_status(code: int, path: str, retry_after: int | None = None) -> dict[str, Any]:
     """The ``Status`` a real server sends with ``code`` (the stand-in's wording)."""
     message = {500: "Internal error occurred: injected failure"}.get(code, f"injected failure {code}")
     if code == 409:
@@ -138,7 +157,7 @@ def fault_status(code: int, path: str) -> dict[str, Any]:
             f'Operation cannot be fulfilled on pods "{name}": the object has been modified; '
             "please apply your changes to the latest version and try again"
         )
-    return {
+    status: dict[str, Any] = {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -147,6 +166,9 @@ def fault_status(code: int, path: str) -> dict[str, Any]:
         "reason": _REASONS.get(code, "Unknown"),
         "code": code,
     }
+    if retry_after is not None:
+        status["details"] = {"retryAfterSeconds": retry_after}
+    return status
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -160,11 +182,16 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         method, path = self.command, self.path
-        code = self.proxy._fault_for(method, path)
-        if code is not None:
-            data = json.dumps(fault_status(code, path)).encode()
+        fault = self.proxy._fault_for(method, path)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        elif fault is not None:
+            code = fault.code
+            data = json.dumps(fault_status(code, path, fault.retry_after)).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
+            if fault.retry_after is not None:
+                self.send_header("Retry-After", str(fault.retry_after))
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

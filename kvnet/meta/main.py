@@ -17,9 +17,13 @@ import signal
 import sys
 from types import FrameType
 
-from kvnet.cni import delegate
-from kvnet.cni.protocol import plugin_main
-from kvnet.meta.wiring import make_handlers
+_early: list[int] = []  # signals that came while the modules below were still loading
+for _sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_sig, lambda signum, frame: _early.append(signum))
+
+from kvnet.cni import delegate  # noqa: E402 - after the early handlers on purpose
+from kvnet.cni.protocol import CniRequest, plugin_main  # noqa: E402
+from kvnet.meta.wiring import make_handlers  # noqa: E402
 
 ABOUT = "kvnet meta-plugin (Multus-compatible) that delegates to other CNI plugins"
 
@@ -30,15 +34,22 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     reason = f"kvnet-cni got {signal.Signals(signum).name}"
     if delegate.current_guard() is None:
         if delegate.calls_begun == 0:
-            raise delegate.Interrupted(f"kvnet: {reason} before the call started")
+            raise delegate.Interrupted(f"kvnet: interrupted ({reason}) before the call had done anything")
         return
     if delegate.cancel_all(reason):
         raise delegate.Interrupted(reason)
 
 
+def _early_stop(request: CniRequest) -> None:
+    name = signal.Signals(_early[0]).name
+    raise delegate.Interrupted(f"kvnet: interrupted (kvnet-cni got {name}) before the call had done anything")
+
+
 def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _on_signal)
+    if _early:  # nothing has run yet: answer with the CNI error at once
+        return plugin_main(dict.fromkeys(("ADD", "DEL", "CHECK", "STATUS", "GC"), _early_stop), about=ABOUT)
     return plugin_main(make_handlers(), about=ABOUT)
 
 
