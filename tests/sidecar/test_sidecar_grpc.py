@@ -578,12 +578,6 @@ BONDS = json.dumps(
         }
     ]
 )
-SRIOV_HOSTDEVS = "".join(
-    f'\t\t<hostdev mode="subsystem" type="pci" managed="no">\n\t\t\t<source>\n'
-    f'\t\t\t\t<address domain="0x0000" bus="0x3b" slot="0x02" function="0x{fn}"></address>\n'
-    f'\t\t\t</source>\n\t\t\t<alias name="ua-sriov-{name}"></alias>\n\t\t</hostdev>\n'
-    for name, fn in (("sr1", 4), ("sr2", 5))
-)
 
 
 @pytest.fixture
@@ -608,13 +602,19 @@ def bond_vmi() -> dict[str, Any]:
 
 
 def test_bond_of_sriov_members(serve: Any, hooks_dir: Path, bond_pod: PodFiles) -> None:
-    serve(kvnet_hooks(bond_pod))
-    client = LauncherClient(hooks_dir)
-    client.collect(1)
-    domain = KUBEVIRT_DOMAIN.replace("\t</devices>", SRIOV_HOSTDEVS + "\t</devices>")
-    # the hostdevs are KubeVirt's: the domain goes back as it came
-    assert client.on_define_domain(domain, bond_vmi()) == domain
-    nd = client.pre_cloud_init_iso(bond_vmi(), CLOUD_INIT)["NetworkData"]
+    """A guest bond over ``sriov: {}`` members under KubeVirt's hook manager: the converter's
+    hostdevs (from network-info) come back untouched, the bond reaches the guest's network data."""
+    serve(kvnet_hooks(bond_pod), SOCKET_FOLDER)
+    vmi = with_cloud_init(bond_vmi())
+    info = json.loads(bond_pod.network_info.read_text())
+    run = kubevirt_hooks(hooks_dir, vmi, network_info=info)
+    calls = run["onDefineDomain"]
+    assert [c["step"] for c in calls] == ["placeholders", "define", "root-ports"]
+    for call in calls:  # the hostdevs are KubeVirt's: every domain goes back as it came
+        assert call["output"] == call["input"]
+    hostdevs = ET.fromstring(run["domainXML"]).iter("hostdev")
+    assert sorted(h.find("alias").get("name") for h in hostdevs) == ["ua-sriov-sr1", "ua-sriov-sr2"]  # type: ignore[union-attr]
+    nd = run["preCloudInitIso"]["output"]["NetworkData"]
     for expected in ("bond0", "02:00:00:00:b0:01", "02:00:00:00:b0:02", "active-backup", "10.3.0.5/24"):
         assert expected in nd
 
