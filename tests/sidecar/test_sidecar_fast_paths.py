@@ -5,6 +5,9 @@ OnDefineDomain reads, up front, exactly the pod links the translation looks at
 decides the pod's naming scheme from the listed names, and writes the new devices without
 ``ET.tostring`` (``kvnet.domain.splice``). Each is checked here against the straightforward
 version, and the errors stay what they were.
+
+No client: ``KvnetHooks`` and the pipeline are called directly, on KubeVirt's converter
+domain (``KUBEVIRT_DOMAIN``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The hook layer without gRPC: input checks (table + hypothesis), the network-info poll
-with a fake clock, and the legacy cloud-init answer."""
+with a fake clock, and the legacy cloud-init answer.
+
+No client: ``KvnetHooks`` is called directly, on KubeVirt's converter domain
+(``KUBEVIRT_DOMAIN``) and on inputs KubeVirt would never send."""
 
 from __future__ import annotations
 

@@ -2,6 +2,14 @@
 
 The socket appears only once Info answers; Shutdown and SIGTERM end the process with
 status 0; the shim commands print exactly what the gRPC path returns.
+
+KubeVirt's part: the domain is the converter's (``KUBEVIRT_DOMAIN``); KubeVirt's 1.6+ layout
+and kvnet after an echo sidecar are driven by virt-launcher's own hook manager
+(``kubevirt-peer hooks``, a mount namespace of its own). The project's ``LauncherClient``
+stays where a test needs what KubeVirt's client cannot do: watching the socket appear, a
+Shutdown without the rest of a start, the shared flat folder of KubeVirt before 1.6, the
+raw gRPC status of a failing call, a call cut short by SIGTERM, and byte comparisons with
+the shim on one single call.
 """
 
 from __future__ import annotations
