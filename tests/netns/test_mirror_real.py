@@ -20,7 +20,9 @@ import pytest
 
 from kvnet.cni.delegate import DelegateEnv, DelegateRunner, exec_argv
 from kvnet.core.errors import DelegateFailed
+from kvnet.lab.kube import KubeCluster, peer_binary
 from kvnet.lab.netns import IP, NetnsLike
+from kvnet.lab.pod_demo import PodLab
 
 pytestmark = pytest.mark.root
 
@@ -33,6 +35,12 @@ class NodeExec:
 
     def __call__(self, plugin: str, stdin: bytes, env: Mapping[str, str], timeout: float) -> tuple[int, bytes, bytes]:
         return exec_argv([IP, "netns", "exec", self.node, plugin], stdin, env, timeout)
+
+
+def mirrored_packets(node: NetnsLike) -> int:
+    """Packets the target has received so far (they arrive on mir0's peer, mir1)."""
+    shown = json.loads(node.run("ip", "-j", "-s", "link", "show", "dev", "mir1").stdout)
+    return int(shown[0]["stats64"]["rx"]["packets"])
 
 
 @dataclass
@@ -65,9 +73,7 @@ class Lab:
         return DelegateEnv(f"ctr-{pod}", self.pods[pod].path, "net1", "IgnoreUnknown=true")
 
     def mirrored(self) -> int:
-        """Packets the target has received so far (they arrive on mir0's peer, mir1)."""
-        shown = json.loads(self.node.run("ip", "-j", "-s", "link", "show", "dev", "mir1").stdout)
-        return int(shown[0]["stats64"]["rx"]["packets"])
+        return mirrored_packets(self.node)
 
     def ping(self, pod: str, address: str, count: int = 3) -> None:
         self.pods[pod].run("busybox", "ping", "-c", str(count), "-W", "2", address)
@@ -181,3 +187,42 @@ def test_bad_config_is_code_7_and_del_still_cleans_up(lab: Lab, mirror: dict[str
     lab.runner.run_network("DEL", lab.network("mirrored"), lab.env("a"))  # the runtime's DEL after a failed ADD
     links = json.loads(lab.node.run("ip", "-j", "link", "show").stdout)
     assert not [x["ifname"] for x in links if x["ifname"].startswith("veth")]
+
+
+@pytest.mark.parametrize("meta", ["kvnet-cni", "multus"])
+def test_under_a_meta_plugin_on_the_real_api_server(
+    netns_factory: Callable[..., Any], kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster, meta: str
+) -> None:
+    """The NAD's conflist [bridge, kvnet-mirror] attached by kvnet-cni and by the real Multus
+    4.3 (thin) alike: the pod's traffic on net1 is seen on the target, and DEL takes it away."""
+    node, pod, peer = netns_factory("kvmn"), netns_factory("kvmp"), netns_factory("kvmq")
+    for ns in (node, pod, peer):
+        for conf in ("all", "default"):
+            ns.run("sysctl", "-qw", f"net.ipv6.conf.{conf}.disable_ipv6=1")
+    node.run("ip", "link", "add", "mir0", "type", "veth", "peer", "name", "mir1")
+    node.run("ip", "link", "add", "kvmbr1", "type", "bridge")
+    node.run("ip", "link", "add", "kvmq0", "type", "veth", "peer", "name", "eth0", "netns", peer.name)
+    for link in ("mir0", "mir1", "kvmbr1"):
+        node.run("ip", "link", "set", link, "up")
+    node.run("ip", "link", "set", "kvmq0", "master", "kvmbr1", "up")
+    peer.run("ip", "addr", "add", "10.95.0.250/24", "dev", "eth0")
+    peer.run("ip", "link", "set", "eth0", "up")
+    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, kube=kube) as lab:
+        (lab.bin_dir / "kvnet-mirror").symlink_to(Path(VENV_BIN) / "kvnet-mirror")
+        (lab.bin_dir / "multus").symlink_to(peer_binary("multus"))
+        bridge = {"type": "bridge", "bridge": "kvmbr1", "ipam": {"type": "host-local", "subnet": "10.95.0.0/24"}}
+        mirror = {"type": "kvnet-mirror", "target": "mir0"}
+        lab.add_nad("mirrored", {"cniVersion": "1.0.0", "name": "mirrored", "plugins": [bridge, mirror]})
+        uid = lab.add_pod("web", networks="mirrored")
+        main = {"cniVersion": "1.0.0", "name": "main", "type": "loopback"}
+        conf = lab.config([main], **({"type": "multus", "name": "multus-cni-network"} if meta == "multus" else {}))
+        rc, out, err = lab.cni("ADD", conf, container="ctr-web", pod="web", uid=uid, binary=meta)
+        assert rc == 0, (out, err)
+        before = mirrored_packets(node)
+        pod.run("busybox", "ping", "-c", "3", "-W", "2", "10.95.0.250")
+        assert 6 <= mirrored_packets(node) - before <= 10
+        rc, out, err = lab.cni("DEL", conf, container="ctr-web", pod="web", uid=uid, binary=meta)
+        assert rc == 0, (out, err)
+        assert not any(lab.leftovers().values()), lab.leftovers()
+        links = {x["ifname"] for x in json.loads(node.run("ip", "-j", "link", "show").stdout)}
+        assert not [name for name in links if name.startswith("veth")], links
