@@ -45,11 +45,12 @@ from kvnet.sidecar.server import status_for
 from kvnet.sidecar.wiring import PipelineTranslator
 
 EXAMPLES = {
-    "cni-env": 300,
-    "stdin-config": 300,
-    "nad": 200,
-    "networks-json": 200,
-    "networks-short": 200,
+    "cni-env": 250,
+    "stdin-config": 250,
+    "stdin-bytes": 200,
+    "nad": 150,
+    "networks-json": 150,
+    "networks-short": 150,
     "default-network": 100,
     "binding-record": 150,
     "vmi": 150,
@@ -275,7 +276,7 @@ def test_stdin_config(node: Node, changes: dict[str, Any]) -> None:
 
 
 @given(st.binary(max_size=40) | st.builds(lambda t: t.encode("utf-8", "surrogatepass"), hostile_text))
-@_settings("stdin-config")
+@_settings("stdin-bytes")
 def test_stdin_bytes(node: Node, data: bytes) -> None:
     rc, answer = node.call(node.env("ADD"), data)
     assert rc == 1
