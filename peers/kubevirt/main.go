@@ -8,7 +8,7 @@
 //	kubevirt-peer annotation     {vmi, kubevirt}                 -> {annotations, hookSidecars}
 //	kubevirt-peer network-info   {vmi, kubevirt, networkStatus}  -> {annotations, networkInfo}
 //	kubevirt-peer domain         {vmi, kubevirt, networkInfo, disksInfo, defaults, hypervisorDeviceAvailable} -> domain XML
-//	kubevirt-peer hooks          {hooksDir, sidecars, vmi, domainXML, timeoutSeconds} -> {sidecars, callbacks, preCloudInitIso, onDefineDomain, domainXML, shutdown}
+//	kubevirt-peer hooks          {hooksDir, sidecars, vmi, domainXML, timeoutSeconds, stage} -> {sidecars, callbacks, preCloudInitIso, onDefineDomain, domainXML, shutdown}
 //
 // Errors go to stderr with exit status 1 (2 for a usage error).
 package main
@@ -44,6 +44,7 @@ type input struct {
 	Sidecars                  uint                       `json:"sidecars"`
 	DomainXML                 string                     `json:"domainXML"`
 	TimeoutSeconds            int                        `json:"timeoutSeconds"`
+	Stage                     string                     `json:"stage"`
 }
 
 func main() {
