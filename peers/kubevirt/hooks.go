@@ -136,7 +136,14 @@ type hooksOut struct {
 // runHooks makes the calls virt-launcher makes over one start: Collect (Info on every
 // socket, cmd/virt-launcher), PreCloudInitIso (LibvirtDomainManager.preStartHook), the
 // OnDefineDomain calls of allocateHotplugPorts, then Shutdown (on virt-launcher's exit).
+// "stage" splits that life in two for a VM that runs between them: "start" stops before
+// Shutdown, "shutdown" collects the sidecars again and calls only Shutdown; "" does all.
 func runHooks(in *input) (*hooksOut, error) {
+	switch in.Stage {
+	case "", "start", "shutdown":
+	default:
+		return nil, fmt.Errorf(`stage %q: want "start", "shutdown" or none`, in.Stage)
+	}
 	if err := mountHooksDir(os.Getenv(hooksChildEnv)); err != nil {
 		return nil, err
 	}
@@ -179,8 +186,15 @@ func runHooks(in *input) (*hooksOut, error) {
 	if err != nil {
 		return nil, err
 	}
+	if in.Stage == "shutdown" {
+		out.Shutdown = "ok"
+		if err := mgr.Shutdown(); err != nil {
+			out.Shutdown = err.Error()
+		}
+		return out, nil
+	}
 	defer func() { // virt-launcher calls Shutdown on its way out, whatever happened
-		if out.Shutdown == "" {
+		if out.Shutdown == "" && in.Stage == "" {
 			_ = mgr.Shutdown()
 		}
 	}()
@@ -191,6 +205,10 @@ func runHooks(in *input) (*hooksOut, error) {
 	}
 	if out.DomainXML, err = defineDomain(mgr, vmi, spec, &out.OnDefineDomain); err != nil {
 		return nil, err
+	}
+	if in.Stage == "start" {
+		out.Shutdown = "not called (stage start)"
+		return out, nil
 	}
 	out.Shutdown = "ok"
 	if err := mgr.Shutdown(); err != nil {
