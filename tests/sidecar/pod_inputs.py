@@ -8,6 +8,7 @@ facts are a fake /sys/class/net tree and a network-info file in a temp folder.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from typing import Any
 
 from kvnet.core.naming import hashed_pod_iface
 from kvnet.domain.networkinfo import parse_network_info
-from kvnet.lab.fake_pod import add_bridge_binding, network_info, write_link
+from kvnet.lab.fake_pod import add_bridge_binding, write_link
+from kvnet.lab.fake_pod import network_info as lab_network_info
 from kvnet.sidecar.podfacts import read_pod_links
 
 __all__ = [
@@ -40,7 +42,14 @@ __all__ = [
 # test_kubevirt_inputs.py.
 KUBEVIRT_DOMAIN = (Path(__file__).resolve().parent / "kubevirt" / "vmi-kvnet.xml").read_text().rstrip("\n")
 
-NETWORK_INFO_EMPTY = ""
+NETWORK_INFO_EMPTY = ""  # what the downward-API file holds before KubeVirt writes the annotation
+
+
+def network_info(entries: Mapping[str, Mapping[str, Any]]) -> str:
+    """The ``kubevirt.io/network-info`` value for ``entries`` as virt-controller writes it:
+    Go's compact ``json.Marshal``, networks sorted (test_kubevirt_inputs.py checks it byte
+    for byte against ``kubevirt-peer network-info``)."""
+    return json.dumps(json.loads(lab_network_info(entries)), separators=(",", ":"))
 
 
 def make_vmi(
