@@ -8,7 +8,8 @@ the pod ``kvnet render`` assumes (its ``assumed_plumbing``, written as a fake
 devices the sidecar added to the last answer must be exactly what ``kvnet render`` prints
 (aliases, MACs, models, targets, MTUs, PCI addresses, ACPI indexes, boot order, queues), and
 the converter's own devices (the masquerade interface, ``sriov: {}`` hostdevs) must come back
-as the converter made them.
+as the converter made them, and the guest network data render prints must be the NetworkData
+the sidecar's PreCloudInitIso answer gave the hook manager.
 
 A second check: with ``domainAttachmentType: tap`` the converter renders kvnet's interfaces
 itself; on every field it sets there (model, MAC, guest PCI address, ACPI index, boot order,
@@ -132,6 +133,20 @@ def example_vmi() -> dict[str, Any]:
     return out
 
 
+def bond_of_taps() -> dict[str, Any]:
+    out = vmi(
+        [
+            {"name": "blue", "binding": {"name": "kvnet"}, "macAddress": "02:00:00:00:b1:01"},
+            {"name": "red", "binding": {"name": "kvnet"}, "macAddress": "02:00:00:00:b1:02"},
+        ],
+        {"blue": "br-blue", "red": "br-red"},
+    )
+    out["metadata"]["annotations"]["kvnet.io/bonds"] = json.dumps(
+        [{"name": "bond0", "members": ["blue", "red"], "mode": "active-backup", "addresses": ["192.168.60.10/24"]}]
+    )
+    return out
+
+
 PCI_ADDRESSES = {"vf": "0000:81:10.2", "sriov-a": "0000:3b:02.4", "sriov-b": "0000:3b:02.5", "vf2": "0000:3b:02.6"}
 
 CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
@@ -179,6 +194,8 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
     ),
     # the example VM: a guest bond over two sriov: {} members beside a kvnet bridge NIC and VF
     "bond-example": (example_vmi(), [BRIDGE_NADS[0], SRIOV_NAD]),
+    # a guest bond over two kvnet taps
+    "bond-of-taps": (bond_of_taps(), BRIDGE_NADS),
 }
 
 
@@ -238,13 +255,19 @@ def workdir() -> Iterator[Path]:
 
 
 def render_devices(work: Path, the_vmi: dict[str, Any], nads: list[dict[str, Any]], info_path: Path) -> ET.Element:
+    return ET.fromstring(render_both(work, the_vmi, nads, info_path)[0])
+
+
+def render_both(
+    work: Path, the_vmi: dict[str, Any], nads: list[dict[str, Any]], info_path: Path
+) -> tuple[str, str | None]:
+    """``kvnet render``'s two outputs: the devices XML and the guest network data."""
     vm_file = work / "vm.yaml"
     vm_file.write_text(yaml.safe_dump_all([the_vmi, *nads]))
     parser = argparse.ArgumentParser()
     render.register(parser)
     args = parser.parse_args([str(vm_file), "--network-info", str(info_path), "--only", "xml"])
-    xml_text, _ = render.render_outputs(args)
-    return ET.fromstring(xml_text)
+    return render.render_outputs(args)
 
 
 def sidecar_answer(
@@ -301,9 +324,13 @@ def test_render_is_what_the_sidecar_adds_to_the_converters_domain(case: str, wor
     info_path.write_text(info)
     converted_text = peer("domain", {"vmi": the_vmi, "kubevirt": kubevirt_cr(), "networkInfo": json.loads(info)})
     converted = by_alias(ET.fromstring(converted_text))
-    final_text = sidecar_answer(workdir, the_vmi, nads, info, converted_text)["domainXML"]
-    final = by_alias(ET.fromstring(final_text))
-    rendered = by_alias(render_devices(workdir, the_vmi, nads, info_path))
+    run = sidecar_answer(workdir, the_vmi, nads, info, converted_text)
+    final = by_alias(ET.fromstring(run["domainXML"]))
+    rendered_xml, rendered_data = render_both(workdir, the_vmi, nads, info_path)
+    rendered = by_alias(ET.fromstring(rendered_xml))
+    # the guest network data: render's is what PreCloudInitIso gave KubeVirt's hook manager
+    # (none: the volume's empty NetworkData goes back as it came)
+    assert run["preCloudInitIso"]["output"]["NetworkData"] == (rendered_data or "")
     added = {a: el for a, el in final.items() if a not in converted}
     assert sorted(added) == sorted(rendered)
     for alias, el in rendered.items():
