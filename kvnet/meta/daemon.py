@@ -51,6 +51,7 @@ def serve_call(handlers: Mapping[str, Handler], env: Mapping[str, str], stdin: b
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog: a node's pods may all start at once (socketserver's 5 refused some)
     handlers: Mapping[str, Handler]
     calls: _Calls
 

@@ -102,6 +102,8 @@ def call_daemon(path: str, env: Mapping[str, str], stdin: bytes, timeout: float 
         status, data = request(path, "POST", REQUEST_PATH, body.encode("utf-8", errors="surrogateescape"), timeout)
     except (FileNotFoundError, ConnectionRefusedError) as err:
         raise DaemonTrouble(f"no kvnet daemon is listening at {path} (is it running?): {err}") from None
+    except BlockingIOError as err:
+        raise DaemonTrouble(f"the kvnet daemon at {path} takes no more calls now (its queue is full): {err}") from None
     except TimeoutError:
         raise DaemonTrouble(f"the kvnet daemon at {path} gave no answer to {command} within {timeout:g}s") from None
     except (OSError, ValueError) as err:
