@@ -774,3 +774,82 @@ def test_delegate_error_never_crashes_on_odd_output(status: int) -> None:
         for err in odd:
             e = delegate_error("p", "ADD", status, out, err)
             assert e.msg.startswith('plugin type="p" failed (add): ') and e.cni_code > 0
+
+
+# --- the per-container call guard (docs/reliability.md) ---------------------------------
+
+
+def test_call_guard_serialises_calls_on_one_container(tmp_path: Path) -> None:
+    """A second call for the same container waits until the first lets go; the lock
+    file is gone once both ended."""
+    import threading
+    import time
+
+    from kvnet.cni.delegate import CallGuard
+
+    order: list[str] = []
+    first = CallGuard(str(tmp_path), "c1", wait=10)
+    first.acquire()
+
+    def second() -> None:
+        with CallGuard(str(tmp_path), "c1", wait=10):
+            order.append("second")
+
+    t = threading.Thread(target=second)
+    t.start()
+    time.sleep(0.3)
+    order.append("first done")
+    first.release()
+    t.join(10)
+    assert order == ["first done", "second"]
+    assert list((tmp_path / ".kvnet-locks").iterdir()) == []
+    # another container is not held up
+    with CallGuard(str(tmp_path), "c1", wait=10), CallGuard(str(tmp_path), "c2", wait=0.1):
+        pass
+
+
+def test_call_guard_kills_what_a_dead_call_left(tmp_path: Path) -> None:
+    """The lock is held by a delegate whose kvnet is gone (a pid that no longer runs is
+    recorded as the holder): the next call kills that delegate and goes on."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kvnet.cni.delegate import CallGuard
+
+    folder = tmp_path / ".kvnet-locks"
+    folder.mkdir()
+    lock = folder / "c9"
+    # a "delegate" holding the lock in its own group, with the container ID in its env
+    orphan = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import fcntl,os,time; fd=os.open({str(lock)!r}, os.O_RDWR|os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "CNI_CONTAINERID": "c9"},
+        start_new_session=True,
+    )
+    assert orphan.stdout is not None and orphan.stdout.readline().strip() == b"held"
+    lock.write_text(json.dumps({"pid": 999999999, "start": "1", "groups": [orphan.pid]}))
+    start = time.monotonic()
+    with CallGuard(str(tmp_path), "c9", wait=30):
+        took = time.monotonic() - start
+    assert orphan.wait(5) == -signal.SIGKILL
+    orphan.stdout.close()
+    assert took < 5
+
+
+def test_cancelled_guard_runs_only_the_rollback(tmp_path: Path) -> None:
+    from kvnet.cni.delegate import CallGuard, Interrupted, TryAgainLater
+
+    with CallGuard(str(tmp_path), "c3", wait=1) as guard:
+        guard.cancel("test stop")
+        with pytest.raises(Interrupted, match="test stop") as err:
+            guard.may_start("ADD")
+        assert isinstance(err.value, TryAgainLater) and err.value.cni_code == 11
+        guard.may_start("DEL")
+        guard.may_start("VERSION")
