@@ -29,6 +29,7 @@ OWNERS: dict[str, set[str]] = {
     "kubernetes": {"kvnet/meta/k8s.py"},
     "jinja2": {"kvnet/domain/render.py"},
     "libvirt": {"kvnet/lab/libvirtd.py"},
+    "scapy": {"kvnet/guestnet/codec.py"},
 }
 
 # layer -> the kvnet layers it may import (besides itself); the order is bottom to top
@@ -39,6 +40,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "kvnet.mirror": {"kvnet.core", "kvnet.cni"},  # the chained port-mirroring plugin
     "kvnet.meta": {"kvnet.core", "kvnet.cni", "kvnet.binding"},  # the in-process binding, SR-IOV sysfs
     "kvnet.domain": {"kvnet.core"},
+    "kvnet.guestnet": {"kvnet.core"},
     "kvnet.templates": set(),
     "kvnet.sidecar": {"kvnet.core", "kvnet.domain", "kvnet.templates"},
     "kvnet.lab": {
