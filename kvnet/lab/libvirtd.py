@@ -178,8 +178,13 @@ class Libvirtd:
 
     def define_validate(self, xml: str) -> str:
         """Define ``xml`` with schema validation (VIR_DOMAIN_DEFINE_VALIDATE); returns the dumpxml."""
+        return self.define(xml, validate=True)
+
+    def define(self, xml: str, *, validate: bool) -> str:
+        """Define ``xml``, with schema validation or without it (as virt-launcher defines:
+        libvirt still parses the XML and refuses what it cannot use); returns the dumpxml."""
         try:
-            dom = self.connection.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            dom = self.connection.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE if validate else 0)
             return str(dom.XMLDesc(0))
         except libvirt.libvirtError as err:
             raise RenderError(f"libvirt rejected the domain: {err.get_error_message()}") from None

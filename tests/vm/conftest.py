@@ -2,7 +2,8 @@
 
 The guest comes from ``build/guest`` (``make guest`` / ``kvnet guest build``), or from
 ``KVNET_GUEST_DIR``; when neither holds one it is built here once (cached), and the
-lane skips with the reason when that is impossible (no apt, no network).
+lane skips with the reason when that is impossible (no apt, no network). KubeVirt's part
+is played by ``kubevirt-peer`` (KubeVirt's own code, ``make peers``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pytest
 
 from kvnet.core.errors import KvnetError
 from kvnet.lab import guest
+from kvnet.lab.vm.kubevirt import KubeVirtPeer, peer_missing, peer_path
+from kvnet.lab.vm.scenario import kubevirt_cr
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,3 +41,13 @@ def guest_image() -> guest.GuestImage:
         return guest.build(guest_dir())
     except KvnetError as err:
         pytest.skip(f"guest image not available and cannot be built: {err.msg}")
+
+
+@pytest.fixture(scope="session")
+def kubevirt_peer() -> KubeVirtPeer:
+    """KubeVirt's own code (``build/peers/bin/kubevirt-peer``) with kvnet registered in the
+    KubeVirt CR: it plays KubeVirt's part in the VM lane (skip when not built)."""
+    missing = peer_missing()
+    if missing:
+        pytest.skip(missing)
+    return KubeVirtPeer(peer_path(), kubevirt_cr())

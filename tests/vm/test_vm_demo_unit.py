@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from kvnet.core import naming
 from kvnet.lab import guest
 from kvnet.lab.netns import NetnsLike
 from kvnet.lab.vm import report, scenario
+from kvnet.lab.vm.kubevirt import KubeVirtPeer, peer_missing, peer_path
 from kvnet.lab.vm.run import run_in
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "vm-demo"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples" / "vm-demo"
 
 
 @pytest.mark.parametrize("name", ["nads.yaml", "vmi.yaml", "pod.yaml"])
@@ -200,3 +203,56 @@ def test_any_exception_is_recorded_with_its_traceback_and_the_console_kept(tmp_p
     assert "RuntimeError: no netns for kvd" in result.explain() and "Traceback" in result.explain()
     assert "KVNET boot uptime=1.0" in result.console_text
     assert result.leftovers == [] and not result.ok
+
+
+def built_peer() -> KubeVirtPeer:
+    missing = peer_missing()
+    if missing:
+        pytest.skip(missing)
+    return KubeVirtPeer(peer_path(), scenario.kubevirt_cr())
+
+
+def test_kubevirt_cr_registers_kvnet_as_deploy_does() -> None:
+    patch = yaml.safe_load((REPO / "deploy" / "kubevirt-cr-patch.yaml").read_text())
+    want = patch["spec"]["configuration"]["network"]["binding"]["kvnet"]
+    got = scenario.kubevirt_cr()["spec"]["configuration"]
+    assert got["network"]["binding"]["kvnet"] == {**want, "sidecarImage": scenario.SIDECAR_IMAGE}
+    assert got["developerConfiguration"] == {"useEmulation": True}  # TCG: no KVM here
+
+
+def test_the_labs_pod_parts_are_what_kubevirts_code_makes() -> None:
+    """The stand-in kept for a machine without the peers equals virt-controller's output."""
+    s = scenario.default_scenario()
+    peer = scenario.peer_launcher_parts(built_peer().annotation(scenario.vmi(s)))
+    assert peer == scenario.lab_launcher_parts(s)
+
+
+def test_the_lab_edits_of_the_converters_domain() -> None:
+    """Only the kernel boot, the console's log file and the command channel change."""
+    s = scenario.default_scenario()
+    converted = built_peer().domain(scenario.vmi(s))
+    edits = scenario.LabDomainEdits(
+        Path("/g/vmlinux"), Path("/g/initrd.gz"), "console=ttyS0 x", Path("/w/console.log"), Path("/w/cmd.sock")
+    )
+    before = ET.fromstring(converted)
+    after = ET.fromstring(scenario.edit_converter_domain(converted, edits))
+    os_el = after.find("os")
+    assert os_el is not None
+    assert [(e.tag, e.text) for e in os_el][-3:] == [
+        ("kernel", "/g/vmlinux"),
+        ("initrd", "/g/initrd.gz"),
+        ("cmdline", "console=ttyS0 x"),
+    ]
+    serials = after.findall("devices/serial")
+    assert [s.find("target").get("port") for s in serials] == ["0", "1"]  # type: ignore[union-attr]
+    assert serials[0].find("log").attrib == {"file": "/w/console.log", "append": "on"}  # type: ignore[union-attr]
+    # its socket stays KubeVirt's, inside libvirtd's private /run
+    assert serials[0].find("source").get("path", "").startswith("/var/run/kubevirt-private/")  # type: ignore[union-attr]
+    assert serials[1].find("source").attrib == {"mode": "bind", "path": "/w/cmd.sock"}  # type: ignore[union-attr]
+
+    # every other element is the converter's
+    def tags(root: ET.Element) -> list[str]:
+        return sorted(e.tag for e in root.iter() if e.tag not in ("kernel", "initrd", "cmdline"))
+
+    assert tags(after) == sorted([*tags(before), "serial", "target", "source"])
+    assert "/var/run/libvirt/cloud-init-dir/default/vmi-demo/noCloud.iso" in scenario.converter_paths(converted)

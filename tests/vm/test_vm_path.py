@@ -8,6 +8,7 @@ part of the result."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -19,8 +20,10 @@ import pytest
 
 from kvnet.lab import guest
 from kvnet.lab.kube import KubeCluster
+from kvnet.lab.vm.kubevirt import KubeVirtPeer
+from kvnet.lab.vm.report import DemoResult
 from kvnet.lab.vm.run import link_leftovers, run_scenario, sh
-from kvnet.lab.vm.scenario import bridge_scenario, default_scenario
+from kvnet.lab.vm.scenario import bridge_scenario, default_scenario, vmi
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
 
@@ -37,15 +40,50 @@ def existing_netns() -> set[str]:
     return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout.split())
 
 
+def assert_kubevirt_played_by_its_code(result: DemoResult, peer: KubeVirtPeer) -> list[str]:
+    """KubeVirt's code made the pod's annotations, the network-info file, the domain and the
+    hook calls, each OnDefineDomain fed the previous answer, and Shutdown reached the
+    sidecar; returns the OnDefineDomain steps."""
+    why = result.explain()
+    part = result.kubevirt
+    assert part is not None and part.by == "kubevirt-peer", why
+    # the pod carries exactly what virt-controller's generator writes for this VMI
+    assert part.pod_annotations == peer.annotation(vmi(result.scenario))["annotations"], why
+    # network-info as KubeVirt's downward API writes it (Go's compact JSON), one entry per network
+    info = json.loads(part.network_info)
+    assert part.network_info == json.dumps(info, separators=(",", ":")), part.network_info
+    assert sorted(e["network"] for e in info["interfaces"]) == sorted(n.name for n in result.scenario.nets), why
+    # virt-launcher's OnDefineDomain calls of a start: 2 or 3, each fed the previous answer
+    # (the sidecar's interfaces are in the next call's input), the last one is what was defined
+    steps = [step for step, _, _ in part.hook_calls]
+    assert 2 <= len(steps) <= 3 and steps[-2:] in (["define", "root-ports"], ["placeholders", "define"]), steps
+    nics = len(result.scenario.nets)
+    for (_, _, answer), (step, sent, _) in zip(part.hook_calls, part.hook_calls[1:], strict=False):
+        if step != "define":  # after the placeholder call, virt-launcher puts the converter's interfaces back
+            assert sent.count("<interface") == answer.count("<interface") == nics, (step, sent)
+    assert part.hook_calls[-1][2].count('type="ethernet"') == nics, part.hook_calls[-1][2]
+    assert part.shutdown == "ok", why
+    return steps
+
+
 def test_vm_gets_every_nic_and_the_bond_fails_over(
-    guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any], kube: KubeCluster
+    guest_image: guest.GuestImage,
+    libvirtd: None,
+    netns_factory: Callable[[str], Any],
+    kube: KubeCluster,
+    kubevirt_peer: KubeVirtPeer,
 ) -> None:
     """The whole path on the real API server (the virt-launcher pod and NADs created there,
-    network-status written through its pods/status)."""
+    network-status written through its pods/status), KubeVirt's part played by KubeVirt's
+    code: the pod's annotations, network-info, the converter's domain and the hook calls."""
     scenario = default_scenario()
-    result = run_scenario(guest_image.kernel.parent, scenario, netns_factory=netns_factory, kube=kube)
+    result = run_scenario(
+        guest_image.kernel.parent, scenario, netns_factory=netns_factory, kube=kube, kubevirt=kubevirt_peer
+    )
     why = result.explain()
     assert result.error is None, why
+    # five interfaces: no placeholder call, the defining call, then one with root ports added
+    assert assert_kubevirt_played_by_its_code(result, kubevirt_peer) == ["define", "root-ports"], why
     assert [r.network for r in result.rows] == [n.name for n in scenario.nets], why
     # the networks whose NADs have IPAM, and the address families each one allocates
     with_ipam = {"blue": 2, "green": 1, "red": 1}
@@ -91,12 +129,15 @@ def test_a_guest_that_does_not_boot_fails_with_its_console_and_still_tears_down(
     netns_factory: Callable[[str], Any],
     tmp_path: Path,
     kube: KubeCluster,
+    kubevirt_peer: KubeVirtPeer,
 ) -> None:
     broken = tmp_path / "guest"
     shutil.copytree(guest_image.kernel.parent, broken)
     (broken / "initrd.gz").write_bytes(b"not an initramfs")
     scenario = bridge_scenario(1)
-    result = run_scenario(broken, scenario, netns_factory=netns_factory, failover=False, kube=kube)
+    result = run_scenario(
+        broken, scenario, netns_factory=netns_factory, failover=False, kube=kube, kubevirt=kubevirt_peer
+    )
     assert result.error is not None and "did not report its NICs" in result.error, result.explain()
     assert "Kernel panic" in result.console_text or "VFS" in result.console_text, result.explain()
     assert "guest console" in result.explain() and "Kernel panic" in result.explain()
@@ -106,7 +147,11 @@ def test_a_guest_that_does_not_boot_fails_with_its_console_and_still_tears_down(
 
 
 def test_eight_nics_all_arrive_with_kvnet_binding_as_its_own_program(
-    guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any], kube: KubeCluster
+    guest_image: guest.GuestImage,
+    libvirtd: None,
+    netns_factory: Callable[[str], Any],
+    kube: KubeCluster,
+    kubevirt_peer: KubeVirtPeer,
 ) -> None:
     """``"inProcessBinding": false``: each kvnet-binding delegate runs as a separate program,
     as under Multus (the default scenario covers the in-process binding)."""
@@ -119,9 +164,11 @@ def test_eight_nics_all_arrive_with_kvnet_binding_as_its_own_program(
         stay=0,
         in_process_binding=False,
         kube=kube,
+        kubevirt=kubevirt_peer,
     )
     why = result.explain()
     assert result.ok, why
+    assert_kubevirt_played_by_its_code(result, kubevirt_peer)
     # the binding set up its own log (its logFile, which the in-process call never opens):
     # every ADD and every DEL came from a kvnet-binding process of its own
     adds = re.findall(r"kvnet-binding pid=(\d+) ADD container", result.binding_log)
@@ -160,7 +207,12 @@ def test_links_left_in_the_pod_or_node_netns_are_leftovers(netns_factory: Callab
 
 @pytest.mark.parametrize("meta", ["multus", "multus-thick"])
 def test_kvnet_binding_and_sidecar_under_the_real_multus(
-    guest_image: guest.GuestImage, libvirtd: None, netns_factory: Callable[[str], Any], kube: KubeCluster, meta: str
+    guest_image: guest.GuestImage,
+    libvirtd: None,
+    netns_factory: Callable[[str], Any],
+    kube: KubeCluster,
+    kubevirt_peer: KubeVirtPeer,
+    meta: str,
 ) -> None:
     """A cluster that keeps Multus (v4.3.0, from build/peers; thin, or thick: multus-shim to
     multus-daemon in the node netns) and adds only kvnet's binding: Multus reads the binding
@@ -176,9 +228,12 @@ def test_kvnet_binding_and_sidecar_under_the_real_multus(
         kube=kube,
         meta=meta,
         in_process_binding=False,  # the binding NADs then name kvnet-binding's own log file
+        kubevirt=kubevirt_peer,
     )
     why = result.explain()
     assert result.ok, why
+    # three interfaces: a placeholder call first, then the defining call and the root ports
+    assert assert_kubevirt_played_by_its_code(result, kubevirt_peer) == ["placeholders", "define", "root-ports"], why
     assert ("multus_daemon" in result.timings) == (meta == "multus-thick"), result.timings
     adds = re.findall(r"kvnet-binding pid=(\d+) ADD container", result.binding_log)
     assert len(set(adds)) == 3, result.binding_log + why

@@ -97,6 +97,18 @@ class Failover:
 
 
 @dataclass(frozen=True)
+class KubeVirtPart:
+    """Who played KubeVirt's part in a run, and what it gave kvnet: ``by`` is
+    ``"kubevirt-peer"`` (KubeVirt's own code) or ``"lab"`` (the lab's stand-ins)."""
+
+    by: str
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)  # the virt-launcher pod's
+    network_info: str = ""  # the downward-API file's content
+    hook_calls: tuple[tuple[str, str, str], ...] = ()  # OnDefineDomain (step, input, output), in order
+    shutdown: str = ""  # what virt-launcher's Shutdown call came to ("ok", or the error)
+
+
+@dataclass(frozen=True)
 class DemoResult:
     """What one run did: a row per network, the bond's failover, the timings, what the
     teardown left behind, the guest's console and the logs; ``error`` when a step failed."""
@@ -113,6 +125,7 @@ class DemoResult:
     cni_log: str = ""  # the meta-plugin's logFile (debug level)
     binding_log: str = ""  # kvnet-binding's own logFile (only when it runs as a separate program)
     traceback: str = ""  # where an unexpected exception came from
+    kubevirt: KubeVirtPart | None = None  # who played KubeVirt's part (None: the run stopped before)
 
     @property
     def ok(self) -> bool:
@@ -243,6 +256,7 @@ __all__ = [
     "CHECKED",
     "DemoResult",
     "Failover",
+    "KubeVirtPart",
     "NicRow",
     "format_table",
     "guest_errors",

@@ -258,10 +258,76 @@ def networks_annotation(scenario: Scenario) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class LauncherPodParts:
+    """What virt-controller puts in the virt-launcher pod for the VMI's networks: its
+    annotations and one hook-sidecar container per name (from ``kubevirt-peer annotation``,
+    or :func:`lab_launcher_parts`, the lab's own emulation)."""
+
+    annotations: Mapping[str, str]
+    sidecars: tuple[tuple[str, str], ...]  # (container name, image)
+
+
+SIDECAR_IMAGE = "kvnet-sidecar"
+
+
+def lab_launcher_parts(scenario: Scenario) -> LauncherPodParts:
+    """The lab's emulation of virt-controller's annotations (Go's json.Marshal: compact,
+    fields in NetworkSelectionElement order) and its one binding sidecar."""
+    value = json.dumps(networks_annotation(scenario), separators=(",", ":"))
+    return LauncherPodParts({NETWORKS_ANNOTATION: value}, (("hook-sidecar-0", SIDECAR_IMAGE),))
+
+
+def peer_launcher_parts(answer: Mapping[str, Any]) -> LauncherPodParts:
+    """``kubevirt-peer annotation``'s answer as the pod's parts."""
+    sidecars = tuple((str(sc["container"]), str(sc["image"])) for sc in answer.get("hookSidecars") or [])
+    return LauncherPodParts(dict(answer.get("annotations") or {}), sidecars)
+
+
+def kubevirt_cr() -> dict[str, Any]:
+    """The KubeVirt CR with kvnet registered as deploy/kubevirt-cr-patch.yaml does (the lab's
+    sidecar image name) and emulation on (TCG: no KVM here)."""
+    binding = {
+        "sidecarImage": SIDECAR_IMAGE,
+        "networkAttachmentDefinition": f"{NAMESPACE}/{BINDING_NAD}",
+        "downwardAPI": "device-info",
+    }
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "KubeVirt",
+        "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+        "spec": {
+            "configuration": {
+                "developerConfiguration": {"useEmulation": True},
+                "network": {"binding": {BINDING_NAME: binding}},
+            }
+        },
+    }
+
+
+def vmi_with_interface_status(vmi_obj: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The VMI with the ``status.interfaces`` virt-controller reports once the pod's
+    network-status is there (``status``: its entries by pod interface): one per VMI
+    interface whose pod interface is in it, ``infoSource: multus-status``."""
+    out: dict[str, Any] = json.loads(json.dumps(vmi_obj))
+    ifaces = []
+    for iface in out["spec"]["domain"]["devices"]["interfaces"]:
+        pod_iface = naming.hashed_pod_iface(iface["name"])
+        if pod_iface in status:
+            ifaces.append({"name": iface["name"], "interfaceName": pod_iface, "infoSource": "multus-status"})
+    out.setdefault("status", {})["interfaces"] = ifaces
+    return out
+
+
 def launcher_pod(
-    scenario: Scenario, uid: str = "00000000-0000-4000-8000-000000000002", node_name: str | None = None
+    scenario: Scenario,
+    uid: str = "00000000-0000-4000-8000-000000000002",
+    node_name: str | None = None,
+    parts: LauncherPodParts | None = None,
 ) -> dict[str, Any]:
-    """The virt-launcher pod; ``node_name`` schedules it (multus-daemon watches only its node's pods)."""
+    """The virt-launcher pod; ``node_name`` schedules it (multus-daemon watches only its
+    node's pods); ``parts``: virt-controller's annotations and sidecars (default: the lab's)."""
+    parts = parts or lab_launcher_parts(scenario)
     pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -270,13 +336,12 @@ def launcher_pod(
             "namespace": NAMESPACE,
             "uid": uid,
             "labels": {"kubevirt.io": "virt-launcher", "vm.kubevirt.io/name": scenario.vmi_name},
-            # Go's json.Marshal: compact, fields in NetworkSelectionElement order
-            "annotations": {NETWORKS_ANNOTATION: json.dumps(networks_annotation(scenario), separators=(",", ":"))},
+            "annotations": dict(parts.annotations),
         },
         "spec": {
             "containers": [
                 {"name": "compute", "image": "quay.io/kubevirt/virt-launcher"},
-                {"name": "hook-sidecar-0", "image": "kvnet-sidecar"},
+                *({"name": name, "image": image} for name, image in parts.sidecars),
             ]
         },
         "status": {"phase": "Pending"},
@@ -327,6 +392,58 @@ def launcher_domain(name: str, uid: str, image: GuestImage, cmdline: str, consol
     ET.SubElement(devices, "memballoon", {"model": "none"})
     ET.indent(root, space="\t")
     return ET.tostring(root, encoding="unicode")
+
+
+@dataclass(frozen=True)
+class LabDomainEdits:
+    """What the lab adds to the domain KubeVirt's code made (the last OnDefineDomain answer)
+    before libvirt gets it: what the converter cannot know here (docs/vm-demo.md)."""
+
+    kernel: Path
+    initrd: Path
+    cmdline: str  # the guest kernel's command line: the sidecar's network data in it
+    console_log: Path  # the serial console's log file, where the lab reads the guest's report
+    channel: Path  # the guest's command channel, a second serial port
+
+
+def edit_converter_domain(domain_xml: str, edits: LabDomainEdits) -> str:
+    """The converter's domain as the lab boots it: direct kernel boot in ``<os>`` (KubeVirt
+    boots from a disk or ``firmware.kernelBoot`` container), the serial console's ``<log>``
+    moved to ``console_log`` (its socket stays KubeVirt's path) and a second serial port for
+    the guest's command channel. Everything else stays as KubeVirt's code and the sidecar
+    wrote it."""
+    root = ET.fromstring(domain_xml)
+    os_el = root.find("os")
+    devices = root.find("devices")
+    if os_el is None or devices is None:
+        raise InvalidEnvironment("the converter's domain has no <os> or no <devices>")
+    for tag, text in (("kernel", str(edits.kernel)), ("initrd", str(edits.initrd)), ("cmdline", edits.cmdline)):
+        for old in os_el.findall(tag):
+            os_el.remove(old)
+        ET.SubElement(os_el, tag).text = text
+    serials = devices.findall("serial")
+    console = next((s for s in serials if (t := s.find("target")) is not None and t.get("port") == "0"), None)
+    if console is None:
+        raise InvalidEnvironment("the converter's domain has no serial port 0 (the guest's console)")
+    log = console.find("log")
+    if log is None:
+        log = ET.SubElement(console, "log", {"append": "on"})
+    log.set("file", str(edits.console_log))
+    chan = ET.SubElement(devices, "serial", {"type": "unix"})
+    ET.SubElement(chan, "target", {"port": "1"})
+    ET.SubElement(chan, "source", {"mode": "bind", "path": str(edits.channel)})
+    return ET.tostring(root, encoding="unicode")
+
+
+def converter_paths(domain_xml: str) -> list[str]:
+    """The host paths the converter's domain names (disk sources, unix sockets and logs)
+    whose folders virt-launcher makes before it defines the domain."""
+    root = ET.fromstring(domain_xml)
+    paths = [el.get("file", "") for el in root.iter("source")]
+    paths += [el.get("path", "") for el in root.iter("source")]
+    paths += [el.get("file", "") for el in root.iter("log")]
+    paths += [el.get("socket", "") for el in root.iter("listen")]
+    return [p for p in paths if p.startswith("/")]
 
 
 @dataclass(frozen=True)
@@ -534,8 +651,11 @@ __all__ = [
     "BINDING_NAD",
     "BINDING_NAME",
     "NAMESPACE",
+    "SIDECAR_IMAGE",
     "Bond",
     "DomainNic",
+    "LabDomainEdits",
+    "LauncherPodParts",
     "Net",
     "Peer",
     "RunFiles",
@@ -545,15 +665,21 @@ __all__ = [
     "cloud_init_data",
     "cni_config",
     "cni_env",
+    "converter_paths",
     "default_scenario",
     "domain_name",
     "domain_nics",
+    "edit_converter_domain",
     "example_objects",
+    "kubevirt_cr",
+    "lab_launcher_parts",
     "launcher_domain",
     "launcher_pod",
     "nads",
     "network_info",
     "networks_annotation",
     "node_links",
+    "peer_launcher_parts",
     "vmi",
+    "vmi_with_interface_status",
 ]
