@@ -392,6 +392,33 @@ def test_hooks_pre_cloud_init_iso_without_cloud_init_volume(
     assert "nil pointer dereference" in out["preCloudInitIso"]["panic"]
 
 
+@pytest.mark.root
+def test_hooks_in_two_stages_leave_the_sidecar_running_between_them(
+    kvnet_sidecar: tuple[Path, subprocess.Popen[bytes]],
+) -> None:
+    """Stage ``start`` makes a start's calls and no Shutdown (the VM runs now); stage
+    ``shutdown`` collects the sidecar again and calls only Shutdown, which ends it."""
+    hooks, proc = kvnet_sidecar
+    payload = {
+        "hooksDir": str(hooks),
+        "sidecars": 1,
+        "vmi": with_cloud_init(example_vmi()),
+        "kubevirt": kubevirt_cr(),
+        "networkInfo": json.loads((EXAMPLES / "network-info-kvnet.json").read_text()),
+    }
+    started = json.loads(peer("hooks", {**payload, "stage": "start"}).stdout)
+    assert started["shutdown"] == "not called (stage start)"
+    assert [c["step"] for c in started["onDefineDomain"]] == ["define", "root-ports"]
+    assert count(started["domainXML"], "interface", "ua-blue") == 1
+    time.sleep(0.5)
+    assert proc.poll() is None  # no Shutdown reached the sidecar
+    stopped = json.loads(peer("hooks", {**payload, "stage": "shutdown"}).stdout)
+    assert stopped["shutdown"] == "ok" and stopped["onDefineDomain"] == [] and stopped["preCloudInitIso"] is None
+    assert proc.wait(timeout=10) == 0
+    bad = peer("hooks", {**payload, "stage": "stop"}, check=False)
+    assert bad.returncode == 1 and 'stage "stop"' in bad.stderr
+
+
 def test_bad_input_is_refused() -> None:
     proc = peer("annotation", {"vmi": example_vmi(), "kubevirtt": {}}, check=False)
     assert proc.returncode == 1 and 'unknown field "kubevirtt"' in proc.stderr
