@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -786,7 +785,11 @@ class CallGuard:
     """
 
     def __init__(self, cni_dir: str, container_id: str, *, wait: float, command: str = "ADD") -> None:
-        name = container_id if len(container_id) <= 200 else hashlib.sha256(container_id.encode()).hexdigest()
+        name = container_id
+        if len(container_id) > 200:  # a file name has 255 bytes at most
+            import hashlib  # only here: 4 ms on the hot path otherwise
+
+            name = hashlib.sha256(container_id.encode()).hexdigest()
         self.path = os.path.join(cni_dir, LOCK_FOLDER, name)
         self.container_id = container_id
         self.command = command
