@@ -217,6 +217,7 @@ class DesiredPlumbing:
     bridge: str | None = None
     pod_mac: str | None = None
     after: Plumbing | None = None
+    server_tap: str | None = None  # the guest-address server's tap (bridge mode with IPAM)
 
     def describe(self) -> str:
         if self.mode == "none":
@@ -229,6 +230,8 @@ class DesiredPlumbing:
         ]
         if self.bridge:
             parts.append(f"bridge {self.bridge}, pod MAC {self.record.original_mac} -> {self.pod_mac}")
+        if self.server_tap:
+            parts.append(f"guest-address server tap {self.server_tap}")
         parts.append(
             f"guest MAC {self.record.original_mac}, addresses {list(self.record.ip.addresses)} moved to the record"
         )
@@ -363,7 +366,8 @@ def plan(
     if problem:
         raise InvalidConfig(f"network {network}: cannot name the tap for {pod_iface}: {problem}")
     bridge = after.bridge if isinstance(after, BridgedTap) else None
-    return DesiredPlumbing(network, pod_iface, after.mode, reason, record, tap, bridge, after.pod_mac, after)
+    server = bindrecord.server_tap_name(pod_iface) if bridge and record.ip.addresses else None
+    return DesiredPlumbing(network, pod_iface, after.mode, reason, record, tap, bridge, after.pod_mac, after, server)
 
 
 # ------------------------------------------------------------------------------------
@@ -433,6 +437,8 @@ def _apply(ns: PodNetlink, d: DesiredPlumbing, observed: ObservedPodLink) -> Non
                 ns.set_master(tap.name, d.bridge)
             ns.set_up(d.bridge)
         ns.set_up(tap.name)
+        if d.server_tap and d.bridge:
+            _add_server_tap(ns, d.server_tap, d.bridge, tap, undo)
         if link.mac != d.pod_mac:
             ns.set_mac(pod, d.pod_mac)
             _on_undo(undo, ns.set_mac, pod, link.mac)
@@ -451,6 +457,20 @@ def _apply(ns: PodNetlink, d: DesiredPlumbing, observed: ObservedPodLink) -> Non
         if not link.up:
             ns.set_up(pod)
         undo.pop_all()
+
+
+def _add_server_tap(ns: PodNetlink, name: str, bridge: str, tap: TapSpec, undo: ExitStack) -> None:
+    """The guest-address server's port on the in-pod bridge: a persistent tap owned by the
+    tap owner (the sidecar's uid), which opens it without capabilities (docs/guest-addressing.md)."""
+    create = lambda: ns.create_tap(  # noqa: E731
+        name, owner_uid=tap.owner_uid, owner_gid=tap.owner_gid, multi_queue=False, mtu=tap.mtu
+    )
+    if _ensure_link(ns, name, "tun", create):
+        _on_undo(undo, ns.delete_link, name)
+    existing = ns.link(name)
+    if existing is None or existing.master != bridge:
+        ns.set_master(name, bridge)
+    ns.set_up(name)
 
 
 def _on_undo(undo: ExitStack, step: Callable[..., None], *args: Any) -> None:
@@ -559,7 +579,7 @@ def _undo_binding(ns: PodNetlink, network: str, request: Request) -> None:
             ns.set_master(pod, None)
         if record is not None and link.mac != record.original_mac:
             ns.set_mac(pod, record.original_mac)
-    for name, kind in ((tap, "tun"), (bridge, "bridge")):
+    for name, kind in ((tap, "tun"), (bindrecord.server_tap_name(pod), "tun"), (bridge, "bridge")):
         existing = ns.link(name)
         if existing is not None and existing.kind == kind:
             ns.delete_link(name)

@@ -125,3 +125,13 @@ def _valid(parse: Any, text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+SERVER_TAP_PREFIX = "kvd"
+
+
+def server_tap_name(pod_iface: str) -> str:
+    """The tap the binding makes beside a served NIC's tap for the guest-address server
+    (``kvnet.guestnet``): ``kvd`` + the pod interface without ``pod`` (``kvdeth0``)."""
+    suffix = pod_iface[3:] if pod_iface.startswith("pod") else pod_iface
+    return SERVER_TAP_PREFIX + suffix

@@ -331,7 +331,11 @@ CFG = BindingConfig()
     ],
 )
 def test_plan(obs: ObservedPodLink | None, config: BindingConfig, expected: DesiredPlumbing) -> None:
-    assert plan(obs, "blue", config, pod_iface=BLUE) == expected
+    got = plan(obs, "blue", config, pod_iface=BLUE)
+    assert replace(got, server_tap=None) == expected
+    # the guest-address server gets a tap on the bridge when the record has addresses
+    served = expected.bridge is not None and expected.record is not None and bool(expected.record.ip.addresses)
+    assert got.server_tap == ("kvd16477688c0e" if served else None)
     assert expected.describe().startswith(f"network blue ({BLUE}): ")
 
 
@@ -564,7 +568,11 @@ def test_add_leaves_the_pod_its_plan_says(kind: str, config: BindingConfig) -> N
     binding.add(Req(config=conf), nl=opener(ns))
     assert desired.after is not None
     expected = {link.name: link for link in desired.after.links()}
-    assert set(ns.links) - {"lo"} == set(expected)
+    if desired.server_tap:  # the guest-address server's tap: the server's, the VM never sees it
+        server = ns.links[desired.server_tap]
+        assert (server.kind, server.master, server.up) == ("tun", desired.bridge, True)
+        assert not server.multi_queue
+    assert set(ns.links) - {"lo", desired.server_tap} == set(expected)
     for name, want in expected.items():
         got = ns.links[name]
         seen = PodLink(

@@ -1,0 +1,7 @@
+"""``python -m kvnet.guestnet``."""
+
+import sys
+
+from kvnet.guestnet.main import main
+
+sys.exit(main())
