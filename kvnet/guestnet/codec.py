@@ -16,6 +16,8 @@ logging.getLogger("scapy.loading").setLevel(logging.ERROR)
 from scapy.layers.dhcp import BOOTP, DHCP  # noqa: E402
 from scapy.layers.dhcp6 import (  # noqa: E402
     DHCP6,
+    DHCP6_Advertise,
+    DHCP6_Reply,
     DHCP6OptClientId,
     DHCP6OptDNSDomains,
     DHCP6OptDNSServers,
@@ -83,8 +85,8 @@ def parse(frame: bytes) -> Dhcp4Request | Dhcp6Request | RouterSolicit | tuple[s
             server_id=ipaddress.IPv4Address(str(server_id)) if server_id else None,
             broadcast_flag=bool(int(pkt[BOOTP].flags) & 0x8000),
         )
-    if IPv6 in pkt and UDP in pkt and pkt[UDP].dport == 547 and DHCP6 in pkt:
-        msg = pkt[DHCP6]
+    msg = pkt[UDP].payload if IPv6 in pkt and UDP in pkt and pkt[UDP].dport == 547 else None
+    if isinstance(msg, DHCP6):  # DHCP6_Solicit, DHCP6_Request, ...: subclasses, not one layer
         client = msg.getlayer(DHCP6OptClientId)
         if client is None:
             return None
@@ -164,7 +166,7 @@ def build_dhcp6(reply: Dhcp6Reply) -> bytes:
     """ADVERTISE/REPLY: the IA_NA with the address, DNS servers and search list."""
     lease, req = reply.lease, reply.request
     assert lease.v6 is not None
-    msg = DHCP6(msgtype=reply.message_type, trid=req.trid)
+    msg = (DHCP6_Advertise if reply.message_type == model.ADVERTISE6 else DHCP6_Reply)(trid=req.trid)
     body: Packet = msg / DHCP6OptServerId(duid=model.server_duid(lease)) / DHCP6OptClientId(duid=req.client_duid)
     if reply.with_address and req.iaid is not None:
         addr = DHCP6OptIAAddress(addr=str(lease.v6.ip), preflft=lease.lease_seconds, validlft=lease.lease_seconds)

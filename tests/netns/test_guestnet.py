@@ -268,3 +268,62 @@ def test_del_removes_the_server_tap(
         )
         == []
     )
+
+
+def test_dhcpv6_address_and_renewal(
+    served_pod: tuple[Any, Any, dict[str, Any], str], netns_factory: Callable[[str], Any], tmp_path: Path
+) -> None:
+    """dhcpcd (Debian's, DHCPv6 only) gets the IPAM address; busybox udhcpc renews its 8 s lease."""
+    _, pod, attach, vm_mac = served_pod
+    v6 = next(a["address"] for a in attach["ips"] if ":" in a["address"])
+    guest = netns_factory("kvguest")
+    join_guest(guest, pod, "vmport", vm_mac)
+    server = start_server(pod, tmp_path)
+    script = tmp_path / "udhcpc.sh"
+    script.write_text(UDHCPC_SCRIPT)
+    script.chmod(0o755)
+    out = tmp_path / "renewing"
+    udhcpc = subprocess.Popen(  # stays in the foreground: T1 of the 8 s lease is 4 s
+        [
+            "ip",
+            "netns",
+            "exec",
+            guest.name,
+            "env",
+            f"LEASE_OUT={out}",
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-f",
+            "-t",
+            "4",
+            "-T",
+            "1",
+            "-s",
+            str(script),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        conf = tmp_path / "dhcpcd.conf"
+        conf.write_text("ipv6only\nnoipv6rs\nia_na 1\noption rapid_commit\nnohook resolv.conf\n")
+        cmd = ["ip", "netns", "exec", guest.name, "timeout", "20", "dhcpcd", "-f", str(conf), "-1", "-B", "eth0"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=40)
+        got = [
+            a["local"]
+            for a in ip_json(guest.name, "-6", "addr", "show", "dev", "eth0")[0]["addr_info"]
+            if a["scope"] == "global"
+        ]
+        assert v6.split("/")[0] in got, (proc.stdout, proc.stderr, got, server_log(server))
+        deadline = time.monotonic() + 15
+        while not Path(f"{out}.renew").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert Path(f"{out}.bound").exists() and Path(f"{out}.renew").exists(), server_log(server)
+    finally:
+        udhcpc.kill()
+        udhcpc.wait(timeout=10)
+        log = stop(server)
+    assert "DHCPv6 type 1 " in log or "DHCPv6 type 3 " in log
+    assert log.count("DHCPv4 type 3 ") >= 2, log  # the first REQUEST and at least one renewal
