@@ -545,6 +545,8 @@ NAMED = (
     ("overlay_config", "overlaying the daemon config"),
     ("setup_logging", "setting up logging"),
     ("_cache_write", "writing libcni's cache files"),
+    ("<built-in method _posixsubprocess.fork_exec>", "fork + exec of the children (own time)"),
+    ("<built-in method posix.read>", "reads of pipes (the exec-error pipe and the children's output)"),
 )
 
 
@@ -553,6 +555,9 @@ def named(stats: pstats.Stats, reps: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for fn, _ in NAMED:
         cts = [v[3] for k, v in raw.items() if k[2] == fn]
+        calls = [v[1] for k, v in raw.items() if k[2] == fn]
+        if calls:
+            out[f"{fn}#calls"] = float(max(calls)) / reps
         if cts:
             out[fn] = max(cts) / reps * 1000
     return out
@@ -659,6 +664,9 @@ def importtime(cmd: Sequence[str]) -> tuple[int, float, list[tuple[str, float]]]
     return len(mods), sum(ms for _, ms in mods), sorted(mods, key=lambda x: -x[1])[:8]
 
 
+NOOP_EXEC = "the no-op plugin (subprocess.run, no preexec_fn)"
+
+
 def shim_start(lab: PodLab, reps: int) -> list[tuple[str, float, float, int, float, str]]:
     shim = str(lab.bin_dir / "kvnet-shim")
     py = sys.executable
@@ -671,6 +679,7 @@ def shim_start(lab: PodLab, reps: int) -> list[tuple[str, float, float, int, flo
         ("kvnet-cni (console script, site, full imports)", [str(lab.bin_dir / "kvnet-cni")]),
         ("multus-shim", [str(lab.bin_dir / "multus-shim")]),
         ("multus", [str(lab.bin_dir / "multus")]),
+        (NOOP_EXEC, [str(lab.bin_dir / "noop")]),
     )
     out = []
     for name, cmd in cases:
@@ -791,15 +800,16 @@ def render(
             "by SO_PEERCRED on its socket), at start, after cycle 100 and at the end; fresh daemons. A refused",
             "call (the shim could not reach its daemon) counts as a cycle and is DELeted until it succeeds.",
             "",
-            "| daemon | cycles | refused calls | seconds | RSS MiB at 0 | at 100 | at end | fds at 0 | at 100 | at end |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| daemon | cycles | refused calls | seconds | cycles/s | RSS MiB at 0 | at 100 | at end | fds at 0 | at 100 | at end |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m in mems:
             at = {c: (rss, fds) for c, rss, fds in m.points}
             end = m.points[-1]
             mid = at.get(100)
             lines.append(
-                f"| {m.program} | {end[0]} | {m.failures} | {m.seconds:.0f} | {m.points[0][1] / MIB:.1f} | "
+                f"| {m.program} | {end[0]} | {m.failures} | {m.seconds:.0f} | {end[0] / m.seconds:.1f} | "
+                f"{m.points[0][1] / MIB:.1f} | "
                 f"{(mid[0] / MIB) if mid else float('nan'):.1f} | {end[1] / MIB:.1f} | {m.points[0][2]} | "
                 f"{mid[1] if mid else '—'} | {end[2]} |"
             )
@@ -865,7 +875,8 @@ def targets(rows: Sequence[Row], mems: Sequence[Memory]) -> list[str]:
         if kc and kt:
             out.append(
                 f"- kvnet-cni standalone (report), noop, N={n}: {kc.total_ms:.0f} ms, "
-                f"{kc.total_ms / kt.total_ms:.2f}× kvnet thick (+{kc.total_ms - kt.total_ms:.0f} ms: two Python starts with kvnet's imports)"
+                f"{kc.total_ms / kt.total_ms:.2f}× kvnet thick ({kc.total_ms - kt.total_ms:+.0f} ms; the fixed part is "
+                "two Python starts with kvnet's imports)"
             )
     for m in mems:
         if m.program.startswith("kvnet"):
@@ -954,6 +965,7 @@ def _opt_numbers(profiles: Sequence[Profile], shim: Mapping[str, tuple[float, in
     exec_ms = p.buckets.get(BUCKETS[1][0], 0.0) if p else 0.0
     total = sum(p.buckets.values()) if p else 0.0
     site = shim.get("python kvnet-shim (site)", (0.0, 0, 0.0))[0]
+    direct = shim.get(NOOP_EXEC, (0.0, 0, 0.0))[0]
     nosite = shim.get("kvnet-shim as installed (#! ... -IS)", (0.0, 0, 0.0))[0]
     nm = p.named if p else {}
     return {
@@ -961,6 +973,9 @@ def _opt_numbers(profiles: Sequence[Profile], shim: Mapping[str, tuple[float, in
         "pod": f"{nm.get('get_pod', 0.0):.1f}",
         "parse": f"{nm.get('parse_multus_config', 0.0) + nm.get('overlay_config', 0.0):.1f}",
         "execs": f"{nm.get('exec_argv', 0.0):.1f}",
+        "exec_calls": f"{nm.get('exec_argv#calls', 0.0):.0f}",
+        "per_exec": f"{nm.get('exec_argv', 0.0) / max(nm.get('exec_argv#calls', 1.0), 1.0):.1f}",
+        "fork": f"{nm.get('<built-in method _posixsubprocess.fork_exec>', 0.0):.1f}",
         "n": str(p.attachments if p else 0),
         "api": f"{api:.1f}",
         "api_share": f"{api / total * 100:.0f}" if total else "0",
@@ -969,6 +984,7 @@ def _opt_numbers(profiles: Sequence[Profile], shim: Mapping[str, tuple[float, in
         "site": f"{site:.1f}",
         "nosite": f"{nosite:.1f}",
         "gain": f"{site - nosite:.1f}",
+        "direct": f"{direct:.1f}",
     }
 
 
@@ -989,7 +1005,14 @@ Figures are from the N = {n} profile above (profiled ms; an unprofiled call is f
 3. **No per-call config re-parse**: `parse_multus_config(overlay_config(...))` and the runner/seams
    lookups run on every call (kvnet/meta/wiring.py): {parse} ms per ADD here. Caching the parsed
    config by the stdin bytes saves about that.
-4. **`-I -S` shim start**: the installed shim (`#!python -IS`) starts in {nosite} ms against {site} ms for
+4. **Delegate exec without `preexec_fn`**: the {exec_calls} execs of the profiled ADD cost {per_exec} ms
+   each (`exec_argv`), {fork} ms of it in `_posixsubprocess.fork_exec` itself. A `preexec_fn`
+   (kvnet/cni/delegate.py's `_die_with_parent`) makes CPython fork the whole daemon (page tables of
+   its RSS) instead of using vfork, and waits for the child to run Python code before its exec. The
+   same no-op plugin run by `subprocess.run` without a `preexec_fn` costs {direct} ms here (the
+   start-up table). Dropping the `preexec_fn` (the parent-death signal set without Python code in
+   the child) saves about the difference per delegate call: the largest single gain at N = 100.
+5. **`-I -S` shim start**: the installed shim (`#!python -IS`) starts in {nosite} ms against {site} ms for
    the same script with `site`: {gain} ms per CNI call (ADD and DEL each), already in the thick rows.
    The rest is the interpreter's own start (`python -I -S -c pass` row), which only a non-Python shim
    removes (`multus-shim` row for comparison).
