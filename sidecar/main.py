@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import signal
+import subprocess
 import sys
 import threading
 from types import FrameType
@@ -14,6 +16,7 @@ from kvnet.sidecar.server import DEFAULT_HOOKS_DIR, SidecarServer, socket_path
 from kvnet.sidecar.wiring import SidecarSettings, build_hooks
 
 log = logging.getLogger("kvnet.sidecar")
+PR_SET_PDEATHSIG = 1
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -29,9 +32,44 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--sys-class-net", default=env.sys_class_net, help="the pod netns's /sys/class/net")
     p.add_argument("--echo", action="store_true", help="change nothing: answer every hook with its input (diagnostics)")
+    p.add_argument(
+        "--no-guest-addressing",
+        action="store_true",
+        help="do not start kvnet-guestnet (DHCPv4, RA and DHCPv6 for the VM's NICs with IPAM)",
+    )
     p.add_argument("--max-workers", type=int, default=8, help="concurrent hook calls")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     return p.parse_args(argv)
+
+
+def start_guestnet(sys_class_net: str) -> subprocess.Popen[bytes] | None:
+    """The guest-address server for the pod's life, as this container's user (docs/guest-addressing.md).
+
+    It serves the NICs whose binding left a server tap and exits at once when there are none;
+    it dies with the sidecar (``PR_SET_PDEATHSIG``).
+    """
+    cmd = [sys.executable, "-m", "kvnet.guestnet", "--sys-class-net", sys_class_net]
+    try:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sys.stderr, preexec_fn=_die_with_parent)
+    except OSError as err:
+        log.error("cannot start kvnet-guestnet: %s", err.strerror)
+        return None
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop_guestnet(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.info("kvnet-guestnet exited with %s", proc.returncode)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,9 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     except KvnetError as err:
         print(f"kvnet-sidecar: {err.msg}", file=sys.stderr)
         return 1
+    guestnet = None if args.no_guest_addressing else start_guestnet(args.sys_class_net)
     while not server.wait(1.0):
         pass
     server.stop(grace=2.0)
+    if guestnet is not None:
+        stop_guestnet(guestnet)
     log.info("%s: stopped", args.name)
     return 0
 
