@@ -253,6 +253,13 @@ def init_script() -> bytes:
     return resources.files("kvnet.lab").joinpath("data/init").read_bytes()
 
 
+def udhcpc_script() -> str:
+    """The udhcpc script /init writes in DHCP mode (``kvnet.dhcp=1``), as it is in /init."""
+    text = init_script().decode()
+    start = text.index("<<'UDHCPC'\n") + len("<<'UDHCPC'\n")
+    return text[start : text.index("\nUDHCPC\n", start) + 1]
+
+
 def make_initramfs(init: bytes, busybox: bytes, modules: Sequence[tuple[str, bytes]]) -> bytes:
     """The gzip-compressed initramfs: /init, busybox, the modules and their load order."""
     cpio = CpioWriter()

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from kvnet.lab import guest as lab_guest
 from tests.netns.test_binding_real import BLUE, binding_conf, ip_json, link, run_cni, snapshot
 
 pytestmark = pytest.mark.root
@@ -327,3 +328,55 @@ def test_dhcpv6_address_and_renewal(
         log = stop(server)
     assert "DHCPv6 type 1 " in log or "DHCPv6 type 3 " in log
     assert log.count("DHCPv4 type 3 ") >= 2, log  # the first REQUEST and at least one renewal
+
+
+def test_the_guest_images_udhcpc_script_applies_and_reports_the_lease(
+    served_pod: tuple[Any, Any, dict[str, Any], str], netns_factory: Callable[[str], Any], tmp_path: Path
+) -> None:
+    """The script the guest's /init runs in DHCP mode (kvnet.dhcp=1), against the server."""
+    _, pod, attach, vm_mac = served_pod
+    v4 = next(a["address"] for a in attach["ips"] if ":" not in a["address"])
+    guest = netns_factory("kvguest")
+    join_guest(guest, pod, "vmport", vm_mac)
+    script = tmp_path / "kvnet-udhcpc"
+    script.write_text(lab_guest.udhcpc_script())
+    script.chmod(0o755)
+    server = start_server(pod, tmp_path)
+    try:
+        cmd = [
+            "ip",
+            "netns",
+            "exec",
+            guest.name,
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-f",
+            "-q",
+            "-n",
+            "-t",
+            "4",
+            "-T",
+            "1",
+            "-s",
+            str(script),
+            "-O",
+            "mtu",
+            "-O",
+            "staticroutes",
+            "-O",
+            "search",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    finally:
+        log = stop(server)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("KVNET dhcp4 ")]
+    assert len(lines) == 1, (proc.stdout, proc.stderr, log)
+    fields = dict(word.split("=", 1) for word in lines[0].split()[2:])
+    assert fields["addr"] == v4 and fields["mtu"] == "1400" and fields["router"] == "10.77.0.1"
+    assert fields["routes"] == "10.88.0.0/16@10.77.0.1+0.0.0.0/0@10.77.0.1" and fields["hostname"] == "vm1"
+    assert fields["dns"] == "10.96.0.10" and fields["event"] == "bound"
+    routes = {(r["dst"], r.get("gateway")) for r in ip_json(guest.name, "-4", "route", "show")}
+    assert {("10.88.0.0/16", "10.77.0.1"), ("default", "10.77.0.1")} <= routes
+    assert ip_json(guest.name, "-4", "addr", "show", "dev", "eth0")[0]["mtu"] == 1400
