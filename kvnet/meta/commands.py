@@ -236,8 +236,10 @@ def _delete_all(
     seams: Seams,
     *,
     cached_caps: bool = False,
+    codes: list[int] | None = None,
 ) -> list[str]:
-    """``delPlugins``: DEL the planned delegates in reverse; every one is tried.
+    """``delPlugins``: DEL the planned delegates in reverse; every one is tried (the
+    failures' CNI codes go to ``codes`` when given: 999 for what is not a kvnet error).
 
     With ``cached_caps`` (DEL from the delegate cache, which does not keep port
     mappings or bandwidth) the capability args libcni cached at ADD fill the gaps, so
@@ -255,6 +257,8 @@ def _delete_all(
         except Exception as err:  # every delegate is tried, whatever one of them raised
             msg = libcni_text(err) if isinstance(err, KvnetError) else f"{type(err).__name__}: {err}"
             errors.append(delegate_del_err(d, msg))
+            if codes is not None:
+                codes.append(err.cni_code if isinstance(err, KvnetError) else 999)
             log.error("pod %s: DEL of %s on %s failed: %s", pa.label, d.name, p.ifname, msg)
         if p.device_info_file and seams.devinfo is not None:
             try:
@@ -320,9 +324,15 @@ def delete(
     )
     # network-status is left as it is (Multus's CmdDel never writes it)
     planned = plan(request, conf, pa, delegates, seams.devinfo)
-    errors = _delete_all(request, conf, pa, planned, runner, seams, cached_caps=True)
+    codes: list[int] = []
+    errors = _delete_all(request, conf, pa, planned, runner, seams, cached_caps=True, codes=codes)
     if from_cache and not keep_cache and not (errors and conf.retry_delete_on_error):
         cache.remove(conf.cni_dir, request.container_id)
+    if errors and not from_cache and cache.rebuilt_del_is_moot(conf.cni_dir, request.container_id, codes):
+        # nothing of the container was recorded and no delegate could even read its call:
+        # a retry would fail the same way forever, with nothing left to undo (docs/reliability.md)
+        log.warning("pod %s: DEL ends although delegates failed, nothing was added: %s", pa.label, " / ".join(errors))
+        return
     if errors:
         raise DelegateFailed(" / ".join(errors))
 

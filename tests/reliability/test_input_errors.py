@@ -293,9 +293,6 @@ def test_network_name_with_an_escaped_lone_surrogate(node: Node) -> None:
 # --- a DEL without a cache whose delegates cannot read their call ---------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="kvnet.meta.commands.delete does not apply kvnet.meta.cache.rebuilt_del_is_moot yet"
-)
 def test_rebuilt_del_of_a_delegate_that_cannot_run_ends(node: Node, standin: ApiStandIn) -> None:
     """No cache (the ADD never got that far, or the cache is gone), and the pod's network
     names a plugin that is not there: every DEL was code 7 again, so the runtime retried it
