@@ -53,7 +53,14 @@ NETWORK_DATA = {
 class Qemu:
     """One QEMU guest in a netns: console file, command channel, HMP monitor."""
 
-    def __init__(self, ns: str, image: guest.GuestImage, cmdline: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        ns: str,
+        image: guest.GuestImage,
+        cmdline: str,
+        workdir: Path,
+        nics: dict[str, tuple[str, str, str]] = NICS,
+    ) -> None:
         self.console = workdir / "console.log"
         self.channel = workdir / "cmd.sock"
         self.monitor = workdir / "mon.sock"
@@ -86,7 +93,7 @@ class Qemu:
             "-monitor",
             f"unix:{self.monitor},server=on,wait=off",
         ]
-        for dev, (tap, _, mac) in NICS.items():
+        for dev, (tap, _, mac) in nics.items():
             argv += [
                 "-netdev",
                 f"tap,id=n-{dev},ifname={tap},script=no,downscript=no",
