@@ -50,6 +50,25 @@ VIRTIO_MODULES = (
 # Guest bonds; their dependencies (bonding needs tls) are read from the modules themselves.
 EXTRA_MODULES = ("bonding",)
 BUSYBOX = Path("/bin/busybox")
+# The guest's DHCPv6 client (Debian's dhcpcd-base; busybox-static has no udhcpc6) and the
+# only libraries it links: copied into the initramfs with a passwd naming its privsep user.
+DHCPCD = Path("/usr/sbin/dhcpcd")
+DHCPCD_LIBS = (Path("/lib/x86_64-linux-gnu/libc.so.6"), Path("/lib64/ld-linux-x86-64.so.2"))
+DHCPCD_DIRS = (
+    "sbin",
+    "etc",
+    "lib/x86_64-linux-gnu",
+    "lib64",
+    "var",
+    "var/lib",
+    "var/lib/dhcpcd",
+    "run",
+    "usr",
+    "usr/lib",
+    "usr/lib/dhcpcd",
+)
+PASSWD = b"root:x:0:0:root:/:/bin/sh\ndhcpcd:x:102:65534:dhcpcd:/usr/lib/dhcpcd:/bin/false\n"
+GROUP = b"root:x:0:\nnogroup:x:65534:\n"
 BASE_CMDLINE = "console=ttyS0 quiet panic=-1"
 # x86 COMMAND_LINE_SIZE is 2048 bytes including the terminating NUL.
 MAX_CMDLINE = 2047
@@ -260,11 +279,28 @@ def udhcpc_script() -> str:
     return text[start : text.index("\nUDHCPC\n", start) + 1]
 
 
-def make_initramfs(init: bytes, busybox: bytes, modules: Sequence[tuple[str, bytes]]) -> bytes:
-    """The gzip-compressed initramfs: /init, busybox, the modules and their load order."""
+def dhcpcd_files() -> tuple[tuple[str, bytes, int], ...]:
+    """dhcpcd and its libraries as (path in the initramfs, bytes, mode); () when not installed."""
+    if not DHCPCD.is_file() or not all(p.is_file() for p in DHCPCD_LIBS):
+        return ()
+    files = [("sbin/dhcpcd", DHCPCD.read_bytes(), 0o755)]
+    files += [(str(p).lstrip("/"), p.read_bytes(), 0o755) for p in DHCPCD_LIBS]
+    return (*files, ("etc/passwd", PASSWD, 0o644), ("etc/group", GROUP, 0o644))
+
+
+def make_initramfs(
+    init: bytes,
+    busybox: bytes,
+    modules: Sequence[tuple[str, bytes]],
+    extras: Sequence[tuple[str, bytes, int]] = (),
+) -> bytes:
+    """The gzip-compressed initramfs: /init, busybox, the modules and their load order, and
+    ``extras`` (the DHCPv6 client, :func:`dhcpcd_files`) with the folders they need."""
     cpio = CpioWriter()
-    for d in (".", "bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"):
+    for d in (".", "bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules", *(DHCPCD_DIRS if extras else ())):
         cpio.directory(d)
+    for name, data, mode in extras:
+        cpio.file(name, data, mode)
     cpio.char_device("dev/console", 5, 1)
     cpio.file("init", init, 0o755)
     cpio.file("bin/busybox", busybox, 0o755)
@@ -279,7 +315,9 @@ def make_initramfs(init: bytes, busybox: bytes, modules: Sequence[tuple[str, byt
 # ------------------------------------------------------------------------------------
 
 
-def _stamp(package: str, version: str, init: bytes, busybox: bytes) -> dict[str, Any]:
+def _stamp(
+    package: str, version: str, init: bytes, busybox: bytes, extras: Sequence[tuple[str, bytes, int]] = ()
+) -> dict[str, Any]:
     """Every input of a build: a change in any of them rebuilds the guest."""
     return {
         "builder_version": BUILDER_VERSION,
@@ -287,6 +325,7 @@ def _stamp(package: str, version: str, init: bytes, busybox: bytes) -> dict[str,
         "kernel_version": version,
         "init_sha256": hashlib.sha256(init).hexdigest(),
         "busybox_sha256": hashlib.sha256(busybox).hexdigest(),
+        "extras_sha256": hashlib.sha256(b"".join(n.encode() + d for n, d, _ in extras)).hexdigest(),
         "modules": [*VIRTIO_MODULES, *EXTRA_MODULES],
     }
 
@@ -328,7 +367,8 @@ def build(out: Path, *, apt: Apt | None = None, busybox: Path = BUSYBOX, force: 
         raise InvalidEnvironment(f"{busybox} not found (apt-get install busybox-static)")
     busybox_bytes = busybox.read_bytes()
     package, version = apt.newest_kernel()
-    want = _stamp(package, version, init, busybox_bytes)
+    extras = dhcpcd_files()
+    want = _stamp(package, version, init, busybox_bytes, extras)
     if not force:
         try:
             have = json.loads((out / STAMP).read_text())
@@ -356,7 +396,7 @@ def build(out: Path, *, apt: Apt | None = None, busybox: Path = BUSYBOX, force: 
         vmlinux = extract_vmlinux(vmlinuz.read_bytes())
         kernel_file = "vmlinux" if vmlinux is not None else "vmlinuz"
         mods = module_order(root / "lib" / "modules" / abi, [*VIRTIO_MODULES, *EXTRA_MODULES])
-        initrd = make_initramfs(init, busybox_bytes, [(n, _read_module(p)) for n, p in mods])
+        initrd = make_initramfs(init, busybox_bytes, [(n, _read_module(p)) for n, p in mods], extras)
         for stale in ("vmlinux", "vmlinuz", "initrd.gz", STAMP):
             (out / stale).unlink(missing_ok=True)
         if vmlinux is not None:

@@ -104,6 +104,8 @@ def test_guest_gets_address_routes_mtu_and_ipv6_router_by_dhcp(
     got = dhcp[0].fields
     assert got["addr"] == "10.77.0.5/24" and got["mtu"] == "1400" and got["hostname"] == "vm1", text
     assert got["routes"] == "10.99.0.0/16@10.77.0.1+0.0.0.0/0@10.77.0.1", text
+    dhcp6 = [e for e in report.events if e.kind == "dhcp6"]
+    assert [e.get("addrs") for e in dhcp6] == ["fd00:77::5/128"], (text, log)
     ra = [e for e in report.events if e.kind == "ra6"]
     assert ra and "fd00:77::/64" in ra[0].get("routes") and "default@" in ra[0].get("routes"), (text, log)
     link = report.link_by_mac(MAC)

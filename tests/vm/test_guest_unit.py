@@ -131,6 +131,25 @@ def test_initramfs_is_a_cpio_newc_the_tools_read(tmp_path: Path) -> None:
     assert (out / "lib/modules/order").read_text() == "virtio\nbonding\n"
 
 
+def test_initramfs_carries_the_dhcpv6_client_with_its_libraries_and_passwd() -> None:
+    if not shutil.which("cpio"):
+        pytest.skip("cpio not installed (apt-get install cpio): it reads the archive back")
+    extras = guest.dhcpcd_files()
+    assert extras, "dhcpcd-base is a test dependency (Makefile apt list)"
+    data = guest.make_initramfs(b"#!/bin/sh\n", b"bb", [], extras)
+    listing = subprocess.run(["cpio", "-it"], input=gzip.decompress(data), capture_output=True, check=True)
+    names = set(listing.stdout.decode().split())
+    assert {"sbin/dhcpcd", "lib/x86_64-linux-gnu/libc.so.6", "lib64/ld-linux-x86-64.so.2", "etc/passwd"} <= names
+    assert {"var/lib/dhcpcd", "usr/lib/dhcpcd", "run"} <= names  # its state and privsep folders
+    assert b"\ndhcpcd:x:" in dict((n, d) for n, d, _ in extras)["etc/passwd"]
+
+
+def test_init_has_the_udhcpc_script_for_dhcp_mode() -> None:
+    script = guest.udhcpc_script()
+    assert script.startswith("#!/bin/sh\n") and "KVNET dhcp4 " in script and "staticroutes" in script
+    assert b"kvnet.dhcp=*" in guest.init_script()
+
+
 def test_initramfs_is_reproducible() -> None:
     args = (b"init", b"bb", [("m", b"x")])
     assert guest.make_initramfs(*args) == guest.make_initramfs(*args)
