@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from kvnet.core import bindrecord
 from kvnet.core.model import BindingRecord, GuestIpConfig
+from kvnet.domain.netdata import _l3
 from kvnet.guestnet import codec, model
 
 UDHCPC_DISCOVER = bytes.fromhex(
@@ -154,3 +155,13 @@ def test_server_mac_is_local_unicast_and_not_the_vm(value: int) -> None:
     server = bytes.fromhex(lease.server_mac.replace(":", ""))
     assert server[0] & 0x03 == 0x02 and lease.server_mac != mac
     assert str(model.link_local(lease.server_mac)).startswith("fe80::")
+
+
+def test_dhcp_and_cloud_init_network_data_agree() -> None:
+    """For one record, the address and routes DHCPv4/DHCPv6 hand out are cloud-init's."""
+    data = _l3(RECORD.ip)
+    v4_routes = {(r["to"], r["via"]) for r in data["routes"] if ":" not in r["to"]}
+    served = {(str(net), str(via)) for net, via in model.v4_routes_option(LEASE)}
+    assert served == v4_routes
+    assert {str(LEASE.v4), str(LEASE.v6)} == set(data["addresses"])
+    assert {(r["to"], r["via"]) for r in data["routes"] if ":" in r["to"]} == {("::/0", str(LEASE.v6_gateway))}
