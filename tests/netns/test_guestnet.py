@@ -380,3 +380,34 @@ def test_the_guest_images_udhcpc_script_applies_and_reports_the_lease(
     routes = {(r["dst"], r.get("gateway")) for r in ip_json(guest.name, "-4", "route", "show")}
     assert {("10.88.0.0/16", "10.77.0.1"), ("default", "10.77.0.1")} <= routes
     assert ip_json(guest.name, "-4", "addr", "show", "dev", "eth0")[0]["mtu"] == 1400
+
+
+SIDECAR_PART = """
+import os, sys, time
+from kvnet.sidecar.main import start_guestnet, stop_guestnet
+proc = start_guestnet("/sys/class/net")
+time.sleep(4)
+print("alive" if proc.poll() is None else f"exited {proc.returncode}", proc.pid, flush=True)
+stop_guestnet(proc)
+print("stopped", proc.returncode, flush=True)
+"""
+
+
+def test_the_sidecar_starts_the_server_and_stops_it(
+    served_pod: tuple[Any, Any, dict[str, Any], str], tmp_path: Path
+) -> None:
+    """kvnet-sidecar's start_guestnet/stop_guestnet in the pod netns: the server serves the
+    NIC, stops with exit 0 and leaves no process. (As root here: this machine's Python lives
+    under a 0700 /root, which uid 107 can exec only through setpriv, not from a child.)"""
+    _, pod, _, _ = served_pod
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    shell = f"mount -t tmpfs none {dev} && mknod -m 666 {dev}/tun c 10 200 && mount --bind {dev}/tun /dev/net/tun"
+    shell += ' && exec "$@"'
+    cmd = ["ip", "netns", "exec", pod.name, "unshare", "-m", "sh", "-c", shell, "sh"]
+    proc = subprocess.run([*cmd, sys.executable, "-c", SIDECAR_PART], capture_output=True, text=True, timeout=60)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("alive "), (proc.stdout, proc.stderr)
+    assert lines[1] == "stopped 0", proc.stderr
+    assert f"serving {SERVER_TAP}" in proc.stderr
+    assert not Path(f"/proc/{lines[0].split()[1]}").exists()  # no process left behind
