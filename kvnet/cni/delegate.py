@@ -717,6 +717,16 @@ def current_guard() -> CallGuard | None:
     return guard
 
 
+def handle_signals(handler: Callable[[int, Any], None], signals: Sequence[int]) -> None:
+    """Install ``handler`` for ``signals`` in this process only: a child forked without an
+    exec (pyroute2's netns helper, under the in-process binding) gets the default action
+    back, so a SIGTERM its parent sends it ends it instead of running this process's call
+    logic (a rollback, a drain) in the copy."""
+    for sig in signals:
+        signal.signal(sig, handler)
+    os.register_at_fork(after_in_child=lambda: [signal.signal(sig, signal.SIG_DFL) for sig in signals])
+
+
 def cancel_all(reason: str) -> bool:
     """Cancel every call in flight (:meth:`CallGuard.cancel`); True when this thread's call
     may stop where it is now (it is active, not running a delegate, not already cancelled

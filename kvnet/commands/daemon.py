@@ -8,6 +8,7 @@ import signal
 import threading
 from typing import Any
 
+from kvnet.cni.delegate import handle_signals
 from kvnet.core.errors import InvalidConfig
 
 DEFAULT_SOCKET = "/run/kvnet/kvnet.sock"
@@ -57,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
     factory = light_api if args.api == "light" else client_api
     daemon = CniDaemon(args.socket, daemon_conf=load_config(args.config), long_lived=LongLived(factory))
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    handle_signals(lambda *_: stop.set(), (signal.SIGTERM, signal.SIGINT))
     daemon.start()
     try:
         stop.wait()

@@ -46,8 +46,7 @@ def _early_stop(request: CniRequest) -> None:
 
 
 def main() -> int:
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _on_signal)
+    delegate.handle_signals(_on_signal, (signal.SIGTERM, signal.SIGINT))
     if _early:  # nothing has run yet: answer with the CNI error at once
         return plugin_main(dict.fromkeys(("ADD", "DEL", "CHECK", "STATUS", "GC"), _early_stop), about=ABOUT)
     return plugin_main(make_handlers(), about=ABOUT)

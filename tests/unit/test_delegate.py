@@ -8,6 +8,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -853,3 +855,27 @@ def test_cancelled_guard_runs_only_the_rollback(tmp_path: Path) -> None:
         assert isinstance(err.value, TryAgainLater) and err.value.cni_code == 11
         guard.may_start("DEL")
         guard.may_start("VERSION")
+
+
+def test_a_child_forked_without_exec_gets_the_default_signal_action() -> None:
+    """pyroute2 forks a netns helper under the in-process binding; a SIGTERM to it must end
+    it, not run kvnet-cni's handler (an interrupt and a rollback inside the copy)."""
+    script = (
+        "import os, signal, sys, time\n"
+        "from kvnet.cni import delegate\n"
+        "delegate.handle_signals(lambda s, f: print('handler ran in', os.getpid(), flush=True), (signal.SIGTERM,))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    time.sleep(30)\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.2)\n"
+        "os.kill(pid, signal.SIGTERM)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(0.2)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
+    lines = done.stdout.splitlines()
+    assert lines[0] == "True", done.stdout + done.stderr
+    assert lines[1].startswith("handler ran in "), done.stdout  # the process itself keeps its handler
