@@ -9,6 +9,7 @@ dropped (setpriv), on the tap kvnet-binding made for it.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,7 @@ def start_server(pod: Any, tmp_path: Path) -> subprocess.Popen[str]:
         line = proc.stderr.readline()
         if line.startswith("serving") or not line:
             break
+    shutil.rmtree(shared)  # read once, at start
     assert line.strip() == f"serving {SERVER_TAP}", line
     return proc
 

@@ -5,6 +5,7 @@ binding record from a link's ifalias, as in a virt-launcher pod."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def test_guest_gets_address_routes_mtu_and_ipv6_router_by_dhcp(
         vm.stop()
         server.terminate()
         _, log = server.communicate(timeout=10)
+        shutil.rmtree(shared)
     text = (tmp_path / "console.log").read_text()
     dhcp = [e for e in report.events if e.kind == "dhcp4"]
     assert len(dhcp) == 1, (text, log)
