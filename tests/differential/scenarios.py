@@ -285,6 +285,14 @@ DELIBERATE: dict[str, Deliberate] = {
             ("exit", "error", "cache", "leases", "delegates"),
         ),
         Deliberate(
+            "api-transient-retry",
+            "a 500, 503 or 429 (or a reset connection) on the NAD read or the network-status write: kvnet tries "
+            "again for up to 5 s, after the server's Retry-After when it gives one (kvnet.meta.k8s.RetryingApi), "
+            "so the ADD goes on; Multus retries only its pod read, so its ADD fails at the first 500 "
+            "(getKubernetesDelegate, SetNetworkStatus) and the runtime has to start the pod's networking again",
+            ("exit", "error", "result", "pod", "status", "cache", "leases", "delegates"),
+        ),
+        Deliberate(
             "status-not-ready",
             "STATUS without the readiness indicator file: kvnet answers at once with code 50 (the CNI spec's "
             "'plugin not available'); Multus's CmdStatus waits up to 45 s for the file "
@@ -1366,6 +1374,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         pods=(Pod(networks="blue"),),
         steps=(Step("ADD", before=(ApiFault(500, "GET", "/network-attachment-definitions/blue"),)), DEL),
         modes=("thin",),
+        deliberate=("api-transient-retry",),
     ),
     Scenario(
         "api-409-status-put",
@@ -1384,5 +1393,6 @@ SCENARIOS: tuple[Scenario, ...] = (
         pods=(Pod(networks="blue"),),
         steps=(Step("ADD", before=(ApiFault(500, "PUT", "/status"),)), DEL),
         modes=("thin",),
+        deliberate=("api-transient-retry",),
     ),
 )
