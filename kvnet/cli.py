@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "apiserver": ("kvnet.commands.apiserver", "run the local Kubernetes API stand-in (tests, demo)"),
     "demo": ("kvnet.commands.demo", "run the local end-to-end demo"),
     "guest": ("kvnet.commands.guest", "build the tiny test guest image"),
+    "explain": ("kvnet.commands.explain", "say why a pod has or lacks each network it asked for"),
 }
 
 
