@@ -243,6 +243,12 @@ def start_in_subfolders(hooks_dir: Path, pod: PodFiles, sidecars: list[tuple[str
                 [*sidecar_cmd(), "--hooks-dir", str(sub), *extra], env=pod.env(), stderr=subprocess.DEVNULL
             )
         )
+    # every socket is there before the hook manager looks: it takes them in the order it
+    # finds them ready (folders by name when all are), so a slow start would reorder them
+    deadline = time.monotonic() + 30
+    while not all(any((hooks_dir / name).glob("*.sock")) for name, _ in sidecars):
+        assert time.monotonic() < deadline, "the sidecars' sockets did not appear within 30 s"
+        time.sleep(0.05)
     return procs
 
 
