@@ -82,7 +82,7 @@ def socket_path(config: Mapping[str, Any]) -> str:
 
 def _version_of(stdin: bytes) -> str:
     try:
-        conf = json.loads(stdin)
+        conf = json.loads(stdin.decode("utf-8", errors="replace"))
         v = conf.get("cniVersion") if isinstance(conf, dict) else None
     except ValueError:
         v = None
@@ -133,8 +133,8 @@ def run(environ: Mapping[str, str], stdin: bytes, stdout: Any) -> int:
     if not command:
         sys.stderr.write("kvnet-shim: thick-mode CNI shim for the kvnet daemon\n")
         return 0
-    try:
-        conf = json.loads(stdin)
+    try:  # bytes that are not UTF-8 read as U+FFFD, as kvnet-cni (and Go) read them
+        conf = json.loads(stdin.decode("utf-8", errors="replace"))
         problem = "" if isinstance(conf, dict) else f"expected a JSON object, got {type(conf).__name__}"
     except json.JSONDecodeError as err:
         # kvnet.core.gojson.go_syntax_error's rule: the installed shim is one file, stdlib
