@@ -56,6 +56,10 @@ func main() {
 		fmt.Println(kubevirtVersion())
 		return
 	}
+	if os.Args[1] == "crds" {
+		check(printCRDs())
+		return
+	}
 	if os.Args[1] == "hooks" && os.Getenv(hooksChildEnv) == "" {
 		// The hook manager only looks in /var/run/kubevirt-hooks: run the subcommand again
 		// in a private mount namespace where the given folder is mounted there (hooks.go).
