@@ -39,7 +39,7 @@ SECRET_MODE = 0o600  # the kubeconfig and the conflist, as Multus writes its own
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 SERVICE_ACCOUNT_TOKEN = f"{SERVICE_ACCOUNT_DIR}/token"
 SERVICE_ACCOUNT_CA = f"{SERVICE_ACCOUNT_DIR}/ca.crt"
-BINARIES = {"kvnet-cni": "kvnet", "kvnet-binding": "kvnet-binding"}
+BINARIES = {"kvnet-cni": "kvnet", "kvnet-binding": "kvnet-binding", "kvnet-mirror": "kvnet-mirror"}
 SHIM = "kvnet-shim"  # written as a self-contained script for ``python -I -S`` (see kvnet.meta.shim)
 _CONF_EXTS = (".conf", ".conflist", ".json")
 

@@ -1575,7 +1575,12 @@ def test_install_links_programs_and_wraps_the_default_network(tmp_path: Path) ->
     (tmp_path / "net.d" / "10-flannel.conflist").write_text(json.dumps(flannel))
     rc, out = _install(tmp_path, "--kubeconfig", "/etc/kvnet/kubeconfig")
     assert rc == 0
-    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["kvnet", "kvnet-binding", "kvnet-shim"]
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == [
+        "kvnet",
+        "kvnet-binding",
+        "kvnet-mirror",
+        "kvnet-shim",
+    ]
     assert os.path.basename(os.readlink(tmp_path / "bin" / "kvnet")) == "kvnet-cni"
     shim_text = (tmp_path / "bin" / "kvnet-shim").read_text()
     assert shim_text.startswith(f"#!{sys.executable} -IS\n") and "def call_daemon" in shim_text
@@ -1594,9 +1599,9 @@ def test_install_links_programs_and_wraps_the_default_network(tmp_path: Path) ->
     ]
     # the written plugin config is one the meta-plugin accepts
     assert parse_multus_config({**conf["plugins"][0], "name": conf["name"]}).delegates[0]["name"] == "cbr0"
-    assert out.count("installed:") == 4
+    assert out.count("installed:") == 5
     rc, out = _install(tmp_path, "--kubeconfig", "/etc/kvnet/kubeconfig")
-    assert rc == 0 and out.count("unchanged:") == 4  # idempotent
+    assert rc == 0 and out.count("unchanged:") == 5  # idempotent
 
 
 def test_install_thick_and_errors(tmp_path: Path) -> None:
