@@ -1,6 +1,6 @@
 """hack/kind-kubevirt.sh cannot run here (no Docker engine): it is checked by bash -n and
 shellcheck, and every repository manifest it applies is one tests/deploy applies to the
-real kube-apiserver, or one named below as waiting for KubeVirt's CRDs on that server."""
+real kube-apiserver, by tests/deploy or (against KubeVirt's own CRDs) tests/peers/test_kubevirt_crds."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 from tests.deploy.test_manifests_real import MANIFESTS, REPO
 
 SCRIPT = REPO / "hack/kind-kubevirt.sh"
-NEEDS_KUBEVIRT_CRDS = {"deploy/kubevirt-cr-patch.yaml", "examples/vm-kvnet.yaml"}
+KUBEVIRT_SCHEMA = {"deploy/kubevirt-cr-patch.yaml", "examples/vm-kvnet.yaml"}
 
 
 def test_bash_parses_it() -> None:
@@ -30,4 +30,4 @@ def test_every_manifest_it_applies_is_proven() -> None:
     used = set(re.findall(r"(?:-f|--patch-file) ((?:crds|deploy|examples)/[\w.-]+\.yaml)", SCRIPT.read_text()))
     assert used, "the script applies the repository's manifests"
     assert all((REPO / rel).is_file() for rel in used)
-    assert used <= set(MANIFESTS) | NEEDS_KUBEVIRT_CRDS
+    assert used <= set(MANIFESTS) | KUBEVIRT_SCHEMA
