@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from kvnet.core.bindrecord import server_tap_name
 from kvnet.core.naming import hashed_pod_iface
 
 pytestmark = pytest.mark.root
@@ -643,7 +644,9 @@ def test_under_kvnet_meta_plugin_with_kubevirt_annotation(
         conf = lab.config([{"cniVersion": "1.0.0", "name": "main", "type": "loopback"}])
         rc, result, err = lab.cni("ADD", conf, container="ctr1", pod="virt-launcher-vm1", uid=uid)
         assert rc == 0, (result, err)
-        assert sorted(lab.pod_links()) == sorted(["lo", BLUE, "k6t-16477688c0e", "tap16477688c0e"])
+        # the NIC has IPAM, so beside the VM's tap the binding made the guest-address server's
+        served = ["k6t-16477688c0e", "tap16477688c0e", server_tap_name(BLUE)]
+        assert sorted(lab.pod_links()) == sorted(["lo", BLUE, *served])
         status = lab.status("virt-launcher-vm1")
         assert status is not None
         by_name = {s["name"]: s for s in status}
