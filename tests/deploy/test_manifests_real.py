@@ -1,6 +1,6 @@
 """deploy/ and crds/ applied to the real kube-apiserver by server-side apply with
 ``fieldValidation=Strict`` (an unknown or duplicate field is refused, not dropped) as a
-dry run, so the session's server keeps only what the labs create. The KubeVirt objects
+dry run, so the test run's shared server (the pytest-session fixture) keeps only what the labs create. The KubeVirt objects
 (the CR patch, the VirtualMachines) need KubeVirt's CRDs on the server and are not here yet."""
 
 from __future__ import annotations
