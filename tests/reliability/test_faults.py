@@ -8,15 +8,12 @@ the count of what is left behind must be zero.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from kvnet.lab.faultproxy import FaultProxy
-from kvnet.lab.kube import KubeCluster
-from kvnet.lab.pod_demo import PodLab
 from reliability.harness import RelLab, Tally, bridge, count, wait_no_processes
 
 pytestmark = pytest.mark.root
@@ -27,15 +24,6 @@ BAD = {
     "hangs": {"cniVersion": "1.0.0", "type": "recorder", "hang": 30},
     "is killed": {"cniVersion": "1.0.0", "type": "recorder", "die": ["ADD"]},
 }
-
-
-@pytest.fixture
-def rel(
-    netns_factory: Callable[..., Any], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
-) -> Iterator[RelLab]:
-    node, pod = netns_factory("kvfnode"), netns_factory("kvfpod")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=peer_plugin_dir, kube=kube) as lab:
-        yield RelLab(lab, peer_plugin_dir)
 
 
 def _no_leak_but_cache(rel: RelLab, used: set[str]) -> None:

@@ -13,33 +13,16 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kvnet.lab.kube import KubeCluster
-from kvnet.lab.pod_demo import PodLab
 from reliability.harness import SEED, RelLab, Tally, bridge, count, slow_bridge, wait_no_processes
 
 pytestmark = pytest.mark.root
 
 TRIES = 3  # per signal and command: docs/reliability.md
 SLOW = 1.0  # seconds the slow delegate sleeps before its bridge work
-
-
-@pytest.fixture
-def rel(
-    netns_factory: Callable[..., Any], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
-) -> Iterator[RelLab]:
-    node, pod = netns_factory("kvrnode"), netns_factory("kvrpod")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=peer_plugin_dir, kube=kube) as lab:
-        rel = RelLab(lab, peer_plugin_dir)
-        try:
-            yield rel
-        finally:
-            rel.stop_daemon()
 
 
 def _setup(rel: RelLab, *, fork: bool = False) -> tuple[dict[str, Any], str]:

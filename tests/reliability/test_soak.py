@@ -9,35 +9,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kvnet.lab.faultproxy import FaultProxy
-from kvnet.lab.kube import KubeCluster
-from kvnet.lab.pod_demo import PodLab
 from reliability.harness import RelLab, Tally, bridge, count, wait_no_processes
 
 pytestmark = pytest.mark.root
 
 CALLERS = 8
 CYCLES = 2  # ADD + DEL per caller and mode: docs/reliability.md
-
-
-@pytest.fixture
-def rel(
-    netns_factory: Callable[..., Any], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
-) -> Iterator[RelLab]:
-    node, pod = netns_factory("kvsnode"), netns_factory("kvspod")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=peer_plugin_dir, kube=kube) as lab:
-        rel = RelLab(lab, peer_plugin_dir)
-        try:
-            yield rel
-        finally:
-            rel.stop_daemon()
 
 
 @pytest.mark.parametrize("mode", ["thin", "thick"])
