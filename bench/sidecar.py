@@ -35,30 +35,13 @@ from kvnet.core.model import GuestIpConfig
 from kvnet.core.naming import hashed_pod_iface
 from kvnet.lab.fake_pod import add_bridge_binding, network_info, write_link
 from kvnet.lab.launcher import LauncherClient, LauncherError
+from kvnet.lab.vm.kubevirt import deploy_kubevirt_cr
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (0, 1, 16, 64, 256)  # 0: a VMI without kvnet interfaces (the domain goes back as is)
 IMAGE_ENV = {"MALLOC_ARENA_MAX": "2"}  # as deploy/Containerfile.sidecar sets it
 PEER = Path(os.environ.get("KVNET_PEERS", REPO / "build" / "peers")) / "bin" / "kubevirt-peer"
-KUBEVIRT_CR = {
-    "apiVersion": "kubevirt.io/v1",
-    "kind": "KubeVirt",
-    "metadata": {"name": "kubevirt"},
-    "spec": {
-        "configuration": {
-            "developerConfiguration": {"useEmulation": True},
-            "network": {
-                "binding": {
-                    "kvnet": {
-                        "sidecarImage": "kvnet-sidecar",
-                        "networkAttachmentDefinition": "default/kvnet-binding",
-                        "downwardAPI": "device-info",
-                    }
-                }
-            },
-        }
-    },
-}
+KUBEVIRT_CR = deploy_kubevirt_cr()  # the cluster's CR as deploy/ registers kvnet
 
 
 def peer(sub: str, payload: dict[str, Any]) -> str:

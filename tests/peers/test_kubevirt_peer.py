@@ -30,6 +30,7 @@ import yaml
 from kvnet.core.naming import hashed_pod_iface
 from kvnet.domain.networkinfo import parse_network_info
 from kvnet.lab.fake_pod import add_bridge_binding, write_link
+from kvnet.lab.vm.kubevirt import deploy_kubevirt_cr
 from kvnet.meta.selections import parse_networks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,15 +87,6 @@ def example_vmi() -> dict[str, Any]:
     }
 
 
-def kubevirt_cr(**binding: str) -> dict[str, Any]:
-    """The KubeVirt CR with deploy/kubevirt-cr-patch.yaml applied (plus ``binding`` keys) and
-    emulation on (no KVM here)."""
-    patch = yaml.safe_load((REPO / "deploy" / "kubevirt-cr-patch.yaml").read_text())
-    patch["spec"]["configuration"]["network"]["binding"]["kvnet"].update(binding)
-    patch["spec"]["configuration"]["developerConfiguration"] = {"useEmulation": True}
-    return {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"}, **patch}
-
-
 def example_network_status() -> list[dict[str, Any]]:
     """The network-status a meta-plugin writes for the example pod: the cluster network, then one
     entry per attachment (MAC and MTU of the pod link, SR-IOV device-info), none for the binding."""
@@ -130,7 +122,7 @@ def test_version_is_the_pinned_one() -> None:
 
 
 def test_annotation_names_the_binding_nad_after_each_attachment() -> None:
-    out = json.loads(peer("annotation", {"vmi": example_vmi(), "kubevirt": kubevirt_cr()}).stdout)
+    out = json.loads(peer("annotation", {"vmi": example_vmi(), "kubevirt": deploy_kubevirt_cr()}).stdout)
     networks = out["annotations"]["k8s.v1.cni.cncf.io/networks"]
     binding = '{"name":"kvnet-binding","namespace":"default","cni-args":{"logicNetworkName":"%s"}}'
     # Go's encoding/json of []NetworkSelectionElement: compact, fields in struct order, the
@@ -173,13 +165,13 @@ def test_annotation_names_the_binding_nad_after_each_attachment() -> None:
 def test_annotation_unknown_binding_is_an_error() -> None:
     vmi = example_vmi()
     vmi["spec"]["domain"]["devices"]["interfaces"][1]["binding"] = {"name": "nope"}
-    proc = peer("annotation", {"vmi": vmi, "kubevirt": kubevirt_cr()}, check=False)
+    proc = peer("annotation", {"vmi": vmi, "kubevirt": deploy_kubevirt_cr()}, check=False)
     assert proc.returncode == 1
     assert "unable to find the network binding plugin 'nope'" in proc.stderr
 
 
 def test_network_info_from_network_status() -> None:
-    payload = {"vmi": example_vmi(), "kubevirt": kubevirt_cr(), "networkStatus": example_network_status()}
+    payload = {"vmi": example_vmi(), "kubevirt": deploy_kubevirt_cr(), "networkStatus": example_network_status()}
     out = json.loads(peer("network-info", payload).stdout)
     assert set(out["annotations"]) == {"kubevirt.io/network-info"}  # every interface is in status: no update
     value = out["annotations"]["kubevirt.io/network-info"]
@@ -196,7 +188,7 @@ def test_network_info_from_network_status() -> None:
 
 
 def test_network_info_without_device_info_binding_leaves_binding_networks_out() -> None:
-    cr = kubevirt_cr()
+    cr = deploy_kubevirt_cr()
     del cr["spec"]["configuration"]["network"]["binding"]["kvnet"]["downwardAPI"]
     payload = {"vmi": example_vmi(), "kubevirt": cr, "networkStatus": json.dumps(example_network_status())}
     info = json.loads(peer("network-info", payload).stdout)["networkInfo"]
@@ -206,7 +198,7 @@ def test_network_info_without_device_info_binding_leaves_binding_networks_out() 
 def domain(**binding: str) -> ET.Element:
     payload = {
         "vmi": example_vmi(),
-        "kubevirt": kubevirt_cr(**binding),
+        "kubevirt": deploy_kubevirt_cr(**binding),
         "networkInfo": json.loads((EXAMPLES / "network-info-kvnet.json").read_text()),
     }
     text = peer("domain", payload).stdout
@@ -300,7 +292,7 @@ def run_hooks(hooks: Path, vmi: dict[str, Any]) -> dict[str, Any]:
         "hooksDir": str(hooks),
         "sidecars": 1,
         "vmi": vmi,
-        "kubevirt": kubevirt_cr(),
+        "kubevirt": deploy_kubevirt_cr(),
         "networkInfo": json.loads((EXAMPLES / "network-info-kvnet.json").read_text()),
     }
     out: dict[str, Any] = json.loads(peer("hooks", payload).stdout)
@@ -403,7 +395,7 @@ def test_hooks_in_two_stages_leave_the_sidecar_running_between_them(
         "hooksDir": str(hooks),
         "sidecars": 1,
         "vmi": with_cloud_init(example_vmi()),
-        "kubevirt": kubevirt_cr(),
+        "kubevirt": deploy_kubevirt_cr(),
         "networkInfo": json.loads((EXAMPLES / "network-info-kvnet.json").read_text()),
     }
     started = json.loads(peer("hooks", {**payload, "stage": "start"}).stdout)

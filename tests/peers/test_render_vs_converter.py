@@ -41,6 +41,7 @@ from kvnet.core.naming import hashed_pod_iface
 from kvnet.domain.networkinfo import parse_network_info
 from kvnet.domain.vmi import parse_vmi
 from kvnet.lab.fake_pod import write_link, write_plumbing
+from kvnet.lab.vm.kubevirt import deploy_kubevirt_cr
 
 REPO = Path(__file__).resolve().parents[2]
 PEERS = Path(os.environ.get("KVNET_PEERS", REPO / "build" / "peers"))
@@ -208,13 +209,6 @@ def peer(sub: str, payload: dict[str, Any]) -> str:
     return proc.stdout
 
 
-def kubevirt_cr(**binding: str) -> dict[str, Any]:
-    patch = yaml.safe_load((REPO / "deploy" / "kubevirt-cr-patch.yaml").read_text())
-    patch["spec"]["configuration"]["network"]["binding"]["kvnet"].update(binding)
-    patch["spec"]["configuration"]["developerConfiguration"] = {"useEmulation": True}
-    return {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"}, **patch}
-
-
 def network_status(the_vmi: dict[str, Any]) -> list[dict[str, Any]]:
     """What a meta-plugin writes for the pod: the cluster network, then each attachment with its
     MAC (the VMI's, else one the plugin picked) and, for the VFs, the PCI device-info."""
@@ -298,7 +292,7 @@ def sidecar_answer(
             "hooksDir": str(hooks),
             "sidecars": 1,
             "vmi": the_vmi,
-            "kubevirt": kubevirt_cr(),
+            "kubevirt": deploy_kubevirt_cr(),
             "networkInfo": json.loads(info),
             "domainXML": domain,
             "timeoutSeconds": 20,
@@ -317,12 +311,14 @@ def sidecar_answer(
 def test_render_is_what_the_sidecar_adds_to_the_converters_domain(case: str, workdir: Path) -> None:
     the_vmi, nads = copy.deepcopy(CASES[case][0]), CASES[case][1]
     out = json.loads(
-        peer("network-info", {"vmi": the_vmi, "kubevirt": kubevirt_cr(), "networkStatus": network_status(the_vmi)})
+        peer(
+            "network-info", {"vmi": the_vmi, "kubevirt": deploy_kubevirt_cr(), "networkStatus": network_status(the_vmi)}
+        )
     )
     info = out["annotations"]["kubevirt.io/network-info"]
     info_path = workdir / "network-info.json"
     info_path.write_text(info)
-    converted_text = peer("domain", {"vmi": the_vmi, "kubevirt": kubevirt_cr(), "networkInfo": json.loads(info)})
+    converted_text = peer("domain", {"vmi": the_vmi, "kubevirt": deploy_kubevirt_cr(), "networkInfo": json.loads(info)})
     converted = by_alias(ET.fromstring(converted_text))
     run = sidecar_answer(workdir, the_vmi, nads, info, converted_text)
     final = by_alias(ET.fromstring(run["domainXML"]))
@@ -363,12 +359,14 @@ def fields(el: ET.Element) -> dict[str, Any]:
 def test_render_agrees_with_the_converters_own_tap_interfaces(case: str, workdir: Path) -> None:
     the_vmi, nads = copy.deepcopy(CASES[case][0]), CASES[case][1]
     out = json.loads(
-        peer("network-info", {"vmi": the_vmi, "kubevirt": kubevirt_cr(), "networkStatus": network_status(the_vmi)})
+        peer(
+            "network-info", {"vmi": the_vmi, "kubevirt": deploy_kubevirt_cr(), "networkStatus": network_status(the_vmi)}
+        )
     )
     info = out["annotations"]["kubevirt.io/network-info"]
     info_path = workdir / "network-info.json"
     info_path.write_text(info)
-    tap = kubevirt_cr(domainAttachmentType="tap")
+    tap = deploy_kubevirt_cr(domainAttachmentType="tap")
     theirs = by_alias(ET.fromstring(peer("domain", {"vmi": the_vmi, "kubevirt": tap, "networkInfo": json.loads(info)})))
     ours = by_alias(render_devices(workdir, the_vmi, nads, info_path))
     compared = 0
@@ -395,13 +393,16 @@ def test_a_kvnet_vfio_hostdev_is_kubevirts_sriov_hostdev(workdir: Path) -> None:
     ours_vmi = vmi([{**iface, "binding": {"name": "kvnet"}}], {"vf2": "sriov-vfio"})
     theirs_vmi = vmi([{**iface, "sriov": {}}], {"vf2": "sriov-vfio"})
     out = json.loads(
-        peer("network-info", {"vmi": ours_vmi, "kubevirt": kubevirt_cr(), "networkStatus": network_status(ours_vmi)})
+        peer(
+            "network-info",
+            {"vmi": ours_vmi, "kubevirt": deploy_kubevirt_cr(), "networkStatus": network_status(ours_vmi)},
+        )
     )
     info = out["annotations"]["kubevirt.io/network-info"]
     info_path = workdir / "network-info.json"
     info_path.write_text(info)
     ours = by_alias(render_devices(workdir, ours_vmi, [SRIOV_NAD], info_path))["ua-sriov-vf2"]
-    converted = peer("domain", {"vmi": theirs_vmi, "kubevirt": kubevirt_cr(), "networkInfo": json.loads(info)})
+    converted = peer("domain", {"vmi": theirs_vmi, "kubevirt": deploy_kubevirt_cr(), "networkInfo": json.loads(info)})
     theirs = by_alias(ET.fromstring(converted))["ua-sriov-vf2"]
     assert ours.attrib == {**theirs.attrib, "mode": "subsystem"}
     src = theirs.find("source/address")

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from kvnet.core.naming import hashed_pod_iface
+from kvnet.lab.vm.kubevirt import deploy_kubevirt_cr
 
 REPO = Path(__file__).resolve().parents[2]
 PEERS = Path(os.environ.get("KVNET_PEERS", REPO / "build" / "peers"))
@@ -47,25 +48,7 @@ def with_cloud_init(vmi: dict[str, Any]) -> dict[str, Any]:
 
 def kubevirt_cr() -> dict[str, Any]:
     """The KubeVirt CR as deploy/kubevirt-cr-patch.yaml registers kvnet, emulation on (no KVM)."""
-    return {
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "KubeVirt",
-        "metadata": {"name": "kubevirt"},
-        "spec": {
-            "configuration": {
-                "developerConfiguration": {"useEmulation": True},
-                "network": {
-                    "binding": {
-                        "kvnet": {
-                            "sidecarImage": "registry.example.org/kvnet/kvnet-sidecar:0.1.0",
-                            "networkAttachmentDefinition": "default/kvnet-binding",
-                            "downwardAPI": "device-info",
-                        }
-                    }
-                },
-            }
-        },
-    }
+    return deploy_kubevirt_cr()
 
 
 def peer(sub: str, payload: Mapping[str, Any]) -> str:

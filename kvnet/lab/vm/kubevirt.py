@@ -21,10 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from kvnet.core.errors import IOFailure
 from kvnet.lab.kube import PEERS
 
 NAME = "kubevirt-peer"
+CR_PATCH = Path(__file__).resolve().parents[3] / "deploy" / "kubevirt-cr-patch.yaml"
+
+
+def deploy_kubevirt_cr(**binding: str) -> dict[str, Any]:
+    """The KubeVirt CR with deploy/kubevirt-cr-patch.yaml applied (plus ``binding`` keys for
+    kvnet's registration) and emulation on (no KVM here): what the peer is given as the cluster's CR."""
+    patch = yaml.safe_load(CR_PATCH.read_text())
+    patch["spec"]["configuration"]["network"]["binding"]["kvnet"].update(binding)
+    patch["spec"]["configuration"]["developerConfiguration"] = {"useEmulation": True}
+    return {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"}, **patch}
 
 
 def peer_path() -> Path:
