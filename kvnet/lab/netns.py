@@ -40,6 +40,24 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([IP, *args], capture_output=True, text=True, check=check)
 
 
+QEMU_UID = 107  # virt-launcher's qemu user: the sidecar's and the guest-address server's
+
+
+def as_qemu(*cmd: str) -> list[str]:
+    """``cmd`` as virt-launcher's unprivileged user: uid/gid 107, no supplementary groups,
+    every capability dropped, no new privileges (util-linux setpriv)."""
+    return [
+        "setpriv",
+        f"--reuid={QEMU_UID}",
+        f"--regid={QEMU_UID}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        *cmd,
+    ]
+
+
 def in_ns(ns: NetnsLike, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """``cmd`` run inside ``ns`` (text output captured)."""
     return subprocess.run([IP, "netns", "exec", ns.name, *cmd], capture_output=True, text=True, check=check)

@@ -21,23 +21,13 @@ from typing import Any
 import pytest
 
 from kvnet.lab import guest as lab_guest
+from kvnet.lab.netns import as_qemu
 from tests.netns.test_binding_real import BLUE, binding_conf, ip_json, link, run_cni, snapshot
 
 pytestmark = pytest.mark.root
 
 SERVER_TAP = "kvd16477688c0e"
 BRIDGE = "k6t-16477688c0e"
-UNPRIVILEGED = [
-    "setpriv",
-    "--reuid",
-    "107",
-    "--regid",
-    "107",
-    "--clear-groups",
-    "--inh-caps=-all",
-    "--bounding-set=-all",
-    "--no-new-privs",
-]
 
 UDHCPC_SCRIPT = """#!/bin/sh
 # udhcpc hands the lease in the environment: apply it and keep what it was told.
@@ -118,7 +108,7 @@ def start_server(pod: Any, tmp_path: Path) -> subprocess.Popen[str]:
     # As in a virt-launcher pod, /dev/net/tun is 0666 (this machine's is 0600): a private
     # mount namespace gets its own node, then every privilege is dropped.
     server = [
-        *UNPRIVILEGED,
+        *as_qemu(),
         sys.executable,
         "-m",
         "kvnet.guestnet",

@@ -29,11 +29,11 @@ from kubevirt_code import SOCKET_FOLDER, kubevirt_hooks, with_cloud_init
 from pod_inputs import make_vmi
 
 from kvnet.core.naming import hashed_pod_iface
+from kvnet.lab.netns import QEMU_UID, as_qemu
 
 pytestmark = pytest.mark.root
 
 BLUE = hashed_pod_iface("blue")
-QEMU_UID = 107
 
 
 def run_cni(
@@ -51,20 +51,6 @@ def run_cni(
     cmd = [binary] if node is None else ["ip", "netns", "exec", node, binary]
     proc = subprocess.run(cmd, input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=30)
     return proc.returncode, (json.loads(proc.stdout) if proc.stdout.strip() else {})
-
-
-def as_qemu(*cmd: str) -> list[str]:
-    """uid/gid 107, no supplementary groups, every capability dropped, no new privileges."""
-    return [
-        "setpriv",
-        f"--reuid={QEMU_UID}",
-        f"--regid={QEMU_UID}",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-        "--no-new-privs",
-        *cmd,
-    ]
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 from kvnet.core import bindrecord
 from kvnet.core.model import BindingRecord, GuestIpConfig
 from kvnet.lab import guest
+from kvnet.lab.netns import as_qemu
 from tests.vm.test_guest_boot import Qemu
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
@@ -29,17 +30,6 @@ RECORD = BindingRecord(
     1400,
     GuestIpConfig(("10.77.0.5/24", "fd00:77::5/64"), ("10.77.0.1", "fd00:77::1"), (("10.99.0.0/16", "10.77.0.1"),)),
 )
-UNPRIVILEGED = [
-    "setpriv",
-    "--reuid",
-    "107",
-    "--regid",
-    "107",
-    "--clear-groups",
-    "--inh-caps=-all",
-    "--bounding-set=-all",
-    "--no-new-privs",
-]
 
 
 def test_guest_gets_address_routes_mtu_and_ipv6_router_by_dhcp(
@@ -80,7 +70,7 @@ def test_guest_gets_address_routes_mtu_and_ipv6_router_by_dhcp(
             "-c",
             shell,
             "sh",
-            *UNPRIVILEGED,
+            *as_qemu(),
             sys.executable,
             "-m",
             "kvnet.guestnet",
