@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,11 +12,16 @@ import threading
 from types import FrameType
 
 from kvnet.core.errors import KvnetError
-from kvnet.sidecar.server import DEFAULT_HOOKS_DIR, SidecarServer, socket_path
+from kvnet.sidecar.server import (
+    DEFAULT_HOOKS_DIR,
+    HOOK_POINTS,
+    NO_CLOUD_INIT_HOOK_POINTS,
+    SidecarServer,
+    socket_path,
+)
 from kvnet.sidecar.wiring import SidecarSettings, build_hooks
 
 log = logging.getLogger("kvnet.sidecar")
-PR_SET_PDEATHSIG = 1
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -37,6 +42,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="do not start kvnet-guestnet (DHCPv4, RA and DHCPv6 for the VM's NICs with IPAM)",
     )
+    p.add_argument(
+        "--no-cloud-init",
+        dest="cloud_init",
+        action="store_false",
+        default=env.cloud_init,
+        help="do not subscribe to PreCloudInitIso (for VMIs without a cloud-init volume; env KVNET_CLOUD_INIT=off)",
+    )
     p.add_argument("--max-workers", type=int, default=8, help="concurrent hook calls")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     return p.parse_args(argv)
@@ -46,19 +58,17 @@ def start_guestnet(sys_class_net: str) -> subprocess.Popen[bytes] | None:
     """The guest-address server for the pod's life, as this container's user (docs/guest-addressing.md).
 
     It serves the NICs whose binding left a server tap and exits at once when there are none;
-    it dies with the sidecar (``PR_SET_PDEATHSIG``).
+    it dies with the sidecar (``PR_SET_PDEATHSIG`` by setpriv: the gRPC server's threads are
+    running, so no ``preexec_fn``).
     """
-    cmd = [sys.executable, "-m", "kvnet.guestnet", "--sys-class-net", sys_class_net]
+    setpriv = shutil.which("setpriv", path="/usr/bin:/bin")  # util-linux, in every Debian-based image
+    pdeathsig = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+    cmd = [*pdeathsig, sys.executable, "-m", "kvnet.guestnet", "--sys-class-net", sys_class_net]
     try:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sys.stderr, preexec_fn=_die_with_parent)
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sys.stderr)
     except OSError as err:
         log.error("cannot start kvnet-guestnet: %s", err.strerror)
         return None
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def stop_guestnet(proc: subprocess.Popen[bytes]) -> None:
@@ -85,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         sys_class_net=args.sys_class_net,
         network_info_timeout=args.network_info_timeout,
         echo=args.echo,
+        cloud_init=args.cloud_init,
     )
     stopping = threading.Event()  # Shutdown or a signal; also ends a call waiting for network-info
 
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             socket_path(args.hooks_dir, args.name),
             max_workers=args.max_workers,
             shutdown_requested=stopping,
+            hook_points=HOOK_POINTS if settings.cloud_init else NO_CLOUD_INIT_HOOK_POINTS,
         )
         server.start()
     except KvnetError as err:

@@ -55,6 +55,7 @@ VERSION_MODULES: dict[str, tuple[ModuleType, ModuleType]] = {
 }
 VERSIONS = tuple(VERSION_MODULES)
 HOOK_POINTS = ("OnDefineDomain", "PreCloudInitIso", "Shutdown")
+NO_CLOUD_INIT_HOOK_POINTS = ("OnDefineDomain", "Shutdown")
 DEFAULT_HOOKS_DIR = "/var/run/kubevirt-hooks"
 _SOCKET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 MAX_UNIX_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
@@ -102,10 +103,10 @@ def socket_path(hooks_dir: str | os.PathLike[str], name: str) -> Path:
 
 
 class _InfoServicer:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, hook_points: tuple[str, ...]) -> None:
         self.result = info_pb2.InfoResult(
             name=name,
-            hookPoints=[info_pb2.HookPoint(name=p, priority=0) for p in HOOK_POINTS],
+            hookPoints=[info_pb2.HookPoint(name=p, priority=0) for p in hook_points],
             versions=list(VERSIONS),
         )
 
@@ -167,7 +168,10 @@ def _socket_is_live(path: Path) -> bool:
 
 
 class SidecarServer:
-    """The gRPC server of one sidecar on ``socket_path``; ``start``, ``wait``, ``stop``."""
+    """The gRPC server of one sidecar on ``socket_path``; ``start``, ``wait``, ``stop``.
+    ``hook_points``: what Info subscribes to (without PreCloudInitIso for VMIs that have no
+    cloud-init volume: KubeVirt's hook manager dereferences their nil cloud-init data when a
+    sidecar subscribes to it, docs/sidecar.md)."""
 
     def __init__(
         self,
@@ -176,6 +180,7 @@ class SidecarServer:
         *,
         max_workers: int = 8,
         shutdown_requested: threading.Event | None = None,
+        hook_points: tuple[str, ...] = HOOK_POINTS,
     ) -> None:
         self.hooks = hooks
         self.socket_path = Path(socket_path)
@@ -184,7 +189,7 @@ class SidecarServer:
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hook"),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)],
         )
-        info_pb2_grpc.add_InfoServicer_to_server(_InfoServicer(hooks.name), self._server)
+        info_pb2_grpc.add_InfoServicer_to_server(_InfoServicer(hooks.name, hook_points), self._server)
         for pb2, pb2_grpc in VERSION_MODULES.values():
             pb2_grpc.add_CallbacksServicer_to_server(_Callbacks(hooks, pb2, self.shutdown_requested), self._server)
         self._started = False

@@ -31,6 +31,7 @@ class SidecarSettings:
     sys_class_net: str = DEFAULT_SYS_CLASS_NET
     network_info_timeout: float = DEFAULT_NETWORK_INFO_TIMEOUT
     echo: bool = False
+    cloud_init: bool = True  # subscribe to PreCloudInitIso (KVNET_CLOUD_INIT=off: for VMIs without cloud-init)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SidecarSettings:
@@ -40,6 +41,7 @@ class SidecarSettings:
             network_info=env.get("KVNET_NETWORK_INFO") or DEFAULT_NETWORK_INFO,
             sys_class_net=env.get("KVNET_SYS_CLASS_NET") or DEFAULT_SYS_CLASS_NET,
             network_info_timeout=float(env.get("KVNET_NETWORK_INFO_TIMEOUT") or DEFAULT_NETWORK_INFO_TIMEOUT),
+            cloud_init=(env.get("KVNET_CLOUD_INIT") or "on").lower() not in ("off", "0", "false", "no"),
         )
 
 

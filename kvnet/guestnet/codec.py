@@ -46,7 +46,6 @@ from kvnet.guestnet.model import Dhcp4Reply, Dhcp4Request, Dhcp6Reply, Dhcp6Requ
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 ALL_NODES = "ff02::1"
-ALL_NODES_MAC = "33:33:00:00:00:01"
 
 
 def _mac(raw: bytes) -> str:
@@ -190,14 +189,15 @@ def build_dhcp6(reply: Dhcp6Reply) -> bytes:
 
 
 def build_ra(lease: Lease, *, router_mac: str | None) -> bytes:
-    """A router advertisement to all nodes: the prefix on-link (addresses by DHCPv6, the M and
-    O flags), the MTU, and a default router only when the gateway's MAC is known
-    (``router_mac``, carried as the source link-layer address so the guest's traffic goes to
-    the gateway itself)."""
+    """A router advertisement to all nodes (IPv6 ``ff02::1``) in a frame to the VM's MAC only,
+    so other VMs and NICs on the attachment's L2 never hear it: the prefix on-link (addresses
+    by DHCPv6, the M and O flags), the MTU, and a default router only when the gateway's MAC is
+    known (``router_mac``, carried as the source link-layer address so the guest's traffic
+    goes to the gateway itself)."""
     assert lease.v6 is not None
     net = lease.v6.network
     frame = (
-        Ether(src=lease.server_mac, dst=ALL_NODES_MAC)
+        Ether(src=lease.server_mac, dst=lease.mac)
         / IPv6(src=str(lease.server_v6_link_local), dst=ALL_NODES, hlim=255)
         / ICMPv6ND_RA(M=1, O=1, routerlifetime=1800 if router_mac else 0, chlim=64)
         / ICMPv6NDOptSrcLLAddr(lladdr=router_mac or lease.server_mac)

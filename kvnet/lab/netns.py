@@ -3,12 +3,16 @@ enters and removes them (``ip netns``), so every lane names and cleans them the 
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
@@ -56,6 +60,47 @@ def as_qemu(*cmd: str) -> list[str]:
         "--no-new-privs",
         *cmd,
     ]
+
+
+POD_RESOLV_CONF = (
+    "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+)
+
+# The container part of launcher_container: a private /dev/net/tun (0666, as KubeVirt's
+# device plugin gives the pod), the pod's /etc/resolv.conf and hostname, the interpreter
+# reachable (see _hidden_interpreter), then the command.
+_CONTAINER_SH = (
+    'mount -t tmpfs none "$1" && mknod -m 666 "$1/tun" c 10 200 && mount --bind "$1/tun" /dev/net/tun'
+    ' && mount --bind "$2" /etc/resolv.conf && hostname "$3"'
+    ' && if [ -n "$4" ]; then mkdir "$1/keep" && mount --bind "$4/$5" "$1/keep"'
+    ' && mount -t tmpfs -o mode=755 none "$4" && mkdir "$4/$5" && mount --bind "$1/keep" "$4/$5"; fi'
+    ' && shift 5 && exec "$@"'
+)
+
+
+def _hidden_interpreter() -> tuple[str, str]:
+    """(folder, entry): when this Python lives under a folder others cannot search (a
+    pyenv in root's home), the folder and the entry of it on the interpreter's path, so a
+    container of uid 107 can be given just that entry, as an image has its Python in /usr;
+    ("", "") when the interpreter is reachable."""
+    real = Path(os.path.realpath(sys.base_prefix))
+    for folder in [*reversed(real.parents), real]:
+        if folder != real and not folder.stat().st_mode & stat.S_IXOTH:
+            return str(folder), real.relative_to(folder).parts[0]
+    return "", ""
+
+
+def launcher_container(ns: str, scratch: str, resolv_conf: str, hostname: str, *cmd: str) -> list[str]:
+    """``cmd`` as a virt-launcher pod's container runs it, in the pod netns ``ns``: own mount
+    and UTS namespaces (``/dev/net/tun`` 0666 made in the empty folder ``scratch``, the file
+    ``resolv_conf`` as ``/etc/resolv.conf``, the pod's ``hostname``, this Python reachable),
+    then :func:`as_qemu`. Nothing of it outlives the process: the mounts are in its own
+    mount namespace."""
+    hidden = _hidden_interpreter()
+    return [
+        IP, "netns", "exec", ns, "unshare", "-m", "-u", "sh", "-c", _CONTAINER_SH,
+        "sh", scratch, resolv_conf, hostname, *hidden, *as_qemu(*cmd),
+    ]  # fmt: skip
 
 
 def in_ns(ns: NetnsLike, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:

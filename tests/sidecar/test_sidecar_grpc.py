@@ -86,6 +86,29 @@ def test_info_answers_within_the_launcher_deadline(serve: Any, hooks_dir: Path, 
     assert sidecar.version == "v1alpha3"
 
 
+def test_without_cloud_init_info_does_not_subscribe_to_pre_cloud_init_iso(
+    hooks_dir: Path, bridge_pod: PodFiles
+) -> None:
+    """``--no-cloud-init`` / ``KVNET_CLOUD_INIT=off``: KubeVirt's hook manager dereferences a
+    VMI's missing cloud-init data when any sidecar subscribes to PreCloudInitIso."""
+    from kvnet.sidecar.main import parse_args
+    from kvnet.sidecar.server import NO_CLOUD_INIT_HOOK_POINTS, SidecarServer, socket_path
+    from kvnet.sidecar.wiring import SidecarSettings
+
+    assert parse_args(["--no-cloud-init"]).cloud_init is False and parse_args([]).cloud_init is True
+    assert SidecarSettings.from_env({"KVNET_CLOUD_INIT": "off"}).cloud_init is False
+    assert SidecarSettings.from_env({}).cloud_init is True
+    server = SidecarServer(
+        kvnet_hooks(bridge_pod), socket_path(hooks_dir, "kvnet"), hook_points=NO_CLOUD_INIT_HOOK_POINTS
+    )
+    server.start()
+    try:
+        res = info(str(hooks_dir / "kvnet.sock"), timeout=1.0)
+        assert [p.name for p in res.hookPoints] == ["OnDefineDomain", "Shutdown"]
+    finally:
+        server.stop(0)
+
+
 def test_bridge_nic_added(serve: Any, hooks_dir: Path, bridge_pod: PodFiles) -> None:
     serve(kvnet_hooks(bridge_pod), SOCKET_FOLDER)
     run = kubevirt_hooks(hooks_dir, make_vmi({"red": "kvnet"}), domain_xml=KUBEVIRT_DOMAIN)

@@ -107,6 +107,8 @@ def test_dhcpcd_solicit_parses_and_is_advertised_the_address() -> None:
 
 def test_ra_prefix_managed_flag_and_router_only_with_its_mac() -> None:
     no_router = codec.build_ra(LEASE, router_mac=None)
+    assert no_router[:6] == bytes.fromhex(LEASE.mac.replace(":", ""))  # to the VM's MAC only, not 33:33:00:00:00:01
+    assert no_router[38:54] == ipaddress.IPv6Address("ff02::1").packed
     icmp = no_router[54:]
     assert icmp[0] == 134 and icmp[5] & 0xC0 == 0xC0 and icmp[6:8] == b"\0\0"  # M and O, lifetime 0
     assert ipaddress.IPv6Address("fd00:77::").packed in icmp

@@ -28,14 +28,6 @@ from kvnet.lab.vm.scenario import bridge_scenario, default_scenario, vmi
 pytestmark = [pytest.mark.root, pytest.mark.vm]
 
 
-@pytest.fixture
-def libvirtd() -> None:
-    """Skip when this machine has no libvirtd (every kvnet piece of the path is imported
-    for real: a broken import fails the lane instead of skipping it)."""
-    if not shutil.which("libvirtd"):
-        pytest.skip("libvirtd not installed (apt-get install libvirt-daemon-system)")
-
-
 def existing_netns() -> set[str]:
     return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout.split())
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 # what the VM demo's teardown checks (the line a clean run ends with names them)
 CHECKED = "netns, links, leases, cache files, domains, processes"
+DHCP_CLIENTS = ("dhcp4", "dhcp6")  # the test guest's DHCP clients (udhcpc, dhcpcd), as its console names them
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,37 @@ class NicRow:
     guest_addresses: tuple[str, ...]  # CIDRs on the guest link (the bond's for members)
     pings: tuple[tuple[str, bool | None], ...]  # (peer IP, result) for this network's peer
     ipam_subnets: tuple[str, ...] = ()  # what the scenario's NAD allocates from, in order (empty: no IPAM)
+    addressing: str = "cloud-init"  # the scenario's: "cloud-init" or "dhcp"
+    answered: tuple[str, ...] = ()  # where the guest's addresses came from: "cloud-init", or dhcp4/dhcp6/ra6
+    unanswered: tuple[str, ...] = ()  # the guest's DHCP clients that got no answer on this NIC (dhcp4, dhcp6)
+    peer_expected: bool = True  # False: a pure L2 NIC without a peer to ping
 
     def expected_guest_addresses(self) -> tuple[str, ...]:
-        """The CIDRs the guest link must carry for this row's IPAM addresses (empty without IPAM)."""
+        """The CIDRs the guest link must carry for this row's IPAM addresses (empty without
+        IPAM); an IPv6 address from DHCPv6 is a /128 (the on-link prefix comes from the RA)."""
+        dhcp = self.addressing == "dhcp"
         return tuple(
-            f"{ip}/{ipaddress.ip_network(sn).prefixlen}"
+            f"{ip}/{128 if dhcp and ':' in ip else ipaddress.ip_network(sn).prefixlen}"
             for ip, sn in zip(self.ipam_addresses, self.ipam_subnets, strict=False)
         )
+
+    def expected_answers(self) -> tuple[str, ...]:
+        """What must have answered the guest: cloud-init's network data for a NIC with IPAM;
+        for a guest without cloud-init, DHCPv4 per IPv4 range, DHCPv6 and an RA per IPv6 range."""
+        if self.addressing != "dhcp":
+            return ("cloud-init",) if self.ipam_subnets else ()
+        v4 = any("." in sn for sn in self.ipam_subnets)
+        v6 = any(":" in sn for sn in self.ipam_subnets)
+        return (*(("dhcp4",) if v4 else ()), *(("dhcp6", "ra6") if v6 else ()))
+
+    @property
+    def answers_ok(self) -> bool:
+        """Every client that should be answered was, and no other (a NIC without IPAM stays pure L2)."""
+        expected = self.expected_answers()
+        if self.addressing != "dhcp":
+            return True
+        silent = {"dhcp4", "dhcp6"} - set(expected)
+        return set(self.answered) == set(expected) and set(self.unanswered) == silent
 
     @property
     def ipam_ok(self) -> bool:
@@ -68,7 +93,8 @@ class NicRow:
             self.guest_mac == self.domain_mac
             and (self.domain_mtu is None or self.guest_mtu == self.domain_mtu)
             and self.ipam_ok
-            and bool(self.pings)
+            and self.answers_ok
+            and (bool(self.pings) or not self.peer_expected)
             and all(ok is True for _, ok in self.pings)
         )
 
@@ -158,7 +184,17 @@ class DemoResult:
 
 
 def format_table(result: DemoResult) -> str:
-    head = ("network", "kind", "guest NIC", "MAC (domain = guest)", "MTU", "IPAM addresses", "guest addresses", "pings")
+    head = (
+        "network",
+        "kind",
+        "guest NIC",
+        "MAC (domain = guest)",
+        "MTU",
+        "IPAM addresses",
+        "guest addresses",
+        "from",
+        "pings",
+    )
     rows = [head]
     for r in result.rows:
         mac = r.domain_mac if r.guest_mac == r.domain_mac else f"{r.domain_mac} != {r.guest_mac or '-'}"
@@ -167,9 +203,11 @@ def format_table(result: DemoResult) -> str:
             str(r.guest_mtu or "-") if r.guest_mtu == r.domain_mtu else f"{r.domain_mtu or '-'} != {r.guest_mtu or '-'}"
         )
         ipam = " ".join(r.ipam_addresses) or "-"
-        rows.append(
-            (r.network, r.kind, r.guest_name or "MISSING", mac, mtu, ipam, " ".join(r.guest_addresses) or "-", pings)
-        )
+        source = "+".join(r.answered) or ("nothing answered" if r.unanswered else "-")
+        if not r.answers_ok:
+            source += f" (expected {'+'.join(r.expected_answers()) or 'none'})"
+        guest_addrs = " ".join(r.guest_addresses) or "-"
+        rows.append((r.network, r.kind, r.guest_name or "MISSING", mac, mtu, ipam, guest_addrs, source, pings))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -208,27 +246,58 @@ def nic_rows(
             guest_addrs = bond_link.addrs if bond_link else ()
         else:
             guest_addrs = link.addrs if link else ()
+        subnets = tuple(sn for sn in (n.subnet, n.subnet6) if sn) if n.subnet else ()
+        name = link.name if link and seen else None
+        if scenario.addressing == "dhcp":
+            answered = _answered(report, name) if name else ()
+            unanswered = tuple(
+                e.get("what") for e in report.errors if e.get("what") in DHCP_CLIENTS and name and e.get("link") == name
+            )
+        else:
+            answered, unanswered = (("cloud-init",) if subnets and guest_addrs else ()), ()
         rows.append(
             NicRow(
                 network=n.name,
                 kind=n.kind + (f" ({bond.name})" if bond else ""),
                 domain_mac=domain_mac,
-                guest_name=link.name if link and seen else None,
+                guest_name=name,
                 guest_mac=domain_mac if seen else None,
                 domain_mtu=dn.mtu if dn else None,
                 guest_mtu=link.mtu if link and seen else None,
                 ipam_addresses=tuple(ips),
                 guest_addresses=guest_addrs,
                 pings=tuple((ip, report.last_ping(ip)) for ip in (peer.ips if peer else ())),
-                ipam_subnets=tuple(sn for sn in (n.subnet, n.subnet6) if sn) if n.subnet else (),
+                ipam_subnets=subnets,
+                addressing=scenario.addressing,
+                answered=answered,
+                unanswered=unanswered,
+                peer_expected=peer is not None,
             )
         )
     return rows
 
 
-def guest_errors(report: GuestReport) -> list[str]:
-    """The guest's ``error`` lines, one string each (kind and fields)."""
-    return [" ".join([e.kind, *(f"{k}={v}" for k, v in e.fields.items())]) for e in report.errors]
+def _answered(report: GuestReport, link: str) -> tuple[str, ...]:
+    """The guest's DHCP clients that got a lease on ``link``, and ``ra6`` when a router
+    advertisement gave it a route (the link-local and multicast routes are the kernel's)."""
+    out = [k for k in DHCP_CLIENTS if report.has(k, link=link)]
+    for e in report.events:
+        if e.kind == "ra6" and e.get("link") == link:
+            if any(r not in ("fe80::/64", "multicast") for r in e.get("routes").split("+") if r):
+                out.append("ra6")
+            break
+    return tuple(out)
+
+
+def guest_errors(report: GuestReport, scenario: Scenario) -> list[str]:
+    """The guest's ``error`` lines, one string each (kind and fields); for a guest without
+    cloud-init a DHCP client that got no answer is the row's business (:attr:`NicRow.answers_ok`)."""
+    dhcp = scenario.addressing == "dhcp"
+    return [
+        " ".join([e.kind, *(f"{k}={v}" for k, v in e.fields.items())])
+        for e in report.errors
+        if not (dhcp and e.get("what") in DHCP_CLIENTS)
+    ]
 
 
 def summary(result: DemoResult) -> str:

@@ -46,7 +46,7 @@ import yaml
 from kvnet.core.errors import InvalidEnvironment, IOFailure, KvnetError
 from kvnet.lab import console, guest
 from kvnet.lab.kube import peer_binary
-from kvnet.lab.netns import NetnsLike, make_netns
+from kvnet.lab.netns import POD_RESOLV_CONF, QEMU_UID, NetnsLike, launcher_container, make_netns
 from kvnet.lab.teardown import POD_LINKS_KEPT, Teardown, leftovers, links_left
 from kvnet.lab.thick import DEVINFO_ROOT, NODE_NAME, MultusDaemon, PrivateMounts
 from kvnet.lab.vm.kubevirt import KubeVirtPeer
@@ -440,7 +440,9 @@ def write_network_info(lab: Lab, api: Api, attached: Attached) -> None:
 
 
 def start_sidecar(lab: Lab, ns: Namespaces, api: Api, attached: Attached) -> Sidecar:
-    """``kvnet-sidecar`` in the pod netns, until its socket is there. With KubeVirt's code
+    """``kvnet-sidecar`` in the pod netns as KubeVirt runs its container (uid 107, no
+    capabilities, the pod's hostname and resolv.conf: :func:`~kvnet.lab.netns.launcher_container`),
+    with its kvnet-guestnet, until its socket is there. With KubeVirt's code
     the sidecar's hooks folder is its container's sub-folder of the shared one (what
     virt-launcher 1.6+ reads) and its environment is what virt-controller 1.8 sets."""
     files = lab.files
@@ -449,17 +451,24 @@ def start_sidecar(lab: Lab, ns: Namespaces, api: Api, attached: Attached) -> Sid
     hooks = files.hooks / api.sidecar_container if lab.kubevirt else files.hooks
     hooks.mkdir(exist_ok=True)
     write_network_info(lab, api, attached)
+    # the sidecar container's user (uid 107, no capabilities) reaches its files and owns its hooks folder
+    files.workdir.chmod(0o755)
+    os.chown(hooks, QEMU_UID, QEMU_UID)
+    scratch = files.workdir / "sidecar-dev"
+    scratch.mkdir()
+    resolv = files.workdir / "resolv.conf"
+    resolv.write_text(POD_RESOLV_CONF)
     log = files.sidecar_log.open("ab")
     lab.teardown.undo(log.close)
     env = {**os.environ, "CONTAINER_NAME": api.sidecar_container}
     if lab.kubevirt is None:
         env["NETWORK_BINDING_PLUGIN_NAME"] = BINDING_NAME
     proc = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
+        launcher_container(
             ns.pod.name,
+            str(scratch),
+            str(resolv),
+            lab.scenario.vmi_name,
             str(files.bin_dir / "kvnet-sidecar"),
             "--hooks-dir",
             str(hooks),
@@ -469,7 +478,8 @@ def start_sidecar(lab: Lab, ns: Namespaces, api: Api, attached: Attached) -> Sid
             str(files.network_info),
             "--network-info-timeout",
             "10",
-        ],
+            *(("--no-cloud-init",) if lab.scenario.addressing == "dhcp" else ()),
+        ),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
@@ -553,8 +563,11 @@ def parse_network_data(lab: Lab, answer: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def guest_cmdline(lab: Lab, network_data: Mapping[str, Any], stay: int) -> str:
-    """The guest kernel's command line: the network data, the peers to ping, how long to stay up."""
+    """The guest kernel's command line: the network data (or, for a guest without
+    cloud-init, ``kvnet.dhcp=1``: DHCP clients on every NIC), the peers to ping, how long to stay up."""
     peers = [ip for p in lab.scenario.peers() for ip in p.ips]
+    if lab.scenario.addressing == "dhcp":
+        return lab.image.cmdline("kvnet.dhcp=1 " + guest.network_cmdline({"version": 2}, peers=peers, stay=stay))
     return lab.image.cmdline(guest.network_cmdline(network_data, peers=peers, stay=stay))
 
 
@@ -568,9 +581,11 @@ def call_hooks(lab: Lab, sidecar: Sidecar, api: Api, stay: int) -> Domain:
         raise InvalidEnvironment("no hook client for the sidecar")
     s, files = lab.scenario, lab.files
     t0 = time.monotonic()
-    with hook_errors(sidecar.hook, "PreCloudInitIso"):
-        answer = sidecar.hook.pre_cloud_init_iso(api.vmi, cloud_init_data(s), timeout=30.0)
-    network_data = parse_network_data(lab, answer)
+    network_data: dict[str, Any] = {"version": 2}
+    if s.addressing == "cloud-init":  # virt-launcher calls PreCloudInitIso only for a cloud-init volume
+        with hook_errors(sidecar.hook, "PreCloudInitIso"):
+            answer = sidecar.hook.pre_cloud_init_iso(api.vmi, cloud_init_data(s), timeout=30.0)
+        network_data = parse_network_data(lab, answer)
     cmdline = guest_cmdline(lab, network_data, stay)
     uid = api.vmi["metadata"]["uid"]
     domain = launcher_domain(domain_name(s), uid, lab.image, cmdline, files.console_log, files.channel)
@@ -687,7 +702,9 @@ def observe(lab: Lab, vm: Guest, domain: Domain, attached: Attached) -> Observed
     report = console.wait_for(vm.console_log, lambda r: r.has("ready") or r.has("poweroff"), 90, alive=vm.alive)
     if report is None:
         raise IOFailure("guest did not finish configuring and pinging within 90 s")
-    return Observed(report, nic_rows(lab.scenario, domain.nics, attached.status, report), guest_errors(report))
+    return Observed(
+        report, nic_rows(lab.scenario, domain.nics, attached.status, report), guest_errors(report, lab.scenario)
+    )
 
 
 def fail_over(lab: Lab, vm: Guest, domain: Domain, report: console.GuestReport) -> Iterator[Failover]:

@@ -53,6 +53,7 @@ class Net:
     mac: str | None = None
     mtu: int | None = None  # the NAD's "mtu" (the pod link's, so the tap's and the guest NIC's)
     subnet6: str | None = None  # a second host-local range: dual stack
+    routes: tuple[tuple[str, str], ...] = ()  # host-local's routes: (destination, gateway)
 
     @property
     def nad(self) -> str:
@@ -89,9 +90,15 @@ class Peer:
 
 @dataclass(frozen=True)
 class Scenario:
+    """``addressing`` is how the guest gets its attachments' addresses: ``"cloud-init"``
+    (the VMI has a cloud-init volume; the sidecar's network data, handed to the test
+    guest on its kernel command line) or ``"dhcp"`` (no cloud-init volume; the guest runs
+    its DHCPv4/DHCPv6 clients on every NIC and kvnet-guestnet answers, docs/guest-addressing.md)."""
+
     vmi_name: str
     nets: tuple[Net, ...]
     bonds: tuple[Bond, ...] = ()
+    addressing: str = "cloud-init"
 
     def net(self, name: str) -> Net:
         return next(n for n in self.nets if n.name == name)
@@ -140,6 +147,29 @@ def default_scenario() -> Scenario:
     )
 
 
+def dhcp_scenario() -> Scenario:
+    """A guest without cloud-init that only runs DHCP clients: a dual-stack network with a
+    route through its peer, a second NIC on the same L2 with its own range (each NIC's server
+    must answer only its own MAC), and a NIC without IPAM, on which nothing may answer."""
+    return Scenario(
+        vmi_name="vmi-dhcp",
+        nets=(
+            Net(
+                "blue",
+                "bridge",
+                "kvb-blue",
+                "10.81.0.0/24",
+                mtu=1400,
+                subnet6="fd00:81::/64",
+                routes=(("10.99.0.0/16", "10.81.0.2"),),
+            ),
+            Net("cyan", "bridge", "kvb-blue", "10.85.0.0/24", mtu=1400),
+            Net("plain", "bridge", "kvb-plain", None),
+        ),
+        addressing="dhcp",
+    )
+
+
 def bridge_scenario(count: int) -> Scenario:
     """``count`` bridge networks, each with its own bridge, subnet and peer (benchmark)."""
     return Scenario(
@@ -160,20 +190,17 @@ def bridge_nad_config(net: Net, ipam_dir: str | None) -> dict[str, Any]:
         raise InvalidEnvironment(f"network {net.name}: the demo knows bridge and macvlan, not {net.kind!r}")
     if net.subnet:
         subnet = ipaddress.ip_network(net.subnet)
-        ipam: dict[str, Any] = {
-            "type": "host-local",
-            "subnet": net.subnet,
-            "rangeStart": str(subnet.network_address + 10),
-        }
+        ranges = [{"subnet": net.subnet, "rangeStart": str(subnet.network_address + 10)}]
         if net.subnet6:
             subnet6 = ipaddress.ip_network(net.subnet6)
-            ipam = {
-                "type": "host-local",
-                "ranges": [
-                    [{"subnet": net.subnet, "rangeStart": str(subnet.network_address + 10)}],
-                    [{"subnet": net.subnet6, "rangeStart": str(subnet6.network_address + 0x10)}],
-                ],
-            }
+            ranges.append({"subnet": net.subnet6, "rangeStart": str(subnet6.network_address + 0x10)})
+        ipam: dict[str, Any] = (
+            {"type": "host-local", **ranges[0]}
+            if len(ranges) == 1
+            else {"type": "host-local", "ranges": [[r] for r in ranges]}
+        )
+        if net.routes:
+            ipam["routes"] = [{"dst": dst, "gw": gw} for dst, gw in net.routes]
         if ipam_dir:
             ipam["dataDir"] = ipam_dir
         conf["ipam"] = ipam
@@ -228,18 +255,20 @@ def vmi(scenario: Scenario, uid: str = "00000000-0000-4000-8000-000000000001") -
                 for b in scenario.bonds
             ]
         )
+    cloud_init = scenario.addressing == "cloud-init"
+    devices: dict[str, Any] = {"interfaces": interfaces}
+    spec: dict[str, Any] = {
+        "domain": {"devices": devices, "resources": {"requests": {"memory": "256Mi"}}},
+        "networks": [{"name": n.name, "multus": {"networkName": n.nad}} for n in scenario.nets],
+    }
+    if cloud_init:
+        devices["disks"] = [{"name": "cloudinitdisk", "disk": {"bus": "virtio"}}]
+        spec["volumes"] = [{"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": "#cloud-config\n"}}]
     return {
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachineInstance",
         "metadata": {"name": scenario.vmi_name, "namespace": NAMESPACE, "uid": uid, "annotations": annotations},
-        "spec": {
-            "domain": {
-                "devices": {"interfaces": interfaces, "disks": [{"name": "cloudinitdisk", "disk": {"bus": "virtio"}}]},
-                "resources": {"requests": {"memory": "256Mi"}},
-            },
-            "networks": [{"name": n.name, "multus": {"networkName": n.nad}} for n in scenario.nets],
-            "volumes": [{"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": "#cloud-config\n"}}],
-        },
+        "spec": spec,
         "status": {"phase": "Scheduled"},
     }
 
@@ -667,6 +696,7 @@ __all__ = [
     "cni_env",
     "converter_paths",
     "default_scenario",
+    "dhcp_scenario",
     "domain_name",
     "domain_nics",
     "edit_converter_domain",
