@@ -256,3 +256,47 @@ def test_the_lab_edits_of_the_converters_domain() -> None:
 
     assert tags(after) == sorted([*tags(before), "serial", "target", "source"])
     assert "/var/run/libvirt/cloud-init-dir/default/vmi-demo/noCloud.iso" in scenario.converter_paths(converted)
+
+
+def test_dhcp_rows_need_each_answer_and_silence_without_ipam() -> None:
+    """A guest without cloud-init: DHCPv4 per IPv4 range, DHCPv6 (a /128) and an RA per IPv6
+    range must have answered, and on a NIC without IPAM nothing may have."""
+    good = report.NicRow(
+        "blue",
+        "bridge",
+        "02:00:00:00:00:01",
+        "eth0",
+        "02:00:00:00:00:01",
+        1400,
+        1400,
+        ("10.81.0.10", "fd00:81::10"),
+        ("10.81.0.10/24", "fd00:81::10/128"),
+        (("10.81.0.2", True),),
+        ("10.81.0.0/24", "fd00:81::/64"),
+        addressing="dhcp",
+        answered=("dhcp4", "dhcp6", "ra6"),
+    )
+    assert good.ok and good.expected_guest_addresses() == ("10.81.0.10/24", "fd00:81::10/128")
+    assert not replace(good, answered=("dhcp4", "dhcp6")).ok  # no RA
+    assert not replace(good, answered=("dhcp4", "ra6"), unanswered=("dhcp6",)).ok
+    assert not replace(good, guest_addresses=("10.81.0.10/24", "fd00:81::10/64")).ok
+    plain = replace(
+        good,
+        network="plain",
+        ipam_addresses=(),
+        guest_addresses=(),
+        pings=(),
+        ipam_subnets=(),
+        answered=(),
+        unanswered=("dhcp4", "dhcp6"),
+        peer_expected=False,
+    )
+    assert plain.ok and plain.expected_answers() == ()
+    assert not replace(plain, answered=("dhcp4",), unanswered=("dhcp6",)).ok  # someone answered a pure L2 NIC
+    assert not replace(plain, peer_expected=True).ok  # a NIC with a peer must ping it
+    table = report.format_table(report.DemoResult(scenario.dhcp_scenario(), rows=[good, plain]))
+    assert "dhcp4+dhcp6+ra6" in table and "nothing answered" in table
+    assert "dhcp4 (expected dhcp4+dhcp6+ra6)" in report.format_table(
+        report.DemoResult(scenario.dhcp_scenario(), rows=[replace(good, answered=("dhcp4",))])
+    )
+    assert "cloudinitdisk" not in json.dumps(scenario.vmi(scenario.dhcp_scenario()))
