@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import ipaddress
 import logging
+import threading
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Any
 
@@ -156,20 +158,56 @@ _DEFAULT_NET_ERR = "TryLoadPodDelegates: error in loading K8s cluster default ne
 _NETWORKS_ERR = "TryLoadPodDelegates: error in getting k8s network for pod: "
 
 
+NAD_READS_AT_ONCE = 8  # concurrent NAD reads of one pod's selections (docs/meta-plugin.md, "NAD reads")
+_readers: ThreadPoolExecutor | None = None
+_readers_lock = threading.Lock()
+
+
+def _reader_pool() -> ThreadPoolExecutor:
+    global _readers
+    with _readers_lock:
+        if _readers is None:
+            _readers = ThreadPoolExecutor(NAD_READS_AT_ONCE, thread_name_prefix="nad-read")
+        return _readers
+
+
 class _NadsOnce:
-    """One ADD reads each NAD once (KubeVirt repeats the binding NAD once per VM network)."""
+    """One ADD reads each NAD once (KubeVirt repeats the binding NAD once per VM network).
+
+    :meth:`prefetch` starts the reads of the pod's selections at once; :meth:`get_nad` still
+    hands each answer (or raises each error) in the order the selections are resolved, so
+    what a failure looks like is the one-by-one reading's; :meth:`settle` waits for reads
+    still running, before any delegate runs."""
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
         self.seen: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+        self.pending: dict[tuple[str, str], Future[Mapping[str, Any] | None]] = {}
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.api.get_pod(namespace, name)
 
+    def prefetch(self, keys: list[tuple[str, str]]) -> None:
+        todo = [
+            k
+            for k in dict.fromkeys(keys)
+            if k not in self.seen and k not in self.pending and cni_name_ok(k[0]) and cni_name_ok(k[1])
+        ]
+        if len(todo) < 2:
+            return
+        pool = _reader_pool()
+        for namespace, name in todo:
+            self.pending[(namespace, name)] = pool.submit(self.api.get_nad, namespace, name)
+
+    def settle(self) -> None:
+        wait(self.pending.values())
+        self.pending.clear()
+
     def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         key = (namespace, name)
         if key not in self.seen:
-            self.seen[key] = self.api.get_nad(namespace, name)
+            fut = self.pending.pop(key, None)
+            self.seen[key] = fut.result() if fut is not None else self.api.get_nad(namespace, name)
         return self.seen[key]
 
     def set_network_status(self, namespace: str, name: str, value: str) -> None:
@@ -192,9 +230,25 @@ def load_delegates(
     does: when the pod's annotations fail after the main networks (or after the selections
     were appended, at ``CheckGatewayConfig``), what was there stays in it (DEL deletes it).
     """
+    nads = _NadsOnce(api) if api is not None else None
+    try:
+        return _load_delegates(conf, nads, pod, pa, allocator, use_devices, partial)
+    finally:
+        if nads is not None:
+            nads.settle()
+
+
+def _load_delegates(
+    conf: MultusConfig,
+    api: _NadsOnce | None,
+    pod: Mapping[str, Any] | None,
+    pa: PodArgs,
+    allocator: DeviceAllocator | None,
+    use_devices: bool,
+    partial: list[CachedDelegate] | None,
+) -> list[CachedDelegate]:
     partial = partial if partial is not None else []
     devices = _DeviceIds(allocator, pa) if use_devices else None
-    api = _NadsOnce(api) if api is not None else None
     pod_ns = str(pod_meta(pod).get("namespace") or pa.namespace) if pod is not None else pa.namespace
     delegates: list[CachedDelegate] = []
     if conf.cluster_network:
@@ -228,6 +282,10 @@ def load_delegates(
         if value:
             requested = selections.parse_networks(value, pod_ns)
             given = selections.default_route_given(value)
+            if api is not None:
+                api.prefetch(
+                    [(sel.namespace, sel.name) for sel in requested if conf.namespace_allowed(pod_ns, sel.namespace)]
+                )
             added = []
             for i, sel in enumerate(requested):
                 if not conf.namespace_allowed(pod_ns, sel.namespace):
