@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kvnet.core.errors import KvnetError
 from kvnet.lab import guest
+from kvnet.lab.kube import KubeCluster
 from kvnet.lab.vm.kubevirt import KubeVirtPeer, peer_missing, peer_path
-from kvnet.lab.vm.scenario import kubevirt_cr
+from kvnet.lab.vm.report import DemoResult
+from kvnet.lab.vm.run import run_scenario
+from kvnet.lab.vm.scenario import Scenario, kubevirt_cr
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,3 +64,21 @@ def libvirtd() -> None:
     for real: a broken import fails the lane instead of skipping it)."""
     if not shutil.which("libvirtd"):
         pytest.skip("libvirtd not installed (apt-get install libvirt-daemon-system)")
+
+
+@pytest.fixture
+def run_vm(
+    guest_image: guest.GuestImage,
+    libvirtd: None,
+    netns_factory: Callable[[str], Any],
+    kube: KubeCluster,
+    kubevirt_peer: KubeVirtPeer,
+) -> Callable[[Scenario], DemoResult]:
+    """``run_vm(scenario)``: the whole path on the real API server, KubeVirt's part by KubeVirt's code."""
+
+    def run(scenario: Scenario) -> DemoResult:
+        return run_scenario(
+            guest_image.kernel.parent, scenario, netns_factory=netns_factory, kube=kube, kubevirt=kubevirt_peer
+        )
+
+    return run

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from kvnet.lab import console, guest
-from kvnet.lab.kube import KubeCluster
+from kvnet.lab import console
 from kvnet.lab.vm.kubevirt import KubeVirtPeer
-from kvnet.lab.vm.run import run_scenario
-from kvnet.lab.vm.scenario import dhcp_scenario
+from kvnet.lab.vm.report import DemoResult
+from kvnet.lab.vm.scenario import Scenario, dhcp_scenario
 from tests.vm.test_vm_path import assert_kubevirt_played_by_its_code
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
@@ -28,20 +26,14 @@ def guestnet_processes() -> list[str]:
 
 
 def test_a_guest_without_cloud_init_gets_its_addresses_by_dhcp_and_only_its_own(
-    guest_image: guest.GuestImage,
-    libvirtd: None,
-    netns_factory: Callable[[str], Any],
-    kube: KubeCluster,
-    kubevirt_peer: KubeVirtPeer,
+    run_vm: Callable[[Scenario], DemoResult], kubevirt_peer: KubeVirtPeer
 ) -> None:
-    """blue (dual stack, its peer the gateway) and cyan (IPv4) share one L2, so each NIC's
+    """blue (dual stack, a route through its peer) and cyan (IPv4) share one L2, so each NIC's
     DISCOVER and SOLICIT reach both servers: each NIC must get its own lease only; plain has
     no IPAM and nothing may answer on it."""
     before = guestnet_processes()
     scenario = dhcp_scenario()
-    result = run_scenario(
-        guest_image.kernel.parent, scenario, netns_factory=netns_factory, kube=kube, kubevirt=kubevirt_peer
-    )
+    result = run_vm(scenario)
     why = result.explain()
     assert result.error is None, why
     assert_kubevirt_played_by_its_code(result, kubevirt_peer)

@@ -23,7 +23,7 @@ from kvnet.lab.kube import KubeCluster
 from kvnet.lab.vm.kubevirt import KubeVirtPeer
 from kvnet.lab.vm.report import DemoResult
 from kvnet.lab.vm.run import link_leftovers, run_scenario, sh
-from kvnet.lab.vm.scenario import bridge_scenario, default_scenario, vmi
+from kvnet.lab.vm.scenario import Scenario, bridge_scenario, default_scenario, vmi
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
 
@@ -59,19 +59,13 @@ def assert_kubevirt_played_by_its_code(result: DemoResult, peer: KubeVirtPeer) -
 
 
 def test_vm_gets_every_nic_and_the_bond_fails_over(
-    guest_image: guest.GuestImage,
-    libvirtd: None,
-    netns_factory: Callable[[str], Any],
-    kube: KubeCluster,
-    kubevirt_peer: KubeVirtPeer,
+    run_vm: Callable[[Scenario], DemoResult], kubevirt_peer: KubeVirtPeer
 ) -> None:
     """The whole path on the real API server (the virt-launcher pod and NADs created there,
     network-status written through its pods/status), KubeVirt's part played by KubeVirt's
     code: the pod's annotations, network-info, the converter's domain and the hook calls."""
     scenario = default_scenario()
-    result = run_scenario(
-        guest_image.kernel.parent, scenario, netns_factory=netns_factory, kube=kube, kubevirt=kubevirt_peer
-    )
+    result = run_vm(scenario)
     why = result.explain()
     assert result.error is None, why
     # five interfaces: no placeholder call, the defining call, then one with root ports added
