@@ -9,10 +9,8 @@ dropped (setpriv), on the tap kvnet-binding made for it.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import pytest
 
 from kvnet.lab import guest as lab_guest
-from kvnet.lab.netns import as_qemu
+from kvnet.lab.netns import launcher_container
 from tests.netns.test_binding_real import BLUE, binding_conf, ip_json, link, run_cni, snapshot
 
 pytestmark = pytest.mark.root
@@ -96,41 +94,23 @@ def join_guest(guest: Any, pod: Any, name: str, mac: str) -> None:
 
 
 def start_server(pod: Any, tmp_path: Path) -> subprocess.Popen[str]:
-    shared = Path(tempfile.mkdtemp(prefix="kvnet-guestnet-"))  # readable by uid 107, unlike tmp_path's parents
-    shared.chmod(0o755)
-    resolv = shared / "resolv.conf"
+    resolv = tmp_path / "resolv.conf"
     resolv.write_text(
         "nameserver 10.96.0.10\nnameserver fd00:96::a\nsearch default.svc.cluster.local svc.cluster.local\n"
     )
-    resolv.chmod(0o644)
     dev = tmp_path / "dev"
     dev.mkdir()
-    # As in a virt-launcher pod, /dev/net/tun is 0666 (this machine's is 0600): a private
-    # mount namespace gets its own node, then every privilege is dropped.
-    server = [
-        *as_qemu(),
-        sys.executable,
-        "-m",
-        "kvnet.guestnet",
-        "--resolv-conf",
-        str(resolv),
-        "--hostname",
-        "vm1",
-        "--lease-seconds",
-        "8",
-    ]
-    shell = (
-        f"mount -t tmpfs none {dev} && mknod -m 666 {dev}/tun c 10 200 && mount --bind {dev}/tun /dev/net/tun"
-        ' && exec "$@"'
+    # As in a virt-launcher pod: /dev/net/tun 0666 (this machine's is 0600), the pod's
+    # resolv.conf and hostname, every privilege dropped.
+    cmd = launcher_container(
+        pod.name, str(dev), str(resolv), "vm1", sys.executable, "-m", "kvnet.guestnet", "--lease-seconds", "8"
     )
-    cmd = ["ip", "netns", "exec", pod.name, "unshare", "-m", "sh", "-c", shell, "sh", *server]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for _ in range(50):
         line = proc.stderr.readline()
         if line.startswith("serving") or not line:
             break
-    shutil.rmtree(shared)  # read once, at start
     assert line.strip() == f"serving {SERVER_TAP}", line
     return proc
 
@@ -388,15 +368,14 @@ print("stopped", proc.returncode, flush=True)
 def test_the_sidecar_starts_the_server_and_stops_it(
     served_pod: tuple[Any, Any, dict[str, Any], str], tmp_path: Path
 ) -> None:
-    """kvnet-sidecar's start_guestnet/stop_guestnet in the pod netns: the server serves the
-    NIC, stops with exit 0 and leaves no process. (As root here: this machine's Python lives
-    under a 0700 /root, which uid 107 can exec only through setpriv, not from a child.)"""
+    """kvnet-sidecar's start_guestnet/stop_guestnet in the pod netns, as the sidecar
+    container's uid 107: the server serves the NIC, stops with exit 0 and leaves no process."""
     _, pod, _, _ = served_pod
     dev = tmp_path / "dev"
     dev.mkdir()
-    shell = f"mount -t tmpfs none {dev} && mknod -m 666 {dev}/tun c 10 200 && mount --bind {dev}/tun /dev/net/tun"
-    shell += ' && exec "$@"'
-    cmd = ["ip", "netns", "exec", pod.name, "unshare", "-m", "sh", "-c", shell, "sh"]
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.96.0.10\n")
+    cmd = launcher_container(pod.name, str(dev), str(resolv), "vm1")
     proc = subprocess.run([*cmd, sys.executable, "-c", SIDECAR_PART], capture_output=True, text=True, timeout=60)
     lines = proc.stdout.splitlines()
     assert len(lines) == 2 and lines[0].startswith("alive "), (proc.stdout, proc.stderr)

@@ -5,10 +5,8 @@ binding record from a link's ifalias, as in a virt-launcher pod."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 from kvnet.core import bindrecord
 from kvnet.core.model import BindingRecord, GuestIpConfig
 from kvnet.lab import guest
-from kvnet.lab.netns import as_qemu
+from kvnet.lab.netns import launcher_container
 from tests.vm.test_guest_boot import Qemu
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
@@ -48,37 +46,12 @@ def test_guest_gets_address_routes_mtu_and_ipv6_router_by_dhcp(
     run("ip", "link", "set", "kvdblue", "mtu", "1400", "master", "k6t-blue", "up")
     run("ip", "link", "add", "podblue", "type", "veth", "peer", "name", "podpeer")  # carries the record
     run("ip", "link", "set", "podblue", "alias", bindrecord.encode(RECORD))
-    shared = Path(tempfile.mkdtemp(prefix="kvnet-guestnet-"))
-    shared.chmod(0o755)
-    (shared / "resolv.conf").write_text("nameserver 10.96.0.10\n")
-    (shared / "resolv.conf").chmod(0o644)
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.96.0.10\n")
     dev = tmp_path / "dev"
     dev.mkdir()
-    shell = (
-        f"mount -t tmpfs none {dev} && mknod -m 666 {dev}/tun c 10 200 && mount --bind {dev}/tun /dev/net/tun"
-        ' && exec "$@"'
-    )
     server = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ns.name,
-            "unshare",
-            "-m",
-            "sh",
-            "-c",
-            shell,
-            "sh",
-            *as_qemu(),
-            sys.executable,
-            "-m",
-            "kvnet.guestnet",
-            "--resolv-conf",
-            str(shared / "resolv.conf"),
-            "--hostname",
-            "vm1",
-        ],
+        launcher_container(ns.name, str(dev), str(resolv), "vm1", sys.executable, "-m", "kvnet.guestnet"),
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -89,7 +62,6 @@ def test_guest_gets_address_routes_mtu_and_ipv6_router_by_dhcp(
         vm.stop()
         server.terminate()
         _, log = server.communicate(timeout=10)
-        shutil.rmtree(shared)
     text = (tmp_path / "console.log").read_text()
     dhcp = [e for e in report.events if e.kind == "dhcp4"]
     assert len(dhcp) == 1, (text, log)

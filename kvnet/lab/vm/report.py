@@ -64,10 +64,10 @@ class NicRow:
     @property
     def answers_ok(self) -> bool:
         """Every client that should be answered was, and no other (a NIC without IPAM stays pure L2)."""
-        expected = self.expected_answers()
         if self.addressing != "dhcp":
             return True
-        silent = {"dhcp4", "dhcp6"} - set(expected)
+        expected = self.expected_answers()
+        silent = set(DHCP_CLIENTS) - set(expected)
         return set(self.answered) == set(expected) and set(self.unanswered) == silent
 
     @property
@@ -248,7 +248,7 @@ def nic_rows(
             guest_addrs = link.addrs if link else ()
         subnets = tuple(sn for sn in (n.subnet, n.subnet6) if sn) if n.subnet else ()
         name = link.name if link and seen else None
-        if scenario.addressing == "dhcp":
+        if scenario.dhcp:
             answered = _answered(report, name) if name else ()
             unanswered = tuple(
                 e.get("what") for e in report.errors if e.get("what") in DHCP_CLIENTS and name and e.get("link") == name
@@ -292,11 +292,10 @@ def _answered(report: GuestReport, link: str) -> tuple[str, ...]:
 def guest_errors(report: GuestReport, scenario: Scenario) -> list[str]:
     """The guest's ``error`` lines, one string each (kind and fields); for a guest without
     cloud-init a DHCP client that got no answer is the row's business (:attr:`NicRow.answers_ok`)."""
-    dhcp = scenario.addressing == "dhcp"
     return [
         " ".join([e.kind, *(f"{k}={v}" for k, v in e.fields.items())])
         for e in report.errors
-        if not (dhcp and e.get("what") in DHCP_CLIENTS)
+        if not (scenario.dhcp and e.get("what") in DHCP_CLIENTS)
     ]
 
 

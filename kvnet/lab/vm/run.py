@@ -479,7 +479,7 @@ def start_sidecar(lab: Lab, ns: Namespaces, api: Api, attached: Attached) -> Sid
             str(files.network_info),
             "--network-info-timeout",
             "10",
-            *(("--no-cloud-init",) if lab.scenario.addressing == "dhcp" else ()),
+            *(("--no-cloud-init",) if lab.scenario.dhcp else ()),
         ),
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -567,7 +567,7 @@ def guest_cmdline(lab: Lab, network_data: Mapping[str, Any], stay: int) -> str:
     """The guest kernel's command line: the network data (or, for a guest without
     cloud-init, ``kvnet.dhcp=1``: DHCP clients on every NIC), the peers to ping, how long to stay up."""
     peers = [ip for p in lab.scenario.peers() for ip in p.ips]
-    if lab.scenario.addressing == "dhcp":
+    if lab.scenario.dhcp:
         return lab.image.cmdline("kvnet.dhcp=1 " + guest.network_cmdline({"version": 2}, peers=peers, stay=stay))
     return lab.image.cmdline(guest.network_cmdline(network_data, peers=peers, stay=stay))
 
@@ -583,7 +583,7 @@ def call_hooks(lab: Lab, sidecar: Sidecar, api: Api, stay: int) -> Domain:
     s, files = lab.scenario, lab.files
     t0 = time.monotonic()
     network_data: dict[str, Any] = {"version": 2}
-    if s.addressing == "cloud-init":  # virt-launcher calls PreCloudInitIso only for a cloud-init volume
+    if not s.dhcp:  # virt-launcher calls PreCloudInitIso only for a cloud-init volume
         with hook_errors(sidecar.hook, "PreCloudInitIso"):
             answer = sidecar.hook.pre_cloud_init_iso(api.vmi, cloud_init_data(s), timeout=30.0)
         network_data = parse_network_data(lab, answer)
@@ -627,7 +627,7 @@ def call_hooks_by_peer(lab: Lab, peer: KubeVirtPeer, api: Api, stay: int) -> Dom
     steps = ", ".join(c.get("step", "?") for c in started.calls)
     lab.say(
         f"KubeVirt's hook manager: {len(started.sidecars)} sidecar, "
-        f"{'PreCloudInitIso' if lab.scenario.addressing == 'cloud-init' else 'no PreCloudInitIso subscribed'}, "
+        f"{'no PreCloudInitIso subscribed' if lab.scenario.dhcp else 'PreCloudInitIso'}, "
         f"OnDefineDomain x{len(started.calls)} "
         f"({steps}); network data for {len(network_data.get('ethernets', {}))} ethernets, "
         f"{len(network_data.get('bonds', {}))} bonds; domain has {len(nics)} kvnet NICs"
@@ -918,7 +918,7 @@ def demo(
     say(f"VM demo: a VM in a pod gets one NIC per attachment (real plugins, libvirtd, QEMU TCG); {part}")
     results = []
     for scenario in (default_scenario(), dhcp_scenario()):
-        if scenario.addressing == "dhcp":
+        if scenario.dhcp:
             say("second VM: no cloud-init volume, the guest only runs DHCP clients; kvnet-guestnet answers")
         try:
             result = run_scenario(guest_dir, scenario, progress=say, kube=kube, kubevirt=kubevirt)

@@ -100,6 +100,11 @@ class Scenario:
     bonds: tuple[Bond, ...] = ()
     addressing: str = "cloud-init"
 
+    @property
+    def dhcp(self) -> bool:
+        """The guest has no cloud-init volume and only runs DHCP clients."""
+        return self.addressing == "dhcp"
+
     def net(self, name: str) -> Net:
         return next(n for n in self.nets if n.name == name)
 
@@ -255,13 +260,12 @@ def vmi(scenario: Scenario, uid: str = "00000000-0000-4000-8000-000000000001") -
                 for b in scenario.bonds
             ]
         )
-    cloud_init = scenario.addressing == "cloud-init"
     devices: dict[str, Any] = {"interfaces": interfaces}
     spec: dict[str, Any] = {
         "domain": {"devices": devices, "resources": {"requests": {"memory": "256Mi"}}},
         "networks": [{"name": n.name, "multus": {"networkName": n.nad}} for n in scenario.nets],
     }
-    if cloud_init:
+    if not scenario.dhcp:
         devices["disks"] = [{"name": "cloudinitdisk", "disk": {"bus": "virtio"}}]
         spec["volumes"] = [{"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": "#cloud-config\n"}}]
     return {
