@@ -31,7 +31,7 @@ export GOTOOLCHAIN=local GOWORK=off
 export GOFLAGS="${PEERS_GOFLAGS:--mod=readonly} -buildvcs=false"
 export CGO_ENABLED=0
 
-BIN_OUT=(kube-apiserver etcd multus multus-shim multus-daemon kubevirt-peer)
+BIN_OUT=(kube-apiserver kubectl etcd multus multus-shim multus-daemon kubevirt-peer)
 CNI_PLUGINS=(
 	main/bridge main/dummy main/host-device main/ipvlan main/loopback
 	main/macvlan main/ptp main/tap main/vlan
@@ -95,6 +95,8 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	vx+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
 done
 gobuild apiserver "$vx" -o "$OUT/bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+# kubectl from the same module and pins: tests read `kubectl describe` as an operator would
+gobuild apiserver "$vx" -o "$OUT/bin/kubectl" k8s.io/kubernetes/cmd/kubectl
 
 # 2. etcd ---------------------------------------------------------------------
 v=$(modver etcd go.etcd.io/etcd/server/v3)

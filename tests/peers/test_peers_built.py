@@ -29,6 +29,7 @@ def _peer(path: str) -> str:
     ("binary", "args", "version"),
     [
         ("bin/kube-apiserver", ["--version"], "Kubernetes v1.37.2"),
+        ("bin/kubectl", ["version", "--client"], "Client Version: v1.37.2"),
         ("bin/etcd", ["--version"], "etcd Version: 3.7.3"),
         ("bin/multus", ["--version"], "v4.3.0"),
         ("bin/multus-daemon", ["--version"], "v4.3.0"),
