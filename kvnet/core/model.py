@@ -2,7 +2,7 @@
 
 Two families live here. The Multus side (what a pod asks for and what it got):
 ``NetworkSelection``, ``DeviceInfo``, ``NetworkStatus``. The VM side (what the guest
-gets and what the pod shows): ``TapNic``, ``HostdevNic``, ``GuestBond`` and the pod facts
+gets and what the pod shows): ``TapNic``, ``HostdevNic``, ``VhostUserNic``, ``GuestBond`` and the pod facts
 the sidecar can read (``PodLink``, ``BindingRecord``, ``NetworkInfoEntry``). The CNI
 programs and the sidecar share only this module and ``kvnet.core.naming``.
 """
@@ -184,7 +184,36 @@ class HostdevNic:
         return naming.sriov_alias(self.name)
 
 
-VmNic = TapNic | HostdevNic
+@dataclass(frozen=True)
+class VhostUserNic:
+    """A virtio NIC whose backend is a vhost-user socket: libvirt ``<interface type="vhostuser">``.
+
+    Host side: ``socket_path`` and ``mode``, QEMU's role on the socket as libvirt's
+    ``<source type="unix" mode>`` means it (``server``: QEMU listens, ``client``: QEMU
+    connects); the device-info's ``mode`` names the other side (docs/vhost-user.md).
+    Guest side as for a tap NIC; ``mac`` is None when neither the VMI nor network-info
+    has one (libvirt then picks one).
+    """
+
+    name: str
+    socket_path: str
+    mode: str
+    mac: str | None = None
+    model: str = "virtio-non-transitional"
+    mtu: int | None = None
+    pci_address: PciAddress | None = None
+    acpi_index: int | None = None
+    boot_order: int | None = None
+    link_up: bool = True
+    queues: int | None = None
+    ip: GuestIpConfig = field(default_factory=GuestIpConfig)
+
+    @property
+    def alias(self) -> str:
+        return naming.interface_alias(self.name)
+
+
+VmNic = TapNic | HostdevNic | VhostUserNic
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,13 @@ import jinja2
 
 from kvnet.core import naming
 from kvnet.core.errors import RenderError
-from kvnet.core.model import HostdevNic, PciAddress, TapNic, VmNic, VmNicPlan
+from kvnet.core.model import HostdevNic, PciAddress, TapNic, VhostUserNic, VmNic, VmNicPlan
 
-TEMPLATES = {TapNic: ("interface_tap.xml.j2", "interface"), HostdevNic: ("hostdev_pci.xml.j2", "hostdev")}
+TEMPLATES = {
+    TapNic: ("interface_tap.xml.j2", "interface"),
+    HostdevNic: ("hostdev_pci.xml.j2", "hostdev"),
+    VhostUserNic: ("interface_vhostuser.xml.j2", "interface"),
+}
 
 
 @functools.cache
@@ -53,7 +57,8 @@ def render_text(nic: VmNic) -> str:
 
 
 def render_nic(nic: VmNic) -> ET.Element:
-    """One ``<interface>`` or ``<hostdev>`` element for ``nic``, parsed and checked."""
+    """One ``<interface>`` or ``<hostdev>`` element for ``nic``, parsed and checked (root tag,
+    alias, and a vhost-user NIC's socket path and mode)."""
     if type(nic) not in TEMPLATES:
         raise RenderError(f"no template for {type(nic).__name__}")
     text = render_text(nic)
@@ -67,6 +72,10 @@ def render_nic(nic: VmNic) -> ET.Element:
     alias = elem.find("alias")
     if alias is None or alias.get("name") != nic.alias:
         raise RenderError(f"interface {nic.name!r}: rendered alias does not match {nic.alias!r}")
+    if isinstance(nic, VhostUserNic):
+        source = elem.find("source")
+        if source is None or (source.get("path"), source.get("mode")) != (nic.socket_path, nic.mode):
+            raise RenderError(f"interface {nic.name!r}: rendered vhost-user source does not match {nic.socket_path!r}")
     return elem
 
 
@@ -106,6 +115,24 @@ def nic_from_element(elem: ET.Element) -> VmNic:
             name=tap_name,
             target=target.get("dev", ""),
             mac=mac.get("address", ""),
+            model=model.get("type", ""),
+            mtu=_int(elem.find("mtu"), "size"),
+            pci_address=_pci(elem.find("address")),
+            acpi_index=_int(elem.find("acpi"), "index"),
+            boot_order=_int(elem.find("boot"), "order"),
+            link_up=link is None or link.get("state") != "down",
+            queues=_int(elem.find("driver"), "queues"),
+        )
+    if elem.tag == "interface" and elem.get("type") == "vhostuser" and tap_name is not None:
+        unix, model, mac = elem.find("source"), elem.find("model"), elem.find("mac")
+        if unix is None or model is None:
+            raise RenderError(f"<interface> {alias} lacks source or model")
+        link = elem.find("link")
+        return VhostUserNic(
+            name=tap_name,
+            socket_path=unix.get("path", ""),
+            mode=unix.get("mode", ""),
+            mac=mac.get("address") if mac is not None else None,
             model=model.get("type", ""),
             mtu=_int(elem.find("mtu"), "size"),
             pci_address=_pci(elem.find("address")),

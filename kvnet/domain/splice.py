@@ -11,6 +11,12 @@ KubeVirt's ``<metadata><kubevirt xmlns="http://kubevirt.io">``, ``qemu:`` elemen
 attribute order and quoting, whitespace) stays exactly as it was. ElementTree would
 rewrite default namespaces as ``ns0:``, which is why the splice does not go through it.
 KubeVirt's domain arrives tab-indented with no XML header; new devices follow its indent.
+
+A vhost-user NIC (``<interface type="vhostuser">``) needs the guest's memory shared with the
+backend: when one is spliced in, the domain gets ``<memoryBacking><access mode="shared"/>``
+unless its memory backing already says shared; a domain that says private (``<access
+mode="private">`` or a NUMA cell's ``memAccess="private"``) is an ``InvalidConfig`` rather
+than a silent change of what its author asked for.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from copy import deepcopy
 from dataclasses import dataclass
 
 from kvnet.core import naming
-from kvnet.core.errors import RenderError
+from kvnet.core.errors import InvalidConfig, RenderError
 from kvnet.core.model import PciAddress
 
 
@@ -76,6 +82,13 @@ class DomainXml:
     devices_empty: bool  # written as <devices/>
     devices_open_end: int  # just after the <devices ...> start tag
     children: tuple[_Device, ...]
+    # the first <memoryBacking>: (start, end), None without one; its first <access>'s mode
+    # ("" for an <access> without one, None without <access>); the NUMA cells' memAccess values
+    memory_backing: tuple[int, int] | None = None
+    memory_backing_empty: bool = False  # written as <memoryBacking/>
+    memory_backing_open_end: int = -1  # just after the <memoryBacking ...> start tag
+    memory_access: str | None = None
+    numa_mem_access: tuple[str, ...] = ()
 
     def require_devices(self) -> tuple[int, int]:
         if self.devices is None:
@@ -125,6 +138,12 @@ class _Parse:
         self.tags: list[str] = []
         self.aliases: list[list[str | None]] = []
         self.addresses: list[dict[str, str] | None] = []
+        self.memory_backing: list[int] = []  # start (and end) of the first <memoryBacking>
+        self.memory_backing_open_end = -1
+        self.memory_backing_empty = False
+        self.in_memory_backing = False
+        self.memory_access: str | None = None
+        self.numa_mem_access: list[str] = []
 
     def _in_devices(self) -> bool:
         return bool(self.devices) and not self.devices_closed and self.stack[:2] == ["domain", "devices"]
@@ -147,6 +166,17 @@ class _Parse:
                 self.devices_empty = data[end - 2 : end] == b"/>"
                 self.devices = [here, end] if self.devices_empty else [here]
                 self.devices_open_end = end
+            elif tag == "memoryBacking" and not self.memory_backing:
+                end = _tag_end(data, here)
+                self.memory_backing_empty = data[end - 2 : end] == b"/>"
+                self.memory_backing = [here, end] if self.memory_backing_empty else [here]
+                self.memory_backing_open_end = end
+                self.in_memory_backing = not self.memory_backing_empty
+        elif depth == 3 and self.in_memory_backing:
+            if tag == "access" and self.memory_access is None:
+                self.memory_access = attrs.get("mode", "")
+        elif depth == 4 and tag == "cell" and self.stack[:3] == ["domain", "cpu", "numa"] and "memAccess" in attrs:
+            self.numa_mem_access.append(attrs["memAccess"])
         elif depth == 3 and self._in_devices():
             end = _tag_end(data, here)
             self.spans.append([here, end] if data[end - 2 : end] == b"/>" else [here])  # <x/>: its end is known now
@@ -175,6 +205,10 @@ class _Parse:
         depth, here = len(self.stack), self.parser.CurrentByteIndex
         in_devices = self._in_devices()
         self.stack.pop()
+        if depth == 2 and self.in_memory_backing:
+            self.memory_backing.append(self.data.index(b">", here) + 1)
+            self.in_memory_backing = False
+            return
         if depth not in (2, 3) or not in_devices:
             return
         span = self.spans[-1] if depth == 3 else self.devices
@@ -217,6 +251,11 @@ class _Parse:
                 _Device(tag, span[0], span[1], tuple(aliases), address)
                 for tag, span, aliases, address in zip(self.tags, self.spans, self.aliases, self.addresses, strict=True)
             ),
+            memory_backing=(self.memory_backing[0], self.memory_backing[1]) if self.memory_backing else None,
+            memory_backing_empty=self.memory_backing_empty,
+            memory_backing_open_end=self.memory_backing_open_end,
+            memory_access=self.memory_access,
+            numa_mem_access=tuple(self.numa_mem_access),
         )
 
 
@@ -368,7 +407,7 @@ def splice(domain_xml: str | bytes | DomainXml, devices: Sequence[ET.Element]) -
     for i, child in enumerate(domain.children):
         if child.alias is not None:
             existing.setdefault(child.alias, i)
-    replaced: dict[int, bytes] = {}
+    edits: list[tuple[int, int, bytes]] = []  # (start, end, text) replacing data[start:end]
     appended: dict[
         str, bytes
     ] = {}  # alias -> text, in order; a later device of the same alias takes the first one's place
@@ -379,36 +418,81 @@ def splice(domain_xml: str | bytes | DomainXml, devices: Sequence[ET.Element]) -
         text = _device_text(new, unit, child_indent)
         index = existing.get(alias)
         if index is not None:
-            replaced[index] = text
+            edits.append((domain.children[index].start, domain.children[index].end, text))
         else:
             appended[alias] = text
-    out: list[bytes] = []
-    cursor = 0
-    for i, child in enumerate(domain.children):
-        if i in replaced:
-            out += [data[cursor : child.start], replaced[i]]
-            cursor = child.end
+    edits = list({start: (start, end, text) for start, end, text in edits}.values())  # the last text per device
     block = b"".join(b"\n" + child_indent.encode() + text for text in appended.values())
     if domain.devices_empty:
-        out += [
-            data[cursor:devices_start],
-            b"<devices>",
-            block,
-            b"\n" + devices_indent.encode(),
-            b"</devices>",
-        ]
-        cursor = devices_end
+        edits.append(
+            (devices_start, devices_end, b"<devices>" + block + b"\n" + devices_indent.encode() + b"</devices>")
+        )
     elif block:
         insert_at = domain.children[-1].end if domain.children else domain.devices_open_end
-        out += [data[cursor:insert_at], block]
-        cursor = insert_at
-        if not domain.children:
+        if not domain.children and not data[insert_at:devices_end].startswith(b"\n"):
             # an empty <devices></devices>: put the end tag back on its own line
-            rest = data[cursor:devices_end]
-            if not rest.startswith(b"\n"):
-                out.append(b"\n" + devices_indent.encode())
+            block += b"\n" + devices_indent.encode()
+        edits.append((insert_at, insert_at, block))
+    vhost_user = [_alias(d) or "" for d in devices if d.tag == "interface" and d.get("type") == "vhostuser"]
+    if vhost_user:
+        edits.extend(_shared_memory_edits(domain, vhost_user, devices_start, devices_indent, unit))
+    out: list[bytes] = []
+    cursor = 0
+    for start, end, text in sorted(edits, key=lambda e: (e[0], e[1])):
+        out += [data[cursor:start], text]
+        cursor = end
     out.append(data[cursor:])
     return _utf8(b"".join(out))
+
+
+SHARED_ACCESS = b'<access mode="shared" />'
+
+
+def _shared_memory_edits(
+    domain: DomainXml, aliases: Sequence[str], devices_start: int, devices_indent: str, unit: str
+) -> list[tuple[int, int, bytes]]:
+    """What gives the domain shared memory for the vhost-user NICs ``aliases``: nothing when it
+    has it, ``<access mode="shared"/>`` in its ``<memoryBacking>`` (one before ``<devices>``
+    without one); ``InvalidConfig`` when the domain asks for private memory."""
+    nics = ", ".join(aliases)
+    if domain.memory_access is not None and domain.memory_access != "shared":
+        raise InvalidConfig(
+            f"domain {domain.name!r} has <memoryBacking><access mode={domain.memory_access!r}>, but the vhost-user "
+            f"NIC(s) {nics} need the guest memory shared with their backend (mode 'shared'); kvnet does not change it",
+            nics,
+        )
+    private = [m for m in domain.numa_mem_access if m != "shared"]
+    if private:
+        raise InvalidConfig(
+            f"domain {domain.name!r} has a NUMA cell with memAccess={private[0]!r}, but the vhost-user NIC(s) {nics} "
+            "need the guest memory shared with their backend; kvnet does not change it",
+            nics,
+        )
+    if domain.memory_access == "shared":
+        return []
+    data = domain.data
+    if domain.memory_backing is None:
+        indent = devices_indent.encode()
+        text = (
+            b"<memoryBacking>\n"
+            + indent
+            + unit.encode()
+            + SHARED_ACCESS
+            + b"\n"
+            + indent
+            + b"</memoryBacking>\n"
+            + indent
+        )
+        return [(devices_start, devices_start, text)]
+    start, end = domain.memory_backing
+    indent = _line_indent(data, start)
+    inner = indent + (unit.encode() if indent else b"")
+    if domain.memory_backing_empty:
+        open_tag = data[start : end - 2].rstrip() + b">"
+        text = open_tag + b"\n" + inner + SHARED_ACCESS + b"\n" + indent + b"</memoryBacking>"
+        return [(start, end, text)]
+    at = domain.memory_backing_open_end
+    return [(at, at, b"\n" + inner + SHARED_ACCESS)]
 
 
 def _utf8(data: bytes) -> str:

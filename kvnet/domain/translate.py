@@ -5,7 +5,10 @@ the NIC kind:
 
 - a tap ``tap<x>`` made by the binding CNI → a tap NIC on it (``<interface type="ethernet">``);
 - the pod interface itself is a macvtap (made by macvtap-cni) → a tap NIC targeting it;
-- no pod interface, but network-info carries a PCI device-info (a VFIO VF) → a PCI hostdev.
+- no pod interface, but network-info carries a PCI device-info (a VFIO VF) → a PCI hostdev;
+- network-info carries a ``vhost-user`` device-info → a virtio NIC on that socket
+  (``<interface type="vhostuser">``), whatever links the pod has: the attachment's own
+  plugin said what it made (docs/vhost-user.md).
 
 Anything else is a :class:`TranslationError` naming the interface and what is missing.
 Bonds (``kvnet.io/bonds``) add ``sriov: {}`` members whose hostdevs KubeVirt renders itself.
@@ -20,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kvnet.core import naming
-from kvnet.core.errors import DeviceError, TranslationError
+from kvnet.core.errors import DeviceError, InvalidConfig, TranslationError
 from kvnet.core.model import (
     REDIRECT_KINDS,
     BindingRecord,
@@ -31,10 +34,12 @@ from kvnet.core.model import (
     PodFacts,
     PodLink,
     TapNic,
+    VhostUserNic,
     VmNic,
     VmNicPlan,
 )
 from kvnet.domain.bonds import BondSpec, vmi_bonds
+from kvnet.domain.vhostuser import VhostUserSocket, from_device_info
 from kvnet.domain.vmi import MAX_QUEUES, Vmi, VmiInterface, VmiNetwork
 
 VIRTIO_MODELS = ("virtio", "virtio-transitional", "virtio-non-transitional")
@@ -155,8 +160,51 @@ def _tap(
     )
 
 
+def vhost_user_socket(iface_name: str, facts: PodFacts) -> VhostUserSocket | None:
+    """The checked socket of the interface's ``vhost-user`` device-info in network-info, else None.
+
+    A malformed one is ``InvalidConfig`` (7) naming the interface.
+    """
+    info = facts.network_info.get(iface_name)
+    if info is None or info.device_info is None or info.device_info.type != "vhost-user":
+        return None
+    try:
+        return from_device_info(info.device_info.raw)
+    except InvalidConfig as err:
+        raise InvalidConfig(f"interface {iface_name!r}: {err.msg}", err.details) from None
+
+
+def _vhost_user(iface: VmiInterface, vmi: Vmi, facts: PodFacts, socket: VhostUserSocket) -> VhostUserNic:
+    """A virtio NIC on the attachment's vhost-user socket; QEMU takes the other end of the backend's role."""
+    model = guest_model(iface, vmi)
+    if model not in VIRTIO_MODELS:
+        raise TranslationError(
+            f"interface {iface.name!r}: model {model!r} on a vhost-user attachment; vhost-user is virtio only "
+            f"({', '.join(VIRTIO_MODELS)})"
+        )
+    info = facts.network_info.get(iface.name)
+    mac = iface.mac or (info.mac if info else None)
+    return VhostUserNic(
+        name=iface.name,
+        socket_path=socket.path,
+        mode=socket.qemu_mode,
+        mac=mac.lower() if mac else None,
+        model=model,
+        mtu=info.mtu if info else None,
+        pci_address=iface.pci_address,
+        acpi_index=iface.acpi_index,
+        boot_order=iface.boot_order,
+        link_up=iface.state != "down",
+        # no tap to ask: the backend's queues are its own business, QEMU offers one pair per vCPU
+        queues=min(vmi.vcpus, MAX_QUEUES) if vmi.multiqueue else None,
+    )
+
+
 def _vm_nic(iface: VmiInterface, vmi: Vmi, facts: PodFacts, pod_iface: str) -> VmNic:
     """The NIC for one kvnet-bound interface; the pod side decides its kind."""
+    socket = vhost_user_socket(iface.name, facts)
+    if socket is not None:
+        return _vhost_user(iface, vmi, facts, socket)
     links = facts.links
     tap = naming.tap_name(pod_iface)
     info = facts.network_info.get(iface.name)

@@ -5,6 +5,11 @@ socket path and a mode (docs/vhost-user.md). The facts come from the Network Plu
 device-info object, ``{"type": "vhost-user", "vhost-user": {"mode": ..., "path": ...}}``.
 The path goes into domain XML, so it is checked here before any rendering: absolute, no
 ``..`` component, none of the characters that XML attributes or shells treat specially.
+
+The device-info ``mode`` is the backend's role on the socket (``client``: the vswitch
+connects, so QEMU must listen), the opposite of libvirt's ``<source mode>``, which is
+QEMU's own; :attr:`VhostUserSocket.qemu_mode` turns one into the other (docs/vhost-user.md
+has the sources).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from dataclasses import dataclass
 from kvnet.core.errors import InvalidConfig
 
 MODES = ("client", "server")
+# device-info ``mode`` (the backend's role on the socket: the vswitch's, as the userspace CNI's
+# ``host.vhost.mode``) -> QEMU's role, which is what libvirt's ``<source type="unix" mode>`` means
+QEMU_MODE = {"client": "server", "server": "client"}
 _FORBIDDEN = frozenset("\"'<>&\\\n\r\t\0")
 
 
@@ -23,7 +31,12 @@ class VhostUserSocket:
     """A checked vhost-user socket: an absolute normalised path and its mode."""
 
     path: str
-    mode: str
+    mode: str  # as the device-info says it: the backend's role ("client": the backend connects)
+
+    @property
+    def qemu_mode(self) -> str:
+        """QEMU's role, libvirt's ``<source mode>``: the other end of the backend's."""
+        return QEMU_MODE[self.mode]
 
 
 def check_socket_path(path: object) -> str:
