@@ -35,7 +35,7 @@ from kvnet.core.errors import (
     UnknownContainer,
 )
 from kvnet.core.model import DeviceInfo, NetworkStatus
-from kvnet.meta import cache, gateways
+from kvnet.meta import cache, events, gateways
 from kvnet.meta import status as network_status
 from kvnet.meta.cache import CachedDelegate
 from kvnet.meta.config import MultusConfig
@@ -63,6 +63,25 @@ def add(
     if pod is None and api is not None and pa.name:
         log.warning("pod %s not found, exiting with an empty CNI result", pa.label)
         return empty_cni_result(request)
+    ref = events.PodRef.of(pod) if pod is not None and seams.events is not None else None
+    try:
+        return _add_pod(request, conf, api, pod, pa, seams, ref, runner)
+    except KvnetError as err:
+        if ref is not None and seams.events is not None:
+            seams.events.post(events.add_failed(ref, err.msg))
+        raise
+
+
+def _add_pod(
+    request: CniRequest,
+    conf: MultusConfig,
+    api: KubeApi | None,
+    pod: Mapping[str, Any] | None,
+    pa: PodArgs,
+    seams: Seams,
+    ref: events.PodRef | None,
+    runner: Runner,
+) -> Mapping[str, Any]:
     delegates = load_delegates(conf, api, pod, pa, seams.allocator)
     if not delegates:
         raise InvalidConfig(f"{cmd_prefix(pa)}no delegate to run")
@@ -85,6 +104,8 @@ def add(
     for p in planned:
         d = p.delegate
         result, own, info = _add_one(request, conf, pa, planned, p, runner, seams)
+        if ref is not None and seams.events is not None:  # Multus's DelegateAdd: "Add net1 [ips] from ns/nad"
+            seams.events.post(events.added_interface(ref, p.ifname, events.result_ips(own), d.name))
         if d.master or main_result is None:
             main_result = result
         try:

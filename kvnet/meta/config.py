@@ -51,7 +51,7 @@ _KEYS = (
     "retryDeleteOnError",
 )
 # kvnet's own keys (Multus ignores unknown keys, so a config with them still works there)
-_KVNET_KEYS = ("delegateTimeout", "inProcessBinding", "podResourcesSocket", "deviceInfoDir")
+_KVNET_KEYS = ("delegateTimeout", "inProcessBinding", "podResourcesSocket", "deviceInfoDir", "events")
 _PREFIX = "LoadNetConf: "
 
 DEFAULT_DELEGATE_TIMEOUT = 60.0  # seconds
@@ -64,13 +64,15 @@ class KvnetOptions:
 
     ``delegate_timeout``: seconds before a delegate is killed; ``in_process_binding``: run
     kvnet's own binding delegate inside the meta-plugin; ``pod_resources_socket`` and
-    ``device_info_dir`` move the kubelet socket and the device-info root (None: the defaults).
+    ``device_info_dir`` move the kubelet socket and the device-info root (None: the defaults);
+    ``events``: post Events on the pod (``kvnet.meta.events``; Multus always does).
     """
 
     delegate_timeout: float = DEFAULT_DELEGATE_TIMEOUT
     in_process_binding: bool = True
     pod_resources_socket: str | None = None
     device_info_dir: str | None = None
+    events: bool = True
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ def _options(raw: Mapping[str, Any]) -> KvnetOptions:
         in_process_binding=_bool(f, "inProcessBinding", True),
         pod_resources_socket=_str(f, "podResourcesSocket") or None,
         device_info_dir=_str(f, "deviceInfoDir") or None,
+        events=_bool(f, "events", True),
     )
 
 

@@ -164,7 +164,10 @@ class CniDaemon:
         self.socket_path = socket_path
         self.long_lived = long_lived or LongLived()
         self.handlers = handlers or make_handlers(
-            api_for=self.long_lived.api, runner_for=self.long_lived.runner, daemon_conf=daemon_conf
+            api_for=self.long_lived.api,
+            runner_for=self.long_lived.runner,
+            daemon_conf=daemon_conf,
+            events_for=self.long_lived.events,
         )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

@@ -85,6 +85,10 @@ def pod_path(namespace: str, name: str, *, status: bool = False) -> str:
     return path + "/status" if status else path
 
 
+def events_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}/events"
+
+
 def nad_path(namespace: str, name: str) -> str:
     return f"/apis/{NAD_GROUP}/{NAD_VERSION}/namespaces/{quote(namespace, safe='')}/{NAD_PLURAL}/{quote(name, safe='')}"
 
@@ -708,6 +712,11 @@ class LightApi(_RetryingStatusWriter):
     def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._get(nad_path(namespace, name))
 
+    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        path = events_path(namespace)
+        status, data, retry_after = self._request("POST", path, event)
+        self._json("POST", path, status, data, retry_after)
+
     def _put_pod_status(self, namespace: str, name: str, pod: Mapping[str, Any]) -> bool:
         path = pod_path(namespace, name, status=True)
         status, data, retry_after = self._request("PUT", path, pod)
@@ -870,6 +879,11 @@ class ClientApi(_RetryingStatusWriter):
         )
         return None if status == 404 else self._decode(what, status, data)
 
+    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        what = f"POST {events_path(namespace)}"
+        status, data = self._call(what, "_core", "create_namespaced_event", namespace, dict(event))
+        self._decode(what, status, data)
+
     def _put_pod_status(self, namespace: str, name: str, pod: Mapping[str, Any]) -> bool:
         what = f"PUT {pod_path(namespace, name, status=True)}"
         status, data = self._call(what, "_core", "replace_namespaced_pod_status", name, namespace, dict(pod))
@@ -929,6 +943,13 @@ class RetryingApi:
 
     def set_network_status(self, namespace: str, name: str, value: str) -> None:
         self._retried(lambda: self.api.set_network_status(namespace, name, value))
+
+    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        """Not retried: an Event is best effort (``kvnet.meta.events`` drops what fails)."""
+        create = getattr(self.api, "create_event", None)
+        if create is None:
+            raise ApiFailure("this API client cannot post Events")
+        create(namespace, event)
 
     def close(self) -> None:
         close = getattr(self.api, "close", None)

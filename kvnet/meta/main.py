@@ -23,7 +23,7 @@ for _sig in (signal.SIGTERM, signal.SIGINT):
 
 from kvnet.cni import delegate  # noqa: E402 - after the early handlers on purpose
 from kvnet.cni.protocol import CniRequest, plugin_main  # noqa: E402
-from kvnet.meta.wiring import make_handlers  # noqa: E402
+from kvnet.meta.wiring import flush_thin_events, make_handlers  # noqa: E402
 
 ABOUT = "kvnet meta-plugin (Multus-compatible) that delegates to other CNI plugins"
 
@@ -49,7 +49,10 @@ def main() -> int:
     delegate.handle_signals(_on_signal, (signal.SIGTERM, signal.SIGINT))
     if _early:  # nothing has run yet: answer with the CNI error at once
         return plugin_main(dict.fromkeys(("ADD", "DEL", "CHECK", "STATUS", "GC"), _early_stop), about=ABOUT)
-    return plugin_main(make_handlers(), about=ABOUT)
+    try:
+        return plugin_main(make_handlers(), about=ABOUT)
+    finally:
+        flush_thin_events()  # the result is written; the pod's events get a bounded wait
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """What the meta-plugin needs from outside, as small Protocols, and the production adapters.
 
 The Kubernetes API (``KubeApi``), the delegate runner (``Runner``), SR-IOV device IDs
-(``DeviceAllocator``), device-info files (``DeviceInfoStore``) and default-route edits in
-the pod netns (``RouteEditor``). The wiring (``kvnet.meta.wiring``) builds the production
+(``DeviceAllocator``), device-info files (``DeviceInfoStore``), default-route edits in
+the pod netns (``RouteEditor``) and Events on the pod (``EventSink``). The wiring (``kvnet.meta.wiring``) builds the production
 ones; tests pass small fakes.
 """
 
@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from kvnet.cni.delegate import DelegateEnv
 from kvnet.core.errors import ApiFailure, KvnetError, NetlinkFailure
 from kvnet.core.model import DeviceInfo
+from kvnet.meta.events import PodEvent
 
 READINESS_TIMEOUT = 45.0  # seconds, Multus's pollTimeout
 
@@ -103,6 +104,12 @@ class RouteEditor(Protocol):
     def set_default(self, netns: str, ifname: str, gateway: str) -> None: ...
 
 
+class EventSink(Protocol):
+    """Events on the pod (``kvnet.meta.events.EventRecorder``); ``post`` never blocks."""
+
+    def post(self, ev: PodEvent) -> bool: ...
+
+
 class IpRouteEditor:
     """``RouteEditor`` with iproute2 run in the pod netns through ``nsenter``.
 
@@ -157,6 +164,7 @@ class Seams:
     allocator: DeviceAllocator | None = None
     devinfo: DeviceInfoStore | None = None
     routes: RouteEditor | None = None
+    events: EventSink | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     readiness_timeout: float = READINESS_TIMEOUT

@@ -15,7 +15,9 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from kvnet.cni.delegate import FALLBACK_BIN_DIR, CallGuard, DelegateRunner, Exec, Interrupted, subprocess_exec
@@ -23,16 +25,19 @@ from kvnet.cni.protocol import CniRequest, Handler
 from kvnet.core.errors import KvnetError
 from kvnet.meta import commands
 from kvnet.meta.config import MultusConfig, parse_multus_config
+from kvnet.meta.events import THIN_FLUSH, EventRecorder, recorder_for
 from kvnet.meta.pod import pod_args
-from kvnet.meta.ports import DeviceInfoFiles, IpRouteEditor, KubeApi, Runner, Seams
+from kvnet.meta.ports import DeviceInfoFiles, EventSink, IpRouteEditor, KubeApi, Runner, Seams
 from kvnet.meta.wording import cmd_err, cmd_prefix
 
+log = logging.getLogger("kvnet.meta")
 LOCK_WAIT_EXTRA = 30.0  # seconds a call waits for a live call on its container, beyond one delegate timeout
 
 _LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "error": logging.ERROR, "panic": logging.CRITICAL}
 _FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 
 ApiFactory = Callable[[str], KubeApi]
+EventsFactory = Callable[[str, KubeApi], EventSink | None]
 RunnerFactory = Callable[[MultusConfig, CniRequest], Runner]
 SeamsFactory = Callable[[MultusConfig], Seams]
 
@@ -151,13 +156,33 @@ def overlay_config(request_conf: Mapping[str, Any], daemon_conf: Mapping[str, An
     return merged
 
 
+_thin_recorders: dict[str, EventRecorder | None] = {}
+
+
+def thin_events(kubeconfig: str, api: KubeApi) -> EventSink | None:
+    """kvnet-cni's recorder for one kubeconfig; :func:`flush_thin_events` drains it at exit."""
+    if kubeconfig not in _thin_recorders:
+        _thin_recorders[kubeconfig] = recorder_for(api)
+    return _thin_recorders[kubeconfig]
+
+
+def flush_thin_events(timeout: float = THIN_FLUSH) -> None:
+    """The events of this process get up to ``timeout`` seconds in all; the rest are dropped."""
+    deadline = time.monotonic() + timeout
+    for recorder in _thin_recorders.values():
+        if recorder is not None and not recorder.flush(max(0.0, deadline - time.monotonic())):
+            log.warning("events not posted within %gs were dropped", timeout)
+
+
 def make_handlers(
     api_for: ApiFactory = light_api,
     runner_for: RunnerFactory = new_runner,
     seams_for: SeamsFactory = default_seams,
     daemon_conf: Mapping[str, Any] | None = None,
+    events_for: EventsFactory | None = thin_events,
 ) -> dict[str, Handler]:
-    """The five CNI commands bound to ``kvnet.meta.commands`` with the given side effects."""
+    """The five CNI commands bound to ``kvnet.meta.commands`` with the given side effects
+    (``events_for``: the Events recorder of an API client; None posts none)."""
 
     def bind(fn: Callable[..., Any], *, wrap_netconf: bool = False) -> Handler:
         def handler(request: CniRequest) -> Mapping[str, Any] | None:
@@ -170,6 +195,8 @@ def make_handlers(
             setup_logging(conf)
             api = api_for(conf.kubeconfig) if conf.kubeconfig else None
             runner, seams = runner_for(conf, request), seams_for(conf)
+            if api is not None and conf.kubeconfig and conf.kvnet.events and events_for is not None:
+                seams = replace(seams, events=events_for(conf.kubeconfig, api))
             if request.command not in ("ADD", "DEL"):
                 out: Mapping[str, Any] | None = fn(request, conf=conf, api=api, runner=runner, seams=seams)
                 return out
@@ -221,6 +248,7 @@ class LongLived:
         self._api_factory = api_factory
         self._apis: dict[str, KubeApi] = {}
         self._runners: dict[tuple[str, str, float, bool], Runner] = {}
+        self._recorders: dict[str, EventRecorder | None] = {}
         self._lock = threading.Lock()
 
     def api(self, kubeconfig: str) -> KubeApi:
@@ -228,6 +256,13 @@ class LongLived:
             if kubeconfig not in self._apis:
                 self._apis[kubeconfig] = self._api_factory(kubeconfig)
             return self._apis[kubeconfig]
+
+    def events(self, kubeconfig: str, api: KubeApi) -> EventSink | None:
+        """One recorder (queue and posting threads) per kubeconfig, for the daemon's life."""
+        with self._lock:
+            if kubeconfig not in self._recorders:
+                self._recorders[kubeconfig] = recorder_for(api)
+            return self._recorders[kubeconfig]
 
     def runner(self, conf: MultusConfig, request: CniRequest | None = None) -> Runner:
         """The runner :func:`new_runner` builds, one per setting that shapes it."""

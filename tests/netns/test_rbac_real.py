@@ -325,9 +325,12 @@ def narrowed_role(without: Triple) -> list[dict[str, Any]]:
     return docs
 
 
+EVENTS_RULE: Triple = ("", "events", "create")  # best effort: ADD does not depend on it
+
+
 @pytest.mark.parametrize(
     "without",
-    sorted(role_rules(the_role())),
+    sorted(role_rules(the_role()) - {EVENTS_RULE}),
     ids=lambda t: f"{t[2]}-{t[1].replace('/', '-')}",
 )
 def test_a_role_without_one_verb_fails_add_naming_it(
@@ -358,6 +361,34 @@ def test_a_role_without_one_verb_fails_add_naming_it(
         assert used(denied) == {without}
         # the runtime's DEL still cleans up under the narrowed role
         rc, out, err = lab.cni("DEL", conf, container="narrow1", pod="web", uid=uid, binary="kvnet")
+        assert rc == 0, (out, err)
+        assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    finally:
+        for doc in reversed(docs):
+            kube.delete(doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
+
+
+def test_a_role_without_events_still_adds_the_pod(lab: PodLab, kube: KubeCluster, rbac: list[dict[str, Any]]) -> None:
+    """Events are best effort: refused, they are dropped and the ADD succeeds."""
+    user = f"system:serviceaccount:{NAMESPACE}:kvnet-narrow"
+    docs = narrowed_role(EVENTS_RULE)
+    try:
+        for doc in docs:
+            status, answer = apply_strict(kube, doc)
+            assert status in (200, 201), answer.get("message", answer)
+        wait_authorized(kube, user, {t: t != EVENTS_RULE for t in role_rules(the_role())})
+        token_file = lab.workdir / "sa" / "token"
+        write_token(token_file, kube.token("kvnet-narrow", NAMESPACE))
+        conf = install_kvnet(lab, kube, token_file)
+        lab.add_nad("blue", BLUE)
+        uid = lab.add_pod("web", "blue@blue0")
+        mark = kube.audit_mark()
+        rc, out, err = lab.cni("ADD", conf, container="noevents1", pod="web", uid=uid, binary="kvnet")
+        assert rc == 0, (out, err)
+        assert [s["interface"] for s in lab.status("web") or []] == ["eth0", "blue0"]
+        denied = [e for e in kube.audit(user=user, since=mark) if e["responseStatus"]["code"] == 403]
+        assert used(denied) == {EVENTS_RULE}
+        rc, out, err = lab.cni("DEL", conf, container="noevents1", pod="web", uid=uid, binary="kvnet")
         assert rc == 0, (out, err)
         assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
     finally:

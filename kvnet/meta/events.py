@@ -1,0 +1,221 @@
+"""Events on the pod: what ``kubectl describe pod`` shows of the meta-plugin's work.
+
+One ``Normal`` event ``AddedInterface`` per attachment added, with Multus's message
+(``Add net1 [10.1.0.5/24] from ns/nad``, its ``DelegateAdd``), and one ``Warning``
+event ``FailedAddInterface`` when an ADD fails, whose message is the ADD's error (it
+names the attachment and the cause). Multus emits no failure event (the kubelet's
+``FailedCreatePodSandBox`` carries its error); kvnet adds it so the cause sits beside the
+attachments that did come up (docs/operations.md, "Events").
+
+Posting never slows ADD: :meth:`EventRecorder.post` puts the event on a bounded queue
+and returns; worker threads post it (one try: an Event is best effort) and an event that
+finds the queue full is dropped and counted. In thin mode the process waits at most
+:data:`THIN_FLUSH` seconds at its end for the queue to drain (``kvnet.meta.main``).
+Events are core/v1 Events as client-go's recorder writes them (name ``<pod>.<hex ns>``,
+``source.component`` ``kvnet``, ``source.host`` the node).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from kvnet.core.errors import KvnetError
+
+log = logging.getLogger("kvnet.events")
+
+COMPONENT = "kvnet"
+ADDED_INTERFACE = "AddedInterface"
+FAILED_ADD_INTERFACE = "FailedAddInterface"
+QUEUE_BOUND = 256  # events waiting to be posted; more are dropped
+WORKERS = 2  # posting threads per API server
+THIN_FLUSH = 1.0  # seconds a kvnet-cni process waits at its end for its events
+MAX_MESSAGE = 1024  # characters of a message (events.k8s.io's note limit; longer ones are cut)
+
+
+class EventApi(Protocol):
+    """The one call the recorder makes (``kvnet.meta.k8s`` implements it)."""
+
+    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """The pod an event is about (its ``involvedObject``)."""
+
+    namespace: str
+    name: str
+    uid: str = ""
+    resource_version: str = ""
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any]) -> PodRef:
+        meta = pod.get("metadata") or {}
+        return cls(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    pod: PodRef
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+def go_list(items: Sequence[str]) -> str:
+    """Go's ``%v`` of a ``[]string``: ``[a b]``."""
+    return "[" + " ".join(items) + "]"
+
+
+def added_interface(pod: PodRef, ifname: str, ips: Sequence[str], network: str) -> PodEvent:
+    """Multus's ``Add %s %v from %s`` (``Add %s %v`` for a delegate without a name)."""
+    message = f"Add {ifname} {go_list(ips)}" + (f" from {network}" if network else "")
+    return PodEvent(pod, "Normal", ADDED_INTERFACE, message)
+
+
+def add_failed(pod: PodRef, error: str) -> PodEvent:
+    return PodEvent(pod, "Warning", FAILED_ADD_INTERFACE, error)
+
+
+def result_ips(result: Mapping[str, Any]) -> list[str]:
+    """The addresses of a delegate's result, whatever its CNI version."""
+    from kvnet.cni.results import convert_result
+
+    try:
+        current = convert_result(result, "1.0.0")
+    except KvnetError:
+        return []
+    return [str(ip["address"]) for ip in current.get("ips") or () if isinstance(ip, Mapping) and "address" in ip]
+
+
+def event_body(ev: PodEvent, *, host: str, now_ns: int, serial: int = 0) -> dict[str, Any]:
+    """The core/v1 Event object client-go's recorder would create for ``ev`` at ``now_ns``
+    (nanoseconds since the epoch; ``serial`` keeps names apart within one nanosecond)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ns // 1_000_000_000))
+    involved = {"kind": "Pod", "apiVersion": "v1", "namespace": ev.pod.namespace, "name": ev.pod.name}
+    if ev.pod.uid:
+        involved["uid"] = ev.pod.uid
+    if ev.pod.resource_version:
+        involved["resourceVersion"] = ev.pod.resource_version
+    message = ev.message if len(ev.message) <= MAX_MESSAGE else ev.message[: MAX_MESSAGE - 3] + "..."
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{ev.pod.name}.{now_ns + serial:x}", "namespace": ev.pod.namespace},
+        "involvedObject": involved,
+        "reason": ev.reason,
+        "message": message,
+        "type": ev.type,
+        "source": {"component": COMPONENT, "host": host},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": host,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+def node_name() -> str:
+    """The node the events come from: ``NODE_NAME`` (the DaemonSet's downward API) or the host name."""
+    return os.environ.get("NODE_NAME") or os.uname().nodename
+
+
+def recorder_for(api: object) -> EventRecorder | None:
+    """A recorder over ``api``, or None when that client cannot post Events."""
+    if not callable(getattr(api, "create_event", None)):
+        return None
+    return EventRecorder(cast(EventApi, api))
+
+
+Observer = Callable[[str], None]  # called with "posted", "dropped" or "failed"
+
+
+class EventRecorder:
+    """Posts :class:`PodEvent` s to one API server from a bounded queue; never blocks."""
+
+    def __init__(
+        self,
+        api: EventApi,
+        *,
+        bound: int = QUEUE_BOUND,
+        workers: int = WORKERS,
+        host: str | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        observer: Observer | None = None,
+    ) -> None:
+        self._api = api
+        self._queue: queue.Queue[PodEvent] = queue.Queue(bound)
+        self._workers = workers
+        self._threads: list[threading.Thread] = []
+        self._host = host or node_name()
+        self._clock = clock
+        self._observer = observer
+        self._lock = threading.Lock()
+        self._serial = 0
+        self.counts = {"posted": 0, "dropped": 0, "failed": 0}
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
+        if self._observer is not None:
+            self._observer(what)
+
+    def post(self, ev: PodEvent) -> bool:
+        """Queue ``ev``; False when the queue was full and it was dropped."""
+        if not ev.pod.namespace or not ev.pod.name:
+            return False
+        try:
+            self._queue.put_nowait(ev)
+        except queue.Full:
+            log.warning(
+                "event dropped (the API is slow, %d waiting): %s %s", self._queue.qsize(), ev.reason, ev.message
+            )
+            self._count("dropped")
+            return False
+        self._start()
+        return True
+
+    def _start(self) -> None:
+        with self._lock:
+            while len(self._threads) < self._workers:
+                t = threading.Thread(target=self._work, name="kvnet-events", daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def _work(self) -> None:
+        while True:
+            ev = self._queue.get()
+            try:
+                with self._lock:
+                    self._serial += 1
+                    serial = self._serial
+                body = event_body(ev, host=self._host, now_ns=self._clock(), serial=serial)
+                self._api.create_event(ev.pod.namespace, body)
+                self._count("posted")
+            except KvnetError as err:
+                log.info("event %s on pod %s/%s not posted: %s", ev.reason, ev.pod.namespace, ev.pod.name, err.msg)
+                self._count("failed")
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every queued event to be posted (or to fail)."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(left)
+        return True
