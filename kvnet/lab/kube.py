@@ -314,6 +314,16 @@ class KubeCluster:
         }
         Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
 
+    def kubectl(self, *args: str, timeout: float = 60) -> str:
+        """``kubectl`` (build/peers) as the admin; its output, or ApiFailure with its stderr."""
+        if not self.admin_kubeconfig.exists():
+            self.write_kubeconfig(self.admin_kubeconfig)
+        argv = [str(peer_binary("kubectl")), "--kubeconfig", str(self.admin_kubeconfig), *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise ApiFailure("kubectl", " ".join(args), done.returncode, {"message": done.stderr.strip()})
+        return done.stdout
+
     def _context(self) -> ssl.SSLContext:
         if self._ctx is None:
             ctx = ssl.create_default_context(cafile=str(self.ca_file))
