@@ -14,6 +14,7 @@ has the sources).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ MODES = ("client", "server")
 # ``host.vhost.mode``) -> QEMU's role, which is what libvirt's ``<source type="unix" mode>`` means
 QEMU_MODE = {"client": "server", "server": "client"}
 _FORBIDDEN = frozenset("\"'<>&\\\n\r\t\0")
+# control characters, lone surrogates and non-characters: none can stand in an XML attribute
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Cn"})
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ def check_socket_path(path: object) -> str:
     """The path unchanged if it is safe to put into domain XML, else ``InvalidConfig`` (7)."""
     if not isinstance(path, str) or not path:
         raise InvalidConfig("vhost-user socket path must be a non-empty string", repr(path))
-    bad = sorted(set(path) & _FORBIDDEN)
+    bad = sorted({c for c in path if c in _FORBIDDEN or unicodedata.category(c) in _FORBIDDEN_CATEGORIES})
     if bad:
         raise InvalidConfig("vhost-user socket path contains a forbidden character", f"{path!r}: {bad!r}")
     if not path.startswith("/"):
