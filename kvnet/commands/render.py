@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from kvnet.core import bindrecord, naming
-from kvnet.core.errors import DecodeFailure, IOFailure, NetworkNotFound
+from kvnet.core.errors import DecodeFailure, InvalidConfig, IOFailure, NetworkNotFound
 from kvnet.core.model import REDIRECT_KINDS, BindingRecord, GuestIpConfig, NetworkInfoEntry, PodFacts, PodLink, is_mac
 from kvnet.core.plumbing import Macvtap, Plumbing, VfioVf, pod_links, tap_plumbing
 from kvnet.domain import pipeline
@@ -184,6 +184,8 @@ def assumed_plumbing(
     - network-info has a PCI device-info, or the NAD is SR-IOV (``resourceName`` or type
       ``sriov``): a VFIO VF — no link (the hostdev source comes from network-info);
     - the NAD's type is ``macvtap``: the pod interface is a macvtap;
+    - network-info has a ``vhost-user`` device-info: no link (the socket is the NIC); a
+      ``userspace`` NAD without one is an error (its socket path is the CNI's to pick);
     - otherwise a tap behind the pod interface, by the binding's ``auto`` mode rule:
       redirected for a ``macvlan`` or ``ipvlan`` NAD, else bridged (a veth pod link); the
       record carries the original MAC, the NAD's MTU and its static IPAM; the tap is
@@ -201,6 +203,13 @@ def assumed_plumbing(
         nad = _find_nad(network.network_name, vmi.namespace, nads) if network.network_name else None
         conf = _nad_config(nad) if nad else {}
         annotations = ((nad or {}).get("metadata") or {}).get("annotations") or {}
+        if entry and entry.device_info and entry.device_info.type == "vhost-user":
+            continue  # the attachment's socket, no link: the translation reads it from network-info
+        if conf.get("type") == "userspace":
+            raise InvalidConfig(
+                f"interface {iface.name!r}: NAD {network.network_name!r} is a userspace-CNI (vhost-user) attachment, whose "
+                "socket path the CNI picks at pod start: give --network-info with its vhost-user device-info"
+            )
         if (
             (entry and entry.device_info and entry.device_info.type == "pci")
             or RESOURCE_NAME in annotations

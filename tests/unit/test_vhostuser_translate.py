@@ -395,3 +395,80 @@ def test_the_golden_plan_has_both_modes() -> None:
     assert isinstance(nics["dpdk-b"], VhostUserNic) and nics["dpdk-b"].mode == "client"
     assert isinstance(nics["blue"], TapNic)
     assert len(render_plan(plan_vm_nics(parse_vmi(vm), facts))) == 3
+
+
+# --- kvnet render -----------------------------------------------------------------------
+
+USERSPACE_NAD = """---
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata:
+  name: {name}
+spec:
+  config: '{{"cniVersion": "1.0.0", "type": "userspace", "name": "{name}",
+    "host": {{"engine": "ovs-dpdk", "iftype": "vhostuser", "netType": "bridge", "vhost": {{"mode": "client"}},
+    "bridge": {{"bridgeName": "br0"}}}}}}'
+"""
+BRIDGE_NAD = """---
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata:
+  name: br-blue
+spec:
+  config: '{"cniVersion": "1.0.0", "type": "bridge", "name": "br-blue", "bridge": "br-blue"}'
+"""
+
+
+def _render_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from kvnet.cli import main
+
+    code = main(["render", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _nads(tmp_path: Path) -> str:
+    path = tmp_path / "nads.yaml"
+    path.write_text(
+        USERSPACE_NAD.format(name="userspace-ovs") + USERSPACE_NAD.format(name="userspace-vpp") + BRIDGE_NAD
+    )
+    return str(path)
+
+
+def test_render_previews_vhost_user_nics_from_network_info(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """No --pod-links: the pod is assumed, and a vhost-user attachment assumes no link."""
+    code, out, _ = _render_cli(
+        capsys,
+        str(GOLDEN / "vhost-user" / "vm.yaml"),
+        _nads(tmp_path),
+        "--network-info",
+        str(GOLDEN / "vhost-user" / "network-info.json"),
+        "--only",
+        "xml",
+    )
+    assert code == 0
+    got = {e.find("alias").get("name"): e for e in ET.fromstring(out).iterfind("interface")}  # type: ignore[union-attr]
+    assert got["ua-dpdk-a"].get("type") == got["ua-dpdk-b"].get("type") == "vhostuser"
+    assert got["ua-dpdk-a"].find("source").attrib == {  # type: ignore[union-attr]
+        "type": "unix",
+        "path": "/var/run/kubevirt/vhostuser/dpdk-a/vhost.sock",
+        "mode": "server",
+    }
+    assert got["ua-blue"].get("type") == "ethernet"
+    devices = {
+        e.find("alias").get("name"): e
+        for e in ET.fromstring((GOLDEN / "vhost-user" / "expected.xml").read_text()).iterfind("devices/interface")
+    }  # type: ignore[union-attr]
+    for alias in ("ua-dpdk-a", "ua-dpdk-b"):  # the same NICs as with the pod's real links
+        assert canonical(ET.tostring(got[alias], encoding="unicode")) == canonical(
+            ET.tostring(devices[alias], encoding="unicode")
+        )
+
+
+def test_render_refuses_a_userspace_nad_without_network_info(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = _render_cli(capsys, str(GOLDEN / "vhost-user" / "vm.yaml"), _nads(tmp_path))
+    assert code == 1 and out == ""
+    assert "interface 'dpdk-a': NAD 'userspace-ovs' is a userspace-CNI (vhost-user) attachment" in err
+    assert "--network-info" in err
