@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kvnet.commands.demo", "run the local end-to-end demo"),
     "guest": ("kvnet.commands.guest", "build the tiny test guest image"),
     "explain": ("kvnet.commands.explain", "say why a pod has or lacks each network it asked for"),
+    "policy": ("kvnet.commands.policy", "enforce MultiNetworkPolicies on this node's pod attachments"),
 }
 
 
