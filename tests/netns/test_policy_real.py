@@ -60,6 +60,7 @@ CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.ar
 class PodNet:
     name: str
     ns: Netns
+    namespace: str = NS
     uid: str = ""
     container: str = ""
     net1: str = ""  # address on the policed NAD
@@ -106,10 +107,15 @@ ONLY_A_ON_PORT = [
 class Lab:
     """The three pods on the real API server, their listeners and the agent."""
 
-    def __init__(self, lab: PodLab, kube: KubeCluster, pods: dict[str, PodNet]) -> None:
+    def __init__(
+        self, lab: PodLab, kube: KubeCluster, pods: dict[str, PodNet], netns_factory: Callable[..., Netns]
+    ) -> None:
         self.lab = lab
         self.kube = kube
         self.pods = pods
+        self.netns_factory = netns_factory
+        self.kubeconfig = kube.admin_kubeconfig
+        self.cleanups: list[Callable[[], object]] = []
         self.conf = lab.config(
             [
                 {
@@ -131,19 +137,26 @@ class Lab:
             "kind": "Pod",
             "metadata": {
                 "name": pod.name,
-                "namespace": NS,
+                "namespace": pod.namespace,
                 "labels": labels,
-                "annotations": {"k8s.v1.cni.cncf.io/networks": NAD, "kvnet.io/netns": pod.ns.name},
+                "annotations": {"k8s.v1.cni.cncf.io/networks": f"{NS}/{NAD}", "kvnet.io/netns": pod.ns.name},
             },
             "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]},
         }
         pod.uid = str(self.kube.create(obj)["metadata"]["uid"])
+        self.pods[pod.name] = pod
         pod.container = "pol" + uuid.uuid4().hex[:10]
         rc, result, err = self.lab.cni(
-            "ADD", self.conf, container=pod.container, pod=pod.name, uid=pod.uid, namespace=NS, netns=pod.ns.path
+            "ADD",
+            self.conf,
+            container=pod.container,
+            pod=pod.name,
+            uid=pod.uid,
+            namespace=pod.namespace,
+            netns=pod.ns.path,
         )
         assert rc == 0, (result, err)
-        status = self.lab.status(pod.name, NS) or []
+        status = self.lab.status(pod.name, pod.namespace) or []
         by_if = {s.get("interface"): s for s in status}
         assert by_if["net1"]["name"] == f"{NS}/{NAD}", status
         pod.net1, pod.eth0 = by_if["net1"]["ips"][0], by_if["eth0"]["ips"][0]
@@ -151,9 +164,29 @@ class Lab:
     def delete_pod(self, pod: PodNet) -> None:
         if pod.container:
             self.lab.cni(
-                "DEL", self.conf, container=pod.container, pod=pod.name, uid=pod.uid, namespace=NS, netns=pod.ns.path
+                "DEL",
+                self.conf,
+                container=pod.container,
+                pod=pod.name,
+                uid=pod.uid,
+                namespace=pod.namespace,
+                netns=pod.ns.path,
             )
-        self.kube.delete("Pod", NS, pod.name)
+        self.kube.delete("Pod", pod.namespace, pod.name)
+
+    def new_pod(self, name: str, labels: dict[str, str], namespace: str = NS) -> PodNet:
+        pod = PodNet(name, self.netns_factory(f"kvp{name}"), namespace)
+        self.add_pod(pod, labels)
+        return pod
+
+    def label_namespace(self, namespace: str, labels: dict[str, str | None]) -> None:
+        """Merge ``labels`` into the namespace's (None removes one); undone at the end."""
+        self.kube.ensure_namespace(namespace)
+        path = f"/api/v1/namespaces/{namespace}"
+        body = {"metadata": {"labels": labels}}
+        self.kube.call("PATCH", path, body, content_type="application/merge-patch+json")
+        undo = {"metadata": {"labels": dict.fromkeys(labels)}}
+        self.cleanups.append(lambda: self.kube.raw("PATCH", path, undo, content_type="application/merge-patch+json"))
 
     def listen(self, pod: PodNet, *ports: int) -> None:
         proc = subprocess.Popen(
@@ -176,7 +209,7 @@ class Lab:
     def kvnet_policy(self, *extra: str) -> list[str]:
         return [
             sys.executable, "-m", "kvnet.cli", "-v", "policy",
-            "--kubeconfig", str(self.kube.admin_kubeconfig), "--node", NODE, *extra,
+            "--kubeconfig", str(self.kubeconfig), "--node", NODE, *extra,
         ]  # fmt: skip
 
     def start_agent(self) -> None:
@@ -208,6 +241,8 @@ class Lab:
             self.delete_policy(name)
         for pod in self.pods.values():
             self.delete_pod(pod)
+        for undo in reversed(self.cleanups):
+            undo()
 
 
 @pytest.fixture
@@ -229,7 +264,7 @@ def policy_lab(
             },
             namespace=NS,
         )
-        lab = Lab(pl, kube, pods)
+        lab = Lab(pl, kube, {}, netns_factory)
         try:
             for name, pod in pods.items():
                 lab.add_pod(pod, {"app": name})
@@ -294,3 +329,83 @@ def test_once_applies_and_exits(policy_lab: Lab) -> None:
     assert connects(a, b.net1, PORT) and not connects(c, b.net1, PORT)
     in_ns(b.ns, "nft", "delete", "table", "inet", "kvnet-policy")
     assert os.path.exists(b.ns.path)
+
+
+def test_egress_and_ip_block_except(policy_lab: Lab) -> None:
+    lab = policy_lab
+    a, b, c = lab.pods["a"], lab.pods["b"], lab.pods["c"]
+    lab.listen(c, PORT)
+    a_out = {
+        "podSelector": {"matchLabels": {"app": "a"}},
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": PORT}]}],
+    }
+    lab.create_policy(
+        {**policy("a-out", {}, []), "spec": a_out}  # egress only: A's ingress stays open
+    )
+    block = {"ipBlock": {"cidr": "10.82.0.0/24", "except": [f"{c.net1}/32"]}}
+    lab.create_policy(policy("b-in", {"app": "b"}, [{"from": [block]}]))
+    lab.start_agent()
+    wait_for("A's and B's tables", lambda: TABLE in tables(a) and TABLE in tables(b))
+    assert tables(c) == []
+    assert connects(a, b.net1, PORT)  # A's egress to B on PORT, B's ingress from the block
+    assert not connects(a, b.net1, OTHER_PORT)  # A's egress: that port is not allowed
+    assert not connects(a, c.net1, PORT)  # A's egress: C is no allowed destination
+    assert not connects(c, b.net1, PORT)  # B's ingress: C is the block's exception
+    assert connects(b, c.net1, PORT)  # B's egress is not isolated; the answers come back in
+    assert connects(a, c.eth0, PORT)  # A's eth0 is not policed
+    assert lab.stop_agent() == 0, lab.agent_log()
+    assert tables(a) == [] and tables(b) == []
+
+
+AGENT_RULES = [
+    {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["multi-networkpolicies"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list", "watch"]},
+]
+
+
+def agent_identity(lab: Lab) -> None:
+    """The agent runs as a ServiceAccount bound to exactly docs/policy.md's RBAC rules."""
+    kube, account = lab.kube, "kvnet-policy-agent"
+    objects = [
+        {"kind": "ServiceAccount", "metadata": {"name": account, "namespace": NS}},
+        {"kind": "ClusterRole", "metadata": {"name": account}, "rules": AGENT_RULES},
+        {
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": account},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": account},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": NS}],
+        },
+    ]
+    for obj in objects:
+        kube.create(obj)
+        meta = obj["metadata"]
+        lab.cleanups.append(lambda k=obj["kind"], m=meta: kube.delete(k, m.get("namespace"), m["name"]))
+    lab.kubeconfig = lab.lab.workdir / "agent.kubeconfig"
+    kube.write_kubeconfig(lab.kubeconfig, token=kube.token(account, NS))
+
+
+def test_namespace_selector_and_pods_that_come_later(policy_lab: Lab) -> None:
+    lab = policy_lab
+    a, b = lab.pods["a"], lab.pods["b"]
+    agent_identity(lab)
+    friends = "policy-friends"
+    lab.label_namespace(friends, {"kvnet-test/team": "friends"})
+    peer = {
+        "namespaceSelector": {"matchLabels": {"kvnet-test/team": "friends"}},
+        "podSelector": {"matchLabels": {"app": "a"}},
+    }
+    lab.create_policy(policy("b-from-friends", {"app": "b"}, [{"from": [peer]}]))
+    lab.start_agent()
+    wait_for("B's table", lambda: TABLE in tables(b))
+    assert not connects(a, b.net1, PORT)  # A is app=a, but its namespace is no friend
+    # a pod that matches comes later: once its network-status is written, B lets it in
+    d = lab.new_pod("d", {"app": "a"}, namespace=friends)
+    wait_for("D reaches B", lambda: connects(d, b.net1, PORT, timeout=0.5))
+    e = lab.new_pod("e", {"app": "other"}, namespace=friends)
+    assert not connects(e, b.net1, PORT)
+    # A's namespace becomes a friend: A gets in
+    lab.label_namespace(NS, {"kvnet-test/team": "friends"})
+    wait_for("A reaches B", lambda: connects(a, b.net1, PORT, timeout=0.5))
+    assert lab.stop_agent() == 0, lab.agent_log()
+    assert "403" not in lab.agent_log() and "Forbidden" not in lab.agent_log()

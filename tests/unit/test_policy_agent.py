@@ -1,0 +1,104 @@
+"""kvnet.policy.agent: the cached state and the reconcile (a fake source and a recording nft)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kvnet.core.errors import IOFailure
+from kvnet.policy.agent import NAMESPACES, PODS, POLICIES, Agent, Event, KubeSource, State
+from kvnet.policy.nft import DELETE_SCRIPT, Nft
+
+NS = "team"
+
+
+class RecordingNft(Nft):
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+        self.fail = fail
+
+    def apply(self, netns: str, text: str) -> None:
+        if self.fail:
+            raise IOFailure("nft failed")
+        self.calls.append((netns, text))
+
+    def delete(self, netns: str) -> None:
+        self.calls.append((netns, DELETE_SCRIPT))
+
+
+def pod(name: str, app: str, ip: str, netns: str, node: str = "n1") -> dict[str, Any]:
+    status = [{"name": f"{NS}/blue", "interface": "net1", "ips": [ip]}]
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "labels": {"app": app},
+            "annotations": {"k8s.v1.cni.cncf.io/network-status": json.dumps(status), "kvnet.io/netns": netns},
+        },
+        "spec": {"nodeName": node},
+    }
+
+
+POLICY = {
+    "metadata": {"name": "p", "namespace": NS, "annotations": {"k8s.v1.cni.cncf.io/policy-for": "blue"}},
+    "spec": {"podSelector": {"matchLabels": {"app": "b"}}, "ingress": [{"from": [{"podSelector": {}}]}]},
+}
+
+
+def agent(tmp_path: Path, nft: RecordingNft) -> Agent:
+    for name in ("ns-a", "ns-b"):
+        (tmp_path / name).touch()
+    a = Agent(KubeSource.__new__(KubeSource), "n1", netns_dir=str(tmp_path), nft=nft)
+    a.state.update(Event(NAMESPACES, "LIST", ({"metadata": {"name": NS}},)))
+    a.state.update(Event(PODS, "LIST", (pod("a", "a", "10.1.0.2", "ns-a"), pod("b", "b", "10.1.0.3", "ns-b"))))
+    a.state.update(Event(POLICIES, "LIST", (POLICY,)))
+    return a
+
+
+def test_apply_once_then_only_on_change_then_delete(tmp_path: Path) -> None:
+    nft = RecordingNft()
+    a = agent(tmp_path, nft)
+    a.reconcile()
+    assert [path for path, _ in nft.calls] == [str(tmp_path / "ns-b")]
+    assert "ip saddr { 10.1.0.2/32, 10.1.0.3/32 } accept" in nft.calls[0][1]
+    a.reconcile()
+    assert len(nft.calls) == 1  # unchanged: not applied again
+    a.state.update(Event(PODS, "MODIFIED", (pod("a", "a", "10.1.0.9", "ns-a"),)))
+    a.reconcile()
+    assert "10.1.0.9/32" in nft.calls[-1][1]
+    a.state.update(Event(POLICIES, "DELETED", (POLICY,)))
+    a.reconcile()
+    assert nft.calls[-1] == (str(tmp_path / "ns-b"), DELETE_SCRIPT)
+    assert a.applied == {}
+
+
+def test_pod_deleted_and_remove_all(tmp_path: Path) -> None:
+    nft = RecordingNft()
+    a = agent(tmp_path, nft)
+    a.reconcile()
+    a.remove_all()
+    assert nft.calls[-1] == (str(tmp_path / "ns-b"), DELETE_SCRIPT)
+    a.reconcile()
+    a.state.update(Event(PODS, "DELETED", (pod("b", "b", "10.1.0.3", "ns-b"),)))
+    a.reconcile()
+    assert nft.calls[-1] == (str(tmp_path / "ns-b"), DELETE_SCRIPT) and a.applied == {}
+
+
+def test_no_netns_or_failing_nft_is_not_recorded_as_applied(tmp_path: Path) -> None:
+    nft = RecordingNft(fail=True)
+    a = agent(tmp_path, nft)
+    a.reconcile()
+    assert a.applied == {}
+    a.state.update(Event(PODS, "MODIFIED", (pod("b", "b", "10.1.0.3", "../etc"),)))
+    a.nft = RecordingNft()
+    a.reconcile()
+    assert a.applied == {}  # a path in the annotation is not trusted
+
+
+def test_a_list_replaces_what_was_cached() -> None:
+    state = State()
+    state.update(Event(PODS, "ADDED", (pod("x", "a", "10.1.0.2", "ns-x"),)))
+    state.update(Event(PODS, "LIST", (pod("y", "a", "10.1.0.3", "ns-y"),)))
+    assert list(state.pods) == [(NS, "y")]
