@@ -409,3 +409,15 @@ def test_namespace_selector_and_pods_that_come_later(policy_lab: Lab) -> None:
     wait_for("A reaches B", lambda: connects(a, b.net1, PORT, timeout=0.5))
     assert lab.stop_agent() == 0, lab.agent_log()
     assert "403" not in lab.agent_log() and "Forbidden" not in lab.agent_log()
+
+
+def test_served_v1beta1_prunes_end_port(kube: KubeCluster) -> None:
+    """The project's CRD serves v1beta1, which has no endPort: the API server drops it (so a
+    range reaches the agent only through a version that has the field; docs/policy.md)."""
+    obj = policy("ranged", {}, [{"ports": [{"protocol": "TCP", "port": 8000, "endPort": 8100}]}])
+    kube.ensure_namespace(NS)
+    try:
+        made = kube.call("POST", POLICIES, obj)
+        assert made["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8000}]}]
+    finally:
+        kube.raw("DELETE", f"{POLICIES}/ranged")
