@@ -7,8 +7,10 @@ each list their kind and then follow it from the list's resourceVersion, relisti
 (:meth:`Agent.run`) drains the queue into the cached state and reconciles: the wanted
 rules are recomputed for every pod on this node (:func:`kvnet.policy.model.wanted_rules`,
 pure), and a pod's table is applied only when its text changed, and deleted when the pod
-no longer needs one (policy deleted, pod deleted or no longer selected). On stop the agent
-removes every table it applied: without the agent nobody keeps them current.
+no longer needs one (policy deleted, pod deleted or no longer selected). After its first
+full reconcile it sweeps ``--netns-dir`` for tables of its own name in netns it does not
+police (left by an agent that was killed). On stop the agent removes every table it
+applied: without the agent nobody keeps them current.
 
 Peers are looked for on every node (a peer's addresses come from its network-status,
 wherever it runs), so pods are watched cluster-wide; only this node's pods get tables.
@@ -39,7 +41,7 @@ from kvnet.policy.model import (
     parse_policy,
     wanted_rules,
 )
-from kvnet.policy.nft import Nft, script
+from kvnet.policy.nft import FAMILY, TABLE, Nft, script
 
 log = logging.getLogger("kvnet.policy")
 
@@ -254,6 +256,26 @@ class Agent:
         except IOFailure as err:
             log.error("pod %s/%s: %s %s", key[0], key[1], err.msg, err.details)
 
+    def sweep(self) -> None:
+        """Remove this agent's table from every netns in ``netns_dir`` that no pod it polices
+        uses: what an agent killed without its clean-up (SIGKILL, a crash) left behind."""
+        mine = {path for path, _ in self.applied.values()}
+        try:
+            names = sorted(os.listdir(self.netns_dir))
+        except OSError as err:
+            log.warning("cannot list %s: %s", self.netns_dir, err)
+            return
+        for name in names:
+            path = os.path.join(self.netns_dir, name)
+            if path in mine:
+                continue
+            try:
+                if f"{FAMILY} {TABLE}" in self.nft.tables(path):
+                    self.nft.delete(path)
+                    log.info("netns %s: stale table removed (no pod policed there)", path)
+            except IOFailure as err:
+                log.debug("netns %s not swept: %s", path, err.msg)
+
     def remove_all(self) -> None:
         for key, (path, _) in list(self.applied.items()):
             self._delete(key, path)
@@ -288,6 +310,7 @@ class Agent:
         for t in threads:
             t.start()
         seen: set[str] = set()
+        swept = False
         try:
             while not self.stop.is_set():
                 try:
@@ -307,6 +330,9 @@ class Agent:
                         seen.add(ev.kind)
                 if seen >= set(KINDS):  # no table from a partial view of the cluster
                     self.reconcile()
+                    if not swept:
+                        self.sweep()
+                        swept = True
         finally:
             self.stop.set()
             self.remove_all()

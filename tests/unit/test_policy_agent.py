@@ -27,6 +27,9 @@ class RecordingNft(Nft):
     def delete(self, netns: str) -> None:
         self.calls.append((netns, DELETE_SCRIPT))
 
+    def tables(self, netns: str) -> list[str]:
+        return ["inet kvnet-policy", "inet other"] if netns.endswith("stale") else ["inet other"]
+
 
 def pod(name: str, app: str, ip: str, netns: str, node: str = "n1") -> dict[str, Any]:
     status = [{"name": f"{NS}/blue", "interface": "net1", "ips": [ip]}]
@@ -102,3 +105,13 @@ def test_a_list_replaces_what_was_cached() -> None:
     state.update(Event(PODS, "ADDED", (pod("x", "a", "10.1.0.2", "ns-x"),)))
     state.update(Event(PODS, "LIST", (pod("y", "a", "10.1.0.3", "ns-y"),)))
     assert list(state.pods) == [(NS, "y")]
+
+
+def test_sweep_removes_only_stale_tables_of_its_own(tmp_path: Path) -> None:
+    nft = RecordingNft()
+    a = agent(tmp_path, nft)
+    (tmp_path / "ns-stale").touch()
+    (tmp_path / "ns-clean").touch()
+    a.reconcile()
+    a.sweep()
+    assert nft.calls[1:] == [(str(tmp_path / "ns-stale"), DELETE_SCRIPT)]  # not B's, not ns-clean
