@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from kvnet.commands.explain import Finding, NadFact, PodFacts, explain
+from kvnet.cni import libcni_cache
+from kvnet.cni.libcni_cache import CachedAttachment
+from kvnet.commands.explain import CacheFact, Finding, NadFact, PodFacts, explain, nad_mtu, read_cache
+from kvnet.meta import cache
+from kvnet.meta.cache import CachedDelegate
 
 OK_STATUS = json.dumps([{"name": "ns/br", "interface": "net1", "ips": ["10.1.0.5"]}])
 
@@ -53,3 +58,52 @@ def test_refused_annotation_is_a_finding() -> None:
 
 def test_no_annotation_no_findings() -> None:
     assert explain(facts("")) == ()
+
+
+# --- the node's cache and MTU --------------------------------------------------------
+
+
+def test_cache_read_from_files_names_the_interface(tmp_path: Path) -> None:
+    cid = "c0ffee"
+    delegates = (
+        CachedDelegate("default/main", {"cniVersion": "1.0.0", "name": "main", "type": "bridge"}, master=True),
+        CachedDelegate("ns/br", {"cniVersion": "1.0.0", "name": "br", "type": "bridge"}),
+    )
+    cache.save(tmp_path, cid, delegates)
+    args = (("K8S_POD_NAMESPACE", "ns"), ("K8S_POD_NAME", "p"), ("K8S_POD_UID", "u1"))
+    libcni_cache.write_result(tmp_path, CachedAttachment("br", cid, "net1", b"{}", cni_args=args))
+    libcni_cache.write_result(tmp_path, CachedAttachment("br", "other", "net1", b"{}", cni_args=args[:1]))
+    fact = read_cache(str(tmp_path), {"metadata": {"namespace": "ns", "name": "p", "uid": "u1"}}, None)
+    assert fact == CacheFact(str(tmp_path), cid, (("ns/br", "net1"),))
+    (finding,) = explain(facts("br", OK_STATUS, (NadFact("ns", "br", 200),), cache=fact))
+    assert finding.cache == "the node's cache has it as net1"
+    (missing,) = explain(facts("gone", None, (NadFact("ns", "gone", 200),), cache=fact))
+    assert missing.cause == f"the ADD of container {cid} did not ask for it (not in the node's delegate cache)"
+    assert missing.cache == f"the node's cache (container {cid}) does not have it"
+    none = read_cache(str(tmp_path), {"metadata": {"namespace": "ns", "name": "q"}}, None)
+    assert none.container_id is None
+
+
+@pytest.mark.parametrize(
+    ("config", "mtu"),
+    [
+        ({"type": "bridge", "mtu": 1400}, 1400),
+        ({"plugins": [{"type": "bridge", "mtu": 9000}, {"type": "tuning", "mtu": 1}]}, 9000),
+        ({"type": "bridge"}, None),
+        ({"type": "bridge", "mtu": "1400"}, None),
+    ],
+)
+def test_nad_mtu(config: dict[str, object], mtu: int | None) -> None:
+    assert nad_mtu({"spec": {"config": json.dumps(config)}}) == mtu
+
+
+def test_mtu_mismatch_from_status_and_link() -> None:
+    nad = (NadFact("ns", "br", 200, mtu=1400),)
+    status = json.dumps([{"name": "ns/br", "interface": "net1", "ips": [], "mtu": 1500}])
+    (by_status,) = explain(facts("br", status, nad))
+    assert by_status.mtu == "MTU mismatch: NAD says 1400, network-status has 1500 for net1"
+    assert by_status.present and not by_status.ok
+    (by_link,) = explain(facts("br", OK_STATUS, nad, link_mtus=(("net1", 1500),)))
+    assert by_link.mtu == "MTU mismatch: NAD says 1400, net1 has 1500"
+    (same,) = explain(facts("br", OK_STATUS, nad, link_mtus=(("net1", 1400),)))
+    assert same.mtu is None and same.ok
