@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kvnet.lab.kube import KubeCluster
+from kvnet.lab.pod_demo import IP, PodLab, in_ns
 
 NS = "explain"
 OTHER = "explain-other"
@@ -69,3 +70,52 @@ def test_explain_names_the_cause(cluster: tuple[KubeCluster, Path], name: str, f
     (finding,) = json.loads(done.stdout)
     assert finding["present"] is False
     assert finding["cause"] == cause
+
+
+MAIN = {
+    "cniVersion": "1.0.0",
+    "name": "main",
+    "type": "bridge",
+    "bridge": "kvx-main",
+    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.61.0.0/24"}]]},
+}
+MTU_NAD = {
+    "cniVersion": "1.0.0",
+    "name": "mtu",
+    "type": "bridge",
+    "bridge": "kvx-mtu",
+    "mtu": 1400,
+    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.62.0.0/24"}]]},
+}
+
+
+def test_explain_reads_the_node_cache_and_the_pod_link_mtu(
+    kube: KubeCluster, netns_factory: Callable[..., Any], cni_bin_dir: str, kvnet_bin_dir: str, tmp_path: Path
+) -> None:
+    """A real ADD by kvnet-cni (its delegate cache, libcni's result files, the pod's net1),
+    then the link's MTU changed under the pod: explain finds the sandbox in the cache by the
+    pod's name, says net1, and reads 1300 where the NAD says 1400."""
+    node, podns = netns_factory("kvexn"), netns_factory("kvexp")
+    with PodLab(node, podns, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=cni_bin_dir, kube=kube) as lab:
+        lab.add_nad("mtu", MTU_NAD, namespace=NS)
+        uid = lab.add_pod("mtu-pod", "mtu", namespace=NS)
+        conf = lab.config([MAIN])
+        rc, _, err = lab.cni("ADD", conf, container="explain0sandbox", pod="mtu-pod", uid=uid, namespace=NS)
+        assert rc == 0, err
+        argv = [sys.executable, "-m", "kvnet.cli", "explain", f"{NS}/mtu-pod", "--kubeconfig", str(lab.kubeconfig)]
+        argv += ["--cache-dir", str(lab.cni_dir), "--netns", podns.path, "--output", "json"]
+        clean = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert clean.returncode == 0, clean.stderr
+        (finding,) = json.loads(clean.stdout)
+        assert finding["cache"] == "the node's cache has it as net1"
+        assert finding["mtu"] is None and finding["ok"] is True
+        in_ns(podns, IP, "link", "set", "net1", "mtu", "1300")
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        (finding,) = json.loads(done.stdout)
+        assert finding["present"] is True and finding["ok"] is False
+        assert finding["mtu"] == "MTU mismatch: NAD says 1400, net1 has 1300"
+        text = subprocess.run(argv[:-2], capture_output=True, text=True, timeout=60)
+        print(text.stdout)
+        rc, _, err = lab.cni("DEL", conf, container="explain0sandbox", pod="mtu-pod", uid=uid, namespace=NS)
+        assert rc == 0, err
