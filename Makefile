@@ -6,7 +6,7 @@ BUILD ?= build
 PY := $(VENV)/bin/python
 APT_PACKAGES := containernetworking-plugins iproute2 iptables nftables libvirt-daemon-system \
 	libvirt-clients libvirt-dev libxml2-utils qemu-system-x86 busybox-static pkg-config gcc \
-	cpio python3-venv python3-dev dhcpcd-base shellcheck
+	cpio python3-venv python3-dev dhcpcd-base shellcheck curl
 
 PEERS ?= $(BUILD)/peers
 

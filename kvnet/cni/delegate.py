@@ -80,6 +80,9 @@ class Exec(Protocol):
     ) -> tuple[int, bytes, bytes]: ...
 
 
+PluginObserver = Callable[[str, str, float, bool], None]  # (plugin type, command, seconds, timed out)
+
+
 class ExecTimeout(Exception):
     """Raised by an :class:`Exec` after it killed a plugin that ran past its timeout."""
 
@@ -317,6 +320,7 @@ class DelegateRunner:
         self.versions_file = versions_file
         self._versions: dict[tuple[str, str], tuple[str, ...]] = {}
         self._stored: dict[str, Any] | None = None
+        self.observer: PluginObserver | None = None  # told (type, command, seconds, timed out) of each run
 
     # --- lookup and negotiation ---------------------------------------------------
 
@@ -461,9 +465,12 @@ class DelegateRunner:
     def _call(
         self, plugin: str, plugin_type: str, command: str, stdin: bytes, env: Mapping[str, str]
     ) -> tuple[int, bytes, bytes]:
+        start = time.monotonic()
+        timed_out = False
         try:
             return self.exec(plugin, stdin, env, self.timeout)
         except ExecTimeout:
+            timed_out = True
             raise DelegateFailed(
                 f'plugin type="{plugin_type}" failed ({command.lower()}): timed out after {self.timeout:g}s and was killed'
             ) from None
@@ -471,6 +478,9 @@ class DelegateRunner:
             raise DelegateFailed(
                 f'plugin type="{plugin_type}" could not be run ({command.lower()}, {plugin}): {e}'
             ) from None
+        finally:
+            if self.observer is not None:
+                self.observer(plugin_type, command, time.monotonic() - start, timed_out)
 
     def run(self, command: str, conf: Mapping[str, Any], env: DelegateEnv) -> dict[str, Any] | None:
         """Run one plugin conf (it has ``type``); the ADD result comes back in the conf's version.

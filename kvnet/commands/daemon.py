@@ -35,6 +35,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         default="client",
         help="Kubernetes client kept for the daemon's life: the official client (default) or kvnet's stdlib one",
     )
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics, /healthz and /readyz on this TCP address (:PORT for every "
+        "address); off by default (the DaemonSet sets :9465)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -56,7 +62,14 @@ def run(args: argparse.Namespace) -> int:
     from kvnet.meta.wiring import LongLived, client_api, light_api
 
     factory = light_api if args.api == "light" else client_api
-    daemon = CniDaemon(args.socket, daemon_conf=load_config(args.config), long_lived=LongLived(factory))
+    address = None
+    if args.metrics_address:
+        from kvnet.meta.metrics import parse_address
+
+        address = parse_address(args.metrics_address)
+    daemon = CniDaemon(
+        args.socket, daemon_conf=load_config(args.config), long_lived=LongLived(factory), metrics_address=address
+    )
     stop = threading.Event()
     handle_signals(lambda *_: stop.set(), (signal.SIGTERM, signal.SIGINT))
     daemon.start()

@@ -240,9 +240,12 @@ class KvnetDaemon(_NodeDaemon):
 
     name = "kvnet-daemon"
 
-    def __init__(self, node: NetnsLike, workdir: Path, mounts: PrivateMounts, *, kvnet_bin_dir: str) -> None:
+    def __init__(
+        self, node: NetnsLike, workdir: Path, mounts: PrivateMounts, *, kvnet_bin_dir: str, args: Sequence[str] = ()
+    ) -> None:
         super().__init__(node, workdir, mounts)
         self.kvnet = os.path.join(kvnet_bin_dir, "kvnet")
+        self.args = tuple(args)  # more ``kvnet daemon`` options
 
     @property
     def socket(self) -> str:
@@ -250,4 +253,4 @@ class KvnetDaemon(_NodeDaemon):
 
     def start(self) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-        self._spawn([self.kvnet, "daemon", "--socket", self.socket], env, self.mounts)
+        self._spawn([self.kvnet, "daemon", "--socket", self.socket, *self.args], env, self.mounts)

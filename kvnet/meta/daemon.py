@@ -6,7 +6,10 @@ to ``POST /cni``; the daemon runs it through the very same
 and answers ``{"exit": <status>, "stdout": "<result or CNI error JSON>"}``. What thick
 mode saves is the per-call start-up: the Kubernetes client (one per kubeconfig) and
 the delegate runners (their VERSION answers cached) live as long as the daemon.
-``GET /healthz`` answers ``ok`` once the daemon serves.
+``GET /healthz`` answers ``ok`` once the daemon serves. With ``metrics_address`` the
+daemon also serves Prometheus metrics, ``/healthz`` and ``/readyz`` on TCP
+(``kvnet.meta.metrics``). Each call is logged in one line by the wiring
+(:func:`kvnet.meta.wiring.log_call`).
 
 Stopping (:meth:`CniDaemon.drain`, on SIGTERM): new calls are refused with HTTP 503 (the
 shim reports a daemon that is stopping, code 11), the calls in flight get up to the drain
@@ -27,12 +30,15 @@ import threading
 import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvnet.cni.delegate import cancel_all
 from kvnet.cni.protocol import Handler, plugin_main
 from kvnet.core.errors import IOFailure
 from kvnet.meta.wiring import LongLived, make_handlers
+
+if TYPE_CHECKING:
+    from kvnet.meta.metrics import DaemonMetrics, MetricsServer
 
 log = logging.getLogger("kvnet.daemon")
 MAX_BODY = 4 * 1024 * 1024
@@ -54,6 +60,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     request_queue_size = 128  # the listen backlog: a node's pods may all start at once (socketserver's 5 refused some)
     handlers: Mapping[str, Handler]
     calls: _Calls
+    metrics: DaemonMetrics | None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -100,18 +107,30 @@ class _Handler(BaseHTTPRequestHandler):
             log.info("%s container=%s refused: stopping", env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID"))
             self._answer(503, STOPPING)
             return
+        metrics = self.server.metrics
+        start = time.monotonic()
+        if metrics is not None:
+            metrics.in_flight.inc()
         try:
             status, out = serve_call(self.server.handlers, env, stdin)
         finally:
             self.server.calls.end()
-        log.info(
-            "%s container=%s ifname=%s -> exit %d",
-            env.get("CNI_COMMAND"),
-            env.get("CNI_CONTAINERID"),
-            env.get("CNI_IFNAME"),
-            status,
-        )
+            if metrics is not None:
+                metrics.in_flight.dec()
+        if metrics is not None:
+            metrics.observe_call(env.get("CNI_COMMAND", ""), result_code(status, out), time.monotonic() - start)
         self._answer(200, json.dumps({"exit": status, "stdout": out}).encode())
+
+
+def result_code(status: int, stdout: str) -> int:
+    """The CNI code of a call: 0 on success, else the error object's ``code``."""
+    if status == 0:
+        return 0
+    try:
+        code = json.loads(stdout).get("code")
+    except (ValueError, AttributeError):
+        return 999
+    return code if isinstance(code, int) else 999
 
 
 class _Calls:
@@ -160,8 +179,22 @@ class CniDaemon:
         daemon_conf: Mapping[str, Any] | None = None,
         handlers: Mapping[str, Handler] | None = None,
         long_lived: LongLived | None = None,
+        metrics_address: tuple[str, int] | None = None,
     ) -> None:
+        """``metrics_address``: serve ``/metrics``, ``/healthz`` and ``/readyz`` there
+        (``kvnet.meta.metrics``; None: no metrics, the default)."""
         self.socket_path = socket_path
+        self.metrics: DaemonMetrics | None = None
+        self._metrics_server: MetricsServer | None = None
+        if metrics_address is not None:
+            from kvnet.meta.metrics import DaemonMetrics, MetricsServer
+
+            self.metrics = DaemonMetrics()
+            self._metrics_server = MetricsServer(metrics_address, self.metrics, self.ready)
+            if long_lived is None:
+                long_lived = LongLived(metrics=self.metrics)
+            else:
+                long_lived.metrics = self.metrics
         self.long_lived = long_lived or LongLived()
         self.handlers = handlers or make_handlers(
             api_for=self.long_lived.api,
@@ -186,15 +219,30 @@ class CniDaemon:
             raise IOFailure(f"kvnet daemon: cannot listen on {self.socket_path}: {err}") from err
         server.handlers = self.handlers
         server.calls = self.calls
+        server.metrics = self.metrics
         return server
 
+    def ready(self) -> bool:
+        """The socket listens and takes calls (``/readyz``)."""
+        return self._server is not None and self.calls.open
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics_server.port if self._metrics_server is not None else None
+
+    def _start_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.start()
+
     def start(self) -> None:
+        self._start_metrics()
         self._server = self._bind()
         self._thread = threading.Thread(target=self._server.serve_forever, name="kvnet-daemon", daemon=True)
         self._thread.start()
         log.info("kvnet daemon listening on %s", self.socket_path)
 
     def serve_forever(self) -> None:
+        self._start_metrics()
         self._server = self._bind()
         log.info("kvnet daemon listening on %s", self.socket_path)
         try:
@@ -228,6 +276,8 @@ class CniDaemon:
         if self._server is not None:
             self._server.server_close()
             self._server = None
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         try:
             os.unlink(self.socket_path)
         except FileNotFoundError:

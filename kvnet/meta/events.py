@@ -131,14 +131,14 @@ def node_name() -> str:
     return os.environ.get("NODE_NAME") or os.uname().nodename
 
 
-def recorder_for(api: object) -> EventRecorder | None:
+Observer = Callable[[str], None]  # called with "posted", "dropped" or "failed"
+
+
+def recorder_for(api: object, *, observer: Observer | None = None) -> EventRecorder | None:
     """A recorder over ``api``, or None when that client cannot post Events."""
     if not callable(getattr(api, "create_event", None)):
         return None
-    return EventRecorder(cast(EventApi, api))
-
-
-Observer = Callable[[str], None]  # called with "posted", "dropped" or "failed"
+    return EventRecorder(cast(EventApi, api), observer=observer)
 
 
 class EventRecorder:

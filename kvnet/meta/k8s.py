@@ -905,6 +905,7 @@ def client_api(kubeconfig: str, *, timeout: float = 10.0) -> KubeApi:
 # ------------------------------------------------------------------------------------
 
 _T = TypeVar("_T")
+ApiObserver = Callable[[str, str, bool], None]  # (call, "ok" or "error", retried)
 API_RETRY_FOR = 5.0  # seconds a NAD read or the network-status write is retried
 API_RETRY_FIRST = 0.1  # the first pause; doubled after each try
 API_RETRY_MAX_PAUSE = 1.0
@@ -934,22 +935,23 @@ class RetryingApi:
         self.retry_for = retry_for
         self._sleep = sleep
         self._clock = clock
+        self.observer: ApiObserver | None = None
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return self._retried(lambda: self.api.get_pod(namespace, name), (ThrottledApiFailure,))
+        return self._retried("get_pod", lambda: self.api.get_pod(namespace, name), (ThrottledApiFailure,))
 
     def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return self._retried(lambda: self.api.get_nad(namespace, name))
+        return self._retried("get_nad", lambda: self.api.get_nad(namespace, name))
 
     def set_network_status(self, namespace: str, name: str, value: str) -> None:
-        self._retried(lambda: self.api.set_network_status(namespace, name, value))
+        self._retried("set_network_status", lambda: self.api.set_network_status(namespace, name, value))
 
     def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         """Not retried: an Event is best effort (``kvnet.meta.events`` drops what fails)."""
         create = getattr(self.api, "create_event", None)
         if create is None:
             raise ApiFailure("this API client cannot post Events")
-        create(namespace, event)
+        self._retried("create_event", lambda: create(namespace, event), ())
 
     def close(self) -> None:
         close = getattr(self.api, "close", None)
@@ -958,18 +960,28 @@ class RetryingApi:
 
     def _retried(
         self,
+        what: str,
         call: Callable[[], _T],
         kinds: tuple[type[KubeApiFailure], ...] = (RetriableApiFailure, ThrottledApiFailure),
     ) -> _T:
         deadline = self._clock() + self.retry_for
         pause = API_RETRY_FIRST
+        observer = self.observer
         while True:
             try:
-                return call()
-            except kinds as err:
+                out = call()
+                if observer is not None:
+                    observer(what, "ok", False)
+                return out
+            except ApiFailure as err:
+                retry = isinstance(err, kinds)
                 suggested = getattr(err, "retry_after", None)
                 wait = pause if suggested is None else float(suggested)
-                if self._clock() + wait > deadline:
+                if retry and self._clock() + wait > deadline:
+                    retry = False
+                if observer is not None:
+                    observer(what, "error", retry)
+                if not retry:
                     raise
                 log.info("transient API failure, trying again in %.2fs: %s", wait, err.msg)
                 self._sleep(wait)

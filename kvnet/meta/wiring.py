@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvnet.cni.delegate import FALLBACK_BIN_DIR, CallGuard, DelegateRunner, Exec, Interrupted, subprocess_exec
 from kvnet.cni.protocol import CniRequest, Handler
@@ -26,6 +26,9 @@ from kvnet.core.errors import KvnetError
 from kvnet.meta import commands
 from kvnet.meta.config import MultusConfig, parse_multus_config
 from kvnet.meta.events import THIN_FLUSH, EventRecorder, recorder_for
+
+if TYPE_CHECKING:
+    from kvnet.meta.metrics import DaemonMetrics
 from kvnet.meta.pod import pod_args
 from kvnet.meta.ports import DeviceInfoFiles, EventSink, IpRouteEditor, KubeApi, Runner, Seams
 from kvnet.meta.wording import cmd_err, cmd_prefix
@@ -193,6 +196,15 @@ def make_handlers(
                     raise cmd_err(None, err, "error loading netconf") from err
                 raise  # CmdDel and CmdCheck return LoadNetConf's error as it is
             setup_logging(conf)
+            try:
+                out = serve(request, conf)
+            except KvnetError as err:
+                log_call(request, f"error {err.cni_code}: {err.msg}")
+                raise
+            log_call(request, "ok")
+            return out
+
+        def serve(request: CniRequest, conf: MultusConfig) -> Mapping[str, Any] | None:
             api = api_for(conf.kubeconfig) if conf.kubeconfig else None
             runner, seams = runner_for(conf, request), seams_for(conf)
             if api is not None and conf.kubeconfig and conf.kvnet.events and events_for is not None:
@@ -223,6 +235,21 @@ def make_handlers(
     }
 
 
+def log_call(request: CniRequest, result: str) -> None:
+    """The one line per call: command, container, pod, interface and result (never the
+    config: a NAD's config may carry credentials)."""
+    pa = pod_args(request)
+    log.info(
+        "%s container=%s pod=%s/%s ifname=%s: %s",
+        request.command,
+        request.container_id,
+        pa.namespace,
+        pa.name,
+        request.ifname,
+        result,
+    )
+
+
 def _undone(request: CniRequest, conf: MultusConfig, runner: Runner, seams: Seams, reason: str) -> Interrupted:
     """An interrupted ADD undoes everything it did, as the runtime's DEL would (from the
     delegate cache, without the API; the cache stays for that DEL), and says so."""
@@ -244,8 +271,11 @@ def client_api(kubeconfig: str) -> KubeApi:
 class LongLived:
     """API clients per kubeconfig and delegate runners per (binDir, cniDir, timeout)."""
 
-    def __init__(self, api_factory: Callable[[str], KubeApi] = client_api) -> None:
+    def __init__(
+        self, api_factory: Callable[[str], KubeApi] = client_api, metrics: DaemonMetrics | None = None
+    ) -> None:
         self._api_factory = api_factory
+        self.metrics = metrics
         self._apis: dict[str, KubeApi] = {}
         self._runners: dict[tuple[str, str, float, bool], Runner] = {}
         self._recorders: dict[str, EventRecorder | None] = {}
@@ -254,14 +284,18 @@ class LongLived:
     def api(self, kubeconfig: str) -> KubeApi:
         with self._lock:
             if kubeconfig not in self._apis:
-                self._apis[kubeconfig] = self._api_factory(kubeconfig)
+                api = self._api_factory(kubeconfig)
+                if self.metrics is not None and hasattr(api, "observer"):
+                    api.observer = self.metrics.observe_api
+                self._apis[kubeconfig] = api
             return self._apis[kubeconfig]
 
     def events(self, kubeconfig: str, api: KubeApi) -> EventSink | None:
         """One recorder (queue and posting threads) per kubeconfig, for the daemon's life."""
         with self._lock:
             if kubeconfig not in self._recorders:
-                self._recorders[kubeconfig] = recorder_for(api)
+                observer = self.metrics.observe_event if self.metrics is not None else None
+                self._recorders[kubeconfig] = recorder_for(api, observer=observer)
             return self._recorders[kubeconfig]
 
     def runner(self, conf: MultusConfig, request: CniRequest | None = None) -> Runner:
@@ -269,5 +303,8 @@ class LongLived:
         key = (conf.bin_dir, conf.cni_dir, conf.kvnet.delegate_timeout, conf.kvnet.in_process_binding)
         with self._lock:
             if key not in self._runners:
-                self._runners[key] = new_runner(conf)
+                runner = new_runner(conf)
+                if self.metrics is not None and isinstance(runner, DelegateRunner):
+                    runner.observer = self.metrics.observe_plugin
+                self._runners[key] = runner
             return self._runners[key]

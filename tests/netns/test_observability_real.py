@@ -1,6 +1,7 @@
-"""Events on the pod, read back the way an operator reads them: ``kubectl describe pod`` on
-the real kube-apiserver, after kvnet-cni (thin) and kvnet-shim + kvnet daemon (thick) ADDs
-with the real bridge, ptp and host-local plugins."""
+"""What an operator looks at, read the way an operator reads it, on the real kube-apiserver
+with the real bridge, ptp and host-local plugins: the pod's Events in ``kubectl describe
+pod`` after kvnet-cni (thin) and kvnet-shim + kvnet daemon (thick) ADDs, and the daemon's
+metrics and probes with ``curl``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kvnet.lab.kube import KubeCluster
+from kvnet.lab.netns import in_ns
 from kvnet.lab.pod_demo import PodLab
 from kvnet.lab.thick import KvnetDaemon, PrivateMounts
 
@@ -113,3 +116,75 @@ def test_a_failed_add_is_a_warning_event_naming_the_cause(lab: PodLab, kube: Kub
     rc, out, err = lab.cni("DEL", conf, container="evfail-1", pod="evfail", uid=uid, binary="kvnet-cni")
     assert rc == 0, (out, err)
     assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+
+
+def scrape(lab: PodLab, path: str) -> tuple[int, str]:
+    """``curl`` on the daemon's metrics port, inside the node netns: (HTTP status, body)."""
+    done = in_ns(lab.node, "curl", "-s", "-w", "\\n%{http_code}", f"http://127.0.0.1:{METRICS_PORT}{path}")
+    body, _, code = done.stdout.rpartition("\n")
+    return int(code), body
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+METRICS_PORT = 9465
+
+
+def test_curl_on_the_metrics_port_shows_the_counters(lab: PodLab, kube: KubeCluster, kvnet_bin_dir: str) -> None:
+    mounts = PrivateMounts()
+    daemon = KvnetDaemon(
+        lab.node,
+        lab.workdir / "daemon",
+        mounts,
+        kvnet_bin_dir=kvnet_bin_dir,
+        args=["--metrics-address", f"127.0.0.1:{METRICS_PORT}"],
+    )
+    daemon.start()
+    try:
+        assert scrape(lab, "/healthz") == (200, "ok\n") and scrape(lab, "/readyz") == (200, "ok\n")
+        conf = lab.config([MAIN], type="kvnet-shim", socketPath=daemon.socket)
+        uid = lab.add_pod("evmetrics", "blue@blue0,pp")
+        rc, out, err = lab.cni("ADD", conf, container="m-1", pod="evmetrics", uid=uid, binary="kvnet-shim")
+        assert rc == 0, (out, err)
+        rc, out, err = lab.cni(
+            "ADD", conf, container="m-2", pod="evmetrics", uid=uid, binary="kvnet-shim", ifname="bad/name"
+        )
+        assert rc == 1 and out["code"] == 4, (out, err)
+        rc, out, err = lab.cni("DEL", conf, container="m-1", pod="evmetrics", uid=uid, binary="kvnet-shim")
+        assert rc == 0, (out, err)
+        rc, out, err = lab.cni("DEL", conf, container="m-2", pod="evmetrics", uid=uid, binary="kvnet-shim")
+        assert rc == 0, (out, err)
+        assert len(describe_events(kube, "evmetrics", 3)) >= 3  # the posting threads are done
+        code, text = scrape(lab, "/metrics")
+        assert code == 200
+        got = samples(text)
+
+        def value(name: str, **labels: str) -> float:
+            return got.get((name, tuple(sorted(labels.items()))), 0.0)
+
+        assert value("kvnet_cni_calls_total", command="ADD", code="0") == 1
+        assert value("kvnet_cni_calls_total", command="ADD", code="4") == 1
+        assert value("kvnet_cni_calls_total", command="DEL", code="0") == 2
+        assert value("kvnet_cni_call_duration_seconds_count", command="ADD") == 2
+        assert value("kvnet_cni_calls_in_flight") == 0
+        # the real plugins that ran, by type: bridge for eth0 and blue0, ptp for net2
+        assert value("kvnet_delegate_duration_seconds_count", type="bridge", command="ADD") == 2
+        assert value("kvnet_delegate_duration_seconds_count", type="ptp", command="ADD") == 1
+        assert value("kvnet_delegate_duration_seconds_count", type="host-local", command="ADD") == 0  # run by bridge
+        assert value("kvnet_api_requests_total", call="get_pod", result="ok") >= 1
+        assert value("kvnet_api_requests_total", call="get_nad", result="ok") == 4  # both ADDs read both NADs
+        assert value("kvnet_api_requests_total", call="set_network_status", result="ok") == 1
+        assert value("kvnet_api_requests_total", call="create_event", result="ok") >= 3
+        assert value("kvnet_events_total", result="posted") >= 3
+        assert value("kvnet_events_total", result="dropped") == 0
+        assert value("process_resident_memory_bytes") > 20 * 2**20
+        assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
+    finally:
+        daemon.stop()
+        mounts.cleanup()

@@ -26,7 +26,8 @@ SOURCES = sorted(
 # library -> the only modules (repo-relative) allowed to import it
 OWNERS: dict[str, set[str]] = {
     "pyroute2": {"kvnet/binding/netlink.py"},
-    "kubernetes": {"kvnet/meta/k8s.py"},
+    "kubernetes": {"kvnet/meta/k8s.py", "kvnet/policy/agent.py"},  # the policy agent's list+watch
+    "prometheus_client": {"kvnet/meta/metrics.py"},
     "jinja2": {"kvnet/domain/render.py"},
     "libvirt": {"kvnet/lab/libvirtd.py"},
     "scapy": {"kvnet/guestnet/codec.py"},
@@ -43,6 +44,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "kvnet.guestnet": {"kvnet.core"},
     "kvnet.templates": set(),
     "kvnet.sidecar": {"kvnet.core", "kvnet.domain", "kvnet.templates"},
+    "kvnet.policy": {"kvnet.core", "kvnet.meta"},  # MultiNetworkPolicy: reads network-status, kubeconfigs
     "kvnet.lab": {
         "kvnet.core",
         "kvnet.cni",
@@ -59,6 +61,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "kvnet.meta",
         "kvnet.domain",
         "kvnet.sidecar",
+        "kvnet.policy",
         "kvnet.lab",
     },
     "kvnet.cli": {"kvnet.core", "kvnet.commands"},
