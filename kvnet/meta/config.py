@@ -247,6 +247,7 @@ def _build(raw: dict[str, Any]) -> MultusConfig:
                 not isinstance(value, want) or (want is int and isinstance(value, (bool, float)))
             ):
                 raise go_type_error(value, f"NetConf.logOptions.{key}", want.__name__)
+        log_options = {k: v for k, v in opts.items() if v is not None}  # the keys as Multus spells them
     runtime_config = _obj(f, "runtimeConfig", "types.RuntimeConfig") or {}
     _str(f, "type")
 

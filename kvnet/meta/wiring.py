@@ -48,9 +48,10 @@ _configured: tuple[Any, ...] | None = None
 
 
 def setup_logging(conf: MultusConfig) -> None:
-    """Multus's ``logFile``/``logLevel``/``logToStderr``; never stdout (the result channel)."""
+    """Multus's ``logFile`` (rotated by ``logOptions``, ``kvnet.meta.logfile``), ``logLevel``
+    and ``logToStderr``; never stdout (the result channel)."""
     global _configured
-    key = (conf.log_file, conf.log_level, conf.log_to_stderr)
+    key = (conf.log_file, conf.log_level, conf.log_to_stderr, tuple(sorted((conf.log_options or {}).items())))
     if key == _configured:
         return
     logger = logging.getLogger("kvnet")
@@ -63,7 +64,9 @@ def setup_logging(conf: MultusConfig) -> None:
         handlers.append(logging.StreamHandler(sys.stderr))
     if conf.log_file:
         try:
-            handlers.append(logging.FileHandler(conf.log_file))
+            from kvnet.meta.logfile import RotatingLog
+
+            handlers.append(RotatingLog(conf.log_file, conf.log_options))
         except OSError as err:
             sys.stderr.write(f"kvnet: cannot open logFile {conf.log_file}: {err}\n")
     for h in handlers:
