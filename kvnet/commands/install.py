@@ -14,25 +14,40 @@ and the token by ``tokenFile``, so both API clients re-read a rotated token (the
 rotates projected tokens) without a restart. The kubeconfig and the conflist are written
 0600: the runtime reads them as root, and the embedded default network may carry
 secrets (docs/meta-plugin.md, "Identity and RBAC").
+
+Thin mode's ``kvnet-cni`` runs on the node, outside the pod whose ServiceAccount token the
+kubelet projects: a ``tokenFile`` naming the pod's path would not be there. So with
+``--mode thin --in-cluster`` the kubeconfig carries the token and the CA themselves
+(``token``, ``certificate-authority-data``), as Multus's thin entrypoint writes
+``multus.kubeconfig``; ``--watch SECONDS`` keeps running and rewrites what changed (the
+token the kubelet rotated, a binary or the conflist someone removed) every SECONDS, until
+SIGTERM. ``--kubeconfig-only`` writes the kubeconfig and nothing else (the policy agent's
+install step, docs/operations.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import logging
 import os
 import shutil
+import signal
 import stat
 import sys
 import tempfile
+import threading
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kvnet.core.errors import InvalidConfig, IOFailure
+from kvnet.core.errors import InvalidConfig, IOFailure, KvnetError
 
+log = logging.getLogger("kvnet.install")
 CONF_NAME = "00-kvnet.conflist"
 SECRET_MODE = 0o600  # the kubeconfig and the conflist, as Multus writes its own
 # where the kubelet projects a pod's ServiceAccount token and the cluster's CA
@@ -94,6 +109,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="the Python that runs kvnet-shim on the node (default this one; a container names the node's)",
     )
     parser.add_argument("--cni-version", default="1.0.0", help="cniVersion of the written config")
+    parser.add_argument(
+        "--kubeconfig-only",
+        action="store_true",
+        help="write only --kubeconfig (with --token-file/--in-cluster): no programs, no conflist",
+    )
+    parser.add_argument(
+        "--watch",
+        type=float,
+        metavar="SECONDS",
+        help="keep running: install again every SECONDS (a rotated token, a removed file) until SIGTERM",
+    )
     parser.set_defaults(func=run)
 
 
@@ -159,7 +185,9 @@ def service_account_kubeconfig(
     """The kubeconfig to write for a ServiceAccount token file, or None when none is asked for.
 
     The token is named by ``tokenFile``, never copied in: client-go and both of kvnet's
-    clients re-read it, so a token the kubelet rotates is used without a restart.
+    clients re-read it, so a token the kubelet rotates is used without a restart. Except
+    for thin mode in a pod (``--mode thin --in-cluster``): the node runs ``kvnet-cni``,
+    where the pod's files are not, so the token and the CA go into the kubeconfig.
     """
     token_file = args.token_file or (SERVICE_ACCOUNT_TOKEN if args.in_cluster else None)
     if not token_file:
@@ -171,18 +199,29 @@ def service_account_kubeconfig(
     ca_file = args.ca_file or (SERVICE_ACCOUNT_CA if args.in_cluster else None)
     server = args.server or in_cluster_server(environ)
     _readable("--token-file", token_file, nonempty=True)
+    embed = embeds_credentials(args)
     cluster: dict[str, Any] = {"server": server}
     if ca_file:
         _readable("--ca-file", ca_file)
-        cluster["certificate-authority"] = os.path.abspath(ca_file)
+        if embed:
+            cluster["certificate-authority-data"] = base64.b64encode(Path(ca_file).read_bytes()).decode()
+        else:
+            cluster["certificate-authority"] = os.path.abspath(ca_file)
+    user = {"token": Path(token_file).read_text().strip()} if embed else {"tokenFile": os.path.abspath(token_file)}
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "kvnet", "cluster": cluster}],
-        "users": [{"name": "kvnet", "user": {"tokenFile": os.path.abspath(token_file)}}],
+        "users": [{"name": "kvnet", "user": user}],
         "contexts": [{"name": "kvnet", "context": {"cluster": "kvnet", "user": "kvnet"}}],
         "current-context": "kvnet",
     }
+
+
+def embeds_credentials(args: argparse.Namespace) -> bool:
+    """Thin mode installed from a pod: the kubeconfig is for ``kvnet-cni`` on the node, which
+    cannot read the pod's projected token and CA, so they are written into it."""
+    return bool(args.in_cluster and args.mode == "thin" and not args.kubeconfig_only)
 
 
 def current_default_network(conf_dir: Path) -> dict[str, Any] | None:
@@ -244,25 +283,65 @@ def write_if_changed(path: Path, text: str, *, mode: int = SECRET_MODE) -> str:
     return "updated" if existed else "installed"
 
 
-def run(args: argparse.Namespace) -> int:
+def install_once(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """One install: (state, path) of each file, in the order written."""
     scripts = _scripts_dir()
     bin_dir = Path(args.bin_dir)
+    done: list[tuple[str, str]] = []
     try:
-        bin_dir.mkdir(parents=True, exist_ok=True)
         kubeconfig = service_account_kubeconfig(args)
+        if args.kubeconfig_only:
+            if kubeconfig is None:
+                raise InvalidConfig("--kubeconfig-only needs --token-file or --in-cluster (the kubeconfig to write)")
+            state = write_if_changed(Path(args.kubeconfig), yaml.safe_dump(kubeconfig, sort_keys=False))
+            return [(state, args.kubeconfig)]
+        bin_dir.mkdir(parents=True, exist_ok=True)
         config = build_config(args)
         for script, name in BINARIES.items():
             target = args.plugin_name if script == "kvnet-cni" else name
             state = install_binary(scripts / script, bin_dir / target, copy=args.copy)
-            print(f"{state}: {bin_dir / target}")
+            done.append((state, str(bin_dir / target)))
         state = install_shim(bin_dir / SHIM, args.shim_python)
-        print(f"{state}: {bin_dir / SHIM}")
+        done.append((state, str(bin_dir / SHIM)))
         if kubeconfig is not None:  # before the conflist that names it
             state = write_if_changed(Path(args.kubeconfig), yaml.safe_dump(kubeconfig, sort_keys=False))
-            print(f"{state}: {args.kubeconfig}")
+            done.append((state, args.kubeconfig))
         conf_path = Path(args.conf_dir) / CONF_NAME
         state = write_if_changed(conf_path, json.dumps(config, indent=2) + "\n")
+        done.append((state, str(conf_path)))
     except OSError as err:
         raise IOFailure(f"{err}") from err
-    print(f"{state}: {conf_path}")
+    return done
+
+
+def watch(args: argparse.Namespace, stop: threading.Event, interval: float) -> None:
+    """Install again every ``interval`` seconds until ``stop``; print what changed. A failed
+    round (a token file the kubelet is swapping, a full disk) is logged and tried again."""
+    while not stop.wait(interval):
+        try:
+            changed = [(state, path) for state, path in install_once(args) if state != "unchanged"]
+        except KvnetError as err:
+            log.error("install failed: %s %s", err.msg, err.details or "")
+            continue
+        for state, path in changed:
+            print(f"{state}: {path}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.watch is not None and args.watch <= 0:
+        raise InvalidConfig("--watch needs a positive number of seconds")
+    for state, path in install_once(args):
+        print(f"{state}: {path}", flush=True)
+    if args.watch is None:
+        return 0
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: types.FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("keeping the node's files in place (every %g s)", args.watch)
+    watch(args, stop, args.watch)
+    log.info("stopped; the files stay in place")
     return 0

@@ -4,11 +4,17 @@ options or the in-cluster environment, and files that others cannot read."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -98,7 +104,7 @@ def test_in_cluster_takes_the_server_from_the_pod_environment(
     monkeypatch.setattr(install, "SERVICE_ACCOUNT_TOKEN", str(secrets / "token"))
     monkeypatch.setattr(install, "SERVICE_ACCOUNT_CA", str(secrets / "ca.crt"))
     kubeconfig = tmp_path / "kc"
-    rc, _, err = run_install(tmp_path, "--in-cluster", "--kubeconfig", str(kubeconfig))
+    rc, _, err = run_install(tmp_path, "--mode", "thick", "--in-cluster", "--kubeconfig", str(kubeconfig))
     assert rc == 0, err
     conf = k8s.load_kubeconfig(str(kubeconfig))
     assert (conf.server, conf.token_file, conf.ca_file) == (
@@ -109,7 +115,8 @@ def test_in_cluster_takes_the_server_from_the_pod_environment(
     # explicit options win over the in-cluster defaults
     (tmp_path / "other").write_text("other-token\n")
     rc, _, err = run_install(
-        tmp_path, "--in-cluster", "--kubeconfig", str(kubeconfig), "--token-file", str(tmp_path / "other")
+        tmp_path,
+        *("--mode", "thick", "--in-cluster", "--kubeconfig", str(kubeconfig), "--token-file", str(tmp_path / "other")),
     )
     assert rc == 0, err
     assert k8s.load_kubeconfig(str(kubeconfig)).token == "other-token"
@@ -201,3 +208,102 @@ def test_a_private_default_network_stays_private_in_the_conflist(tmp_path: Path)
     assert json.loads(conflist.read_text())["plugins"][0]["delegates"] == [secret]
     assert mode(conflist) == 0o600
     assert sorted(p.name for p in conf_dir.iterdir()) == [install.CONF_NAME, source.name]  # no temp file left
+
+
+@pytest.fixture
+def in_cluster(secrets: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The pod environment: the service's address and the projected ServiceAccount files."""
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setattr(install, "SERVICE_ACCOUNT_TOKEN", str(secrets / "token"))
+    monkeypatch.setattr(install, "SERVICE_ACCOUNT_CA", str(secrets / "ca.crt"))
+    return secrets
+
+
+def test_thin_in_cluster_writes_the_token_and_the_ca_into_the_kubeconfig(tmp_path: Path, in_cluster: Path) -> None:
+    """kvnet-cni runs on the node, where the pod's projected files are not: the kubeconfig
+    carries them (Multus's multus.kubeconfig), and a rotated token rewrites it."""
+    kubeconfig = tmp_path / "net.d" / "kvnet.d" / "kvnet.kubeconfig"
+    rc, out, err = run_install(tmp_path, "--mode", "thin", "--in-cluster", "--kubeconfig", str(kubeconfig))
+    assert rc == 0, err
+    assert f"installed: {kubeconfig}\n" in out
+    doc = yaml.safe_load(kubeconfig.read_text())
+    assert doc["users"] == [{"name": "kvnet", "user": {"token": TOKEN}}]
+    assert doc["clusters"][0]["cluster"] == {
+        "server": "https://10.96.0.1:443",
+        "certificate-authority-data": base64.b64encode((in_cluster / "ca.crt").read_bytes()).decode(),
+    }
+    assert str(in_cluster) not in kubeconfig.read_text()  # no path into the pod
+    assert mode(kubeconfig) == 0o600
+    conf = k8s.load_kubeconfig(str(kubeconfig))
+    assert (conf.token, conf.token_file, conf.ca_file) == (TOKEN, None, None)
+    assert conf.ca_data == (in_cluster / "ca.crt").read_bytes()
+    rc, out, _ = run_install(tmp_path, "--mode", "thin", "--in-cluster", "--kubeconfig", str(kubeconfig))
+    assert rc == 0 and "installed" not in out and "updated" not in out
+    (in_cluster / "token").write_text("rotated\n")
+    rc, out, _ = run_install(tmp_path, "--mode", "thin", "--in-cluster", "--kubeconfig", str(kubeconfig))
+    assert rc == 0 and out.count("updated: ") == 1 and f"updated: {kubeconfig}\n" in out
+    assert k8s.load_kubeconfig(str(kubeconfig)).token == "rotated"
+
+
+def test_kubeconfig_only_writes_nothing_else(tmp_path: Path, in_cluster: Path) -> None:
+    kubeconfig = tmp_path / "agent" / "kubeconfig"
+    rc, out, err = run_install(tmp_path, "--in-cluster", "--kubeconfig-only", "--kubeconfig", str(kubeconfig))
+    assert rc == 0, err
+    assert out == f"installed: {kubeconfig}\n"
+    assert not (tmp_path / "bin").exists() and not (tmp_path / "net.d").exists()
+    # read inside the pod that has the token: named by tokenFile, as for the daemon
+    assert k8s.load_kubeconfig(str(kubeconfig)).token_file == str(in_cluster / "token")
+    rc, _, err = run_install(tmp_path, "--kubeconfig-only", "--kubeconfig", str(kubeconfig))
+    assert rc == 1 and "--kubeconfig-only needs --token-file or --in-cluster" in err
+
+
+def test_watch_rewrites_what_changed_until_sigterm(tmp_path: Path, in_cluster: Path) -> None:
+    """``--watch``: the thin DaemonSet's long-running container keeps the node's files."""
+    kubeconfig = tmp_path / "kvnet.kubeconfig"
+    env = {
+        **os.environ,
+        "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+    }
+    script = (
+        "import sys; from kvnet import cli; from kvnet.commands import install; "
+        f"install.SERVICE_ACCOUNT_TOKEN = {str(in_cluster / 'token')!r}; "
+        f"install.SERVICE_ACCOUNT_CA = {str(in_cluster / 'ca.crt')!r}; "
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
+    argv = [sys.executable, "-c", script, "install", "--mode", "thin", "--in-cluster"]
+    argv += ["--kubeconfig", str(kubeconfig), "--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "net.d")]
+    argv += ["--cni-dir", str(tmp_path / "cache"), "--cluster-network", "cbr0", "--watch", "0.1"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        conflist = tmp_path / "net.d" / install.CONF_NAME
+        wait_until(lambda: conflist.exists() and kubeconfig.exists())
+        (in_cluster / "token").write_text("rotated")
+        wait_until(lambda: "rotated" in kubeconfig.read_text())
+        conflist.unlink()
+        (tmp_path / "bin" / "kvnet").unlink()
+        wait_until(lambda: conflist.exists() and (tmp_path / "bin" / "kvnet").is_symlink())
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert f"updated: {kubeconfig}\n" in out
+    assert f"installed: {conflist}\n" in out and f"installed: {tmp_path / 'bin' / 'kvnet'}\n" in out
+    assert "unchanged" not in out.split(f"installed: {conflist}\n", 1)[1]  # rounds print only changes
+    assert conflist.exists() and kubeconfig.exists()  # left in place on SIGTERM
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not true in time"
+        time.sleep(0.05)
+
+
+def test_watch_needs_a_positive_interval(tmp_path: Path) -> None:
+    rc, _, err = run_install(tmp_path, "--kubeconfig", "/k", "--watch", "0")
+    assert rc == 1 and "--watch needs a positive number of seconds" in err
