@@ -12,6 +12,13 @@ which interface the ADD planned each network. ``--netns`` reads the pod's link M
 kvnet.binding.netlink; a NAD whose config (or a conflist's first plugin) sets ``mtu`` is
 compared with network-status and the link. Exit code 0 when every requested network is
 present with the MTU its NAD asks for, 1 otherwise.
+
+``kvnet explain vmi NAMESPACE/NAME`` does the same for each of a VMI's spec.networks: its
+interface and binding plugin, the binding's registration in the KubeVirt CRs, the
+virt-launcher pod (by KubeVirt's ``kubevirt.io/created-by`` label, the VMI's active pod
+first) explained as a pod, with ``--netns`` (the launcher's) the binding record
+(kvnet.core.bindrecord) kvnet-binding leaves on the pod link, and the VMI's
+status.interfaces.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from kvnet.cni import libcni_cache
+from kvnet.core import bindrecord
 from kvnet.core.errors import KvnetError
 from kvnet.core.model import NetworkSelection, NetworkStatus
 from kvnet.meta import cache, k8s
@@ -70,6 +78,7 @@ class PodFacts:
     namespace_isolation: bool = False
     cache: CacheFact | None = None
     link_mtus: tuple[tuple[str, int], ...] | None = None  # read in the pod netns (--netns)
+    link_aliases: tuple[tuple[str, str], ...] | None = None  # each link's ifalias (--netns)
 
 
 @dataclass(frozen=True)
@@ -253,13 +262,13 @@ def read_cache(cni_dir: str, pod: Mapping[str, Any], container_id: str | None) -
     return CacheFact(cni_dir, None)
 
 
-def read_link_mtus(netns: str) -> tuple[tuple[str, int], ...]:
-    """Every link's MTU in the pod netns (kvnet.binding.netlink owns pyroute2)."""
+def read_links(netns: str) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
+    """Every link's MTU and ifalias in the pod netns (kvnet.binding.netlink owns pyroute2)."""
     from kvnet.binding import netlink  # only with --netns: pyroute2 is slow to import
 
     with netlink.open_netns(netns) as ns:
-        links = (ns.link(name) for name in ns.link_names())
-        return tuple((link.name, link.mtu) for link in links if link is not None)
+        links = [link for link in (ns.link(name) for name in ns.link_names()) if link is not None]
+    return tuple((link.name, link.mtu) for link in links), tuple((link.name, link.alias) for link in links)
 
 
 def read_facts(
@@ -291,6 +300,7 @@ def read_facts(
     items = json.loads(data).get("items", []) if status == 200 else []
     messages = tuple(str(e.get("message", "")) for e in items if e.get("type") == "Warning")
     node_cache = read_cache(cni_dir, pod, container_id) if cni_dir and os.path.isdir(cni_dir) else None
+    mtus, aliases = read_links(netns) if netns else (None, None)
     return PodFacts(
         namespace,
         name,
@@ -300,12 +310,18 @@ def read_facts(
         messages,
         namespace_isolation,
         node_cache,
-        read_link_mtus(netns) if netns else None,
+        mtus,
+        aliases,
     )
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pod", help="the pod as NAMESPACE/NAME")
+    parser.add_argument(
+        "target",
+        nargs="+",
+        metavar="[pod|vmi] NAMESPACE/NAME",
+        help="a pod (the default) or a VMI (vmi NAMESPACE/NAME)",
+    )
     parser.add_argument("--kubeconfig", required=True, help="kubeconfig of the API server to read")
     parser.add_argument("--namespace-isolation", action="store_true", help="the meta-plugin runs with it on")
     parser.add_argument(
@@ -314,24 +330,36 @@ def register(parser: argparse.ArgumentParser) -> None:
         help=f"the meta-plugin's cniDir on this node, read only when it exists (default {DEFAULT_CNI_DIR})",
     )
     parser.add_argument("--container-id", help="the pod's sandbox container (default: found in the cache)")
-    parser.add_argument("--netns", help="the pod's network namespace path, to read its link MTUs")
+    parser.add_argument(
+        "--netns", help="the pod's network namespace path, to read its link MTUs (and, for a VMI, binding records)"
+    )
+    parser.add_argument(
+        "--kvnet-binding",
+        default=KVNET_BINDING,
+        help=f"the binding name kvnet's sidecar is registered under in the KubeVirt CR (default {KVNET_BINDING})",
+    )
     parser.add_argument("--output", choices=("text", "json"), default="text")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    namespace, _, name = str(args.pod).rpartition("/")
+    target = list(args.target)
+    kind = target.pop(0) if len(target) == 2 else "pod"
+    if kind not in ("pod", "vmi") or len(target) != 1:
+        raise KvnetError("usage: kvnet explain [pod|vmi] NAMESPACE/NAME")
+    namespace, _, name = target[0].rpartition("/")
     api = k8s.LightApi(k8s.load_kubeconfig(args.kubeconfig), kubeconfig=args.kubeconfig)
-    facts = read_facts(
-        api,
-        namespace or "default",
-        name,
-        namespace_isolation=args.namespace_isolation,
-        cni_dir=args.cache_dir,
-        container_id=args.container_id,
-        netns=args.netns,
-    )
-    findings = explain(facts)
+    options: dict[str, Any] = {
+        "namespace_isolation": args.namespace_isolation,
+        "cni_dir": args.cache_dir,
+        "container_id": args.container_id,
+        "netns": args.netns,
+    }
+    if kind == "vmi":
+        facts = read_vmi_facts(api, namespace or "default", name, kvnet_binding=args.kvnet_binding, **options)
+        findings = explain_vmi(facts)
+    else:
+        findings = explain(read_facts(api, namespace or "default", name, **options))
     if args.output == "json":
         print(json.dumps([{**asdict(f), "ok": f.ok} for f in findings], indent=2))
     else:
@@ -344,3 +372,188 @@ def render(f: Finding) -> str:
     """One finding as a text line."""
     line = f"{f.network}: asked {f.asked}; {f.happened}; " + ("present" if f.present else f"MISSING: {f.cause}")
     return line + "".join(f"; {note}" for note in (f.cache, f.mtu) if note)
+
+
+# ------------------------------------------------------------------------------------
+# VMIs: kvnet explain vmi NAMESPACE/NAME
+# ------------------------------------------------------------------------------------
+
+CREATED_BY = "kubevirt.io/created-by"
+KVNET_BINDING = "kvnet"  # the name deploy/kubevirt-cr-patch.yaml registers kvnet's sidecar under
+
+
+@dataclass(frozen=True)
+class VmiNetwork:
+    """One entry of a VMI's spec.networks with its interface's binding plugin name."""
+
+    name: str
+    multus: str | None  # the multus networkName as NAMESPACE/NAME; None for the pod network
+    binding: str | None  # spec.domain.devices.interfaces[].binding.name
+    has_interface: bool = True
+
+
+@dataclass(frozen=True)
+class VmiFacts:
+    """What was read about one VMI: its networks, the interface names in its status, the
+    binding plugins each KubeVirt CR registers, and its virt-launcher pod's facts."""
+
+    namespace: str
+    name: str
+    networks: tuple[VmiNetwork, ...]
+    status_interfaces: tuple[str, ...]
+    registered: tuple[tuple[str, tuple[str, ...]], ...]  # (KubeVirt CR ns/name, binding names)
+    launcher: PodFacts | None
+    kvnet_binding: str = KVNET_BINDING  # networks bound by it carry a binding record (--netns)
+
+
+def _launcher_iface(launcher: PodFacts, network: str) -> str | None:
+    """The launcher pod's interface for a NAD, from its network-status."""
+    try:
+        statuses = parse_network_status(launcher.status_annotation) if launcher.status_annotation else ()
+    except KvnetError:
+        return None
+    return next((st.interface for st in statuses if st.name == network and st.interface), None)
+
+
+def _record_of(facts: VmiFacts, net: VmiNetwork) -> tuple[str, str] | None:
+    """(pod interface, its ifalias) of a kvnet-bound network when the netns was read."""
+    launcher = facts.launcher
+    if launcher is None or launcher.link_aliases is None or net.multus is None or net.binding != facts.kvnet_binding:
+        return None
+    iface = _launcher_iface(launcher, net.multus)
+    return None if iface is None else (iface, dict(launcher.link_aliases).get(iface, ""))
+
+
+def _record_note(facts: VmiFacts, net: VmiNetwork) -> str:
+    found = _record_of(facts, net)
+    try:
+        record = bindrecord.decode(found[1]) if found else None
+    except KvnetError:
+        record = None
+    if found is None or record is None:
+        return ""
+    return f"; binding record on {found[0]}: guest MAC {record.original_mac}, MTU {record.mtu}"
+
+
+def _record_cause(facts: VmiFacts, net: VmiNetwork) -> str | None:
+    """With the launcher's netns read: the binding record kvnet-binding leaves on the pod link."""
+    found = _record_of(facts, net)
+    if found is None:
+        return None
+    iface, alias = found
+    assert facts.launcher is not None and facts.launcher.link_aliases is not None
+    if iface not in dict(facts.launcher.link_aliases):
+        return f"pod interface {iface} absent from the launcher pod's netns"
+    try:
+        record = bindrecord.decode(alias)
+    except KvnetError as err:
+        return f"binding record on {iface} unreadable: {err.msg}"
+    if record is None:
+        return f"binding record absent on {iface}: kvnet-binding did not plumb it"
+    return None
+
+
+def _vmi_cause(facts: VmiFacts, net: VmiNetwork, pod_finding: Finding | None) -> str | None:
+    if not net.has_interface:
+        return f"no interface in spec.domain.devices.interfaces is named {net.name}"
+    if net.binding is not None:
+        if not facts.registered:
+            return f"binding plugin {net.binding} not registered: no KubeVirt CR found"
+        if not any(net.binding in names for _, names in facts.registered):
+            crs = ", ".join(f"{cr} has [{', '.join(names)}]" for cr, names in facts.registered)
+            return f"binding plugin {net.binding} not registered in the KubeVirt CR ({crs})"
+    if facts.launcher is None:
+        return "virt-launcher pod missing"
+    if net.multus is not None:
+        if pod_finding is None:
+            return f"the virt-launcher pod {facts.launcher.name} does not ask for {net.multus}"
+        if not pod_finding.present:
+            return pod_finding.cause
+    record = _record_cause(facts, net)
+    if record is not None:
+        return record
+    if net.name not in facts.status_interfaces:
+        return "interface absent from VMI status.interfaces"
+    return None
+
+
+def explain_vmi(facts: VmiFacts) -> tuple[Finding, ...]:
+    """One finding per VMI network, in spec.networks order (the launcher pod's path reused)."""
+    pod_findings = explain(facts.launcher) if facts.launcher else ()
+    out = []
+    for net in facts.networks:
+        pod_finding = next((f for f in pod_findings if f.network == net.multus), None)
+        asked = f"network {net.name} " + (f"multus {net.multus}" if net.multus else "pod network")
+        asked += f", binding {net.binding}" if net.binding else ""
+        if facts.launcher is None:
+            happened = "no virt-launcher pod"
+        elif pod_finding is not None:
+            happened = f"launcher pod {facts.launcher.name} {pod_finding.happened}"
+        else:
+            happened = f"launcher pod {facts.launcher.name}"
+        happened += _record_note(facts, net)
+        happened += "; in VMI status" if net.name in facts.status_interfaces else "; not in VMI status"
+        cause = _vmi_cause(facts, net, pod_finding)
+        cache_note = pod_finding.cache if pod_finding else None
+        mtu = pod_finding.mtu if pod_finding else None
+        out.append(
+            Finding(
+                f"{facts.namespace}/{facts.name}/{net.name}", asked, happened, cause is None, cause, cache_note, mtu
+            )
+        )
+    return tuple(out)
+
+
+def vmi_networks(vmi: Mapping[str, Any]) -> tuple[VmiNetwork, ...]:
+    """spec.networks joined with spec.domain.devices.interfaces by name."""
+    namespace = vmi.get("metadata", {}).get("namespace") or "default"
+    spec = vmi.get("spec") or {}
+    ifaces = {i.get("name"): i for i in ((spec.get("domain") or {}).get("devices") or {}).get("interfaces") or []}
+    out = []
+    for net in spec.get("networks") or []:
+        name = str(net.get("name", ""))
+        multus = (net.get("multus") or {}).get("networkName")
+        full = None
+        if isinstance(multus, str) and multus:
+            full = multus if "/" in multus else f"{namespace}/{multus}"
+        iface = ifaces.get(name)
+        binding = ((iface or {}).get("binding") or {}).get("name")
+        out.append(VmiNetwork(name, full, binding if isinstance(binding, str) else None, iface is not None))
+    return tuple(out)
+
+
+def _get_json(api: k8s.LightApi, path: str) -> Mapping[str, Any] | None:
+    status, data = api.request("GET", path)
+    if status == 404:
+        return None
+    if status != 200:
+        raise KvnetError(f"GET {path}: HTTP {status}")
+    obj: Mapping[str, Any] = json.loads(data)
+    return obj
+
+
+def read_vmi_facts(
+    api: k8s.LightApi, namespace: str, name: str, *, kvnet_binding: str = KVNET_BINDING, **pod_options: Any
+) -> VmiFacts:
+    """The VMI, the KubeVirt CRs, and the VMI's virt-launcher pod with its facts."""
+    vmi = _get_json(api, f"/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}")
+    if vmi is None:
+        raise KvnetError(f"VMI {namespace}/{name} not found")
+    crs = _get_json(api, "/apis/kubevirt.io/v1/kubevirts") or {}
+    registered = tuple(
+        (
+            f"{cr['metadata'].get('namespace')}/{cr['metadata']['name']}",
+            tuple(sorted(((cr.get("spec") or {}).get("configuration") or {}).get("network", {}).get("binding") or {})),
+        )
+        for cr in crs.get("items") or []
+    )
+    uid = vmi.get("metadata", {}).get("uid", "")
+    selector = quote(f"{CREATED_BY}={uid}")
+    pods = (_get_json(api, f"/api/v1/namespaces/{namespace}/pods?labelSelector={selector}") or {}).get("items") or []
+    active = set((vmi.get("status") or {}).get("activePods") or {})
+    pods = sorted(pods, key=lambda p: p.get("metadata", {}).get("uid") not in active)
+    launcher = None
+    if pods:
+        launcher = read_facts(api, namespace, pods[0]["metadata"]["name"], **pod_options)
+    names = tuple(str(i.get("name")) for i in (vmi.get("status") or {}).get("interfaces") or [] if i.get("name"))
+    return VmiFacts(namespace, name, vmi_networks(vmi), names, registered, launcher, kvnet_binding)
