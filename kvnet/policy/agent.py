@@ -12,6 +12,11 @@ full reconcile it sweeps ``--netns-dir`` for tables of its own name in netns it 
 police (left by an agent that was killed). On stop the agent removes every table it
 applied: without the agent nobody keeps them current.
 
+Before rendering a pod's tables the agent reads the pod netns's links: a policed interface
+that is a port of a bridge there is a VM's attachment behind kvnet's binding (``pod<hash>``
+in ``k6t-<x>`` with the guest's tap), filtered where its frames are bridged
+(:mod:`kvnet.policy.nft`); the pod netns then gets br_netfilter's sysctls turned on.
+
 Peers are looked for on every node (a peer's addresses come from its network-status,
 wherever it runs), so pods are watched cluster-wide; only this node's pods get tables.
 """
@@ -41,7 +46,7 @@ from kvnet.policy.model import (
     parse_policy,
     wanted_rules,
 )
-from kvnet.policy.nft import FAMILY, TABLE, Nft, script
+from kvnet.policy.nft import FAMILIES, FAMILY, TABLE, Nft, families, script
 
 log = logging.getLogger("kvnet.policy")
 
@@ -203,6 +208,16 @@ def netns_path(rules: PodRules, netns_dir: str) -> str | None:
     return os.path.join(netns_dir, name)
 
 
+@dataclass(frozen=True)
+class Applied:
+    """A pod's tables as applied: in which netns, the script, the families it declared."""
+
+    path: str
+    text: str
+    tables: tuple[str, ...] = (FAMILY,)
+    bridged: frozenset[str] = frozenset()
+
+
 class Agent:
     """Cached state, the wanted tables and the applied ones; the reconcile loop."""
 
@@ -212,54 +227,86 @@ class Agent:
         self.netns_dir = netns_dir
         self.nft = nft or Nft()
         self.state = State()
-        self.applied: dict[tuple[str, str], tuple[str, str]] = {}  # pod -> (netns path, script)
+        self.applied: dict[tuple[str, str], Applied] = {}
         self.stop = threading.Event()
         self._events: queue.Queue[Event] = queue.Queue()
 
     # --- reconcile ------------------------------------------------------------------------
 
+    def bridged(self, key: tuple[str, str], rules: PodRules, path: str) -> frozenset[str]:
+        """The policed interfaces of ``rules`` that are bridge ports in the pod netns (a VM's
+        attachment behind kvnet's binding); the others are filtered as a pod's."""
+        names = {a.interface for a in rules.attachments}
+        try:
+            masters = self.nft.masters(path)
+        except IOFailure as err:
+            log.warning("pod %s/%s: links of %s not read (%s); policed as a pod's", key[0], key[1], path, err.msg)
+            return frozenset()
+        out = frozenset(n for n in names if masters.get(n))
+        for name in sorted(names - out):
+            if name.startswith("pod") and f"tap{name[3:]}" in masters:
+                log.error(
+                    "pod %s/%s: %s is tc-redirected to tap%s (the binding's redirect mode): "
+                    "that traffic bypasses netfilter and is not policed",
+                    key[0],
+                    key[1],
+                    name,
+                    name[3:],
+                )
+        return out
+
     def reconcile(self) -> None:
         policies, pods, namespaces = parsed(self.state)
         wanted = wanted_rules(policies, pods, namespaces, node=self.node)
-        desired: dict[tuple[str, str], tuple[str, str]] = {}
+        desired: dict[tuple[str, str], Applied] = {}
         for key, rules in wanted.items():
             path = netns_path(rules, self.netns_dir)
             if path is None or not os.path.exists(path):
                 log.warning("pod %s/%s: no netns known (annotation kvnet.io/netns); not policed", *key)
                 continue
+            bridged = self.bridged(key, rules, path)
             try:
-                desired[key] = (path, script(rules))
+                desired[key] = Applied(path, script(rules, bridged), families(rules, bridged), bridged)
             except KvnetError as err:
                 log.error("pod %s/%s not policed: %s", key[0], key[1], err.msg)
-        for key, (path, _) in list(self.applied.items()):
-            if key not in desired or desired[key][0] != path:
-                self._delete(key, path)
-        for key, (path, text) in desired.items():
-            if self.applied.get(key) == (path, text):
+        for key, stale in list(self.applied.items()):
+            if key not in desired or desired[key].path != stale.path:
+                self._delete(key, stale)
+        for key, want in desired.items():
+            old = self.applied.get(key)
+            if old == want:
                 continue
             try:
-                self.nft.apply(path, text)
+                if want.bridged:
+                    self.nft.bridge_netfilter(want.path)
+                self.nft.apply(want.path, want.text)
+                gone = tuple(f for f in (old.tables if old else ()) if f not in want.tables)
+                if gone:
+                    self.nft.delete(want.path, gone)
             except IOFailure as err:
                 log.error("pod %s/%s: %s %s", key[0], key[1], err.msg, err.details)
                 continue
-            log.info("pod %s/%s: table %s applied in %s", key[0], key[1], "inet kvnet-policy", path)
-            self.applied[key] = (path, text)
+            where = f" (bridged: {', '.join(sorted(want.bridged))})" if want.bridged else ""
+            tables = ", ".join(f"{f} {TABLE}" for f in want.tables)
+            log.info("pod %s/%s: %s applied in %s%s", key[0], key[1], tables, want.path, where)
+            self.applied[key] = want
 
-    def _delete(self, key: tuple[str, str], path: str) -> None:
+    def _delete(self, key: tuple[str, str], old: Applied) -> None:
         self.applied.pop(key, None)
+        path = old.path
         if not os.path.exists(path):
             log.info("pod %s/%s: netns %s is gone, and its table with it", key[0], key[1], path)
             return
         try:
-            self.nft.delete(path)
+            self.nft.delete(path, old.tables)
             log.info("pod %s/%s: table removed from %s", key[0], key[1], path)
         except IOFailure as err:
             log.error("pod %s/%s: %s %s", key[0], key[1], err.msg, err.details)
 
     def sweep(self) -> None:
-        """Remove this agent's table from every netns in ``netns_dir`` that no pod it polices
+        """Remove this agent's tables from every netns in ``netns_dir`` that no pod it polices
         uses: what an agent killed without its clean-up (SIGKILL, a crash) left behind."""
-        mine = {path for path, _ in self.applied.values()}
+        mine = {a.path for a in self.applied.values()}
         try:
             names = sorted(os.listdir(self.netns_dir))
         except OSError as err:
@@ -270,15 +317,17 @@ class Agent:
             if path in mine:
                 continue
             try:
-                if f"{FAMILY} {TABLE}" in self.nft.tables(path):
-                    self.nft.delete(path)
+                listed = self.nft.tables(path)
+                stale = tuple(f for f in FAMILIES if f"{f} {TABLE}" in listed)
+                if stale:
+                    self.nft.delete(path, stale)
                     log.info("netns %s: stale table removed (no pod policed there)", path)
             except IOFailure as err:
                 log.debug("netns %s not swept: %s", path, err.msg)
 
     def remove_all(self) -> None:
-        for key, (path, _) in list(self.applied.items()):
-            self._delete(key, path)
+        for key, old in list(self.applied.items()):
+            self._delete(key, old)
 
     # --- running --------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 
 from kvnet.core.errors import InvalidConfig
 from kvnet.policy.model import AllowRule, AttachmentRules, PodRules, PortMatch
-from kvnet.policy.nft import DELETE_SCRIPT, render, script
+from kvnet.policy.nft import DELETE_SCRIPT, render, render_bridge, script
 
 RULES = PodRules(
     "team",
@@ -79,9 +79,47 @@ def test_strange_interface_names_are_refused(name: str) -> None:
         render(PodRules("t", "p", None, (AttachmentRules(name, "t/n", ingress=()),)))
 
 
+def test_a_bridged_attachment_is_marked_in_the_bridge_and_filtered_in_forward() -> None:
+    """net1 is a VM's pod link, a port of the in-pod bridge: its frames are marked in the
+    bridge family's forward hook and judged by the inet forward chain (br_netfilter);
+    net2 stays a pod interface."""
+    bridged = frozenset({"net1"})
+    text = render(RULES, bridged)
+    assert "\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n" in text
+    assert (
+        "\tchain forward {\n"
+        "\t\ttype filter hook forward priority filter; policy accept;\n"
+        "\t\tmeta mark 0x6b761000 jump ingress_0\n"
+        "\t}\n"
+    ) in text
+    assert '\t\toifname "net2" jump egress_1\n' in text
+    assert render_bridge(RULES, bridged) == (
+        "table bridge kvnet-policy {\n"
+        "\tchain forward {\n"
+        "\t\ttype filter hook forward priority filter; policy accept;\n"
+        '\t\tiifname "net1" meta mark set 0x6b761000\n'
+        "\t}\n"
+        "}\n"
+    )
+    assert render_bridge(RULES, frozenset()) is None
+    both = PodRules("t", "vm", None, (AttachmentRules("pod1", "t/n", ingress=(), egress=()),))
+    assert 'oifname "pod1" meta mark set 0x6b762000' in (render_bridge(both, frozenset({"pod1"})) or "")
+    full = script(RULES, bridged)
+    assert full.startswith(
+        "table inet kvnet-policy {}\ndelete table inet kvnet-policy\n"
+        "table bridge kvnet-policy {}\ndelete table bridge kvnet-policy\n"
+    )
+    assert full.endswith(render_bridge(RULES, bridged) or "")
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None, reason="needs root and nft (nft -c)")
-def test_nft_accepts_the_script() -> None:
+@pytest.mark.parametrize("bridged", [frozenset(), frozenset({"net1"})], ids=["pod", "vm"])
+def test_nft_accepts_the_script(bridged: frozenset[str]) -> None:
     done = subprocess.run(
-        ["unshare", "--net", "nft", "-c", "-f", "-"], input=script(RULES), capture_output=True, text=True, check=False
+        ["unshare", "--net", "nft", "-c", "-f", "-"],
+        input=script(RULES, bridged),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
