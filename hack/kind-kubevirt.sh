@@ -29,7 +29,7 @@ kind load docker-image --name "$CLUSTER" "$KVNET_NODE_IMAGE" "$KVNET_SIDECAR_IMA
 
 echo "== kvnet"
 kubectl apply -f crds/network-attachment-definition.yaml
-kubectl apply -f deploy/rbac.yaml -f deploy/node-daemonset.yaml
+kubectl apply -f deploy/rbac.yaml -f deploy/rbac-thick.yaml -f deploy/node-daemonset.yaml
 kubectl -n kube-system rollout status daemonset/kvnet-node --timeout=300s
 kubectl apply -f deploy/binding-nad.yaml
 

@@ -41,6 +41,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="serve Prometheus /metrics, /healthz and /readyz on this TCP address (:PORT for every "
         "address); off by default (the DaemonSet sets :9465)",
     )
+    parser.add_argument(
+        "--nad-cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="answer NAD reads from a list + watch of every namespace's NADs, a GET on a miss or while the "
+        "watch is not synced (default on; needs list and watch on network-attachment-definitions, without "
+        "them every read is a GET)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -68,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
         address = parse_address(args.metrics_address)
     daemon = CniDaemon(
-        args.socket, daemon_conf=load_config(args.config), long_lived=LongLived(factory), metrics_address=address
+        args.socket,
+        daemon_conf=load_config(args.config),
+        long_lived=LongLived(factory, nad_cache=args.nad_cache),
+        metrics_address=address,
     )
     stop = threading.Event()
     handle_signals(lambda *_: stop.set(), (signal.SIGTERM, signal.SIGINT))

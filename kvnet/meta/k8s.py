@@ -33,7 +33,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
@@ -87,6 +87,9 @@ def pod_path(namespace: str, name: str, *, status: bool = False) -> str:
 
 def events_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{quote(namespace, safe='')}/events"
+
+
+NADS_PATH = f"/apis/{NAD_GROUP}/{NAD_VERSION}/{NAD_PLURAL}"  # every namespace's: list and watch
 
 
 def nad_path(namespace: str, name: str) -> str:
@@ -705,6 +708,37 @@ class LightApi(_RetryingStatusWriter):
         if status == 404:
             return None
         return self._json("GET", path, status, data, retry_after)
+
+    def get_json(self, path: str) -> Mapping[str, Any] | None:
+        """GET ``path`` as JSON (None for a 404); any other failure raised."""
+        return self._get(path)
+
+    def watch(self, path: str, resource_version: str, *, timeout_seconds: int = 300) -> Iterator[Mapping[str, Any]]:
+        """The events of ``GET path?watch=1`` from ``resource_version`` (with bookmarks), one
+        JSON object per line, on a connection of its own (never a pooled one) that the server
+        ends after ``timeout_seconds``. Transport failures and non-200 answers are raised."""
+        query = f"watch=1&allowWatchBookmarks=true&resourceVersion={quote(resource_version)}"
+        url = f"{self._prefix}{path}?{query}&timeoutSeconds={timeout_seconds}"
+        headers = dict(self._headers)
+        if self._token_file is not None:
+            headers["Authorization"] = f"Bearer {self._token_file.token()}"
+        conn = self._connection()
+        conn.timeout = timeout_seconds + 30
+        try:
+            try:
+                conn.request("GET", url, headers=headers)
+                resp = conn.getresponse()
+                if resp.status != 200:
+                    raise _answer_failure("GET", path, resp.status, resp.read(), resp.getheader("Retry-After"))
+                while line := resp.readline():
+                    if line.strip():
+                        yield _json_object(f"watch {path}", line)
+            except (OSError, http.client.HTTPException) as err:
+                raise KubeApiFailure(
+                    f"Kubernetes API watch {self.conf.server}{path}: {err or type(err).__name__}"
+                ) from None
+        finally:
+            conn.close()
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._get(pod_path(namespace, name))

@@ -81,6 +81,10 @@ class DaemonMetrics:
         self.events = Counter(
             "kvnet_events", "Pod Events, by outcome (posted, dropped, failed)", ["result"], registry=r
         )
+        self.nad_cache = Counter(
+            "kvnet_nad_cache", "NAD reads, by whether the watch-backed cache answered (hit) or a GET (miss)",
+            ["result"], registry=r,
+        )  # fmt: skip
 
     # --- the observers the daemon's parts are given ----------------------------------------
 
@@ -96,6 +100,9 @@ class DaemonMetrics:
 
     def observe_event(self, result: str) -> None:
         self.events.labels(result).inc()
+
+    def observe_nad_cache(self, result: str) -> None:
+        self.nad_cache.labels(result).inc()
 
     def observe_call(self, command: str, code: int, seconds: float) -> None:
         self.calls.labels(command, str(code)).inc()

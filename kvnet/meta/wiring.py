@@ -271,14 +271,30 @@ def client_api(kubeconfig: str) -> KubeApi:
     return k8s.RetryingApi(k8s.client_api(kubeconfig))
 
 
+def nad_cache(kubeconfig: str, api: KubeApi, metrics: DaemonMetrics | None) -> KubeApi:
+    """``api`` with its NAD reads answered from a list + watch (:mod:`kvnet.meta.nadcache`)."""
+    from kvnet.meta import k8s
+    from kvnet.meta.nadcache import NadCache
+
+    cached = NadCache(api, k8s.LightApi(k8s.load_kubeconfig(kubeconfig), kubeconfig=kubeconfig))
+    if metrics is not None:
+        cached.observer = metrics.observe_nad_cache
+    return cached
+
+
 class LongLived:
     """API clients per kubeconfig and delegate runners per (binDir, cniDir, timeout)."""
 
     def __init__(
-        self, api_factory: Callable[[str], KubeApi] = client_api, metrics: DaemonMetrics | None = None
+        self,
+        api_factory: Callable[[str], KubeApi] = client_api,
+        metrics: DaemonMetrics | None = None,
+        *,
+        nad_cache: bool = False,
     ) -> None:
         self._api_factory = api_factory
         self.metrics = metrics
+        self.nad_cache = nad_cache
         self._apis: dict[str, KubeApi] = {}
         self._runners: dict[tuple[str, str, float, bool], Runner] = {}
         self._recorders: dict[str, EventRecorder | None] = {}
@@ -290,6 +306,8 @@ class LongLived:
                 api = self._api_factory(kubeconfig)
                 if self.metrics is not None and hasattr(api, "observer"):
                     api.observer = self.metrics.observe_api
+                if self.nad_cache:
+                    api = nad_cache(kubeconfig, api, self.metrics)
                 self._apis[kubeconfig] = api
             return self._apis[kubeconfig]
 

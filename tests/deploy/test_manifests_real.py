@@ -18,8 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = (
     "crds/network-attachment-definition.yaml",
     "deploy/rbac.yaml",
+    "deploy/rbac-thick.yaml",
     "deploy/node-daemonset.yaml",
+    "deploy/node-daemonset-thin.yaml",
     "deploy/binding-nad.yaml",
+    "crds/multi-network-policy.yaml",
+    "deploy/policy-agent.yaml",
 )
 PLURALS = {
     "NetworkAttachmentDefinition": "network-attachment-definitions",

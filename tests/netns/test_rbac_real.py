@@ -37,6 +37,7 @@ pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
 RBAC = REPO / "deploy" / "rbac.yaml"
+RBAC_THICK = REPO / "deploy" / "rbac-thick.yaml"  # the daemon's NAD cache: list + watch
 DAEMONSET = REPO / "deploy" / "node-daemonset.yaml"
 NAMESPACE = "kube-system"
 ACCOUNT = "kvnet"
@@ -88,8 +89,8 @@ def role_rules(role: Mapping[str, Any]) -> set[Triple]:
     }
 
 
-def the_role() -> dict[str, Any]:
-    return next(d for d in manifest(RBAC) if d["kind"] == "ClusterRole")
+def the_role(path: Path = RBAC) -> dict[str, Any]:
+    return next(d for d in manifest(path) if d["kind"] == "ClusterRole")
 
 
 def used(events: list[dict[str, Any]]) -> set[Triple]:
@@ -175,13 +176,14 @@ def write_token(path: Path, token: str) -> None:
 
 @pytest.fixture(scope="module")
 def rbac(kube: KubeCluster) -> Iterator[list[dict[str, Any]]]:
-    """deploy/rbac.yaml applied for real; the authorizer answers for the kvnet account."""
-    docs = manifest(RBAC)
+    """deploy/rbac.yaml and deploy/rbac-thick.yaml applied for real; the authorizer answers
+    for the kvnet account (kvnet-cni in thin mode uses only the first)."""
+    docs = [*manifest(RBAC), *manifest(RBAC_THICK)]
     kube.ensure_namespace(NAMESPACE)
     for doc in docs:
         status, answer = apply_strict(kube, doc)
         assert status in (200, 201), answer.get("message", answer)
-    wait_authorized(kube, USER, {t: True for t in role_rules(the_role())})
+    wait_authorized(kube, USER, {t: True for t in role_rules(the_role()) | role_rules(the_role(RBAC_THICK))})
     yield docs
     for doc in reversed(docs):
         kube.delete(doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
@@ -461,7 +463,7 @@ def test_a_rotated_token_reaches_the_running_daemon(
         assert lab.leftovers() == {"pod links": [], "host-local leases": [], "cache files": []}
         events = kube.audit(user=USER, since=mark)
         assert [e for e in events if e["responseStatus"]["code"] >= 400] == []
-        assert used(events) <= role_rules(the_role())
+        assert used(events) <= role_rules(the_role()) | role_rules(the_role(RBAC_THICK))
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
