@@ -13,6 +13,14 @@ finds the queue full is dropped and counted. In thin mode the process waits at m
 :data:`THIN_FLUSH` seconds at its end for the queue to drain (``kvnet.meta.main``).
 Events are core/v1 Events as client-go's recorder writes them (name ``<pod>.<hex ns>``,
 ``source.component`` ``kvnet``, ``source.host`` the node).
+
+Like client-go's recorder (its ``EventSourceObjectSpamFilter``), a recorder lets one source
+post a burst of 25 events about one pod and then one more every 5 minutes; the rest are
+skipped before they are queued and counted as ``filtered``. A kvnet-cni process is one
+recorder, as a Multus thin call is: at most 25 events per ADD. The daemon's recorder lives
+as long as the daemon, as multus-daemon's does. client-go's other two steps are not copied:
+it folds an identical event into a PATCH of the first one's count, and ten events of one
+reason with different messages in 10 minutes into one "(combined from similar events)".
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import os
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -37,6 +46,11 @@ QUEUE_BOUND = 256  # events waiting to be posted; more are dropped
 WORKERS = 2  # posting threads per API server
 THIN_FLUSH = 1.0  # seconds a kvnet-cni process waits at its end for its events
 MAX_MESSAGE = 1024  # characters of a message (events.k8s.io's note limit; longer ones are cut)
+# client-go's EventSourceObjectSpamFilter (tools/record/events_cache.go): per source and pod,
+# a token bucket of 25 refilled at one every 300 s, over an LRU of 4096 pods
+SPAM_BURST = 25
+SPAM_REFILL = 300.0  # seconds per token
+SPAM_PODS = 4096
 
 
 class EventApi(Protocol):
@@ -131,7 +145,36 @@ def node_name() -> str:
     return os.environ.get("NODE_NAME") or os.uname().nodename
 
 
-Observer = Callable[[str], None]  # called with "posted", "dropped" or "failed"
+Observer = Callable[[str], None]  # called with "posted", "dropped", "failed" or "filtered"
+
+
+class SpamFilter:
+    """client-go's per source and object token bucket (:data:`SPAM_BURST`, :data:`SPAM_REFILL`);
+    the pods it remembers are the :data:`SPAM_PODS` most recently seen."""
+
+    def __init__(
+        self,
+        *,
+        burst: int = SPAM_BURST,
+        refill: float = SPAM_REFILL,
+        size: int = SPAM_PODS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._burst, self._refill, self._size, self._clock = burst, refill, size, clock
+        self._buckets: OrderedDict[tuple[str, str, str], tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, pod: PodRef) -> bool:
+        key = (pod.namespace, pod.name, pod.uid)
+        now = self._clock()
+        with self._lock:
+            tokens, then = self._buckets.pop(key, (float(self._burst), now))
+            tokens = min(float(self._burst), tokens + (now - then) / self._refill)
+            allowed = tokens >= 1.0
+            self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+            while len(self._buckets) > self._size:
+                self._buckets.popitem(last=False)
+        return allowed
 
 
 def recorder_for(api: object, *, observer: Observer | None = None) -> EventRecorder | None:
@@ -153,8 +196,10 @@ class EventRecorder:
         host: str | None = None,
         clock: Callable[[], int] = time.time_ns,
         observer: Observer | None = None,
+        spam: SpamFilter | None = None,
     ) -> None:
         self._api = api
+        self._spam = spam or SpamFilter()
         self._queue: queue.Queue[PodEvent] = queue.Queue(bound)
         self._workers = workers
         self._threads: list[threading.Thread] = []
@@ -163,7 +208,7 @@ class EventRecorder:
         self._observer = observer
         self._lock = threading.Lock()
         self._serial = 0
-        self.counts = {"posted": 0, "dropped": 0, "failed": 0}
+        self.counts = {"posted": 0, "dropped": 0, "failed": 0, "filtered": 0}
 
     def _count(self, what: str) -> None:
         with self._lock:
@@ -172,8 +217,18 @@ class EventRecorder:
             self._observer(what)
 
     def post(self, ev: PodEvent) -> bool:
-        """Queue ``ev``; False when the queue was full and it was dropped."""
+        """Queue ``ev``; False when the spam filter skipped it or the queue was full."""
         if not ev.pod.namespace or not ev.pod.name:
+            return False
+        if not self._spam.allow(ev.pod):
+            log.debug(
+                "event skipped (more than %d about pod %s/%s): %s",
+                SPAM_BURST,
+                ev.pod.namespace,
+                ev.pod.name,
+                ev.message,
+            )
+            self._count("filtered")
             return False
         try:
             self._queue.put_nowait(ev)

@@ -79,7 +79,7 @@ class DaemonMetrics:
             "kvnet_api_retries", "Kubernetes API calls tried again after a transient failure", ["call"], registry=r
         )
         self.events = Counter(
-            "kvnet_events", "Pod Events, by outcome (posted, dropped, failed)", ["result"], registry=r
+            "kvnet_events", "Pod Events, by outcome (posted, dropped, failed, filtered)", ["result"], registry=r
         )
         self.nad_cache = Counter(
             "kvnet_nad_cache", "NAD reads, by whether the watch-backed cache answered (hit) or a GET (miss)",

@@ -99,7 +99,7 @@ def test_failed_posts_are_counted_not_raised() -> None:
     rec = events.EventRecorder(api, host="n", observer=seen.append)
     assert rec.post(events.add_failed(POD, "boom"))
     assert rec.flush(5)
-    assert rec.counts == {"posted": 0, "dropped": 0, "failed": 1} and seen == ["failed"]
+    assert rec.counts == {"posted": 0, "dropped": 0, "failed": 1, "filtered": 0} and seen == ["failed"]
 
 
 def test_recorder_only_for_clients_that_post_events() -> None:
@@ -110,3 +110,38 @@ def test_recorder_only_for_clients_that_post_events() -> None:
 def test_an_event_without_a_pod_name_is_not_posted() -> None:
     rec = events.EventRecorder(SlowApi(), host="n")
     assert rec.post(events.add_failed(events.PodRef("ns1", ""), "boom")) is False
+
+
+def test_the_spam_filter_is_client_gos_bucket() -> None:
+    """25 events about one pod, then one per 300 s; other pods have their own bucket."""
+    now = [0.0]
+    spam = events.SpamFilter(clock=lambda: now[0])
+    other = events.PodRef("ns1", "other", "u2")
+    assert [spam.allow(POD) for _ in range(26)] == [True] * 25 + [False]
+    assert spam.allow(other)
+    now[0] = 299.0
+    assert not spam.allow(POD)
+    now[0] = 300.5
+    assert spam.allow(POD) and not spam.allow(POD)
+    now[0] = 300.5 + 25 * 300.0
+    assert [spam.allow(POD) for _ in range(26)] == [True] * 25 + [False]  # refilled to the burst, no more
+
+
+def test_the_spam_filter_forgets_the_least_recent_pod() -> None:
+    spam = events.SpamFilter(burst=1, size=2, clock=lambda: 0.0)
+    a, b, c = (events.PodRef("ns", n) for n in "abc")
+    assert spam.allow(a) and spam.allow(b) and not spam.allow(a)
+    assert spam.allow(c)  # b is forgotten (a was seen last), then
+    assert spam.allow(b) and not spam.allow(c)
+
+
+def test_events_over_the_burst_are_filtered_not_queued() -> None:
+    api = SlowApi()
+    api.release.set()
+    seen: list[str] = []
+    rec = events.EventRecorder(api, host="n", observer=seen.append)
+    results = [rec.post(events.added_interface(POD, f"net{i}", [], "x")) for i in range(30)]
+    assert results == [True] * 25 + [False] * 5
+    assert rec.flush(5)
+    assert rec.counts == {"posted": 25, "dropped": 0, "failed": 0, "filtered": 5}
+    assert seen.count("filtered") == 5 and len(api.got) == 25
