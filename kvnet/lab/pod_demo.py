@@ -184,6 +184,10 @@ class PodLab:
 
     # --- content -------------------------------------------------------------------------
 
+    def load(self, objects: Iterable[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+        """Create ``objects`` (removed again when the lab stops); what the server made of them."""
+        return self._load(objects)
+
     def load_examples(self, folder: Path | None = None) -> None:
         folder = folder or examples_dir()
         nads = [
@@ -344,6 +348,15 @@ def run(out: TextIO = sys.stderr, kube: KubeCluster | None = None, plugin_dir: s
             out.write("pod routes:\n" + "".join(f"  {r}\n" for r in routes))
             out.write("network-status annotation:\n")
             out.write(json.dumps(lab.status("demo"), indent=2) + "\n")
+            from kvnet.lab import policy_demo
+
+            skip = policy_demo.skip_reason(lab)
+            if skip:
+                out.write(f"policy: skipped: {skip}\n")
+            elif not policy_demo.run(lab, conf, pod, out):
+                lab.cni("DEL", conf, container=container, pod="demo", uid=pod_uid)
+                out.write("policy: the connects did not go as the policy says\n")
+                return 1
             out.write("DEL\n")
             rc, result, err = lab.cni("DEL", conf, container=container, pod="demo", uid=pod_uid)
             if rc != 0:

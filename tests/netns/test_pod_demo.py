@@ -20,7 +20,7 @@ def _network_status(text: str) -> list[dict[str, Any]]:
     """The network-status JSON the demo prints between its heading and ``DEL``."""
     head = "network-status annotation:\n"
     assert head in text, text
-    body = text.split(head, 1)[1].split("\nDEL\n", 1)[0]
+    body = text.split(head, 1)[1].split("\npolicy: ", 1)[0].split("\nDEL\n", 1)[0]
     status = json.loads(body)
     assert isinstance(status, list)
     return status
@@ -48,4 +48,18 @@ def test_pod_demo_adds_the_example_networks_and_leaves_nothing(
     for s in status:
         assert any(line.split()[:1] == [s["interface"]] and f"{s['ips'][0]}/24" in line for line in text.splitlines())
     assert "  pod links: none\n  host-local leases: none\n  cache files: none\n" in text
+    # the policy step: the real agent's table decides each connect on blue, not on eth0
+    policy = text.split("\npolicy: MultiNetworkPolicy default/demo-from-client", 1)[1].split("\nDEL\n", 1)[0]
+    verdicts = [line.split()[:4] for line in policy.splitlines() if "-> demo" in line]
+    assert verdicts == [
+        ["client", "->", "demo", "10.89.0.2:8080"],
+        ["client", "->", "demo", "10.89.0.2:9090"],
+        ["stranger", "->", "demo", "10.89.0.2:8080"],
+        ["stranger", "->", "demo", "10.88.0.2:8080"],
+        ["stranger", "->", "demo", "10.89.0.2:8080"],
+        ["client", "->", "demo", "10.89.0.2:9090"],
+    ], policy
+    outcomes = [line.split()[4] for line in policy.splitlines() if "-> demo" in line]
+    assert outcomes == ["connects", "blocked", "blocked", "connects", "connects", "connects"], policy
+    assert "NOT what the policy says" not in policy
     assert text.endswith("nothing left behind\n")
