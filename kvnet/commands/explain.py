@@ -36,7 +36,7 @@ from kvnet.core import bindrecord
 from kvnet.core.errors import KvnetError
 from kvnet.core.model import NetworkSelection, NetworkStatus
 from kvnet.meta import cache, k8s
-from kvnet.meta.config import DEFAULT_CNI_DIR
+from kvnet.meta.config import DEFAULT_CNI_DIR, DEFAULT_GLOBAL_NAMESPACES, parse_multus_config
 from kvnet.meta.nad import RESOURCE_NAME
 from kvnet.meta.plan import ifname_of
 from kvnet.meta.selections import NETWORKS, parse_networks
@@ -79,6 +79,7 @@ class PodFacts:
     cache: CacheFact | None = None
     link_mtus: tuple[tuple[str, int], ...] | None = None  # read in the pod netns (--netns)
     link_aliases: tuple[tuple[str, str], ...] | None = None  # each link's ifalias (--netns)
+    global_namespaces: tuple[str, ...] = DEFAULT_GLOBAL_NAMESPACES  # usable from any namespace
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def _delegate_error(facts: PodFacts, sel: NetworkSelection) -> str | None:
 
 
 def _cause(facts: PodFacts, sel: NetworkSelection, nad: NadFact | None, st: NetworkStatus | None) -> str | None:
-    if facts.namespace_isolation and sel.namespace != facts.namespace:
+    if facts.namespace_isolation and sel.namespace not in (facts.namespace, *facts.global_namespaces):
         return f"namespace isolation: the pod in {facts.namespace} may not use a NAD in {sel.namespace}"
     if nad is None or nad.status == 404:
         return f"NAD {sel.namespace}/{sel.name} not found"
@@ -277,6 +278,7 @@ def read_facts(
     name: str,
     *,
     namespace_isolation: bool,
+    global_namespaces: tuple[str, ...] = DEFAULT_GLOBAL_NAMESPACES,
     cni_dir: str | None = None,
     container_id: str | None = None,
     netns: str | None = None,
@@ -312,6 +314,7 @@ def read_facts(
         node_cache,
         mtus,
         aliases,
+        global_namespaces,
     )
 
 
@@ -323,11 +326,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="a pod (the default) or a VMI (vmi NAMESPACE/NAME)",
     )
     parser.add_argument("--kubeconfig", required=True, help="kubeconfig of the API server to read")
+    parser.add_argument(
+        "--conf",
+        metavar="FILE",
+        help="the meta-plugin's config on this node (its conflist or conf, e.g. /etc/cni/net.d/00-kvnet.conflist): "
+        "namespaceIsolation, globalNamespaces and cniDir are read from it",
+    )
     parser.add_argument("--namespace-isolation", action="store_true", help="the meta-plugin runs with it on")
     parser.add_argument(
         "--cache-dir",
-        default=DEFAULT_CNI_DIR,
-        help=f"the meta-plugin's cniDir on this node, read only when it exists (default {DEFAULT_CNI_DIR})",
+        help=f"the meta-plugin's cniDir on this node, read only when it exists (default: the --conf's cniDir, "
+        f"else {DEFAULT_CNI_DIR})",
     )
     parser.add_argument("--container-id", help="the pod's sandbox container (default: found in the cache)")
     parser.add_argument(
@@ -349,9 +358,13 @@ def run(args: argparse.Namespace) -> int:
         raise KvnetError("usage: kvnet explain [pod|vmi] NAMESPACE/NAME")
     namespace, _, name = target[0].rpartition("/")
     api = k8s.LightApi(k8s.load_kubeconfig(args.kubeconfig), kubeconfig=args.kubeconfig)
+    isolation, global_namespaces, cni_dir = (
+        node_conf(args.conf) if args.conf else (False, DEFAULT_GLOBAL_NAMESPACES, None)
+    )
     options: dict[str, Any] = {
-        "namespace_isolation": args.namespace_isolation,
-        "cni_dir": args.cache_dir,
+        "namespace_isolation": args.namespace_isolation or isolation,
+        "global_namespaces": global_namespaces,
+        "cni_dir": args.cache_dir or cni_dir or DEFAULT_CNI_DIR,
         "container_id": args.container_id,
         "netns": args.netns,
     }
@@ -366,6 +379,30 @@ def run(args: argparse.Namespace) -> int:
         for f in findings:
             print(render(f))
     return 0 if all(f.ok for f in findings) else 1
+
+
+META_TYPES = ("kvnet", "kvnet-shim", "multus", "multus-shim")
+
+
+def node_conf(path: str) -> tuple[bool, tuple[str, ...], str]:
+    """(namespaceIsolation, globalNamespaces, cniDir) of the meta-plugin config at ``path``:
+    a conf, or a conflist whose plugin of a meta-plugin type carries them."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise KvnetError(f"kvnet explain: cannot read --conf {path}: {err}") from err
+    if not isinstance(raw, dict):
+        raise KvnetError(f"kvnet explain: --conf {path} is not a JSON object")
+    plugins = raw.get("plugins")
+    if isinstance(plugins, list):
+        found = next((p for p in plugins if isinstance(p, dict) and p.get("type") in META_TYPES), None)
+        if found is None:
+            raise KvnetError(f"kvnet explain: --conf {path} has no plugin of type {', '.join(META_TYPES)}")
+        raw = {"cniVersion": raw.get("cniVersion"), "name": raw.get("name"), **found}
+    # the keys read here do not depend on the main network, which a shim's config does not name
+    conf = parse_multus_config({"clusterNetwork": "unused", **raw})
+    return conf.namespace_isolation, conf.global_namespaces, conf.cni_dir
 
 
 def render(f: Finding) -> str:

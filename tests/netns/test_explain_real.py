@@ -72,6 +72,28 @@ def test_explain_names_the_cause(cluster: tuple[KubeCluster, Path], name: str, f
     assert finding["cause"] == cause
 
 
+def test_explain_reads_isolation_from_the_node_conf(cluster: tuple[KubeCluster, Path], tmp_path: Path) -> None:
+    """--conf: the node's conflist (as kvnet install writes it) turns namespace isolation on,
+    and its globalNamespaces, when they name the NAD's namespace, let the NAD through."""
+    _, kubeconfig = cluster
+
+    def explain_with(plugin: dict[str, Any]) -> dict[str, Any]:
+        conf = tmp_path / "00-kvnet.conflist"
+        conf.write_text(json.dumps({"cniVersion": "1.0.0", "name": "kvnet", "plugins": [plugin]}))
+        argv = [sys.executable, "-m", "kvnet.cli", "explain", f"{NS}/isolated", "--kubeconfig", str(kubeconfig)]
+        done = subprocess.run(
+            [*argv, "--conf", str(conf), "--output", "json"], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1, done.stderr
+        (finding,) = json.loads(done.stdout)
+        return dict(finding)
+
+    isolated = explain_with({"type": "kvnet", "namespaceIsolation": True, "cniDir": str(tmp_path / "cache")})
+    assert isolated["cause"] == f"namespace isolation: the pod in {NS} may not use a NAD in {OTHER}"
+    shared = explain_with({"type": "kvnet", "namespaceIsolation": True, "globalNamespaces": f"default,{OTHER}"})
+    assert shared["cause"] == "no network-status entry and no event naming it"
+
+
 MAIN = {
     "cniVersion": "1.0.0",
     "name": "main",

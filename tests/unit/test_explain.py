@@ -9,7 +9,8 @@ import pytest
 
 from kvnet.cni import libcni_cache
 from kvnet.cni.libcni_cache import CachedAttachment
-from kvnet.commands.explain import CacheFact, Finding, NadFact, PodFacts, explain, nad_mtu, read_cache
+from kvnet.commands.explain import CacheFact, Finding, NadFact, PodFacts, explain, nad_mtu, node_conf, read_cache
+from kvnet.core.errors import KvnetError
 from kvnet.meta import cache
 from kvnet.meta.cache import CachedDelegate
 
@@ -30,6 +31,29 @@ def facts(networks: str, status: str | None = None, nads: tuple[NadFact, ...] = 
             facts("other/br", None, (NadFact("other", "br", 200),), namespace_isolation=True),
             False,
             "namespace isolation: the pod in ns may not use a NAD in other",
+        ),
+        (  # globalNamespaces (default: "default") are usable from every namespace, as in the meta-plugin
+            facts(
+                "default/br",
+                None,
+                (NadFact("default", "br", 200),),
+                namespace_isolation=True,
+                event_messages=("add default/br: EPERM",),
+            ),
+            False,
+            "delegate error: add default/br: EPERM",
+        ),
+        (
+            facts(
+                "other/br",
+                None,
+                (NadFact("other", "br", 200),),
+                namespace_isolation=True,
+                global_namespaces=("other",),
+                event_messages=("add other/br: EPERM",),
+            ),
+            False,
+            "delegate error: add other/br: EPERM",
         ),
         (
             facts("br", OK_STATUS, (NadFact("ns", "br", 200, "intel.com/sriov"),)),
@@ -107,3 +131,36 @@ def test_mtu_mismatch_from_status_and_link() -> None:
     assert by_link.mtu == "MTU mismatch: NAD says 1400, net1 has 1500"
     (same,) = explain(facts("br", OK_STATUS, nad, link_mtus=(("net1", 1400),)))
     assert same.mtu is None and same.ok
+
+
+@pytest.mark.parametrize(
+    ("conf", "want"),
+    [
+        (  # the conflist kvnet install writes: the meta-plugin is its plugin
+            {"cniVersion": "1.0.0", "name": "kvnet", "plugins": [
+                {"type": "kvnet", "namespaceIsolation": True, "globalNamespaces": "default,shared", "cniDir": "/x"},
+            ]},
+            (True, ("default", "shared"), "/x"),
+        ),
+        ({"cniVersion": "1.0.0", "name": "m", "type": "multus"}, (False, ("default",), "/var/lib/cni/multus")),
+    ],
+)  # fmt: skip
+def test_node_conf(tmp_path: Path, conf: dict[str, object], want: tuple[object, ...]) -> None:
+    path = tmp_path / "00-kvnet.conflist"
+    path.write_text(json.dumps(conf))
+    assert node_conf(str(path)) == want
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "cannot read --conf"),
+        ("[]", "is not a JSON object"),
+        ('{"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "bridge"}]}', "has no plugin of type kvnet"),
+    ],
+)
+def test_node_conf_refuses_what_is_not_a_meta_plugin_config(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "conf"
+    path.write_text(text)
+    with pytest.raises(KvnetError, match=message):
+        node_conf(str(path))
