@@ -207,6 +207,7 @@ class Lab:
 class Namespaces:
     node: NetnsLike  # the node bridges, the macvlan uplink, kvnet-cni runs here
     pod: NetnsLike  # the virt-launcher pod's sandbox: the sidecar and libvirtd run here
+    peers: tuple[NetnsLike, ...] = ()  # one per Scenario.peers(), in that order
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,20 @@ class Observed:
     report: console.GuestReport  # what the guest printed up to ``ready``
     rows: list[NicRow]
     guest_errors: list[str]
+
+
+@dataclass(frozen=True)
+class Up:
+    """The running VM, for what a caller does while it is up (``run_in``'s ``while_up``)."""
+
+    ns: Namespaces
+    api: Api
+    attached: Attached
+    vm: Guest
+    observed: Observed
+
+
+WhileUp = Callable[[Up], None]
 
 
 class Guest:
@@ -285,7 +300,9 @@ class Guest:
 
 def setup_node(lab: Lab) -> Namespaces:
     s = lab.scenario
-    ns = Namespaces(node=lab.netns(), pod=lab.netns())
+    node_ns, pod_ns = lab.netns(), lab.netns()
+    peer_ns = tuple(lab.netns() for _ in s.peers())
+    ns = Namespaces(node=node_ns, pod=pod_ns, peers=peer_ns)
     node = ns.node.name
     segments = {n.segment: n.kind for n in s.nets}
     segments["kvc0"] = "bridge"
@@ -293,8 +310,7 @@ def setup_node(lab: Lab) -> Namespaces:
         if kind == "bridge":
             sh("ip", "-n", node, "link", "add", seg, "type", "bridge")
             sh("ip", "-n", node, "link", "set", seg, "up")
-    for i, peer in enumerate(s.peers()):
-        pns = lab.netns()
+    for i, (peer, pns) in enumerate(zip(s.peers(), peer_ns, strict=True)):
         if peer.kind == "bridge":
             sh("ip", "-n", node, "link", "add", f"kvp{i}", "type", "veth", "peer", "name", "eth0", "netns", pns.name)
             sh("ip", "-n", node, "link", "set", f"kvp{i}", "master", peer.segment, "up")
@@ -324,7 +340,9 @@ def start_api(lab: Lab, ns: Namespaces) -> Api:
     sh("ip", "-n", ns.node.name, "addr", "add", f"{node_ip}/30", "dev", "api0")
     sh("ip", "-n", ns.node.name, "link", "set", "api0", "up")
     binding_log = None if lab.in_process_binding else str(files.binding_log)
-    node_name = NODE_NAME if lab.meta == "multus-thick" else None
+    # scheduled to the lab's node on the real API server (multus-daemon and kvnet policy
+    # watch only their node's pods); the stand-in has no scheduling
+    node_name = NODE_NAME if lab.kube is not None else None
     the_vmi = vmi(s)
     parts = peer_launcher_parts(lab.kubevirt.annotation(the_vmi)) if lab.kubevirt else None
     objects = [*nads(s, str(files.ipam), binding_log), launcher_pod(s, node_name=node_name, parts=parts)]
@@ -788,10 +806,13 @@ def run_in(
     kube: KubeCluster | None = None,
     meta: str = "kvnet",
     kubevirt: KubeVirtPeer | None = None,
+    while_up: WhileUp | None = None,
 ) -> DemoResult:
     """Every stage in ``workdir``, then the teardown and its sweep; never raises for a failed
     step (the error, its traceback, the console log and any leftovers are in the result).
-    ``kubevirt``: KubeVirt's own code plays KubeVirt's part (None: the lab's stand-ins)."""
+    ``kubevirt``: KubeVirt's own code plays KubeVirt's part (None: the lab's stand-ins);
+    ``while_up`` runs once the guest has reported and failed over, before it powers off
+    (what it raises is the run's error, as a stage's)."""
     files = RunFiles(workdir)
     lab = Lab(
         image=image,
@@ -826,6 +847,8 @@ def run_in(
             if failover and scenario.bonds:
                 for step in fail_over(lab, vm, domain, observed.report):
                     bond_failover = step  # as far as it got, also when a later step fails
+            if while_up is not None:
+                while_up(Up(ns, api, attached, vm, observed))
             power_off(lab, vm)
             console_text = console.read_text(files.console_log)
     except KvnetError as err:
@@ -866,6 +889,7 @@ def run_scenario(
     kube: KubeCluster | None = None,
     meta: str = "kvnet",
     kubevirt: KubeVirtPeer | None = None,
+    while_up: WhileUp | None = None,
 ) -> DemoResult:
     """Run the whole path once in a fresh work folder and return what happened (never raises
     for a failed step: the error, the console log and any leftovers are in the result).
@@ -890,6 +914,7 @@ def run_scenario(
             kube=kube,
             meta=meta,
             kubevirt=kubevirt,
+            while_up=while_up,
         )
     finally:
         if not keep_workdir:
