@@ -290,12 +290,44 @@ def _status_message(body: bytes | str | None, fallback: str) -> str:
     return message if isinstance(message, str) else fallback
 
 
+RECENT_POD_SECONDS = 30.0  # a pod read this recently is the first try of its network-status write
+RECENT_PODS = 256  # pods remembered for that, the most recent
+
+
 class _RetryingStatusWriter:
-    """Multus's ``setPodNetworkStatus``: GET the pod, set the annotation, PUT pods/status; retry on 409."""
+    """Multus's ``setPodNetworkStatus``: GET the pod, set the annotation, PUT pods/status; retry on 409.
+
+    One request fewer than Multus: the first try PUTs the pod as this client last read it
+    (the ADD's own pod read, at most :data:`RECENT_POD_SECONDS` old, used once). The PUT
+    carries that read's resourceVersion, so a pod changed since is a 409 and the write goes
+    on as Multus's does, with a fresh GET: nothing written by others is lost.
+    """
 
     sleep: Callable[[float], None] = staticmethod(time.sleep)
 
+    def __init__(self) -> None:
+        self._recent: dict[tuple[str, str], tuple[float, Mapping[str, Any]]] = {}
+        self._recent_lock = threading.Lock()
+
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        pod = self._read_pod(namespace, name)
+        if pod is not None:
+            with self._recent_lock:
+                self._recent.pop((namespace, name), None)
+                self._recent[(namespace, name)] = (time.monotonic(), pod)
+                while len(self._recent) > RECENT_PODS:
+                    del self._recent[next(iter(self._recent))]
+        return pod
+
+    def _recent_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The pod as last read, when read in the last :data:`RECENT_POD_SECONDS` (forgotten)."""
+        with self._recent_lock:
+            seen = self._recent.pop((namespace, name), None)
+        if seen is None or time.monotonic() - seen[0] > RECENT_POD_SECONDS:
+            return None
+        return seen[1]
+
+    def _read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         raise NotImplementedError
 
     def _put_pod_status(self, namespace: str, name: str, pod: Mapping[str, Any]) -> bool:
@@ -312,9 +344,10 @@ class _RetryingStatusWriter:
             f"status update failed for pod {namespace}/{name}: "
         )
         conflict = ""
+        recent = self._recent_pod(namespace, name)
         for attempt in range(1, RETRY_STEPS + 1):
             try:
-                pod = self.get_pod(namespace, name)
+                pod = recent if attempt == 1 and recent is not None else self._read_pod(namespace, name)
             except ApiFailure as err:
                 what = (
                     f"SetPodNetworkStatusAnnotation: failed to query the pod {name} in out of cluster comm: "
@@ -579,6 +612,7 @@ class LightApi(_RetryingStatusWriter):
     _idle: list[http.client.HTTPConnection]
 
     def __init__(self, conf: KubeConfig, *, timeout: float = 10.0, kubeconfig: str | None = None) -> None:
+        super().__init__()
         self.timeout = timeout
         self._kubeconfig = kubeconfig
         self._lock = threading.Lock()
@@ -740,7 +774,7 @@ class LightApi(_RetryingStatusWriter):
         finally:
             conn.close()
 
-    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+    def _read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self._get(pod_path(namespace, name))
 
     def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
@@ -782,6 +816,7 @@ class ClientApi(_RetryingStatusWriter):
         from urllib3.exceptions import HTTPError
         from urllib3.util.retry import Retry
 
+        super().__init__()
         self._api_exception = ApiException
         self._transport_errors: tuple[type[BaseException], ...] = (HTTPError, OSError)
         self._config_errors: tuple[type[BaseException], ...] = (
@@ -901,7 +936,7 @@ class ClientApi(_RetryingStatusWriter):
             raise _answer_failure(method, path, status, data)
         return _json_object(what, data)
 
-    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+    def _read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         what = f"GET {pod_path(namespace, name)}"
         status, data = self._call(what, "_core", "read_namespaced_pod", name, namespace)
         return None if status == 404 else self._decode(what, status, data)

@@ -144,7 +144,7 @@ def test_one_conflict_is_retried(api: k8s.KubeApi, standin: ApiStandIn) -> None:
 
 def test_concurrent_writer_wins_then_we_retry(api: k8s.KubeApi, standin: ApiStandIn) -> None:
     # someone else writes between our GET and PUT: the stand-in answers a real 409 (stale version)
-    real_get = api.get_pod
+    real_get = api._read_pod  # type: ignore[attr-defined]
     writes: list[int] = []
 
     def racing_get(namespace: str, name: str) -> Any:
@@ -163,13 +163,59 @@ def test_concurrent_writer_wins_then_we_retry(api: k8s.KubeApi, standin: ApiStan
             conn.close()
         return pod
 
-    api.get_pod = racing_get  # type: ignore[method-assign]
+    api._read_pod = racing_get  # type: ignore[attr-defined]
     api.set_network_status("pods", "web", STATUS_VALUE)
     pod = standin.get("pod", "pods", "web")
     assert pod is not None
     assert pod["metadata"]["annotations"]["other"] == "writer"  # the other write survived
     assert pod["metadata"]["annotations"][NETWORK_STATUS] == STATUS_VALUE
     assert [r[0] for r in standin.requests].count("PUT") == 2
+
+
+def other_writer(standin: ApiStandIn) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", standin.port, timeout=5)
+    body = json.dumps({"metadata": {"annotations": {"other": "writer"}}})
+    conn.request(
+        "PATCH", "/api/v1/namespaces/pods/pods/web/status", body, {"Content-Type": "application/merge-patch+json"}
+    )
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+def test_the_status_write_after_a_pod_read_puts_that_read(api: k8s.KubeApi, standin: ApiStandIn) -> None:
+    """The ADD's own pod read is the write's first try: one PUT, no second GET."""
+    assert api.get_pod("pods", "web") is not None
+    mark = len(standin.requests)
+    api.set_network_status("pods", "web", STATUS_VALUE)
+    assert standin.requests[mark:] == [("PUT", "/api/v1/namespaces/pods/pods/web/status")]
+    pod = standin.get("pod", "pods", "web")
+    assert pod is not None and pod["metadata"]["annotations"][NETWORK_STATUS] == STATUS_VALUE
+    # used once: the next write reads the pod again, as Multus's does
+    mark = len(standin.requests)
+    api.set_network_status("pods", "web", STATUS_VALUE)
+    assert [r[0] for r in standin.requests[mark:]] == ["GET", "PUT"]
+
+
+def test_a_pod_changed_since_its_read_is_read_again(api: k8s.KubeApi, standin: ApiStandIn) -> None:
+    """Someone writes the pod between the ADD's read and the status write: that PUT is a 409
+    (its resourceVersion is stale), the write reads the pod again and the other write survives."""
+    assert api.get_pod("pods", "web") is not None
+    other_writer(standin)
+    mark = len(standin.requests)
+    api.set_network_status("pods", "web", STATUS_VALUE)
+    assert [r[0] for r in standin.requests[mark:]] == ["PUT", "GET", "PUT"]
+    pod = standin.get("pod", "pods", "web")
+    assert pod is not None
+    assert pod["metadata"]["annotations"]["other"] == "writer"
+    assert pod["metadata"]["annotations"][NETWORK_STATUS] == STATUS_VALUE
+
+
+def test_an_old_pod_read_is_not_used(api: k8s.KubeApi, standin: ApiStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert api.get_pod("pods", "web") is not None
+    monkeypatch.setattr(k8s, "RECENT_POD_SECONDS", -1.0)
+    mark = len(standin.requests)
+    api.set_network_status("pods", "web", STATUS_VALUE)
+    assert [r[0] for r in standin.requests[mark:]] == ["GET", "PUT"]
 
 
 def test_endless_conflicts_fail(api: k8s.KubeApi, standin: ApiStandIn) -> None:
