@@ -24,6 +24,11 @@ ADD/DEL cycles, sampled at cycle 100 and at the end), one ADD of kvnet's daemon 
 cProfile (docs/bench/meta_cni_profile.md), and the start-up of ``kvnet-shim`` with and
 without ``-I -S`` (``-X importtime`` too).
 
+``--parallelism P`` adds kvnet-cni and kvnet thick once more at ``delegateParallelism: P``
+(with the no-op delegate in ``parallelPlugins``), as rows of their own in the same
+interleaving, and a table of both degrees side by side; ``--delegates`` and
+``--no-multus`` narrow the run.
+
 Run as root: ``.venv/bin/python -m bench.meta_cni`` (writes docs/bench/meta_cni.md and
 docs/bench/meta_cni_profile.md); ``--help`` for a quicker run.
 """
@@ -82,6 +87,7 @@ class Program:
     thick: bool
     multus: bool
     account: str  # the ServiceAccount it talks as on the real API server (kube-system)
+    parallelism: int = 1  # kvnet's delegateParallelism (docs/meta-plugin.md, "Parallel delegates")
 
 
 PROGRAMS = (
@@ -90,6 +96,22 @@ PROGRAMS = (
     Program("kvnet-cni", "kvnet-cni", thick=False, multus=False, account="bench-kvnet-cni"),
     Program("kvnet thick", "kvnet-shim", thick=True, multus=False, account="bench-kvnet-thick"),
 )
+
+
+def parallel_programs(parallelism: int) -> tuple[Program, ...]:
+    """kvnet-cni and kvnet thick once more at ``delegateParallelism`` (none for 1): rows of
+    their own, interleaved with the others, so one run compares both degrees."""
+    if parallelism <= 1:
+        return ()
+    return tuple(
+        Program(f"{p.name} ∥{parallelism}", p.binary, p.thick, p.multus, p.account, parallelism)
+        for p in PROGRAMS
+        if not p.multus
+    )
+
+
+# The delegates of the matrix: (name, main network, NAD prefix).
+DELEGATES = ("noop", "bridge")
 
 # ``kvnet daemon`` as deploy/node-daemonset.yaml runs it: the light client, the NAD cache on
 # (its default); the profile's in-process daemon is wired the same way.
@@ -217,6 +239,9 @@ class Bench:
         if program.thick:
             conf["daemonSocketDir"] = self.sockets.get("multus", "")
             conf["socketPath"] = self.sockets.get("kvnet", "")
+        if program.parallelism > 1:
+            conf["delegateParallelism"] = program.parallelism
+            conf["parallelPlugins"] = ["noop"]  # it touches nothing but its record (O_APPEND lines)
         return conf
 
     def add_del(
@@ -392,9 +417,17 @@ def rss_fds(pid: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------
 
 
-def matrix(bench: Bench, programs: Sequence[Program], sizes: Sequence[int], reps_scale: float) -> list[Row]:
+def matrix(
+    bench: Bench,
+    programs: Sequence[Program],
+    sizes: Sequence[int],
+    reps_scale: float,
+    delegates: Sequence[str] = DELEGATES,
+) -> list[Row]:
     rows: list[Row] = []
     for delegate, main, prefix in (("noop", NOOP_MAIN, "noop"), ("bridge", BRIDGE_MAIN, "br")):
+        if delegate not in delegates:
+            continue
         confs = {p.name: bench.config(p, main) for p in programs}
         failed: dict[str, str] = {}
         for p in programs:  # warm-up: daemon clients, page cache, informers
@@ -726,6 +759,7 @@ def render(
     starts: Sequence[tuple[str, float, float, int, float, str]],
     profile: Sequence[Profile],
     header: Mapping[str, str],
+    programs: Sequence[Program] = PROGRAMS,
 ) -> str:
     lines = [
         "# Meta-plugin benchmark: kvnet against Multus 4.3, ADD+DEL wall time",
@@ -774,9 +808,11 @@ def render(
         "| API | delegate | N | program | reps | ADD med | DEL med | ADD+DEL med | ADD+DEL best | ×thin | ×thick | req/ADD | req/DEL |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    present = {r.program for r in rows}
+    listed = [p for p in programs if p.name in present]
     for api, delegate, n in keys:
         mt, mk = _find(rows, api, delegate, n, "Multus thin"), _find(rows, api, delegate, n, "Multus thick")
-        for p in PROGRAMS:
+        for p in listed:
             r = next(
                 (x for x in rows if (x.api, x.delegate, x.attachments, x.program) == (api, delegate, n, p.name)), None
             )
@@ -792,6 +828,30 @@ def render(
                 f"| {api} | {delegate} | {n} | {p.name} | {len(r.samples)} | {r.add_ms:.1f} | {r.del_ms:.1f} | "
                 f"{r.total_ms:.1f} | {r.best_ms:.1f} | {vs_thin} | {vs_thick} | {r.add_requests:g} | {r.del_requests:g} |"
             )
+    parallel = [p for p in programs if p.parallelism > 1]
+    if parallel:
+        lines += [
+            "",
+            "## Parallel delegates (ADD+DEL median, ms)",
+            "",
+            'kvnet at `delegateParallelism` 1 and above it, in the same run (docs/meta-plugin.md, "Parallel',
+            'delegates"); the no-op delegate is declared safe through `parallelPlugins`, the bridge plugin is',
+            "safe by kvnet's own list. DEL stays one by one.",
+            "",
+            "| API | delegate | N | program | parallelism 1 | ADD | parallelism P | ADD | × ADD+DEL | × ADD |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for api, delegate, n in keys:
+            for p in parallel:
+                base = p.name.rpartition(" ∥")[0]
+                one, par = _find(rows, api, delegate, n, base), _find(rows, api, delegate, n, p.name)
+                if one is None or par is None:
+                    continue
+                lines.append(
+                    f"| {api} | {delegate} | {n} | {base} | {one.total_ms:.0f} | {one.add_ms:.0f} | "
+                    f"{par.total_ms:.0f} (P={p.parallelism}) | {par.add_ms:.0f} | {par.total_ms / one.total_ms:.2f}× | "
+                    f"{par.add_ms / one.add_ms:.2f}× |"
+                )
     failures = [r for r in rows if r.error and not (r.api == "stand-in" and r.program in STANDIN_SKIPS)]
     if failures:
         lines += ["", "Failures:", ""]
@@ -1094,11 +1154,15 @@ def run(args: argparse.Namespace) -> int:
                 if kube is not None:
                     bench.kubeconfigs = accounts(kube, bw)
                 add_objects(bench, max(sizes), args.callers)
-                programs = [p for p in PROGRAMS if kube is not None or p.name not in STANDIN_SKIPS]
-                with daemons(bench, node, "matrix", multus=True):
-                    rows += matrix(bench, programs, sizes, args.reps)
-                if kube is None:  # the Multus rows, marked as not run
-                    for d in ("noop", "bridge"):
+                programs = [
+                    p
+                    for p in (*PROGRAMS, *parallel_programs(args.parallelism))
+                    if (kube is not None or p.name not in STANDIN_SKIPS) and (args.multus or not p.multus)
+                ]
+                with daemons(bench, node, "matrix", multus=args.multus):
+                    rows += matrix(bench, programs, sizes, args.reps, args.delegates)
+                if kube is None and args.multus:  # the Multus rows, marked as not run
+                    for d in args.delegates:
                         rows += [Row(api_name, d, n, p, (), why) for p, why in STANDIN_SKIPS.items() for n in sizes]
                 if kube is not None and args.cycles:
                     for p in (PROGRAMS[3], PROGRAMS[1]):
@@ -1120,7 +1184,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"the no-op delegate recorded, {records[-1]}", file=sys.stderr)
     header["load_after"] = load()
     header["records"] = "; ".join(records)
-    text = re.sub(r"/tmp/kvnet-bench-[^/\s]+", "<workdir>", render(rows, mems, starts, profiles, header))
+    shown = (*PROGRAMS, *parallel_programs(args.parallelism))
+    text = re.sub(r"/tmp/kvnet-bench-[^/\s]+", "<workdir>", render(rows, mems, starts, profiles, header, shown))
     print(text)
     if args.write:
         OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -1138,6 +1203,14 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--cycles", type=int, default=1000, help="ADD/DEL cycles of the memory run (0: skip)")
     ap.add_argument("--callers", type=int, default=8, help="concurrent callers of the memory run")
     ap.add_argument("--profile", type=int, default=5, help="ADDs profiled per size (0: skip)")
+    ap.add_argument(
+        "--parallelism",
+        type=int,
+        default=1,
+        help="also run kvnet-cni and kvnet thick at this delegateParallelism (rows of their own; 1: not)",
+    )
+    ap.add_argument("--delegates", nargs="+", choices=DELEGATES, default=list(DELEGATES), help="noop, bridge")
+    ap.add_argument("--no-multus", dest="multus", action="store_false", help="kvnet's programs only")
     ap.add_argument("--no-write", dest="write", action="store_false", help="print only, leave docs/bench alone")
     return ap.parse_args(argv)
 

@@ -398,7 +398,7 @@ class DelegateRunner:
         stored = dict(self._stored or {})
         stored[plugin] = {"stamp": stamp, "versions": list(versions)}
         self._stored = stored
-        tmp = f"{self.versions_file}.tmp{os.getpid()}"
+        tmp = f"{self.versions_file}.tmp{os.getpid()}.{threading.get_ident()}"  # one per thread: delegates run at once
         try:
             os.makedirs(os.path.dirname(self.versions_file) or ".", mode=0o700, exist_ok=True)
             with open(tmp, "w") as f:
@@ -751,6 +751,21 @@ def current_guard() -> CallGuard | None:
     return guard
 
 
+@contextlib.contextmanager
+def acting_for(guard: CallGuard | None) -> Iterator[None]:
+    """Run the body in this thread on behalf of ``guard``, the call of another thread (a
+    worker of the meta-plugin's parallel delegates): the delegates it starts inherit the
+    call's lock and are recorded and killed with the call's, as in the call's own thread.
+    The thread's previous guard is back afterwards. The guard itself stays the calling
+    thread's: only that thread acquires and releases it."""
+    previous = getattr(_local, "guard", None)
+    _local.guard = guard
+    try:
+        yield
+    finally:
+        _local.guard = previous
+
+
 def handle_signals(handler: Callable[[int, Any], None], signals: Sequence[int]) -> None:
     """Install ``handler`` for ``signals`` in this process only: a child forked without an
     exec (pyroute2's netns helper, under the in-process binding) gets the default action
@@ -842,7 +857,8 @@ class CallGuard:
         self.releasing = False
         self._fd: int | None = None
         self._groups: dict[int, str] = {}  # process group -> its CNI command
-        self._mutex = threading.Lock()
+        # Reentrant: a signal handler (cancel) may run in a thread that holds it.
+        self._mutex = threading.RLock()
         self._owner = (os.getpid(), _start_time(os.getpid()))
 
     @property
@@ -914,7 +930,8 @@ class CallGuard:
                 _local.guard = None
             with _active_lock:
                 _active.discard(self)
-            fd, self._fd = self._fd, None
+            with self._mutex:  # no _write of another thread is then on the descriptor
+                fd, self._fd = self._fd, None
             if fd is None:
                 return
             with contextlib.suppress(FileNotFoundError):
@@ -932,17 +949,24 @@ class CallGuard:
             return None
 
     def _write(self) -> None:
-        if self._fd is None:
-            return
+        # The snapshot and the write under one lock: delegates of one call that run at once
+        # (parallel delegates, each started and ended in its own thread) write here
+        # concurrently. Snapshotted under the lock but written outside it, an older snapshot
+        # could land after a newer one (the file then misses a running delegate, which the
+        # next call would not kill as an orphan), and two pwrite/ftruncate pairs could
+        # interleave into a torn file (no holder at all). Under it, the last write is of the
+        # state after the last change.
         with self._mutex:
+            if self._fd is None:
+                return
             data = json.dumps({"pid": self._owner[0], "start": self._owner[1], "groups": sorted(self._groups)}).encode()
-        try:
-            os.pwrite(self._fd, data, 0)
-            os.ftruncate(self._fd, len(data))
-        except OSError as err:
-            log.warning(
-                "container %s: cannot record the running delegates in %s: %s", self.container_id, self.path, err
-            )
+            try:
+                os.pwrite(self._fd, data, 0)
+                os.ftruncate(self._fd, len(data))
+            except OSError as err:
+                log.warning(
+                    "container %s: cannot record the running delegates in %s: %s", self.container_id, self.path, err
+                )
 
     def _kill_orphans(self, groups: Sequence[int]) -> None:
         for pid in _orphans(self.container_id, groups):

@@ -14,16 +14,19 @@ Everything outside comes in through ``kvnet.meta.ports``; the wiring
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kvnet.cni import libcni_cache
-from kvnet.cni.delegate import DelegateEnv, PluginFailed, libcni_text
+from kvnet.cni.delegate import CallGuard, DelegateEnv, PluginFailed, acting_for, current_guard, libcni_text
 from kvnet.cni.protocol import CniRequest
 from kvnet.core.errors import (
     DelegateFailed,
@@ -40,7 +43,7 @@ from kvnet.meta import status as network_status
 from kvnet.meta.cache import CachedDelegate
 from kvnet.meta.config import MultusConfig
 from kvnet.meta.delegates import load_delegates, main_delegate
-from kvnet.meta.plan import PlannedDelegate, cached_capability_args, plan
+from kvnet.meta.plan import PlannedDelegate, cached_capability_args, one_at_a_time, plan, schedule
 from kvnet.meta.pod import PodArgs, check_readiness_on_del, get_pod, pod_args, wait_readiness
 from kvnet.meta.ports import KubeApi, RouteEditor, Runner, Seams, client_go_text
 from kvnet.meta.wording import cmd_err, cmd_prefix, delegate_check_err, delegate_del_err, plugin_err, reword
@@ -99,20 +102,27 @@ def _add_pod(
 
     # The cache stays whatever happens from here on (Multus's CmdAdd never removes it):
     # the runtime's DEL after a failed ADD undoes every delegate from it.
+    done, failed = _run_delegates(request, conf, pa, planned, runner, seams)
     main_result: Mapping[str, Any] | None = None
     statuses: list[NetworkStatus] = []
-    for p in planned:
+    # what the one-by-one run would have reported, in plan order, up to its failure
+    for p in planned[: failed.index + 1 if failed is not None else len(planned)]:
+        outcome = done[p.index]
         d = p.delegate
-        result, own, info = _add_one(request, conf, pa, planned, p, runner, seams)
-        if ref is not None and seams.events is not None:  # Multus's DelegateAdd: "Add net1 [ips] from ns/nad"
-            seams.events.post(events.added_interface(ref, p.ifname, events.result_ips(own), d.name))
+        if outcome.added and ref is not None and seams.events is not None:
+            # Multus's DelegateAdd: "Add net1 [ips] from ns/nad"
+            seams.events.post(events.added_interface(ref, p.ifname, events.result_ips(outcome.own or {}), d.name))
         if d.master or main_result is None:
-            main_result = result
-        try:
-            # from the delegate's own result, as Multus's CreateNetworkStatuses(tmpResult)
-            statuses.extend(network_status.status_from_result(d.name, own, default=d.master, device_info=info))
-        except KvnetError as err:
-            raise cmd_err(pa, err, "error setting network statuses") from err
+            main_result = outcome.result
+        statuses.extend(outcome.statuses)
+    if failed is not None:
+        failure = failed.error
+        if failed.undo:  # every delegate that ran is deleted, in reverse plan order
+            _rollback(request, conf, pa, [planned[i] for i in sorted(done)], runner, seams)
+            if isinstance(failure, KvnetError):
+                raise plugin_err(pa, planned[failed.index].delegate.network_name, failure) from failure
+        if failure is not None:
+            raise failure
 
     # with no entry at all nothing is written (Multus's SetPodNetworkStatusAnnotation skips a nil list)
     if (
@@ -140,11 +150,139 @@ def empty_cni_result(request: CniRequest) -> dict[str, Any]:
     }
 
 
-def _add_one(
+class _Undo(Exception):
+    """A delegate's own ADD failed: what ran is deleted before ``err`` is raised."""
+
+    def __init__(self, err: Exception) -> None:
+        super().__init__(str(err))
+        self.err = err
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One delegate's ADD as :func:`_attempt` ran it: the result (with the ``default-route``
+    edits) and the delegate's own one, its network-status entries; or the ``error``, with
+    ``undo`` when the delegate itself failed (the rollback follows) and ``added`` when its
+    ADD had succeeded (the Event is posted, as Multus does before it builds the status)."""
+
+    index: int
+    result: Mapping[str, Any] | None = None
+    own: Mapping[str, Any] | None = None
+    statuses: tuple[NetworkStatus, ...] = ()
+    error: Exception | None = None
+    undo: bool = False
+    added: bool = False
+
+
+def _attempt(
+    request: CniRequest, conf: MultusConfig, pa: PodArgs, p: PlannedDelegate, runner: Runner, seams: Seams
+) -> _Outcome:
+    """One delegate's ADD and what follows it, its failure kept as a value."""
+    try:
+        result, own, info = _add_one(request, conf, pa, p, runner, seams)
+    except _Undo as undo:
+        return _Outcome(p.index, error=undo.err, undo=True)
+    except Exception as err:  # after the delegate's ADD: raised as it is, nothing undone
+        return _Outcome(p.index, error=err)
+    d = p.delegate
+    try:
+        # from the delegate's own result, as Multus's CreateNetworkStatuses(tmpResult)
+        statuses = network_status.status_from_result(d.name, own, default=d.master, device_info=info)
+    except KvnetError as err:
+        return _Outcome(p.index, result, own, error=cmd_err(pa, err, "error setting network statuses"), added=True)
+    return _Outcome(p.index, result, own, tuple(statuses), added=True)
+
+
+POOL_THREADS = 256  # the shared workers' ceiling; a thread is only made when none is idle
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _workers() -> ThreadPoolExecutor:
+    """One pool for the process (the daemon's calls share it; each call bounds its own use
+    by ``delegateParallelism``), made on the first wave that runs delegates at once. Its
+    threads live as long as the process: a delegate dies with the thread that started it
+    (``PR_SET_PDEATHSIG``, ``kvnet.cni.delegate``), so a worker must not end under one."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="delegate")
+        return _pool
+
+
+def _for_call(guard: CallGuard | None, fn: Callable[[], _Outcome]) -> _Outcome:
+    """Run ``fn`` in a worker on behalf of the call's guard: the delegates it starts inherit
+    the container lock and are killed when the call is cancelled, as in the call's thread."""
+    with acting_for(guard):
+        return fn()
+
+
+def _run_delegates(
     request: CniRequest,
     conf: MultusConfig,
     pa: PodArgs,
     planned: Sequence[PlannedDelegate],
+    runner: Runner,
+    seams: Seams,
+) -> tuple[dict[int, _Outcome], _Outcome | None]:
+    """Every delegate's ADD by :func:`kvnet.meta.plan.schedule`: the waves one after the other,
+    up to ``delegateParallelism`` delegates of a wave at once (a wave of one runs in this
+    thread), each started in plan order as soon as a place is free; delegates that share
+    anything of :func:`kvnet.meta.plan.one_at_a_time` never run together (the next of them
+    starts when the one before ends). The outcomes by plan index, and the failure the one-by-one
+    run would report: the first failing delegate in plan order. Once one fails, only
+    delegates before it in plan order still start (the one-by-one run would have run them,
+    and one of them may fail first); the ones already running finish. Every delegate that
+    started is in the outcomes, so the rollback deletes each of them."""
+    done: dict[int, _Outcome] = {}
+    stop = len(planned)
+    width = conf.kvnet.delegate_parallelism
+    for wave in schedule(planned, width, conf.kvnet.parallel_plugins):
+        todo = [planned[i] for i in wave if i < stop]
+        if len(todo) <= 1 or width <= 1:
+            for p in todo:
+                if p.index < stop:
+                    done[p.index] = outcome = _attempt(request, conf, pa, p, runner, seams)
+                    if outcome.error is not None:
+                        stop = p.index
+            continue
+        guard = current_guard()
+        pool = _workers()
+        running: dict[Future[_Outcome], PlannedDelegate] = {}
+        keys = {p.index: one_at_a_time(p.delegate) for p in todo}
+        busy: set[str] = set()  # what the delegates running now hold (one_at_a_time)
+        try:
+            while todo or running:
+                todo = [p for p in todo if p.index < stop]
+                while len(running) < width:
+                    ready = next((q for q in todo if not keys[q.index] & busy), None)
+                    if ready is None:
+                        break
+                    todo.remove(ready)
+                    busy |= keys[ready.index]
+                    call = functools.partial(_attempt, request, conf, pa, ready, runner, seams)
+                    running[pool.submit(_for_call, guard, call)] = ready
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    p = running.pop(fut)
+                    busy -= keys[p.index]
+                    done[p.index] = outcome = fut.result()
+                    if outcome.error is not None:
+                        stop = min(stop, p.index)
+        except BaseException:
+            # interrupted here (a signal): the delegates still running end first (a cancelled
+            # call's are killed), then the interrupted call undoes itself from the cache
+            wait(running)
+            raise
+    return done, done[stop] if stop < len(planned) else None
+
+
+def _add_one(
+    request: CniRequest,
+    conf: MultusConfig,
+    pa: PodArgs,
     p: PlannedDelegate,
     runner: Runner,
     seams: Seams,
@@ -153,9 +291,9 @@ def _add_one(
     device-info (a missing or unreadable file is only logged, as Multus does): the result
     with the edits, the delegate's own result, the device-info.
 
-    When the delegate fails, every delegate up to it (itself included) is deleted in
-    reverse, errors ignored, before its error is raised (Multus's ``delPlugins`` in
-    ``CmdAdd``); a failure after a delegate succeeded is raised as it is.
+    A failure of the delegate itself is raised as :class:`_Undo` (the caller deletes what
+    ran, in reverse, before it raises the error: Multus's ``delPlugins`` in ``CmdAdd``); a
+    failure after the delegate succeeded is raised as it is.
     """
     d = p.delegate
     if p.device_info_file and d.resource_name and d.device_id and seams.devinfo is not None:
@@ -166,10 +304,7 @@ def _add_one(
     try:
         result = runner.run_network("ADD", d.conf, p.add_env, runtime_config=p.runtime_config) or {}
     except Exception as err:  # whatever the delegate raised, what ran is undone first
-        _rollback(request, conf, pa, planned[: p.index + 1], runner, seams)
-        if isinstance(err, KvnetError):
-            raise plugin_err(pa, d.network_name, err) from err
-        raise
+        raise _Undo(err) from err
     log.info("pod %s: added %s from %s", pa.label, p.ifname, d.name)
     own = copy.deepcopy(dict(result))
     result = _move_default_route(request, conf, pa, d, p.ifname, result, seams.routes)

@@ -51,24 +51,41 @@ _KEYS = (
     "retryDeleteOnError",
 )
 # kvnet's own keys (Multus ignores unknown keys, so a config with them still works there)
-_KVNET_KEYS = ("delegateTimeout", "inProcessBinding", "podResourcesSocket", "deviceInfoDir", "events")
+_KVNET_KEYS = (
+    "delegateTimeout",
+    "delegateParallelism",
+    "parallelPlugins",
+    "inProcessBinding",
+    "podResourcesSocket",
+    "deviceInfoDir",
+    "events",
+)
 _PREFIX = "LoadNetConf: "
 
 DEFAULT_DELEGATE_TIMEOUT = 60.0  # seconds
 MAX_DELEGATE_TIMEOUT = 86400.0  # a day: beyond it a timeout is a mistake (and overflows the kernel's timers)
+# attachments of one pod run at once (docs/meta-plugin.md, "Parallel delegates"); 1 is Multus's one by one
+DEFAULT_DELEGATE_PARALLELISM = 1
+MAX_DELEGATE_PARALLELISM = 64
 
 
 @dataclass(frozen=True)
 class KvnetOptions:
     """kvnet's own config keys, typed once (docs/meta-plugin.md lists them).
 
-    ``delegate_timeout``: seconds before a delegate is killed; ``in_process_binding``: run
+    ``delegate_timeout``: seconds before a delegate is killed; ``delegate_parallelism``: how
+    many attachments of one pod ADD may run at once (1: one after the other, as Multus);
+    ``parallel_plugins``: plugin and IPAM types the operator declares safe to run beside
+    others, besides kvnet's own list (``kvnet.meta.plan.PARALLEL_PLUGINS``);
+    ``in_process_binding``: run
     kvnet's own binding delegate inside the meta-plugin; ``pod_resources_socket`` and
     ``device_info_dir`` move the kubelet socket and the device-info root (None: the defaults);
     ``events``: post Events on the pod (``kvnet.meta.events``; Multus always does).
     """
 
     delegate_timeout: float = DEFAULT_DELEGATE_TIMEOUT
+    delegate_parallelism: int = DEFAULT_DELEGATE_PARALLELISM
+    parallel_plugins: tuple[str, ...] = ()
     in_process_binding: bool = True
     pod_resources_socket: str | None = None
     device_info_dir: str | None = None
@@ -175,10 +192,23 @@ def _timeout(f: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
+def _parallelism(f: Mapping[str, Any], key: str) -> int:
+    value = f.get(key)
+    if value is None:
+        return DEFAULT_DELEGATE_PARALLELISM
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise go_type_error(value, _path(key), "int")
+    if value != int(value) or not 1 <= value <= MAX_DELEGATE_PARALLELISM:
+        raise InvalidConfig(f"{_PREFIX}{key} must be a whole number from 1 to {MAX_DELEGATE_PARALLELISM}, not {value}")
+    return int(value)
+
+
 def _options(raw: Mapping[str, Any]) -> KvnetOptions:
     f = go_fields(raw, _KVNET_KEYS)
     return KvnetOptions(
         delegate_timeout=_timeout(f, "delegateTimeout"),
+        delegate_parallelism=_parallelism(f, "delegateParallelism"),
+        parallel_plugins=_strs(f, "parallelPlugins", ()),
         in_process_binding=_bool(f, "inProcessBinding", True),
         pod_resources_socket=_str(f, "podResourcesSocket") or None,
         device_info_dir=_str(f, "deviceInfoDir") or None,

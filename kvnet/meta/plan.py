@@ -8,7 +8,7 @@ validates the plan before anything runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,3 +170,141 @@ def cached_capability_args(conf: MultusConfig, d: CachedDelegate, container_id: 
     except KvnetError:
         return {}
     return dict(att.capability_args) if att is not None else {}
+
+
+# --- which delegates of one ADD may run at once ---------------------------------------------
+
+FREE = "free"  # touches only its own interface (and node objects made for it): runs beside others
+AFTER = "after"  # acts on an earlier attachment's interface: runs alone, after every earlier delegate
+ALONE = "alone"  # may touch what others share (unknown plugin, shared chains or tables): a barrier
+
+# Plugins whose ADD makes and configures only CNI_IFNAME in the pod, and node objects that are
+# either per interface (a veth, a macvlan on the master) or made idempotently when shared (a
+# bridge that already exists is used as it is): the v1.x reference plugins and SR-IOV's.
+PARALLEL_PLUGINS = frozenset(
+    {
+        "bridge",
+        "macvlan",
+        "ipvlan",
+        "ptp",
+        "vlan",
+        "host-device",
+        "dummy",
+        "tap",
+        "sriov",
+        "ib-sriov",
+        "tuning",
+        "bandwidth",
+    }
+)
+# IPAM plugins that keep their own state consistent across concurrent calls: host-local locks
+# its data folder, whereabouts updates its pool with compare-and-swap, dhcp serves one daemon.
+PARALLEL_IPAM = frozenset({"host-local", "static", "whereabouts", "dhcp"})
+# IPAM plugins that take a cluster-wide lock for each call: whereabouts holds a Lease (leader
+# election) while it allocates, and a call that finds it taken looks again only after its retry
+# period (0.5 s by default), so two of one pod at once cost that wait where one after the other
+# cost none. The attachments using one of these run one at a time, in plan order (beside the
+# others); measured in docs/meta-plugin.md, "Parallel delegates".
+ONE_AT_A_TIME_IPAM = frozenset({"whereabouts"})
+# Plugins that name a node object after the network and the container, not the interface:
+# bandwidth's ifb device. Two attachments of one such network in a pod collide one by one too;
+# run one at a time in plan order, the same one of them fails.
+PER_NETWORK_PLUGINS = frozenset({"bandwidth"})
+# Delegates that plumb another attachment's pod link (KubeVirt's binding).
+AFTER_PLUGINS = frozenset({"kvnet-binding"})
+# Keys that make a plugin set up something shared by name (ipMasq: a chain per network name
+# and container, which two attachments of one NAD would both create).
+_SHARED_KEYS = ("ipMasq",)
+
+
+def _plugins(conf: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    plugins = conf.get("plugins")
+    if not conf.get("type") and isinstance(plugins, list):
+        return [p for p in plugins if isinstance(p, Mapping)]
+    return [conf]
+
+
+def concurrency(d: CachedDelegate, trusted: Collection[str] = ()) -> str:
+    """How a delegate may run beside the others of its pod: :data:`FREE`, :data:`AFTER` or
+    :data:`ALONE`; a conflist is the strictest of its plugins (they run in order, as one).
+    ``trusted``: more plugin and IPAM types that count as free (``parallelPlugins``)."""
+    plugins, ipams = PARALLEL_PLUGINS | set(trusted), PARALLEL_IPAM | set(trusted)
+    kinds = []
+    for p in _plugins(d.conf):
+        kind = p.get("type")
+        ipam = p.get("ipam")
+        ipam_type = ipam.get("type") if isinstance(ipam, Mapping) else None
+        if kind in AFTER_PLUGINS:
+            kinds.append(AFTER)
+        elif kind not in plugins or (ipam_type and ipam_type not in ipams) or any(p.get(k) for k in _SHARED_KEYS):
+            kinds.append(ALONE)
+        else:
+            kinds.append(FREE)
+    if ALONE in kinds or not kinds:
+        return ALONE
+    return AFTER if AFTER in kinds else FREE
+
+
+def one_at_a_time(d: CachedDelegate) -> frozenset[str]:
+    """What a delegate (any plugin of a conflist) shares with others of its pod that must not
+    run beside it: the IPAM of :data:`ONE_AT_A_TIME_IPAM` it uses, ``<plugin>:<network>`` for
+    a plugin of :data:`PER_NETWORK_PLUGINS`. Two delegates that share any of it do not run at
+    the same time (the later in plan order starts when the earlier ends)."""
+    keys = set()
+    for p in _plugins(d.conf):
+        ipam = p.get("ipam")
+        ipam_type = ipam.get("type") if isinstance(ipam, Mapping) else None
+        if isinstance(ipam_type, str) and ipam_type in ONE_AT_A_TIME_IPAM:
+            keys.add(ipam_type)
+        if p.get("type") in PER_NETWORK_PLUGINS:
+            keys.add(f"{p.get('type')}:{d.conf.get('name')}")
+    return frozenset(keys)
+
+
+def waves(kinds: Sequence[str], *, serial: bool = False) -> tuple[tuple[int, ...], ...]:
+    """The ADD schedule of delegates whose :func:`concurrency` is ``kinds`` (plan order, the
+    main network first): waves run one after the other, the delegates of one wave at once.
+
+    - the main network (0) is a wave of its own, the first: it runs alone, before anything;
+    - a :data:`FREE` attachment runs in the first wave after the last :data:`ALONE` delegate
+      before it (or the main network) that holds no :data:`AFTER` delegate;
+    - an :data:`AFTER` delegate gets a wave of its own after every delegate before it;
+    - an :data:`ALONE` delegate gets a wave of its own after every delegate before it, and
+      every delegate after it comes later;
+    - ``serial`` (or a pod with ``default-route`` edits): every delegate its own wave, in plan order.
+
+    Each wave lists its delegates in plan order. Pure: tested in tests/unit/test_parallel_plan.py.
+    """
+    if not kinds:
+        return ()
+    levels = [0]
+    barrier = top = 0
+    reserved: set[int] = set()  # the waves of AFTER delegates: nothing else joins them
+    for kind in kinds[1:]:
+        if serial or kind != FREE:
+            level = top + 1
+            if serial or kind == ALONE:
+                barrier = level
+            else:
+                reserved.add(level)
+        else:
+            level = barrier + 1
+            while level in reserved:
+                level += 1
+        levels.append(level)
+        top = max(top, level)
+    by_level: dict[int, list[int]] = {}
+    for idx, level in enumerate(levels):
+        by_level.setdefault(level, []).append(idx)
+    return tuple(tuple(by_level[level]) for level in sorted(by_level))
+
+
+def schedule(
+    planned: Sequence[PlannedDelegate], parallelism: int, trusted: Collection[str] = ()
+) -> tuple[tuple[int, ...], ...]:
+    """:func:`waves` of the planned delegates (indices into ``planned``): one by one when
+    ``parallelism`` is 1 or any delegate asks for ``default-route`` (its route edits follow
+    each delegate's ADD in plan order, as in the sequential run, and two attachments that
+    each bring a default route would otherwise race for it)."""
+    serial = parallelism <= 1 or any(p.delegate.gateway_request is not None for p in planned)
+    return waves([ALONE if p.delegate.master else concurrency(p.delegate, trusted) for p in planned], serial=serial)

@@ -10,9 +10,11 @@ after SIGTERM, 5/5 and 3/3 for the daemon).
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,6 +93,71 @@ def test_kvnet_cni_killed_during_del(rel: RelLab, sig: int) -> None:
         if sig == signal.SIGTERM:
             assert "Traceback" not in err, err
         rc, out, err = rel.lab.cni("DEL", conf, container=cid, pod="web", uid=uid)  # the runtime retries
+        assert rc == 0, f"{out}\n{err}"
+        wait_no_processes(used)
+        left = rel.leaks(used)
+        tally.leaks += count(left)
+        assert count(left) == 0, (i, left)
+    tally.report()
+
+
+PARALLEL = 4  # slow attachments, all at once (docs/meta-plugin.md, "Parallel delegates")
+
+
+def _running_delegates(container: str, kvnet_pid: int) -> int:
+    """Delegates running ADD for ``container`` now: their process groups (each delegate is
+    a process group of its own), kvnet-cni itself left out."""
+    groups = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == kvnet_pid:
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            group = int(Path(f"/proc/{entry}/stat").read_bytes().rpartition(b")")[2].split()[2])
+        except (OSError, ValueError, IndexError):
+            continue
+        if f"CNI_CONTAINERID={container}".encode() in env and b"CNI_COMMAND=ADD" in env:
+            groups.add(group)
+    return len(groups)
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["delegate", "delegate-with-child"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_kvnet_cni_killed_during_a_parallel_add(rel: RelLab, sig: int, fork: bool) -> None:
+    """Four slow bridge attachments at ``delegateParallelism`` 4 (the recorder declared safe
+    through ``parallelPlugins``): the signal finds all four running at once, started from
+    worker threads acting for the call. After kill -9, PR_SET_PDEATHSIG ends the delegates
+    but not a child doing their work (``fork``): the next call finds each delegate in the
+    lock file the workers wrote concurrently and kills what is left of it. SIGTERM kills
+    them and rolls back. Then the runtime's DEL: nothing is left."""
+    lab = rel.lab
+    lab.add_nad("slow", slow_bridge("kvr-slow", "10.131.0.0/24", add=SLOW, fork=fork))
+    uid = lab.add_pod("web", ",".join(f"slow@s{i}" for i in range(PARALLEL)))
+    main = {**bridge("kvr-main", "10.130.0.0/24"), "name": "main"}
+    conf = lab.config([main], delegateParallelism=PARALLEL, parallelPlugins=["recorder"])
+    rng = random.Random(f"{SEED}-cni-parallel-add-{sig}-{fork}")
+    tally = Tally(
+        f"kvnet-cni {signal.Signals(sig).name} during a parallel ADD ({'delegates with a child' if fork else 'delegates'})"
+    )
+    used: set[str] = set()
+    for i in range(TRIES):
+        cid = f"rp{i}{'f' if fork else ''}{int(sig)}"
+        used.add(cid)
+        proc = rel.start("ADD", conf, container=cid, pod="web", uid=uid)
+        deadline = time.monotonic() + 10
+        while _running_delegates(cid, proc.pid) < PARALLEL:
+            assert proc.poll() is None and time.monotonic() < deadline, "the attachments never ran at once"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, SLOW))
+        proc.send_signal(sig)
+        rc, out, err = rel.finish(proc)
+        tally.tries += 1
+        tally.faults += rc != 0
+        _check_stopped(sig, rc, out, err)
+        if sig == signal.SIGTERM and rc != 0:  # rolled back before it answered: only the cache stays
+            wait_no_processes(used)
+            assert [k for k, v in rel.leaks(used).items() if v] in ([], ["cache files"]), rel.leaks(used)
+        rc, out, err = rel.lab.cni("DEL", conf, container=cid, pod="web", uid=uid)  # the runtime's DEL
         assert rc == 0, f"{out}\n{err}"
         wait_no_processes(used)
         left = rel.leaks(used)

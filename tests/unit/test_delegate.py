@@ -857,6 +857,43 @@ def test_cancelled_guard_runs_only_the_rollback(tmp_path: Path) -> None:
         guard.may_start("VERSION")
 
 
+def test_call_guard_records_delegates_started_and_ended_in_many_threads(tmp_path: Path) -> None:
+    """Parallel delegates start and end in worker threads acting for one guard: the lock
+    file ends as a whole record of the delegates still running (the next call kills those
+    when this one is gone), whatever the interleaving; a worker's guard is its own again
+    afterwards."""
+    import threading
+
+    from kvnet.cni.delegate import CallGuard, acting_for, current_guard
+
+    with CallGuard(str(tmp_path), "c5", wait=1) as guard:
+        record = tmp_path / ".kvnet-locks" / "c5"
+        go = threading.Barrier(16)
+        seen: list[object] = []
+
+        def worker(n: int) -> None:
+            with acting_for(guard):
+                seen.append(current_guard())
+                go.wait(10)
+                for i in range(200):
+                    pid = 100000 + n * 1000 + i
+                    guard.started(pid, "ADD")
+                    if i != 199 or n % 2:  # the even workers leave their last one running
+                        guard.ended(pid)
+            seen.append(current_guard())
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        doc = json.loads(record.read_text())
+        assert doc["pid"] == os.getpid()
+        assert doc["groups"] == sorted(100000 + n * 1000 + 199 for n in range(0, 16, 2))
+        assert seen.count(guard) == 16 and seen.count(None) == 16
+        assert current_guard() is guard
+
+
 def test_a_child_forked_without_exec_gets_the_default_signal_action() -> None:
     """pyroute2 forks a netns helper under the in-process binding; a SIGTERM to it must end
     it, not run kvnet-cni's handler (an interrupt and a rollback inside the copy)."""
