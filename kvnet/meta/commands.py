@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from kvnet.cni import libcni_cache
 from kvnet.cni.delegate import CallGuard, DelegateEnv, PluginFailed, acting_for, current_guard, libcni_text
@@ -193,6 +193,8 @@ def _attempt(
     return _Outcome(p.index, result, own, tuple(statuses), added=True)
 
 
+T = TypeVar("T")
+
 POOL_THREADS = 256  # the shared workers' ceiling; a thread is only made when none is idle
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -210,11 +212,58 @@ def _workers() -> ThreadPoolExecutor:
         return _pool
 
 
-def _for_call(guard: CallGuard | None, fn: Callable[[], _Outcome]) -> _Outcome:
+def _for_call(guard: CallGuard | None, fn: Callable[[], T]) -> T:
     """Run ``fn`` in a worker on behalf of the call's guard: the delegates it starts inherit
     the container lock and are killed when the call is cancelled, as in the call's thread."""
     with acting_for(guard):
         return fn()
+
+
+def _at_once(
+    todo: Sequence[PlannedDelegate],
+    width: int,
+    run: Callable[[PlannedDelegate], T],
+    done: Callable[[PlannedDelegate, T], None],
+    wanted: Callable[[PlannedDelegate], bool] = lambda p: True,
+) -> None:
+    """``run`` each of ``todo`` in the shared workers, up to ``width`` at once, each started in
+    ``todo``'s order as soon as a place is free and it shares nothing of
+    :func:`kvnet.meta.plan.one_at_a_time` with one running (the next of those starts when the
+    one before ends); ``done`` gets each outcome in this thread, and a delegate no longer
+    ``wanted`` does not start. A wave of one runs in this thread."""
+    todo = list(todo)
+    if len(todo) <= 1 or width <= 1:
+        for p in todo:
+            if wanted(p):
+                done(p, run(p))
+        return
+    guard = current_guard()
+    pool = _workers()
+    running: dict[Future[T], PlannedDelegate] = {}
+    keys = {id(p): one_at_a_time(p.delegate) for p in todo}
+    busy: set[str] = set()  # what the delegates running now hold (one_at_a_time)
+    try:
+        while todo or running:
+            todo = [p for p in todo if wanted(p)]
+            while len(running) < width:
+                ready = next((q for q in todo if not keys[id(q)] & busy), None)
+                if ready is None:
+                    break
+                todo.remove(ready)
+                busy |= keys[id(ready)]
+                running[pool.submit(_for_call, guard, functools.partial(run, ready))] = ready
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                p = running.pop(fut)
+                busy -= keys[id(p)]
+                done(p, fut.result())
+    except BaseException:
+        # interrupted here (a signal): the delegates still running end first (a cancelled
+        # call's are killed), then the interrupted call undoes itself from the cache
+        wait(running)
+        raise
 
 
 def _run_delegates(
@@ -226,56 +275,30 @@ def _run_delegates(
     seams: Seams,
 ) -> tuple[dict[int, _Outcome], _Outcome | None]:
     """Every delegate's ADD by :func:`kvnet.meta.plan.schedule`: the waves one after the other,
-    up to ``delegateParallelism`` delegates of a wave at once (a wave of one runs in this
-    thread), each started in plan order as soon as a place is free; delegates that share
-    anything of :func:`kvnet.meta.plan.one_at_a_time` never run together (the next of them
-    starts when the one before ends). The outcomes by plan index, and the failure the one-by-one
-    run would report: the first failing delegate in plan order. Once one fails, only
-    delegates before it in plan order still start (the one-by-one run would have run them,
-    and one of them may fail first); the ones already running finish. Every delegate that
-    started is in the outcomes, so the rollback deletes each of them."""
+    up to ``delegateParallelism`` delegates of a wave at once (:func:`_at_once`). The outcomes
+    by plan index, and the failure the one-by-one run would report: the first failing
+    delegate in plan order. Once one fails, only delegates before it in plan order still
+    start (the one-by-one run would have run them, and one of them may fail first); the ones
+    already running finish. Every delegate that started is in the outcomes, so the rollback
+    deletes each of them."""
     done: dict[int, _Outcome] = {}
     stop = len(planned)
+
+    def record(p: PlannedDelegate, outcome: _Outcome) -> None:
+        nonlocal stop
+        done[p.index] = outcome
+        if outcome.error is not None:
+            stop = min(stop, p.index)
+
     width = conf.kvnet.delegate_parallelism
     for wave in schedule(planned, width, conf.kvnet.parallel_plugins):
-        todo = [planned[i] for i in wave if i < stop]
-        if len(todo) <= 1 or width <= 1:
-            for p in todo:
-                if p.index < stop:
-                    done[p.index] = outcome = _attempt(request, conf, pa, p, runner, seams)
-                    if outcome.error is not None:
-                        stop = p.index
-            continue
-        guard = current_guard()
-        pool = _workers()
-        running: dict[Future[_Outcome], PlannedDelegate] = {}
-        keys = {p.index: one_at_a_time(p.delegate) for p in todo}
-        busy: set[str] = set()  # what the delegates running now hold (one_at_a_time)
-        try:
-            while todo or running:
-                todo = [p for p in todo if p.index < stop]
-                while len(running) < width:
-                    ready = next((q for q in todo if not keys[q.index] & busy), None)
-                    if ready is None:
-                        break
-                    todo.remove(ready)
-                    busy |= keys[ready.index]
-                    call = functools.partial(_attempt, request, conf, pa, ready, runner, seams)
-                    running[pool.submit(_for_call, guard, call)] = ready
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    p = running.pop(fut)
-                    busy -= keys[p.index]
-                    done[p.index] = outcome = fut.result()
-                    if outcome.error is not None:
-                        stop = min(stop, p.index)
-        except BaseException:
-            # interrupted here (a signal): the delegates still running end first (a cancelled
-            # call's are killed), then the interrupted call undoes itself from the cache
-            wait(running)
-            raise
+        _at_once(
+            [planned[i] for i in wave if i < stop],
+            width,
+            lambda p: _attempt(request, conf, pa, p, runner, seams),
+            record,
+            lambda p: p.index < stop,
+        )
     return done, done[stop] if stop < len(planned) else None
 
 
@@ -395,32 +418,48 @@ def _delete_all(
     codes: list[int] | None = None,
 ) -> list[str]:
     """``delPlugins``: DEL the planned delegates in reverse; every one is tried (the
-    failures' CNI codes go to ``codes`` when given: 999 for what is not a kvnet error).
+    failures' CNI codes go to ``codes`` when given: 999 for what is not a kvnet error). With
+    ``delegateParallelism`` above 1 the ADD's waves run backwards, each wave's delegates at
+    once; the failures are still reported in the one-by-one order.
 
     With ``cached_caps`` (DEL from the delegate cache, which does not keep port
     mappings or bandwidth) the capability args libcni cached at ADD fill the gaps, so
     portmap and bandwidth can tear down what they set up.
     """
-    errors: list[str] = []
-    for p in reversed(planned):
+
+    def one(p: PlannedDelegate) -> tuple[str, int] | None:
         d = p.delegate
         rc = dict(p.runtime_config)
         if cached_caps:
             rc = {**cached_capability_args(conf, d, request.container_id, p.ifname), **rc}
+        failed = None
         try:
             runner.run_network("DEL", d.conf, p.env, runtime_config=rc)
             log.info("pod %s: deleted %s (%s) from %s", pa.label, p.ifname, d.plugin_type, d.name)
         except Exception as err:  # every delegate is tried, whatever one of them raised
             msg = libcni_text(err) if isinstance(err, KvnetError) else f"{type(err).__name__}: {err}"
-            errors.append(delegate_del_err(d, msg))
-            if codes is not None:
-                codes.append(err.cni_code if isinstance(err, KvnetError) else 999)
+            failed = (delegate_del_err(d, msg), err.cni_code if isinstance(err, KvnetError) else 999)
             log.error("pod %s: DEL of %s on %s failed: %s", pa.label, d.name, p.ifname, msg)
         if p.device_info_file and seams.devinfo is not None:
             try:
                 seams.devinfo.remove(d.name, request.container_id, p.ifname)
             except KvnetError as err:
                 log.debug("pod %s: device-info of %s: %s", pa.label, d.name, err.msg)
+        return failed
+
+    # the ADD's waves backwards, each one's delegates at once (docs/meta-plugin.md, "Parallel
+    # delegates"): what a delegate acts on is deleted after it, the main network last
+    outcomes: dict[int, tuple[str, int] | None] = {}
+    width = conf.kvnet.delegate_parallelism
+    for wave in reversed(schedule(planned, width, conf.kvnet.parallel_plugins)):
+        _at_once([planned[i] for i in reversed(wave)], width, one, lambda p, got: outcomes.update({id(p): got}))
+    errors: list[str] = []
+    for p in reversed(planned):  # the failures in the one-by-one run's order
+        got = outcomes.get(id(p))
+        if got is not None:
+            errors.append(got[0])
+            if codes is not None:
+                codes.append(got[1])
     return errors
 
 

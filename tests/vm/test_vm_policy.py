@@ -113,7 +113,7 @@ def test_a_policy_protects_the_vm_behind_kvnets_binding(
     if subprocess.run(["nft", "--version"], capture_output=True, check=False).returncode != 0:
         pytest.skip("nftables (nft) is not installed")
     if not Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
-        pytest.skip("the kernel has no br_netfilter: a VM's bridged frames never reach the inet chains")
+        pytest.skip("missing kernel feature: br_netfilter (a VM's bridged frames never reach the inet chains)")
     seen: dict[str, Any] = {}
 
     def while_up(up: Up) -> None:
