@@ -114,7 +114,7 @@ def make_bin_dir(files: RunFiles) -> Path:
     for p in plugins.iterdir():
         (bindir / p.name).symlink_to(p)
     here = Path(sys.executable).parent
-    for prog in ("kvnet-cni", "kvnet-binding", "kvnet-sidecar"):
+    for prog in ("kvnet-cni", "kvnet-binding", "kvnet-sidecar", "kvnet-mirror"):
         src = here / prog
         if not src.exists():
             raise InvalidEnvironment(f"{prog} is not installed next to {sys.executable} (pip install -e .)")
@@ -310,6 +310,11 @@ def setup_node(lab: Lab) -> Namespaces:
         if kind == "bridge":
             sh("ip", "-n", node, "link", "add", seg, "type", "bridge")
             sh("ip", "-n", node, "link", "set", seg, "up")
+    for target in sorted({n.mirror for n in s.nets if n.mirror}):  # kvnet-mirror's targets
+        sh("ip", "-n", node, "link", "add", target, "type", "veth", "peer", "name", f"{target}c")
+        for end in (target, f"{target}c"):  # no IPv6: the ends send nothing of their own to count
+            sh("sysctl", "-q", "-w", f"net.ipv6.conf.{end}.disable_ipv6=1", ns=node)
+            sh("ip", "-n", node, "link", "set", end, "up")
     for i, (peer, pns) in enumerate(zip(s.peers(), peer_ns, strict=True)):
         if peer.kind == "bridge":
             sh("ip", "-n", node, "link", "add", f"kvp{i}", "type", "veth", "peer", "name", "eth0", "netns", pns.name)

@@ -54,6 +54,9 @@ class Net:
     mtu: int | None = None  # the NAD's "mtu" (the pod link's, so the tap's and the guest NIC's)
     subnet6: str | None = None  # a second host-local range: dual stack
     routes: tuple[tuple[str, str], ...] = ()  # host-local's routes: (destination, gateway)
+    # kvnet-mirror's target in the node netns (a veth whose peer, ``<mirror>c``, counts the
+    # copies): the NAD becomes the conflist [bridge, kvnet-mirror]
+    mirror: str | None = None
 
     @property
     def nad(self) -> str:
@@ -209,6 +212,10 @@ def bridge_nad_config(net: Net, ipam_dir: str | None) -> dict[str, Any]:
         if ipam_dir:
             ipam["dataDir"] = ipam_dir
         conf["ipam"] = ipam
+    if net.mirror:
+        plugin = {k: v for k, v in conf.items() if k not in ("cniVersion", "name")}
+        mirror = {"type": "kvnet-mirror", "target": net.mirror, "direction": "both"}
+        return {"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [plugin, mirror]}
     return conf
 
 
@@ -509,8 +516,9 @@ def domain_nics(domain_xml: str) -> dict[str, DomainNic]:
 
 def node_links(scenario: Scenario) -> set[str]:
     """The links the demo itself makes in the node netns: ``lo``, the node bridges (and the
-    cluster bridge), the macvlan uplink, the peers' veth ends and the API link."""
+    cluster bridge), the macvlan uplink, the peers' veth ends, the mirror targets and the API link."""
     links = {"lo", "kvc0", "api0", *(n.segment for n in scenario.nets)}
+    links |= {name for n in scenario.nets if n.mirror for name in (n.mirror, f"{n.mirror}c")}
     links |= {f"kvp{i}" for i, peer in enumerate(scenario.peers()) if peer.kind == "bridge"}
     return links
 
