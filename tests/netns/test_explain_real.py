@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,46 @@ def test_explain_names_the_cause(cluster: tuple[KubeCluster, Path], name: str, f
     (finding,) = json.loads(done.stdout)
     assert finding["present"] is False
     assert finding["cause"] == cause
+
+
+def test_explain_names_a_nad_it_may_not_read(cluster: tuple[KubeCluster, Path], tmp_path: Path) -> None:
+    """An identity that may read pods and events but not NADs: the real API server's 403 on
+    the NAD GET is the cause explain names (not "not found")."""
+    kube, _ = cluster
+    account = "explain-reader"
+    kube.create({"kind": "ServiceAccount", "metadata": {"name": account, "namespace": NS}})
+    rules = [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+    ]
+    objects = [
+        {"kind": "Role", "apiVersion": "rbac.authorization.k8s.io/v1", "metadata": {"name": account, "namespace": NS},
+         "rules": rules},
+        {"kind": "RoleBinding", "apiVersion": "rbac.authorization.k8s.io/v1",
+         "metadata": {"name": account, "namespace": NS},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": NS}]},
+    ]  # fmt: skip
+    base = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}"
+    kube.call("POST", f"{base}/roles", objects[0])
+    kube.call("POST", f"{base}/rolebindings", objects[1])
+    try:
+        kubeconfig = tmp_path / "reader.kubeconfig"
+        kube.write_kubeconfig(kubeconfig, token=kube.token(account, NS))
+        argv = [sys.executable, "-m", "kvnet.cli", "explain", f"{NS}/nodevice", "--kubeconfig", str(kubeconfig)]
+        deadline = time.monotonic() + 30
+        while True:  # the authorizer's informers take the new role in a moment
+            done = subprocess.run([*argv, "--output", "json"], capture_output=True, text=True, timeout=60)
+            if done.stdout.startswith("[") or time.monotonic() > deadline:  # the pod was read: findings
+                break
+            time.sleep(0.2)
+        assert done.returncode == 1, done.stderr
+        (finding,) = json.loads(done.stdout)
+        assert finding["cause"] == f"NAD {NS}/vf not readable (HTTP 403)", finding
+    finally:
+        kube.raw("DELETE", f"{base}/rolebindings/{account}")
+        kube.raw("DELETE", f"{base}/roles/{account}")
+        kube.delete("ServiceAccount", NS, account)
 
 
 def test_explain_reads_isolation_from_the_node_conf(cluster: tuple[KubeCluster, Path], tmp_path: Path) -> None:
