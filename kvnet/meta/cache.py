@@ -70,6 +70,13 @@ class CachedDelegate:
         return not self.conf.get("type") and isinstance(self.conf.get("plugins"), list)
 
     @property
+    def plugins(self) -> list[Mapping[str, Any]]:
+        """The plugin configs it runs: a conflist's plugins (those that are objects), else the conf."""
+        if self.is_conflist:
+            return [p for p in self.conf["plugins"] if isinstance(p, Mapping)]
+        return [self.conf]
+
+    @property
     def network_name(self) -> str:
         """The CNI network name (``name`` of the conf or conflist)."""
         name = self.conf.get("name")

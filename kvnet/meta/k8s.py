@@ -693,15 +693,20 @@ class LightApi(_RetryingStatusWriter):
             status, payload, retry_after = self._exchange(method, path, body)
         return status, payload, retry_after
 
+    def _request_headers(self) -> dict[str, str]:
+        """The headers of one request: the client's, and the token file's current token."""
+        headers = dict(self._headers)
+        if self._token_file is not None:
+            headers["Authorization"] = f"Bearer {self._token_file.token()}"
+        return headers
+
     def _exchange(self, method: str, path: str, body: Mapping[str, Any] | None) -> tuple[int, bytes, str | None]:
         """One HTTP exchange on a kept-alive connection; transport failures become ApiFailure.
 
         A kept connection the server closed meanwhile is replaced once (every request
         kvnet makes is safe to repeat: GETs, and PUTs guarded by resourceVersion).
         """
-        headers = dict(self._headers)
-        if self._token_file is not None:
-            headers["Authorization"] = f"Bearer {self._token_file.token()}"
+        headers = self._request_headers()
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -753,9 +758,7 @@ class LightApi(_RetryingStatusWriter):
         ends after ``timeout_seconds``. Transport failures and non-200 answers are raised."""
         query = f"watch=1&allowWatchBookmarks=true&resourceVersion={quote(resource_version)}"
         url = f"{self._prefix}{path}?{query}&timeoutSeconds={timeout_seconds}"
-        headers = dict(self._headers)
-        if self._token_file is not None:
-            headers["Authorization"] = f"Bearer {self._token_file.token()}"
+        headers = self._request_headers()
         conn = self._connection()
         conn.timeout = timeout_seconds + 30
         try:

@@ -217,20 +217,13 @@ AFTER_PLUGINS = frozenset({"kvnet-binding"})
 _SHARED_KEYS = ("ipMasq",)
 
 
-def _plugins(conf: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    plugins = conf.get("plugins")
-    if not conf.get("type") and isinstance(plugins, list):
-        return [p for p in plugins if isinstance(p, Mapping)]
-    return [conf]
-
-
 def concurrency(d: CachedDelegate, trusted: Collection[str] = ()) -> str:
     """How a delegate may run beside the others of its pod: :data:`FREE`, :data:`AFTER` or
     :data:`ALONE`; a conflist is the strictest of its plugins (they run in order, as one).
     ``trusted``: more plugin and IPAM types that count as free (``parallelPlugins``)."""
     plugins, ipams = PARALLEL_PLUGINS | set(trusted), PARALLEL_IPAM | set(trusted)
     kinds = []
-    for p in _plugins(d.conf):
+    for p in d.plugins:
         kind = p.get("type")
         ipam = p.get("ipam")
         ipam_type = ipam.get("type") if isinstance(ipam, Mapping) else None
@@ -251,7 +244,7 @@ def one_at_a_time(d: CachedDelegate) -> frozenset[str]:
     a plugin of :data:`PER_NETWORK_PLUGINS`. Two delegates that share any of it do not run at
     the same time (the later in plan order starts when the earlier ends)."""
     keys = set()
-    for p in _plugins(d.conf):
+    for p in d.plugins:
         ipam = p.get("ipam")
         ipam_type = ipam.get("type") if isinstance(ipam, Mapping) else None
         if isinstance(ipam_type, str) and ipam_type in ONE_AT_A_TIME_IPAM:
