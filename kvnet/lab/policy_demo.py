@@ -35,13 +35,17 @@ PORT, OTHER_PORT = 8080, 9090
 TABLE = "inet kvnet-policy"
 WAIT = 30.0  # seconds for the agent to add or remove a table
 
+# A TCP listener on the ports of its arguments (IPv4 and IPv6), "ready" once they listen;
+# and a connect to ADDRESS PORT within TIMEOUT seconds (exit status 0 when it connects).
+# tests/netns/test_policy_real.py decides with the same two.
 LISTENER = """
 import selectors, socket, sys
 sel = selectors.DefaultSelector()
 for port in sys.argv[1:]:
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(port)))
+    s.bind(("::", int(port)))
     s.listen(16)
     sel.register(s, selectors.EVENT_READ)
 print("ready", flush=True)
@@ -50,7 +54,7 @@ while True:
         conn, _ = key.fileobj.accept()
         conn.close()
 """
-CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.0)"
+CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))"
 
 
 def skip_reason(lab: PodLab) -> str:
@@ -64,7 +68,7 @@ def skip_reason(lab: PodLab) -> str:
 
 def connects(ns: Netns, address: str, port: int) -> bool:
     done = subprocess.run(
-        [IP, "netns", "exec", ns.name, sys.executable, "-c", CONNECT, address, str(port)],
+        [IP, "netns", "exec", ns.name, sys.executable, "-c", CONNECT, address, str(port), "1.0"],
         capture_output=True,
         timeout=15,
         check=False,

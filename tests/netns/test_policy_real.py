@@ -25,6 +25,7 @@ import pytest
 from kvnet.lab.kube import KubeCluster
 from kvnet.lab.netns import IP, Netns, in_ns
 from kvnet.lab.pod_demo import PodLab
+from kvnet.lab.policy_demo import CONNECT, LISTENER
 
 pytestmark = pytest.mark.root
 
@@ -35,25 +36,6 @@ PORT, OTHER_PORT = 8080, 9090
 POLICIES = f"/apis/k8s.cni.cncf.io/v1beta1/namespaces/{NS}/multi-networkpolicies"
 TABLE = "inet kvnet-policy"
 WAIT = 30.0
-
-LISTENER = """
-import selectors, socket, sys
-sel = selectors.DefaultSelector()
-for port in sys.argv[1:]:
-    s = socket.socket(socket.AF_INET6)
-    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("::", int(port)))
-    s.listen(16)
-    sel.register(s, selectors.EVENT_READ)
-print("ready", flush=True)
-while True:
-    for key, _ in sel.select():
-        conn, _ = key.fileobj.accept()
-        conn.close()
-"""
-
-CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))"
 
 
 @dataclass

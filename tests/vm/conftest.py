@@ -73,12 +73,18 @@ def run_vm(
     netns_factory: Callable[[str], Any],
     kube: KubeCluster,
     kubevirt_peer: KubeVirtPeer,
-) -> Callable[[Scenario], DemoResult]:
-    """``run_vm(scenario)``: the whole path on the real API server, KubeVirt's part by KubeVirt's code."""
+) -> Callable[..., DemoResult]:
+    """``run_vm(scenario, **options)``: the whole path on the real API server, KubeVirt's part
+    by KubeVirt's code; ``options`` are :func:`~kvnet.lab.vm.run.run_scenario`'s (``while_up``, ...)."""
 
-    def run(scenario: Scenario) -> DemoResult:
+    def run(scenario: Scenario, **options: Any) -> DemoResult:
         return run_scenario(
-            guest_image.kernel.parent, scenario, netns_factory=netns_factory, kube=kube, kubevirt=kubevirt_peer
+            guest_image.kernel.parent,
+            scenario,
+            netns_factory=netns_factory,
+            kube=kube,
+            kubevirt=kubevirt_peer,
+            **options,
         )
 
     return run

@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 
-from kvnet.lab import guest
-from kvnet.lab.kube import KubeCluster
 from kvnet.lab.netns import IP, NetnsLike, in_ns
-from kvnet.lab.vm.kubevirt import KubeVirtPeer
-from kvnet.lab.vm.run import Up, run_scenario
+from kvnet.lab.vm.report import DemoResult
+from kvnet.lab.vm.run import Up
 from kvnet.lab.vm.scenario import Net, Scenario
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
@@ -41,13 +39,7 @@ def captured(node: NetnsLike) -> int:
     return sum(int(e["rule"]["expr"][-1]["counter"]["packets"]) for e in listed["nftables"] if "rule" in e)
 
 
-def test_a_vms_mirrored_attachment_copies_the_guests_traffic(
-    guest_image: guest.GuestImage,
-    libvirtd: None,
-    netns_factory: Callable[[str], Any],
-    kube: KubeCluster,
-    kubevirt_peer: KubeVirtPeer,
-) -> None:
+def test_a_vms_mirrored_attachment_copies_the_guests_traffic(run_vm: Callable[..., DemoResult]) -> None:
     seen: dict[str, Any] = {}
 
     def while_up(up: Up) -> None:
@@ -60,15 +52,7 @@ def test_a_vms_mirrored_attachment_copies_the_guests_traffic(
         seen["ping"] = up.vm.command("ping").last_ping(peer.ips[0])
         seen["copies"] = captured(up.ns.node) - before
 
-    result = run_scenario(
-        guest_image.kernel.parent,
-        SCENARIO,
-        netns_factory=netns_factory,
-        failover=False,
-        kube=kube,
-        kubevirt=kubevirt_peer,
-        while_up=while_up,
-    )
+    result = run_vm(SCENARIO, failover=False, while_up=while_up)
     why = f"{seen}\n{result.explain()}"
     assert result.error is None, why
     (row,) = result.rows

@@ -27,12 +27,11 @@ from typing import Any
 
 import pytest
 
-from kvnet.lab import guest
 from kvnet.lab.kube import KubeCluster
 from kvnet.lab.netns import IP, NetnsLike, in_ns
 from kvnet.lab.thick import NODE_NAME
-from kvnet.lab.vm.kubevirt import KubeVirtPeer
-from kvnet.lab.vm.run import Up, run_scenario
+from kvnet.lab.vm.report import DemoResult
+from kvnet.lab.vm.run import Up
 from kvnet.lab.vm.scenario import NAMESPACE, Net, Scenario
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
@@ -103,12 +102,7 @@ def the_policy(peer: str) -> dict[str, Any]:
 
 
 def test_a_policy_protects_the_vm_behind_kvnets_binding(
-    guest_image: guest.GuestImage,
-    libvirtd: None,
-    netns_factory: Callable[[str], Any],
-    kube: KubeCluster,
-    kubevirt_peer: KubeVirtPeer,
-    tmp_path: Path,
+    run_vm: Callable[..., DemoResult], kube: KubeCluster, tmp_path: Path
 ) -> None:
     if subprocess.run(["nft", "--version"], capture_output=True, check=False).returncode != 0:
         pytest.skip("nftables (nft) is not installed")
@@ -162,15 +156,7 @@ def test_a_policy_protects_the_vm_behind_kvnets_binding(
             log.close()
             seen["tables_at_end"] = tables(up.ns.pod)
 
-    result = run_scenario(
-        guest_image.kernel.parent,
-        SCENARIO,
-        netns_factory=netns_factory,
-        failover=False,
-        kube=kube,
-        kubevirt=kubevirt_peer,
-        while_up=while_up,
-    )
+    result = run_vm(SCENARIO, failover=False, while_up=while_up)
     why = f"{seen}\n{result.explain()}\nagent log:\n{(tmp_path / 'agent.log').read_text()[-3000:]}"
     assert result.error is None, why
     assert seen["before"] == (True, "refused", "refused", True), why
