@@ -1654,6 +1654,32 @@ def test_shim_socket_path_rules() -> None:
     assert socket_path({}) == "/run/kvnet/kvnet.sock"
 
 
+def test_shim_call_imports_only_c_modules(tmp_path: Path) -> None:
+    """The installed shim's ADD that goes well imports nothing but ``_json``, ``_socket``
+    and ``posix`` on top of what ``python -I -S`` starts with: ``json`` and ``socket``
+    would cost it more than the interpreter's own start (docs/bench/meta_cni_profile.md)."""
+
+    def imported(argv: list[str], **kw: Any) -> set[str]:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", *argv], capture_output=True, **kw)
+        assert proc.returncode == 0, proc
+        rows = [line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines() if line.startswith("import")]
+        return set(rows) - {"imported package"}
+
+    from kvnet.meta.shim import standalone_script
+
+    exe = tmp_path / "kvnet-shim"
+    exe.write_text(standalone_script(sys.executable))
+    answer = json.dumps({"exit": 0, "stdout": '{"cniVersion": "1.0.0"}'}).encode()
+    sock, thread = _one_shot_server(
+        tmp_path, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(answer), answer)
+    )
+    cfg = {"cniVersion": "1.0.0", "name": "x", "type": "kvnet-shim", "socketPath": sock}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/n", "CNI_IFNAME": "eth0", "CNI_PATH": "/p"}
+    extra = imported([str(exe)], input=json.dumps(cfg).encode(), env=env) - imported(["-c", "pass"])
+    thread.join(5)
+    assert extra <= {"_json", "_socket", "posix"}, extra
+
+
 def test_daemon_config_overlays_all_but_identity() -> None:
     from kvnet.meta.wiring import overlay_config
 
@@ -1679,6 +1705,28 @@ from hypothesis import strategies as st  # noqa: E402
 
 _key = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True)
 _val = st.from_regex(r"[A-Za-z0-9_.=/-]{0,8}", fullmatch=True)
+
+
+@given(
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+        max_leaves=12,
+    ),
+    pad=st.sampled_from(["", " ", "\n\t ", "\r\n"]),
+)
+def test_shim_json_is_the_json_package(value: Any, pad: str) -> None:
+    """The shim's C-only JSON reads what ``json.loads`` reads and writes its request as
+    ``json.dumps`` does; anything ``json.loads`` refuses it refuses too."""
+    from kvnet.meta import shim
+
+    text = pad + json.dumps(value) + pad
+    assert shim._loads(text) == json.loads(text)
+    assert shim._loads(text + "x") is shim._NOT_JSON and shim._loads(text[:-1] + "]x") is shim._NOT_JSON
+    env = {"CNI_COMMAND": "ADD", "CNI_ARGS": json.dumps(value)}
+    stdin = text.encode() + b"\xff"
+    body = shim._request_body(env, stdin)
+    assert body == json.dumps({"env": env, "stdin": stdin.decode("utf-8", errors="surrogateescape")}).encode()
 
 
 @given(pairs=st.lists(st.tuples(_key, _val), max_size=6), mac=st.booleans())
