@@ -1036,6 +1036,7 @@ def _opt_numbers(profiles: Sequence[Profile], shim: Mapping[str, tuple[float, in
     site = shim.get("python kvnet-shim (site)", (0.0, 0, 0.0))[0]
     direct = shim.get(NOOP_EXEC, (0.0, 0, 0.0))[0]
     nosite = shim.get("kvnet-shim as installed (#! ... -IS)", (0.0, 0, 0.0))[0]
+    bare = shim.get("python -I -S -c pass", (0.0, 0, 0.0))[0]
     nm = p.named if p else {}
     return {
         "nad": f"{nm.get('get_nad', 0.0):.1f}",
@@ -1052,7 +1053,7 @@ def _opt_numbers(profiles: Sequence[Profile], shim: Mapping[str, tuple[float, in
         "exec_share": f"{exec_ms / total * 100:.0f}" if total else "0",
         "site": f"{site:.1f}",
         "nosite": f"{nosite:.1f}",
-        "gain": f"{site - nosite:.1f}",
+        "bare": f"{bare:.1f}",
         "direct": f"{direct:.1f}",
     }
 
@@ -1072,19 +1073,19 @@ Figures are from the N = {n} profile above (profiled ms; an unprofiled call is f
    shrinks towards 1/k on an idle machine (bounded by the cores for CPU-bound plugins such as bridge +
    host-local, whose host-local takes a file lock per call).
 3. **No per-call config re-parse**: `parse_multus_config(overlay_config(...))` and the runner/seams
-   lookups run on every call (kvnet/meta/wiring.py): {parse} ms per ADD here. Caching the parsed
-   config by the stdin bytes saves about that.
-4. **Delegate exec without `preexec_fn`**: the {exec_calls} execs of the profiled ADD cost {per_exec} ms
-   each (`exec_argv`), {fork} ms of it in `_posixsubprocess.fork_exec` itself. A `preexec_fn`
-   (kvnet/cni/delegate.py's `_die_with_parent`) makes CPython fork the whole daemon (page tables of
-   its RSS) instead of using vfork, and waits for the child to run Python code before its exec. The
-   same no-op plugin run by `subprocess.run` without a `preexec_fn` costs {direct} ms here (the
-   start-up table). Dropping the `preexec_fn` (the parent-death signal set without Python code in
-   the child) saves about the difference per delegate call: the largest single gain at N = 100.
-5. **`-I -S` shim start**: the installed shim (`#!python -IS`) starts in {nosite} ms against {site} ms for
-   the same script with `site`: {gain} ms per CNI call (ADD and DEL each), already in the thick rows.
-   The rest is the interpreter's own start (`python -I -S -c pass` row), which only a non-Python shim
-   removes (`multus-shim` row for comparison).
+   lookups run on every call (kvnet/meta/wiring.py): {parse} ms per ADD here, not worth a cache.
+4. **Delegate exec by vfork**: built. The parent-death signal comes from util-linux `setpriv`
+   exec'd in front of the plugin (kvnet/cni/delegate.py), so CPython starts the child with vfork
+   instead of forking the whole daemon for a `preexec_fn`. The {exec_calls} execs of the profiled ADD
+   cost {per_exec} ms each (`exec_argv`, most of it waiting for the child), {fork} ms of them in
+   `_posixsubprocess.fork_exec` itself; the same no-op plugin run alone by `subprocess.run` costs
+   {direct} ms (the start-up table). The difference is setpriv's own exec and Popen's pipes and
+   reaping; what remains per delegate is mostly the plugin itself.
+5. **The shim's start**: built. `kvnet-shim` runs as `#!python -IS` and a call that goes well imports
+   only `_json`, `_socket` and `posix` (no `json`, `socket` or `os`, which import `re` and `enum`): it
+   starts in {nosite} ms against {bare} ms for `python -I -S -c pass` and {site} ms for the same script
+   with `site`. The interpreter's own start is what is left, which only a non-Python shim removes
+   (`multus-shim` row for comparison).
 """
 
 
