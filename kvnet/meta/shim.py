@@ -67,7 +67,9 @@ def _loads(text: str) -> object:
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         value, end = _scan(text, start)
-    except (StopIteration, ValueError, RecursionError):
+    except (StopIteration, ValueError, RecursionError, SystemError):
+        # SystemError: the scanner words its errors with json.decoder's exception class,
+        # found only once ``json`` is imported; without it the error comes out as this
         return _NOT_JSON
     return _NOT_JSON if text[end:].strip(_WHITESPACE) else value
 

@@ -1523,14 +1523,19 @@ def test_shim_says_what_happened_to_the_daemon(tmp_path: Path, answer: bytes | N
     )
 
 
-@pytest.mark.parametrize("stdin", [b"{", b"[1]", b""])
-def test_shim_refuses_a_config_that_is_not_json_as_kvnet_cni_does(stdin: bytes) -> None:
+@pytest.mark.parametrize("stdin", [b"{", b"[1]", b"", b" \n", b'"', b'{"a": tru}', b"{}x", b"\xff"])
+def test_shim_refuses_a_config_that_is_not_json_as_kvnet_cni_does(stdin: bytes, tmp_path: Path) -> None:
     """multus-shim runs skel, which checks the config before it calls its daemon: a broken
-    config is code 6, never the try-again-later of an unreachable daemon."""
+    config is code 6, never the try-again-later of an unreachable daemon; the installed
+    script (which starts without ``json``) says the same as the module."""
     import io
 
     from kvnet.cni.protocol import plugin_main
     from kvnet.meta import shim
+
+    exe = tmp_path / "kvnet-shim"
+    exe.write_text(shim.standalone_script(sys.executable))
+    exe.chmod(0o755)
 
     env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/n", "CNI_IFNAME": "eth0", "CNI_PATH": "/p"}
     out = io.StringIO()
@@ -1538,6 +1543,8 @@ def test_shim_refuses_a_config_that_is_not_json_as_kvnet_cni_does(stdin: bytes) 
     thin = io.StringIO()
     assert plugin_main({"ADD": lambda _r: None}, environ=env, stdin=io.BytesIO(stdin), stdout=thin) != 0
     assert json.loads(out.getvalue()) == json.loads(thin.getvalue())
+    proc = subprocess.run([str(exe)], input=stdin, env=env, capture_output=True, check=False)
+    assert (proc.returncode, proc.stdout.decode(), proc.stderr) == (1, out.getvalue(), b"")
     assert json.loads(out.getvalue())["code"] == 6
 
 
