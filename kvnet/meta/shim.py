@@ -234,11 +234,27 @@ def standalone_script(python: str) -> str:
 
     It needs nothing but the standard library, so it can skip ``site`` (and with it the
     package machinery of the installation): ``kvnet install`` and the test lab install
-    this script as ``kvnet-shim`` instead of the console-script wrapper.
+    this script as ``kvnet-shim`` instead of the console-script wrapper. The script holds
+    the module compiled (``marshal``) as well as its source: compiling the source on every
+    call would cost the shim more than a millisecond and a half, so a ``python`` whose
+    bytecode magic is the installing Python's runs the compiled code, any other compiles
+    the source.
     """
+    import marshal
+    from importlib.util import MAGIC_NUMBER
+
     with open(__file__, encoding="utf-8") as fh:
         source = fh.read()
-    return f"#!{python} -IS\n" + source
+    code = marshal.dumps(compile(source, "kvnet-shim", "exec"))
+    return (
+        f"#!{python} -IS\n"
+        "# kvnet-shim, written by kvnet install from kvnet/meta/shim.py: its code compiled, and its source\n"
+        "import marshal, sys\n"
+        f'if sys.modules["_frozen_importlib_external"].MAGIC_NUMBER == {MAGIC_NUMBER!r}:\n'
+        f"    exec(marshal.loads({code!r}))\n"
+        "else:\n"
+        f'    exec(compile({source!r}, "kvnet-shim", "exec"))\n'
+    )
 
 
 def _environ() -> dict[str, str]:

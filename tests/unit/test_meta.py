@@ -1442,11 +1442,17 @@ def test_shim_through_daemon_runs_the_same_add(tmp_path: Path) -> None:
     assert not Path(sock).exists()
 
 
-def test_standalone_shim_script_runs_without_site(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compiled", [True, False])
+def test_standalone_shim_script_runs_without_site(tmp_path: Path, compiled: bool) -> None:
+    """The installed script runs its compiled code, or (a Python with other bytecode) its source."""
+    from importlib.util import MAGIC_NUMBER
+
     from kvnet.meta.shim import standalone_script
 
     exe = tmp_path / "kvnet-shim"
-    exe.write_text(standalone_script(sys.executable))
+    text = standalone_script(sys.executable)
+    assert text.count(repr(MAGIC_NUMBER)) == 1
+    exe.write_text(text if compiled else text.replace(repr(MAGIC_NUMBER), repr(b"\0\0\r\n")))
     exe.chmod(0o755)
     proc = subprocess.run([str(exe)], env={"CNI_COMMAND": "VERSION"}, capture_output=True, check=True)
     assert json.loads(proc.stdout)["supportedVersions"][-1] == "1.1.0"
