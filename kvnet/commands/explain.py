@@ -217,8 +217,8 @@ def nad_mtu(nad: Mapping[str, Any]) -> int | None:
         return None
     if not isinstance(conf, dict):
         return None
-    plugins = conf.get("plugins")
-    if not conf.get("type") and isinstance(plugins, list) and plugins and isinstance(plugins[0], dict):
+    plugins = cache.conflist_plugins(conf)
+    if plugins and isinstance(plugins[0], dict):
         conf = plugins[0]
     mtu = conf.get("mtu")
     return mtu if isinstance(mtu, int) and not isinstance(mtu, bool) and mtu > 0 else None

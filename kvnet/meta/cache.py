@@ -38,6 +38,13 @@ _ZERO_NETWORK_CONFIG_LIST: dict[str, Any] = {
 }
 
 
+def conflist_plugins(conf: Mapping[str, Any]) -> list[Any] | None:
+    """The ``plugins`` of a conflist, None for a single conf: Multus treats a config with no
+    ``type`` and a ``plugins`` list as a conflist (the one home of that rule)."""
+    plugins = conf.get("plugins")
+    return plugins if not conf.get("type") and isinstance(plugins, list) else None
+
+
 @dataclass(frozen=True)
 class CachedDelegate:
     """One delegate of a pod: Multus's ``DelegateNetConf``.
@@ -66,15 +73,14 @@ class CachedDelegate:
 
     @property
     def is_conflist(self) -> bool:
-        """Multus treats a config without ``type`` as a conflist."""
-        return not self.conf.get("type") and isinstance(self.conf.get("plugins"), list)
+        """Multus treats a config without ``type`` as a conflist (:func:`conflist_plugins`)."""
+        return conflist_plugins(self.conf) is not None
 
     @property
     def plugins(self) -> list[Mapping[str, Any]]:
         """The plugin configs it runs: a conflist's plugins (those that are objects), else the conf."""
-        if self.is_conflist:
-            return [p for p in self.conf["plugins"] if isinstance(p, Mapping)]
-        return [self.conf]
+        plugins = conflist_plugins(self.conf)
+        return [self.conf] if plugins is None else [p for p in plugins if isinstance(p, Mapping)]
 
     @property
     def network_name(self) -> str:
@@ -85,11 +91,11 @@ class CachedDelegate:
     @property
     def plugin_type(self) -> str:
         """The plugin type, or the first plugin's type for a conflist."""
-        if self.is_conflist:
-            plugins = self.conf.get("plugins") or [{}]
-            first = plugins[0] if isinstance(plugins[0], Mapping) else {}
-            return str(first.get("type", ""))
-        return str(self.conf.get("type", ""))
+        plugins = conflist_plugins(self.conf)
+        if plugins is None:
+            return str(self.conf.get("type", ""))
+        first = plugins[0] if plugins and isinstance(plugins[0], Mapping) else {}
+        return str(first.get("type", ""))
 
 
 # ------------------------------------------------------------------------------------

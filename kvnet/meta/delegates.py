@@ -22,7 +22,7 @@ from kvnet.core.gojson import go_quote
 from kvnet.core.model import NetworkSelection
 from kvnet.core.naming import cni_name_ok
 from kvnet.meta import selections
-from kvnet.meta.cache import CachedDelegate
+from kvnet.meta.cache import CachedDelegate, conflist_plugins
 from kvnet.meta.config import MultusConfig
 from kvnet.meta.nad import delegate_from_conf_dir, delegate_from_nad
 from kvnet.meta.pod import PodArgs, pod_annotations, pod_meta
@@ -35,9 +35,8 @@ log = logging.getLogger("kvnet.meta")
 def _inject_args(conf: Mapping[str, Any], cni_args: Mapping[str, Any] | None, device_id: str) -> dict[str, Any]:
     """``args.cni`` merged and ``deviceID``/``pciBusID`` set, in the conf or every conflist plugin."""
     out = copy.deepcopy(dict(conf))
-    targets: list[dict[str, Any]] = (
-        out["plugins"] if not out.get("type") and isinstance(out.get("plugins"), list) else [out]
-    )
+    plugins = conflist_plugins(out)
+    targets: list[dict[str, Any]] = [out] if plugins is None else plugins
     for t in targets:
         if not isinstance(t, dict):
             continue

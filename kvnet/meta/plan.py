@@ -100,7 +100,7 @@ def check_plan(delegates: Sequence[CachedDelegate], runtime_ifname: str, pa: Pod
             raise InvalidConfig(
                 f"{cmd_prefix(pa)}network {d.name}: invalid network name {go_quote(d.network_name)} in its config"
             )
-        if not d.conf.get("type") and not isinstance(d.conf.get("plugins"), list):
+        if not d.conf.get("type") and not d.is_conflist:
             raise InvalidConfig(f"{cmd_prefix(pa)}network {d.name}: the config has neither 'type' nor 'plugins'")
         out.append(ifname)
     return out
