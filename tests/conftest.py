@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from kvnet.lab.kube import KubeCluster, peers_built
 from kvnet.lab.netns import Netns, delete_netns, make_netns
+
+if TYPE_CHECKING:
+    from kvnet.lab.pod_demo import PodLab
 
 REPO = Path(__file__).resolve().parent.parent
 CNI_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
@@ -140,3 +144,16 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
         pytest.skip(missing)
     with KubeCluster(tmp_path_factory.mktemp("kube")) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def peer_lab(
+    netns_factory: Callable[..., Netns], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
+) -> Iterator[PodLab]:
+    """A node and a pod netns on the real API server, with the v1.10.0 plugins (and
+    whereabouts) from build/peers: the lab of the lanes that need the real server's answers."""
+    from kvnet.lab.pod_demo import PodLab
+
+    node, pod = netns_factory("kvnode"), netns_factory("kvpod")
+    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=peer_plugin_dir, kube=kube) as lab:
+        yield lab

@@ -18,8 +18,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -140,13 +139,8 @@ def test_the_cache_follows_the_real_watch(kube: KubeCluster) -> None:
 
 
 @pytest.fixture
-def lab(
-    netns_factory: Callable[..., Any], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
-) -> Iterator[PodLab]:
-    node = netns_factory("kvnode")
-    pod = netns_factory("kvpod")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=peer_plugin_dir, kube=kube) as lab:
-        yield lab
+def lab(peer_lab: PodLab) -> PodLab:
+    return peer_lab
 
 
 def audit_lines(kube: KubeCluster, since: int) -> list[dict[str, Any]]:

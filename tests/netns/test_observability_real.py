@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,15 +35,10 @@ PP = {"cniVersion": "0.4.0", "type": "ptp", "ipam": {"type": "host-local", "rang
 
 
 @pytest.fixture
-def lab(
-    netns_factory: Callable[..., Any], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
-) -> Iterator[PodLab]:
-    node = netns_factory("kvnode")
-    pod = netns_factory("kvpod")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=peer_plugin_dir, kube=kube) as lab:
-        lab.add_nad("blue", BLUE)
-        lab.add_nad("pp", PP)
-        yield lab
+def lab(peer_lab: PodLab) -> PodLab:
+    peer_lab.add_nad("blue", BLUE)
+    peer_lab.add_nad("pp", PP)
+    return peer_lab
 
 
 def describe_events(kube: KubeCluster, pod: str, want: int, timeout: float = 15.0) -> list[tuple[str, str, str]]:

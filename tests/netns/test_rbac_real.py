@@ -190,13 +190,8 @@ def rbac(kube: KubeCluster) -> Iterator[list[dict[str, Any]]]:
 
 
 @pytest.fixture
-def lab(
-    netns_factory: Callable[..., Any], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
-) -> Iterator[PodLab]:
-    node = netns_factory("kvnode")
-    pod = netns_factory("kvpod")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=peer_plugin_dir, kube=kube) as lab:
-        yield lab
+def lab(peer_lab: PodLab) -> PodLab:
+    return peer_lab
 
 
 MAIN = {
