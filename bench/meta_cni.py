@@ -518,7 +518,7 @@ import cProfile, io, json, sys, time
 from kvnet.meta.daemon import CniDaemon, serve_call
 from kvnet.meta.wiring import LongLived, light_api
 args = json.loads(sys.argv[1])
-d = CniDaemon(args["socket"], long_lived=LongLived(light_api, nad_cache=True))
+d = CniDaemon(args["socket"], long_lived=LongLived(light_api, nad_cache=True, pod_cache_node=args["node"]))
 env, stdin = args["env"], args["stdin"].encode()
 def call(command, cid):
     e = dict(env, CNI_COMMAND=command, CNI_CONTAINERID=cid)
@@ -651,6 +651,7 @@ def profile_add(bench: Bench, node: Netns, attachments: int, reps: int) -> Profi
         "env": env,
         "stdin": json.dumps(conf),
         "warm": 2,
+        "node": NODE_NAME,
         "reps": reps,
         "out": str(out),
     }
@@ -773,7 +774,7 @@ def render(
         "DEL, called as a runtime calls a CNI binary (env + stdin), on the same node netns, pod netns, delegates,",
         "NADs and pods for every program. **Multus thin**: `multus` 4.3; **Multus thick**: `multus-shim` to",
         "`multus-daemon` 4.3; **kvnet-cni**: standalone; **kvnet thick**: `kvnet-shim` to `kvnet daemon` with the",
-        "light client and its NAD cache (the mode deploy/node-daemonset.yaml runs). Both daemons run in the node netns, as",
+        "light client and its NAD and pod caches (the mode deploy/node-daemonset.yaml runs). Both daemons run in the node netns, as",
         "kvnet/lab/thick.py runs them for the differential lane. **noop**: a `/bin/sh` delegate that records each",
         "call (the run checks every ADD got its DEL); **bridge**: the bridge plugin with host-local, every",
         "attachment on one bridge and one range. **real**: etcd + kube-apiserver (build/peers), each program its",
@@ -978,7 +979,7 @@ def render_profile(
         "",
         f"Measured {header['when']} by `python -m bench.meta_cni` (load average {header['load_before']}, the",
         "machine shared with other test runs). The ADD runs kvnet's daemon code in process: the handlers of",
-        "`kvnet.meta.daemon.CniDaemon` (the light client and the NAD cache, as deploy/node-daemonset.yaml runs it) called",
+        "`kvnet.meta.daemon.CniDaemon` (the light client and the NAD and pod caches, as deploy/node-daemonset.yaml runs it) called",
         "through `serve_call`, in the node netns, on the real API server, after two warm-up ADD/DEL pairs, so",
         "the client, its connections and the runner's VERSION answers are warm. The socket hop and the shim are",
         "not in it. cProfile adds its own overhead to every Python call, so profiled times are above the wall",
@@ -1063,7 +1064,7 @@ OPTIMISATIONS = """## Optimisations, with the gain expected from these numbers
 Figures are from the N = {n} profile above (profiled ms; an unprofiled call is faster, the shares hold).
 
 1. **Watch-backed NAD cache** (fall back to a GET on a miss; never older than the last watch event):
-   built, on in this profile (kvnet/meta/nadcache.py; docs/meta-plugin.md, "NAD cache"). The API client
+   built, on in this profile (kvnet/meta/watchcache.py; docs/meta-plugin.md, "NAD cache"). The API client
    bucket is {api} ms ({api_share} %) of the profiled ADD; the NAD reads (`get_nad`, from memory once
    the cache is synced) are {nad} ms of it. The pod reads ({pod} ms) stay (the pod's annotations and
    UID must be current).

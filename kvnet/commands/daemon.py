@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -49,6 +51,19 @@ def register(parser: argparse.ArgumentParser) -> None:
         "watch is not synced (default on; needs list and watch on network-attachment-definitions, without "
         "them every read is a GET)",
     )
+    parser.add_argument(
+        "--pod-cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="answer pod reads from a list + watch of this node's pods (spec.nodeName = --node-name), a GET on "
+        "a miss, while not synced or for a pod whose UID is not the runtime's (default on, as multus-daemon's "
+        "informer; needs list and watch on pods and a node name)",
+    )
+    parser.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME", ""),
+        help="this node's name, for the pod cache (default: $NODE_NAME, which the DaemonSet sets from spec.nodeName)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -70,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     from kvnet.meta.wiring import LongLived, client_api, light_api
 
     factory = light_api if args.api == "light" else client_api
+    if args.pod_cache and not args.node_name:
+        logging.getLogger("kvnet.daemon").warning(
+            "no node name (--node-name or $NODE_NAME): no pod cache, every pod read is a GET"
+        )
     address = None
     if args.metrics_address:
         from kvnet.meta.metrics import parse_address
@@ -78,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     daemon = CniDaemon(
         args.socket,
         daemon_conf=load_config(args.config),
-        long_lived=LongLived(factory, nad_cache=args.nad_cache),
+        long_lived=LongLived(
+            factory, nad_cache=args.nad_cache, pod_cache_node=args.node_name if args.pod_cache else ""
+        ),
         metrics_address=address,
     )
     stop = threading.Event()

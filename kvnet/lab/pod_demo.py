@@ -204,18 +204,23 @@ class PodLab:
         self._load([{"kind": "NetworkAttachmentDefinition", "metadata": meta, "spec": {"config": json.dumps(conf)}}])
 
     def add_pod(
-        self, name: str, networks: str | None = None, namespace: str = "default", uid: str | None = None
+        self,
+        name: str,
+        networks: str | None = None,
+        namespace: str = "default",
+        uid: str | None = None,
+        node: str | None = None,
     ) -> str:
-        """Create the pod; its UID (the real server makes its own: ``uid`` only reaches the stand-in)."""
+        """Create the pod (bound to ``node`` when given); its UID (the real server makes its
+        own: ``uid`` only reaches the stand-in)."""
         notes = {"k8s.v1.cni.cncf.io/networks": networks} if networks else {}
         meta: dict[str, Any] = {"name": name, "namespace": namespace, "annotations": notes}
         if not self.real_api:
             meta["uid"] = uid or str(uuid.uuid4())
-        pod = {
-            "kind": "Pod",
-            "metadata": meta,
-            "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]},
-        }
+        spec: dict[str, Any] = {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]}
+        if node is not None:
+            spec["nodeName"] = node
+        pod = {"kind": "Pod", "metadata": meta, "spec": spec}
         return str(self._load([pod])[0]["metadata"]["uid"])
 
     def config(self, delegates: Iterable[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:

@@ -241,16 +241,24 @@ class KvnetDaemon(_NodeDaemon):
     name = "kvnet-daemon"
 
     def __init__(
-        self, node: NetnsLike, workdir: Path, mounts: PrivateMounts, *, kvnet_bin_dir: str, args: Sequence[str] = ()
+        self,
+        node: NetnsLike,
+        workdir: Path,
+        mounts: PrivateMounts,
+        *,
+        kvnet_bin_dir: str,
+        args: Sequence[str] = (),
+        node_name: str = NODE_NAME,
     ) -> None:
         super().__init__(node, workdir, mounts)
         self.kvnet = os.path.join(kvnet_bin_dir, "kvnet")
         self.args = tuple(args)  # more ``kvnet daemon`` options
+        self.node_name = node_name  # $NODE_NAME: its pod cache follows this node's pods, as multus-daemon's informer
 
     @property
     def socket(self) -> str:
         return str(self.workdir / "run" / "kvnet.sock")
 
     def start(self) -> None:
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "NODE_NAME": self.node_name}
         self._spawn([self.kvnet, "daemon", "--socket", self.socket, *self.args], env, self.mounts)

@@ -312,12 +312,17 @@ class _RetryingStatusWriter:
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         pod = self._read_pod(namespace, name)
         if pod is not None:
-            with self._recent_lock:
-                self._recent.pop((namespace, name), None)
-                self._recent[(namespace, name)] = (time.monotonic(), pod)
-                while len(self._recent) > RECENT_PODS:
-                    del self._recent[next(iter(self._recent))]
+            self.remember_pod(namespace, name, pod)
         return pod
+
+    def remember_pod(self, namespace: str, name: str, pod: Mapping[str, Any]) -> None:
+        """``pod`` as the first try of its next network-status write (a pod the ADD read,
+        by GET or from the daemon's pod cache)."""
+        with self._recent_lock:
+            self._recent.pop((namespace, name), None)
+            self._recent[(namespace, name)] = (time.monotonic(), pod)
+            while len(self._recent) > RECENT_PODS:
+                del self._recent[next(iter(self._recent))]
 
     def _recent_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The pod as last read, when read in the last :data:`RECENT_POD_SECONDS` (forgotten)."""
@@ -753,11 +758,12 @@ class LightApi(_RetryingStatusWriter):
         return self._get(path)
 
     def watch(self, path: str, resource_version: str, *, timeout_seconds: int = 300) -> Iterator[Mapping[str, Any]]:
-        """The events of ``GET path?watch=1`` from ``resource_version`` (with bookmarks), one
+        """The events of ``GET path?watch=1`` (``path`` may carry a query of its own, a
+        fieldSelector) from ``resource_version`` (with bookmarks), one
         JSON object per line, on a connection of its own (never a pooled one) that the server
         ends after ``timeout_seconds``. Transport failures and non-200 answers are raised."""
         query = f"watch=1&allowWatchBookmarks=true&resourceVersion={quote(resource_version)}"
-        url = f"{self._prefix}{path}?{query}&timeoutSeconds={timeout_seconds}"
+        url = f"{self._prefix}{path}{'&' if '?' in path else '?'}{query}&timeoutSeconds={timeout_seconds}"
         headers = self._request_headers()
         conn = self._connection()
         conn.timeout = timeout_seconds + 30
@@ -1017,6 +1023,11 @@ class RetryingApi:
 
     def set_network_status(self, namespace: str, name: str, value: str) -> None:
         self._retried("set_network_status", lambda: self.api.set_network_status(namespace, name, value))
+
+    def remember_pod(self, namespace: str, name: str, pod: Mapping[str, Any]) -> None:
+        remember = getattr(self.api, "remember_pod", None)
+        if callable(remember):
+            remember(namespace, name, pod)
 
     def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         """Not retried: an Event is best effort (``kvnet.meta.events`` drops what fails)."""

@@ -164,16 +164,14 @@ def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool, seams: Seams = Se
     except KvnetError as err:
         log.debug("pod %s: reading the pod failed: %s", pa.label, err.msg)
         done = False
-    try:
-        pod = found[-1] if done else api.get_pod(pa.namespace, pa.name)
-    except KvnetError as err:
-        if on_del:
-            log.warning("pod %s: cannot read the pod on DEL, deleting from the cache: %s", pa.label, err.msg)
-            return None
-        raise reword(err, f"{cmd_prefix(pa)}error waiting for pod: {client_go_text(err)}") from err
+    pod = found[-1] if done else _last_read(api.get_pod, pa, on_del)
+    uid = str(pod_meta(pod).get("uid") or "") if pod is not None else ""
+    live = getattr(api, "get_pod_live", None)  # the daemon's pod cache: its copy may be older than the pod
+    if pod is not None and pa.uid and uid != pa.uid and callable(live):
+        pod = _last_read(live, pa, on_del)
+        uid = str(pod_meta(pod).get("uid") or "") if pod is not None else ""
     if pod is None:
         return None
-    uid = str(pod_meta(pod).get("uid") or "")
     if pa.uid and uid != pa.uid and not is_static_pod(pod):
         if on_del:
             log.warning("pod %s: API has UID %s, the runtime %s; not touching the new pod", pa.label, uid, pa.uid)
@@ -182,3 +180,16 @@ def get_pod(api: KubeApi | None, pa: PodArgs, *, on_del: bool, seams: Seams = Se
             f"{cmd_prefix(pa)}expected pod UID {go_quote(pa.uid)} but got {go_quote(uid)} from Kube API"
         )
     return pod
+
+
+def _last_read(
+    read: Callable[[str, str], Mapping[str, Any] | None], pa: PodArgs, on_del: bool
+) -> Mapping[str, Any] | None:
+    """The read whose failure counts: raised as Multus words it, or on DEL logged and None."""
+    try:
+        return read(pa.namespace, pa.name)
+    except KvnetError as err:
+        if on_del:
+            log.warning("pod %s: cannot read the pod on DEL, deleting from the cache: %s", pa.label, err.msg)
+            return None
+        raise reword(err, f"{cmd_prefix(pa)}error waiting for pod: {client_go_text(err)}") from err

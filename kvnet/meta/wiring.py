@@ -272,14 +272,23 @@ def client_api(kubeconfig: str) -> KubeApi:
 
 
 def nad_cache(kubeconfig: str, api: KubeApi, metrics: DaemonMetrics | None) -> KubeApi:
-    """``api`` with its NAD reads answered from a list + watch (:mod:`kvnet.meta.nadcache`)."""
+    """``api`` with its NAD reads answered from a list + watch (:mod:`kvnet.meta.watchcache`)."""
     from kvnet.meta import k8s
-    from kvnet.meta.nadcache import NadCache
+    from kvnet.meta.watchcache import NadCache
 
     cached = NadCache(api, k8s.LightApi(k8s.load_kubeconfig(kubeconfig), kubeconfig=kubeconfig))
     if metrics is not None:
         cached.observer = metrics.observe_nad_cache
     return cached
+
+
+def pod_cache(kubeconfig: str, api: KubeApi, node: str) -> KubeApi:
+    """``api`` with its pod reads answered from a list + watch of ``node``'s pods
+    (:mod:`kvnet.meta.watchcache`)."""
+    from kvnet.meta import k8s
+    from kvnet.meta.watchcache import PodCache
+
+    return PodCache(api, k8s.LightApi(k8s.load_kubeconfig(kubeconfig), kubeconfig=kubeconfig), node)
 
 
 class LongLived:
@@ -291,10 +300,12 @@ class LongLived:
         metrics: DaemonMetrics | None = None,
         *,
         nad_cache: bool = False,
+        pod_cache_node: str = "",
     ) -> None:
         self._api_factory = api_factory
         self.metrics = metrics
         self.nad_cache = nad_cache
+        self.pod_cache_node = pod_cache_node  # "": no pod cache
         self._apis: dict[str, KubeApi] = {}
         self._runners: dict[tuple[str, str, float, bool], Runner] = {}
         self._recorders: dict[str, EventRecorder | None] = {}
@@ -308,6 +319,8 @@ class LongLived:
                     api.observer = self.metrics.observe_api
                 if self.nad_cache:
                     api = nad_cache(kubeconfig, api, self.metrics)
+                if self.pod_cache_node:
+                    api = pod_cache(kubeconfig, api, self.pod_cache_node)
                 self._apis[kubeconfig] = api
             return self._apis[kubeconfig]
 

@@ -218,7 +218,8 @@ DELIBERATE: dict[str, Deliberate] = {
             "thick-informer-wording",
             "thick mode: multus-daemon reads pods and NADs from its informer caches, whose NotFound names the "
             "resource in the singular (networkattachmentdefinition.k8s.cni.cncf.io); kvnet's daemon reads "
-            "them live and keeps the API server's words, as both thin programs do",
+            "what its caches do not hold live, so a missing one keeps the API server's words, as both thin "
+            "programs do",
             ("error",),
             modes=("thick",),
             match=_informer_wording,

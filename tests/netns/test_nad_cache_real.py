@@ -1,4 +1,4 @@
-"""The daemon's watch-backed NAD cache (kvnet.meta.nadcache) on the real API server (root).
+"""The daemon's watch-backed NAD and pod caches (kvnet.meta.watchcache) on the real API server (root).
 
 - in process, over the light client: the first list, then every create, update and delete
   of a NAD arrives by the watch and is served from memory (no GET); a NAD the cache does
@@ -7,7 +7,11 @@
   deploy/rbac-thick.yaml: an ADD makes no NAD GET at all (the audit log shows the list
   and the watch instead), and a NAD changed between two ADDs is used as changed;
 - with deploy/rbac.yaml alone the list is refused, the daemon logs it once and reads every
-  NAD by GET, and the ADD succeeds as before.
+  NAD by GET, and the ADD succeeds as before;
+- the pod cache, in process: only the pods bound to its node, followed through a delete and
+  a re-create under the same name; and ``kvnet daemon`` with ``$NODE_NAME``: an ADD of a pod
+  of its node makes no pod GET (its status PUT carries the watched copy), and a pod created
+  again under the same name is ADDed with its new UID.
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ from test_rbac_real import (
 from kvnet.lab.kube import KubeCluster
 from kvnet.lab.pod_demo import IP, PodLab
 from kvnet.meta import k8s
-from kvnet.meta.nadcache import NadCache
+from kvnet.meta.watchcache import NadCache, PodCache
 
 pytestmark = pytest.mark.root
 
 NAD_RESOURCE = ("k8s.cni.cncf.io", "network-attachment-definitions")
+POD_RESOURCE = ("", "pods")
+NODE = "kvnet-cache-node"
 
 
 class CountingApi:
@@ -150,26 +156,30 @@ def audit_lines(kube: KubeCluster, since: int) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh.read().splitlines() if line.strip()]
 
 
-def nad_verbs(events: list[dict[str, Any]], user: str) -> list[tuple[str, int]]:
-    """(verb, HTTP status) of ``user``'s requests on NADs, one per request."""
+def nad_verbs(
+    events: list[dict[str, Any]], user: str, resource: tuple[str, str] = NAD_RESOURCE
+) -> list[tuple[str, int]]:
+    """(verb, HTTP status) of ``user``'s requests on NADs (or ``resource``), one per request;
+    a subresource's verb is named with it (``update pods/status``: ``update/status``)."""
     seen: dict[str, tuple[str, int]] = {}
     for e in events:
         ref = e.get("objectRef") or {}
-        if (e.get("user") or {}).get("username") != user or (ref.get("apiGroup"), ref.get("resource")) != NAD_RESOURCE:
+        if (e.get("user") or {}).get("username") != user or (ref.get("apiGroup", ""), ref.get("resource")) != resource:
             continue
-        seen[e["auditID"]] = (e["verb"], (e.get("responseStatus") or {}).get("code", 0))
+        verb = e["verb"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        seen[e["auditID"]] = (verb, (e.get("responseStatus") or {}).get("code", 0))
     return list(seen.values())
 
 
 class Daemon:
     """``kvnet daemon`` in the lab's node netns under the kubeconfig ``kvnet install`` wrote."""
 
-    def __init__(self, lab: PodLab, kvnet_bin_dir: str, sock: str) -> None:
+    def __init__(self, lab: PodLab, kvnet_bin_dir: str, sock: str, node: str = "") -> None:
         self.log_path = lab.workdir / "daemon.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         cmd = [os.path.join(kvnet_bin_dir, "kvnet"), "daemon", "--socket", sock, "--api", "client"]
         self.proc = subprocess.Popen(
-            [IP, "netns", "exec", lab.node.name, *cmd],
+            [IP, "netns", "exec", lab.node.name, "env", f"NODE_NAME={node}", *cmd],
             stdout=subprocess.DEVNULL,
             stderr=self._log,
             start_new_session=True,
@@ -281,6 +291,94 @@ def test_without_list_and_watch_every_nad_read_is_a_get(lab: PodLab, kube: KubeC
         assert verbs.count(("get", 200)) == 2 and {v for v in verbs if v[0] != "get"} == {("list", 403)}, verbs
         refused = [line for line in daemon.log().splitlines() if "NAD cache" in line and "403" in line]
         assert len(refused) == 1, daemon.log()
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        remove_all(kube, docs)
+
+
+def pod_object(namespace: str, name: str, node: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]},
+    }
+
+
+class CountingPods(CountingApi):
+    """... and the pod GETs."""
+
+    def __init__(self, api: k8s.LightApi) -> None:
+        super().__init__(api)
+        self.pod_gets: list[tuple[str, str]] = []
+
+    def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        self.pod_gets.append((namespace, name))
+        return self.api.get_pod(namespace, name)
+
+
+def test_the_pod_cache_follows_its_node(kube: KubeCluster) -> None:
+    kube.ensure_namespace("cache-p")
+    kube.create(pod_object("cache-p", "web", NODE))
+    kube.create(pod_object("cache-p", "elsewhere", "another-node"))
+    conf = k8s.load_kubeconfig(str(kube.admin_kubeconfig))
+    api = CountingPods(k8s.LightApi(conf, kubeconfig=str(kube.admin_kubeconfig)))
+    cache = PodCache(api, k8s.LightApi(conf, kubeconfig=str(kube.admin_kubeconfig)), NODE)
+    try:
+        assert cache.wait_synced(10)
+        first = cache.get_pod("cache-p", "web")
+        assert first is not None and api.pod_gets == []
+        assert cache.cached("cache-p", "elsewhere") is None, "only the pods bound to its node"
+        assert cache.get_pod("cache-p", "elsewhere") is not None and api.pod_gets == [("cache-p", "elsewhere")]
+
+        # deleted and created again under the same name: the watch brings the new pod
+        kube.delete("Pod", "cache-p", "web")
+        eventually("the delete reached the cache", lambda: cache.cached("cache-p", "web") is None)
+        kube.create(pod_object("cache-p", "web", NODE))
+        eventually("the new pod is in the cache", lambda: cache.cached("cache-p", "web") is not None)
+        again = cache.get_pod("cache-p", "web")
+        assert again is not None and again["metadata"]["uid"] != first["metadata"]["uid"]
+        assert api.pod_gets == [("cache-p", "elsewhere")]
+    finally:
+        cache.close()
+        for name in ("web", "elsewhere"):
+            kube.delete("Pod", "cache-p", name)
+
+
+def test_the_daemon_reads_its_nodes_pods_from_its_watch(lab: PodLab, kube: KubeCluster, kvnet_bin_dir: str) -> None:
+    docs = [*manifest(RBAC), *manifest(RBAC_THICK)]
+    apply_all(kube, docs)
+    daemon = None
+    try:
+        wait_authorized(kube, USER, {t: True for t in role_rules(the_role()) | role_rules(the_role(RBAC_THICK))})
+        token_file = lab.workdir / "sa" / "token"
+        write_token(token_file, kube.token(ACCOUNT, NAMESPACE))
+        sock = str(lab.workdir / "run" / "kvnet.sock")
+        conf = install_kvnet(lab, kube, token_file, "--mode", "thick", "--socket", sock)
+        lab.add_nad("blue", BLUE)
+        uid = lab.add_pod("web", "blue@blue0", node=NODE)
+        mark = kube.audit_mark()
+        daemon = Daemon(lab, kvnet_bin_dir, sock, node=NODE)
+        add_and_del(lab, conf, uid, "podcache0", daemon)  # starts the caches (this one may GET)
+        eventually(
+            "the daemon's pod watch is open",
+            lambda: ("watch", 200) in nad_verbs(audit_lines(kube, mark), USER, POD_RESOURCE),
+        )
+        time.sleep(0.5)  # the watch event of the first ADD's status write on its way to the daemon
+        mark = kube.audit_mark()
+        status = add_and_del(lab, conf, uid, "podcache1", daemon)
+        assert [(s["name"], s["interface"]) for s in status] == [("main", "eth0"), ("default/blue", "blue0")]
+        verbs = nad_verbs(audit_lines(kube, mark), USER, POD_RESOURCE)
+        assert verbs == [("update/status", 200)], f"the ADD's pod came from the watch, its copy was PUT: {verbs}"
+
+        # the pod deleted and created again under its name, ADDed at once with its new UID:
+        # whether or not the watch has delivered it yet, the ADD finds the new pod
+        lab.api.delete("Pod", "default", "web")
+        new_uid = lab.add_pod("web", "blue@blue0", node=NODE)
+        assert new_uid != uid
+        status = add_and_del(lab, conf, new_uid, "podcache2", daemon)
+        assert [s["interface"] for s in status] == ["eth0", "blue0"]
     finally:
         if daemon is not None:
             daemon.stop()
