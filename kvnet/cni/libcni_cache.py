@@ -104,7 +104,7 @@ def write_result(cache_dir: str | os.PathLike[str], attachment: CachedAttachment
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
+            f.write(json.dumps(doc))  # dumps runs the C encoder, dump the pure-Python one (same bytes)
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):  # the write's error is the one to report
