@@ -234,19 +234,9 @@ class NadCache(_CachedApi):
     """A :class:`KubeApi` whose ``get_nad`` is answered from a list + watch of every
     namespace's NADs when synced."""
 
-    def __init__(
-        self,
-        api: KubeApi,
-        source: WatchSource,
-        *,
-        relist_after: float = RELIST_AFTER_FAILURE,
-        watch_seconds: int = WATCH_SECONDS,
-        start: bool = True,
-    ) -> None:
-        watched = WatchedObjects(
-            source, NADS_PATH, "NAD", relist_after=relist_after, watch_seconds=watch_seconds, start=start
-        )
-        super().__init__(api, watched)
+    def __init__(self, api: KubeApi, source: WatchSource, **options: Any) -> None:
+        """``options``: :class:`WatchedObjects`' (``relist_after``, ``watch_seconds``, ``start``)."""
+        super().__init__(api, WatchedObjects(source, NADS_PATH, "NAD", **options))
 
     def get_nad(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         found = self.cached(namespace, name)
@@ -264,20 +254,8 @@ class PodCache(_CachedApi):
     of one node when synced; the pod served is remembered by the client as the first try
     of its network-status write."""
 
-    def __init__(
-        self,
-        api: KubeApi,
-        source: WatchSource,
-        node: str,
-        *,
-        relist_after: float = RELIST_AFTER_FAILURE,
-        watch_seconds: int = WATCH_SECONDS,
-        start: bool = True,
-    ) -> None:
-        watched = WatchedObjects(
-            source, node_pods_path(node), "pod", relist_after=relist_after, watch_seconds=watch_seconds, start=start
-        )
-        super().__init__(api, watched)
+    def __init__(self, api: KubeApi, source: WatchSource, node: str, **options: Any) -> None:
+        super().__init__(api, WatchedObjects(source, node_pods_path(node), "pod", **options))
         self.node = node
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:

@@ -16,13 +16,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -186,6 +188,12 @@ class Daemon:
         )
         _wait_healthy(sock, self.proc)
 
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def log(self) -> str:
         return self.log_path.read_text()
 
@@ -200,16 +208,25 @@ class Daemon:
         self._log.close()
 
 
-def apply_all(kube: KubeCluster, docs: list[dict[str, Any]]) -> None:
+@contextlib.contextmanager
+def thick_node(lab: PodLab, kube: KubeCluster, rbac: tuple[Path, ...]) -> Iterator[tuple[dict[str, Any], str]]:
+    """The ``rbac`` files applied (strict validation), the kvnet ServiceAccount authorized for
+    their rules, kvnet installed in thick mode under its token: (the conflist, the socket);
+    the RBAC objects removed at the end."""
+    docs = [doc for path in rbac for doc in manifest(path)]
     kube.ensure_namespace(NAMESPACE)
     for doc in docs:
         status, answer = apply_strict(kube, doc)
         assert status in (200, 201), answer.get("message", answer)
-
-
-def remove_all(kube: KubeCluster, docs: list[dict[str, Any]]) -> None:
-    for doc in reversed(docs):
-        kube.delete(doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
+    try:
+        wait_authorized(kube, USER, {t: True for path in rbac for t in role_rules(the_role(path))})
+        token_file = lab.workdir / "sa" / "token"
+        write_token(token_file, kube.token(ACCOUNT, NAMESPACE))
+        sock = str(lab.workdir / "run" / "kvnet.sock")
+        yield install_kvnet(lab, kube, token_file, "--mode", "thick", "--socket", sock), sock
+    finally:
+        for doc in reversed(docs):
+            kube.delete(doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
 
 
 def add_and_del(lab: PodLab, conf: dict[str, Any], uid: str, container: str, daemon: Daemon) -> list[dict[str, Any]]:
@@ -223,78 +240,58 @@ def add_and_del(lab: PodLab, conf: dict[str, Any], uid: str, container: str, dae
 
 
 def test_the_daemon_reads_nads_from_its_watch(lab: PodLab, kube: KubeCluster, kvnet_bin_dir: str) -> None:
-    docs = [*manifest(RBAC), *manifest(RBAC_THICK)]
-    apply_all(kube, docs)
-    daemon = None
-    try:
-        wait_authorized(kube, USER, {t: True for t in role_rules(the_role()) | role_rules(the_role(RBAC_THICK))})
-        token_file = lab.workdir / "sa" / "token"
-        write_token(token_file, kube.token(ACCOUNT, NAMESPACE))
-        sock = str(lab.workdir / "run" / "kvnet.sock")
-        conf = install_kvnet(lab, kube, token_file, "--mode", "thick", "--socket", sock)
+    with thick_node(lab, kube, (RBAC, RBAC_THICK)) as (conf, sock):
         lab.add_nad("blue", BLUE)
         lab.add_nad("red", {**BLUE, "bridge": "kvt-red", "ipam": {"type": "host-local", "subnet": "10.84.0.0/24"}})
         uid = lab.add_pod("web", "blue@blue0,red@red0")
         mark = kube.audit_mark()
-        daemon = Daemon(lab, kvnet_bin_dir, sock)
-        # the first call for a kubeconfig starts its cache; until the list is in, reads are GETs
-        status = add_and_del(lab, conf, uid, "cache1", daemon)
-        assert [(s["name"], s["interface"]) for s in status] == [
-            ("main", "eth0"),
-            ("default/blue", "blue0"),
-            ("default/red", "red0"),
-        ]
-        assert [s["ips"][0].split(".")[:3] for s in status[1:]] == [["10", "83", "0"], ["10", "84", "0"]]
-        eventually("the daemon's NAD watch is open", lambda: ("watch", 200) in nad_verbs(audit_lines(kube, mark), USER))
-        assert ("list", 200) in nad_verbs(audit_lines(kube, mark), USER)
+        with Daemon(lab, kvnet_bin_dir, sock) as daemon:
+            # the first call for a kubeconfig starts its cache; until the list is in, reads are GETs
+            status = add_and_del(lab, conf, uid, "cache1", daemon)
+            assert [(s["name"], s["interface"]) for s in status] == [
+                ("main", "eth0"),
+                ("default/blue", "blue0"),
+                ("default/red", "red0"),
+            ]
+            assert [s["ips"][0].split(".")[:3] for s in status[1:]] == [["10", "83", "0"], ["10", "84", "0"]]
+            eventually(
+                "the daemon's NAD watch is open", lambda: ("watch", 200) in nad_verbs(audit_lines(kube, mark), USER)
+            )
+            assert ("list", 200) in nad_verbs(audit_lines(kube, mark), USER)
 
-        # a NAD changed between two ADDs: the next ADD uses it as changed, without a GET
-        mark = kube.audit_mark()
-        current = kube.get("NetworkAttachmentDefinition", "default", "red")
-        assert current is not None
-        changed = copy.deepcopy(current)
-        red = {**BLUE, "bridge": "kvt-red", "ipam": {"type": "host-local", "subnet": "10.85.0.0/24"}}
-        changed["spec"]["config"] = json.dumps({**red, "ipam": {**red["ipam"], "dataDir": str(lab.data_dir)}})
-        kube.call("PUT", "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/red", changed)
-        time.sleep(0.5)  # the watch event's way to the daemon (milliseconds on loopback)
-        for container in ("cache2", "cache3"):
-            status = add_and_del(lab, conf, uid, container, daemon)
-            assert status[2]["ips"][0].startswith("10.85.0."), status
-        verbs = nad_verbs(audit_lines(kube, mark), USER)
-        assert [v for v in verbs if v[0] == "get"] == [], f"no NAD read by GET: {verbs}"
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        remove_all(kube, docs)
+            # a NAD changed between two ADDs: the next ADD uses it as changed, without a GET
+            mark = kube.audit_mark()
+            current = kube.get("NetworkAttachmentDefinition", "default", "red")
+            assert current is not None
+            changed = copy.deepcopy(current)
+            red = {**BLUE, "bridge": "kvt-red", "ipam": {"type": "host-local", "subnet": "10.85.0.0/24"}}
+            changed["spec"]["config"] = json.dumps({**red, "ipam": {**red["ipam"], "dataDir": str(lab.data_dir)}})
+            kube.call("PUT", "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/red", changed)
+            time.sleep(0.5)  # the watch event's way to the daemon (milliseconds on loopback)
+            for container in ("cache2", "cache3"):
+                status = add_and_del(lab, conf, uid, container, daemon)
+                assert status[2]["ips"][0].startswith("10.85.0."), status
+            verbs = nad_verbs(audit_lines(kube, mark), USER)
+            assert [v for v in verbs if v[0] == "get"] == [], f"no NAD read by GET: {verbs}"
 
 
 def test_without_list_and_watch_every_nad_read_is_a_get(lab: PodLab, kube: KubeCluster, kvnet_bin_dir: str) -> None:
-    docs = manifest(RBAC)
-    apply_all(kube, docs)
-    daemon = None
-    try:
-        wait_authorized(kube, USER, {t: True for t in role_rules(the_role())})
-        token_file = lab.workdir / "sa" / "token"
-        write_token(token_file, kube.token(ACCOUNT, NAMESPACE))
-        sock = str(lab.workdir / "run" / "kvnet.sock")
-        conf = install_kvnet(lab, kube, token_file, "--mode", "thick", "--socket", sock)
+    with thick_node(lab, kube, (RBAC,)) as (conf, sock):
         lab.add_nad("blue", BLUE)
         uid = lab.add_pod("web", "blue@blue0")
         mark = kube.audit_mark()
-        daemon = Daemon(lab, kvnet_bin_dir, sock)
-        status = add_and_del(lab, conf, uid, "nocache1", daemon)
-        assert [s["interface"] for s in status] == ["eth0", "blue0"]
-        eventually("the daemon tried to list NADs", lambda: ("list", 403) in nad_verbs(audit_lines(kube, mark), USER))
-        status = add_and_del(lab, conf, uid, "nocache2", daemon)
-        assert [s["interface"] for s in status] == ["eth0", "blue0"]
-        verbs = nad_verbs(audit_lines(kube, mark), USER)
-        assert verbs.count(("get", 200)) == 2 and {v for v in verbs if v[0] != "get"} == {("list", 403)}, verbs
-        refused = [line for line in daemon.log().splitlines() if "NAD cache" in line and "403" in line]
-        assert len(refused) == 1, daemon.log()
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        remove_all(kube, docs)
+        with Daemon(lab, kvnet_bin_dir, sock) as daemon:
+            status = add_and_del(lab, conf, uid, "nocache1", daemon)
+            assert [s["interface"] for s in status] == ["eth0", "blue0"]
+            eventually(
+                "the daemon tried to list NADs", lambda: ("list", 403) in nad_verbs(audit_lines(kube, mark), USER)
+            )
+            status = add_and_del(lab, conf, uid, "nocache2", daemon)
+            assert [s["interface"] for s in status] == ["eth0", "blue0"]
+            verbs = nad_verbs(audit_lines(kube, mark), USER)
+            assert verbs.count(("get", 200)) == 2 and {v for v in verbs if v[0] != "get"} == {("list", 403)}, verbs
+            refused = [line for line in daemon.log().splitlines() if "NAD cache" in line and "403" in line]
+            assert len(refused) == 1, daemon.log()
 
 
 def pod_object(namespace: str, name: str, node: str) -> dict[str, Any]:
@@ -347,39 +344,27 @@ def test_the_pod_cache_follows_its_node(kube: KubeCluster) -> None:
 
 
 def test_the_daemon_reads_its_nodes_pods_from_its_watch(lab: PodLab, kube: KubeCluster, kvnet_bin_dir: str) -> None:
-    docs = [*manifest(RBAC), *manifest(RBAC_THICK)]
-    apply_all(kube, docs)
-    daemon = None
-    try:
-        wait_authorized(kube, USER, {t: True for t in role_rules(the_role()) | role_rules(the_role(RBAC_THICK))})
-        token_file = lab.workdir / "sa" / "token"
-        write_token(token_file, kube.token(ACCOUNT, NAMESPACE))
-        sock = str(lab.workdir / "run" / "kvnet.sock")
-        conf = install_kvnet(lab, kube, token_file, "--mode", "thick", "--socket", sock)
+    with thick_node(lab, kube, (RBAC, RBAC_THICK)) as (conf, sock):
         lab.add_nad("blue", BLUE)
         uid = lab.add_pod("web", "blue@blue0", node=NODE)
         mark = kube.audit_mark()
-        daemon = Daemon(lab, kvnet_bin_dir, sock, node=NODE)
-        add_and_del(lab, conf, uid, "podcache0", daemon)  # starts the caches (this one may GET)
-        eventually(
-            "the daemon's pod watch is open",
-            lambda: ("watch", 200) in nad_verbs(audit_lines(kube, mark), USER, POD_RESOURCE),
-        )
-        time.sleep(0.5)  # the watch event of the first ADD's status write on its way to the daemon
-        mark = kube.audit_mark()
-        status = add_and_del(lab, conf, uid, "podcache1", daemon)
-        assert [(s["name"], s["interface"]) for s in status] == [("main", "eth0"), ("default/blue", "blue0")]
-        verbs = nad_verbs(audit_lines(kube, mark), USER, POD_RESOURCE)
-        assert verbs == [("update/status", 200)], f"the ADD's pod came from the watch, its copy was PUT: {verbs}"
+        with Daemon(lab, kvnet_bin_dir, sock, node=NODE) as daemon:
+            add_and_del(lab, conf, uid, "podcache0", daemon)  # starts the caches (this one may GET)
+            eventually(
+                "the daemon's pod watch is open",
+                lambda: ("watch", 200) in nad_verbs(audit_lines(kube, mark), USER, POD_RESOURCE),
+            )
+            time.sleep(0.5)  # the watch event of the first ADD's status write on its way to the daemon
+            mark = kube.audit_mark()
+            status = add_and_del(lab, conf, uid, "podcache1", daemon)
+            assert [(s["name"], s["interface"]) for s in status] == [("main", "eth0"), ("default/blue", "blue0")]
+            verbs = nad_verbs(audit_lines(kube, mark), USER, POD_RESOURCE)
+            assert verbs == [("update/status", 200)], f"the ADD's pod came from the watch, its copy was PUT: {verbs}"
 
-        # the pod deleted and created again under its name, ADDed at once with its new UID:
-        # whether or not the watch has delivered it yet, the ADD finds the new pod
-        lab.api.delete("Pod", "default", "web")
-        new_uid = lab.add_pod("web", "blue@blue0", node=NODE)
-        assert new_uid != uid
-        status = add_and_del(lab, conf, new_uid, "podcache2", daemon)
-        assert [s["interface"] for s in status] == ["eth0", "blue0"]
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        remove_all(kube, docs)
+            # the pod deleted and created again under its name, ADDed at once with its new UID:
+            # whether or not the watch has delivered it yet, the ADD finds the new pod
+            lab.api.delete("Pod", "default", "web")
+            new_uid = lab.add_pod("web", "blue@blue0", node=NODE)
+            assert new_uid != uid
+            status = add_and_del(lab, conf, new_uid, "podcache2", daemon)
+            assert [s["interface"] for s in status] == ["eth0", "blue0"]
