@@ -85,6 +85,10 @@ class DaemonMetrics:
             "kvnet_nad_cache", "NAD reads, by whether the watch-backed cache answered (hit) or a GET (miss)",
             ["result"], registry=r,
         )  # fmt: skip
+        self.pod_cache = Counter(
+            "kvnet_pod_cache", "Pod reads, by whether the watch-backed cache of the node's pods answered (hit) or a GET (miss)",
+            ["result"], registry=r,
+        )  # fmt: skip
 
     # --- the observers the daemon's parts are given ----------------------------------------
 
@@ -103,6 +107,9 @@ class DaemonMetrics:
 
     def observe_nad_cache(self, result: str) -> None:
         self.nad_cache.labels(result).inc()
+
+    def observe_pod_cache(self, result: str) -> None:
+        self.pod_cache.labels(result).inc()
 
     def observe_call(self, command: str, code: int, seconds: float) -> None:
         self.calls.labels(command, str(code)).inc()

@@ -282,13 +282,16 @@ def nad_cache(kubeconfig: str, api: KubeApi, metrics: DaemonMetrics | None) -> K
     return cached
 
 
-def pod_cache(kubeconfig: str, api: KubeApi, node: str) -> KubeApi:
+def pod_cache(kubeconfig: str, api: KubeApi, node: str, metrics: DaemonMetrics | None) -> KubeApi:
     """``api`` with its pod reads answered from a list + watch of ``node``'s pods
     (:mod:`kvnet.meta.watchcache`)."""
     from kvnet.meta import k8s
     from kvnet.meta.watchcache import PodCache
 
-    return PodCache(api, k8s.LightApi(k8s.load_kubeconfig(kubeconfig), kubeconfig=kubeconfig), node)
+    cached = PodCache(api, k8s.LightApi(k8s.load_kubeconfig(kubeconfig), kubeconfig=kubeconfig), node)
+    if metrics is not None:
+        cached.observer = metrics.observe_pod_cache
+    return cached
 
 
 class LongLived:
@@ -320,7 +323,7 @@ class LongLived:
                 if self.nad_cache:
                     api = nad_cache(kubeconfig, api, self.metrics)
                 if self.pod_cache_node:
-                    api = pod_cache(kubeconfig, api, self.pod_cache_node)
+                    api = pod_cache(kubeconfig, api, self.pod_cache_node, self.metrics)
                 self._apis[kubeconfig] = api
             return self._apis[kubeconfig]
 

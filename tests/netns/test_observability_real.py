@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kvnet.lab.kube import KubeCluster
 from kvnet.lab.netns import in_ns
 from kvnet.lab.pod_demo import PodLab
-from kvnet.lab.thick import KvnetDaemon, PrivateMounts
+from kvnet.lab.thick import NODE_NAME, KvnetDaemon, PrivateMounts
 
 MAIN = {
     "cniVersion": "1.0.0",
@@ -142,7 +142,7 @@ def test_curl_on_the_metrics_port_shows_the_counters(lab: PodLab, kube: KubeClus
     try:
         assert scrape(lab, "/healthz") == (200, "ok\n") and scrape(lab, "/readyz") == (200, "ok\n")
         conf = lab.config([MAIN], type="kvnet-shim", socketPath=daemon.socket)
-        uid = lab.add_pod("evmetrics", "blue@blue0,pp")
+        uid = lab.add_pod("evmetrics", "blue@blue0,pp", node=NODE_NAME)  # on the daemon's node: its pod cache
         rc, out, err = lab.cni("ADD", conf, container="m-1", pod="evmetrics", uid=uid, binary="kvnet-shim")
         assert rc == 0, (out, err)
         rc, out, err = lab.cni(
@@ -170,7 +170,13 @@ def test_curl_on_the_metrics_port_shows_the_counters(lab: PodLab, kube: KubeClus
         assert value("kvnet_delegate_duration_seconds_count", type="bridge", command="ADD") == 2
         assert value("kvnet_delegate_duration_seconds_count", type="ptp", command="ADD") == 1
         assert value("kvnet_delegate_duration_seconds_count", type="host-local", command="ADD") == 0  # run by bridge
-        assert value("kvnet_api_requests_total", call="get_pod", result="ok") >= 1
+        # every pod read: from the pod cache once its list is in, by GET before (a miss)
+        pod_hits, pod_misses = (
+            value("kvnet_pod_cache_total", result="hit"),
+            value("kvnet_pod_cache_total", result="miss"),
+        )
+        assert pod_hits + pod_misses >= 2, (pod_hits, pod_misses)
+        assert value("kvnet_api_requests_total", call="get_pod", result="ok") == pod_misses
         # both ADDs read both NADs: from the NAD cache once its list is in, by GET before (a miss)
         hits, misses = value("kvnet_nad_cache_total", result="hit"), value("kvnet_nad_cache_total", result="miss")
         assert hits + misses == 4
