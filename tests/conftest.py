@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from kvnet.lab.kube import KubeCluster, peers_built
+from kvnet.lab.kube import KubeCluster, peers_built, resource
 from kvnet.lab.netns import Netns, delete_netns, make_netns
 
 if TYPE_CHECKING:
@@ -146,14 +146,35 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
         yield cluster
 
 
+def _peer_lab(
+    netns_factory: Callable[..., Netns], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
+) -> PodLab:
+    from kvnet.lab.pod_demo import PodLab
+
+    node, pod = netns_factory("kvnode"), netns_factory("kvpod")
+    return PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=peer_plugin_dir, kube=kube)
+
+
 @pytest.fixture
 def peer_lab(
     netns_factory: Callable[..., Netns], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
 ) -> Iterator[PodLab]:
     """A node and a pod netns on the real API server, with the v1.10.0 plugins (and
     whereabouts) from build/peers: the lab of the lanes that need the real server's answers."""
-    from kvnet.lab.pod_demo import PodLab
-
-    node, pod = netns_factory("kvnode"), netns_factory("kvpod")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=peer_plugin_dir, kube=kube) as lab:
+    with _peer_lab(netns_factory, peer_plugin_dir, kvnet_bin_dir, tmp_path, kube) as lab:
         yield lab
+
+
+@pytest.fixture
+def whereabouts_lab(
+    netns_factory: Callable[..., Netns], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
+) -> Iterator[PodLab]:
+    """:func:`peer_lab` for the lanes with whereabouts IPAM (skipped without it): once the
+    lab is gone, the IPPools its ranges made are deleted."""
+    if not Path(peer_plugin_dir, "whereabouts").exists():
+        pytest.skip(f"whereabouts not built in {peer_plugin_dir} (run `make peers`)")
+    with _peer_lab(netns_factory, peer_plugin_dir, kvnet_bin_dir, tmp_path, kube) as lab:
+        yield lab
+    pools = resource("IPPool")
+    for pool in kube.call("GET", f"{pools.prefix}/{pools.plural}")["items"]:
+        kube.delete("IPPool", pool["metadata"]["namespace"], pool["metadata"]["name"])

@@ -23,8 +23,6 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,20 +55,11 @@ PLUGINS = ("bridge", "macvlan")  # the delegates the sampler counts (not their I
 
 
 @pytest.fixture
-def lab(
-    netns_factory: Callable[..., Any], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
-) -> Iterator[PodLab]:
-    if not Path(peer_plugin_dir, "whereabouts").exists():
-        pytest.skip(f"whereabouts not built in {peer_plugin_dir} (run `make peers`)")
-    node, pod = netns_factory("kvnode"), netns_factory("kvpod")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=peer_plugin_dir, kube=kube) as lab:
-        in_ns(lab.node, IP, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")
-        in_ns(lab.node, IP, "link", "set", "uplink0", "up")
-        add_nads(lab)
-        yield lab
-    for pool in kube.call("GET", POOLS)["items"]:  # the pool the whereabouts range made
-        kube.raw("DELETE", f"{POOLS.replace('/ippools', '')}/namespaces/{pool['metadata']['namespace']}/ippools/"
-                 f"{pool['metadata']['name']}")  # fmt: skip
+def lab(whereabouts_lab: PodLab) -> PodLab:
+    in_ns(whereabouts_lab.node, IP, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")
+    in_ns(whereabouts_lab.node, IP, "link", "set", "uplink0", "up")
+    add_nads(whereabouts_lab)
+    return whereabouts_lab
 
 
 def host_local(subnet: str) -> dict[str, Any]:

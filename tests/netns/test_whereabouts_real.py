@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +37,11 @@ exit 0
 
 
 @pytest.fixture
-def lab(
-    netns_factory: Callable[..., Any], peer_plugin_dir: str, kvnet_bin_dir: str, tmp_path: Path, kube: KubeCluster
-) -> Iterator[PodLab]:
-    if not Path(peer_plugin_dir, "whereabouts").exists():
-        pytest.skip(f"whereabouts not built in {peer_plugin_dir} (run `make peers`)")
-    node, pod = netns_factory("kvnode"), netns_factory("kvpod")
-    with PodLab(node, pod, tmp_path, kvnet_bin_dir=kvnet_bin_dir, plugin_dir=peer_plugin_dir, kube=kube) as lab:
-        hang = lab.bin_dir / "hang"
-        hang.write_text(HANG.format(mark=tmp_path / "hang.mark"))
-        hang.chmod(0o755)
-        yield lab
-    for pool in kube.call("GET", POOLS)["items"]:  # the pools the lab's ranges made
-        kube.raw("DELETE", f"{POOLS.replace('/ippools', '')}/namespaces/{pool['metadata']['namespace']}/ippools/"
-                 f"{pool['metadata']['name']}")  # fmt: skip
+def lab(whereabouts_lab: PodLab, tmp_path: Path) -> PodLab:
+    hang = whereabouts_lab.bin_dir / "hang"
+    hang.write_text(HANG.format(mark=tmp_path / "hang.mark"))
+    hang.chmod(0o755)
+    return whereabouts_lab
 
 
 def whereabouts_nad(lab: PodLab, name: str, subnet: str, bridge: str) -> None:
