@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,35 @@ def _check_stopped(sig: int, rc: int, out: Any, err: str) -> None:
         assert rc == 0 or (rc == 1 and out["code"] == 11 and "interrupted" in out["msg"].lower()), (rc, out, err)
 
 
+def _stopped_add_leaves_nothing(
+    rel: RelLab,
+    proc: subprocess.Popen[bytes],
+    sig: int,
+    conf: dict[str, Any],
+    uid: str,
+    cid: str,
+    used: set[str],
+    tally: Tally,
+    attempt: int,
+) -> None:
+    """The ADD ``proc`` got ``sig``: it answered as :func:`_check_stopped` wants (after
+    SIGTERM's rollback only the cache stays), and the runtime's DEL that follows leaves
+    nothing of any container in ``used``."""
+    rc, out, err = rel.finish(proc)
+    tally.tries += 1
+    tally.faults += rc != 0
+    _check_stopped(sig, rc, out, err)
+    if sig == signal.SIGTERM and rc != 0:  # rolled back before it answered: only the cache stays
+        wait_no_processes(used)
+        assert [k for k, v in rel.leaks(used).items() if v] in ([], ["cache files"]), rel.leaks(used)
+    rc, out, err = rel.lab.cni("DEL", conf, container=cid, pod="web", uid=uid)  # the runtime's DEL
+    assert rc == 0, f"{out}\n{err}"
+    wait_no_processes(used)
+    left = rel.leaks(used)
+    tally.leaks += count(left)
+    assert count(left) == 0, (attempt, left)
+
+
 @pytest.mark.parametrize("fork", [False, True], ids=["delegate", "delegate-with-child"])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_kvnet_cni_killed_during_add(rel: RelLab, sig: int, fork: bool) -> None:
@@ -57,19 +87,7 @@ def test_kvnet_cni_killed_during_add(rel: RelLab, sig: int, fork: bool) -> None:
         proc = rel.start("ADD", conf, container=cid, pod="web", uid=uid)
         time.sleep(rng.uniform(0.2, SLOW + 0.6))
         proc.send_signal(sig)
-        rc, out, err = rel.finish(proc)
-        tally.tries += 1
-        tally.faults += rc != 0
-        _check_stopped(sig, rc, out, err)
-        if sig == signal.SIGTERM and rc != 0:  # rolled back before it answered: only the cache stays
-            wait_no_processes(used)
-            assert [k for k, v in rel.leaks(used).items() if v] in ([], ["cache files"]), rel.leaks(used)
-        rc, out, err = rel.lab.cni("DEL", conf, container=cid, pod="web", uid=uid)  # the runtime's DEL
-        assert rc == 0, f"{out}\n{err}"
-        wait_no_processes(used)
-        left = rel.leaks(used)
-        tally.leaks += count(left)
-        assert count(left) == 0, (i, left)
+        _stopped_add_leaves_nothing(rel, proc, sig, conf, uid, cid, used, tally, i)
     tally.report()
 
 
@@ -150,19 +168,7 @@ def test_kvnet_cni_killed_during_a_parallel_add(rel: RelLab, sig: int, fork: boo
             time.sleep(0.01)
         time.sleep(rng.uniform(0, SLOW))
         proc.send_signal(sig)
-        rc, out, err = rel.finish(proc)
-        tally.tries += 1
-        tally.faults += rc != 0
-        _check_stopped(sig, rc, out, err)
-        if sig == signal.SIGTERM and rc != 0:  # rolled back before it answered: only the cache stays
-            wait_no_processes(used)
-            assert [k for k, v in rel.leaks(used).items() if v] in ([], ["cache files"]), rel.leaks(used)
-        rc, out, err = rel.lab.cni("DEL", conf, container=cid, pod="web", uid=uid)  # the runtime's DEL
-        assert rc == 0, f"{out}\n{err}"
-        wait_no_processes(used)
-        left = rel.leaks(used)
-        tally.leaks += count(left)
-        assert count(left) == 0, (i, left)
+        _stopped_add_leaves_nothing(rel, proc, sig, conf, uid, cid, used, tally, i)
     tally.report()
 
 
