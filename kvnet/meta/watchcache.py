@@ -256,7 +256,6 @@ class PodCache(_CachedApi):
 
     def __init__(self, api: KubeApi, source: WatchSource, node: str, **options: Any) -> None:
         super().__init__(api, WatchedObjects(source, node_pods_path(node), "pod", **options))
-        self.node = node
 
     def get_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         found = self.cached(namespace, name)
